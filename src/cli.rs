@@ -1,0 +1,238 @@
+//! The command line: flags in, one result on stdout, logs and errors on stderr.
+//!
+//! This module is an API boundary: command names, flags and exit codes are a
+//! contract. Exit codes: 0 success, 1 any error (usage errors too, not clap's
+//! 2), and 2 is reserved for "changes pending" (`reconcile --dry-run`).
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::graph::{self, StackGraph};
+use crate::schema::{self, SchemaKind};
+use crate::source::{self, LocalFs};
+use crate::spec::{self, Desired, render};
+
+/// Keeps plain Docker hosts exactly where git says they should be.
+#[derive(Debug, Parser)]
+#[command(name = "plimsoll", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// State directory (lock, history, revisions). Default: /var/lib/plimsoll as root, else $XDG_STATE_HOME/plimsoll.
+    #[arg(long, global = true, env = "PLIMSOLL_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PLIMSOLL_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse, interpolate, graph and check the policy; exit 0 when valid, 1 with every error found.
+    ///
+    /// Example: plimsoll validate examples/stacks
+    Validate {
+        /// A config repository root, a stack directory, or a Compose file.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+    },
+    /// Print the desired state as `docker compose config` would (interpolated, normalized).
+    ///
+    /// Example: plimsoll render examples/stacks --stack shop --format json
+    Render {
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Only this stack (repeatable).
+        #[arg(long = "stack", value_name = "STACK")]
+        stacks: Vec<String>,
+        #[arg(long, value_enum, default_value_t = RenderFormat::Yaml)]
+        format: RenderFormat,
+        /// Print secret values instead of masking them.
+        #[arg(long)]
+        show_secrets: bool,
+    },
+    /// Print the dependency graph: waves of services that start together.
+    ///
+    /// Example: plimsoll graph examples/stacks --format mermaid
+    Graph {
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+    },
+    /// Print a JSON Schema generated from plimsoll's types.
+    ///
+    /// Example: plimsoll schema plimsoll > plimsoll.schema.json
+    Schema {
+        #[arg(value_enum)]
+        kind: SchemaKind,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RenderFormat {
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Text,
+    Dot,
+    Mermaid,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(1),
+            };
+        }
+    };
+    init_logging(&cli);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PLIMSOLL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("plimsoll={level}")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match cli.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// The state directory: the flag, else `/var/lib/plimsoll` as root, else the XDG state directory.
+pub fn state_dir(flag: Option<PathBuf>) -> PathBuf {
+    if let Some(dir) = flag {
+        return dir;
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc_geteuid() } == 0 {
+        return PathBuf::from("/var/lib/plimsoll");
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("plimsoll")
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn process_env() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+/// Loads the desired state at `path`; prints warnings; an error lists every problem.
+fn load(path: &std::path::Path, stacks: &[String]) -> Result<Desired> {
+    let layout = source::discover(path).context("cannot find the desired state")?;
+    let desired = spec::load(&layout, &LocalFs, &process_env(), stacks).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for w in &desired.warnings {
+        eprintln!("{w}");
+    }
+    Ok(desired)
+}
+
+fn print(out: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()) {
+        // A closed pipe (`plimsoll render | head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to stdout"),
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    tracing::debug!(state_dir = %state_dir(cli.state_dir.clone()).display(), "state directory");
+    match cli.command {
+        Command::Validate { path } => {
+            let desired = load(&path, &[])?;
+            let mut out = String::new();
+            let services: usize = desired.stacks.iter().map(|s| s.services.len()).sum();
+            out.push_str(&format!(
+                "valid: {} stack{}, {services} service{}\n",
+                desired.stacks.len(),
+                if desired.stacks.len() == 1 { "" } else { "s" },
+                if services == 1 { "" } else { "s" }
+            ));
+            for s in &desired.stacks {
+                let names: Vec<&str> = s.services.keys().map(String::as_str).collect();
+                out.push_str(&format!("  {}: {}\n", s.name, names.join(", ")));
+            }
+            print(&out)?;
+        }
+        Command::Render { path, stacks, format, show_secrets } => {
+            let desired = load(&path, &stacks)?;
+            let values: Vec<serde_json::Value> =
+                desired.stacks.iter().map(|s| render::to_value(s, &desired.masker, show_secrets)).collect();
+            let out = match (format, values.as_slice()) {
+                (RenderFormat::Json, [one]) => serde_json::to_string_pretty(one)? + "\n",
+                (RenderFormat::Json, many) => {
+                    let by_name: serde_json::Map<String, serde_json::Value> = desired
+                        .stacks
+                        .iter()
+                        .zip(many)
+                        .map(|(s, v)| (s.name.clone(), v.clone()))
+                        .collect();
+                    serde_json::to_string_pretty(&by_name)? + "\n"
+                }
+                (RenderFormat::Yaml, many) => many.iter().map(render::to_yaml).collect::<Vec<_>>().join("---\n"),
+            };
+            print(&out)?;
+        }
+        Command::Graph { path, format } => {
+            let desired = load(&path, &[])?;
+            let graphs: Vec<StackGraph> = desired
+                .stacks
+                .iter()
+                .map(|s| StackGraph::build(s).expect("validation rejected cycles"))
+                .collect();
+            let out = match format {
+                GraphFormat::Text => graph::to_text(&graphs),
+                GraphFormat::Dot => graph::to_dot(&graphs),
+                GraphFormat::Mermaid => graph::to_mermaid(&graphs),
+            };
+            print(&out)?;
+        }
+        Command::Schema { kind } => print(&schema::generate(kind))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,1764 @@
+//! A Compose file to a [`Stack`]: interpolation, then every short and long
+//! syntax normalized into the typed model, with Compose's defaults.
+//!
+//! Every key Compose defines is either implemented here or reported as not
+//! supported (with why); an unknown key is reported with a suggestion. Every
+//! problem found becomes a [`Diag`] and conversion goes on, so one run reports
+//! all of them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::diag::{Diag, Mark};
+use super::dotenv;
+use super::interpolate::interpolate;
+use super::model::*;
+use super::secrets::{Masker, SecretNames};
+use super::yaml::{self, Node, Value};
+use crate::source::Files;
+
+/// Keys of a service that plimsoll implements.
+pub const SERVICE_KEYS: &[&str] = &[
+    "cap_add",
+    "cap_drop",
+    "command",
+    "configs",
+    "container_name",
+    "depends_on",
+    "deploy",
+    "entrypoint",
+    "env_file",
+    "environment",
+    "expose",
+    "extra_hosts",
+    "healthcheck",
+    "hostname",
+    "image",
+    "init",
+    "labels",
+    "logging",
+    "mem_limit",
+    "mem_reservation",
+    "networks",
+    "ports",
+    "privileged",
+    "profiles",
+    "pull_policy",
+    "read_only",
+    "restart",
+    "secrets",
+    "stop_grace_period",
+    "stop_signal",
+    "tmpfs",
+    "ulimits",
+    "user",
+    "volumes",
+    "working_dir",
+];
+
+const NOT_YET: &str = "plimsoll does not implement this Compose key yet (README, \"Compose keys\")";
+const SWARM: &str = "a Swarm-only setting with no meaning on a single Docker host";
+
+/// Keys of a service that Compose defines and plimsoll does not implement, with why.
+pub const SERVICE_UNSUPPORTED: &[(&str, &str)] = &[
+    ("annotations", NOT_YET),
+    ("attach", NOT_YET),
+    ("blkio_config", NOT_YET),
+    (
+        "build",
+        "plimsoll deploys images and does not build them yet: build the image in CI (or `docker build`) and name it with `image:`",
+    ),
+    ("cgroup", NOT_YET),
+    ("cgroup_parent", NOT_YET),
+    ("cpu_count", "a Windows-only setting"),
+    ("cpu_percent", "a Windows-only setting"),
+    ("cpu_period", NOT_YET),
+    ("cpu_quota", NOT_YET),
+    ("cpu_rt_period", NOT_YET),
+    ("cpu_rt_runtime", NOT_YET),
+    ("cpu_shares", NOT_YET),
+    ("cpus", NOT_YET),
+    ("cpuset", NOT_YET),
+    ("credential_spec", "a Windows-only setting"),
+    ("develop", "a setting for local development (`docker compose watch`), not for deployed hosts"),
+    ("device_cgroup_rules", NOT_YET),
+    ("devices", NOT_YET),
+    ("dns", NOT_YET),
+    ("dns_opt", NOT_YET),
+    ("dns_search", NOT_YET),
+    ("domainname", NOT_YET),
+    ("extends", NOT_YET),
+    ("external_links", NOT_YET),
+    ("gpus", NOT_YET),
+    ("group_add", NOT_YET),
+    ("ipc", NOT_YET),
+    ("isolation", "a Windows-only setting"),
+    ("label_file", NOT_YET),
+    ("links", NOT_YET),
+    ("mac_address", NOT_YET),
+    ("mem_swappiness", NOT_YET),
+    ("memswap_limit", NOT_YET),
+    ("models", NOT_YET),
+    ("network_mode", NOT_YET),
+    ("oom_kill_disable", NOT_YET),
+    ("oom_score_adj", NOT_YET),
+    ("pid", NOT_YET),
+    ("pids_limit", NOT_YET),
+    ("platform", NOT_YET),
+    ("post_start", NOT_YET),
+    ("pre_stop", NOT_YET),
+    ("provider", NOT_YET),
+    ("runtime", NOT_YET),
+    ("scale", NOT_YET),
+    ("security_opt", NOT_YET),
+    ("shm_size", NOT_YET),
+    ("stdin_open", NOT_YET),
+    ("storage_opt", NOT_YET),
+    ("sysctls", NOT_YET),
+    ("tty", NOT_YET),
+    ("use_api_socket", NOT_YET),
+    ("userns_mode", NOT_YET),
+    ("uts", NOT_YET),
+    ("volumes_from", NOT_YET),
+];
+
+/// Top-level keys plimsoll implements (besides `x-` fields).
+pub const TOP_KEYS: &[&str] = &["name", "version", "services", "networks", "volumes", "secrets", "configs"];
+
+const TOP_UNSUPPORTED: &[(&str, &str)] = &[("include", NOT_YET), ("models", NOT_YET)];
+
+const NETWORK_KEYS: &[&str] = &["name", "driver", "driver_opts", "external", "internal", "labels"];
+const NETWORK_UNSUPPORTED: &[(&str, &str)] =
+    &[("attachable", NOT_YET), ("enable_ipv6", NOT_YET), ("ipam", NOT_YET)];
+const VOLUME_KEYS: &[&str] = &["name", "driver", "driver_opts", "external", "labels"];
+
+/// The inputs of one stack.
+pub struct StackInput<'a> {
+    /// The stack directory as the user named it; messages use it.
+    pub dir: &'a Path,
+    /// The stack directory, absolute; relative paths in the file resolve against it.
+    pub abs_dir: &'a Path,
+    /// The Compose file (under `dir`).
+    pub file: &'a Path,
+    pub text: &'a str,
+    /// `.env` of the stack directory and its text, when it exists.
+    pub dotenv: Option<(&'a Path, &'a str)>,
+    /// The process environment; it overrides `.env`.
+    pub env: &'a BTreeMap<String, String>,
+    pub files: &'a dyn Files,
+    pub secret_names: &'a SecretNames,
+}
+
+/// A loaded stack and the secrets found while loading it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub stack: Stack,
+    pub masker: Masker,
+}
+
+/// Converts one Compose file; problems go to `diags`. `None` when the file
+/// cannot be read as a stack at all.
+pub fn load_stack(input: &StackInput<'_>, diags: &mut Vec<Diag>) -> Option<Loaded> {
+    let mut masker = Masker::new(input.secret_names.clone());
+    // The project environment: `.env`, then the process environment over it.
+    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    if let Some((path, text)) = input.dotenv {
+        match dotenv::parse(text, &|k| input.env.get(k).cloned()) {
+            Ok(map) => {
+                for (k, v) in map {
+                    masker.observe(&k, &v);
+                    vars.insert(k, v);
+                }
+            }
+            Err(e) => {
+                diags.push(
+                    Diag::error(path, Mark::new(e.line, 1), "", e.message.clone())
+                        .hint("fix this line of the .env file (KEY=value)"),
+                );
+                return None;
+            }
+        }
+    }
+    for (k, v) in input.env {
+        vars.insert(k.clone(), v.clone());
+    }
+
+    let root = match yaml::parse(input.text, input.file) {
+        Ok(n) => n,
+        Err(d) => {
+            diags.push(d);
+            return None;
+        }
+    };
+    let mut cx = Cx {
+        file: input.file,
+        input,
+        diags,
+        vars: &vars,
+        masker: &mut masker,
+        marks: BTreeMap::new(),
+    };
+    let stack = cx.stack(root)?;
+    Some(Loaded { stack, masker })
+}
+
+/// A diagnostic just recorded, to add a hint to.
+struct Recorded<'a>(&'a mut Diag);
+
+impl Recorded<'_> {
+    fn hint(self, hint: impl Into<String>) {
+        self.0.hint = Some(hint.into());
+    }
+}
+
+struct Cx<'a, 'i> {
+    file: &'a Path,
+    input: &'a StackInput<'i>,
+    diags: &'a mut Vec<Diag>,
+    vars: &'a BTreeMap<String, String>,
+    masker: &'a mut Masker,
+    marks: BTreeMap<String, Mark>,
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn idx(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+impl Cx<'_, '_> {
+    /// Records an error; `.hint(...)` on the result adds what to do.
+    fn err(&mut self, mark: Mark, key: &str, msg: impl Into<String>) -> Recorded<'_> {
+        self.diags.push(Diag::error(self.file, mark, key, msg));
+        Recorded(self.diags.last_mut().expect("just pushed"))
+    }
+
+    fn type_err(&mut self, node: &Node, key: &str, expected: &str) {
+        self.err(node.mark, key, format!("expected {expected}, found {}", node.type_name()));
+    }
+
+    // -- interpolation ------------------------------------------------------
+
+    /// Interpolates every string value of the tree (keys are left as written).
+    fn interpolate(&mut self, node: &mut Node, path: &str) {
+        match &mut node.value {
+            Value::Str(s) => {
+                let vars = self.vars;
+                match interpolate(s, &|k| vars.get(k).cloned()) {
+                    Ok(v) => *s = v,
+                    Err(e) => {
+                        self.err(node.mark, path, e.to_string())
+                            .hint("set the variable in the stack's .env file or the environment, or give it a default: ${VAR:-default}");
+                    }
+                }
+            }
+            Value::Seq(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    self.interpolate(item, &idx(path, i));
+                }
+            }
+            Value::Map(entries) => {
+                for (k, v) in entries.iter_mut() {
+                    let key = join(path, &k.scalar_string().unwrap_or_default());
+                    self.interpolate(v, &key);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // -- scalar helpers -----------------------------------------------------
+
+    fn string(&mut self, node: &Node, key: &str) -> Option<String> {
+        match &node.value {
+            Value::Seq(_) | Value::Map(_) | Value::Null => {
+                self.type_err(node, key, "a string");
+                None
+            }
+            _ => node.scalar_string(),
+        }
+    }
+
+    fn opt_string(&mut self, node: &Node, key: &str) -> Option<String> {
+        if node.is_null() { None } else { self.string(node, key) }
+    }
+
+    fn boolean(&mut self, node: &Node, key: &str) -> Option<bool> {
+        match &node.value {
+            Value::Bool(b) => Some(*b),
+            Value::Str(s) => match s.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" | "y" => Some(true),
+                "false" | "no" | "off" | "n" => Some(false),
+                _ => {
+                    self.type_err(node, key, "true or false");
+                    None
+                }
+            },
+            _ => {
+                self.type_err(node, key, "true or false");
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, node: &Node, key: &str) -> Option<i64> {
+        match &node.value {
+            Value::Int(i) => Some(*i),
+            Value::Str(s) if s.trim().parse::<i64>().is_ok() => s.trim().parse().ok(),
+            _ => {
+                self.type_err(node, key, "a whole number");
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, node: &Node, key: &str) -> Option<GoDuration> {
+        let s = self.string(node, key)?;
+        let d = GoDuration::parse(&s);
+        if d.is_none() {
+            self.err(node.mark, key, format!("invalid duration `{s}`"))
+                .hint("write a number with a unit, like 30s, 1m30s or 500ms");
+        }
+        d
+    }
+
+    fn bytes(&mut self, node: &Node, key: &str) -> Option<Bytes> {
+        if let Value::Int(i) = node.value
+            && i >= 0
+        {
+            return Some(Bytes(i as u64));
+        }
+        let s = self.string(node, key)?;
+        let b = Bytes::parse(&s);
+        if b.is_none() {
+            self.err(node.mark, key, format!("invalid size `{s}`"))
+                .hint("write a number of bytes with an optional unit: 512m, 1g, 256MiB");
+        }
+        b
+    }
+
+    fn string_list(&mut self, node: &Node, key: &str) -> Vec<String> {
+        match &node.value {
+            Value::Seq(items) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| self.string(n, &idx(key, i)))
+                .collect(),
+            Value::Null => Vec::new(),
+            _ => {
+                self.type_err(node, key, "a list of strings");
+                Vec::new()
+            }
+        }
+    }
+
+    fn string_or_list(&mut self, node: &Node, key: &str) -> Vec<String> {
+        match &node.value {
+            Value::Seq(_) => self.string_list(node, key),
+            _ => self.string(node, key).into_iter().collect(),
+        }
+    }
+
+    /// `KEY=value` list or mapping. A list entry without `=` and a mapping
+    /// entry with a null value map to `None`.
+    fn list_or_dict(&mut self, node: &Node, key: &str, allow_none: bool) -> BTreeMap<String, Option<String>> {
+        let mut out = BTreeMap::new();
+        match &node.value {
+            Value::Map(entries) => {
+                for (k, v) in entries {
+                    let name = k.scalar_string().unwrap_or_default();
+                    let value = match &v.value {
+                        Value::Null if allow_none => None,
+                        Value::Null => Some(String::new()),
+                        _ => self.string(v, &join(key, &name)),
+                    };
+                    out.insert(name, value);
+                }
+            }
+            Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let Some(s) = self.string(item, &idx(key, i)) else { continue };
+                    match s.split_once('=') {
+                        Some((k, v)) => out.insert(k.to_string(), Some(v.to_string())),
+                        None if allow_none => out.insert(s, None),
+                        None => out.insert(s, Some(String::new())),
+                    };
+                }
+            }
+            Value::Null => {}
+            _ => self.type_err(node, key, "a mapping or a list of KEY=value"),
+        }
+        out
+    }
+
+    fn string_map(&mut self, node: &Node, key: &str) -> BTreeMap<String, String> {
+        self.list_or_dict(node, key, false)
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap_or_default()))
+            .collect()
+    }
+
+    /// The entries of a mapping, with unknown and unsupported keys reported.
+    /// Returns the implemented entries and the `x-` extensions.
+    fn fields<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        known: &[&str],
+        unsupported: &[(&str, &str)],
+    ) -> (Vec<(&'n str, &'n Node, Mark)>, BTreeMap<String, serde_json::Value>) {
+        let mut out = Vec::new();
+        let mut ext = BTreeMap::new();
+        let Some(entries) = node.as_map() else {
+            if !node.is_null() {
+                self.type_err(node, path, "a mapping");
+            }
+            return (out, ext);
+        };
+        for (k, v) in entries {
+            let Some(name) = k.as_str() else {
+                self.err(k.mark, path, format!("`{}` is not a valid key here", k.scalar_string().unwrap_or_default()));
+                continue;
+            };
+            let key_path = join(path, name);
+            if name.starts_with("x-") {
+                ext.insert(name.to_string(), to_json(v));
+            } else if known.contains(&name) {
+                out.push((name, v, k.mark));
+            } else if let Some((_, why)) = unsupported.iter().find(|(u, _)| *u == name) {
+                self.err(k.mark, &key_path, format!("`{name}` is not supported: {why}"))
+                    .hint(format!("remove `{name}` from the file, or run this stack with docker compose"));
+            } else {
+                let suggestion = known
+                    .iter()
+                    .map(|c| (strsim::jaro_winkler(name, c), c))
+                    .filter(|(score, _)| *score > 0.85)
+                    .max_by(|a, b| a.0.total_cmp(&b.0))
+                    .map(|(_, c)| *c);
+                let d = self.err(k.mark, &key_path, format!("unknown key `{name}`"));
+                match suggestion {
+                    Some(s) => d.hint(format!("did you mean `{s}`?")),
+                    None => d.hint("remove it; extension fields must start with `x-`"),
+                }
+            }
+        }
+        (out, ext)
+    }
+
+    // -- the file -----------------------------------------------------------
+
+    fn stack(&mut self, mut root: Node) -> Option<Stack> {
+        if root.is_null() {
+            self.err(Mark::new(1, 1), "", "the file is empty")
+                .hint("a Compose file needs a `services:` section");
+            return None;
+        }
+        if root.as_map().is_none() {
+            self.err(root.mark, "", format!("expected a mapping at the top level, found {}", root.type_name()));
+            return None;
+        }
+        self.interpolate(&mut root, "");
+        let (fields, extensions) = self.fields(&root, "", TOP_KEYS, TOP_UNSUPPORTED);
+        let mut name = None;
+        let mut services_node = None;
+        let mut stack = Stack {
+            name: String::new(),
+            services: BTreeMap::new(),
+            networks: BTreeMap::new(),
+            volumes: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            extensions,
+            source: StackSource::default(),
+        };
+        for (key, node, mark) in &fields {
+            match *key {
+                "version" => {
+                    self.diags.push(
+                        Diag::warning(
+                            self.file,
+                            *mark,
+                            "version",
+                            "the attribute `version` is obsolete, it will be ignored, please remove it to avoid potential confusion",
+                        ),
+                    );
+                }
+                "name" => name = self.string(node, "name").map(|n| (n, node.mark)),
+                "services" => services_node = Some(*node),
+                _ => {}
+            }
+        }
+        stack.name = match name {
+            Some((n, mark)) => {
+                if !valid_project_name(&n) {
+                    self.err(mark, "name", format!("invalid project name `{n}`"))
+                        .hint("a project name has only lowercase letters, digits, `-` and `_`, and starts with a letter or digit");
+                }
+                n
+            }
+            None => {
+                let dir = self.input.abs_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let n = normalize_project_name(&dir);
+                if n.is_empty() {
+                    self.err(Mark::default(), "name", format!("the directory name `{dir}` gives no valid project name"))
+                        .hint("set `name:` at the top of the Compose file");
+                }
+                n
+            }
+        };
+        let project = stack.name.clone();
+        for (key, node, _) in &fields {
+            match *key {
+                "networks" => stack.networks = self.networks(node, &project),
+                "volumes" => stack.volumes = self.volumes(node, &project),
+                "secrets" => stack.secrets = self.file_objects(node, "secrets", &project),
+                "configs" => stack.configs = self.file_objects(node, "configs", &project),
+                _ => {}
+            }
+        }
+        match services_node {
+            None => {
+                self.err(root.mark, "services", "no `services:` section").hint("declare at least one service");
+            }
+            Some(node) => match node.as_map() {
+                Some(entries) => {
+                    for (k, v) in entries {
+                        let name = k.scalar_string().unwrap_or_default();
+                        if !valid_service_name(&name) {
+                            self.err(k.mark, &join("services", &name), format!("invalid service name `{name}`"))
+                                .hint("service names use letters, digits, `.`, `_` and `-`, starting with a letter or digit");
+                            continue;
+                        }
+                        self.marks.insert(join("services", &name), k.mark);
+                        if let Some(svc) = self.service(&name, v) {
+                            stack.services.insert(name, svc);
+                        }
+                    }
+                }
+                None if node.is_null() => {}
+                None => self.type_err(node, "services", "a mapping of service names to services"),
+            },
+        }
+        self.secret_files(&stack);
+        stack.source = StackSource {
+            dir: self.input.dir.to_path_buf(),
+            file: self.file.to_path_buf(),
+            marks: std::mem::take(&mut self.marks),
+            variables: self.vars.clone(),
+        };
+        if stack.services.values().any(|s| s.networks.contains_key("default")) && !stack.networks.contains_key("default") {
+            stack.networks.insert(
+                "default".into(),
+                Network {
+                    name: format!("{project}_default"),
+                    ..Network::default()
+                },
+            );
+        }
+        Some(stack)
+    }
+
+    fn networks(&mut self, node: &Node, project: &str) -> BTreeMap<String, Network> {
+        let mut out = BTreeMap::new();
+        let Some(entries) = self.entries(node, "networks") else { return out };
+        for (k, v) in entries {
+            let key = k.scalar_string().unwrap_or_default();
+            let path = join("networks", &key);
+            let mut net = Network::default();
+            let (fields, _) = self.fields(v, &path, NETWORK_KEYS, NETWORK_UNSUPPORTED);
+            let mut name = None;
+            for (f, n, _) in fields {
+                let p = join(&path, f);
+                match f {
+                    "name" => name = self.string(n, &p),
+                    "driver" => net.driver = self.opt_string(n, &p),
+                    "driver_opts" => net.driver_opts = self.string_map(n, &p),
+                    "external" => net.external = self.external(n, &p, &mut name),
+                    "internal" => net.internal = self.boolean(n, &p).unwrap_or(false),
+                    "labels" => net.labels = self.string_map(n, &p),
+                    _ => unreachable!("listed in NETWORK_KEYS"),
+                }
+            }
+            net.name = resolve_name(name, net.external, project, &key);
+            out.insert(key, net);
+        }
+        out
+    }
+
+    fn volumes(&mut self, node: &Node, project: &str) -> BTreeMap<String, Volume> {
+        let mut out = BTreeMap::new();
+        let Some(entries) = self.entries(node, "volumes") else { return out };
+        for (k, v) in entries {
+            let key = k.scalar_string().unwrap_or_default();
+            let path = join("volumes", &key);
+            let mut vol = Volume::default();
+            let (fields, _) = self.fields(v, &path, VOLUME_KEYS, &[]);
+            let mut name = None;
+            for (f, n, _) in fields {
+                let p = join(&path, f);
+                match f {
+                    "name" => name = self.string(n, &p),
+                    "driver" => vol.driver = self.opt_string(n, &p),
+                    "driver_opts" => vol.driver_opts = self.string_map(n, &p),
+                    "external" => vol.external = self.external(n, &p, &mut name),
+                    "labels" => vol.labels = self.string_map(n, &p),
+                    _ => unreachable!("listed in VOLUME_KEYS"),
+                }
+            }
+            vol.name = resolve_name(name, vol.external, project, &key);
+            out.insert(key, vol);
+        }
+        out
+    }
+
+    /// `external: true`, or the legacy `external: {name: x}`.
+    fn external(&mut self, node: &Node, path: &str, name: &mut Option<String>) -> bool {
+        if let Some(n) = node.get("name") {
+            *name = self.string(n, &join(path, "name"));
+            return true;
+        }
+        self.boolean(node, path).unwrap_or(false)
+    }
+
+    fn entries<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n [(Node, Node)]> {
+        match &node.value {
+            Value::Map(m) => Some(m),
+            Value::Null => None,
+            _ => {
+                self.type_err(node, path, "a mapping");
+                None
+            }
+        }
+    }
+
+    fn file_objects(&mut self, node: &Node, kind: &str, project: &str) -> BTreeMap<String, FileObject> {
+        let mut out = BTreeMap::new();
+        let Some(entries) = self.entries(node, kind) else { return out };
+        let known: &[&str] = if kind == "configs" {
+            &["name", "file", "environment", "content"]
+        } else {
+            &["name", "file", "environment"]
+        };
+        let unsupported = [
+            ("external", "external secrets and configs live in Swarm; use `file:` or `environment:`"),
+            ("driver", SWARM),
+            ("driver_opts", SWARM),
+            ("template_driver", SWARM),
+            ("labels", SWARM),
+        ];
+        for (k, v) in entries {
+            let key = k.scalar_string().unwrap_or_default();
+            let path = join(kind, &key);
+            let (fields, _) = self.fields(v, &path, known, &unsupported);
+            let mut obj = FileObject {
+                name: format!("{project}_{key}"),
+                file: None,
+                environment: None,
+                content: None,
+            };
+            for (f, n, _) in fields {
+                let p = join(&path, f);
+                match f {
+                    "name" => obj.name = self.string(n, &p).unwrap_or_default(),
+                    "file" => obj.file = self.string(n, &p).map(|f| self.host_path(&f)),
+                    "environment" => obj.environment = self.string(n, &p),
+                    "content" => obj.content = self.string(n, &p),
+                    _ => unreachable!("listed in known"),
+                }
+            }
+            let sources = [obj.file.is_some(), obj.environment.is_some(), obj.content.is_some()];
+            if sources.iter().filter(|s| **s).count() != 1 {
+                let what = if kind == "configs" { "`file`, `environment` or `content`" } else { "`file` or `environment`" };
+                self.err(v.mark, &path, format!("needs exactly one of {what}"));
+            }
+            out.insert(key, obj);
+        }
+        out
+    }
+
+    /// Reads secret files and secret variables so their values are masked everywhere.
+    fn secret_files(&mut self, stack: &Stack) {
+        for (key, obj) in &stack.secrets {
+            if let Some(file) = &obj.file {
+                match self.input.files.read(Path::new(file)) {
+                    Ok(Some(bytes)) => self.masker.add_value(&String::from_utf8_lossy(&bytes)),
+                    Ok(None) => {
+                        let mark = Mark::default();
+                        self.err(mark, &join("secrets", key), format!("secret file {file} does not exist"))
+                            .hint("create the file on the host, or point `file:` at the right path");
+                    }
+                    Err(e) => {
+                        self.err(Mark::default(), &join("secrets", key), format!("cannot read secret file {file}: {e}"));
+                    }
+                }
+            }
+            if let Some(var) = &obj.environment {
+                if let Some(value) = self.vars.get(var) {
+                    self.masker.add_value(value);
+                }
+                self.masker.add_name(var);
+            }
+        }
+    }
+
+    /// A host path from the file, resolved against the stack directory; `~` is the home directory.
+    fn host_path(&self, p: &str) -> String {
+        let path = if let Some(rest) = p.strip_prefix("~/").or(if p == "~" { Some("") } else { None }) {
+            let home = self.vars.get("HOME").cloned().unwrap_or_else(|| "/root".into());
+            PathBuf::from(home).join(rest)
+        } else {
+            self.input.abs_dir.join(p)
+        };
+        normalize_path(&path).to_string_lossy().into_owned()
+    }
+
+    // -- services -----------------------------------------------------------
+
+    fn service(&mut self, name: &str, node: &Node) -> Option<Service> {
+        let path = join("services", name);
+        if node.as_map().is_none() && !node.is_null() {
+            self.type_err(node, &path, "a mapping");
+            return None;
+        }
+        let (fields, extensions) = self.fields(node, &path, SERVICE_KEYS, SERVICE_UNSUPPORTED);
+        let mut svc = Service { extensions, ..Service::default() };
+        let mut env_files: Vec<(PathBuf, bool, Mark, String)> = Vec::new();
+        let mut environment = BTreeMap::new();
+        for (key, n, mark) in &fields {
+            self.marks.insert(join(&path, key), *mark);
+            let p = join(&path, key);
+            match *key {
+                "cap_add" => svc.cap_add = self.string_list(n, &p),
+                "cap_drop" => svc.cap_drop = self.string_list(n, &p),
+                "command" => svc.command = self.command(n, &p),
+                "configs" => svc.configs = self.file_refs(n, &p),
+                "container_name" => svc.container_name = self.opt_string(n, &p),
+                "depends_on" => svc.depends_on = self.depends_on(n, &p),
+                "deploy" => svc.deploy = self.deploy(n, &p),
+                "entrypoint" => svc.entrypoint = self.command(n, &p),
+                "env_file" => env_files = self.env_files(n, &p),
+                "environment" => environment = self.list_or_dict(n, &p, true),
+                "expose" => svc.expose = self.expose(n, &p),
+                "extra_hosts" => svc.extra_hosts = self.extra_hosts(n, &p),
+                "healthcheck" => svc.healthcheck = self.healthcheck(n, &p),
+                "hostname" => svc.hostname = self.opt_string(n, &p),
+                "image" => svc.image = self.opt_string(n, &p),
+                "init" => svc.init = self.boolean(n, &p),
+                "labels" => svc.labels = self.string_map(n, &p),
+                "logging" => svc.logging = self.logging(n, &p),
+                "mem_limit" => svc.mem_limit = self.bytes(n, &p),
+                "mem_reservation" => svc.mem_reservation = self.bytes(n, &p),
+                "networks" => svc.networks = self.service_networks(n, &p),
+                "ports" => svc.ports = self.ports(n, &p),
+                "privileged" => svc.privileged = self.boolean(n, &p).unwrap_or(false),
+                "profiles" => svc.profiles = self.string_list(n, &p),
+                "pull_policy" => svc.pull_policy = self.pull_policy(n, &p),
+                "read_only" => svc.read_only = self.boolean(n, &p).unwrap_or(false),
+                "restart" => svc.restart = self.restart(n, &p),
+                "secrets" => svc.secrets = self.file_refs(n, &p),
+                "stop_grace_period" => svc.stop_grace_period = self.duration(n, &p),
+                "stop_signal" => svc.stop_signal = self.opt_string(n, &p),
+                "tmpfs" => svc.tmpfs = self.string_or_list(n, &p),
+                "ulimits" => svc.ulimits = self.ulimits(n, &p),
+                "user" => svc.user = self.opt_string(n, &p),
+                "volumes" => svc.volumes = self.mounts(n, &p),
+                "working_dir" => svc.working_dir = self.opt_string(n, &p),
+                _ => unreachable!("listed in SERVICE_KEYS"),
+            }
+        }
+        if let Some(x) = node.get("x-plimsoll") {
+            match yaml::from_node::<PlimsollService>(x) {
+                Ok(p) => svc.plimsoll = p,
+                Err(e) => {
+                    let path = if e.path.is_empty() { join(&path, "x-plimsoll") } else { format!("{path}.x-plimsoll.{}", e.path) };
+                    let mark = if e.mark == Mark::default() { x.mark } else { e.mark };
+                    self.err(mark, &path, e.message);
+                }
+            }
+            svc.extensions.remove("x-plimsoll");
+        }
+        for var in &svc.plimsoll.secret_env {
+            self.masker.add_name(var);
+        }
+        svc.environment = self.environment(env_files, environment);
+        if svc.networks.is_empty() {
+            svc.networks.insert("default".into(), None);
+        }
+        Some(svc)
+    }
+
+    fn command(&mut self, node: &Node, path: &str) -> Option<Vec<String>> {
+        match &node.value {
+            Value::Null => None,
+            Value::Seq(_) => Some(self.string_list(node, path)),
+            _ => {
+                let s = self.string(node, path)?;
+                match shlex::split(&s) {
+                    Some(words) => Some(words),
+                    None => {
+                        self.err(node.mark, path, format!("cannot split `{s}` into words: unbalanced quotes"))
+                            .hint("close the quote, or write the command as a list");
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn env_files(&mut self, node: &Node, path: &str) -> Vec<(PathBuf, bool, Mark, String)> {
+        let items: Vec<(usize, &Node)> = match &node.value {
+            Value::Seq(items) => items.iter().enumerate().collect(),
+            Value::Null => Vec::new(),
+            _ => vec![(0, node)],
+        };
+        let mut out = Vec::new();
+        for (i, item) in items {
+            let p = if node.as_seq().is_some() { idx(path, i) } else { path.to_string() };
+            let (file, required) = match &item.value {
+                Value::Map(_) => {
+                    let (fields, _) = self.fields(item, &p, &["path", "required", "format"], &[]);
+                    let mut file = None;
+                    let mut required = true;
+                    for (k, n, _) in fields {
+                        match k {
+                            "path" => file = self.string(n, &join(&p, "path")),
+                            "required" => required = self.boolean(n, &join(&p, "required")).unwrap_or(true),
+                            "format" => {
+                                if self.string(n, &join(&p, "format")).as_deref() != Some("raw") {
+                                    self.err(n.mark, &join(&p, "format"), "only `format: raw` is known besides the default");
+                                }
+                            }
+                            _ => unreachable!(),
+                        }
+                    }
+                    let Some(file) = file else {
+                        self.err(item.mark, &p, "an env_file entry needs `path:`");
+                        continue;
+                    };
+                    (file, required)
+                }
+                _ => match self.string(item, &p) {
+                    Some(f) => (f, true),
+                    None => continue,
+                },
+            };
+            out.push((PathBuf::from(self.host_path(&file)), required, item.mark, p));
+        }
+        out
+    }
+
+    /// env_file values, then `environment:` over them; `- NAME` entries take
+    /// their value from the project environment (Compose's rule).
+    fn environment(
+        &mut self,
+        env_files: Vec<(PathBuf, bool, Mark, String)>,
+        environment: BTreeMap<String, Option<String>>,
+    ) -> BTreeMap<String, Option<String>> {
+        let mut out: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for (file, required, mark, path) in env_files {
+            match self.input.files.read(&file) {
+                Ok(Some(bytes)) => {
+                    let Ok(text) = String::from_utf8(bytes) else {
+                        self.err(mark, &path, format!("env file {} is not UTF-8 text", file.display()));
+                        continue;
+                    };
+                    let vars = self.vars;
+                    let known = out.clone();
+                    match dotenv::parse(&text, &|k| vars.get(k).cloned().or_else(|| known.get(k).cloned().flatten())) {
+                        Ok(map) => {
+                            for (k, v) in map {
+                                out.insert(k, Some(v));
+                            }
+                        }
+                        Err(e) => {
+                            self.diags.push(
+                                Diag::error(&file, Mark::new(e.line, 1), "", e.message)
+                                    .hint(format!("fix this line of the env file (used by {path})")),
+                            );
+                        }
+                    }
+                }
+                Ok(None) if !required => {}
+                Ok(None) => {
+                    self.err(mark, &path, format!("env file {} not found", file.display()))
+                        .hint("create the file, or mark it optional with `required: false`");
+                }
+                Err(e) => {
+                    self.err(mark, &path, format!("cannot read env file {}: {e}", file.display()));
+                }
+            }
+        }
+        for (k, v) in environment {
+            let v = v.or_else(|| self.vars.get(&k).cloned());
+            out.insert(k, v);
+        }
+        for (k, v) in &out {
+            if let Some(v) = v {
+                self.masker.observe(k, v);
+            }
+        }
+        out
+    }
+
+    fn depends_on(&mut self, node: &Node, path: &str) -> BTreeMap<String, Dependency> {
+        let mut out = BTreeMap::new();
+        match &node.value {
+            Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(name) = self.string(item, &idx(path, i)) {
+                        self.marks.insert(format!("{path}.{name}"), item.mark);
+                        out.insert(
+                            name,
+                            Dependency { condition: Condition::ServiceStarted, restart: false, required: true },
+                        );
+                    }
+                }
+            }
+            Value::Map(entries) => {
+                for (k, v) in entries {
+                    let name = k.scalar_string().unwrap_or_default();
+                    let p = join(path, &name);
+                    self.marks.insert(p.clone(), k.mark);
+                    let mut dep = Dependency { condition: Condition::ServiceStarted, restart: false, required: true };
+                    let (fields, _) = self.fields(v, &p, &["condition", "required", "restart"], &[]);
+                    for (f, n, _) in fields {
+                        let fp = join(&p, f);
+                        match f {
+                            "condition" => {
+                                let Some(c) = self.string(n, &fp) else { continue };
+                                match Condition::ALL.iter().find(|(s, _)| *s == c) {
+                                    Some((_, cond)) => dep.condition = *cond,
+                                    None => {
+                                        self.err(n.mark, &fp, format!("invalid condition `{c}`")).hint(
+                                            "use service_started, service_healthy or service_completed_successfully",
+                                        );
+                                    }
+                                }
+                            }
+                            "required" => dep.required = self.boolean(n, &fp).unwrap_or(true),
+                            "restart" => dep.restart = self.boolean(n, &fp).unwrap_or(false),
+                            _ => unreachable!(),
+                        }
+                    }
+                    out.insert(name, dep);
+                }
+            }
+            Value::Null => {}
+            _ => self.type_err(node, path, "a list of services or a mapping"),
+        }
+        out
+    }
+
+    fn deploy(&mut self, node: &Node, path: &str) -> Option<Deploy> {
+        let unsupported = [
+            ("mode", SWARM),
+            ("replicas", NOT_YET),
+            ("labels", SWARM),
+            ("placement", SWARM),
+            ("restart_policy", "use the service's `restart:` on a single host"),
+            ("rollback_config", SWARM),
+            ("update_config", "use `x-plimsoll.rollout` on a single host"),
+            ("endpoint_mode", SWARM),
+        ];
+        let (fields, _) = self.fields(node, path, &["resources"], &unsupported);
+        let mut deploy = Deploy::default();
+        for (_, n, _) in fields {
+            let rp = join(path, "resources");
+            let (res, _) = self.fields(n, &rp, &["limits", "reservations"], &[]);
+            for (k, set, _) in res {
+                let sp = join(&rp, k);
+                let unsupported: &[(&str, &str)] = &[("devices", NOT_YET), ("generic_resources", SWARM)];
+                let known: &[&str] = if k == "limits" { &["cpus", "memory", "pids"] } else { &["cpus", "memory"] };
+                let (entries, _) = self.fields(set, &sp, known, unsupported);
+                let mut rs = ResourceSet::default();
+                for (f, v, _) in entries {
+                    let fp = join(&sp, f);
+                    match f {
+                        "cpus" => {
+                            let cpus = match &v.value {
+                                Value::Int(i) => Some(*i as f64),
+                                Value::Float(x) => Some(*x),
+                                Value::Str(s) => s.trim().parse().ok(),
+                                _ => None,
+                            };
+                            match cpus {
+                                Some(c) if c >= 0.0 => rs.cpus = Some(c),
+                                _ => {
+                                    self.err(v.mark, &fp, "invalid cpus value").hint("write a number of CPUs, like 0.5 or 2");
+                                }
+                            }
+                        }
+                        "memory" => rs.memory = self.bytes(v, &fp),
+                        "pids" => rs.pids = self.int(v, &fp),
+                        _ => unreachable!(),
+                    }
+                }
+                if k == "limits" {
+                    deploy.resources.limits = Some(rs);
+                } else {
+                    deploy.resources.reservations = Some(rs);
+                }
+            }
+        }
+        Some(deploy)
+    }
+
+    fn expose(&mut self, node: &Node, path: &str) -> Vec<String> {
+        let list = self.string_list(node, path);
+        for (i, e) in list.iter().enumerate() {
+            let (port, proto) = e.split_once('/').unwrap_or((e, "tcp"));
+            if parse_port_range(port).is_none() || !valid_protocol(proto) {
+                let mark = node.as_seq().and_then(|s| s.get(i)).map_or(node.mark, |n| n.mark);
+                self.err(mark, &idx(path, i), format!("invalid port `{e}`"))
+                    .hint("write a container port or range, optionally with /tcp, /udp or /sctp");
+            }
+        }
+        list
+    }
+
+    fn extra_hosts(&mut self, node: &Node, path: &str) -> Vec<String> {
+        let pairs: Vec<(String, String, Mark)> = match &node.value {
+            Value::Map(entries) => entries
+                .iter()
+                .filter_map(|(k, v)| {
+                    let host = k.scalar_string().unwrap_or_default();
+                    let p = join(path, &host);
+                    let ips = match &v.value {
+                        Value::Seq(_) => self.string_list(v, &p),
+                        _ => self.string(v, &p).into_iter().collect(),
+                    };
+                    Some(ips.into_iter().map(move |ip| (host.clone(), ip, v.mark)).collect::<Vec<_>>())
+                })
+                .flatten()
+                .collect(),
+            Value::Seq(items) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| {
+                    let s = self.string(item, &idx(path, i))?;
+                    let split = s.split_once('=').or_else(|| s.split_once(':'));
+                    match split {
+                        Some((h, ip)) => Some((h.to_string(), ip.to_string(), item.mark)),
+                        None => {
+                            self.err(item.mark, &idx(path, i), format!("invalid extra host `{s}`"))
+                                .hint("write HOST=IP or HOST:IP");
+                            None
+                        }
+                    }
+                })
+                .collect(),
+            Value::Null => Vec::new(),
+            _ => {
+                self.type_err(node, path, "a list or a mapping");
+                Vec::new()
+            }
+        };
+        pairs
+            .into_iter()
+            .map(|(h, ip, _)| {
+                let ip = ip.trim_start_matches('[').trim_end_matches(']');
+                format!("{h}={ip}")
+            })
+            .collect()
+    }
+
+    fn healthcheck(&mut self, node: &Node, path: &str) -> Option<Healthcheck> {
+        let known = ["test", "interval", "timeout", "retries", "start_period", "start_interval", "disable"];
+        let (fields, _) = self.fields(node, path, &known, &[]);
+        let mut hc = Healthcheck::default();
+        for (f, n, _) in fields {
+            let p = join(path, f);
+            match f {
+                "test" => {
+                    hc.test = match &n.value {
+                        Value::Seq(_) => {
+                            let t = self.string_list(n, &p);
+                            match t.first().map(String::as_str) {
+                                Some("CMD" | "CMD-SHELL" | "NONE") => {}
+                                _ => {
+                                    self.err(n.mark, &p, "a health check test list starts with CMD, CMD-SHELL or NONE")
+                                        .hint("write [\"CMD\", \"prog\", \"arg\"], [\"CMD-SHELL\", \"command line\"], or a plain string");
+                                }
+                            }
+                            t
+                        }
+                        _ => match self.string(n, &p) {
+                            Some(s) if s.is_empty() => Vec::new(),
+                            Some(s) => vec!["CMD-SHELL".into(), s],
+                            None => Vec::new(),
+                        },
+                    }
+                }
+                "interval" => hc.interval = self.duration(n, &p),
+                "timeout" => hc.timeout = self.duration(n, &p),
+                "start_period" => hc.start_period = self.duration(n, &p),
+                "start_interval" => hc.start_interval = self.duration(n, &p),
+                "retries" => {
+                    hc.retries = self.int(n, &p).and_then(|r| {
+                        let r = u64::try_from(r).ok();
+                        if r.is_none() {
+                            self.err(n.mark, &p, "retries cannot be negative");
+                        }
+                        r
+                    })
+                }
+                "disable" => hc.disable = self.boolean(n, &p).unwrap_or(false),
+                _ => unreachable!(),
+            }
+        }
+        Some(hc)
+    }
+
+    fn logging(&mut self, node: &Node, path: &str) -> Option<Logging> {
+        let (fields, _) = self.fields(node, path, &["driver", "options"], &[]);
+        let mut l = Logging::default();
+        for (f, n, _) in fields {
+            let p = join(path, f);
+            match f {
+                "driver" => l.driver = self.opt_string(n, &p),
+                "options" => l.options = self.string_map(n, &p),
+                _ => unreachable!(),
+            }
+        }
+        Some(l)
+    }
+
+    fn service_networks(&mut self, node: &Node, path: &str) -> BTreeMap<String, Option<ServiceNetwork>> {
+        let mut out = BTreeMap::new();
+        match &node.value {
+            Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(name) = self.string(item, &idx(path, i)) {
+                        self.marks.insert(format!("{path}.{name}"), item.mark);
+                        out.insert(name, None);
+                    }
+                }
+            }
+            Value::Map(entries) => {
+                for (k, v) in entries {
+                    let name = k.scalar_string().unwrap_or_default();
+                    let p = join(path, &name);
+                    self.marks.insert(p.clone(), k.mark);
+                    if v.is_null() {
+                        out.insert(name, None);
+                        continue;
+                    }
+                    let unsupported = [
+                        ("link_local_ips", NOT_YET),
+                        ("mac_address", NOT_YET),
+                        ("driver_opts", NOT_YET),
+                        ("gw_priority", NOT_YET),
+                        ("interface_name", NOT_YET),
+                    ];
+                    let known = ["aliases", "ipv4_address", "ipv6_address", "priority"];
+                    let (fields, _) = self.fields(v, &p, &known, &unsupported);
+                    let mut sn = ServiceNetwork::default();
+                    for (f, n, _) in fields {
+                        let fp = join(&p, f);
+                        match f {
+                            "aliases" => sn.aliases = self.string_list(n, &fp),
+                            "ipv4_address" => sn.ipv4_address = self.opt_string(n, &fp),
+                            "ipv6_address" => sn.ipv6_address = self.opt_string(n, &fp),
+                            "priority" => sn.priority = self.int(n, &fp),
+                            _ => unreachable!(),
+                        }
+                    }
+                    out.insert(name, Some(sn));
+                }
+            }
+            Value::Null => {}
+            _ => self.type_err(node, path, "a list or a mapping of networks"),
+        }
+        out
+    }
+
+    fn ports(&mut self, node: &Node, path: &str) -> Vec<Port> {
+        let Some(items) = node.as_seq() else {
+            if !node.is_null() {
+                self.type_err(node, path, "a list of ports");
+            }
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let p = idx(path, i);
+            match &item.value {
+                Value::Map(_) => {
+                    if let Some(port) = self.long_port(item, &p) {
+                        out.push(port);
+                    }
+                }
+                _ => {
+                    let Some(s) = self.string(item, &p) else { continue };
+                    match parse_short_port(&s) {
+                        Ok(ports) => out.extend(ports),
+                        Err(why) => {
+                            self.err(item.mark, &p, format!("invalid port `{s}`: {why}")).hint(
+                                "write [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL], e.g. 8080:80 or 127.0.0.1:5432:5432/tcp",
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn long_port(&mut self, node: &Node, path: &str) -> Option<Port> {
+        let known = ["target", "published", "host_ip", "protocol", "mode", "name", "app_protocol"];
+        let (fields, _) = self.fields(node, path, &known, &[]);
+        let mut port = Port {
+            name: None,
+            mode: "ingress".into(),
+            host_ip: None,
+            target: 0,
+            published: None,
+            protocol: "tcp".into(),
+            app_protocol: None,
+        };
+        let mut target = None;
+        for (f, n, _) in fields {
+            let p = join(path, f);
+            match f {
+                "target" => {
+                    target = self.string(n, &p).and_then(|t| {
+                        let v = t.parse::<u16>().ok().filter(|v| *v > 0);
+                        if v.is_none() {
+                            self.err(n.mark, &p, format!("invalid container port `{t}`")).hint("use a port from 1 to 65535");
+                        }
+                        v
+                    })
+                }
+                "published" => {
+                    port.published = self.opt_string(n, &p).filter(|s| !s.is_empty());
+                    if let Some(pubd) = &port.published
+                        && parse_port_range(pubd).is_none()
+                    {
+                        self.err(n.mark, &p, format!("invalid published port `{pubd}`"))
+                            .hint("use a port from 1 to 65535 or a range like 8000-8010");
+                    }
+                }
+                "host_ip" => port.host_ip = self.opt_string(n, &p),
+                "protocol" => {
+                    let proto = self.string(n, &p).unwrap_or_default().to_ascii_lowercase();
+                    if !valid_protocol(&proto) {
+                        self.err(n.mark, &p, format!("invalid protocol `{proto}`")).hint("use tcp, udp or sctp");
+                    }
+                    port.protocol = proto;
+                }
+                "mode" => {
+                    let mode = self.string(n, &p).unwrap_or_default();
+                    if mode != "ingress" && mode != "host" {
+                        self.err(n.mark, &p, format!("invalid port mode `{mode}`")).hint("use host or ingress");
+                    }
+                    port.mode = mode;
+                }
+                "name" => port.name = self.opt_string(n, &p),
+                "app_protocol" => port.app_protocol = self.opt_string(n, &p),
+                _ => unreachable!(),
+            }
+        }
+        match target {
+            Some(t) => {
+                port.target = t;
+                Some(port)
+            }
+            None => {
+                if node.get("target").is_none() {
+                    self.err(node.mark, path, "a port in long form needs `target:`");
+                }
+                None
+            }
+        }
+    }
+
+    fn pull_policy(&mut self, node: &Node, path: &str) -> Option<PullPolicy> {
+        let s = self.string(node, path)?;
+        let policy = match s.as_str() {
+            "always" => PullPolicy::Always,
+            "never" => PullPolicy::Never,
+            "missing" | "if_not_present" => PullPolicy::Missing,
+            "build" => PullPolicy::Build,
+            _ => {
+                self.err(node.mark, path, format!("invalid pull_policy `{s}`"))
+                    .hint("use always, never, missing or build");
+                return None;
+            }
+        };
+        Some(policy)
+    }
+
+    fn restart(&mut self, node: &Node, path: &str) -> Option<RestartPolicy> {
+        let s = self.string(node, path)?;
+        let r = RestartPolicy::parse(&s);
+        if r.is_none() {
+            self.err(node.mark, path, format!("invalid restart policy `{s}`"))
+                .hint("use no, always, unless-stopped, on-failure or on-failure:N");
+        }
+        r
+    }
+
+    fn file_refs(&mut self, node: &Node, path: &str) -> Vec<FileRef> {
+        let Some(items) = node.as_seq() else {
+            if !node.is_null() {
+                self.type_err(node, path, "a list");
+            }
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let p = idx(path, i);
+            let mut r = FileRef { source: String::new(), target: None, uid: None, gid: None, mode: None };
+            if item.as_map().is_some() {
+                let (fields, _) = self.fields(item, &p, &["source", "target", "uid", "gid", "mode"], &[]);
+                for (f, n, _) in fields {
+                    let fp = join(&p, f);
+                    match f {
+                        "source" => r.source = self.string(n, &fp).unwrap_or_default(),
+                        "target" => r.target = self.opt_string(n, &fp),
+                        "uid" => r.uid = self.opt_string(n, &fp),
+                        "gid" => r.gid = self.opt_string(n, &fp),
+                        "mode" => {
+                            r.mode = match &n.value {
+                                Value::Int(m) => u32::try_from(*m).ok(),
+                                Value::Str(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(),
+                                _ => None,
+                            };
+                            if r.mode.is_none() {
+                                self.err(n.mark, &fp, "invalid file mode").hint("write an octal mode such as 0440");
+                            }
+                        }
+                        _ => unreachable!(),
+                    }
+                }
+                if r.source.is_empty() {
+                    self.err(item.mark, &p, "needs `source:`");
+                    continue;
+                }
+            } else {
+                let Some(s) = self.string(item, &p) else { continue };
+                r.source = s;
+            }
+            self.marks.insert(format!("{path}.{}", r.source), item.mark);
+            out.push(r);
+        }
+        out
+    }
+
+    fn ulimits(&mut self, node: &Node, path: &str) -> BTreeMap<String, Ulimit> {
+        let mut out = BTreeMap::new();
+        let Some(entries) = self.entries(node, path) else { return out };
+        for (k, v) in entries {
+            let name = k.scalar_string().unwrap_or_default();
+            let p = join(path, &name);
+            let limit = if v.as_map().is_some() {
+                let (fields, _) = self.fields(v, &p, &["soft", "hard"], &[]);
+                let (mut soft, mut hard) = (None, None);
+                for (f, n, _) in fields {
+                    let x = self.int(n, &join(&p, f));
+                    if f == "soft" { soft = x } else { hard = x }
+                }
+                match (soft, hard) {
+                    (Some(soft), Some(hard)) if soft <= hard => Some(Ulimit::Pair { soft, hard }),
+                    (Some(_), Some(_)) => {
+                        self.err(v.mark, &p, "soft limit is above the hard limit");
+                        None
+                    }
+                    _ => {
+                        self.err(v.mark, &p, "a ulimit mapping needs both `soft` and `hard`");
+                        None
+                    }
+                }
+            } else {
+                self.int(v, &p).map(Ulimit::Single)
+            };
+            if let Some(l) = limit {
+                out.insert(name, l);
+            }
+        }
+        out
+    }
+
+    fn mounts(&mut self, node: &Node, path: &str) -> Vec<Mount> {
+        let Some(items) = node.as_seq() else {
+            if !node.is_null() {
+                self.type_err(node, path, "a list of volumes");
+            }
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let p = idx(path, i);
+            let mount = if item.as_map().is_some() {
+                self.long_mount(item, &p)
+            } else {
+                let Some(s) = self.string(item, &p) else { continue };
+                match parse_short_volume(&s) {
+                    Ok(mut m) => {
+                        if m.kind == MountType::Bind {
+                            m.source = m.source.map(|s| self.host_path(&s));
+                        }
+                        Some(m)
+                    }
+                    Err(why) => {
+                        self.err(item.mark, &p, format!("invalid volume `{s}`: {why}"))
+                            .hint("write [SOURCE:]TARGET[:ro|rw], e.g. data:/var/lib/data or ./conf:/etc/app:ro");
+                        None
+                    }
+                }
+            };
+            if let Some(m) = mount {
+                if let Some(src) = &m.source
+                    && m.kind == MountType::Volume
+                {
+                    self.marks.insert(format!("{path}.{src}"), item.mark);
+                }
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    fn long_mount(&mut self, node: &Node, path: &str) -> Option<Mount> {
+        let known = ["type", "source", "target", "read_only", "bind", "volume", "tmpfs", "consistency"];
+        let (fields, _) = self.fields(node, path, &known, &[("image", NOT_YET), ("cluster", SWARM), ("npipe", "a Windows-only setting")]);
+        let mut kind = None;
+        let mut m = Mount {
+            kind: MountType::Volume,
+            source: None,
+            target: String::new(),
+            read_only: false,
+            bind: None,
+            volume: None,
+            tmpfs: None,
+        };
+        for (f, n, _) in fields {
+            let p = join(path, f);
+            match f {
+                "type" => {
+                    let t = self.string(n, &p).unwrap_or_default();
+                    kind = match t.as_str() {
+                        "volume" => Some(MountType::Volume),
+                        "bind" => Some(MountType::Bind),
+                        "tmpfs" => Some(MountType::Tmpfs),
+                        _ => {
+                            self.err(n.mark, &p, format!("unsupported mount type `{t}`")).hint("use volume, bind or tmpfs");
+                            return None;
+                        }
+                    }
+                }
+                "source" => m.source = self.opt_string(n, &p).filter(|s| !s.is_empty()),
+                "target" => m.target = self.string(n, &p).unwrap_or_default(),
+                "read_only" => m.read_only = self.boolean(n, &p).unwrap_or(false),
+                "consistency" => {}
+                "bind" => {
+                    let (bf, _) = self.fields(n, &p, &["propagation", "create_host_path", "selinux"], &[]);
+                    let mut b = BindOptions { create_host_path: true, ..BindOptions::default() };
+                    for (k, v, _) in bf {
+                        let kp = join(&p, k);
+                        match k {
+                            "propagation" => b.propagation = self.opt_string(v, &kp),
+                            "create_host_path" => b.create_host_path = self.boolean(v, &kp).unwrap_or(true),
+                            "selinux" => b.selinux = self.opt_string(v, &kp),
+                            _ => unreachable!(),
+                        }
+                    }
+                    m.bind = Some(b);
+                }
+                "volume" => {
+                    let (vf, _) = self.fields(n, &p, &["nocopy", "subpath"], &[]);
+                    let mut o = VolumeOptions::default();
+                    for (k, v, _) in vf {
+                        let kp = join(&p, k);
+                        match k {
+                            "nocopy" => o.nocopy = self.boolean(v, &kp).unwrap_or(false),
+                            "subpath" => o.subpath = self.opt_string(v, &kp),
+                            _ => unreachable!(),
+                        }
+                    }
+                    m.volume = Some(o);
+                }
+                "tmpfs" => {
+                    let (tf, _) = self.fields(n, &p, &["size", "mode"], &[]);
+                    let mut o = TmpfsOptions::default();
+                    for (k, v, _) in tf {
+                        let kp = join(&p, k);
+                        match k {
+                            "size" => o.size = self.bytes(v, &kp),
+                            "mode" => o.mode = self.int(v, &kp).and_then(|x| u32::try_from(x).ok()),
+                            _ => unreachable!(),
+                        }
+                    }
+                    m.tmpfs = Some(o);
+                }
+                _ => unreachable!(),
+            }
+        }
+        let Some(kind) = kind else {
+            self.err(node.mark, path, "a volume in long form needs `type:`").hint("use type: volume, bind or tmpfs");
+            return None;
+        };
+        m.kind = kind;
+        if m.target.is_empty() {
+            self.err(node.mark, path, "a volume in long form needs `target:`");
+            return None;
+        }
+        if kind == MountType::Bind {
+            match &m.source {
+                Some(s) => m.source = Some(self.host_path(s)),
+                None => {
+                    self.err(node.mark, path, "a bind mount needs `source:`");
+                    return None;
+                }
+            }
+            m.bind.get_or_insert(BindOptions { create_host_path: true, ..BindOptions::default() });
+        }
+        Some(m)
+    }
+}
+
+fn resolve_name(name: Option<String>, external: bool, project: &str, key: &str) -> String {
+    match name {
+        Some(n) => n,
+        None if external => key.to_string(),
+        None => format!("{project}_{key}"),
+    }
+}
+
+/// Converts a node to JSON for `x-` fields, which are kept as written.
+pub fn to_json(node: &Node) -> serde_json::Value {
+    use serde_json::Value as J;
+    match &node.value {
+        Value::Null => J::Null,
+        Value::Bool(b) => J::Bool(*b),
+        Value::Int(i) => J::from(*i),
+        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        Value::Str(s) => J::String(s.clone()),
+        Value::Seq(items) => J::Array(items.iter().map(to_json).collect()),
+        Value::Map(entries) => J::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.scalar_string().unwrap_or_default(), to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// Compose's rule for a project name from a directory: lowercase, keep only
+/// `a-z0-9_-`, trim leading `_` and `-`.
+pub fn normalize_project_name(dir: &str) -> String {
+    let lower = dir.to_lowercase();
+    let kept: String = lower
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-')
+        .collect();
+    kept.trim_start_matches(['_', '-']).to_string()
+}
+
+fn valid_project_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+fn valid_service_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn valid_protocol(p: &str) -> bool {
+    matches!(p, "tcp" | "udp" | "sctp")
+}
+
+fn parse_port(s: &str) -> Option<u16> {
+    s.parse::<u16>().ok().filter(|p| *p > 0)
+}
+
+/// `80` or `8000-8010` as an inclusive range.
+pub fn parse_port_range(s: &str) -> Option<(u16, u16)> {
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (parse_port(a)?, parse_port(b)?);
+            (a <= b).then_some((a, b))
+        }
+        None => parse_port(s).map(|p| (p, p)),
+    }
+}
+
+/// Parses Compose's short port syntax `[[HOST_IP:]HOST_PORT:]CONTAINER_PORT[/PROTO]`
+/// into long-form ports; container port ranges expand to one port each.
+pub fn parse_short_port(spec: &str) -> Result<Vec<Port>, String> {
+    let (rest, proto) = match spec.rsplit_once('/') {
+        Some((r, p)) => (r, p.to_ascii_lowercase()),
+        None => (spec, "tcp".to_string()),
+    };
+    if !valid_protocol(&proto) {
+        return Err(format!("unknown protocol `{proto}`"));
+    }
+    // An IPv6 host address is written in brackets.
+    let (host_ip, rest) = if let Some(after) = rest.strip_prefix('[') {
+        let (ip, tail) = after.split_once(']').ok_or("unclosed `[` in host address")?;
+        let tail = tail.strip_prefix(':').ok_or("expected `:` after the host address")?;
+        (Some(ip.to_string()), tail.to_string())
+    } else {
+        let parts: Vec<&str> = rest.split(':').collect();
+        match parts.len() {
+            1 | 2 => (None, rest.to_string()),
+            3 => (Some(parts[0].to_string()), format!("{}:{}", parts[1], parts[2])),
+            _ => return Err("too many `:`".into()),
+        }
+    };
+    let (published, target) = match rest.split_once(':') {
+        Some((p, t)) => (Some(p), t),
+        None => (None, rest.as_str()),
+    };
+    let (t0, t1) = parse_port_range(target).ok_or_else(|| format!("invalid container port `{target}`"))?;
+    let published = match published {
+        Some("") | None => None,
+        Some(p) => Some(parse_port_range(p).ok_or_else(|| format!("invalid host port `{p}`"))?),
+    };
+    let host_ip = host_ip.filter(|ip| !ip.is_empty());
+    let port = |target: u16, published: Option<String>| Port {
+        name: None,
+        mode: "ingress".into(),
+        host_ip: host_ip.clone(),
+        target,
+        published,
+        protocol: proto.clone(),
+        app_protocol: None,
+    };
+    let fmt_range = |(a, b): (u16, u16)| if a == b { a.to_string() } else { format!("{a}-{b}") };
+    if t0 == t1 {
+        return Ok(vec![port(t0, published.map(fmt_range))]);
+    }
+    // A container range maps onto a host range of the same length, port by port.
+    match published {
+        Some((p0, p1)) if p0 == p1 => Err("a container port range needs a host range of the same size".into()),
+        Some((p0, p1)) if p1 - p0 != t1 - t0 => Err("host and container ranges differ in size".into()),
+        Some((p0, _)) => Ok((t0..=t1).map(|t| port(t, Some((p0 + (t - t0)).to_string()))).collect()),
+        None => Ok((t0..=t1).map(|t| port(t, None)).collect()),
+    }
+}
+
+/// Parses Compose's short volume syntax `[SOURCE:]TARGET[:MODE]`. A source
+/// starting with `.`, `/` or `~` is a bind mount (left relative; the caller
+/// resolves it), any other source a named volume, none an anonymous volume.
+pub fn parse_short_volume(spec: &str) -> Result<Mount, String> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (source, target, mode) = match parts.as_slice() {
+        [t] => (None, *t, None),
+        [s, t] if t.starts_with('/') => (Some(*s), *t, None),
+        [t, m] => (None, *t, Some(*m)),
+        [s, t, m] => (Some(*s), *t, Some(*m)),
+        _ => return Err("too many `:`".into()),
+    };
+    if !target.starts_with('/') {
+        return Err(format!("the container path `{target}` must be absolute"));
+    }
+    let mut m = Mount {
+        kind: MountType::Volume,
+        source: source.filter(|s| !s.is_empty()).map(str::to_string),
+        target: target.to_string(),
+        read_only: false,
+        bind: None,
+        volume: None,
+        tmpfs: None,
+    };
+    let is_path = |s: &str| s.starts_with('.') || s.starts_with('/') || s.starts_with('~');
+    if m.source.as_deref().is_some_and(is_path) {
+        m.kind = MountType::Bind;
+        m.bind = Some(BindOptions { create_host_path: true, ..BindOptions::default() });
+    }
+    for opt in mode.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
+        match opt {
+            "ro" => m.read_only = true,
+            "rw" => m.read_only = false,
+            "z" | "Z" if m.kind == MountType::Bind => {
+                m.bind.get_or_insert_with(BindOptions::default).selinux = Some(opt.to_string());
+            }
+            "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate" if m.kind == MountType::Bind => {
+                m.bind.get_or_insert_with(BindOptions::default).propagation = Some(opt.to_string());
+            }
+            "nocopy" if m.kind == MountType::Volume => {
+                m.volume.get_or_insert_with(VolumeOptions::default).nocopy = true;
+            }
+            "consistent" | "cached" | "delegated" => {}
+            other => return Err(format!("unknown mode `{other}`")),
+        }
+    }
+    Ok(m)
+}
+
+/// Lexically normalizes a path (`a/./b/../c` -> `a/c`) without touching the file system.
+fn normalize_path(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_ports() {
+        let p = parse_short_port("127.0.0.1:8080:80/udp").unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!((p[0].target, p[0].published.as_deref(), p[0].protocol.as_str()), (80, Some("8080"), "udp"));
+        let p = parse_short_port("8000-8002:9000-9002").unwrap();
+        assert_eq!(p.iter().map(|p| (p.target, p.published.clone().unwrap())).collect::<Vec<_>>(), [
+            (9000, "8000".to_string()),
+            (9001, "8001".to_string()),
+            (9002, "8002".to_string())
+        ]);
+        let p = parse_short_port("8000-8010:80").unwrap();
+        assert_eq!(p[0].published.as_deref(), Some("8000-8010"));
+        let p = parse_short_port("[::1]:5432:5432").unwrap();
+        assert_eq!(p[0].host_ip.as_deref(), Some("::1"));
+        let p = parse_short_port("127.0.0.1::80").unwrap();
+        assert_eq!((p[0].published.as_deref(), p[0].target), (None, 80));
+        assert_eq!(parse_short_port("3000-3002").unwrap().len(), 3);
+        for bad in ["80/http", "0", "70000", "a:b", "1:2:3:4", "8000-8001:90-95", "9-8"] {
+            assert!(parse_short_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn short_volumes() {
+        let m = parse_short_volume("data:/var/lib/data").unwrap();
+        assert_eq!((m.kind, m.source.as_deref()), (MountType::Volume, Some("data")));
+        let m = parse_short_volume("./conf:/etc/app:ro").unwrap();
+        assert_eq!((m.kind, m.read_only), (MountType::Bind, true));
+        let m = parse_short_volume("/cache").unwrap();
+        assert_eq!((m.kind, m.source), (MountType::Volume, None));
+        let m = parse_short_volume("data:/x:nocopy").unwrap();
+        assert!(m.volume.unwrap().nocopy);
+        assert!(parse_short_volume("data:relative").is_err());
+        assert!(parse_short_volume("a:/b:bogus").is_err());
+    }
+
+    #[test]
+    fn project_names() {
+        assert_eq!(normalize_project_name("My.Shop_2"), "myshop_2");
+        assert_eq!(normalize_project_name("__x"), "x");
+        assert!(valid_project_name("shop-1"));
+        assert!(!valid_project_name("Shop"));
+        assert!(!valid_project_name("-x"));
+    }
+}

@@ -1,0 +1,194 @@
+//! `plimsoll.yaml`: what is not per stack — which stacks run on which host,
+//! the policy, secret name patterns and the agent's defaults.
+//!
+//! This file is an API boundary: its schema is `schemas/plimsoll.json`,
+//! generated from these types.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::model::GoDuration;
+
+/// The whole of `plimsoll.yaml`. Every section is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Per-stack settings, by stack name.
+    #[serde(default)]
+    pub stacks: BTreeMap<String, StackConfig>,
+    /// Hosts by name, with labels that stack placements select on.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, HostConfig>,
+    /// Rules every revision must pass before anything changes.
+    #[serde(default)]
+    pub policy: Policy,
+    /// Which variables hold secrets.
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+    /// Defaults of `plimsoll agent`.
+    #[serde(default)]
+    pub agent: AgentConfig,
+}
+
+/// Settings of one stack.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StackConfig {
+    /// Host names this stack runs on. With neither `hosts` nor `placement`, it runs on every host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Runs on every host whose labels include all of these.
+    #[serde(default)]
+    pub placement: Option<Placement>,
+    /// Remove containers and networks of this stack that git no longer declares.
+    #[serde(default)]
+    pub prune: Option<bool>,
+    /// Allow `--prune-volumes` to remove this stack's named volumes.
+    #[serde(default)]
+    pub prune_volumes: bool,
+    /// Revert drift automatically (agent).
+    #[serde(default)]
+    pub self_heal: Option<bool>,
+    /// Freeze changes: observed and reported, never changed.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Placement {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A host of the fleet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Freeze changes on this whole host.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// The policy: organisational rules turned into checks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Privileged containers are forbidden unless listed here.
+    #[serde(default)]
+    pub privileged: Option<PrivilegedRule>,
+    /// Images must come from one of these registries.
+    #[serde(default)]
+    pub registries: Option<RegistriesRule>,
+    /// Images must be pinned by digest (or an immutable tag) in these stacks.
+    #[serde(default)]
+    pub pinned_images: Option<PinnedRule>,
+    /// Host ports services may publish.
+    #[serde(default)]
+    pub host_ports: Option<HostPortsRule>,
+    /// Labels every service must carry.
+    #[serde(default)]
+    pub required_labels: Vec<String>,
+    /// Variables every stack must define (in `.env` or the environment).
+    #[serde(default)]
+    pub required_variables: Vec<String>,
+    /// Restart policies services may use; a service must set one of them.
+    #[serde(default)]
+    pub restart: Vec<String>,
+    /// What to do about containers that plimsoll did not create.
+    #[serde(default)]
+    pub unknown_containers: UnknownContainers,
+}
+
+/// `policy.privileged`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrivilegedRule {
+    /// `stack/service` names allowed to run privileged.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// `policy.registries`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistriesRule {
+    /// Registry hosts (`docker.io`, `ghcr.io`, `registry.example.com:5000`).
+    pub allow: Vec<String>,
+}
+
+/// `policy.pinned_images`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedRule {
+    /// Stacks the rule applies to; empty means every stack.
+    #[serde(default)]
+    pub stacks: Vec<String>,
+    /// A regular expression for tags treated as immutable (e.g. `^v\d+\.\d+\.\d+$`);
+    /// without it only `@sha256:` digests count as pinned.
+    #[serde(default)]
+    pub immutable_tag: Option<String>,
+}
+
+/// `policy.host_ports`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostPortsRule {
+    /// Ports or ranges (`"80"`, `"8000-8999"`).
+    pub allow: Vec<PortSpec>,
+}
+
+/// A port or a range, written as a number or a string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum PortSpec {
+    One(u16),
+    Range(String),
+}
+
+/// `policy.unknown_containers`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownContainers {
+    /// List them in plans and status.
+    #[default]
+    Report,
+    /// Also print a warning.
+    Warn,
+    /// Fail `reconcile` and `status` while one runs.
+    Fail,
+}
+
+/// `secrets:`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// Name patterns of secret variables (`*` wildcard, case-insensitive), added to the defaults.
+    #[serde(default)]
+    pub patterns: Vec<String>,
+}
+
+/// `agent:` defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// How often to poll the repository (default 30s).
+    #[serde(default)]
+    pub interval: Option<GoDuration>,
+    /// How often to re-check everything even without events (default 5m).
+    #[serde(default)]
+    pub resync: Option<GoDuration>,
+    /// Prune by default (default false).
+    #[serde(default)]
+    pub prune: Option<bool>,
+    /// Self-heal by default (default true).
+    #[serde(default)]
+    pub self_heal: Option<bool>,
+    /// Failed heal attempts of one service before giving up (default 3).
+    #[serde(default)]
+    pub heal_attempts: Option<u32>,
+}

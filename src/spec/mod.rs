@@ -1,0 +1,190 @@
+//! The desired state: Compose stacks and `plimsoll.yaml`, parsed, interpolated,
+//! normalized, validated and checked against the policy.
+//!
+//! Invariant: knows nothing about Docker; reads files only through
+//! [`crate::source::Files`]; collects every diagnostic instead of stopping at
+//! the first.
+
+pub mod compose;
+pub mod config;
+pub mod diag;
+pub mod dotenv;
+pub mod interpolate;
+pub mod model;
+pub mod policy;
+pub mod render;
+pub mod secrets;
+pub mod validate;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use config::Config;
+use diag::{Diag, Mark};
+use model::Stack;
+use secrets::{Masker, SecretNames};
+
+use crate::source::{Files, Layout};
+
+/// Everything loaded from a PATH.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub root: PathBuf,
+    pub config: Config,
+    pub config_file: Option<PathBuf>,
+    pub stacks: Vec<Stack>,
+    /// Every secret value seen while loading.
+    pub masker: Masker,
+    pub warnings: Vec<Diag>,
+}
+
+/// Loading failed: every problem found, masked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct LoadError {
+    pub diags: Vec<Diag>,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let errors = self.diags.iter().filter(|d| d.is_error()).count();
+        for d in &self.diags {
+            writeln!(f, "{d}")?;
+        }
+        write!(f, "{errors} error{} found", if errors == 1 { "" } else { "s" })
+    }
+}
+
+/// Reads a file as UTF-8 text. A missing file is `Ok(None)`.
+fn read_text(files: &dyn Files, path: &Path) -> Result<Option<String>, Diag> {
+    let bytes = match files.read(path) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            return Err(Diag::error(path, Mark::default(), "", format!("cannot read: {e}"))
+                .hint("check that the file exists and is readable"));
+        }
+    };
+    String::from_utf8(bytes).map(Some).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        let col = valid.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+        Diag::error(path, Mark::new(line, col), "", "the file is not valid UTF-8 text")
+            .hint("save the file as UTF-8")
+    })
+}
+
+/// Loads the repository, stack or file that `layout` describes. `env` is the
+/// process environment (it overrides each stack's `.env`); `stack_filter`
+/// keeps only the named stacks.
+pub fn load(layout: &Layout, files: &dyn Files, env: &BTreeMap<String, String>, stack_filter: &[String]) -> Result<Desired, LoadError> {
+    let mut diags: Vec<Diag> = Vec::new();
+    let mut config = Config::default();
+    let mut config_node = None;
+    if let Some(path) = &layout.config {
+        match read_text(files, path) {
+            Ok(Some(text)) => match yaml::parse(&text, path) {
+                Ok(node) => {
+                    match yaml::from_node::<Config>(&node) {
+                        Ok(c) => config = c,
+                        Err(e) => diags.push(e.into_diag(path).hint("see `plimsoll schema plimsoll` for the keys plimsoll.yaml takes")),
+                    }
+                    config_node = Some(node);
+                }
+                Err(d) => diags.push(d),
+            },
+            Ok(None) => {}
+            Err(d) => diags.push(d),
+        }
+    }
+    let names = SecretNames::new(
+        secrets::DEFAULT_PATTERNS
+            .iter()
+            .copied()
+            .chain(config.secrets.patterns.iter().map(String::as_str)),
+    );
+    let mut masker = Masker::new(names.clone());
+    let config_path = layout.config.clone().unwrap_or_else(|| layout.root.join(crate::source::CONFIG_FILE));
+    let rules = policy::RuleSource { file: &config_path, node: config_node.as_ref() };
+    let immutable = policy::check_config(&config, &rules, &mut diags);
+
+    let mut stacks = Vec::new();
+    for sf in &layout.stacks {
+        let text = match read_text(files, &sf.compose) {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                diags.push(Diag::error(&sf.compose, Mark::default(), "", "file not found"));
+                continue;
+            }
+            Err(d) => {
+                diags.push(d);
+                continue;
+            }
+        };
+        let dotenv = match read_text(files, &sf.dotenv) {
+            Ok(t) => t,
+            Err(d) => {
+                diags.push(d);
+                continue;
+            }
+        };
+        let input = compose::StackInput {
+            dir: &sf.dir,
+            abs_dir: &sf.abs_dir,
+            file: &sf.compose,
+            text: &text,
+            dotenv: dotenv.as_deref().map(|t| (sf.dotenv.as_path(), t)),
+            env,
+            files,
+            secret_names: &names,
+        };
+        let mut stack_diags = Vec::new();
+        if let Some(loaded) = compose::load_stack(&input, &mut stack_diags) {
+            masker.extend(&loaded.masker);
+            let mut stack = loaded.stack;
+            if !stack_filter.is_empty() && !stack_filter.contains(&stack.name) {
+                continue;
+            }
+            validate::apply_profiles(&mut stack, &mut stack_diags);
+            validate::check_stack(&stack, &mut stack_diags);
+            policy::check_stack(&config, immutable.as_ref(), &rules, &stack, &mut stack_diags);
+            stacks.push(stack);
+        }
+        diags.extend(stack_diags);
+    }
+    validate::check_across(&stacks, &mut diags);
+    for name in config.stacks.keys() {
+        if !stacks.iter().any(|s| &s.name == name) && stack_filter.is_empty() && layout.config.is_some() {
+            let mark = config_node.as_ref().and_then(|n| n.lookup(&["stacks", name])).map(|n| n.mark).unwrap_or_default();
+            let d = Diag::error(&config_path, mark, format!("stacks.{name}"), format!("no stack named `{name}` in this repository"));
+            diags.push(d.hint("fix the name, or add stacks/<dir>/compose.yaml with that name"));
+        }
+    }
+    for name in stack_filter {
+        if !stacks.iter().any(|s| &s.name == name) && !diags.iter().any(Diag::is_error) {
+            diags.push(
+                Diag::error(&layout.root, Mark::default(), "", format!("no stack named `{name}` here"))
+                    .hint("run `plimsoll validate` to list the stacks"),
+            );
+        }
+    }
+    // Secrets may have turned up in messages (a value quoted in an error).
+    for d in &mut diags {
+        d.message = masker.mask(&d.message).into_owned();
+    }
+    let (errors, warnings): (Vec<Diag>, Vec<Diag>) = diags.into_iter().partition(Diag::is_error);
+    if !errors.is_empty() {
+        let mut all = errors;
+        all.extend(warnings);
+        return Err(LoadError { diags: all });
+    }
+    Ok(Desired {
+        root: layout.root.clone(),
+        config,
+        config_file: layout.config.clone(),
+        stacks,
+        masker,
+        warnings,
+    })
+}

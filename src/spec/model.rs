@@ -1,0 +1,687 @@
+//! The normalized desired state: one typed model for every short and long
+//! Compose syntax.
+//!
+//! Serializing a [`Stack`] gives Compose's canonical form, the shape `docker
+//! compose config --format json` prints (environment and labels as maps,
+//! command as a list, ports and volumes in long form), so `plimsoll render` is
+//! this model serialized and masked. Later stages (diff, plan) compare this
+//! model with the live one; the JSON Schema in `schemas/stack.json` is
+//! generated from these types.
+//!
+//! Invariant: values here are final: interpolated, `$$` turned into `$`,
+//! relative paths resolved, defaults that Compose fills in filled in.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Serialize, Serializer};
+
+use super::diag::Mark;
+
+/// One stack: a Compose project.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Stack {
+    /// The project name: Compose's `name:`, else the directory name normalized.
+    pub name: String,
+    pub services: BTreeMap<String, Service>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub networks: BTreeMap<String, Network>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub volumes: BTreeMap<String, Volume>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, FileObject>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub configs: BTreeMap<String, FileObject>,
+    /// `x-` fields at the top level, kept as written.
+    #[serde(flatten)]
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
+    pub extensions: BTreeMap<String, serde_json::Value>,
+    /// Where this stack came from; not part of the rendered form.
+    #[serde(skip)]
+    pub source: StackSource,
+}
+
+/// Where a stack was loaded from.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StackSource {
+    /// The stack directory (Compose's project directory).
+    pub dir: PathBuf,
+    /// The Compose file.
+    pub file: PathBuf,
+    /// Where each service and each of its keys was written: `"api"`, `"api.ports"`.
+    pub marks: BTreeMap<String, Mark>,
+    /// The variables interpolation saw (process environment over `.env`).
+    pub variables: BTreeMap<String, String>,
+}
+
+impl StackSource {
+    /// The place a service key was written, or the service itself, or the file.
+    pub fn mark(&self, service: &str, key: &str) -> Mark {
+        self.marks
+            .get(&format!("{service}.{key}"))
+            .or_else(|| self.marks.get(service))
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// One service of a stack.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, JsonSchema)]
+pub struct Service {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub depends_on: BTreeMap<String, Dependency>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<Deploy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// The final environment; `None` for a `- NAME` entry with no value anywhere.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment: BTreeMap<String, Option<String>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<Healthcheck>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<bool>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Logging>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_limit: Option<Bytes>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_reservation: Option<Bytes>,
+    /// Networks and their per-service settings; `null` settings mean "defaults".
+    pub networks: BTreeMap<String, Option<ServiceNetwork>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<Port>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<PullPolicy>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartPolicy>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<FileRef>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<FileRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_grace_period: Option<GoDuration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, Ulimit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Mount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// plimsoll's own per-service settings.
+    #[serde(rename = "x-plimsoll", skip_serializing_if = "PlimsollService::is_default")]
+    pub plimsoll: PlimsollService,
+    /// Other `x-` fields, kept as written.
+    #[serde(flatten)]
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
+    pub extensions: BTreeMap<String, serde_json::Value>,
+}
+
+/// `depends_on` in long form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Dependency {
+    pub condition: Condition,
+    /// Compose's `restart: true`: restart this service when the dependency is recreated.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub restart: bool,
+    pub required: bool,
+}
+
+/// What a dependent waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    ServiceStarted,
+    ServiceHealthy,
+    ServiceCompletedSuccessfully,
+}
+
+impl Condition {
+    pub const ALL: [(&'static str, Condition); 3] = [
+        ("service_started", Condition::ServiceStarted),
+        ("service_healthy", Condition::ServiceHealthy),
+        ("service_completed_successfully", Condition::ServiceCompletedSuccessfully),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::ServiceStarted => "service_started",
+            Condition::ServiceHealthy => "service_healthy",
+            Condition::ServiceCompletedSuccessfully => "service_completed_successfully",
+        }
+    }
+}
+
+/// `deploy:`; only `resources` is honoured on a single host.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, JsonSchema)]
+pub struct Deploy {
+    pub resources: Resources,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, JsonSchema)]
+pub struct Resources {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ResourceSet>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reservations: Option<ResourceSet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, JsonSchema)]
+pub struct ResourceSet {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Bytes>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids: Option<i64>,
+}
+
+/// A health check in long form.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, JsonSchema)]
+pub struct Healthcheck {
+    /// `["CMD", ...]`, `["CMD-SHELL", "..."]` or `["NONE"]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub test: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<GoDuration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<GoDuration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_period: Option<GoDuration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_interval: Option<GoDuration>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub disable: bool,
+}
+
+impl Healthcheck {
+    /// Whether this check runs (not disabled, not `NONE`, has a test or inherits one).
+    pub fn is_enabled(&self) -> bool {
+        !self.disable && self.test.first().map(String::as_str) != Some("NONE")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
+pub struct Logging {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+/// A service's settings on one network.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
+pub struct ServiceNetwork {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv4_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+}
+
+/// A published or exposed port in long form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Port {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub mode: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+    pub target: u16,
+    /// A port or a range (`"8000-8010"`); `None` lets the engine choose.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published: Option<String>,
+    pub protocol: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
+}
+
+impl Port {
+    /// The published host ports as an inclusive range, if any.
+    pub fn published_range(&self) -> Option<(u16, u16)> {
+        let p = self.published.as_deref()?;
+        match p.split_once('-') {
+            Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+            None => p.parse().ok().map(|n| (n, n)),
+        }
+    }
+}
+
+/// The kind of a mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MountType {
+    Volume,
+    Bind,
+    Tmpfs,
+}
+
+/// A mount in long form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Mount {
+    #[serde(rename = "type")]
+    pub kind: MountType,
+    /// Named volume, absolute host path, or `None` for an anonymous volume / tmpfs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub target: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<BindOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tmpfs: Option<TmpfsOptions>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
+pub struct BindOptions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<String>,
+    pub create_host_path: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selinux: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
+pub struct VolumeOptions {
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub nocopy: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subpath: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
+pub struct TmpfsOptions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<Bytes>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+}
+
+/// A restart policy, as Compose spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+#[schemars(with = "String")]
+pub enum RestartPolicy {
+    No,
+    Always,
+    UnlessStopped,
+    /// `on-failure` or `on-failure:N`.
+    OnFailure(Option<u32>),
+}
+
+impl RestartPolicy {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "no" => RestartPolicy::No,
+            "always" => RestartPolicy::Always,
+            "unless-stopped" => RestartPolicy::UnlessStopped,
+            "on-failure" => RestartPolicy::OnFailure(None),
+            _ => RestartPolicy::OnFailure(Some(s.strip_prefix("on-failure:")?.parse().ok()?)),
+        })
+    }
+
+    /// The policy name without a retry count, as policy rules name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::Always => "always",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+            RestartPolicy::OnFailure(_) => "on-failure",
+        }
+    }
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestartPolicy::OnFailure(Some(n)) => write!(f, "on-failure:{n}"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+impl Serialize for RestartPolicy {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// `pull_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PullPolicy {
+    Always,
+    Never,
+    Missing,
+    Build,
+}
+
+/// A ulimit: one value for both soft and hard, or each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Ulimit {
+    Single(i64),
+    Pair { soft: i64, hard: i64 },
+}
+
+/// A service's use of a top-level secret or config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct FileRef {
+    pub source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+}
+
+/// A top-level secret or config: content from a file, an environment variable or inline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct FileObject {
+    pub name: String,
+    /// Absolute path of the file holding the content.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Name of the variable holding the content.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Inline content (configs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// A top-level network.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
+pub struct Network {
+    /// The engine-side name: `<stack>_<key>` unless `name:` or `external`.
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub driver_opts: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A top-level named volume.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
+pub struct Volume {
+    /// The engine-side name: `<stack>_<key>` unless `name:` or `external`.
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub driver_opts: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `x-plimsoll:` on a service.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlimsollService {
+    /// Revert drift of this service automatically (default: the stack's / agent's setting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub self_heal: Option<bool>,
+    /// `false` exempts this service from prune.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune: Option<bool>,
+    /// Fields whose drift is expected and not reverted, e.g. `["environment.BUILD_ID"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<String>,
+    /// How long to wait for this service's gate (default: from its health check).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_timeout: Option<GoDuration>,
+    /// How a change of this service is rolled out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+    /// Variables of this service whose values are secret, whatever their names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_env: Vec<String>,
+}
+
+impl PlimsollService {
+    fn is_default(&self) -> bool {
+        *self == PlimsollService::default()
+    }
+}
+
+/// How a changed service is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rollout {
+    /// Keep the old container (stopped, renamed) until the new one passes its gate.
+    StartFirst,
+    /// Stop the old container first (needed when it holds a host port or a fixed name).
+    StopFirst,
+}
+
+/// A size in bytes; Compose accepts `128m`, `1g`, `512MiB` or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Bytes(pub u64);
+
+impl Bytes {
+    /// Parses Docker's RAM notation (binary multiples: `k` = 1024).
+    pub fn parse(s: &str) -> Option<Bytes> {
+        let s = s.trim();
+        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let num: f64 = num.parse().ok()?;
+        let unit = unit.trim().to_ascii_lowercase();
+        let unit = unit.strip_suffix('b').unwrap_or(&unit);
+        let unit = unit.strip_suffix('i').unwrap_or(unit);
+        let mult: u64 = match unit {
+            "" => 1,
+            "k" => 1 << 10,
+            "m" => 1 << 20,
+            "g" => 1 << 30,
+            "t" => 1 << 40,
+            "p" => 1 << 50,
+            _ => return None,
+        };
+        (num >= 0.0).then(|| Bytes((num * mult as f64) as u64))
+    }
+}
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u64); 4] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)];
+        for (name, size) in UNITS {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{} {name}", self.0 / size);
+            }
+        }
+        write!(f, "{} B", self.0)
+    }
+}
+
+/// A duration written and printed the way Go's `time.Duration` is (`1m30s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, JsonSchema)]
+#[schemars(with = "String")]
+pub struct GoDuration(pub Duration);
+
+impl GoDuration {
+    /// Parses Go's duration syntax: a sequence of decimal numbers with units
+    /// `ns`, `us`, `µs`, `ms`, `s`, `m`, `h`, e.g. `1m30s`, `1.5h`, `300ms`, `0`.
+    pub fn parse(s: &str) -> Option<GoDuration> {
+        let s = s.trim();
+        if s == "0" {
+            return Some(GoDuration(Duration::ZERO));
+        }
+        if s.is_empty() || s.starts_with('-') {
+            return None;
+        }
+        let mut rest = s.strip_prefix('+').unwrap_or(s);
+        let mut total = 0f64;
+        while !rest.is_empty() {
+            let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+            if num_end == 0 {
+                return None;
+            }
+            let num: f64 = rest[..num_end].parse().ok()?;
+            rest = &rest[num_end..];
+            let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+            let nanos = match &rest[..unit_end] {
+                "ns" => 1e0,
+                "us" | "µs" | "μs" => 1e3,
+                "ms" => 1e6,
+                "s" => 1e9,
+                "m" => 60e9,
+                "h" => 3600e9,
+                _ => return None,
+            };
+            total += num * nanos;
+            rest = &rest[unit_end..];
+        }
+        Some(GoDuration(Duration::from_nanos(total.round() as u64)))
+    }
+}
+
+impl fmt::Display for GoDuration {
+    /// Go's `Duration.String()`: `1m30s`, `1h0m0s`, `300ms`, `1.5s`, `0s`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nanos = self.0.as_nanos();
+        if nanos == 0 {
+            return f.write_str("0s");
+        }
+        if nanos < 1_000_000_000 {
+            let (div, unit) = match nanos {
+                n if n < 1_000 => (1u128, "ns"),
+                n if n < 1_000_000 => (1_000, "µs"),
+                _ => (1_000_000, "ms"),
+            };
+            return write!(f, "{}{unit}", trim_fraction(nanos, div));
+        }
+        let secs_total = nanos / 1_000_000_000;
+        let (h, m) = (secs_total / 3600, (secs_total % 3600) / 60);
+        let secs = trim_fraction(nanos % 60_000_000_000, 1_000_000_000);
+        if h > 0 {
+            write!(f, "{h}h{m}m{secs}s")
+        } else if m > 0 {
+            write!(f, "{m}m{secs}s")
+        } else {
+            write!(f, "{secs}s")
+        }
+    }
+}
+
+fn trim_fraction(value: u128, div: u128) -> String {
+    let (whole, frac) = (value / div, value % div);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let width = div.ilog10() as usize;
+    let frac = format!("{frac:0width$}");
+    format!("{whole}.{}", frac.trim_end_matches('0'))
+}
+
+impl Serialize for GoDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for GoDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        GoDuration::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid duration `{s}`: use a number with a unit, like 30s, 1m30s or 500ms"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_print_like_go() {
+        for (input, printed) in [
+            ("1m30s", "1m30s"),
+            ("90s", "1m30s"),
+            ("1h", "1h0m0s"),
+            ("1.5s", "1.5s"),
+            ("300ms", "300ms"),
+            ("0", "0s"),
+            ("10us", "10µs"),
+            ("2h3m4s", "2h3m4s"),
+            ("1m0.5s", "1m0.5s"),
+        ] {
+            let d = GoDuration::parse(input).unwrap_or_else(|| panic!("{input}"));
+            assert_eq!(d.to_string(), printed, "{input}");
+        }
+        for bad in ["", "30", "1x", "-1s", "s", "1m30"] {
+            assert!(GoDuration::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bytes_parse_binary_units() {
+        assert_eq!(Bytes::parse("128m"), Some(Bytes(128 << 20)));
+        assert_eq!(Bytes::parse("1g"), Some(Bytes(1 << 30)));
+        assert_eq!(Bytes::parse("512MiB"), Some(Bytes(512 << 20)));
+        assert_eq!(Bytes::parse("1.5k"), Some(Bytes(1536)));
+        assert_eq!(Bytes::parse("1024"), Some(Bytes(1024)));
+        assert_eq!(Bytes::parse("12x"), None);
+        assert_eq!(Bytes(256 << 20).to_string(), "256 MiB");
+    }
+
+    #[test]
+    fn restart_policies() {
+        assert_eq!(RestartPolicy::parse("on-failure:3"), Some(RestartPolicy::OnFailure(Some(3))));
+        assert_eq!(RestartPolicy::parse("unless-stopped").unwrap().to_string(), "unless-stopped");
+        assert_eq!(RestartPolicy::parse("sometimes"), None);
+        assert_eq!(RestartPolicy::parse("on-failure:x"), None);
+    }
+}

@@ -1,0 +1,223 @@
+//! Secret values: which variables are secret, and masking them by value.
+//!
+//! A secret is the content of a `secrets:` file, the value of a variable whose
+//! name looks secret (configurable patterns), or a variable named in
+//! `x-plimsoll.secret_env`. Values are collected while loading; every output
+//! (render, plans, logs, errors, audit) passes through [`Masker`].
+//! Masking by value elsewhere applies to values of [`MIN_MASKED_LEN`] or more
+//! characters, so short values never blank out ordinary text; a shorter secret
+//! is masked only in its own variable.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+
+/// What a masked value is replaced with.
+pub const MASK: &str = "********";
+
+/// Values shorter than this are masked only where they are a secret variable's own value.
+pub const MIN_MASKED_LEN: usize = 6;
+
+/// Name patterns of secret variables: `*` matches any run of characters;
+/// matching ignores case.
+pub const DEFAULT_PATTERNS: &[&str] = &[
+    "*PASSWORD*",
+    "*PASSWD*",
+    "*SECRET*",
+    "*TOKEN*",
+    "*_KEY",
+    "*CREDENTIAL*",
+    "*PRIVATE*",
+    "*APIKEY*",
+    "*API_KEY*",
+];
+
+/// Decides whether a variable name looks secret.
+#[derive(Debug, Clone)]
+pub struct SecretNames {
+    patterns: Vec<String>,
+}
+
+impl Default for SecretNames {
+    fn default() -> Self {
+        SecretNames::new(DEFAULT_PATTERNS.iter().copied())
+    }
+}
+
+impl SecretNames {
+    pub fn new<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Self {
+        SecretNames {
+            patterns: patterns.into_iter().map(str::to_ascii_uppercase).collect(),
+        }
+    }
+
+    pub fn is_secret(&self, name: &str) -> bool {
+        let name = name.to_ascii_uppercase();
+        self.patterns.iter().any(|p| glob(p, &name))
+    }
+}
+
+fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Masks secret values in any text.
+#[derive(Debug, Clone, Default)]
+pub struct Masker {
+    /// Longest first, so a secret that contains another is masked whole.
+    values: Vec<String>,
+    names: SecretNames,
+    /// Variables named secret in `x-plimsoll.secret_env`, whatever their names look like.
+    extra_names: BTreeSet<String>,
+}
+
+impl Masker {
+    pub fn new(names: SecretNames) -> Self {
+        Masker {
+            values: Vec::new(),
+            names,
+            extra_names: BTreeSet::new(),
+        }
+    }
+
+    /// Records a secret value (the content of a secret file, a secret variable's value).
+    pub fn add_value(&mut self, value: &str) {
+        let trimmed = value.trim_end_matches(['\n', '\r']);
+        for v in [value, trimmed] {
+            if v.chars().count() >= MIN_MASKED_LEN && !self.values.iter().any(|x| x == v) {
+                self.values.push(v.to_string());
+            }
+        }
+        self.values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    }
+
+    /// Records a variable that is secret whatever its name.
+    pub fn add_name(&mut self, name: &str) {
+        self.extra_names.insert(name.to_string());
+    }
+
+    /// Records a variable and, if it is secret, its value.
+    pub fn observe(&mut self, name: &str, value: &str) {
+        if self.is_secret_name(name) {
+            self.add_value(value);
+        }
+    }
+
+    pub fn is_secret_name(&self, name: &str) -> bool {
+        self.extra_names.contains(name) || self.names.is_secret(name)
+    }
+
+    /// Merges the secrets another masker knows.
+    pub fn extend(&mut self, other: &Masker) {
+        for v in &other.values {
+            self.add_value(v);
+        }
+        self.extra_names.extend(other.extra_names.iter().cloned());
+    }
+
+    /// The text with every known secret value replaced by [`MASK`].
+    pub fn mask<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut out = Cow::Borrowed(text);
+        for v in &self.values {
+            if out.contains(v.as_str()) {
+                out = Cow::Owned(out.replace(v.as_str(), MASK));
+            }
+        }
+        out
+    }
+
+    /// The value of variable `name` as it may be shown: fully masked when the
+    /// variable is secret, else masked by value.
+    pub fn mask_var<'a>(&self, name: &str, value: &'a str) -> Cow<'a, str> {
+        if self.is_secret_name(name) && !value.is_empty() {
+            Cow::Borrowed(MASK)
+        } else {
+            self.mask(value)
+        }
+    }
+
+    /// Masks every string in a JSON value; values of maps named `environment`
+    /// are masked by variable name too.
+    pub fn mask_json(&self, value: &mut serde_json::Value) {
+        self.mask_json_in(value, false);
+    }
+
+    fn mask_json_in(&self, value: &mut serde_json::Value, in_env: bool) {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => {
+                if let Cow::Owned(m) = self.mask(s) {
+                    *s = m;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.mask_json_in(v, false)),
+            Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    match v {
+                        Value::String(s) if in_env => *s = self.mask_var(k, s).into_owned(),
+                        _ => self.mask_json_in(v, k == "environment"),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names() {
+        let n = SecretNames::default();
+        for yes in ["DB_PASSWORD", "postgres_password", "API_TOKEN", "AWS_SECRET_ACCESS_KEY", "SSH_KEY", "GITHUB_TOKEN"] {
+            assert!(n.is_secret(yes), "{yes}");
+        }
+        for no in ["PORT", "DB_HOST", "KEYBOARD", "LOG_LEVEL", "MONKEY"] {
+            assert!(!n.is_secret(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn masks_by_value_and_by_name() {
+        let mut m = Masker::new(SecretNames::default());
+        m.observe("DB_PASSWORD", "hunter2-canary");
+        m.observe("PIN_TOKEN", "123");
+        m.observe("PORT", "8080");
+        assert_eq!(m.mask("postgres://u:hunter2-canary@db/x"), "postgres://u:********@db/x");
+        // Short secrets are masked only in their own variable.
+        assert_eq!(m.mask("port 123"), "port 123");
+        assert_eq!(m.mask_var("PIN_TOKEN", "123"), MASK);
+        assert_eq!(m.mask_var("PORT", "8080"), "8080");
+        let mut j = serde_json::json!({"environment": {"PIN_TOKEN": "123", "URL": "x:hunter2-canary"}, "command": ["hunter2-canary"]});
+        m.mask_json(&mut j);
+        assert_eq!(
+            j,
+            serde_json::json!({"environment": {"PIN_TOKEN": MASK, "URL": "x:********"}, "command": [MASK]})
+        );
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("*_KEY", "SSH_KEY"));
+        assert!(!glob("*_KEY", "SSH_KEYS"));
+        assert!(glob("*TOKEN*", "TOKEN"));
+        assert!(glob("A*B*C", "AXXBYYC"));
+        assert!(!glob("A*B*C", "AC"));
+    }
+}

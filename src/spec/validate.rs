@@ -1,0 +1,179 @@
+//! Checks that Compose leaves to run time, made at load: references between
+//! services, networks, volumes, secrets and configs; dependency cycles;
+//! container names; profiles; services without an image.
+//!
+//! Invariant: pure; reports problems as diagnostics and never changes a stack
+//! except to drop services that no active profile enables.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::diag::Diag;
+use super::model::{MountType, Stack};
+use crate::graph::StackGraph;
+
+/// Checks one stack; problems go to `diags`.
+pub fn check_stack(stack: &Stack, diags: &mut Vec<Diag>) {
+    let file = &stack.source.file;
+    let at = |service: &str, key: &str| stack.source.mark(service, key);
+    for (name, svc) in &stack.services {
+        let path = format!("services.{name}");
+        if svc.image.as_deref().is_none_or(str::is_empty) {
+            diags.push(
+                Diag::error(file, stack.source.mark(name, ""), path.clone(), format!("service `{name}` has no image"))
+                    .hint("set `image:` to the image this service runs"),
+            );
+        }
+        for dep in svc.depends_on.keys() {
+            if !stack.services.contains_key(dep) {
+                diags.push(
+                    Diag::error(
+                        file,
+                        at(name, &format!("depends_on.{dep}")),
+                        format!("{path}.depends_on"),
+                        format!("depends on undefined service `{dep}`"),
+                    )
+                    .hint(format!("declare `{dep}` under services, or remove it from depends_on")),
+                );
+            }
+        }
+        for net in svc.networks.keys() {
+            if !stack.networks.contains_key(net) && net != "default" {
+                diags.push(
+                    Diag::error(
+                        file,
+                        at(name, &format!("networks.{net}")),
+                        format!("{path}.networks"),
+                        format!("refers to undefined network `{net}`"),
+                    )
+                    .hint(format!("declare it under the top-level `networks:` ({net}: {{}})")),
+                );
+            }
+        }
+        for m in &svc.volumes {
+            if m.kind == MountType::Volume
+                && let Some(src) = &m.source
+                && !stack.volumes.contains_key(src)
+            {
+                diags.push(
+                    Diag::error(
+                        file,
+                        at(name, &format!("volumes.{src}")),
+                        format!("{path}.volumes"),
+                        format!("refers to undefined volume `{src}`"),
+                    )
+                    .hint(format!(
+                        "declare it under the top-level `volumes:` ({src}: {{}}), or write a path (./{src}) for a bind mount"
+                    )),
+                );
+            }
+        }
+        for (kind, refs, declared) in [
+            ("secret", &svc.secrets, &stack.secrets),
+            ("config", &svc.configs, &stack.configs),
+        ] {
+            for r in refs {
+                if !declared.contains_key(&r.source) {
+                    diags.push(
+                        Diag::error(
+                            file,
+                            at(name, &format!("{kind}s.{}", r.source)),
+                            format!("{path}.{kind}s"),
+                            format!("refers to undefined {kind} `{}`", r.source),
+                        )
+                        .hint(format!("declare it under the top-level `{kind}s:` with `file:`")),
+                    );
+                }
+            }
+        }
+    }
+    if let Err(cycles) = StackGraph::build(stack) {
+        for c in cycles {
+            let first = &c.0[0];
+            diags.push(
+                Diag::error(
+                    file,
+                    at(first, "depends_on"),
+                    format!("services.{first}.depends_on"),
+                    format!("dependency cycle between services: {}", c.0.join(" -> ")),
+                )
+                .hint("remove one of the depends_on entries so the services can start in order"),
+            );
+        }
+    }
+}
+
+/// Drops services that no active profile enables (Compose's rule: a service
+/// without `profiles` is always enabled). `COMPOSE_PROFILES` selects the
+/// profiles. A dependency of an enabled service on a disabled one is an error.
+pub fn apply_profiles(stack: &mut Stack, diags: &mut Vec<Diag>) {
+    let active: BTreeSet<String> = stack
+        .source
+        .variables
+        .get("COMPOSE_PROFILES")
+        .map(|p| p.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    let enabled = |profiles: &[String]| {
+        profiles.is_empty() || active.contains("*") || profiles.iter().any(|p| active.contains(p))
+    };
+    let disabled: BTreeMap<String, Vec<String>> = stack
+        .services
+        .iter()
+        .filter(|(_, s)| !enabled(&s.profiles))
+        .map(|(n, s)| (n.clone(), s.profiles.clone()))
+        .collect();
+    for (name, svc) in &stack.services {
+        if disabled.contains_key(name) {
+            continue;
+        }
+        for (dep, d) in &svc.depends_on {
+            if let Some(profiles) = disabled.get(dep)
+                && d.required
+            {
+                diags.push(
+                    Diag::error(
+                        &stack.source.file,
+                        stack.source.mark(name, &format!("depends_on.{dep}")),
+                        format!("services.{name}.depends_on"),
+                        format!("depends on `{dep}`, which no active profile enables (its profiles: {})", profiles.join(", ")),
+                    )
+                    .hint(format!("set COMPOSE_PROFILES={} in the stack's .env", profiles[0])),
+                );
+            }
+        }
+    }
+    stack.services.retain(|n, _| !disabled.contains_key(n));
+    for svc in stack.services.values_mut() {
+        svc.depends_on.retain(|dep, _| !disabled.contains_key(dep));
+    }
+}
+
+/// Checks across stacks: unique stack names and container names (the engine
+/// has one namespace for container names).
+pub fn check_across(stacks: &[Stack], diags: &mut Vec<Diag>) {
+    let mut names: BTreeMap<&str, &Stack> = BTreeMap::new();
+    for s in stacks {
+        if let Some(first) = names.insert(&s.name, s) {
+            diags.push(
+                Diag::error(&s.source.file, Default::default(), "name", format!("stack name `{}` is used twice", s.name))
+                    .hint(format!("{} has the same name; set a different `name:` in one of them", first.source.file.display())),
+            );
+        }
+    }
+    let mut containers: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for s in stacks {
+        for (name, svc) in &s.services {
+            let cname = svc.container_name.clone().unwrap_or_else(|| format!("{}-{name}-1", s.name));
+            if let Some((stack, service)) = containers.insert(cname.clone(), (s.name.clone(), name.clone())) {
+                diags.push(
+                    Diag::error(
+                        &s.source.file,
+                        s.source.mark(name, "container_name"),
+                        format!("services.{name}.container_name"),
+                        format!("container name `{cname}` is also used by {stack}/{service}"),
+                    )
+                    .hint("give each service its own container_name, or remove container_name"),
+                );
+            }
+        }
+    }
+}

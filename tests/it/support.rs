@@ -1,0 +1,345 @@
+//! Shared helpers for tests that drive the real Docker engine through the
+//! `docker` CLI: unique names, cleanup guards, and the offline test images.
+//!
+//! Every test names its containers (and networks, volumes) with
+//! [`unique_name`], so that tests can run in parallel under cargo nextest and
+//! next to anything else on the engine, and registers them with a [`Cleanup`]
+//! guard that removes them when the test ends, by panic too.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The images that `scripts/test-images.sh` builds, with the argument that
+/// selects each one.
+pub const BUSYBOX_IMAGE: &str = "plimsoll-example/busybox:1";
+pub const POSTGRES_IMAGE: &str = "plimsoll-example/postgres:15";
+pub const DEBIAN_IMAGE: &str = "plimsoll-example/debian:bookworm";
+
+/// The repository root (where Cargo.toml is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A name no other test (in this process or another) uses:
+/// `plimsoll-it-<what>-<pid>-<nanos>-<counter>`. Valid as a container,
+/// network, volume or Compose project name (lowercase, digits, dashes).
+pub fn unique_name(what: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let what: String = what
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!(
+        "plimsoll-it-{what}-{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs `docker ARGS` and returns its output, whatever the exit status.
+pub fn docker_output(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `docker {}`: {e}", args.join(" ")))
+}
+
+/// Runs `docker ARGS`, panics unless it exits 0, returns its trimmed stdout.
+pub fn docker(args: &[&str]) -> String {
+    let out = docker_output(args);
+    assert!(
+        out.status.success(),
+        "`docker {}` failed ({}):\nstdout: {}\nstderr: {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Whether the engine has an image with this tag.
+pub fn image_exists(image: &str) -> bool {
+    docker_output(&["image", "inspect", "--format", "{{.Id}}", image])
+        .status
+        .success()
+}
+
+/// The lock file that serialises image builds and tool fetches across test
+/// processes: `target/.test-images.lock` (or under `CARGO_TARGET_DIR`).
+fn lock_file() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    std::fs::create_dir_all(&target).expect("create the target directory");
+    target.join(".test-images.lock")
+}
+
+/// Makes sure `image` exists, building it with `scripts/test-images.sh
+/// <which>` when it does not. The build is serialised across test processes
+/// with `flock` on `target/.test-images.lock`, and the script skips images that
+/// another process built meanwhile.
+pub fn ensure_image(image: &str, which: &str) {
+    if image_exists(image) {
+        return;
+    }
+    let root = repo_root();
+    let lock = lock_file();
+    let script = root.join("scripts/test-images.sh");
+    eprintln!(
+        "{image} is missing: building it with {} {which}",
+        script.display()
+    );
+    let status = Command::new("flock")
+        .arg(&lock)
+        .arg(&script)
+        .arg(which)
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run flock {}: {e}", script.display()));
+    assert!(
+        status.success(),
+        "{} {which} failed: {status}",
+        script.display()
+    );
+    assert!(
+        image_exists(image),
+        "{image} still missing after {}",
+        script.display()
+    );
+}
+
+pub fn ensure_busybox() {
+    ensure_image(BUSYBOX_IMAGE, "busybox");
+}
+
+pub fn ensure_postgres() {
+    ensure_image(POSTGRES_IMAGE, "postgres");
+}
+
+pub fn ensure_debian() {
+    ensure_image(DEBIAN_IMAGE, "debian");
+}
+
+/// Removes what a test created when it goes out of scope, panics included:
+/// containers (`docker rm -f -v`), then networks, then volumes.
+#[derive(Default)]
+pub struct Cleanup {
+    containers: Vec<String>,
+    networks: Vec<String>,
+    volumes: Vec<String>,
+    projects: Vec<String>,
+}
+
+impl Cleanup {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A fresh unique container name, removed on drop.
+    pub fn container(&mut self, what: &str) -> String {
+        let name = unique_name(what);
+        self.containers.push(name.clone());
+        name
+    }
+
+    /// A fresh unique network name, removed on drop.
+    pub fn network(&mut self, what: &str) -> String {
+        let name = unique_name(what);
+        self.networks.push(name.clone());
+        name
+    }
+
+    /// A fresh unique volume name, removed on drop.
+    pub fn volume(&mut self, what: &str) -> String {
+        let name = unique_name(what);
+        self.volumes.push(name.clone());
+        name
+    }
+
+    /// A fresh unique Compose project name: on drop every container, network
+    /// and volume labelled `com.docker.compose.project=<name>` is removed.
+    pub fn project(&mut self, what: &str) -> String {
+        let name = unique_name(what);
+        self.projects.push(name.clone());
+        name
+    }
+
+    /// Registers an existing container name for removal.
+    pub fn add_container(&mut self, name: impl Into<String>) {
+        self.containers.push(name.into());
+    }
+}
+
+fn quiet_docker(args: &[&str]) {
+    let _ = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn labelled(kind: &str, label: &str) -> Vec<String> {
+    let filter = format!("label={label}");
+    let mut args = vec![kind, "ls", "-q", "--filter", filter.as_str()];
+    if kind == "container" {
+        args.insert(2, "-a");
+    }
+    let out = docker_output(&args);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let mut containers = self.containers.clone();
+        let mut networks = self.networks.clone();
+        let mut volumes = self.volumes.clone();
+        for p in &self.projects {
+            let label = format!("com.docker.compose.project={p}");
+            containers.extend(labelled("container", &label));
+            networks.extend(labelled("network", &label));
+            volumes.extend(labelled("volume", &label));
+        }
+        if !containers.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(containers.iter().map(String::as_str));
+            quiet_docker(&args);
+        }
+        for n in &networks {
+            quiet_docker(&["network", "rm", n]);
+        }
+        if !volumes.is_empty() {
+            let mut args = vec!["volume", "rm", "-f"];
+            args.extend(volumes.iter().map(String::as_str));
+            quiet_docker(&args);
+        }
+    }
+}
+
+/// Polls `check` every `every` until it returns `Some`, or panics with `what`
+/// after `timeout`.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        sleep(every);
+    }
+}
+
+/// A container's health status (`starting`, `healthy`, `unhealthy`), or
+/// `None` when it has no healthcheck or does not exist.
+pub fn health_status(container: &str) -> Option<String> {
+    let out = docker_output(&[
+        "inspect",
+        "--format",
+        "{{if .State.Health}}{{.State.Health.Status}}{{end}}",
+        container,
+    ]);
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !s.is_empty()).then_some(s)
+}
+
+/// Waits until the container's healthcheck reports `healthy`; panics with its
+/// logs if it turns `unhealthy`, stops running, or `timeout` passes.
+pub fn wait_healthy(container: &str, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let status = health_status(container);
+        let running = docker_output(&["inspect", "--format", "{{.State.Running}}", container]);
+        let running = String::from_utf8_lossy(&running.stdout).trim() == "true";
+        match status.as_deref() {
+            Some("healthy") => return,
+            Some("unhealthy") => panic!(
+                "{container} became unhealthy:\n{}",
+                container_logs(container)
+            ),
+            _ if !running => panic!(
+                "{container} is not running (health {status:?}):\n{}",
+                container_logs(container)
+            ),
+            _ if start.elapsed() > timeout => panic!(
+                "{container} not healthy after {timeout:?} (health {status:?}):\n{}",
+                container_logs(container)
+            ),
+            _ => sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+/// The container's stdout and stderr, for failure messages.
+pub fn container_logs(container: &str) -> String {
+    let out = docker_output(&["logs", "--tail", "200", container]);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The path of the Docker Compose v2 binary for tests: `PLIMSOLL_COMPOSE_BIN`,
+/// else `.tools/docker-compose` (made by `scripts/fetch-compose.sh`).
+pub fn compose_bin() -> PathBuf {
+    std::env::var_os("PLIMSOLL_COMPOSE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".tools/docker-compose"))
+}
+
+/// [`compose_bin`], fetched first with `scripts/fetch-compose.sh` (under the
+/// same lock as the images) when it is missing.
+pub fn ensure_compose() -> PathBuf {
+    let bin = compose_bin();
+    if bin.is_file() {
+        return bin;
+    }
+    let root = repo_root();
+    let script = root.join("scripts/fetch-compose.sh");
+    let status = Command::new("flock")
+        .arg(lock_file())
+        .arg(&script)
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run flock {}: {e}", script.display()));
+    assert!(status.success(), "{} failed: {status}", script.display());
+    assert!(
+        bin.is_file(),
+        "{} missing after {}",
+        bin.display(),
+        script.display()
+    );
+    bin
+}
