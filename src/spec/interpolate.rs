@@ -43,11 +43,11 @@
 //! * `${VAR:?m}` / `${VAR?m}`: an error when VAR is unset or empty / unset:
 //!   `required variable VAR is missing a value: m`, or without `: m` when `m` is
 //!   empty (`MissingRequiredError`).
-//! * Operands are interpolated recursively (`${A:-${B:-x}}`, `${A?$B}`), but
-//!   only when used: an operand that is not needed is not evaluated, so an
-//!   error inside it does not surface (compose-go v2.13 resolves the operand
-//!   after the lookup in `withDefaultWhenAbsence`, `withDefaultWhenPresence`
-//!   and `withRequired`).
+//! * Operands are interpolated recursively (`${A:-${B:-x}}`, `${A?$B}`), and
+//!   always, before the variable is looked up (`withDefaultWhenAbsence`,
+//!   `withDefaultWhenPresence`, `withRequired`): an error in an operand that
+//!   is not used still fails, e.g. `${SET:-${UNSET:?x}}` and `${SET:-${ x}}`
+//!   are errors. (Checked against the Docker Compose v2.40.3 binary.)
 //! * The end of a braced expression is found by counting braces
 //!   (`getFirstBraceClosingIndex`, which counts every `{`, not only `${`), so
 //!   `${A:-{"json":1}}` has the default `{"json":1}`; the regex match is greedy
@@ -225,24 +225,26 @@ fn first_brace_closing_index(s: &str) -> Option<usize> {
 
 /// The substitution functions of compose-go (`defaultWhenEmptyOrUnset`,
 /// `defaultWhenUnset`, `defaultWhenNotEmpty`, `defaultWhenSet`,
-/// `requiredErrorWhenEmptyOrUnset`, `requiredErrorWhenUnset`); the operand is
-/// interpolated only when it is used.
+/// `requiredErrorWhenEmptyOrUnset`, `requiredErrorWhenUnset`). Like
+/// `withDefaultWhenAbsence`, `withDefaultWhenPresence` and `withRequired`, the
+/// operand is interpolated first, whether or not it is then used.
 fn apply(
     operator: &str,
     name: &str,
     operand: &str,
     lookup: Lookup<'_>,
 ) -> Result<String, InterpolateError> {
+    let operand = substitute(operand, lookup)?;
     let value = lookup(name);
     let non_empty = matches!(&value, Some(v) if !v.is_empty());
     match operator {
         ":-" | "-" => match value {
             Some(v) if operator == "-" || non_empty => Ok(v),
-            _ => substitute(operand, lookup),
+            _ => Ok(operand),
         },
         ":+" | "+" => {
             if value.is_some() && (operator == "+" || non_empty) {
-                substitute(operand, lookup)
+                Ok(operand)
             } else {
                 Ok(value.unwrap_or_default())
             }
@@ -251,7 +253,7 @@ fn apply(
             Some(v) if operator == "?" || non_empty => Ok(v),
             _ => Err(InterpolateError::Required {
                 variable: name.to_string(),
-                message: substitute(operand, lookup)?,
+                message: operand,
             }),
         },
     }
@@ -470,10 +472,11 @@ mod tests {
             ("{{{ ${missing:-foo} ${other:-bar} }}}", base, Ok("{{{ foo bar }}}")),
             ("${FOO:-baz} }}}", base, Ok("first }}}")),
             ("${A-}}", base, Ok("}")),
-            // operands are evaluated only when used (compose-go v2.13)
-            ("${FOO:-${UNSET:?boom}}", base, Ok("first")),
-            ("${FOO:-${ bad}}", base, Ok("first")),
-            ("${UNSET:+${ bad}}", base, Ok("")),
+            // operands are evaluated even when not used
+            ("${FOO:-${UNSET:?boom}}", base, Err("required variable UNSET is missing a value: boom")),
+            ("${FOO:-${ bad}}", base, Err(r#"Invalid template: "${ bad}""#)),
+            ("${UNSET:+${ bad}}", base, Err(r#"Invalid template: "${ bad}""#)),
+            ("${FOO?${UNSET:?in message}}", base, Err("required variable UNSET is missing a value: in message")),
             // required values that are missing
             ("not ok ${UNSET_VAR:?Mandatory Variable Unset}", base,
                 Err("required variable UNSET_VAR is missing a value: Mandatory Variable Unset")),
