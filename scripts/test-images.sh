@@ -203,8 +203,10 @@ import_rootfs() {
             *) changes+=(--change "$c") ;;
         esac
     done
-    local import_tag="$tag"
+    local import_tag="$tag" old_id
     [[ ${#later[@]} -gt 0 ]] && import_tag="$tag-rootfs-$$"
+    # A rebuild (PLIMSOLL_REBUILD_IMAGES=1) drops the image it replaces.
+    old_id="$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)"
     log "docker import $tag"
     tar -C "$dir" --numeric-owner \
         --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' \
@@ -222,6 +224,9 @@ import_rootfs() {
             cat "$WORK/build.log" >&2
             die "docker build of $tag failed"
         fi
+    fi
+    if [[ -n "$old_id" && "$old_id" != "$(docker image inspect --format '{{.Id}}' "$tag")" ]]; then
+        docker image rm "$old_id" >/dev/null 2>&1 || true
     fi
 }
 
@@ -312,8 +317,11 @@ write_pg_entrypoint() {
 # POSTGRES_DB (default: the user), POSTGRES_INITDB_ARGS,
 # POSTGRES_HOST_AUTH_METHOD (default scram-sha-256), PGDATA, the *_FILE
 # variants of the first three, and /docker-entrypoint-initdb.d/*.{sh,sql,sql.gz}.
-# While a new cluster is initialised the server listens on a private socket
-# only, so `pg_isready` succeeds only once the real server accepts connections.
+# As in the official image, while a new cluster is initialised a temporary
+# server listens on the Unix socket only (no TCP): a `pg_isready -U postgres`
+# healthcheck may pass then, so TCP clients retry until the real server is up.
+# And a healthcheck with a short interval and no start period may report
+# 'unhealthy' while initdb runs, before it turns healthy.
 set -Eeo pipefail
 
 log() { printf '%s [entrypoint] %s\n' "$(date '+%F %T')" "$*" >&2; }
@@ -408,17 +416,15 @@ setup_conf() {
 }
 
 temp_server_start() {
-    INIT_SOCKET_DIR="$(mktemp -d /tmp/pg-init.XXXXXX)"
-    export PGHOST="$INIT_SOCKET_DIR" PGPORT=5432
-    PGUSER="$POSTGRES_USER" pg_ctl -D "$PGDATA" -w -t 60 -l "$INIT_SOCKET_DIR/log" \
-        -o "-c listen_addresses='' -c unix_socket_directories=$INIT_SOCKET_DIR -p 5432" \
-        start >/dev/null || { cat "$INIT_SOCKET_DIR/log" >&2; exit 1; }
+    INIT_LOG="$(mktemp /tmp/pg-init.XXXXXX)"
+    PGUSER="$POSTGRES_USER" pg_ctl -D "$PGDATA" -w -t 60 -l "$INIT_LOG" \
+        -o "-c listen_addresses='' -p 5432" \
+        start >/dev/null || { cat "$INIT_LOG" >&2; exit 1; }
 }
 
 temp_server_stop() {
     PGUSER="$POSTGRES_USER" pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
-    rm -rf "$INIT_SOCKET_DIR"
-    unset PGHOST PGPORT
+    rm -f "$INIT_LOG"
 }
 
 run_psql() {
@@ -557,7 +563,7 @@ build_postgres() {
         --entrypoint bash "$POSTGRES_TAG" -c '
         set -e
         docker-entrypoint.sh postgres >/tmp/pg.log 2>&1 &
-        i=0; until pg_isready -q -h /var/run/postgresql -U app; do
+        i=0; until pg_isready -q -h 127.0.0.1 -U app; do
             i=$((i+1)); [ $i -lt 120 ] || { cat /tmp/pg.log; exit 1; }; sleep 0.5; done
         PGPASSWORD=verify-secret psql -h 127.0.0.1 -U app -d appdb -tAc "select 40 + 2" | grep -qx 42
         grep -q "^host all all all scram-sha-256" "$PGDATA/pg_hba.conf"'

@@ -103,7 +103,9 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
                 _ => ExitCode::from(1),
             };
         }
@@ -112,7 +114,11 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // A load error is a list of located diagnostics, each already prefixed.
+            match e.downcast_ref::<spec::LoadError>() {
+                Some(load) => eprintln!("{load}"),
+                None => eprintln!("error: {e:#}"),
+            }
             ExitCode::from(1)
         }
     }
@@ -126,7 +132,9 @@ fn init_logging(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PLIMSOLL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("plimsoll={level}")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match cli.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -138,8 +146,7 @@ pub fn state_dir(flag: Option<PathBuf>) -> PathBuf {
     if let Some(dir) = flag {
         return dir;
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc_geteuid() } == 0 {
+    if is_root() {
         return PathBuf::from("/var/lib/plimsoll");
     }
     let base = std::env::var_os("XDG_STATE_HOME")
@@ -150,9 +157,10 @@ pub fn state_dir(flag: Option<PathBuf>) -> PathBuf {
     base.join("plimsoll")
 }
 
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
+/// Whether this process runs as root: `/proc/self` belongs to the effective user.
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 fn process_env() -> BTreeMap<String, String> {
@@ -164,7 +172,7 @@ fn process_env() -> BTreeMap<String, String> {
 /// Loads the desired state at `path`; prints warnings; an error lists every problem.
 fn load(path: &std::path::Path, stacks: &[String]) -> Result<Desired> {
     let layout = source::discover(path).context("cannot find the desired state")?;
-    let desired = spec::load(&layout, &LocalFs, &process_env(), stacks).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let desired = spec::load(&layout, &LocalFs, &process_env(), stacks)?;
     for w in &desired.warnings {
         eprintln!("{w}");
     }
@@ -173,7 +181,10 @@ fn load(path: &std::path::Path, stacks: &[String]) -> Result<Desired> {
 
 fn print(out: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         // A closed pipe (`plimsoll render | head`) is not an error.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("cannot write to stdout"),
@@ -199,10 +210,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             print(&out)?;
         }
-        Command::Render { path, stacks, format, show_secrets } => {
+        Command::Render {
+            path,
+            stacks,
+            format,
+            show_secrets,
+        } => {
             let desired = load(&path, &stacks)?;
-            let values: Vec<serde_json::Value> =
-                desired.stacks.iter().map(|s| render::to_value(s, &desired.masker, show_secrets)).collect();
+            let values: Vec<serde_json::Value> = desired
+                .stacks
+                .iter()
+                .map(|s| render::to_value(s, &desired.masker, show_secrets))
+                .collect();
             let out = match (format, values.as_slice()) {
                 (RenderFormat::Json, [one]) => serde_json::to_string_pretty(one)? + "\n",
                 (RenderFormat::Json, many) => {
@@ -214,7 +233,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         .collect();
                     serde_json::to_string_pretty(&by_name)? + "\n"
                 }
-                (RenderFormat::Yaml, many) => many.iter().map(render::to_yaml).collect::<Vec<_>>().join("---\n"),
+                (RenderFormat::Yaml, many) => many
+                    .iter()
+                    .map(render::to_yaml)
+                    .collect::<Vec<_>>()
+                    .join("---\n"),
             };
             print(&out)?;
         }

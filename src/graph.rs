@@ -39,8 +39,11 @@ impl StackGraph {
     /// out (validation reports them). Fails with every cycle found.
     pub fn build(stack: &Stack) -> Result<StackGraph, Vec<Cycle>> {
         let mut graph = DiGraph::new();
-        let index: BTreeMap<String, NodeIndex> =
-            stack.services.keys().map(|name| (name.clone(), graph.add_node(name.clone()))).collect();
+        let index: BTreeMap<String, NodeIndex> = stack
+            .services
+            .keys()
+            .map(|name| (name.clone(), graph.add_node(name.clone())))
+            .collect();
         for (name, svc) in &stack.services {
             for (dep, d) in &svc.depends_on {
                 if let Some(&from) = index.get(dep) {
@@ -71,7 +74,8 @@ impl StackGraph {
     /// Services grouped into waves: a service's wave is one after the latest
     /// wave of its dependencies. Services inside a wave are sorted by name.
     pub fn waves(&self) -> Vec<Vec<String>> {
-        let order = petgraph::algo::toposort(&self.graph, None).expect("cycles were rejected in build");
+        let order =
+            petgraph::algo::toposort(&self.graph, None).expect("cycles were rejected in build");
         let mut level: BTreeMap<NodeIndex, usize> = BTreeMap::new();
         for n in order {
             let l = self
@@ -117,7 +121,9 @@ impl StackGraph {
 
     /// What `service` waits for, sorted by dependency name.
     pub fn dependencies(&self, service: &str) -> Vec<(String, Condition)> {
-        let Some(&n) = self.index.get(service) else { return Vec::new() };
+        let Some(&n) = self.index.get(service) else {
+            return Vec::new();
+        };
         let mut deps: Vec<(String, Condition)> = self
             .graph
             .edges_directed(n, petgraph::Direction::Incoming)
@@ -149,7 +155,10 @@ pub fn to_text(graphs: &[StackGraph]) -> String {
                     if deps.is_empty() {
                         s.clone()
                     } else {
-                        let d: Vec<String> = deps.iter().map(|(d, c)| format!("{d} {}", condition_word(*c))).collect();
+                        let d: Vec<String> = deps
+                            .iter()
+                            .map(|(d, c)| format!("{d} {}", condition_word(*c)))
+                            .collect();
                         format!("{s} (after {})", d.join(", "))
                     }
                 })
@@ -168,9 +177,19 @@ fn quote(s: &str) -> String {
 pub fn to_dot(graphs: &[StackGraph]) -> String {
     let mut out = String::from("digraph plimsoll {\n  rankdir=LR;\n");
     for g in graphs {
-        let _ = writeln!(out, "  subgraph {} {{\n    label={};", quote(&format!("cluster_{}", g.stack)), quote(&g.stack));
+        let _ = writeln!(
+            out,
+            "  subgraph {} {{\n    label={};",
+            quote(&format!("cluster_{}", g.stack)),
+            quote(&g.stack)
+        );
         for name in g.index.keys() {
-            let _ = writeln!(out, "    {} [label={}];", quote(&format!("{}/{name}", g.stack)), quote(name));
+            let _ = writeln!(
+                out,
+                "    {} [label={}];",
+                quote(&format!("{}/{name}", g.stack)),
+                quote(name)
+            );
         }
         for e in g.edges() {
             let _ = writeln!(
@@ -192,7 +211,13 @@ pub fn to_mermaid(graphs: &[StackGraph]) -> String {
     let id = |stack: &str, svc: &str| {
         format!("{stack}__{svc}")
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect::<String>()
     };
     let mut out = String::from("flowchart LR\n");
@@ -225,7 +250,14 @@ mod tests {
         for (name, ds) in deps {
             let mut s = Service::default();
             for (d, c) in *ds {
-                s.depends_on.insert(d.to_string(), Dependency { condition: *c, restart: false, required: true });
+                s.depends_on.insert(
+                    d.to_string(),
+                    Dependency {
+                        condition: *c,
+                        restart: false,
+                        required: true,
+                    },
+                );
             }
             services.insert(name.to_string(), s);
         }
@@ -251,7 +283,10 @@ mod tests {
             ("cache", &[]),
         ]);
         let g = StackGraph::build(&s).unwrap();
-        assert_eq!(g.waves(), vec![vec!["cache", "db"], vec!["api"], vec!["worker"]]);
+        assert_eq!(
+            g.waves(),
+            vec![vec!["cache", "db"], vec!["api"], vec!["worker"]]
+        );
         assert_eq!(g.stop_waves()[0], vec!["worker"]);
         assert_eq!(
             to_text(&[g]),
@@ -270,7 +305,13 @@ mod tests {
             ("e", &[]),
         ]);
         let cycles = StackGraph::build(&s).unwrap_err();
-        assert_eq!(cycles, vec![Cycle(vec!["a".into(), "b".into(), "c".into()]), Cycle(vec!["d".into()])]);
+        assert_eq!(
+            cycles,
+            vec![
+                Cycle(vec!["a".into(), "b".into(), "c".into()]),
+                Cycle(vec!["d".into()])
+            ]
+        );
     }
 
     #[test]
@@ -278,7 +319,10 @@ mod tests {
         let s = stack(&[("db", &[]), ("api", &[("db", Condition::ServiceHealthy)])]);
         let g = StackGraph::build(&s).unwrap();
         let dot = to_dot(std::slice::from_ref(&g));
-        assert!(dot.contains("\"t/db\" -> \"t/api\" [label=\"healthy\"];"), "{dot}");
+        assert!(
+            dot.contains("\"t/db\" -> \"t/api\" [label=\"healthy\"];"),
+            "{dot}"
+        );
         let m = to_mermaid(&[g]);
         assert!(m.contains("t__db -->|healthy| t__api"), "{m}");
     }

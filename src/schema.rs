@@ -44,7 +44,9 @@ mod tests {
     #[test]
     fn checked_in_schemas_match_the_types() {
         for kind in SchemaKind::value_variants() {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas").join(kind.file_name());
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("schemas")
+                .join(kind.file_name());
             let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
             assert!(
                 on_disk == generate(*kind),

@@ -14,7 +14,12 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// The Compose file names a stack directory may hold, in Compose's order of preference.
-pub const COMPOSE_FILE_NAMES: [&str; 4] = ["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
+pub const COMPOSE_FILE_NAMES: [&str; 4] = [
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yaml",
+    "docker-compose.yml",
+];
 
 /// The name of the repository-level configuration file.
 pub const CONFIG_FILE: &str = "plimsoll.yaml";
@@ -79,14 +84,22 @@ pub enum SourceError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SourceError + '_ {
-    move |source| SourceError::Io { path: path.to_path_buf(), source }
+    move |source| SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Finds the stacks under PATH.
 pub fn discover(path: &Path) -> Result<Layout, SourceError> {
     let meta = fs::metadata(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => SourceError::NotFound { path: path.to_path_buf() },
-        _ => SourceError::Io { path: path.to_path_buf(), source: e },
+        io::ErrorKind::NotFound => SourceError::NotFound {
+            path: path.to_path_buf(),
+        },
+        _ => SourceError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
     })?;
     if meta.is_file() {
         let dir = match path.parent() {
@@ -94,7 +107,11 @@ pub fn discover(path: &Path) -> Result<Layout, SourceError> {
             _ => PathBuf::from("."),
         };
         let stack = stack_files(&dir, path.to_path_buf())?;
-        return Ok(Layout { root: dir, config: None, stacks: vec![stack] });
+        return Ok(Layout {
+            root: dir,
+            config: None,
+            stacks: vec![stack],
+        });
     }
     let config = path.join(CONFIG_FILE);
     let config = config.is_file().then_some(config);
@@ -114,7 +131,11 @@ pub fn discover(path: &Path) -> Result<Layout, SourceError> {
                 }
             }
         }
-        return Ok(Layout { root: path.to_path_buf(), config, stacks });
+        return Ok(Layout {
+            root: path.to_path_buf(),
+            config,
+            stacks,
+        });
     }
     match find_compose(path) {
         Some(compose) => Ok(Layout {
@@ -122,12 +143,17 @@ pub fn discover(path: &Path) -> Result<Layout, SourceError> {
             config: None,
             stacks: vec![stack_files(path, compose)?],
         }),
-        None => Err(SourceError::NothingToLoad { path: path.to_path_buf() }),
+        None => Err(SourceError::NothingToLoad {
+            path: path.to_path_buf(),
+        }),
     }
 }
 
 fn find_compose(dir: &Path) -> Option<PathBuf> {
-    COMPOSE_FILE_NAMES.iter().map(|n| dir.join(n)).find(|p| p.is_file())
+    COMPOSE_FILE_NAMES
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
 }
 
 fn stack_files(dir: &Path, compose: PathBuf) -> Result<StackFiles, SourceError> {
@@ -154,7 +180,11 @@ mod tests {
         fs::write(root.join("stacks/a/compose.yaml"), "services: {}").unwrap();
         fs::write(root.join("stacks/b/docker-compose.yml"), "services: {}").unwrap();
         let layout = discover(root).unwrap();
-        let names: Vec<_> = layout.stacks.iter().map(|s| s.compose.file_name().unwrap().to_owned()).collect();
+        let names: Vec<_> = layout
+            .stacks
+            .iter()
+            .map(|s| s.compose.file_name().unwrap().to_owned())
+            .collect();
         assert_eq!(names, ["compose.yaml", "docker-compose.yml"]);
         assert!(layout.config.is_none());
 
@@ -162,7 +192,13 @@ mod tests {
         assert_eq!(layout.stacks.len(), 1);
         let layout = discover(&root.join("stacks/b/docker-compose.yml")).unwrap();
         assert_eq!(layout.stacks[0].dir, root.join("stacks/b"));
-        assert!(matches!(discover(&root.join("stacks/empty")), Err(SourceError::NothingToLoad { .. })));
-        assert!(matches!(discover(&root.join("nope")), Err(SourceError::NotFound { .. })));
+        assert!(matches!(
+            discover(&root.join("stacks/empty")),
+            Err(SourceError::NothingToLoad { .. })
+        ));
+        assert!(matches!(
+            discover(&root.join("nope")),
+            Err(SourceError::NotFound { .. })
+        ));
     }
 }

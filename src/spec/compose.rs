@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::diag::{Diag, Mark};
 use super::dotenv;
-use super::interpolate::interpolate;
+use super::interpolate::{InterpolateError, interpolate};
 use super::model::*;
 use super::secrets::{Masker, SecretNames};
 use super::yaml::{self, Node, Value};
@@ -80,7 +80,10 @@ pub const SERVICE_UNSUPPORTED: &[(&str, &str)] = &[
     ("cpus", NOT_YET),
     ("cpuset", NOT_YET),
     ("credential_spec", "a Windows-only setting"),
-    ("develop", "a setting for local development (`docker compose watch`), not for deployed hosts"),
+    (
+        "develop",
+        "a setting for local development (`docker compose watch`), not for deployed hosts",
+    ),
     ("device_cgroup_rules", NOT_YET),
     ("devices", NOT_YET),
     ("dns", NOT_YET),
@@ -123,13 +126,25 @@ pub const SERVICE_UNSUPPORTED: &[(&str, &str)] = &[
 ];
 
 /// Top-level keys plimsoll implements (besides `x-` fields).
-pub const TOP_KEYS: &[&str] = &["name", "version", "services", "networks", "volumes", "secrets", "configs"];
+pub const TOP_KEYS: &[&str] = &[
+    "name", "version", "services", "networks", "volumes", "secrets", "configs",
+];
 
 const TOP_UNSUPPORTED: &[(&str, &str)] = &[("include", NOT_YET), ("models", NOT_YET)];
 
-const NETWORK_KEYS: &[&str] = &["name", "driver", "driver_opts", "external", "internal", "labels"];
-const NETWORK_UNSUPPORTED: &[(&str, &str)] =
-    &[("attachable", NOT_YET), ("enable_ipv6", NOT_YET), ("ipam", NOT_YET)];
+const NETWORK_KEYS: &[&str] = &[
+    "name",
+    "driver",
+    "driver_opts",
+    "external",
+    "internal",
+    "labels",
+];
+const NETWORK_UNSUPPORTED: &[(&str, &str)] = &[
+    ("attachable", NOT_YET),
+    ("enable_ipv6", NOT_YET),
+    ("ipam", NOT_YET),
+];
 const VOLUME_KEYS: &[&str] = &["name", "driver", "driver_opts", "external", "labels"];
 
 /// The inputs of one stack.
@@ -202,6 +217,12 @@ pub fn load_stack(input: &StackInput<'_>, diags: &mut Vec<Diag>) -> Option<Loade
     Some(Loaded { stack, masker })
 }
 
+/// The implemented entries of a mapping (key, value, where the key stands) and its `x-` fields.
+type Fields<'n> = (
+    Vec<(&'n str, &'n Node, Mark)>,
+    BTreeMap<String, serde_json::Value>,
+);
+
 /// A diagnostic just recorded, to add a hint to.
 struct Recorded<'a>(&'a mut Diag);
 
@@ -240,7 +261,19 @@ impl Cx<'_, '_> {
     }
 
     fn type_err(&mut self, node: &Node, key: &str, expected: &str) {
-        self.err(node.mark, key, format!("expected {expected}, found {}", node.type_name()));
+        let what = if key.is_empty() {
+            "this value".to_string()
+        } else {
+            format!("`{key}`")
+        };
+        self.err(
+            node.mark,
+            key,
+            format!("expected {expected}, found {}", node.type_name()),
+        )
+        .hint(format!(
+            "write {what} as {expected} (`plimsoll schema stack` shows the shape of every key)"
+        ));
     }
 
     // -- interpolation ------------------------------------------------------
@@ -253,8 +286,12 @@ impl Cx<'_, '_> {
                 match interpolate(s, &|k| vars.get(k).cloned()) {
                     Ok(v) => *s = v,
                     Err(e) => {
-                        self.err(node.mark, path, e.to_string())
-                            .hint("set the variable in the stack's .env file or the environment, or give it a default: ${VAR:-default}");
+                        let hint = if matches!(e, InterpolateError::Invalid { .. }) {
+                            "write ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message} or ${VAR:+alternative}, and $$ for a literal $"
+                        } else {
+                            "set the variable in the stack's .env file or the environment, or give it a default: ${VAR:-default}"
+                        };
+                        self.err(node.mark, path, e.to_string()).hint(hint);
                     }
                 }
             }
@@ -286,7 +323,11 @@ impl Cx<'_, '_> {
     }
 
     fn opt_string(&mut self, node: &Node, key: &str) -> Option<String> {
-        if node.is_null() { None } else { self.string(node, key) }
+        if node.is_null() {
+            None
+        } else {
+            self.string(node, key)
+        }
     }
 
     fn boolean(&mut self, node: &Node, key: &str) -> Option<bool> {
@@ -367,7 +408,12 @@ impl Cx<'_, '_> {
 
     /// `KEY=value` list or mapping. A list entry without `=` and a mapping
     /// entry with a null value map to `None`.
-    fn list_or_dict(&mut self, node: &Node, key: &str, allow_none: bool) -> BTreeMap<String, Option<String>> {
+    fn list_or_dict(
+        &mut self,
+        node: &Node,
+        key: &str,
+        allow_none: bool,
+    ) -> BTreeMap<String, Option<String>> {
         let mut out = BTreeMap::new();
         match &node.value {
             Value::Map(entries) => {
@@ -383,7 +429,9 @@ impl Cx<'_, '_> {
             }
             Value::Seq(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    let Some(s) = self.string(item, &idx(key, i)) else { continue };
+                    let Some(s) = self.string(item, &idx(key, i)) else {
+                        continue;
+                    };
                     match s.split_once('=') {
                         Some((k, v)) => out.insert(k.to_string(), Some(v.to_string())),
                         None if allow_none => out.insert(s, None),
@@ -412,7 +460,7 @@ impl Cx<'_, '_> {
         path: &str,
         known: &[&str],
         unsupported: &[(&str, &str)],
-    ) -> (Vec<(&'n str, &'n Node, Mark)>, BTreeMap<String, serde_json::Value>) {
+    ) -> Fields<'n> {
         let mut out = Vec::new();
         let mut ext = BTreeMap::new();
         let Some(entries) = node.as_map() else {
@@ -423,7 +471,15 @@ impl Cx<'_, '_> {
         };
         for (k, v) in entries {
             let Some(name) = k.as_str() else {
-                self.err(k.mark, path, format!("`{}` is not a valid key here", k.scalar_string().unwrap_or_default()));
+                self.err(
+                    k.mark,
+                    path,
+                    format!(
+                        "`{}` is not a valid key here",
+                        k.scalar_string().unwrap_or_default()
+                    ),
+                )
+                .hint("keys are names such as `image`; quote a key that only looks like a number or a boolean");
                 continue;
             };
             let key_path = join(path, name);
@@ -432,8 +488,14 @@ impl Cx<'_, '_> {
             } else if known.contains(&name) {
                 out.push((name, v, k.mark));
             } else if let Some((_, why)) = unsupported.iter().find(|(u, _)| *u == name) {
-                self.err(k.mark, &key_path, format!("`{name}` is not supported: {why}"))
-                    .hint(format!("remove `{name}` from the file, or run this stack with docker compose"));
+                self.err(
+                    k.mark,
+                    &key_path,
+                    format!("`{name}` is not supported: {why}"),
+                )
+                .hint(format!(
+                    "remove `{name}` from the file, or run this stack with docker compose"
+                ));
             } else {
                 let suggestion = known
                     .iter()
@@ -460,7 +522,15 @@ impl Cx<'_, '_> {
             return None;
         }
         if root.as_map().is_none() {
-            self.err(root.mark, "", format!("expected a mapping at the top level, found {}", root.type_name()));
+            self.err(
+                root.mark,
+                "",
+                format!(
+                    "expected a mapping at the top level, found {}",
+                    root.type_name()
+                ),
+            )
+            .hint("a Compose file is a mapping with a `services:` key at the top, e.g. `services:` then `  web:` then `    image: nginx`");
             return None;
         }
         self.interpolate(&mut root, "");
@@ -503,11 +573,20 @@ impl Cx<'_, '_> {
                 n
             }
             None => {
-                let dir = self.input.abs_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let dir = self
+                    .input
+                    .abs_dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 let n = normalize_project_name(&dir);
                 if n.is_empty() {
-                    self.err(Mark::default(), "name", format!("the directory name `{dir}` gives no valid project name"))
-                        .hint("set `name:` at the top of the Compose file");
+                    self.err(
+                        Mark::default(),
+                        "name",
+                        format!("the directory name `{dir}` gives no valid project name"),
+                    )
+                    .hint("set `name:` at the top of the Compose file");
                 }
                 n
             }
@@ -524,7 +603,8 @@ impl Cx<'_, '_> {
         }
         match services_node {
             None => {
-                self.err(root.mark, "services", "no `services:` section").hint("declare at least one service");
+                self.err(root.mark, "services", "no `services:` section")
+                    .hint("declare at least one service");
             }
             Some(node) => match node.as_map() {
                 Some(entries) => {
@@ -552,7 +632,12 @@ impl Cx<'_, '_> {
             marks: std::mem::take(&mut self.marks),
             variables: self.vars.clone(),
         };
-        if stack.services.values().any(|s| s.networks.contains_key("default")) && !stack.networks.contains_key("default") {
+        if stack
+            .services
+            .values()
+            .any(|s| s.networks.contains_key("default"))
+            && !stack.networks.contains_key("default")
+        {
             stack.networks.insert(
                 "default".into(),
                 Network {
@@ -566,7 +651,9 @@ impl Cx<'_, '_> {
 
     fn networks(&mut self, node: &Node, project: &str) -> BTreeMap<String, Network> {
         let mut out = BTreeMap::new();
-        let Some(entries) = self.entries(node, "networks") else { return out };
+        let Some(entries) = self.entries(node, "networks") else {
+            return out;
+        };
         for (k, v) in entries {
             let key = k.scalar_string().unwrap_or_default();
             let path = join("networks", &key);
@@ -593,7 +680,9 @@ impl Cx<'_, '_> {
 
     fn volumes(&mut self, node: &Node, project: &str) -> BTreeMap<String, Volume> {
         let mut out = BTreeMap::new();
-        let Some(entries) = self.entries(node, "volumes") else { return out };
+        let Some(entries) = self.entries(node, "volumes") else {
+            return out;
+        };
         for (k, v) in entries {
             let key = k.scalar_string().unwrap_or_default();
             let path = join("volumes", &key);
@@ -637,16 +726,26 @@ impl Cx<'_, '_> {
         }
     }
 
-    fn file_objects(&mut self, node: &Node, kind: &str, project: &str) -> BTreeMap<String, FileObject> {
+    fn file_objects(
+        &mut self,
+        node: &Node,
+        kind: &str,
+        project: &str,
+    ) -> BTreeMap<String, FileObject> {
         let mut out = BTreeMap::new();
-        let Some(entries) = self.entries(node, kind) else { return out };
+        let Some(entries) = self.entries(node, kind) else {
+            return out;
+        };
         let known: &[&str] = if kind == "configs" {
             &["name", "file", "environment", "content"]
         } else {
             &["name", "file", "environment"]
         };
         let unsupported = [
-            ("external", "external secrets and configs live in Swarm; use `file:` or `environment:`"),
+            (
+                "external",
+                "external secrets and configs live in Swarm; use `file:` or `environment:`",
+            ),
             ("driver", SWARM),
             ("driver_opts", SWARM),
             ("template_driver", SWARM),
@@ -666,16 +765,28 @@ impl Cx<'_, '_> {
                 let p = join(&path, f);
                 match f {
                     "name" => obj.name = self.string(n, &p).unwrap_or_default(),
-                    "file" => obj.file = self.string(n, &p).map(|f| self.host_path(&f)),
+                    "file" => {
+                        self.marks.insert(p.clone(), n.mark);
+                        obj.file = self.string(n, &p).map(|f| self.host_path(&f));
+                    }
                     "environment" => obj.environment = self.string(n, &p),
                     "content" => obj.content = self.string(n, &p),
                     _ => unreachable!("listed in known"),
                 }
             }
-            let sources = [obj.file.is_some(), obj.environment.is_some(), obj.content.is_some()];
+            let sources = [
+                obj.file.is_some(),
+                obj.environment.is_some(),
+                obj.content.is_some(),
+            ];
             if sources.iter().filter(|s| **s).count() != 1 {
-                let what = if kind == "configs" { "`file`, `environment` or `content`" } else { "`file` or `environment`" };
-                self.err(v.mark, &path, format!("needs exactly one of {what}"));
+                let what = if kind == "configs" {
+                    "`file`, `environment` or `content`"
+                } else {
+                    "`file` or `environment`"
+                };
+                self.err(v.mark, &path, format!("needs exactly one of {what}"))
+                    .hint(format!("give `{key}` one source, e.g. `file: ./{key}.txt`"));
             }
             out.insert(key, obj);
         }
@@ -689,12 +800,18 @@ impl Cx<'_, '_> {
                 match self.input.files.read(Path::new(file)) {
                     Ok(Some(bytes)) => self.masker.add_value(&String::from_utf8_lossy(&bytes)),
                     Ok(None) => {
-                        let mark = Mark::default();
-                        self.err(mark, &join("secrets", key), format!("secret file {file} does not exist"))
-                            .hint("create the file on the host, or point `file:` at the right path");
+                        let path = format!("secrets.{key}.file");
+                        let mark = self.marks.get(&path).copied().unwrap_or_default();
+                        self.err(mark, &path, format!("secret file {file} does not exist"))
+                            .hint(
+                                "create the file on the host, or point `file:` at the right path",
+                            );
                     }
                     Err(e) => {
-                        self.err(Mark::default(), &join("secrets", key), format!("cannot read secret file {file}: {e}"));
+                        let path = format!("secrets.{key}.file");
+                        let mark = self.marks.get(&path).copied().unwrap_or_default();
+                        self.err(mark, &path, format!("cannot read secret file {file}: {e}"))
+                            .hint("point `file:` at a readable file (not a directory)");
                     }
                 }
             }
@@ -709,8 +826,15 @@ impl Cx<'_, '_> {
 
     /// A host path from the file, resolved against the stack directory; `~` is the home directory.
     fn host_path(&self, p: &str) -> String {
-        let path = if let Some(rest) = p.strip_prefix("~/").or(if p == "~" { Some("") } else { None }) {
-            let home = self.vars.get("HOME").cloned().unwrap_or_else(|| "/root".into());
+        let path = if let Some(rest) =
+            p.strip_prefix("~/")
+                .or(if p == "~" { Some("") } else { None })
+        {
+            let home = self
+                .vars
+                .get("HOME")
+                .cloned()
+                .unwrap_or_else(|| "/root".into());
             PathBuf::from(home).join(rest)
         } else {
             self.input.abs_dir.join(p)
@@ -723,11 +847,21 @@ impl Cx<'_, '_> {
     fn service(&mut self, name: &str, node: &Node) -> Option<Service> {
         let path = join("services", name);
         if node.as_map().is_none() && !node.is_null() {
-            self.type_err(node, &path, "a mapping");
+            self.err(
+                node.mark,
+                &path,
+                format!("expected a mapping of settings, found {}", node.type_name()),
+            )
+            .hint(format!(
+                "put the settings on the lines under `{name}:`, indented, e.g. `image: nginx:1.27`"
+            ));
             return None;
         }
         let (fields, extensions) = self.fields(node, &path, SERVICE_KEYS, SERVICE_UNSUPPORTED);
-        let mut svc = Service { extensions, ..Service::default() };
+        let mut svc = Service {
+            extensions,
+            ..Service::default()
+        };
         let mut env_files: Vec<(PathBuf, bool, Mark, String)> = Vec::new();
         let mut environment = BTreeMap::new();
         for (key, n, mark) in &fields {
@@ -761,7 +895,14 @@ impl Cx<'_, '_> {
                 "pull_policy" => svc.pull_policy = self.pull_policy(n, &p),
                 "read_only" => svc.read_only = self.boolean(n, &p).unwrap_or(false),
                 "restart" => svc.restart = self.restart(n, &p),
-                "secrets" => svc.secrets = self.file_refs(n, &p),
+                "secrets" => {
+                    svc.secrets = self.file_refs(n, &p);
+                    // Compose mounts a secret at /run/secrets/<source> unless told otherwise.
+                    for r in &mut svc.secrets {
+                        r.target
+                            .get_or_insert_with(|| format!("/run/secrets/{}", r.source));
+                    }
+                }
                 "stop_grace_period" => svc.stop_grace_period = self.duration(n, &p),
                 "stop_signal" => svc.stop_signal = self.opt_string(n, &p),
                 "tmpfs" => svc.tmpfs = self.string_or_list(n, &p),
@@ -776,9 +917,18 @@ impl Cx<'_, '_> {
             match yaml::from_node::<PlimsollService>(x) {
                 Ok(p) => svc.plimsoll = p,
                 Err(e) => {
-                    let path = if e.path.is_empty() { join(&path, "x-plimsoll") } else { format!("{path}.x-plimsoll.{}", e.path) };
-                    let mark = if e.mark == Mark::default() { x.mark } else { e.mark };
-                    self.err(mark, &path, e.message);
+                    let path = if e.path.is_empty() {
+                        join(&path, "x-plimsoll")
+                    } else {
+                        format!("{path}.x-plimsoll.{}", e.path)
+                    };
+                    let mark = if e.mark == Mark::default() {
+                        x.mark
+                    } else {
+                        e.mark
+                    };
+                    self.err(mark, &path, e.message)
+                        .hint("see `plimsoll schema stack` for the fields x-plimsoll takes");
                 }
             }
             svc.extensions.remove("x-plimsoll");
@@ -802,8 +952,12 @@ impl Cx<'_, '_> {
                 match shlex::split(&s) {
                     Some(words) => Some(words),
                     None => {
-                        self.err(node.mark, path, format!("cannot split `{s}` into words: unbalanced quotes"))
-                            .hint("close the quote, or write the command as a list");
+                        self.err(
+                            node.mark,
+                            path,
+                            format!("cannot split `{s}` into words: unbalanced quotes"),
+                        )
+                        .hint("close the quote, or write the command as a list");
                         None
                     }
                 }
@@ -819,7 +973,11 @@ impl Cx<'_, '_> {
         };
         let mut out = Vec::new();
         for (i, item) in items {
-            let p = if node.as_seq().is_some() { idx(path, i) } else { path.to_string() };
+            let p = if node.as_seq().is_some() {
+                idx(path, i)
+            } else {
+                path.to_string()
+            };
             let (file, required) = match &item.value {
                 Value::Map(_) => {
                     let (fields, _) = self.fields(item, &p, &["path", "required", "format"], &[]);
@@ -828,17 +986,25 @@ impl Cx<'_, '_> {
                     for (k, n, _) in fields {
                         match k {
                             "path" => file = self.string(n, &join(&p, "path")),
-                            "required" => required = self.boolean(n, &join(&p, "required")).unwrap_or(true),
+                            "required" => {
+                                required = self.boolean(n, &join(&p, "required")).unwrap_or(true)
+                            }
                             "format" => {
                                 if self.string(n, &join(&p, "format")).as_deref() != Some("raw") {
-                                    self.err(n.mark, &join(&p, "format"), "only `format: raw` is known besides the default");
+                                    self.err(
+                                        n.mark,
+                                        &join(&p, "format"),
+                                        "only `format: raw` is known besides the default",
+                                    )
+                                    .hint("remove `format:`, or write `format: raw`");
                                 }
                             }
                             _ => unreachable!(),
                         }
                     }
                     let Some(file) = file else {
-                        self.err(item.mark, &p, "an env_file entry needs `path:`");
+                        self.err(item.mark, &p, "an env_file entry needs `path:`")
+                            .hint("add `path:` with the file, e.g. `path: ./web.env`");
                         continue;
                     };
                     (file, required)
@@ -860,44 +1026,65 @@ impl Cx<'_, '_> {
         env_files: Vec<(PathBuf, bool, Mark, String)>,
         environment: BTreeMap<String, Option<String>>,
     ) -> BTreeMap<String, Option<String>> {
-        let mut out: BTreeMap<String, Option<String>> = BTreeMap::new();
+        // `- NAME` entries take their value from the project environment.
+        let environment: BTreeMap<String, Option<String>> = environment
+            .into_iter()
+            .map(|(k, v)| {
+                let v = v.or_else(|| self.vars.get(&k).cloned());
+                (k, v)
+            })
+            .collect();
+        // Compose parses each env_file into a map that already holds the
+        // service's environment and the earlier env_files; lookups go to the
+        // project environment first, then the service's environment.
+        let mut acc: indexmap::IndexMap<String, String> = environment
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .collect();
         for (file, required, mark, path) in env_files {
             match self.input.files.read(&file) {
                 Ok(Some(bytes)) => {
                     let Ok(text) = String::from_utf8(bytes) else {
-                        self.err(mark, &path, format!("env file {} is not UTF-8 text", file.display()));
+                        self.err(
+                            mark,
+                            &path,
+                            format!("env file {} is not UTF-8 text", file.display()),
+                        )
+                        .hint("save the env file as UTF-8");
                         continue;
                     };
-                    let vars = self.vars;
-                    let known = out.clone();
-                    match dotenv::parse(&text, &|k| vars.get(k).cloned().or_else(|| known.get(k).cloned().flatten())) {
-                        Ok(map) => {
-                            for (k, v) in map {
-                                out.insert(k, Some(v));
-                            }
-                        }
-                        Err(e) => {
-                            self.diags.push(
-                                Diag::error(&file, Mark::new(e.line, 1), "", e.message)
-                                    .hint(format!("fix this line of the env file (used by {path})")),
-                            );
-                        }
+                    let (vars, env) = (self.vars, &environment);
+                    let lookup = |k: &str| {
+                        vars.get(k)
+                            .cloned()
+                            .or_else(|| env.get(k).cloned().flatten())
+                    };
+                    if let Err(e) = dotenv::parse_into(&text, &mut acc, &lookup) {
+                        self.diags.push(
+                            Diag::error(&file, Mark::new(e.line, 1), "", e.message)
+                                .hint(format!("fix this line of the env file (used by {path})")),
+                        );
                     }
                 }
                 Ok(None) if !required => {}
                 Ok(None) => {
-                    self.err(mark, &path, format!("env file {} not found", file.display()))
-                        .hint("create the file, or mark it optional with `required: false`");
+                    self.err(
+                        mark,
+                        &path,
+                        format!("env file {} not found", file.display()),
+                    )
+                    .hint("create the file, or mark it optional with `required: false`");
                 }
                 Err(e) => {
-                    self.err(mark, &path, format!("cannot read env file {}: {e}", file.display()));
+                    self.err(mark, &path, format!("cannot read env file {}: {e}", file.display()))
+                        .hint("point env_file at a readable file: not a directory, and check its permissions");
                 }
             }
         }
-        for (k, v) in environment {
-            let v = v.or_else(|| self.vars.get(&k).cloned());
-            out.insert(k, v);
-        }
+        // `environment:` wins over env_file values.
+        let mut out: BTreeMap<String, Option<String>> =
+            acc.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        out.extend(environment);
         for (k, v) in &out {
             if let Some(v) = v {
                 self.masker.observe(k, v);
@@ -915,7 +1102,11 @@ impl Cx<'_, '_> {
                         self.marks.insert(format!("{path}.{name}"), item.mark);
                         out.insert(
                             name,
-                            Dependency { condition: Condition::ServiceStarted, restart: false, required: true },
+                            Dependency {
+                                condition: Condition::ServiceStarted,
+                                restart: false,
+                                required: true,
+                            },
                         );
                     }
                 }
@@ -925,13 +1116,20 @@ impl Cx<'_, '_> {
                     let name = k.scalar_string().unwrap_or_default();
                     let p = join(path, &name);
                     self.marks.insert(p.clone(), k.mark);
-                    let mut dep = Dependency { condition: Condition::ServiceStarted, restart: false, required: true };
-                    let (fields, _) = self.fields(v, &p, &["condition", "required", "restart"], &[]);
+                    let mut dep = Dependency {
+                        condition: Condition::ServiceStarted,
+                        restart: false,
+                        required: true,
+                    };
+                    let (fields, _) =
+                        self.fields(v, &p, &["condition", "required", "restart"], &[]);
                     for (f, n, _) in fields {
                         let fp = join(&p, f);
                         match f {
                             "condition" => {
-                                let Some(c) = self.string(n, &fp) else { continue };
+                                let Some(c) = self.string(n, &fp) else {
+                                    continue;
+                                };
                                 match Condition::ALL.iter().find(|(s, _)| *s == c) {
                                     Some((_, cond)) => dep.condition = *cond,
                                     None => {
@@ -961,7 +1159,10 @@ impl Cx<'_, '_> {
             ("replicas", NOT_YET),
             ("labels", SWARM),
             ("placement", SWARM),
-            ("restart_policy", "use the service's `restart:` on a single host"),
+            (
+                "restart_policy",
+                "use the service's `restart:` on a single host",
+            ),
             ("rollback_config", SWARM),
             ("update_config", "use `x-plimsoll.rollout` on a single host"),
             ("endpoint_mode", SWARM),
@@ -973,8 +1174,13 @@ impl Cx<'_, '_> {
             let (res, _) = self.fields(n, &rp, &["limits", "reservations"], &[]);
             for (k, set, _) in res {
                 let sp = join(&rp, k);
-                let unsupported: &[(&str, &str)] = &[("devices", NOT_YET), ("generic_resources", SWARM)];
-                let known: &[&str] = if k == "limits" { &["cpus", "memory", "pids"] } else { &["cpus", "memory"] };
+                let unsupported: &[(&str, &str)] =
+                    &[("devices", NOT_YET), ("generic_resources", SWARM)];
+                let known: &[&str] = if k == "limits" {
+                    &["cpus", "memory", "pids"]
+                } else {
+                    &["cpus", "memory"]
+                };
                 let (entries, _) = self.fields(set, &sp, known, unsupported);
                 let mut rs = ResourceSet::default();
                 for (f, v, _) in entries {
@@ -990,7 +1196,8 @@ impl Cx<'_, '_> {
                             match cpus {
                                 Some(c) if c >= 0.0 => rs.cpus = Some(c),
                                 _ => {
-                                    self.err(v.mark, &fp, "invalid cpus value").hint("write a number of CPUs, like 0.5 or 2");
+                                    self.err(v.mark, &fp, "invalid cpus value")
+                                        .hint("write a number of CPUs, like 0.5 or 2");
                                 }
                             }
                         }
@@ -1014,7 +1221,10 @@ impl Cx<'_, '_> {
         for (i, e) in list.iter().enumerate() {
             let (port, proto) = e.split_once('/').unwrap_or((e, "tcp"));
             if parse_port_range(port).is_none() || !valid_protocol(proto) {
-                let mark = node.as_seq().and_then(|s| s.get(i)).map_or(node.mark, |n| n.mark);
+                let mark = node
+                    .as_seq()
+                    .and_then(|s| s.get(i))
+                    .map_or(node.mark, |n| n.mark);
                 self.err(mark, &idx(path, i), format!("invalid port `{e}`"))
                     .hint("write a container port or range, optionally with /tcp, /udp or /sctp");
             }
@@ -1023,53 +1233,58 @@ impl Cx<'_, '_> {
     }
 
     fn extra_hosts(&mut self, node: &Node, path: &str) -> Vec<String> {
-        let pairs: Vec<(String, String, Mark)> = match &node.value {
-            Value::Map(entries) => entries
-                .iter()
-                .filter_map(|(k, v)| {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        match &node.value {
+            Value::Map(entries) => {
+                for (k, v) in entries {
                     let host = k.scalar_string().unwrap_or_default();
                     let p = join(path, &host);
                     let ips = match &v.value {
                         Value::Seq(_) => self.string_list(v, &p),
                         _ => self.string(v, &p).into_iter().collect(),
                     };
-                    Some(ips.into_iter().map(move |ip| (host.clone(), ip, v.mark)).collect::<Vec<_>>())
-                })
-                .flatten()
-                .collect(),
-            Value::Seq(items) => items
-                .iter()
-                .enumerate()
-                .filter_map(|(i, item)| {
-                    let s = self.string(item, &idx(path, i))?;
-                    let split = s.split_once('=').or_else(|| s.split_once(':'));
-                    match split {
-                        Some((h, ip)) => Some((h.to_string(), ip.to_string(), item.mark)),
-                        None => {
-                            self.err(item.mark, &idx(path, i), format!("invalid extra host `{s}`"))
-                                .hint("write HOST=IP or HOST:IP");
-                            None
-                        }
-                    }
-                })
-                .collect(),
-            Value::Null => Vec::new(),
-            _ => {
-                self.type_err(node, path, "a list or a mapping");
-                Vec::new()
+                    pairs.extend(ips.into_iter().map(|ip| (host.clone(), ip)));
+                }
             }
-        };
-        pairs
+            Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let Some(s) = self.string(item, &idx(path, i)) else {
+                        continue;
+                    };
+                    match s.split_once('=').or_else(|| s.split_once(':')) {
+                        Some((h, ip)) => pairs.push((h.to_string(), ip.to_string())),
+                        None => self
+                            .err(
+                                item.mark,
+                                &idx(path, i),
+                                format!("invalid extra host `{s}`"),
+                            )
+                            .hint("write HOST=IP or HOST:IP"),
+                    }
+                }
+            }
+            Value::Null => {}
+            _ => self.type_err(node, path, "a list or a mapping"),
+        }
+        // Compose prints them sorted, with `=` and IPv6 addresses without brackets.
+        let mut hosts: Vec<String> = pairs
             .into_iter()
-            .map(|(h, ip, _)| {
-                let ip = ip.trim_start_matches('[').trim_end_matches(']');
-                format!("{h}={ip}")
-            })
-            .collect()
+            .map(|(h, ip)| format!("{h}={}", ip.trim_start_matches('[').trim_end_matches(']')))
+            .collect();
+        hosts.sort();
+        hosts
     }
 
     fn healthcheck(&mut self, node: &Node, path: &str) -> Option<Healthcheck> {
-        let known = ["test", "interval", "timeout", "retries", "start_period", "start_interval", "disable"];
+        let known = [
+            "test",
+            "interval",
+            "timeout",
+            "retries",
+            "start_period",
+            "start_interval",
+            "disable",
+        ];
         let (fields, _) = self.fields(node, path, &known, &[]);
         let mut hc = Healthcheck::default();
         for (f, n, _) in fields {
@@ -1103,7 +1318,8 @@ impl Cx<'_, '_> {
                     hc.retries = self.int(n, &p).and_then(|r| {
                         let r = u64::try_from(r).ok();
                         if r.is_none() {
-                            self.err(n.mark, &p, "retries cannot be negative");
+                            self.err(n.mark, &p, "retries cannot be negative")
+                                .hint("write 0 or a positive number of retries");
                         }
                         r
                     })
@@ -1129,7 +1345,11 @@ impl Cx<'_, '_> {
         Some(l)
     }
 
-    fn service_networks(&mut self, node: &Node, path: &str) -> BTreeMap<String, Option<ServiceNetwork>> {
+    fn service_networks(
+        &mut self,
+        node: &Node,
+        path: &str,
+    ) -> BTreeMap<String, Option<ServiceNetwork>> {
         let mut out = BTreeMap::new();
         match &node.value {
             Value::Seq(items) => {
@@ -1195,7 +1415,9 @@ impl Cx<'_, '_> {
                     }
                 }
                 _ => {
-                    let Some(s) = self.string(item, &p) else { continue };
+                    let Some(s) = self.string(item, &p) else {
+                        continue;
+                    };
                     match parse_short_port(&s) {
                         Ok(ports) => out.extend(ports),
                         Err(why) => {
@@ -1211,7 +1433,15 @@ impl Cx<'_, '_> {
     }
 
     fn long_port(&mut self, node: &Node, path: &str) -> Option<Port> {
-        let known = ["target", "published", "host_ip", "protocol", "mode", "name", "app_protocol"];
+        let known = [
+            "target",
+            "published",
+            "host_ip",
+            "protocol",
+            "mode",
+            "name",
+            "app_protocol",
+        ];
         let (fields, _) = self.fields(node, path, &known, &[]);
         let mut port = Port {
             name: None,
@@ -1230,7 +1460,8 @@ impl Cx<'_, '_> {
                     target = self.string(n, &p).and_then(|t| {
                         let v = t.parse::<u16>().ok().filter(|v| *v > 0);
                         if v.is_none() {
-                            self.err(n.mark, &p, format!("invalid container port `{t}`")).hint("use a port from 1 to 65535");
+                            self.err(n.mark, &p, format!("invalid container port `{t}`"))
+                                .hint("use a port from 1 to 65535");
                         }
                         v
                     })
@@ -1248,14 +1479,16 @@ impl Cx<'_, '_> {
                 "protocol" => {
                     let proto = self.string(n, &p).unwrap_or_default().to_ascii_lowercase();
                     if !valid_protocol(&proto) {
-                        self.err(n.mark, &p, format!("invalid protocol `{proto}`")).hint("use tcp, udp or sctp");
+                        self.err(n.mark, &p, format!("invalid protocol `{proto}`"))
+                            .hint("use tcp, udp or sctp");
                     }
                     port.protocol = proto;
                 }
                 "mode" => {
                     let mode = self.string(n, &p).unwrap_or_default();
                     if mode != "ingress" && mode != "host" {
-                        self.err(n.mark, &p, format!("invalid port mode `{mode}`")).hint("use host or ingress");
+                        self.err(n.mark, &p, format!("invalid port mode `{mode}`"))
+                            .hint("use host or ingress");
                     }
                     port.mode = mode;
                 }
@@ -1271,7 +1504,8 @@ impl Cx<'_, '_> {
             }
             None => {
                 if node.get("target").is_none() {
-                    self.err(node.mark, path, "a port in long form needs `target:`");
+                    self.err(node.mark, path, "a port in long form needs `target:`")
+                        .hint("add `target:` with the container port, e.g. `target: 80`");
                 }
                 None
             }
@@ -1314,9 +1548,16 @@ impl Cx<'_, '_> {
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let p = idx(path, i);
-            let mut r = FileRef { source: String::new(), target: None, uid: None, gid: None, mode: None };
+            let mut r = FileRef {
+                source: String::new(),
+                target: None,
+                uid: None,
+                gid: None,
+                mode: None,
+            };
             if item.as_map().is_some() {
-                let (fields, _) = self.fields(item, &p, &["source", "target", "uid", "gid", "mode"], &[]);
+                let (fields, _) =
+                    self.fields(item, &p, &["source", "target", "uid", "gid", "mode"], &[]);
                 for (f, n, _) in fields {
                     let fp = join(&p, f);
                     match f {
@@ -1327,22 +1568,28 @@ impl Cx<'_, '_> {
                         "mode" => {
                             r.mode = match &n.value {
                                 Value::Int(m) => u32::try_from(*m).ok(),
-                                Value::Str(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(),
+                                Value::Str(s) => {
+                                    u32::from_str_radix(s.trim_start_matches("0o"), 8).ok()
+                                }
                                 _ => None,
                             };
                             if r.mode.is_none() {
-                                self.err(n.mark, &fp, "invalid file mode").hint("write an octal mode such as 0440");
+                                self.err(n.mark, &fp, "invalid file mode")
+                                    .hint("write an octal mode such as 0440");
                             }
                         }
                         _ => unreachable!(),
                     }
                 }
                 if r.source.is_empty() {
-                    self.err(item.mark, &p, "needs `source:`");
+                    self.err(item.mark, &p, "needs `source:`")
+                        .hint("name the top-level secret or config with `source:`");
                     continue;
                 }
             } else {
-                let Some(s) = self.string(item, &p) else { continue };
+                let Some(s) = self.string(item, &p) else {
+                    continue;
+                };
                 r.source = s;
             }
             self.marks.insert(format!("{path}.{}", r.source), item.mark);
@@ -1353,7 +1600,9 @@ impl Cx<'_, '_> {
 
     fn ulimits(&mut self, node: &Node, path: &str) -> BTreeMap<String, Ulimit> {
         let mut out = BTreeMap::new();
-        let Some(entries) = self.entries(node, path) else { return out };
+        let Some(entries) = self.entries(node, path) else {
+            return out;
+        };
         for (k, v) in entries {
             let name = k.scalar_string().unwrap_or_default();
             let p = join(path, &name);
@@ -1367,11 +1616,13 @@ impl Cx<'_, '_> {
                 match (soft, hard) {
                     (Some(soft), Some(hard)) if soft <= hard => Some(Ulimit::Pair { soft, hard }),
                     (Some(_), Some(_)) => {
-                        self.err(v.mark, &p, "soft limit is above the hard limit");
+                        self.err(v.mark, &p, "soft limit is above the hard limit")
+                            .hint("make `soft` less than or equal to `hard`");
                         None
                     }
                     _ => {
-                        self.err(v.mark, &p, "a ulimit mapping needs both `soft` and `hard`");
+                        self.err(v.mark, &p, "a ulimit mapping needs both `soft` and `hard`")
+                            .hint("write both `soft:` and `hard:`, or a single number for both");
                         None
                     }
                 }
@@ -1398,7 +1649,9 @@ impl Cx<'_, '_> {
             let mount = if item.as_map().is_some() {
                 self.long_mount(item, &p)
             } else {
-                let Some(s) = self.string(item, &p) else { continue };
+                let Some(s) = self.string(item, &p) else {
+                    continue;
+                };
                 match parse_short_volume(&s) {
                     Ok(mut m) => {
                         if m.kind == MountType::Bind {
@@ -1426,8 +1679,26 @@ impl Cx<'_, '_> {
     }
 
     fn long_mount(&mut self, node: &Node, path: &str) -> Option<Mount> {
-        let known = ["type", "source", "target", "read_only", "bind", "volume", "tmpfs", "consistency"];
-        let (fields, _) = self.fields(node, path, &known, &[("image", NOT_YET), ("cluster", SWARM), ("npipe", "a Windows-only setting")]);
+        let known = [
+            "type",
+            "source",
+            "target",
+            "read_only",
+            "bind",
+            "volume",
+            "tmpfs",
+            "consistency",
+        ];
+        let (fields, _) = self.fields(
+            node,
+            path,
+            &known,
+            &[
+                ("image", NOT_YET),
+                ("cluster", SWARM),
+                ("npipe", "a Windows-only setting"),
+            ],
+        );
         let mut kind = None;
         let mut m = Mount {
             kind: MountType::Volume,
@@ -1448,7 +1719,8 @@ impl Cx<'_, '_> {
                         "bind" => Some(MountType::Bind),
                         "tmpfs" => Some(MountType::Tmpfs),
                         _ => {
-                            self.err(n.mark, &p, format!("unsupported mount type `{t}`")).hint("use volume, bind or tmpfs");
+                            self.err(n.mark, &p, format!("unsupported mount type `{t}`"))
+                                .hint("use volume, bind or tmpfs");
                             return None;
                         }
                     }
@@ -1458,13 +1730,17 @@ impl Cx<'_, '_> {
                 "read_only" => m.read_only = self.boolean(n, &p).unwrap_or(false),
                 "consistency" => {}
                 "bind" => {
-                    let (bf, _) = self.fields(n, &p, &["propagation", "create_host_path", "selinux"], &[]);
-                    let mut b = BindOptions { create_host_path: true, ..BindOptions::default() };
+                    let (bf, _) =
+                        self.fields(n, &p, &["propagation", "create_host_path", "selinux"], &[]);
+                    // The long syntax does not imply create_host_path (Compose's rule).
+                    let mut b = BindOptions::default();
                     for (k, v, _) in bf {
                         let kp = join(&p, k);
                         match k {
                             "propagation" => b.propagation = self.opt_string(v, &kp),
-                            "create_host_path" => b.create_host_path = self.boolean(v, &kp).unwrap_or(true),
+                            "create_host_path" => {
+                                b.create_host_path = self.boolean(v, &kp).unwrap_or(false)
+                            }
                             "selinux" => b.selinux = self.opt_string(v, &kp),
                             _ => unreachable!(),
                         }
@@ -1501,23 +1777,38 @@ impl Cx<'_, '_> {
             }
         }
         let Some(kind) = kind else {
-            self.err(node.mark, path, "a volume in long form needs `type:`").hint("use type: volume, bind or tmpfs");
+            self.err(node.mark, path, "a volume in long form needs `type:`")
+                .hint("use type: volume, bind or tmpfs");
             return None;
         };
         m.kind = kind;
         if m.target.is_empty() {
-            self.err(node.mark, path, "a volume in long form needs `target:`");
+            self.err(node.mark, path, "a volume in long form needs `target:`")
+                .hint("add `target:` with the absolute path in the container");
+            return None;
+        }
+        if !m.target.starts_with('/') {
+            let mark = node.get("target").map_or(node.mark, |t| t.mark);
+            let target = m.target.clone();
+            self.err(
+                mark,
+                &join(path, "target"),
+                format!("the container path `{target}` must be absolute"),
+            )
+            .hint(format!(
+                "write the path from the container's root, e.g. `/{target}`"
+            ));
             return None;
         }
         if kind == MountType::Bind {
             match &m.source {
                 Some(s) => m.source = Some(self.host_path(s)),
                 None => {
-                    self.err(node.mark, path, "a bind mount needs `source:`");
+                    self.err(node.mark, path, "a bind mount needs `source:`")
+                        .hint("add `source:` with the host path, e.g. `source: ./conf`");
                     return None;
                 }
             }
-            m.bind.get_or_insert(BindOptions { create_host_path: true, ..BindOptions::default() });
         }
         Some(m)
     }
@@ -1604,14 +1895,21 @@ pub fn parse_short_port(spec: &str) -> Result<Vec<Port>, String> {
     }
     // An IPv6 host address is written in brackets.
     let (host_ip, rest) = if let Some(after) = rest.strip_prefix('[') {
-        let (ip, tail) = after.split_once(']').ok_or("unclosed `[` in host address")?;
-        let tail = tail.strip_prefix(':').ok_or("expected `:` after the host address")?;
+        let (ip, tail) = after
+            .split_once(']')
+            .ok_or("unclosed `[` in host address")?;
+        let tail = tail
+            .strip_prefix(':')
+            .ok_or("expected `:` after the host address")?;
         (Some(ip.to_string()), tail.to_string())
     } else {
         let parts: Vec<&str> = rest.split(':').collect();
         match parts.len() {
             1 | 2 => (None, rest.to_string()),
-            3 => (Some(parts[0].to_string()), format!("{}:{}", parts[1], parts[2])),
+            3 => (
+                Some(parts[0].to_string()),
+                format!("{}:{}", parts[1], parts[2]),
+            ),
             _ => return Err("too many `:`".into()),
         }
     };
@@ -1619,7 +1917,8 @@ pub fn parse_short_port(spec: &str) -> Result<Vec<Port>, String> {
         Some((p, t)) => (Some(p), t),
         None => (None, rest.as_str()),
     };
-    let (t0, t1) = parse_port_range(target).ok_or_else(|| format!("invalid container port `{target}`"))?;
+    let (t0, t1) =
+        parse_port_range(target).ok_or_else(|| format!("invalid container port `{target}`"))?;
     let published = match published {
         Some("") | None => None,
         Some(p) => Some(parse_port_range(p).ok_or_else(|| format!("invalid host port `{p}`"))?),
@@ -1634,15 +1933,27 @@ pub fn parse_short_port(spec: &str) -> Result<Vec<Port>, String> {
         protocol: proto.clone(),
         app_protocol: None,
     };
-    let fmt_range = |(a, b): (u16, u16)| if a == b { a.to_string() } else { format!("{a}-{b}") };
+    let fmt_range = |(a, b): (u16, u16)| {
+        if a == b {
+            a.to_string()
+        } else {
+            format!("{a}-{b}")
+        }
+    };
     if t0 == t1 {
         return Ok(vec![port(t0, published.map(fmt_range))]);
     }
     // A container range maps onto a host range of the same length, port by port.
     match published {
-        Some((p0, p1)) if p0 == p1 => Err("a container port range needs a host range of the same size".into()),
-        Some((p0, p1)) if p1 - p0 != t1 - t0 => Err("host and container ranges differ in size".into()),
-        Some((p0, _)) => Ok((t0..=t1).map(|t| port(t, Some((p0 + (t - t0)).to_string()))).collect()),
+        Some((p0, p1)) if p0 == p1 => {
+            Err("a container port range needs a host range of the same size".into())
+        }
+        Some((p0, p1)) if p1 - p0 != t1 - t0 => {
+            Err("host and container ranges differ in size".into())
+        }
+        Some((p0, _)) => Ok((t0..=t1)
+            .map(|t| port(t, Some((p0 + (t - t0)).to_string())))
+            .collect()),
         None => Ok((t0..=t1).map(|t| port(t, None)).collect()),
     }
 }
@@ -1655,7 +1966,10 @@ pub fn parse_short_volume(spec: &str) -> Result<Mount, String> {
     let (source, target, mode) = match parts.as_slice() {
         [t] => (None, *t, None),
         [s, t] if t.starts_with('/') => (Some(*s), *t, None),
-        [t, m] => (None, *t, Some(*m)),
+        // `/cache:ro`: an anonymous volume with a mode; any other pair is
+        // SOURCE:TARGET, as in Compose, so a relative target is named as such.
+        [t, m] if t.starts_with('/') => (None, *t, Some(*m)),
+        [s, t] => (Some(*s), *t, None),
         [s, t, m] => (Some(*s), *t, Some(*m)),
         _ => return Err("too many `:`".into()),
     };
@@ -1672,9 +1986,15 @@ pub fn parse_short_volume(spec: &str) -> Result<Mount, String> {
         tmpfs: None,
     };
     let is_path = |s: &str| s.starts_with('.') || s.starts_with('/') || s.starts_with('~');
+    // Compose fills in the options of the type (`bind: {create_host_path: true}`, `volume: {}`).
     if m.source.as_deref().is_some_and(is_path) {
         m.kind = MountType::Bind;
-        m.bind = Some(BindOptions { create_host_path: true, ..BindOptions::default() });
+        m.bind = Some(BindOptions {
+            create_host_path: true,
+            ..BindOptions::default()
+        });
+    } else {
+        m.volume = Some(VolumeOptions::default());
     }
     for opt in mode.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
         match opt {
@@ -1683,7 +2003,9 @@ pub fn parse_short_volume(spec: &str) -> Result<Mount, String> {
             "z" | "Z" if m.kind == MountType::Bind => {
                 m.bind.get_or_insert_with(BindOptions::default).selinux = Some(opt.to_string());
             }
-            "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate" if m.kind == MountType::Bind => {
+            "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate"
+                if m.kind == MountType::Bind =>
+            {
                 m.bind.get_or_insert_with(BindOptions::default).propagation = Some(opt.to_string());
             }
             "nocopy" if m.kind == MountType::Volume => {
@@ -1720,13 +2042,25 @@ mod tests {
         let p = parse_short_port("127.0.0.1:8080:80/udp").unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].host_ip.as_deref(), Some("127.0.0.1"));
-        assert_eq!((p[0].target, p[0].published.as_deref(), p[0].protocol.as_str()), (80, Some("8080"), "udp"));
+        assert_eq!(
+            (
+                p[0].target,
+                p[0].published.as_deref(),
+                p[0].protocol.as_str()
+            ),
+            (80, Some("8080"), "udp")
+        );
         let p = parse_short_port("8000-8002:9000-9002").unwrap();
-        assert_eq!(p.iter().map(|p| (p.target, p.published.clone().unwrap())).collect::<Vec<_>>(), [
-            (9000, "8000".to_string()),
-            (9001, "8001".to_string()),
-            (9002, "8002".to_string())
-        ]);
+        assert_eq!(
+            p.iter()
+                .map(|p| (p.target, p.published.clone().unwrap()))
+                .collect::<Vec<_>>(),
+            [
+                (9000, "8000".to_string()),
+                (9001, "8001".to_string()),
+                (9002, "8002".to_string())
+            ]
+        );
         let p = parse_short_port("8000-8010:80").unwrap();
         assert_eq!(p[0].published.as_deref(), Some("8000-8010"));
         let p = parse_short_port("[::1]:5432:5432").unwrap();
@@ -1734,7 +2068,15 @@ mod tests {
         let p = parse_short_port("127.0.0.1::80").unwrap();
         assert_eq!((p[0].published.as_deref(), p[0].target), (None, 80));
         assert_eq!(parse_short_port("3000-3002").unwrap().len(), 3);
-        for bad in ["80/http", "0", "70000", "a:b", "1:2:3:4", "8000-8001:90-95", "9-8"] {
+        for bad in [
+            "80/http",
+            "0",
+            "70000",
+            "a:b",
+            "1:2:3:4",
+            "8000-8001:90-95",
+            "9-8",
+        ] {
             assert!(parse_short_port(bad).is_err(), "{bad}");
         }
     }
@@ -1742,7 +2084,10 @@ mod tests {
     #[test]
     fn short_volumes() {
         let m = parse_short_volume("data:/var/lib/data").unwrap();
-        assert_eq!((m.kind, m.source.as_deref()), (MountType::Volume, Some("data")));
+        assert_eq!(
+            (m.kind, m.source.as_deref()),
+            (MountType::Volume, Some("data"))
+        );
         let m = parse_short_volume("./conf:/etc/app:ro").unwrap();
         assert_eq!((m.kind, m.read_only), (MountType::Bind, true));
         let m = parse_short_volume("/cache").unwrap();
@@ -1751,6 +2096,18 @@ mod tests {
         assert!(m.volume.unwrap().nocopy);
         assert!(parse_short_volume("data:relative").is_err());
         assert!(parse_short_volume("a:/b:bogus").is_err());
+    }
+
+    /// Compose fills the type's options in the short syntax (`docker compose config`).
+    #[test]
+    fn short_volumes_fill_compose_defaults() {
+        let m = parse_short_volume("data:/data").unwrap();
+        assert_eq!((m.volume, m.bind), (Some(VolumeOptions::default()), None));
+        let m = parse_short_volume("/anonymous").unwrap();
+        assert_eq!(m.volume, Some(VolumeOptions::default()));
+        let m = parse_short_volume("./conf:/conf").unwrap();
+        assert_eq!(m.volume, None);
+        assert!(m.bind.unwrap().create_host_path);
     }
 
     #[test]

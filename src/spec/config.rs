@@ -192,3 +192,72 @@ pub struct AgentConfig {
     #[serde(default)]
     pub heal_attempts: Option<u32>,
 }
+
+impl Config {
+    /// Whether `stack` runs on the host called `host`: named in the stack's
+    /// `hosts`, or the host's labels (from `hosts:`) include every label of the
+    /// stack's `placement`. A stack with neither runs on every host.
+    pub fn runs_on(&self, stack: &str, host: &str) -> bool {
+        let Some(sc) = self.stacks.get(stack) else {
+            return true;
+        };
+        let placement = sc.placement.as_ref().filter(|p| !p.labels.is_empty());
+        if sc.hosts.is_empty() && placement.is_none() {
+            return true;
+        }
+        if sc.hosts.iter().any(|h| h == host) {
+            return true;
+        }
+        let labels = self.hosts.get(host).map(|h| &h.labels);
+        placement.is_some_and(|p| {
+            labels.is_some_and(|l| p.labels.iter().all(|(k, v)| l.get(k) == Some(v)))
+        })
+    }
+
+    /// Whether changes to `stack` on `host` are frozen (`paused:` on the stack or the host).
+    pub fn is_paused(&self, stack: &str, host: &str) -> bool {
+        self.stacks.get(stack).is_some_and(|s| s.paused)
+            || self.hosts.get(host).is_some_and(|h| h.paused)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::yaml;
+
+    fn config(src: &str) -> Config {
+        yaml::from_node(&yaml::parse(src, std::path::Path::new("plimsoll.yaml")).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn host_assignment() {
+        let c = config(
+            "hosts:\n  web-1: {labels: {role: web, zone: a}}\n  db-1: {labels: {role: db}, paused: true}\n\
+             stacks:\n  shop: {placement: {labels: {role: web}}}\n  pinned: {hosts: [db-1]}\n  both: {hosts: [db-1], placement: {labels: {zone: a}}}\n",
+        );
+        assert!(c.runs_on("shop", "web-1"));
+        assert!(!c.runs_on("shop", "db-1"));
+        assert!(!c.runs_on("shop", "unlisted"));
+        assert!(c.runs_on("pinned", "db-1"));
+        assert!(!c.runs_on("pinned", "web-1"));
+        assert!(c.runs_on("both", "db-1") && c.runs_on("both", "web-1"));
+        assert!(
+            c.runs_on("anything-else", "any-host"),
+            "no settings: every host"
+        );
+        assert!(c.is_paused("shop", "db-1") && !c.is_paused("shop", "web-1"));
+    }
+
+    #[test]
+    fn empty_sections_and_durations() {
+        let c = config("policy:\nagent:\n  interval: 1m30s\n");
+        assert_eq!(c.agent.interval.unwrap().to_string(), "1m30s");
+        let e = yaml::from_node::<Config>(
+            &yaml::parse("agent:\n  interval: 30\n", std::path::Path::new("p")).unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(e.mark.line, 2);
+        assert!(e.message.contains("invalid duration"), "{}", e.message);
+    }
+}

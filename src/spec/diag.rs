@@ -45,7 +45,12 @@ pub struct Diag {
 }
 
 impl Diag {
-    pub fn error(file: &Path, mark: Mark, key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn error(
+        file: &Path,
+        mark: Mark,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Diag {
             severity: Severity::Error,
             file: file.to_path_buf(),
@@ -56,7 +61,12 @@ impl Diag {
         }
     }
 
-    pub fn warning(file: &Path, mark: Mark, key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn warning(
+        file: &Path,
+        mark: Mark,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Diag {
             severity: Severity::Warning,
             ..Diag::error(file, mark, key, message)

@@ -49,9 +49,16 @@
 //!
 //! Errors carry the 1-based line of the statement; the message is compose-go's
 //! text without its `line N: ` prefix. compose-go itself prints no line for
-//! interpolation errors and `zero length string`, and for an unterminated
-//! quote it names the line where the scan stopped (the end of the file); this
-//! module names the line where the statement starts in all cases.
+//! interpolation errors and `zero length string`, names the line where the
+//! scan stopped (the end of the file) for an unterminated quote, and counts
+//! one line too few after a key-only line with trailing blanks (`KEY  `);
+//! this module names the line where the statement starts in all cases.
+//!
+//! Verified by differential testing against the Docker Compose v2.40.3 binary
+//! (an `env_file` read by `docker compose config`): about 2,800 bodies,
+//! hand-written and fuzzed from keys, separators, quotes, backslash escapes,
+//! comments, `export`, CRLF and `${...}`, gave the same variables and the
+//! same error texts; the only differences were the line numbers above.
 
 use indexmap::IndexMap;
 

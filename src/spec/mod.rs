@@ -52,7 +52,11 @@ impl fmt::Display for LoadError {
         for d in &self.diags {
             writeln!(f, "{d}")?;
         }
-        write!(f, "{errors} error{} found", if errors == 1 { "" } else { "s" })
+        write!(
+            f,
+            "{errors} error{} found",
+            if errors == 1 { "" } else { "s" }
+        )
     }
 }
 
@@ -62,23 +66,35 @@ fn read_text(files: &dyn Files, path: &Path) -> Result<Option<String>, Diag> {
         Ok(Some(b)) => b,
         Ok(None) => return Ok(None),
         Err(e) => {
-            return Err(Diag::error(path, Mark::default(), "", format!("cannot read: {e}"))
-                .hint("check that the file exists and is readable"));
+            return Err(
+                Diag::error(path, Mark::default(), "", format!("cannot read: {e}"))
+                    .hint("check that the file exists and is readable"),
+            );
         }
     };
     String::from_utf8(bytes).map(Some).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
         let col = valid.iter().rev().take_while(|b| **b != b'\n').count() + 1;
-        Diag::error(path, Mark::new(line, col), "", "the file is not valid UTF-8 text")
-            .hint("save the file as UTF-8")
+        Diag::error(
+            path,
+            Mark::new(line, col),
+            "",
+            "the file is not valid UTF-8 text",
+        )
+        .hint("save the file as UTF-8")
     })
 }
 
 /// Loads the repository, stack or file that `layout` describes. `env` is the
 /// process environment (it overrides each stack's `.env`); `stack_filter`
 /// keeps only the named stacks.
-pub fn load(layout: &Layout, files: &dyn Files, env: &BTreeMap<String, String>, stack_filter: &[String]) -> Result<Desired, LoadError> {
+pub fn load(
+    layout: &Layout,
+    files: &dyn Files,
+    env: &BTreeMap<String, String>,
+    stack_filter: &[String],
+) -> Result<Desired, LoadError> {
     let mut diags: Vec<Diag> = Vec::new();
     let mut config = Config::default();
     let mut config_node = None;
@@ -88,7 +104,9 @@ pub fn load(layout: &Layout, files: &dyn Files, env: &BTreeMap<String, String>, 
                 Ok(node) => {
                     match yaml::from_node::<Config>(&node) {
                         Ok(c) => config = c,
-                        Err(e) => diags.push(e.into_diag(path).hint("see `plimsoll schema plimsoll` for the keys plimsoll.yaml takes")),
+                        Err(e) => diags.push(e.into_diag(path).hint(
+                            "see `plimsoll schema plimsoll` for the keys plimsoll.yaml takes",
+                        )),
                     }
                     config_node = Some(node);
                 }
@@ -105,8 +123,14 @@ pub fn load(layout: &Layout, files: &dyn Files, env: &BTreeMap<String, String>, 
             .chain(config.secrets.patterns.iter().map(String::as_str)),
     );
     let mut masker = Masker::new(names.clone());
-    let config_path = layout.config.clone().unwrap_or_else(|| layout.root.join(crate::source::CONFIG_FILE));
-    let rules = policy::RuleSource { file: &config_path, node: config_node.as_ref() };
+    let config_path = layout
+        .config
+        .clone()
+        .unwrap_or_else(|| layout.root.join(crate::source::CONFIG_FILE));
+    let rules = policy::RuleSource {
+        file: &config_path,
+        node: config_node.as_ref(),
+    };
     let immutable = policy::check_config(&config, &rules, &mut diags);
 
     let mut stacks = Vec::new();
@@ -114,7 +138,12 @@ pub fn load(layout: &Layout, files: &dyn Files, env: &BTreeMap<String, String>, 
         let text = match read_text(files, &sf.compose) {
             Ok(Some(t)) => t,
             Ok(None) => {
-                diags.push(Diag::error(&sf.compose, Mark::default(), "", "file not found"));
+                diags.push(Diag::error(
+                    &sf.compose,
+                    Mark::default(),
+                    "",
+                    "file not found",
+                ));
                 continue;
             }
             Err(d) => {
@@ -148,24 +177,47 @@ pub fn load(layout: &Layout, files: &dyn Files, env: &BTreeMap<String, String>, 
             }
             validate::apply_profiles(&mut stack, &mut stack_diags);
             validate::check_stack(&stack, &mut stack_diags);
-            policy::check_stack(&config, immutable.as_ref(), &rules, &stack, &mut stack_diags);
+            policy::check_stack(
+                &config,
+                immutable.as_ref(),
+                &rules,
+                &stack,
+                &mut stack_diags,
+            );
             stacks.push(stack);
         }
         diags.extend(stack_diags);
     }
     validate::check_across(&stacks, &mut diags);
     for name in config.stacks.keys() {
-        if !stacks.iter().any(|s| &s.name == name) && stack_filter.is_empty() && layout.config.is_some() {
-            let mark = config_node.as_ref().and_then(|n| n.lookup(&["stacks", name])).map(|n| n.mark).unwrap_or_default();
-            let d = Diag::error(&config_path, mark, format!("stacks.{name}"), format!("no stack named `{name}` in this repository"));
+        if !stacks.iter().any(|s| &s.name == name)
+            && stack_filter.is_empty()
+            && layout.config.is_some()
+        {
+            let mark = config_node
+                .as_ref()
+                .and_then(|n| n.lookup_key(&["stacks", name]))
+                .map(|n| n.mark)
+                .unwrap_or_default();
+            let d = Diag::error(
+                &config_path,
+                mark,
+                format!("stacks.{name}"),
+                format!("no stack named `{name}` in this repository"),
+            );
             diags.push(d.hint("fix the name, or add stacks/<dir>/compose.yaml with that name"));
         }
     }
     for name in stack_filter {
         if !stacks.iter().any(|s| &s.name == name) && !diags.iter().any(Diag::is_error) {
             diags.push(
-                Diag::error(&layout.root, Mark::default(), "", format!("no stack named `{name}` here"))
-                    .hint("run `plimsoll validate` to list the stacks"),
+                Diag::error(
+                    &layout.root,
+                    Mark::default(),
+                    "",
+                    format!("no stack named `{name}` here"),
+                )
+                .hint("run `plimsoll validate` to list the stacks"),
             );
         }
     }

@@ -51,18 +51,20 @@ pub struct StackSource {
     pub dir: PathBuf,
     /// The Compose file.
     pub file: PathBuf,
-    /// Where each service and each of its keys was written: `"api"`, `"api.ports"`.
+    /// Where each service and each of its keys was written, by key path:
+    /// `"services.api"`, `"services.api.ports"`, `"services.api.depends_on.db"`.
     pub marks: BTreeMap<String, Mark>,
     /// The variables interpolation saw (process environment over `.env`).
     pub variables: BTreeMap<String, String>,
 }
 
 impl StackSource {
-    /// The place a service key was written, or the service itself, or the file.
+    /// The place a service key was written (`key` is relative to the service,
+    /// e.g. `depends_on.db`), or the service itself, or the file.
     pub fn mark(&self, service: &str, key: &str) -> Mark {
         self.marks
-            .get(&format!("{service}.{key}"))
-            .or_else(|| self.marks.get(service))
+            .get(&format!("services.{service}.{key}"))
+            .or_else(|| self.marks.get(&format!("services.{service}")))
             .copied()
             .unwrap_or_default()
     }
@@ -141,7 +143,10 @@ pub struct Service {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
     /// plimsoll's own per-service settings.
-    #[serde(rename = "x-plimsoll", skip_serializing_if = "PlimsollService::is_default")]
+    #[serde(
+        rename = "x-plimsoll",
+        skip_serializing_if = "PlimsollService::is_default"
+    )]
     pub plimsoll: PlimsollService,
     /// Other `x-` fields, kept as written.
     #[serde(flatten)]
@@ -172,7 +177,10 @@ impl Condition {
     pub const ALL: [(&'static str, Condition); 3] = [
         ("service_started", Condition::ServiceStarted),
         ("service_healthy", Condition::ServiceHealthy),
-        ("service_completed_successfully", Condition::ServiceCompletedSuccessfully),
+        (
+            "service_completed_successfully",
+            Condition::ServiceCompletedSuccessfully,
+        ),
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -200,7 +208,11 @@ pub struct Resources {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, JsonSchema)]
 pub struct ResourceSet {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Number of CPUs (`0.5`, `2`; a whole number prints without a fraction, as in Compose).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_cpus"
+    )]
     pub cpus: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<Bytes>,
@@ -316,6 +328,9 @@ pub struct Mount {
 pub struct BindOptions {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub propagation: Option<String>,
+    /// Create a missing host directory: implied by the short syntax, off by
+    /// default in the long syntax (Compose's rule).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub create_host_path: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selinux: Option<String>,
@@ -413,8 +428,29 @@ pub struct FileRef {
     pub uid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// File mode, printed in octal as Compose prints it: `"0440"`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_octal_mode"
+    )]
+    #[schemars(with = "Option<String>")]
     pub mode: Option<u32>,
+}
+
+fn serialize_octal_mode<S: Serializer>(mode: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+    match mode {
+        Some(m) => s.collect_str(&format_args!("0{m:o}")),
+        None => s.serialize_none(),
+    }
+}
+
+fn serialize_cpus<S: Serializer>(cpus: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match cpus {
+        // A whole number prints without a fraction, as Go prints a float32.
+        Some(c) if c.fract() == 0.0 && c.abs() < 1e15 => s.serialize_i64(*c as i64),
+        Some(c) => s.serialize_f64(*c),
+        None => s.serialize_none(),
+    }
 }
 
 /// A top-level secret or config: content from a file, an environment variable or inline.
@@ -504,16 +540,25 @@ pub enum Rollout {
     StopFirst,
 }
 
-/// A size in bytes; Compose accepts `128m`, `1g`, `512MiB` or a number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
-#[serde(transparent)]
+/// A size in bytes, printed as a decimal string as Compose prints it
+/// (`"268435456"`); a Compose file may write `128m`, `1g`, `512MiB` or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[schemars(with = "String")]
 pub struct Bytes(pub u64);
+
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
 
 impl Bytes {
     /// Parses Docker's RAM notation (binary multiples: `k` = 1024).
     pub fn parse(s: &str) -> Option<Bytes> {
         let s = s.trim();
-        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         let num: f64 = num.parse().ok()?;
         let unit = unit.trim().to_ascii_lowercase();
@@ -528,15 +573,20 @@ impl Bytes {
             "p" => 1 << 50,
             _ => return None,
         };
-        (num >= 0.0).then(|| Bytes((num * mult as f64) as u64))
+        (num >= 0.0).then_some(Bytes((num * mult as f64) as u64))
     }
 }
 
 impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)];
+        const UNITS: [(&str, u64); 4] = [
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+            ("B", 1),
+        ];
         for (name, size) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{} {name}", self.0 / size);
             }
         }
@@ -569,7 +619,9 @@ impl GoDuration {
             }
             let num: f64 = rest[..num_end].parse().ok()?;
             rest = &rest[num_end..];
-            let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+            let unit_end = rest
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(rest.len());
             let nanos = match &rest[..unit_end] {
                 "ns" => 1e0,
                 "us" | "µs" | "μs" => 1e3,
@@ -677,10 +729,55 @@ mod tests {
         assert_eq!(Bytes(256 << 20).to_string(), "256 MiB");
     }
 
+    /// Sizes, CPUs and file modes print the way `docker compose config --format json` does.
+    #[test]
+    fn serializes_like_compose() {
+        assert_eq!(
+            serde_json::to_value(Bytes(268_435_456)).unwrap(),
+            serde_json::json!("268435456")
+        );
+        let set = |cpus| {
+            serde_json::to_value(ResourceSet {
+                cpus: Some(cpus),
+                ..ResourceSet::default()
+            })
+            .unwrap()
+        };
+        assert_eq!(set(2.0), serde_json::json!({"cpus": 2}));
+        assert_eq!(set(0.5), serde_json::json!({"cpus": 0.5}));
+        let file = |mode| FileRef {
+            source: "s".into(),
+            target: None,
+            uid: None,
+            gid: None,
+            mode,
+        };
+        assert_eq!(
+            serde_json::to_value(file(Some(0o440))).unwrap(),
+            serde_json::json!({"source": "s", "mode": "0440"})
+        );
+        assert_eq!(serde_json::to_value(file(Some(0))).unwrap()["mode"], "00");
+        assert_eq!(
+            serde_json::to_value(file(None)).unwrap(),
+            serde_json::json!({"source": "s"})
+        );
+        let bind = BindOptions {
+            create_host_path: false,
+            ..BindOptions::default()
+        };
+        assert_eq!(serde_json::to_value(bind).unwrap(), serde_json::json!({}));
+    }
+
     #[test]
     fn restart_policies() {
-        assert_eq!(RestartPolicy::parse("on-failure:3"), Some(RestartPolicy::OnFailure(Some(3))));
-        assert_eq!(RestartPolicy::parse("unless-stopped").unwrap().to_string(), "unless-stopped");
+        assert_eq!(
+            RestartPolicy::parse("on-failure:3"),
+            Some(RestartPolicy::OnFailure(Some(3)))
+        );
+        assert_eq!(
+            RestartPolicy::parse("unless-stopped").unwrap().to_string(),
+            "unless-stopped"
+        );
         assert_eq!(RestartPolicy::parse("sometimes"), None);
         assert_eq!(RestartPolicy::parse("on-failure:x"), None);
     }

@@ -24,7 +24,7 @@ impl RuleSource<'_> {
     fn cite(&self, rule: &str) -> String {
         let line = self
             .node
-            .and_then(|n| n.lookup(&["policy", rule]))
+            .and_then(|n| n.lookup_key(&["policy", rule]))
             .map(|n| n.mark.line)
             .unwrap_or(0);
         if line > 0 {
@@ -34,20 +34,46 @@ impl RuleSource<'_> {
         }
     }
 
-    fn mark(&self, rule: &str) -> Mark {
-        self.node.and_then(|n| n.lookup(&["policy", rule])).map(|n| n.mark).unwrap_or_default()
+    /// Where the value at `path` (under `policy`) was written.
+    fn mark(&self, path: &[&str]) -> Mark {
+        let path: Vec<&str> = ["policy"].iter().chain(path).copied().collect();
+        self.node
+            .and_then(|n| n.lookup(&path))
+            .map(|n| n.mark)
+            .unwrap_or_default()
     }
 }
 
 /// Checks the rules that do not depend on any stack (e.g. that patterns compile).
-pub fn check_config(config: &Config, rules: &RuleSource<'_>, diags: &mut Vec<Diag>) -> Option<Regex> {
-    let pattern = config.policy.pinned_images.as_ref()?.immutable_tag.as_ref()?;
+pub fn check_config(
+    config: &Config,
+    rules: &RuleSource<'_>,
+    diags: &mut Vec<Diag>,
+) -> Option<Regex> {
+    let pattern = config
+        .policy
+        .pinned_images
+        .as_ref()?
+        .immutable_tag
+        .as_ref()?;
     match Regex::new(pattern) {
         Ok(r) => Some(r),
         Err(e) => {
+            // The regex crate's message spans lines (pattern, caret, cause); the cause is its last line.
+            let text = e.to_string();
+            let why = text
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim_start_matches("error: ");
             diags.push(
-                Diag::error(rules.file, rules.mark("pinned_images"), "policy.pinned_images.immutable_tag", format!("invalid regular expression: {e}"))
-                    .hint("write a regular expression, e.g. ^v\\d+\\.\\d+\\.\\d+$"),
+                Diag::error(
+                    rules.file,
+                    rules.mark(&["pinned_images", "immutable_tag"]),
+                    "policy.pinned_images.immutable_tag",
+                    format!("invalid regular expression `{pattern}`: {why}"),
+                )
+                .hint("write a regular expression, e.g. ^v\\d+\\.\\d+\\.\\d+$"),
             );
             None
         }
@@ -57,7 +83,9 @@ pub fn check_config(config: &Config, rules: &RuleSource<'_>, diags: &mut Vec<Dia
 /// The registry host of an image reference, as the Docker CLI reads it.
 pub fn registry_of(image: &str) -> &str {
     match image.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => first,
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            first
+        }
         _ => "docker.io",
     }
 }
@@ -85,13 +113,29 @@ fn port_allowed(port: u16, allow: &[PortSpec]) -> bool {
 }
 
 /// Checks one stack against the policy; violations go to `diags`.
-pub fn check_stack(config: &Config, immutable: Option<&Regex>, rules: &RuleSource<'_>, stack: &Stack, diags: &mut Vec<Diag>) {
+pub fn check_stack(
+    config: &Config,
+    immutable: Option<&Regex>,
+    rules: &RuleSource<'_>,
+    stack: &Stack,
+    diags: &mut Vec<Diag>,
+) {
     let policy = &config.policy;
     let file = &stack.source.file;
     let mut violation = |service: &str, key: &str, rule: &str, msg: String, hint: String| {
-        let path = if key.is_empty() { format!("services.{service}") } else { format!("services.{service}.{key}") };
+        let path = if key.is_empty() {
+            format!("services.{service}")
+        } else {
+            format!("services.{service}.{key}")
+        };
         diags.push(
-            Diag::error(file, stack.source.mark(service, key), path, format!("{msg}: violates {}", rules.cite(rule))).hint(hint),
+            Diag::error(
+                file,
+                stack.source.mark(service, key),
+                path,
+                format!("{msg}: violates {}", rules.cite(rule)),
+            )
+            .hint(hint),
         );
     };
     for (name, svc) in &stack.services {
@@ -100,26 +144,48 @@ pub fn check_stack(config: &Config, immutable: Option<&Regex>, rules: &RuleSourc
             && svc.privileged
             && !rule.allow.contains(&qualified)
         {
-            violation(name, "privileged", "privileged", "privileged container".into(), format!(
-                "remove `privileged: true`, or allow it by name in plimsoll.yaml: policy.privileged.allow: [{qualified}]"
-            ));
+            violation(
+                name,
+                "privileged",
+                "privileged",
+                "privileged container".into(),
+                format!(
+                    "remove `privileged: true`, or allow it by name in plimsoll.yaml: policy.privileged.allow: [{qualified}]"
+                ),
+            );
         }
         if let Some(image) = &svc.image {
             if let Some(rule) = &policy.registries {
                 let reg = registry_of(image);
                 if !rule.allow.iter().any(|r| r == reg) {
-                    violation(name, "image", "registries", format!("image `{image}` comes from registry `{reg}`"), format!(
-                        "use an image from {}, or add `{reg}` to policy.registries.allow",
-                        rule.allow.join(", ")
-                    ));
+                    violation(
+                        name,
+                        "image",
+                        "registries",
+                        format!("image `{image}` comes from registry `{reg}`"),
+                        format!(
+                            "use an image from {}, or add `{reg}` to policy.registries.allow",
+                            rule.allow.join(", ")
+                        ),
+                    );
                 }
             }
             if let Some(rule) = &policy.pinned_images
                 && (rule.stacks.is_empty() || rule.stacks.contains(&stack.name))
                 && !is_pinned(image, immutable)
             {
-                let what = if rule.immutable_tag.is_some() { "a digest (@sha256:...) or an immutable tag" } else { "a digest (@sha256:...)" };
-                violation(name, "image", "pinned_images", format!("image `{image}` is not pinned"), format!("pin it by {what}"));
+                let what = if rule.immutable_tag.is_some() {
+                    "a digest (@sha256:...) or an immutable tag"
+                } else {
+                    "a digest (@sha256:...)"
+                };
+                violation(
+                    name,
+                    "image",
+                    "pinned_images",
+                    format!("image `{image}` is not pinned"),
+                    format!("pin it by {what}"),
+                );
             }
         }
         if let Some(rule) = &policy.host_ports {
@@ -127,28 +193,67 @@ pub fn check_stack(config: &Config, immutable: Option<&Regex>, rules: &RuleSourc
                 if let Some((a, b)) = p.published_range()
                     && let Some(bad) = (a..=b).find(|port| !port_allowed(*port, &rule.allow))
                 {
-                    violation(name, "ports", "host_ports", format!("host port {bad} is not allowed"), "publish a port that policy.host_ports.allow lists, or add it there".into());
+                    violation(
+                        name,
+                        "ports",
+                        "host_ports",
+                        format!("host port {bad} is not allowed"),
+                        "publish a port that policy.host_ports.allow lists, or add it there".into(),
+                    );
                 }
             }
         }
         for label in &policy.required_labels {
             if !svc.labels.contains_key(label) {
-                violation(name, "labels", "required_labels", format!("label `{label}` is missing"), format!("add `{label}` under the service's labels"));
+                violation(
+                    name,
+                    "labels",
+                    "required_labels",
+                    format!("label `{label}` is missing"),
+                    format!("add `{label}` under the service's labels"),
+                );
             }
         }
         if !policy.restart.is_empty() {
             match svc.restart {
-                Some(r) if policy.restart.iter().any(|a| a == r.name() || *a == r.to_string()) => {}
-                Some(r) => violation(name, "restart", "restart", format!("restart policy `{r}` is not allowed"), format!("use one of: {}", policy.restart.join(", "))),
-                None => violation(name, "", "restart", "no restart policy".into(), format!("set `restart:` to one of: {}", policy.restart.join(", "))),
+                Some(r)
+                    if policy
+                        .restart
+                        .iter()
+                        .any(|a| a == r.name() || *a == r.to_string()) => {}
+                Some(r) => violation(
+                    name,
+                    "restart",
+                    "restart",
+                    format!("restart policy `{r}` is not allowed"),
+                    format!("use one of: {}", policy.restart.join(", ")),
+                ),
+                None => violation(
+                    name,
+                    "",
+                    "restart",
+                    "no restart policy".into(),
+                    format!("set `restart:` to one of: {}", policy.restart.join(", ")),
+                ),
             }
         }
     }
     for var in &policy.required_variables {
         if stack.source.variables.get(var).is_none_or(|v| v.is_empty()) {
             diags.push(
-                Diag::error(file, Mark::default(), "", format!("variable {var} is not set: violates {}", rules.cite("required_variables")))
-                    .hint(format!("set {var} in {}", stack.source.dir.join(".env").display())),
+                Diag::error(
+                    file,
+                    Mark::default(),
+                    "",
+                    format!(
+                        "variable {var} is not set: violates {}",
+                        rules.cite("required_variables")
+                    ),
+                )
+                .hint(format!(
+                    "set {var} in {}",
+                    stack.source.dir.join(".env").display()
+                )),
             );
         }
     }

@@ -102,7 +102,8 @@ impl Masker {
                 self.values.push(v.to_string());
             }
         }
-        self.values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        self.values
+            .sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
     }
 
     /// Records a variable that is secret whatever its name.
@@ -185,7 +186,14 @@ mod tests {
     #[test]
     fn secret_names() {
         let n = SecretNames::default();
-        for yes in ["DB_PASSWORD", "postgres_password", "API_TOKEN", "AWS_SECRET_ACCESS_KEY", "SSH_KEY", "GITHUB_TOKEN"] {
+        for yes in [
+            "DB_PASSWORD",
+            "postgres_password",
+            "API_TOKEN",
+            "AWS_SECRET_ACCESS_KEY",
+            "SSH_KEY",
+            "GITHUB_TOKEN",
+        ] {
             assert!(n.is_secret(yes), "{yes}");
         }
         for no in ["PORT", "DB_HOST", "KEYBOARD", "LOG_LEVEL", "MONKEY"] {
@@ -199,7 +207,10 @@ mod tests {
         m.observe("DB_PASSWORD", "hunter2-canary");
         m.observe("PIN_TOKEN", "123");
         m.observe("PORT", "8080");
-        assert_eq!(m.mask("postgres://u:hunter2-canary@db/x"), "postgres://u:********@db/x");
+        assert_eq!(
+            m.mask("postgres://u:hunter2-canary@db/x"),
+            "postgres://u:********@db/x"
+        );
         // Short secrets are masked only in their own variable.
         assert_eq!(m.mask("port 123"), "port 123");
         assert_eq!(m.mask_var("PIN_TOKEN", "123"), MASK);

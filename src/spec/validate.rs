@@ -19,8 +19,13 @@ pub fn check_stack(stack: &Stack, diags: &mut Vec<Diag>) {
         let path = format!("services.{name}");
         if svc.image.as_deref().is_none_or(str::is_empty) {
             diags.push(
-                Diag::error(file, stack.source.mark(name, ""), path.clone(), format!("service `{name}` has no image"))
-                    .hint("set `image:` to the image this service runs"),
+                Diag::error(
+                    file,
+                    stack.source.mark(name, ""),
+                    path.clone(),
+                    format!("service `{name}` has no image"),
+                )
+                .hint("set `image:` to the image this service runs"),
             );
         }
         for dep in svc.depends_on.keys() {
@@ -32,7 +37,9 @@ pub fn check_stack(stack: &Stack, diags: &mut Vec<Diag>) {
                         format!("{path}.depends_on"),
                         format!("depends on undefined service `{dep}`"),
                     )
-                    .hint(format!("declare `{dep}` under services, or remove it from depends_on")),
+                    .hint(format!(
+                        "declare `{dep}` under services, or remove it from depends_on"
+                    )),
                 );
             }
         }
@@ -45,7 +52,9 @@ pub fn check_stack(stack: &Stack, diags: &mut Vec<Diag>) {
                         format!("{path}.networks"),
                         format!("refers to undefined network `{net}`"),
                     )
-                    .hint(format!("declare it under the top-level `networks:` ({net}: {{}})")),
+                    .hint(format!(
+                        "declare it under the top-level `networks:` ({net}: {{}})"
+                    )),
                 );
             }
         }
@@ -80,7 +89,9 @@ pub fn check_stack(stack: &Stack, diags: &mut Vec<Diag>) {
                             format!("{path}.{kind}s"),
                             format!("refers to undefined {kind} `{}`", r.source),
                         )
-                        .hint(format!("declare it under the top-level `{kind}s:` with `file:`")),
+                        .hint(format!(
+                            "declare it under the top-level `{kind}s:` with `file:`"
+                        )),
                     );
                 }
             }
@@ -89,15 +100,30 @@ pub fn check_stack(stack: &Stack, diags: &mut Vec<Diag>) {
     if let Err(cycles) = StackGraph::build(stack) {
         for c in cycles {
             let first = &c.0[0];
-            diags.push(
+            let key = format!("services.{first}.depends_on");
+            let d = if let [only] = c.0.as_slice() {
+                Diag::error(
+                    file,
+                    at(only, &format!("depends_on.{only}")),
+                    key,
+                    format!("service `{only}` depends on itself"),
+                )
+                .hint(format!("remove `{only}` from its own depends_on"))
+            } else {
+                let names: Vec<String> = c.0.iter().map(|n| format!("`{n}`")).collect();
+                let (last, rest) = names.split_last().expect("a cycle has services");
                 Diag::error(
                     file,
                     at(first, "depends_on"),
-                    format!("services.{first}.depends_on"),
-                    format!("dependency cycle between services: {}", c.0.join(" -> ")),
+                    key,
+                    format!(
+                        "dependency cycle: services {} and {last} depend on each other",
+                        rest.join(", ")
+                    ),
                 )
-                .hint("remove one of the depends_on entries so the services can start in order"),
-            );
+                .hint("remove one of the depends_on entries between them so the services can start in order")
+            };
+            diags.push(d);
         }
     }
 }
@@ -110,7 +136,12 @@ pub fn apply_profiles(stack: &mut Stack, diags: &mut Vec<Diag>) {
         .source
         .variables
         .get("COMPOSE_PROFILES")
-        .map(|p| p.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .map(|p| {
+            p.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     let enabled = |profiles: &[String]| {
         profiles.is_empty() || active.contains("*") || profiles.iter().any(|p| active.contains(p))
@@ -154,16 +185,29 @@ pub fn check_across(stacks: &[Stack], diags: &mut Vec<Diag>) {
     for s in stacks {
         if let Some(first) = names.insert(&s.name, s) {
             diags.push(
-                Diag::error(&s.source.file, Default::default(), "name", format!("stack name `{}` is used twice", s.name))
-                    .hint(format!("{} has the same name; set a different `name:` in one of them", first.source.file.display())),
+                Diag::error(
+                    &s.source.file,
+                    Default::default(),
+                    "name",
+                    format!("stack name `{}` is used twice", s.name),
+                )
+                .hint(format!(
+                    "{} has the same name; set a different `name:` in one of them",
+                    first.source.file.display()
+                )),
             );
         }
     }
     let mut containers: BTreeMap<String, (String, String)> = BTreeMap::new();
     for s in stacks {
         for (name, svc) in &s.services {
-            let cname = svc.container_name.clone().unwrap_or_else(|| format!("{}-{name}-1", s.name));
-            if let Some((stack, service)) = containers.insert(cname.clone(), (s.name.clone(), name.clone())) {
+            let cname = svc
+                .container_name
+                .clone()
+                .unwrap_or_else(|| format!("{}-{name}-1", s.name));
+            if let Some((stack, service)) =
+                containers.insert(cname.clone(), (s.name.clone(), name.clone()))
+            {
                 diags.push(
                     Diag::error(
                         &s.source.file,

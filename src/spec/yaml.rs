@@ -113,6 +113,16 @@ impl Node {
         path.iter().try_fold(self, |node, key| node.get(key))
     }
 
+    /// The key node of the entry at a path of mapping keys: where a setting's name was written.
+    pub fn lookup_key(&self, path: &[&str]) -> Option<&Node> {
+        let (last, parent) = path.split_last()?;
+        self.lookup(parent)?
+            .as_map()?
+            .iter()
+            .find(|(k, _)| k.scalar_string().as_deref() == Some(*last))
+            .map(|(k, _)| k)
+    }
+
     /// How many nodes this tree holds (itself included).
     pub fn size(&self) -> usize {
         1 + match &self.value {
@@ -128,7 +138,11 @@ pub fn format_float(f: f64) -> String {
     if f.is_nan() {
         "NaN".into()
     } else if f.is_infinite() {
-        if f > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else {
         let s = f.to_string();
         s.strip_suffix(".0").map(str::to_string).unwrap_or(s)
@@ -138,14 +152,50 @@ pub fn format_float(f: f64) -> String {
 /// Parses one YAML document into a node tree. An empty document is `Null`.
 pub fn parse(src: &str, file: &Path) -> Result<Node, Diag> {
     let src = src.strip_prefix('\u{feff}').unwrap_or(src);
+    if let Some(d) = forbidden_character(src, file) {
+        return Err(d);
+    }
     let mut builder = Builder {
         parser: Parser::new_from_str(src),
         file,
         anchors: HashMap::new(),
         budget: NODE_BUDGET,
         src,
+        last_end: 0,
+        flows: Vec::new(),
+        path: Vec::new(),
+        cursor: (0, 0),
     };
     builder.document()
+}
+
+/// The first character YAML does not allow in a stream (a control character
+/// other than tab, line feed and carriage return), as go-yaml rejects it.
+fn forbidden_character(src: &str, file: &Path) -> Option<Diag> {
+    let (mut line, mut col) = (1, 0);
+    for c in src.chars() {
+        col += 1;
+        let allowed = match c {
+            '\t' | '\r' | '\u{85}' => true,
+            '\n' => {
+                line += 1;
+                col = 0;
+                true
+            }
+            '\u{fffe}' | '\u{ffff}' => false,
+            _ => !c.is_control(),
+        };
+        if !allowed {
+            let msg = format!(
+                "invalid YAML: control character U+{:04X} is not allowed",
+                c as u32
+            );
+            return Some(Diag::error(file, Mark::new(line, col), "", msg).hint(
+                "delete it (an editor may show it as ^A or a box); YAML allows tab, line feed and carriage return only",
+            ));
+        }
+    }
+    None
 }
 
 struct Builder<'a> {
@@ -155,6 +205,14 @@ struct Builder<'a> {
     anchors: HashMap<usize, (Node, usize)>,
     budget: usize,
     src: &'a str,
+    /// Where (in characters) the last event the parser returned ends.
+    last_end: usize,
+    /// Flow collections (`[`, `{`) open around the current event, with where they start.
+    flows: Vec<(char, Mark)>,
+    /// Key path of the node being built: map keys and `[i]` list indexes.
+    path: Vec<String>,
+    /// (character index, byte offset) of the last [`Builder::char_at`] lookup.
+    cursor: (usize, usize),
 }
 
 fn mark_of(span: &Span) -> Mark {
@@ -164,25 +222,130 @@ fn mark_of(span: &Span) -> Mark {
 impl<'a> Builder<'a> {
     fn next(&mut self) -> Result<(Event<'a>, Span), Diag> {
         match self.parser.next_event() {
-            Some(Ok(ev)) => Ok(ev),
+            Some(Ok(ev)) => {
+                self.last_end = ev.1.end.index();
+                Ok(ev)
+            }
             Some(Err(e)) => Err(self.scan_error(&e)),
-            None => Err(Diag::error(self.file, Mark::default(), "", "unexpected end of YAML stream")),
+            None => Err(Diag::error(
+                self.file,
+                Mark::default(),
+                "",
+                "unexpected end of YAML stream",
+            )),
         }
     }
 
     fn scan_error(&self, e: &ScanError) -> Diag {
         let m = e.marker();
-        let mut mark = Mark::new(m.line(), m.col() + 1);
         let info = e.info();
-        // A quoted scalar that never closes is reported by the scanner at the end
-        // of the input; the useful place is the line where the quote was opened.
+        let at = |mark: Mark, msg: String, hint: String| {
+            Diag::error(self.file, mark, self.key(), msg).hint(hint)
+        };
+        // A quoted scalar that never closes is reported by the scanner where it
+        // gave up (often at the end of the input); the useful place is the quote
+        // that opened it, after the last event the parser returned.
         if info.contains("quoted scalar")
-            && let Some(open) = opening_quote_line(self.src, m.index())
+            && let Some(open) = opening_quote(self.src, self.last_end, m.index())
         {
-            mark = open;
+            return at(
+                open,
+                format!("invalid YAML: the quoted string that starts here is not closed ({info})"),
+                "add the closing quote; a quoted string that goes on over several lines must indent them more than its key".into(),
+            );
         }
-        Diag::error(self.file, mark, "", format!("invalid YAML: {info}"))
-            .hint("fix the YAML syntax at this line (quotes, indentation, ':' after keys)")
+        let mark = Mark::new(m.line(), m.col() + 1);
+        if info.contains("unknown anchor") {
+            let alias: String = self
+                .src
+                .chars()
+                .skip(m.index())
+                .take_while(|c| !c.is_whitespace() && !",[]{}".contains(*c))
+                .collect();
+            if let Some(name) = alias.strip_prefix('*') {
+                return at(
+                    mark,
+                    format!("invalid YAML: alias `{alias}` refers to no anchor defined before it"),
+                    format!(
+                        "define the anchor with `&{name}` on a value above this line, or fix the alias name"
+                    ),
+                );
+            }
+        }
+        if info.contains("recursion limit") {
+            return at(
+                mark,
+                format!("invalid YAML: lists and mappings are nested too deeply ({info})"),
+                "nest fewer levels of lists and mappings".into(),
+            );
+        }
+        if let Some((open, start)) = self.flows.last() {
+            let close = if *open == '[' { ']' } else { '}' };
+            return at(
+                mark,
+                format!(
+                    "invalid YAML: {info}; the `{open}` at line {}, column {} is still open here",
+                    start.line, start.col
+                ),
+                format!("close the `{open}` with `{close}`, and separate its items with `,`"),
+            );
+        }
+        let hint = if info.contains("tab") {
+            "indent with spaces: YAML does not allow tabs for indentation"
+        } else if info.contains("expected key") || info.contains("indentation") {
+            "check the indentation of this line and the one above: the keys of one mapping start in the same column"
+        } else {
+            "fix the YAML syntax at this line (quotes, indentation, ':' after keys)"
+        };
+        at(mark, format!("invalid YAML: {info}"), hint.into())
+    }
+
+    /// The key path of the node being built, with `last` appended when not empty.
+    fn key_with(&self, last: &str) -> String {
+        let mut out = String::new();
+        for part in self
+            .path
+            .iter()
+            .map(String::as_str)
+            .chain((!last.is_empty()).then_some(last))
+        {
+            if !out.is_empty() && !part.starts_with('[') {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+        out
+    }
+
+    fn key(&self) -> String {
+        self.key_with("")
+    }
+
+    /// The character at character index `idx` of the source. Events come in
+    /// source order, so the lookup resumes from the previous one.
+    fn char_at(&mut self, idx: usize) -> Option<char> {
+        if idx < self.cursor.0 {
+            self.cursor = (0, 0);
+        }
+        let (mut ci, mut bi) = self.cursor;
+        let mut chars = self.src[bi..].chars();
+        while ci < idx {
+            bi += chars.next()?.len_utf8();
+            ci += 1;
+        }
+        self.cursor = (ci, bi);
+        self.src[bi..].chars().next()
+    }
+
+    /// Notes a flow collection (`[` or `{`) opening at `span`; returns whether it is one.
+    fn open_flow(&mut self, span: &Span) -> bool {
+        match self.char_at(span.start.index()) {
+            Some(c @ ('[' | '{')) => {
+                self.flows.push((c, mark_of(span)));
+                true
+            }
+            _ => false,
+        }
     }
 
     fn document(&mut self) -> Result<Node, Diag> {
@@ -224,10 +387,12 @@ impl<'a> Builder<'a> {
             return Err(Diag::error(
                 self.file,
                 mark,
-                "",
+                self.key(),
                 format!("YAML aliases expand to more than {NODE_BUDGET} nodes"),
             )
-            .hint("this looks like an alias bomb; write the values out or use fewer nested aliases"));
+            .hint(
+                "this looks like an alias bomb; write the values out or use fewer nested aliases",
+            ));
         }
         self.budget -= n;
         Ok(())
@@ -243,12 +408,18 @@ impl<'a> Builder<'a> {
         let mark = mark_of(&span);
         match ev {
             Event::Alias(id) => {
-                let Some((node, size)) = self.anchors.get(&id) else {
-                    return Err(Diag::error(self.file, mark, "", "alias to an unknown anchor"));
+                let Some((_, size)) = self.anchors.get(&id) else {
+                    return Err(Diag::error(
+                        self.file,
+                        mark,
+                        self.key(),
+                        "alias to an unknown anchor",
+                    )
+                    .hint("define the anchor (`&name`) on a value above the alias (`*name`)"));
                 };
                 let size = *size;
-                let mut node = node.clone();
                 self.charge(size, mark)?;
+                let mut node = self.anchors[&id].0.clone();
                 // The copy is reported where the alias stands.
                 node.mark = mark;
                 Ok(node)
@@ -262,14 +433,23 @@ impl<'a> Builder<'a> {
                     Some(other) => {
                         let typed = match other {
                             "!!int" | "tag:yaml.org,2002:int" => text.parse().ok().map(Value::Int),
-                            "!!float" | "tag:yaml.org,2002:float" => text.parse().ok().map(Value::Float),
-                            "!!bool" | "tag:yaml.org,2002:bool" => text.parse().ok().map(Value::Bool),
+                            "!!float" | "tag:yaml.org,2002:float" => {
+                                text.parse().ok().map(Value::Float)
+                            }
+                            "!!bool" | "tag:yaml.org,2002:bool" => {
+                                text.parse().ok().map(Value::Bool)
+                            }
                             "!!null" | "tag:yaml.org,2002:null" => Some(Value::Null),
                             _ => None,
                         };
                         typed.ok_or_else(|| {
-                            Diag::error(self.file, mark, "", format!("YAML tag `{other}` is not supported here"))
-                                .hint("remove the tag")
+                            Diag::error(
+                                self.file,
+                                mark,
+                                self.key(),
+                                format!("YAML tag `{other}` is not supported here"),
+                            )
+                            .hint("remove the tag")
                         })?
                     }
                 };
@@ -278,24 +458,42 @@ impl<'a> Builder<'a> {
                 Ok(node)
             }
             Event::SequenceStart(anchor, tag) => {
-                self.reject_tag(tag.map(|t| format!("{}{}", t.handle, t.suffix)), "!!seq", mark)?;
+                self.reject_tag(
+                    tag.map(|t| format!("{}{}", t.handle, t.suffix)),
+                    "!!seq",
+                    mark,
+                )?;
                 self.charge(1, mark)?;
+                let flow = self.open_flow(&span);
                 let mut items = Vec::new();
                 loop {
                     let (ev, span) = self.next()?;
                     if matches!(ev, Event::SequenceEnd) {
                         break;
                     }
+                    self.path.push(format!("[{}]", items.len()));
                     items.push(self.node(ev, span)?);
+                    self.path.pop();
+                }
+                if flow {
+                    self.flows.pop();
                 }
                 let node = Node::new(Value::Seq(items), mark);
                 self.remember(anchor, &node);
                 Ok(node)
             }
             Event::MappingStart(anchor, tag) => {
-                self.reject_tag(tag.map(|t| format!("{}{}", t.handle, t.suffix)), "!!map", mark)?;
+                self.reject_tag(
+                    tag.map(|t| format!("{}{}", t.handle, t.suffix)),
+                    "!!map",
+                    mark,
+                )?;
                 self.charge(1, mark)?;
+                let flow = self.open_flow(&span);
                 let node = self.mapping(mark)?;
+                if flow {
+                    self.flows.pop();
+                }
                 self.remember(anchor, &node);
                 Ok(node)
             }
@@ -308,7 +506,7 @@ impl<'a> Builder<'a> {
             Some(t) if t != allowed && !t.ends_with(&allowed[2..]) => Err(Diag::error(
                 self.file,
                 mark,
-                "",
+                self.key(),
                 format!("YAML tag `{t}` is not supported here"),
             )
             .hint("remove the tag")),
@@ -319,38 +517,54 @@ impl<'a> Builder<'a> {
     fn mapping(&mut self, mark: Mark) -> Result<Node, Diag> {
         let mut entries: Vec<(Node, Node)> = Vec::new();
         let mut merged: Vec<(Node, Node)> = Vec::new();
+        // Key name -> line of its first entry, so a large mapping is not quadratic.
+        let mut seen: HashMap<String, usize> = HashMap::new();
         loop {
             let (ev, span) = self.next()?;
             if matches!(ev, Event::MappingEnd) {
                 break;
             }
-            let is_merge = matches!(&ev, Event::Scalar(t, ScalarStyle::Plain, _, None) if t == "<<");
+            let is_merge =
+                matches!(&ev, Event::Scalar(t, ScalarStyle::Plain, _, None) if t == "<<");
             let key = self.node(ev, span)?;
+            if matches!(key.value, Value::Seq(_) | Value::Map(_)) {
+                return Err(Diag::error(
+                    self.file,
+                    key.mark,
+                    self.key(),
+                    "a mapping key must be a scalar",
+                )
+                .hint("write the key as a plain string (`name: value`), not as a list or mapping after `?`"));
+            }
+            let name = key.scalar_string().unwrap_or_default();
+            self.path.push(name.clone());
             let (ev, span) = self.next()?;
             let value = self.node(ev, span)?;
             if is_merge {
                 self.merge_sources(&value, &mut merged)?;
+            }
+            self.path.pop();
+            if is_merge {
                 continue;
             }
-            if matches!(key.value, Value::Seq(_) | Value::Map(_)) {
-                return Err(Diag::error(self.file, key.mark, "", "a mapping key must be a scalar"));
-            }
-            let name = key.scalar_string().unwrap_or_default();
-            if let Some((first, _)) = entries.iter().find(|(k, _)| k.scalar_string().as_deref() == Some(&name)) {
+            if let Some(first_line) = seen.get(&name) {
                 return Err(Diag::error(
                     self.file,
                     key.mark,
-                    name.clone(),
-                    format!("duplicate key `{name}` (first defined at line {})", first.mark.line),
+                    self.key_with(&name),
+                    format!("duplicate key `{name}` (first defined at line {first_line})"),
                 )
                 .hint("remove one of the two entries"));
             }
+            seen.insert(name, key.mark.line);
             entries.push((key, value));
         }
         // Explicit keys win over merged ones; among merge sources the first wins.
         for (k, v) in merged {
-            let name = k.scalar_string();
-            if !entries.iter().any(|(e, _)| e.scalar_string() == name) {
+            if seen
+                .insert(k.scalar_string().unwrap_or_default(), k.mark.line)
+                .is_none()
+            {
                 entries.push((k, v));
             }
         }
@@ -365,23 +579,32 @@ impl<'a> Builder<'a> {
                 return Err(Diag::error(
                     self.file,
                     value.mark,
-                    "<<",
-                    "a merge key `<<` takes a mapping or a list of mappings",
-                ));
+                    self.key(),
+                    format!(
+                        "a merge key `<<` takes a mapping or a list of mappings, found {}",
+                        value.type_name()
+                    ),
+                )
+                .hint("merge a mapping, e.g. `<<: *defaults` where `x-defaults: &defaults` is a mapping"));
             }
         };
+        let mut names: std::collections::HashSet<Option<String>> =
+            merged.iter().map(|(k, _)| k.scalar_string()).collect();
         for source in sources {
             let Some(entries) = source.as_map() else {
                 return Err(Diag::error(
                     self.file,
                     source.mark,
-                    "<<",
-                    format!("a merge key `<<` takes mappings, found {}", source.type_name()),
-                ));
+                    self.key(),
+                    format!(
+                        "a merge key `<<` takes mappings, found {}",
+                        source.type_name()
+                    ),
+                )
+                .hint("list only mappings after `<<`, e.g. `<<: [*defaults, *logging]`"));
             };
             for (k, v) in entries {
-                let name = k.scalar_string();
-                if !merged.iter().any(|(m, _)| m.scalar_string() == name) {
+                if names.insert(k.scalar_string()) {
                     merged.push((k.clone(), v.clone()));
                 }
             }
@@ -390,16 +613,27 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// The line of the quote that opens the quoted scalar still open at byte/char `end`.
-fn opening_quote_line(src: &str, end_char: usize) -> Option<Mark> {
+/// Where the quote opens that is still open at character `end_char`, looking
+/// only from character `from_char` on (the end of the last complete event, so
+/// quotes inside earlier scalars such as block scalars do not count).
+fn opening_quote(src: &str, from_char: usize, end_char: usize) -> Option<Mark> {
     // Walk the text tracking quote state; the last quote opened and never closed is the culprit.
     let mut open: Option<(char, Mark)> = None;
     let (mut line, mut col) = (1usize, 0usize);
-    let mut chars = src.chars().take(end_char.max(1)).peekable();
+    // The scanner may stand on the opening quote itself: include that character.
+    let mut chars = src.chars().enumerate().take(end_char + 1).peekable();
     let mut in_comment = false;
     let mut prev = '\n';
-    while let Some(c) = chars.next() {
+    while let Some((i, c)) = chars.next() {
         col += 1;
+        if i < from_char {
+            if c == '\n' {
+                line += 1;
+                col = 0;
+            }
+            prev = c;
+            continue;
+        }
         match (open, c) {
             (_, '\n') => {
                 line += 1;
@@ -407,14 +641,17 @@ fn opening_quote_line(src: &str, end_char: usize) -> Option<Mark> {
                 in_comment = false;
             }
             (None, '#') if prev == ' ' || prev == '\n' || prev == '\t' => in_comment = true,
-            (None, '\'' | '"') if !in_comment && matches!(prev, ' ' | ':' | '-' | '\n' | '[' | '{' | ',' | '\t') => {
+            (None, '\'' | '"')
+                if !in_comment
+                    && matches!(prev, ' ' | ':' | '-' | '\n' | '[' | '{' | ',' | '\t') =>
+            {
                 open = Some((c, Mark::new(line, col)));
             }
-            (Some(('"', _)), '\\') => {
+            (Some(('"', _)), '\\') if chars.peek().is_some_and(|p| p.1 != '\n') => {
                 chars.next();
                 col += 1;
             }
-            (Some(('\'', _)), '\'') if chars.peek() == Some(&'\'') => {
+            (Some(('\'', _)), '\'') if chars.peek().is_some_and(|p| p.1 == '\'') => {
                 chars.next();
                 col += 1;
             }
@@ -435,7 +672,9 @@ fn resolve_scalar(text: &str, style: ScalarStyle) -> Value {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
         "false" | "False" | "FALSE" => return Value::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Value::Float(f64::INFINITY),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Value::Float(f64::INFINITY);
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
         _ => {}
@@ -451,6 +690,12 @@ fn resolve_scalar(text: &str, style: ScalarStyle) -> Value {
         i64::from_str_radix(oct, 8).ok()
     } else if let Some(bin) = digits.strip_prefix("0b") {
         i64::from_str_radix(bin, 2).ok()
+    } else if digits.len() > 1
+        && digits.starts_with('0')
+        && digits.bytes().all(|b| matches!(b, b'0'..=b'7'))
+    {
+        // go-yaml v3 parses integers with Go's base prefix rules: a leading 0 is octal (`0440`).
+        i64::from_str_radix(&digits[1..], 8).ok()
     } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         digits.parse::<i64>().ok()
     } else {
@@ -460,7 +705,9 @@ fn resolve_scalar(text: &str, style: ScalarStyle) -> Value {
         return Value::Int(sign * i);
     }
     let looks_float = text.bytes().any(|b| b.is_ascii_digit())
-        && text.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-' | b'_'));
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-' | b'_'));
     if looks_float && let Ok(f) = plain.parse::<f64>() {
         return Value::Float(f);
     }
@@ -505,7 +752,10 @@ impl DeError {
 
 /// Deserializes a typed value from a node; the error names the node's line and key path.
 pub fn from_node<T: DeserializeOwned>(node: &Node) -> Result<T, DeError> {
-    T::deserialize(NodeDe { node, path: String::new() })
+    T::deserialize(NodeDe {
+        node,
+        path: String::new(),
+    })
 }
 
 struct NodeDe<'a> {
@@ -567,8 +817,15 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             Value::Int(i) => visitor.visit_i64(*i),
             Value::Float(f) => visitor.visit_f64(*f),
             Value::Str(s) => visitor.visit_str(s),
-            Value::Seq(items) => visitor.visit_seq(SeqAccess { de: &self, items: items.iter().enumerate() }),
-            Value::Map(entries) => visitor.visit_map(MapAccess { de: &self, entries: entries.iter(), value: None }),
+            Value::Seq(items) => visitor.visit_seq(SeqAccess {
+                de: &self,
+                items: items.iter().enumerate(),
+            }),
+            Value::Map(entries) => visitor.visit_map(MapAccess {
+                de: &self,
+                entries: entries.iter(),
+                value: None,
+            }),
         };
         r.map_err(|e| self.locate(e))
     }
@@ -635,14 +892,20 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             visitor.visit_none().map_err(|e| self.locate(e))
         } else {
             let path = self.path.clone();
-            visitor.visit_some(NodeDe { node: self.node, path })
+            visitor.visit_some(NodeDe {
+                node: self.node,
+                path,
+            })
         }
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.node.value {
             Value::Seq(items) => visitor
-                .visit_seq(SeqAccess { de: &self, items: items.iter().enumerate() })
+                .visit_seq(SeqAccess {
+                    de: &self,
+                    items: items.iter().enumerate(),
+                })
                 .map_err(|e| self.locate(e)),
             _ => Err(self.invalid("a list")),
         }
@@ -651,11 +914,19 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.node.value {
             Value::Map(entries) => visitor
-                .visit_map(MapAccess { de: &self, entries: entries.iter(), value: None })
+                .visit_map(MapAccess {
+                    de: &self,
+                    entries: entries.iter(),
+                    value: None,
+                })
                 .map_err(|e| self.locate(e)),
             // An empty section (`policy:` with nothing under it) reads as an empty mapping.
             Value::Null => visitor
-                .visit_map(MapAccess { de: &self, entries: [].iter(), value: None })
+                .visit_map(MapAccess {
+                    de: &self,
+                    entries: [].iter(),
+                    value: None,
+                })
                 .map_err(|e| self.locate(e)),
             _ => Err(self.invalid("a mapping")),
         }
@@ -705,9 +976,19 @@ struct SeqAccess<'a, 'b> {
 impl<'de, 'a, 'b> de::SeqAccess<'de> for SeqAccess<'a, 'b> {
     type Error = DeError;
 
-    fn next_element_seed<T: de::DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
         match self.items.next() {
-            Some((i, node)) => seed.deserialize(self.de.child(node, &format!("[{i}]"))).map(Some),
+            Some((i, node)) => {
+                let child = self.de.child(node, &format!("[{i}]"));
+                let at = NodeDe {
+                    node,
+                    path: child.path.clone(),
+                };
+                seed.deserialize(child).map(Some).map_err(|e| at.locate(e))
+            }
             None => Ok(None),
         }
     }
@@ -722,7 +1003,10 @@ struct MapAccess<'a, 'b> {
 impl<'de, 'a, 'b> de::MapAccess<'de> for MapAccess<'a, 'b> {
     type Error = DeError;
 
-    fn next_key_seed<K: de::DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         let Some((k, v)) = self.entries.next() else {
             return Ok(None);
         };
@@ -734,9 +1018,19 @@ impl<'de, 'a, 'b> de::MapAccess<'de> for MapAccess<'a, 'b> {
             .map_err(|e: DeError| key_de.locate(e))
     }
 
-    fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, DeError> {
         let (node, name) = self.value.take().expect("value after key");
-        seed.deserialize(self.de.child(node, &name))
+        let child = self.de.child(node, &name);
+        // An error a `Deserialize` impl raises after reading the value (e.g. an
+        // invalid duration) carries no place yet: it belongs to this value.
+        let at = NodeDe {
+            node,
+            path: child.path.clone(),
+        };
+        seed.deserialize(child).map_err(|e| at.locate(e))
     }
 }
 
@@ -750,7 +1044,11 @@ mod tests {
 
     #[test]
     fn scalars_follow_the_core_schema() {
-        let n = p("a: 1\nb: '1'\nc: true\nd: yes\ne: ~\nf: 1.5\ng: 0x10\nh: 1.0.0\n").unwrap();
+        let n =
+            p("a: 1\nb: '1'\nc: true\nd: yes\ne: ~\nf: 1.5\ng: 0x10\nh: 1.0.0\ni: 0440\nj: 0\n")
+                .unwrap();
+        assert_eq!(n.get("i").unwrap().value, Value::Int(0o440));
+        assert_eq!(n.get("j").unwrap().value, Value::Int(0));
         assert_eq!(n.get("a").unwrap().value, Value::Int(1));
         assert_eq!(n.get("b").unwrap().value, Value::Str("1".into()));
         assert_eq!(n.get("c").unwrap().value, Value::Bool(true));
@@ -780,7 +1078,11 @@ mod tests {
     fn duplicate_keys_are_errors() {
         let e = p("a: 1\nb: 2\na: 3\n").unwrap_err();
         assert_eq!(e.mark.line, 3);
-        assert!(e.message.contains("duplicate key `a` (first defined at line 1)"), "{e}");
+        assert!(
+            e.message
+                .contains("duplicate key `a` (first defined at line 1)"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -804,7 +1106,12 @@ mod tests {
 
     #[test]
     fn several_documents_are_refused() {
-        assert!(p("a: 1\n---\nb: 2\n").unwrap_err().message.contains("more than one"));
+        assert!(
+            p("a: 1\n---\nb: 2\n")
+                .unwrap_err()
+                .message
+                .contains("more than one")
+        );
     }
 
     #[test]

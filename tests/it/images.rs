@@ -113,22 +113,34 @@ fn postgres_becomes_healthy() {
         String::from_utf8_lossy(&ready.stdout)
     );
 
-    // The password works over TCP, and POSTGRES_DB was created.
-    let answer = docker(&[
-        "exec",
-        "-e",
-        "PGPASSWORD=plimsoll-secret",
-        &name,
-        "psql",
-        "-h",
-        "127.0.0.1",
-        "-U",
-        "postgres",
-        "-d",
-        "app",
-        "-tAc",
-        "select 6 * 7",
-    ]);
+    // The password works over TCP, and POSTGRES_DB was created. As with the
+    // official image, the healthcheck can pass while the first start still
+    // initialises the cluster on a socket-only server, so TCP clients retry.
+    let answer = wait_for(
+        "psql over TCP",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || {
+            let out = docker_output(&[
+                "exec",
+                "-e",
+                "PGPASSWORD=plimsoll-secret",
+                &name,
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "app",
+                "-tAc",
+                "select 6 * 7",
+            ]);
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        },
+    );
     assert_eq!(answer, "42");
 }
 
@@ -185,7 +197,7 @@ fn postgres_rejects_a_wrong_password_from_another_container() {
     };
     let (ok, err) = wait_for(
         "a TCP login",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         Duration::from_millis(500),
         || {
             let r = psql("right", &right_client);

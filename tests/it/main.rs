@@ -2,10 +2,14 @@
 //!
 //! Modules:
 //! - `cli`: the command-line contract (exit codes, stdout/stderr, formats).
+//! - `conformance`: `plimsoll render` snapshots and the differential test against `docker compose config`.
 //! - `images`: the offline test images (busybox, PostgreSQL) really work on the engine.
+//! - `malformed`: every malformed input exits 1 naming file, line and key, with a hint.
 //! - `support`: shared helpers for tests that drive the engine (unique names,
 //!   cleanup guards, building the offline test images on demand).
 
 mod cli;
+mod conformance;
 mod images;
+mod malformed;
 mod support;

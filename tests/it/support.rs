@@ -273,29 +273,40 @@ pub fn health_status(container: &str) -> Option<String> {
 }
 
 /// Waits until the container's healthcheck reports `healthy`; panics with its
-/// logs if it turns `unhealthy`, stops running, or `timeout` passes.
+/// logs and last health probes if it stops running or `timeout` passes.
+///
+/// An `unhealthy` status on the way is waited through, as the engine does: a
+/// healthcheck with a short interval and no start period (say
+/// `pg_isready`, every 1s) fails its first probes while the service
+/// initialises, then turns healthy.
 pub fn wait_healthy(container: &str, timeout: Duration) {
     let start = Instant::now();
     loop {
         let status = health_status(container);
+        if status.as_deref() == Some("healthy") {
+            return;
+        }
         let running = docker_output(&["inspect", "--format", "{{.State.Running}}", container]);
         let running = String::from_utf8_lossy(&running.stdout).trim() == "true";
-        match status.as_deref() {
-            Some("healthy") => return,
-            Some("unhealthy") => panic!(
-                "{container} became unhealthy:\n{}",
+        if !running || start.elapsed() > timeout {
+            let why = if running {
+                format!("not healthy after {timeout:?}")
+            } else {
+                "is not running".to_string()
+            };
+            let probes = docker_output(&[
+                "inspect",
+                "--format",
+                "{{if .State.Health}}{{range .State.Health.Log}}exit {{.ExitCode}}: {{.Output}}\n{{end}}{{end}}",
+                container,
+            ]);
+            panic!(
+                "{container} {why} (health {status:?})\nlast probes:\n{}\nlogs:\n{}",
+                String::from_utf8_lossy(&probes.stdout),
                 container_logs(container)
-            ),
-            _ if !running => panic!(
-                "{container} is not running (health {status:?}):\n{}",
-                container_logs(container)
-            ),
-            _ if start.elapsed() > timeout => panic!(
-                "{container} not healthy after {timeout:?} (health {status:?}):\n{}",
-                container_logs(container)
-            ),
-            _ => sleep(Duration::from_millis(250)),
+            );
         }
+        sleep(Duration::from_millis(250));
     }
 }
 

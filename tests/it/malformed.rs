@@ -1,0 +1,1564 @@
+//! Malformed input: every broken file, rule violation and bad command line
+//! exits 1 with a message naming the file, line and key, and a hint that says
+//! what to do; nothing panics, nothing hangs.
+//!
+//! Every case goes through [`case`]: it writes the files into a temporary
+//! directory, runs the real `plimsoll` binary there with a clean environment,
+//! checks the invariants every error shares (exit 1, empty stdout, no panic,
+//! one `hint:` per error, the error count), checks that stderr names the
+//! expected places, and snapshots stderr.
+
+use std::fs;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What one run of the binary gave.
+struct Outcome {
+    code: Option<i32>,
+    stdout: String,
+    /// stderr with the temporary directory replaced by `[DIR]`.
+    stderr: String,
+    elapsed: Duration,
+}
+
+/// Writes `files` (paths relative to a fresh temporary directory) and runs
+/// `plimsoll ARGS` in that directory with only PATH and HOME set.
+fn run(files: &[(&str, &[u8])], args: &[&str]) -> Outcome {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    for (path, bytes) in files {
+        let p = dir.path().join(path);
+        fs::create_dir_all(p.parent().expect("a file has a parent"))
+            .expect("create parent directory");
+        fs::write(&p, bytes).expect("write test file");
+    }
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+        .args(args)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run plimsoll");
+    let elapsed = start.elapsed();
+    let scrub = |bytes: &[u8]| {
+        let mut s = String::from_utf8_lossy(bytes).into_owned();
+        let canonical = fs::canonicalize(dir.path()).expect("canonical temporary directory");
+        for p in [canonical.as_path(), dir.path()] {
+            s = s.replace(&*p.to_string_lossy(), "[DIR]");
+        }
+        s
+    };
+    Outcome {
+        code: out.status.code(),
+        stdout: scrub(&out.stdout),
+        stderr: scrub(&out.stderr),
+        elapsed,
+    }
+}
+
+/// Runs a case that must fail to load, checks what every such failure
+/// shares, checks that stderr contains each of `expect` (file:line:col, key,
+/// words of the message), and snapshots stderr as `name`.
+#[track_caller]
+fn case(name: &str, files: &[(&str, &[u8])], args: &[&str], expect: &[&str]) -> Outcome {
+    let o = run(files, args);
+    let err = &o.stderr;
+    assert_eq!(o.code, Some(1), "{name}: exit code\nstderr:\n{err}");
+    assert!(
+        o.stdout.is_empty(),
+        "{name}: stdout must be empty, got:\n{}",
+        o.stdout
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("overflowed its stack"),
+        "{name}: crashed:\n{err}"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    let errors: Vec<usize> = (0..lines.len())
+        .filter(|i| lines[*i].starts_with("error: "))
+        .collect();
+    assert!(!errors.is_empty(), "{name}: no `error:` line:\n{err}");
+    for i in &errors {
+        assert!(
+            lines.get(i + 1).is_some_and(|l| l.starts_with("  hint: ")),
+            "{name}: an error without a hint:\n{}\n--- all of stderr:\n{err}",
+            lines[*i]
+        );
+    }
+    let count = errors.len();
+    let summary = format!("{count} error{} found", if count == 1 { "" } else { "s" });
+    assert_eq!(
+        lines.last().copied(),
+        Some(summary.as_str()),
+        "{name}: summary line\n{err}"
+    );
+    for e in expect {
+        assert!(
+            err.contains(e),
+            "{name}: stderr does not contain {e:?}:\n{err}"
+        );
+    }
+    insta::assert_snapshot!(name, err);
+    o
+}
+
+/// A stack directory `shop/` holding `compose.yaml`, validated.
+#[track_caller]
+fn compose(name: &str, yaml: &str, expect: &[&str]) -> Outcome {
+    case(
+        name,
+        &[("shop/compose.yaml", yaml.as_bytes())],
+        &["validate", "shop"],
+        expect,
+    )
+}
+
+/// A repository: `plimsoll.yaml` and `stacks/shop/compose.yaml`, validated.
+#[track_caller]
+fn repo(name: &str, config: &str, yaml: &str, expect: &[&str]) -> Outcome {
+    case(
+        name,
+        &[
+            ("plimsoll.yaml", config.as_bytes()),
+            ("stacks/shop/compose.yaml", yaml.as_bytes()),
+        ],
+        &["validate", "."],
+        expect,
+    )
+}
+
+/// How many `error:` lines stderr holds.
+fn error_count(o: &Outcome) -> usize {
+    o.stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .count()
+}
+
+const F: &str = "shop/compose.yaml";
+
+// ---------------------------------------------------------------------------
+// YAML
+
+#[test]
+fn yaml_bad_indentation() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n   ports:\n      - \"8080:80\"\n";
+    compose(
+        "yaml_bad_indentation",
+        yaml,
+        &["shop/compose.yaml:4:", "invalid YAML"],
+    );
+}
+
+#[test]
+fn yaml_unterminated_double_quote_names_the_opening_line() {
+    let yaml = "services:\n  web:\n    image: \"nginx:1.27\n    restart: always\n    ports:\n      - 8080:80\n";
+    compose(
+        "yaml_unterminated_double_quote",
+        yaml,
+        &["shop/compose.yaml:3:12:", "quoted scalar"],
+    );
+}
+
+#[test]
+fn yaml_unterminated_single_quote_names_the_opening_line() {
+    let yaml =
+        "services:\n  web:\n    image: nginx:1.27\n    command: 'echo hello\n    restart: always\n";
+    compose(
+        "yaml_unterminated_single_quote",
+        yaml,
+        &["shop/compose.yaml:4:14:", "quoted scalar"],
+    );
+}
+
+#[test]
+fn yaml_unterminated_quote_after_quotes_in_a_block_scalar() {
+    // The quotes inside the block scalar and the plain scalar are text, not
+    // quoting: the open quote is the one on line 8.
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    command: |\n      sh -c \"echo it's\n    environment:\n      GREETING: it 's fine\n      OTHER: \"unterminated\n    restart: always\n";
+    compose(
+        "yaml_unterminated_quote_after_block_scalar",
+        yaml,
+        &["shop/compose.yaml:8:14:", "quoted scalar"],
+    );
+}
+
+#[test]
+fn yaml_unterminated_quote_in_flow_sequence() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    ports: [\"8080:80\", \"9090:90]\n    restart: always\n";
+    compose(
+        "yaml_unterminated_quote_in_flow_sequence",
+        yaml,
+        &["shop/compose.yaml:4:24:", "quoted scalar"],
+    );
+}
+
+#[test]
+fn yaml_tab_indentation() {
+    let yaml = "services:\n  web:\n\timage: nginx:1.27\n";
+    compose(
+        "yaml_tab_indentation",
+        yaml,
+        &["shop/compose.yaml:3:", "invalid YAML"],
+    );
+}
+
+#[test]
+fn yaml_unclosed_flow_sequence() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    ports: [\"8080:80\", \"9090:90\"\n    restart: always\n";
+    compose(
+        "yaml_unclosed_flow_sequence",
+        yaml,
+        &["shop/compose.yaml:", "invalid YAML"],
+    );
+}
+
+#[test]
+fn yaml_unclosed_flow_mapping() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    labels: {team: shop, tier: web\n    restart: always\n";
+    compose(
+        "yaml_unclosed_flow_mapping",
+        yaml,
+        &["shop/compose.yaml:", "invalid YAML"],
+    );
+}
+
+#[test]
+fn yaml_duplicate_top_level_key() {
+    let yaml =
+        "services:\n  web:\n    image: nginx:1.27\nservices:\n  db:\n    image: postgres:16\n";
+    compose(
+        "yaml_duplicate_top_level_key",
+        yaml,
+        &[
+            "shop/compose.yaml:4:1: services:",
+            "first defined at line 1",
+        ],
+    );
+}
+
+#[test]
+fn yaml_duplicate_nested_key() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    environment:\n      A: \"1\"\n      B: \"2\"\n      A: \"3\"\n";
+    compose(
+        "yaml_duplicate_nested_key",
+        yaml,
+        &["shop/compose.yaml:7:7:", "duplicate key `A`", "line 5"],
+    );
+}
+
+#[test]
+fn yaml_alias_bomb_fails_fast() {
+    let mut yaml = String::from(
+        "x-a: &a [\"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\"]\n",
+    );
+    for level in b'b'..=b'j' {
+        let (cur, prev) = (level as char, (level - 1) as char);
+        let refs = vec![format!("*{prev}"); 9].join(", ");
+        yaml.push_str(&format!("x-{cur}: &{cur} [{refs}]\n"));
+    }
+    yaml.push_str("services:\n  web:\n    image: nginx:1.27\n");
+    let o = compose(
+        "yaml_alias_bomb",
+        &yaml,
+        &["shop/compose.yaml:", "aliases expand to more than"],
+    );
+    assert!(o.elapsed < Duration::from_secs(2), "took {:?}", o.elapsed);
+}
+
+#[test]
+fn yaml_deep_nesting_does_not_overflow_the_stack() {
+    let depth = 100_000;
+    let yaml = format!(
+        "services:\n  web:\n    image: nginx:1.27\nx-deep: {}{}\n",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    let o = compose("yaml_deep_nesting", &yaml, &["shop/compose.yaml:4:"]);
+    assert!(o.elapsed < Duration::from_secs(2), "took {:?}", o.elapsed);
+}
+
+#[test]
+fn yaml_duplicate_key_in_a_huge_mapping_fails_fast() {
+    // 50,000 keys merged into a mapping and 50,000 written in it: finding
+    // the duplicate at the end must not compare every key with every other.
+    let n = 50_000;
+    let mut yaml = String::from("x-big: &big\n");
+    for i in 0..n {
+        yaml.push_str(&format!("  m{i}: v\n"));
+    }
+    yaml.push_str("services:\n  web:\n    image: nginx:1.27\n    labels:\n      <<: *big\n");
+    for i in 0..n {
+        yaml.push_str(&format!("      k{i}: v\n"));
+    }
+    yaml.push_str("      k7: again\n");
+    let line = format!("shop/compose.yaml:{}:7: services.web.labels.k7:", 2 * n + 7);
+    let o = compose(
+        "yaml_duplicate_key_in_huge_mapping",
+        &yaml,
+        &[&line, "first defined at line 50014"],
+    );
+    assert!(o.elapsed < Duration::from_secs(5), "took {:?}", o.elapsed);
+}
+
+#[test]
+fn yaml_alias_to_undefined_anchor() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    environment: *common_env\n";
+    compose(
+        "yaml_alias_to_undefined_anchor",
+        yaml,
+        &["shop/compose.yaml:4:18:", "anchor"],
+    );
+}
+
+#[test]
+fn yaml_merge_key_with_a_scalar() {
+    let yaml =
+        "x-image: &image nginx:1.27\nservices:\n  web:\n    <<: *image\n    restart: always\n";
+    compose(
+        "yaml_merge_key_with_scalar",
+        yaml,
+        &["shop/compose.yaml:4:9:", "<<"],
+    );
+}
+
+#[test]
+fn yaml_merge_key_with_a_list_of_scalars() {
+    let yaml = "services:\n  web:\n    <<: [a, b]\n    image: nginx:1.27\n";
+    compose(
+        "yaml_merge_key_with_list_of_scalars",
+        yaml,
+        &["shop/compose.yaml:3:10:", "<<"],
+    );
+}
+
+#[test]
+fn yaml_complex_mapping_key() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    labels:\n      ? [a, b]\n      : c\n";
+    compose(
+        "yaml_complex_mapping_key",
+        yaml,
+        &["shop/compose.yaml:5:9:", "scalar"],
+    );
+}
+
+#[test]
+fn yaml_unsupported_tag() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    ports: !reset []\n";
+    compose(
+        "yaml_unsupported_tag",
+        yaml,
+        &["shop/compose.yaml:4:12:", "!reset"],
+    );
+}
+
+#[test]
+fn yaml_multiple_documents() {
+    let yaml =
+        "services:\n  web:\n    image: nginx:1.27\n---\nservices:\n  db:\n    image: postgres:16\n";
+    compose(
+        "yaml_multiple_documents",
+        yaml,
+        &["shop/compose.yaml:4:1:", "more than one YAML document"],
+    );
+}
+
+#[test]
+fn yaml_not_utf8_names_line_and_column() {
+    let bytes: &[u8] = b"services:\n  web:\n    image: ngi\xffnx\n";
+    case(
+        "yaml_not_utf8",
+        &[(F, bytes)],
+        &["validate", "shop"],
+        &["shop/compose.yaml:3:15:", "UTF-8"],
+    );
+}
+
+#[test]
+fn yaml_control_character() {
+    let yaml = "services:\n  web:\n    image: nginx\u{1}:1.27\n";
+    compose("yaml_control_character", yaml, &["shop/compose.yaml:3:"]);
+}
+
+#[test]
+fn yaml_empty_file() {
+    compose("yaml_empty_file", "", &["shop/compose.yaml:1:1:", "empty"]);
+}
+
+#[test]
+fn yaml_only_comments() {
+    compose(
+        "yaml_only_comments",
+        "# services:\n#   web:\n#     image: nginx\n",
+        &["shop/compose.yaml:1:1:", "empty"],
+    );
+}
+
+#[test]
+fn yaml_top_level_not_a_mapping() {
+    compose(
+        "yaml_top_level_list",
+        "- web\n- db\n",
+        &["shop/compose.yaml:1:1:", "mapping"],
+    );
+}
+
+#[test]
+fn yaml_services_not_a_mapping() {
+    compose(
+        "yaml_services_list",
+        "services:\n  - web\n  - db\n",
+        &["shop/compose.yaml:2:3: services:", "mapping"],
+    );
+}
+
+#[test]
+fn yaml_service_not_a_mapping() {
+    compose(
+        "yaml_service_string",
+        "services:\n  web: nginx:1.27\n",
+        &["shop/compose.yaml:2:8: services.web:", "mapping"],
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Compose keys
+
+#[test]
+fn compose_unknown_key_suggests_the_right_one() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    enviroment:\n      A: \"1\"\n";
+    compose(
+        "compose_unknown_key_typo",
+        yaml,
+        &[
+            "shop/compose.yaml:4:5: services.web.enviroment:",
+            "did you mean `environment`?",
+        ],
+    );
+}
+
+#[test]
+fn compose_unknown_top_level_key() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\nnetwroks:\n  front: {}\n";
+    compose(
+        "compose_unknown_top_level_key",
+        yaml,
+        &[
+            "shop/compose.yaml:4:1: netwroks:",
+            "did you mean `networks`?",
+        ],
+    );
+}
+
+#[test]
+fn compose_unknown_key_without_suggestion() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    colour: blue\n";
+    compose(
+        "compose_unknown_key_no_suggestion",
+        yaml,
+        &["shop/compose.yaml:4:5: services.web.colour:", "x-"],
+    );
+}
+
+#[test]
+fn compose_unsupported_build() {
+    let yaml = "services:\n  web:\n    build: .\n    image: shop/web:1\n";
+    compose(
+        "compose_unsupported_build",
+        yaml,
+        &[
+            "shop/compose.yaml:3:5: services.web.build:",
+            "not supported",
+        ],
+    );
+}
+
+#[test]
+fn compose_unsupported_network_mode() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    network_mode: host\n";
+    compose(
+        "compose_unsupported_network_mode",
+        yaml,
+        &[
+            "shop/compose.yaml:4:5: services.web.network_mode:",
+            "not supported",
+        ],
+    );
+}
+
+#[test]
+fn compose_unsupported_deploy_replicas() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    deploy:\n      replicas: 3\n";
+    compose(
+        "compose_unsupported_deploy_replicas",
+        yaml,
+        &[
+            "shop/compose.yaml:5:7: services.web.deploy.replicas:",
+            "not supported",
+        ],
+    );
+}
+
+#[test]
+fn compose_unsupported_develop() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    develop:\n      watch:\n        - path: ./src\n          action: sync\n";
+    compose(
+        "compose_unsupported_develop",
+        yaml,
+        &[
+            "shop/compose.yaml:4:5: services.web.develop:",
+            "not supported",
+        ],
+    );
+}
+
+#[test]
+fn compose_x_plimsoll_unknown_field() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    x-plimsoll:\n      self_heel: true\n";
+    compose(
+        "compose_x_plimsoll_unknown_field",
+        yaml,
+        &[
+            "shop/compose.yaml:5:7: services.web.x-plimsoll.self_heel:",
+            "self_heel",
+        ],
+    );
+}
+
+#[test]
+fn compose_x_plimsoll_wrong_type() {
+    let yaml =
+        "services:\n  web:\n    image: nginx:1.27\n    x-plimsoll:\n      health_timeout: soon\n";
+    compose(
+        "compose_x_plimsoll_wrong_type",
+        yaml,
+        &[
+            "shop/compose.yaml:5:23: services.web.x-plimsoll.health_timeout:",
+            "soon",
+        ],
+    );
+}
+
+#[test]
+fn compose_missing_required_variable() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    environment:\n      DEPLOYMENT_ENV: ${DEPLOYMENT_ENV:?Must set DEPLOYMENT_ENV=prd in .env}\n";
+    compose(
+        "compose_missing_required_variable",
+        yaml,
+        &[
+            "shop/compose.yaml:5:23: services.web.environment.DEPLOYMENT_ENV:",
+            "DEPLOYMENT_ENV",
+            "Must set DEPLOYMENT_ENV=prd in .env",
+        ],
+    );
+}
+
+#[test]
+fn compose_invalid_template_unclosed() {
+    let yaml = "services:\n  web:\n    image: \"nginx:${\"\n";
+    compose(
+        "compose_invalid_template_unclosed",
+        yaml,
+        &[
+            "shop/compose.yaml:3:12: services.web.image:",
+            "Invalid template",
+        ],
+    );
+}
+
+#[test]
+fn compose_invalid_template_bad_operator() {
+    let yaml = "services:\n  web:\n    image: nginx:${TAG:x}\n";
+    compose(
+        "compose_invalid_template_bad_operator",
+        yaml,
+        &[
+            "shop/compose.yaml:3:12: services.web.image:",
+            "Invalid template",
+        ],
+    );
+}
+
+#[test]
+fn dotenv_key_with_space() {
+    let files: &[(&str, &[u8])] = &[
+        (F, b"services:\n  web:\n    image: nginx:${TAG}\n"),
+        ("shop/.env", b"TAG=1.27\nMY KEY=value\n"),
+    ];
+    case(
+        "dotenv_key_with_space",
+        files,
+        &["validate", "shop"],
+        &["shop/.env:2:1:"],
+    );
+}
+
+#[test]
+fn dotenv_unterminated_quote() {
+    let files: &[(&str, &[u8])] = &[
+        (F, b"services:\n  web:\n    image: nginx:${TAG}\n"),
+        ("shop/.env", b"# the tag\nTAG=\"1.27\nOTHER=x\n"),
+    ];
+    case(
+        "dotenv_unterminated_quote",
+        files,
+        &["validate", "shop"],
+        &["shop/.env:2:1:", "unterminated"],
+    );
+}
+
+#[test]
+fn dotenv_not_utf8() {
+    let files: &[(&str, &[u8])] = &[
+        (F, b"services:\n  web:\n    image: nginx:${TAG}\n"),
+        ("shop/.env", b"TAG=1.27\nNAME=caf\xe9\n"),
+    ];
+    case(
+        "dotenv_not_utf8",
+        files,
+        &["validate", "shop"],
+        &["shop/.env:2:9:", "UTF-8"],
+    );
+}
+
+#[test]
+fn dotenv_invalid_template() {
+    let files: &[(&str, &[u8])] = &[
+        (F, b"services:\n  web:\n    image: nginx:${TAG}\n"),
+        ("shop/.env", b"TAG=1.27\nURL=http://${HOST:x}/\n"),
+    ];
+    case(
+        "dotenv_invalid_template",
+        files,
+        &["validate", "shop"],
+        &["shop/.env:2:1:", "Invalid template"],
+    );
+}
+
+#[test]
+fn env_file_missing() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    env_file: ./web.env\n";
+    compose(
+        "env_file_missing",
+        yaml,
+        &["shop/compose.yaml:4:15: services.web.env_file:", "web.env"],
+    );
+}
+
+#[test]
+fn env_file_bad_line() {
+    let files: &[(&str, &[u8])] = &[
+        (
+            F,
+            b"services:\n  web:\n    image: nginx:1.27\n    env_file:\n      - ./web.env\n",
+        ),
+        ("shop/web.env", b"A=1\nB='unterminated\n"),
+    ];
+    case(
+        "env_file_bad_line",
+        files,
+        &["validate", "shop"],
+        &["shop/web.env:2:1:", "services.web.env_file[0]"],
+    );
+}
+
+#[test]
+fn port_out_of_range() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    ports:\n      - \"70000:80\"\n";
+    compose(
+        "port_out_of_range",
+        yaml,
+        &["shop/compose.yaml:5:9: services.web.ports[0]:", "70000"],
+    );
+}
+
+#[test]
+fn port_unknown_protocol() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    ports:\n      - \"8080:80/http\"\n";
+    compose(
+        "port_unknown_protocol",
+        yaml,
+        &["shop/compose.yaml:5:9: services.web.ports[0]:", "http"],
+    );
+}
+
+#[test]
+fn port_not_a_number() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    ports:\n      - a:b\n";
+    compose(
+        "port_not_a_number",
+        yaml,
+        &["shop/compose.yaml:5:9: services.web.ports[0]:", "`a:b`"],
+    );
+}
+
+#[test]
+fn port_long_form_invalid_protocol() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    ports:\n      - target: 80\n        published: 8080\n        protocol: http\n";
+    compose(
+        "port_long_form_invalid_protocol",
+        yaml,
+        &[
+            "shop/compose.yaml:7:19: services.web.ports[0].protocol:",
+            "http",
+        ],
+    );
+}
+
+#[test]
+fn port_long_form_without_target() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    ports:\n      - published: 8080\n";
+    compose(
+        "port_long_form_without_target",
+        yaml,
+        &["shop/compose.yaml:5:9: services.web.ports[0]:", "target"],
+    );
+}
+
+#[test]
+fn restart_invalid_policy() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    restart: sometimes\n";
+    compose(
+        "restart_invalid_policy",
+        yaml,
+        &["shop/compose.yaml:4:14: services.web.restart:", "sometimes"],
+    );
+}
+
+#[test]
+fn duration_without_unit() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    healthcheck:\n      test: wget -q -O- localhost\n      interval: 30\n";
+    compose(
+        "duration_without_unit",
+        yaml,
+        &[
+            "shop/compose.yaml:6:17: services.web.healthcheck.interval:",
+            "`30`",
+        ],
+    );
+}
+
+#[test]
+fn duration_unknown_unit() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    stop_grace_period: 1x\n";
+    compose(
+        "duration_unknown_unit",
+        yaml,
+        &[
+            "shop/compose.yaml:4:24: services.web.stop_grace_period:",
+            "`1x`",
+        ],
+    );
+}
+
+#[test]
+fn size_unknown_unit() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    mem_limit: 12x\n";
+    compose(
+        "size_unknown_unit",
+        yaml,
+        &["shop/compose.yaml:4:16: services.web.mem_limit:", "`12x`"],
+    );
+}
+
+#[test]
+fn depends_on_invalid_condition() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    depends_on:\n      db:\n        condition: service_ready\n  db:\n    image: postgres:16\n";
+    compose(
+        "depends_on_invalid_condition",
+        yaml,
+        &[
+            "shop/compose.yaml:6:20: services.web.depends_on.db.condition:",
+            "service_ready",
+        ],
+    );
+}
+
+#[test]
+fn depends_on_unknown_service() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    depends_on:\n      - database\n";
+    compose(
+        "depends_on_unknown_service",
+        yaml,
+        &[
+            "shop/compose.yaml:5:9: services.web.depends_on:",
+            "`database`",
+        ],
+    );
+}
+
+#[test]
+fn dependency_cycle_names_every_service() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    depends_on: [api]\n  api:\n    image: shop/api:1\n    depends_on: [worker]\n  worker:\n    image: shop/worker:1\n    depends_on: [web]\n  db:\n    image: postgres:16\n";
+    let o = compose(
+        "dependency_cycle",
+        yaml,
+        &["shop/compose.yaml:", "cycle", "`api`", "`web`", "`worker`"],
+    );
+    assert!(!o.stderr.contains("`db`"), "{}", o.stderr);
+}
+
+#[test]
+fn dependency_on_itself() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    depends_on: [web]\n";
+    compose(
+        "dependency_on_itself",
+        yaml,
+        &["shop/compose.yaml:4:", "services.web.depends_on", "itself"],
+    );
+}
+
+#[test]
+fn undeclared_network() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    networks: [front]\n";
+    compose(
+        "undeclared_network",
+        yaml,
+        &["shop/compose.yaml:4:16: services.web.networks:", "`front`"],
+    );
+}
+
+#[test]
+fn undeclared_named_volume() {
+    let yaml = "services:\n  db:\n    image: postgres:16\n    volumes:\n      - pgdata:/var/lib/postgresql/data\n";
+    compose(
+        "undeclared_named_volume",
+        yaml,
+        &["shop/compose.yaml:5:9: services.db.volumes:", "`pgdata`"],
+    );
+}
+
+#[test]
+fn undeclared_secret() {
+    let yaml = "services:\n  db:\n    image: postgres:16\n    secrets:\n      - db_password\n";
+    compose(
+        "undeclared_secret",
+        yaml,
+        &[
+            "shop/compose.yaml:5:9: services.db.secrets:",
+            "`db_password`",
+        ],
+    );
+}
+
+#[test]
+fn secret_file_missing() {
+    let yaml = "services:\n  db:\n    image: postgres:16\n    secrets: [db_password]\nsecrets:\n  db_password:\n    file: ./db_password.txt\n";
+    compose(
+        "secret_file_missing",
+        yaml,
+        &[
+            "shop/compose.yaml:7:11: secrets.db_password.file:",
+            "db_password.txt",
+        ],
+    );
+}
+
+#[test]
+fn secret_file_is_a_directory() {
+    let files: &[(&str, &[u8])] = &[
+        (F, b"services:\n  db:\n    image: postgres:16\n    secrets: [db_password]\nsecrets:\n  db_password:\n    file: ./secrets\n"),
+        ("shop/secrets/db_password.txt", b"hunter2-hunter2\n"),
+    ];
+    case(
+        "secret_file_is_a_directory",
+        files,
+        &["validate", "shop"],
+        &["shop/compose.yaml:7:11: secrets.db_password.file:"],
+    );
+}
+
+#[test]
+fn secret_without_a_source() {
+    let yaml = "services:\n  db:\n    image: postgres:16\n    secrets: [db_password]\nsecrets:\n  db_password:\n    name: db-password\n";
+    compose(
+        "secret_without_source",
+        yaml,
+        &["shop/compose.yaml:7:5: secrets.db_password:", "exactly one"],
+    );
+}
+
+#[test]
+fn secret_reference_without_source() {
+    let yaml =
+        "services:\n  db:\n    image: postgres:16\n    secrets:\n      - target: /run/secrets/pw\n";
+    compose(
+        "secret_reference_without_source",
+        yaml,
+        &["shop/compose.yaml:5:9: services.db.secrets[0]:", "source"],
+    );
+}
+
+#[test]
+fn env_file_is_a_directory() {
+    let files: &[(&str, &[u8])] = &[
+        (
+            F,
+            b"services:\n  web:\n    image: nginx:1.27\n    env_file: ./conf\n",
+        ),
+        ("shop/conf/web.env", b"A=1\n"),
+    ];
+    case(
+        "env_file_is_a_directory",
+        files,
+        &["validate", "shop"],
+        &["shop/compose.yaml:4:15: services.web.env_file:"],
+    );
+}
+
+#[test]
+fn env_file_not_utf8() {
+    let files: &[(&str, &[u8])] = &[
+        (
+            F,
+            b"services:\n  web:\n    image: nginx:1.27\n    env_file: [./web.env]\n",
+        ),
+        ("shop/web.env", b"NAME=caf\xe9\n"),
+    ];
+    case(
+        "env_file_not_utf8",
+        files,
+        &["validate", "shop"],
+        &["shop/compose.yaml:4:16: services.web.env_file[0]:", "UTF-8"],
+    );
+}
+
+#[test]
+fn env_file_entry_without_path() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    env_file:\n      - required: false\n";
+    compose(
+        "env_file_entry_without_path",
+        yaml,
+        &["shop/compose.yaml:5:9: services.web.env_file[0]:", "path"],
+    );
+}
+
+#[test]
+fn env_file_unknown_format() {
+    let files: &[(&str, &[u8])] = &[
+        (F, b"services:\n  web:\n    image: nginx:1.27\n    env_file:\n      - path: ./web.env\n        format: json\n"),
+        ("shop/web.env", b"A=1\n"),
+    ];
+    case(
+        "env_file_unknown_format",
+        files,
+        &["validate", "shop"],
+        &[
+            "shop/compose.yaml:6:17: services.web.env_file[0].format:",
+            "raw",
+        ],
+    );
+}
+
+#[test]
+fn volume_long_form_relative_target() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    volumes:\n      - type: bind\n        source: ./html\n        target: usr/share/nginx/html\n";
+    compose(
+        "volume_long_form_relative_target",
+        yaml,
+        &[
+            "shop/compose.yaml:7:17: services.web.volumes[0].target:",
+            "`usr/share/nginx/html`",
+        ],
+    );
+}
+
+#[test]
+fn volume_long_form_without_target() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    volumes:\n      - type: volume\n        source: data\nvolumes:\n  data: {}\n";
+    compose(
+        "volume_long_form_without_target",
+        yaml,
+        &["shop/compose.yaml:5:9: services.web.volumes[0]:", "target"],
+    );
+}
+
+#[test]
+fn bind_mount_without_source() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    volumes:\n      - type: bind\n        target: /etc/nginx\n";
+    compose(
+        "bind_mount_without_source",
+        yaml,
+        &["shop/compose.yaml:5:9: services.web.volumes[0]:", "source"],
+    );
+}
+
+#[test]
+fn healthcheck_negative_retries() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    healthcheck:\n      test: wget -q -O- localhost\n      retries: -3\n";
+    compose(
+        "healthcheck_negative_retries",
+        yaml,
+        &[
+            "shop/compose.yaml:6:16: services.web.healthcheck.retries:",
+            "negative",
+        ],
+    );
+}
+
+#[test]
+fn ulimit_without_hard() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    ulimits:\n      nofile:\n        soft: 20000\n";
+    compose(
+        "ulimit_without_hard",
+        yaml,
+        &[
+            "shop/compose.yaml:6:9: services.web.ulimits.nofile:",
+            "hard",
+        ],
+    );
+}
+
+#[test]
+fn service_key_that_is_not_a_string() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    1: x\n";
+    compose(
+        "service_key_not_a_string",
+        yaml,
+        &["shop/compose.yaml:4:5: services.web:", "`1`"],
+    );
+}
+
+#[test]
+fn duplicate_container_name_in_one_stack() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    container_name: front\n  web2:\n    image: nginx:1.27\n    container_name: front\n";
+    compose(
+        "duplicate_container_name_in_stack",
+        yaml,
+        &[
+            "shop/compose.yaml:7:5: services.web2.container_name:",
+            "`front`",
+            "shop/web",
+        ],
+    );
+}
+
+#[test]
+fn duplicate_container_name_across_stacks() {
+    let files: &[(&str, &[u8])] = &[
+        ("stacks/blog/compose.yaml", b"services:\n  web:\n    image: nginx:1.27\n    container_name: front\n"),
+        ("stacks/shop/compose.yaml", b"services:\n  db:\n    image: postgres:16\n  web:\n    image: nginx:1.27\n    container_name: front\n"),
+    ];
+    case(
+        "duplicate_container_name_across_stacks",
+        files,
+        &["validate", "."],
+        &[
+            "stacks/shop/compose.yaml:6:5: services.web.container_name:",
+            "blog/web",
+        ],
+    );
+}
+
+#[test]
+fn duplicate_stack_name() {
+    let files: &[(&str, &[u8])] = &[
+        (
+            "stacks/blog/compose.yaml",
+            b"name: shop\nservices:\n  web:\n    image: nginx:1.27\n",
+        ),
+        (
+            "stacks/shop/compose.yaml",
+            b"services:\n  db:\n    image: postgres:16\n",
+        ),
+    ];
+    case(
+        "duplicate_stack_name",
+        files,
+        &["validate", "."],
+        &["stacks/", "compose.yaml:", "`shop`"],
+    );
+}
+
+#[test]
+fn service_without_image() {
+    let yaml = "services:\n  web:\n    restart: always\n";
+    compose(
+        "service_without_image",
+        yaml,
+        &["shop/compose.yaml:2:3: services.web:", "no image"],
+    );
+}
+
+#[test]
+fn invalid_service_name() {
+    let yaml = "services:\n  \"my web\":\n    image: nginx:1.27\n";
+    compose(
+        "invalid_service_name",
+        yaml,
+        &["shop/compose.yaml:2:3:", "`my web`"],
+    );
+}
+
+#[test]
+fn invalid_project_name() {
+    let yaml = "name: Shop\nservices:\n  web:\n    image: nginx:1.27\n";
+    compose(
+        "invalid_project_name",
+        yaml,
+        &["shop/compose.yaml:1:7: name:", "`Shop`"],
+    );
+}
+
+#[test]
+fn volume_relative_container_path() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    volumes:\n      - ./html:usr/share/nginx/html\n      - data:relative/path\nvolumes:\n  data: {}\n";
+    let o = compose(
+        "volume_relative_container_path",
+        yaml,
+        &[
+            "shop/compose.yaml:5:9: services.web.volumes[0]:",
+            "`usr/share/nginx/html`",
+            "shop/compose.yaml:6:9: services.web.volumes[1]:",
+            "`relative/path`",
+        ],
+    );
+    assert_eq!(error_count(&o), 2);
+}
+
+#[test]
+fn healthcheck_test_list_without_cmd() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    healthcheck:\n      test: [\"curl\", \"-f\", \"http://localhost\"]\n";
+    compose(
+        "healthcheck_test_list",
+        yaml,
+        &[
+            "shop/compose.yaml:5:13: services.web.healthcheck.test:",
+            "CMD",
+        ],
+    );
+}
+
+#[test]
+fn ulimit_soft_above_hard() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    ulimits:\n      nofile:\n        soft: 20000\n        hard: 10000\n";
+    compose(
+        "ulimit_soft_above_hard",
+        yaml,
+        &[
+            "shop/compose.yaml:6:9: services.web.ulimits.nofile:",
+            "soft",
+        ],
+    );
+}
+
+#[test]
+fn profiles_enabled_service_depends_on_disabled_one() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    depends_on: [debug]\n  debug:\n    image: busybox:1\n    profiles: [debug]\n";
+    compose(
+        "profiles_dependency_on_disabled_service",
+        yaml,
+        &[
+            "shop/compose.yaml:4:18: services.web.depends_on:",
+            "`debug`",
+            "COMPOSE_PROFILES=debug",
+        ],
+    );
+}
+
+#[test]
+fn several_errors_in_one_file_are_all_reported() {
+    let yaml = "\
+name: shop
+services:
+  web:
+    image: nginx:1.27
+    enviroment:
+      A: \"1\"
+    ports:
+      - \"70000:80\"
+    restart: sometimes
+    depends_on: [database]
+    healthcheck:
+      test: [\"curl\", \"localhost\"]
+      interval: 30
+  worker:
+    build: .
+    mem_limit: 12x
+";
+    let o = compose(
+        "several_errors",
+        yaml,
+        &[
+            "shop/compose.yaml:5:5:",
+            "shop/compose.yaml:8:9:",
+            "shop/compose.yaml:9:14:",
+            "shop/compose.yaml:10:18:",
+            "shop/compose.yaml:12:13:",
+            "shop/compose.yaml:13:17:",
+            "shop/compose.yaml:15:5:",
+            "shop/compose.yaml:16:16:",
+            "shop/compose.yaml:14:3:",
+        ],
+    );
+    assert_eq!(error_count(&o), 9, "{}", o.stderr);
+}
+
+#[test]
+fn errors_in_several_stacks_are_all_reported() {
+    let files: &[(&str, &[u8])] = &[
+        (
+            "stacks/blog/compose.yaml",
+            b"services:\n  web:\n    image: nginx:1.27\n    restart: sometimes\n",
+        ),
+        (
+            "stacks/shop/compose.yaml",
+            b"services:\n  web:\n    image: \"nginx\n",
+        ),
+        (
+            "stacks/wiki/compose.yaml",
+            b"services:\n  web:\n    image: nginx:1.27\n    ports: [\"8080:80/http\"]\n",
+        ),
+    ];
+    let o = case(
+        "errors_in_several_stacks",
+        files,
+        &["validate", "."],
+        &[
+            "stacks/blog/compose.yaml:4:14:",
+            "stacks/shop/compose.yaml:3:12:",
+            "stacks/wiki/compose.yaml:4:13:",
+        ],
+    );
+    assert_eq!(error_count(&o), 3, "{}", o.stderr);
+}
+
+// ---------------------------------------------------------------------------
+// plimsoll.yaml
+
+const WEB: &str = "services:\n  web:\n    image: nginx:1.27\n    restart: always\n    labels:\n      team: shop\n    ports:\n      - \"8080:80\"\n";
+
+#[test]
+fn config_unknown_key() {
+    repo(
+        "config_unknown_key",
+        "polcy:\n  restart: [always]\n",
+        WEB,
+        &["./plimsoll.yaml:1:1: polcy:", "unknown field"],
+    );
+}
+
+#[test]
+fn config_wrong_type() {
+    repo(
+        "config_wrong_type",
+        "policy:\n  required_labels: team\n",
+        WEB,
+        &["./plimsoll.yaml:2:20: policy.required_labels:", "list"],
+    );
+}
+
+#[test]
+fn config_invalid_duration() {
+    repo(
+        "config_invalid_duration",
+        "agent:\n  interval: 30\n",
+        WEB,
+        &["./plimsoll.yaml:2:13: agent.interval:", "`30`"],
+    );
+}
+
+#[test]
+fn config_invalid_yaml() {
+    repo(
+        "config_invalid_yaml",
+        "policy:\n  restart: [always\n",
+        WEB,
+        &["./plimsoll.yaml:", "invalid YAML"],
+    );
+}
+
+#[test]
+fn config_not_utf8() {
+    let files: &[(&str, &[u8])] = &[
+        ("plimsoll.yaml", b"# caf\xe9\n"),
+        ("stacks/shop/compose.yaml", WEB.as_bytes()),
+    ];
+    case(
+        "config_not_utf8",
+        files,
+        &["validate", "."],
+        &["./plimsoll.yaml:1:6:", "UTF-8"],
+    );
+}
+
+#[test]
+fn policy_privileged() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    privileged: true\n";
+    repo(
+        "policy_privileged",
+        "policy:\n  privileged:\n    allow: [shop/other]\n",
+        yaml,
+        &[
+            "stacks/shop/compose.yaml:4:5: services.web.privileged:",
+            "./plimsoll.yaml:2",
+        ],
+    );
+}
+
+#[test]
+fn policy_registries() {
+    let yaml = "services:\n  web:\n    image: quay.io/nginx/nginx:1.27\n";
+    repo(
+        "policy_registries",
+        "policy:\n  registries:\n    allow: [docker.io, ghcr.io]\n",
+        yaml,
+        &[
+            "stacks/shop/compose.yaml:3:5: services.web.image:",
+            "quay.io",
+            "./plimsoll.yaml:2",
+        ],
+    );
+}
+
+#[test]
+fn policy_pinned_images_by_digest() {
+    repo(
+        "policy_pinned_images_digest",
+        "policy:\n  pinned_images: {}\n",
+        WEB,
+        &[
+            "stacks/shop/compose.yaml:3:5: services.web.image:",
+            "not pinned",
+            "digest",
+        ],
+    );
+}
+
+#[test]
+fn policy_pinned_images_with_immutable_tag() {
+    repo(
+        "policy_pinned_images_immutable_tag",
+        "policy:\n  pinned_images:\n    stacks: [shop]\n    immutable_tag: '^v\\d+\\.\\d+\\.\\d+$'\n",
+        WEB,
+        &[
+            "stacks/shop/compose.yaml:3:5: services.web.image:",
+            "not pinned",
+            "immutable tag",
+        ],
+    );
+}
+
+#[test]
+fn policy_invalid_immutable_tag_regex() {
+    repo(
+        "policy_invalid_immutable_tag",
+        "policy:\n  pinned_images:\n    immutable_tag: '^v(\\d+$'\n",
+        WEB,
+        &[
+            "./plimsoll.yaml:3:20: policy.pinned_images.immutable_tag:",
+            "regular expression",
+        ],
+    );
+}
+
+#[test]
+fn policy_host_ports() {
+    repo(
+        "policy_host_ports",
+        "policy:\n  host_ports:\n    allow: [\"9000-9099\", 443]\n",
+        WEB,
+        &["stacks/shop/compose.yaml:7:5: services.web.ports:", "8080"],
+    );
+}
+
+#[test]
+fn policy_required_labels() {
+    repo(
+        "policy_required_labels",
+        "policy:\n  required_labels: [team, owner]\n",
+        WEB,
+        &[
+            "stacks/shop/compose.yaml:5:5: services.web.labels:",
+            "`owner`",
+        ],
+    );
+}
+
+#[test]
+fn policy_required_variables() {
+    repo(
+        "policy_required_variables",
+        "policy:\n  required_variables: [DEPLOYMENT_ENV]\n",
+        WEB,
+        &[
+            "stacks/shop/compose.yaml",
+            "DEPLOYMENT_ENV",
+            "./plimsoll.yaml:2",
+        ],
+    );
+}
+
+#[test]
+fn policy_restart() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    restart: \"no\"\n  worker:\n    image: shop/worker:1\n";
+    let o = repo(
+        "policy_restart",
+        "policy:\n  restart: [unless-stopped, on-failure]\n",
+        yaml,
+        &[
+            "stacks/shop/compose.yaml:4:5: services.web.restart:",
+            "stacks/shop/compose.yaml:5:3: services.worker:",
+        ],
+    );
+    assert_eq!(error_count(&o), 2, "{}", o.stderr);
+}
+
+#[test]
+fn config_stack_that_does_not_exist() {
+    repo(
+        "config_unknown_stack",
+        "stacks:\n  shop:\n    prune: true\n  shoop:\n    prune: true\n",
+        WEB,
+        &["./plimsoll.yaml:4:3: stacks.shoop:", "`shoop`"],
+    );
+}
+
+#[test]
+fn config_top_level_not_a_mapping() {
+    repo(
+        "config_top_level_list",
+        "- shop\n- blog\n",
+        WEB,
+        &["./plimsoll.yaml:1:1:", "mapping"],
+    );
+}
+
+#[test]
+fn config_duplicate_key() {
+    repo(
+        "config_duplicate_key",
+        "policy:\n  restart: [always]\n  restart: [unless-stopped]\n",
+        WEB,
+        &[
+            "./plimsoll.yaml:3:3: policy.restart:",
+            "first defined at line 2",
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Command line
+
+/// Runs a command line that must fail with exit 1 and a message on stderr only.
+#[track_caller]
+fn cli_error(name: &str, args: &[&str], expect: &[&str]) {
+    let o = run(&[(F, WEB.as_bytes())], args);
+    assert_eq!(o.code, Some(1), "{name}: exit code\nstderr:\n{}", o.stderr);
+    assert!(
+        o.stdout.is_empty(),
+        "{name}: stdout must be empty, got:\n{}",
+        o.stdout
+    );
+    assert!(
+        !o.stderr.contains("panicked"),
+        "{name}: crashed:\n{}",
+        o.stderr
+    );
+    for e in expect {
+        assert!(
+            o.stderr.contains(e),
+            "{name}: stderr does not contain {e:?}:\n{}",
+            o.stderr
+        );
+    }
+    insta::assert_snapshot!(name, o.stderr);
+}
+
+#[test]
+fn cli_unknown_subcommand() {
+    cli_error("cli_unknown_subcommand", &["frobnicate"], &["frobnicate"]);
+}
+
+#[test]
+fn cli_unknown_flag() {
+    cli_error(
+        "cli_unknown_flag",
+        &["validate", "--frobnicate", "shop"],
+        &["--frobnicate"],
+    );
+}
+
+#[test]
+fn cli_path_does_not_exist() {
+    cli_error(
+        "cli_path_does_not_exist",
+        &["validate", "nowhere"],
+        &["nowhere"],
+    );
+}
+
+#[test]
+fn cli_path_without_stacks() {
+    let o = run(
+        &[("empty/README", b"nothing here\n")],
+        &["validate", "empty"],
+    );
+    assert_eq!(o.code, Some(1), "{}", o.stderr);
+    assert!(o.stdout.is_empty());
+    insta::assert_snapshot!("cli_path_without_stacks", o.stderr);
+}
+
+#[test]
+fn cli_render_unknown_format() {
+    cli_error(
+        "cli_render_unknown_format",
+        &["render", "shop", "--format", "xml"],
+        &["xml"],
+    );
+}
+
+#[test]
+fn cli_schema_unknown_kind() {
+    cli_error(
+        "cli_schema_unknown_kind",
+        &["schema", "compose"],
+        &["compose"],
+    );
+}
+
+#[test]
+fn cli_invalid_log_format() {
+    cli_error(
+        "cli_invalid_log_format",
+        &["--log-format", "xml", "validate", "shop"],
+        &["xml"],
+    );
+}
+
+#[test]
+fn cli_render_unknown_stack() {
+    cli_error(
+        "cli_render_unknown_stack",
+        &["render", "shop", "--stack", "blog"],
+        &["`blog`"],
+    );
+}
+
+#[test]
+fn cli_help_exits_zero() {
+    let o = run(&[], &["--help"]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(o.stdout.contains("Usage: plimsoll"), "{}", o.stdout);
+    let o = run(&[], &["validate", "--help"]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(o.stdout.contains("validate"), "{}", o.stdout);
+}
+
+#[test]
+fn cli_graph_and_render_fail_like_validate() {
+    let yaml: &[u8] = b"services:\n  web:\n    image: nginx:1.27\n    depends_on: [web]\n";
+    for cmd in ["graph", "render"] {
+        let o = run(&[(F, yaml)], &[cmd, "shop"]);
+        assert_eq!(o.code, Some(1), "{cmd}: {}", o.stderr);
+        assert!(o.stdout.is_empty(), "{cmd}: {}", o.stdout);
+        assert!(!o.stderr.contains("panicked"), "{cmd}: {}", o.stderr);
+        assert!(
+            o.stderr.contains("shop/compose.yaml:4:"),
+            "{cmd}: {}",
+            o.stderr
+        );
+    }
+}
