@@ -384,6 +384,18 @@ impl Cx<'_, '_> {
         b
     }
 
+    /// The items of a list; nothing (and an error unless null) for anything else.
+    fn seq<'n>(&mut self, node: &'n Node, path: &str, expected: &str) -> &'n [Node] {
+        match &node.value {
+            Value::Seq(items) => items,
+            Value::Null => &[],
+            _ => {
+                self.type_err(node, path, expected);
+                &[]
+            }
+        }
+    }
+
     fn string_list(&mut self, node: &Node, key: &str) -> Vec<String> {
         match &node.value {
             Value::Seq(items) => items
@@ -1399,12 +1411,7 @@ impl Cx<'_, '_> {
     }
 
     fn ports(&mut self, node: &Node, path: &str) -> Vec<Port> {
-        let Some(items) = node.as_seq() else {
-            if !node.is_null() {
-                self.type_err(node, path, "a list of ports");
-            }
-            return Vec::new();
-        };
+        let items = self.seq(node, path, "a list of ports");
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let p = idx(path, i);
@@ -1539,12 +1546,7 @@ impl Cx<'_, '_> {
     }
 
     fn file_refs(&mut self, node: &Node, path: &str) -> Vec<FileRef> {
-        let Some(items) = node.as_seq() else {
-            if !node.is_null() {
-                self.type_err(node, path, "a list");
-            }
-            return Vec::new();
-        };
+        let items = self.seq(node, path, "a list");
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let p = idx(path, i);
@@ -1637,12 +1639,7 @@ impl Cx<'_, '_> {
     }
 
     fn mounts(&mut self, node: &Node, path: &str) -> Vec<Mount> {
-        let Some(items) = node.as_seq() else {
-            if !node.is_null() {
-                self.type_err(node, path, "a list of volumes");
-            }
-            return Vec::new();
-        };
+        let items = self.seq(node, path, "a list of volumes");
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let p = idx(path, i);
