@@ -12,7 +12,10 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::events::{LogProgress, Progress, TerminalProgress};
 use crate::graph::{self, StackGraph};
+use crate::plan;
+use crate::reconcile;
 use crate::schema::{self, SchemaKind};
 use crate::source::{self, LocalFs};
 use crate::spec::{self, Desired, render};
@@ -74,6 +77,35 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
         format: GraphFormat,
     },
+    /// Compute the plan that brings this host to git's state, and apply it.
+    ///
+    /// With --dry-run: print the plan and change nothing; exit 0 in sync, 2 changes pending, 1 error.
+    ///
+    /// Example: plimsoll reconcile examples/stacks --dry-run --format markdown
+    Reconcile {
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Print the plan and stop; nothing on the engine changes.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only this stack (repeatable).
+        #[arg(long = "stack", value_name = "STACK")]
+        stacks: Vec<String>,
+        #[arg(long, value_enum, default_value_t = plan::Format::Text)]
+        format: plan::Format,
+    },
+    /// Per service: in sync, drifted (and how), missing, stopped or conflict; health; unknown containers.
+    ///
+    /// Example: plimsoll status examples/stacks
+    Status {
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Only this stack (repeatable).
+        #[arg(long = "stack", value_name = "STACK")]
+        stacks: Vec<String>,
+        #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+        format: StatusFormat,
+    },
     /// Print a JSON Schema generated from plimsoll's types.
     ///
     /// Example: plimsoll schema plimsoll > plimsoll.schema.json
@@ -86,6 +118,12 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RenderFormat {
     Yaml,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Text,
     Json,
 }
 
@@ -126,7 +164,7 @@ pub fn main() -> ExitCode {
 
 fn init_logging(cli: &Cli) {
     let level = match cli.verbose {
-        0 => "warn",
+        0 => "info",
         1 => "debug",
         _ => "trace",
     };
@@ -256,6 +294,110 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print(&out)?;
         }
         Command::Schema { kind } => print(&schema::generate(kind))?,
+        Command::Reconcile {
+            path,
+            dry_run,
+            stacks,
+            format,
+        } => {
+            let desired = load(&path, &stacks)?;
+            return runtime()?.block_on(reconcile_cmd(&desired, dry_run, format, cli.log_format));
+        }
+        Command::Status {
+            path,
+            stacks,
+            format,
+        } => {
+            let desired = load(&path, &stacks)?;
+            let status = runtime()?.block_on(async {
+                let observed = reconcile::observe(&desired, None).await?;
+                Ok::<_, anyhow::Error>(reconcile::status(&observed))
+            })?;
+            let out = match format {
+                StatusFormat::Text => reconcile::status_text(&status),
+                StatusFormat::Json => serde_json::to_string_pretty(&status)? + "\n",
+            };
+            print(&desired.masker.mask(&out))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn use_color() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+fn render_plan(plan: &plan::Plan, format: plan::Format) -> Result<String> {
+    Ok(match format {
+        plan::Format::Text => plan::to_text(plan, use_color()),
+        plan::Format::Json => serde_json::to_string_pretty(plan)? + "\n",
+        plan::Format::Markdown => plan::to_markdown(plan),
+    })
+}
+
+async fn reconcile_cmd(
+    desired: &Desired,
+    dry_run: bool,
+    format: plan::Format,
+    log_format: LogFormat,
+) -> Result<ExitCode> {
+    let observed = reconcile::observe(desired, None).await?;
+    let masker = &desired.masker;
+    if dry_run {
+        print(&masker.mask(&render_plan(&observed.plan, format)?))?;
+        return Ok(if !observed.plan.conflicts.is_empty() {
+            ExitCode::from(1)
+        } else if observed.plan.is_noop() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        });
+    }
+    for p in &observed.paused {
+        eprintln!("{p}: paused; changes are shown, not applied");
+    }
+    let plan = observed.applicable_plan();
+    print(&masker.mask(&render_plan(&plan, format)?))?;
+    if plan.is_noop() && plan.conflicts.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    use std::io::IsTerminal as _;
+    let progress: Box<dyn Progress> =
+        if std::io::stderr().is_terminal() && log_format == LogFormat::Text {
+            Box::new(TerminalProgress::new(masker.clone()))
+        } else {
+            Box::new(LogProgress::new(masker.clone()))
+        };
+    let stacks = observed.changeable();
+    match crate::apply::apply(
+        &observed.engine,
+        &stacks,
+        &plan,
+        &observed.live,
+        masker,
+        progress.as_ref(),
+    )
+    .await
+    {
+        Ok(report) => {
+            eprintln!(
+                "applied {} action{}",
+                report.outcomes.len(),
+                if report.outcomes.len() == 1 { "" } else { "s" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {}", masker.mask(&e.to_string()));
+            Ok(ExitCode::from(1))
+        }
+    }
 }

@@ -3,9 +3,15 @@
 //! The pipeline: source -> spec -> graph -> plan (-> apply -> events).
 //! See ARCHITECTURE.md for the code map and the invariants of each module.
 
+pub mod apply;
 pub mod cli;
+pub mod diff;
+pub mod events;
 pub mod graph;
+pub mod live;
 pub mod plan;
+pub mod reconcile;
+pub mod registry;
 pub mod schema;
 pub mod source;
 pub mod spec;

@@ -1,12 +1,23 @@
 //! A plan: the ordered, typed actions that bring a host from its live state
 //! to the desired state, each with its reasons in words.
 //!
-//! A plan is a value: it prints, serializes (its JSON form is an API boundary,
-//! `schemas/plan.json`), compares and applies. Invariant: pure data; applying a
-//! plan and planning again gives an empty plan.
+//! [`plan`] is the pure core: it pairs desired services with live containers
+//! by identity (stack, service), diffs each pair and orders the actions:
+//! networks and volumes, images, then services wave by wave in dependency
+//! order. A plan is a value: it prints, serializes (its JSON form is an API
+//! boundary, `schemas/plan.json`), compares and applies. Invariant: pure;
+//! applying a plan and planning again gives an empty plan.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::diff::{self, Change, ContainerConfig, labels};
+use crate::graph::StackGraph;
+use crate::live::{Live, LiveContainer};
+use crate::spec::model::{Condition, PullPolicy, Stack};
+use crate::spec::secrets::Masker;
 
 /// What one action does.
 #[derive(
@@ -21,8 +32,26 @@ pub enum ActionKind {
     Create,
     Start,
     Recreate,
+    Restart,
     Stop,
     Remove,
+}
+
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::CreateNetwork => "create network",
+            ActionKind::RemoveNetwork => "remove network",
+            ActionKind::CreateVolume => "create volume",
+            ActionKind::PullImage => "pull image",
+            ActionKind::Create => "create",
+            ActionKind::Start => "start",
+            ActionKind::Recreate => "recreate",
+            ActionKind::Restart => "restart",
+            ActionKind::Stop => "stop",
+            ActionKind::Remove => "remove",
+        }
+    }
 }
 
 /// One step of a plan.
@@ -32,15 +61,48 @@ pub struct Action {
     pub stack: String,
     /// The service, or `null` for networks, volumes and images.
     pub service: Option<String>,
+    /// The engine object acted on: container, network, volume or image name.
+    pub target: String,
     /// Why, in words: "image busybox:1 -> busybox:2", "stopped by hand".
     pub reasons: Vec<String>,
+    /// For a recreate: unified diff of the container's settings, live -> git, secrets masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+/// A name plimsoll needs is held by a container it does not own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Conflict {
+    pub stack: String,
+    pub service: Option<String>,
+    pub target: String,
+    pub reason: String,
+}
+
+/// An object that carries plimsoll's labels but is no longer declared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Orphan {
+    /// `container`, `network` or `volume`.
+    pub kind: String,
+    pub stack: String,
+    pub service: Option<String>,
+    pub target: String,
 }
 
 /// The plan for one host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Plan {
-    /// Only changes; services already in sync are not actions.
+    /// Only changes, in the order they are applied; services in sync are not actions.
     pub actions: Vec<Action>,
+    /// Services already in sync, as `stack/service`.
+    #[serde(default)]
+    pub in_sync: Vec<String>,
+    /// Names held by containers plimsoll does not own: those services cannot be applied.
+    #[serde(default)]
+    pub conflicts: Vec<Conflict>,
+    /// Objects no longer declared in git; removed only with `--prune`.
+    #[serde(default)]
+    pub would_prune: Vec<Orphan>,
 }
 
 impl Plan {
@@ -48,4 +110,551 @@ impl Plan {
     pub fn is_noop(&self) -> bool {
         self.actions.is_empty()
     }
+
+    /// Counts of actions per kind, in kind order.
+    pub fn summary(&self) -> BTreeMap<ActionKind, usize> {
+        let mut m = BTreeMap::new();
+        for a in &self.actions {
+            *m.entry(a.action).or_insert(0) += 1;
+        }
+        m
+    }
+}
+
+/// A service's desired container, ready to create: its config and hash.
+#[derive(Debug, Clone)]
+pub struct DesiredContainer {
+    pub config: ContainerConfig,
+    pub hash: String,
+}
+
+/// The desired container of a service, normalized against its image.
+pub fn desired_container(
+    stack: &Stack,
+    service: &str,
+    live: &Live,
+    masker_values: &[String],
+) -> DesiredContainer {
+    let svc = &stack.services[service];
+    let image_ref = svc.image.clone().unwrap_or_default();
+    let image = live.images.get(&image_ref).cloned().flatten();
+    let raw = diff::desired_config(stack, service, svc, image.as_ref().map(|i| i.id.clone()));
+    // The hash sees the spec before image defaults are stripped, and the
+    // content of secrets (as part of `extra`), so changing either changes it.
+    let extra: Vec<&str> = masker_values.iter().map(String::as_str).collect();
+    let hash = diff::spec_hash(&raw, &extra);
+    let mut config = raw;
+    config.labels.insert(labels::SPEC_HASH.into(), hash.clone());
+    config
+        .labels
+        .insert(labels::COMPOSE_CONFIG_HASH.into(), hash.clone());
+    if let Some(image) = &image {
+        config.strip_defaults(image);
+    }
+    DesiredContainer { config, hash }
+}
+
+/// Contents the spec hash must see for a service: secrets and configs that
+/// are copied in rather than bind-mounted.
+pub fn hashed_contents(stack: &Stack, service: &str) -> Vec<String> {
+    let svc = &stack.services[service];
+    let mut out = Vec::new();
+    for (refs, objects) in [
+        (&svc.secrets, &stack.secrets),
+        (&svc.configs, &stack.configs),
+    ] {
+        for r in refs {
+            if let Some(o) = objects.get(&r.source) {
+                if let Some(var) = &o.environment {
+                    out.push(stack.source.variables.get(var).cloned().unwrap_or_default());
+                }
+                if let Some(c) = &o.content {
+                    out.push(c.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn unified(live: &ContainerConfig, desired: &ContainerConfig, masker: &Masker) -> String {
+    let a = diff::render_lines(&live.fields(), masker);
+    let b = diff::render_lines(&desired.fields(), masker);
+    similar::TextDiff::from_lines(&a, &b)
+        .unified_diff()
+        .context_radius(2)
+        .header("live", "git")
+        .to_string()
+}
+
+/// Why a container that should run does not, in words.
+fn not_running_reason(c: &LiveContainer) -> String {
+    let s = &c.state;
+    match s.status.as_str() {
+        "created" => "created but never started".into(),
+        "paused" => "paused by hand".into(),
+        _ if s.oom_killed => "killed: out of memory".into(),
+        _ if matches!(s.exit_code, 0 | 137 | 143) => {
+            format!("stopped by hand (exit code {})", s.exit_code)
+        }
+        _ => format!("exited with code {}", s.exit_code),
+    }
+}
+
+/// Computes the plan that brings `live` to `stacks`.
+pub fn plan(stacks: &[&Stack], live: &Live, masker: &Masker) -> Plan {
+    let mut p = Plan::default();
+    let foreign_by_name: BTreeMap<&str, _> =
+        live.foreign.iter().map(|f| (f.name.as_str(), f)).collect();
+    for stack in stacks {
+        let sname = stack.name.clone();
+        let mut images_to_pull: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for net in stack.networks.values() {
+            if live.networks.contains_key(&net.name) {
+                continue;
+            }
+            if net.external {
+                p.conflicts.push(Conflict {
+                    stack: sname.clone(),
+                    service: None,
+                    target: net.name.clone(),
+                    reason: format!("external network `{}` does not exist; create it (docker network create {})", net.name, net.name),
+                });
+                continue;
+            }
+            if stack.services.values().any(|s| {
+                s.networks
+                    .keys()
+                    .any(|k| stack.networks.get(k).is_some_and(|n| n.name == net.name))
+            }) {
+                p.actions.push(Action {
+                    action: ActionKind::CreateNetwork,
+                    stack: sname.clone(),
+                    service: None,
+                    target: net.name.clone(),
+                    reasons: vec!["network does not exist".into()],
+                    diff: None,
+                });
+            }
+        }
+        for vol in stack.volumes.values() {
+            if live.volumes.contains_key(&vol.name) {
+                continue;
+            }
+            if vol.external {
+                p.conflicts.push(Conflict {
+                    stack: sname.clone(),
+                    service: None,
+                    target: vol.name.clone(),
+                    reason: format!(
+                        "external volume `{}` does not exist; create it (docker volume create {})",
+                        vol.name, vol.name
+                    ),
+                });
+                continue;
+            }
+            p.actions.push(Action {
+                action: ActionKind::CreateVolume,
+                stack: sname.clone(),
+                service: None,
+                target: vol.name.clone(),
+                reasons: vec!["volume does not exist".into()],
+                diff: None,
+            });
+        }
+
+        let Ok(graph) = StackGraph::build(stack) else {
+            continue;
+        };
+        let mut service_actions: Vec<Action> = Vec::new();
+        let mut recreated: BTreeSet<String> = BTreeSet::new();
+        let completed_deps: BTreeSet<&str> = stack
+            .services
+            .values()
+            .flat_map(|s| s.depends_on.iter())
+            .filter(|(_, d)| d.condition == Condition::ServiceCompletedSuccessfully)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        for wave in graph.waves() {
+            for service in wave {
+                let svc = &stack.services[&service];
+                let want =
+                    desired_container(stack, &service, live, &hashed_contents(stack, &service));
+                let name = want.config.name.clone();
+                let mine: Vec<&LiveContainer> = live
+                    .containers
+                    .iter()
+                    .filter(|c| c.stack == sname && c.service == service)
+                    .collect();
+                let image_ref = svc.image.clone().unwrap_or_default();
+                let image_missing = want.config.image_id.is_none();
+                if image_missing {
+                    images_to_pull
+                        .entry(image_ref.clone())
+                        .or_default()
+                        .push(service.clone());
+                }
+                // Extra containers for one service (a crash mid-apply, a copy by hand) go.
+                let (keep, extra): (Vec<&LiveContainer>, Vec<&LiveContainer>) =
+                    mine.iter().partition(|c| c.name == name || mine.len() == 1);
+                let keep = keep.first().copied().or(extra.first().copied());
+                for e in extra
+                    .iter()
+                    .filter(|e| Some(e.id.as_str()) != keep.map(|k| k.id.as_str()))
+                {
+                    service_actions.push(Action {
+                        action: ActionKind::Remove,
+                        stack: sname.clone(),
+                        service: Some(service.clone()),
+                        target: e.name.clone(),
+                        reasons: vec![format!(
+                            "a second container for this service (keeping {name})"
+                        )],
+                        diff: None,
+                    });
+                }
+                if let Some(f) = foreign_by_name.get(name.as_str())
+                    && keep.is_none_or(|k| k.name != name)
+                {
+                    let who = match &f.compose_project {
+                        Some(project) => {
+                            format!("created by docker compose for project `{project}`")
+                        }
+                        None => "not created by plimsoll".into(),
+                    };
+                    p.conflicts.push(Conflict {
+                        stack: sname.clone(),
+                        service: Some(service.clone()),
+                        target: name.clone(),
+                        reason: format!(
+                            "container `{name}` exists and was {who}; plimsoll never touches it: remove or rename it (docker rm -f {name}), or set container_name"
+                        ),
+                    });
+                    continue;
+                }
+                let Some(current) = keep else {
+                    let mut reasons = vec![format!("container {name} does not exist")];
+                    if image_missing {
+                        reasons.push(format!(
+                            "image {image_ref} is not on this host: it will be pulled"
+                        ));
+                    }
+                    service_actions.push(Action {
+                        action: ActionKind::Create,
+                        stack: sname.clone(),
+                        service: Some(service.clone()),
+                        target: name,
+                        reasons,
+                        diff: None,
+                    });
+                    recreated.insert(service.clone());
+                    continue;
+                };
+                let mut seen = current.config.clone();
+                seen.align_to(&want.config);
+                let mut changes = diff::compare(&seen.fields(), &want.config.fields());
+                let image_changed = changes
+                    .iter()
+                    .any(|c| matches!(c, Change::Changed { key, .. } if key == "image"));
+                changes.retain(|c| match c {
+                    // A new reference explains a new ID; an unknown ID (not pulled yet) is no reason by itself.
+                    Change::Changed { key, .. } if key == "image id" => {
+                        !image_changed && !image_missing
+                    }
+                    Change::Changed { key, .. } if key == "name" => false,
+                    _ => true,
+                });
+                let mut reasons: Vec<String> =
+                    changes.iter().map(|c| diff::reason(c, masker)).collect();
+                if current.name != name {
+                    reasons.insert(0, format!("renamed by hand: {name} -> {}", current.name));
+                }
+                let live_hash = current.labels.get(labels::SPEC_HASH).map(String::as_str);
+                if reasons.is_empty() && live_hash != Some(want.hash.as_str()) {
+                    reasons.push(match live_hash {
+                        Some(_) => "settings changed in git (secret or config content)".into(),
+                        None => "container has no spec hash (created by an older plimsoll)".into(),
+                    });
+                }
+                if image_missing && !reasons.is_empty() {
+                    reasons.push(format!(
+                        "image {image_ref} is not on this host: it will be pulled"
+                    ));
+                }
+                if !reasons.is_empty() {
+                    service_actions.push(Action {
+                        action: ActionKind::Recreate,
+                        stack: sname.clone(),
+                        service: Some(service.clone()),
+                        target: name,
+                        reasons,
+                        diff: Some(unified(&seen, &want.config, masker)),
+                    });
+                    recreated.insert(service.clone());
+                    continue;
+                }
+                if image_missing {
+                    images_to_pull.remove(&image_ref);
+                }
+                let done_ok = current.state.status == "exited"
+                    && current.state.exit_code == 0
+                    && completed_deps.contains(service.as_str());
+                if !current.state.is_running() && current.state.status != "restarting" && !done_ok {
+                    service_actions.push(Action {
+                        action: ActionKind::Start,
+                        stack: sname.clone(),
+                        service: Some(service.clone()),
+                        target: name,
+                        reasons: vec![not_running_reason(current)],
+                        diff: None,
+                    });
+                    continue;
+                }
+                let restart_for: Vec<&String> = svc
+                    .depends_on
+                    .iter()
+                    .filter(|(d, dep)| dep.restart && recreated.contains(*d))
+                    .map(|(d, _)| d)
+                    .collect();
+                if let Some(dep) = restart_for.first() {
+                    service_actions.push(Action {
+                        action: ActionKind::Restart,
+                        stack: sname.clone(),
+                        service: Some(service.clone()),
+                        target: name,
+                        reasons: vec![format!(
+                            "dependency {dep} is replaced (depends_on restart: true)"
+                        )],
+                        diff: None,
+                    });
+                    continue;
+                }
+                p.in_sync.push(format!("{sname}/{service}"));
+            }
+        }
+        for (image, services) in images_to_pull {
+            let never = services
+                .iter()
+                .any(|s| stack.services[s].pull_policy == Some(PullPolicy::Never));
+            if never {
+                p.conflicts.push(Conflict {
+                    stack: sname.clone(),
+                    service: services.first().cloned(),
+                    target: image.clone(),
+                    reason: format!("image {image} is not on this host and pull_policy is never: load or build it on the host"),
+                });
+                continue;
+            }
+            p.actions.push(Action {
+                action: ActionKind::PullImage,
+                stack: sname.clone(),
+                service: None,
+                target: image,
+                reasons: vec![format!("not on this host; used by {}", services.join(", "))],
+                diff: None,
+            });
+        }
+        p.actions.extend(service_actions);
+        for c in live
+            .containers
+            .iter()
+            .filter(|c| c.stack == sname && !stack.services.contains_key(&c.service))
+        {
+            p.would_prune.push(Orphan {
+                kind: "container".into(),
+                stack: sname.clone(),
+                service: Some(c.service.clone()),
+                target: c.name.clone(),
+            });
+        }
+        let declared_nets: BTreeSet<&str> =
+            stack.networks.values().map(|n| n.name.as_str()).collect();
+        for n in live
+            .networks
+            .values()
+            .filter(|n| n.stack() == Some(&sname) && !declared_nets.contains(n.name.as_str()))
+        {
+            p.would_prune.push(Orphan {
+                kind: "network".into(),
+                stack: sname.clone(),
+                service: None,
+                target: n.name.clone(),
+            });
+        }
+    }
+    p
+}
+
+/// Output formats of a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Markdown,
+}
+
+const RESET: &str = "\x1b[0m";
+
+fn paint(color: bool, code: &str, text: &str) -> String {
+    if color {
+        format!("\x1b[{code}m{text}{RESET}")
+    } else {
+        text.to_string()
+    }
+}
+
+fn symbol(kind: ActionKind) -> (&'static str, &'static str) {
+    match kind {
+        ActionKind::CreateNetwork | ActionKind::CreateVolume | ActionKind::Create => ("+", "32"),
+        ActionKind::PullImage => ("↓", "36"),
+        ActionKind::Start | ActionKind::Restart => ("▶", "36"),
+        ActionKind::Recreate => ("~", "33"),
+        ActionKind::Stop | ActionKind::Remove | ActionKind::RemoveNetwork => ("-", "31"),
+    }
+}
+
+fn subject(a: &Action) -> String {
+    match &a.service {
+        Some(s) => format!("{}/{s}", a.stack),
+        None => format!("{}/{}", a.stack, a.target),
+    }
+}
+
+/// The one-line summary: `2 to create, 1 to recreate; 3 in sync.`
+pub fn summary_line(plan: &Plan) -> String {
+    let mut parts: Vec<String> = plan
+        .summary()
+        .into_iter()
+        .map(|(k, n)| format!("{n} to {}", k.as_str()))
+        .collect();
+    if parts.is_empty() {
+        parts.push("no changes".into());
+    }
+    let mut line = format!("Plan: {}; {} in sync", parts.join(", "), plan.in_sync.len());
+    if !plan.conflicts.is_empty() {
+        line.push_str(&format!(
+            "; {} conflict{}",
+            plan.conflicts.len(),
+            if plan.conflicts.len() == 1 { "" } else { "s" }
+        ));
+    }
+    if !plan.would_prune.is_empty() {
+        line.push_str(&format!(
+            "; {} to prune with --prune",
+            plan.would_prune.len()
+        ));
+    }
+    line.push('.');
+    line
+}
+
+/// The plan for people: one line per action, a unified diff per recreated service.
+pub fn to_text(plan: &Plan, color: bool) -> String {
+    let mut out = String::new();
+    for a in &plan.actions {
+        let (sym, code) = symbol(a.action);
+        out.push_str(&format!(
+            "{} {:<14} {:<24} {}\n",
+            paint(color, code, sym),
+            paint(color, code, a.action.as_str()),
+            subject(a),
+            a.reasons.first().map(String::as_str).unwrap_or_default()
+        ));
+        for r in a.reasons.iter().skip(1) {
+            out.push_str(&format!("  {:<14} {:<24} {r}\n", "", ""));
+        }
+        if let Some(d) = &a.diff {
+            for line in d.lines() {
+                let styled = match line.chars().next() {
+                    Some('+') if !line.starts_with("+++") => paint(color, "32", line),
+                    Some('-') if !line.starts_with("---") => paint(color, "31", line),
+                    Some('@') => paint(color, "36", line),
+                    _ => line.to_string(),
+                };
+                out.push_str(&format!("      {styled}\n"));
+            }
+        }
+    }
+    for c in &plan.conflicts {
+        let who = c.service.as_ref().map_or_else(
+            || format!("{}/{}", c.stack, c.target),
+            |s| format!("{}/{s}", c.stack),
+        );
+        out.push_str(&format!(
+            "{} {:<14} {who:<24} {}\n",
+            paint(color, "31;1", "!"),
+            paint(color, "31;1", "conflict"),
+            c.reason
+        ));
+    }
+    for o in &plan.would_prune {
+        out.push_str(&format!(
+            "{} {:<14} {:<24} {} {} is no longer declared in git (removed only with --prune)\n",
+            paint(color, "35", "?"),
+            paint(color, "35", "would prune"),
+            format!("{}/{}", o.stack, o.service.as_deref().unwrap_or(&o.target)),
+            o.kind,
+            o.target
+        ));
+    }
+    out.push_str(&summary_line(plan));
+    out.push('\n');
+    out
+}
+
+fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// The plan as a pull-request comment: a table, and each diff in a collapsible section.
+pub fn to_markdown(plan: &Plan) -> String {
+    let mut out = String::from("### plimsoll plan\n\n");
+    if plan.actions.is_empty() && plan.conflicts.is_empty() {
+        out.push_str("No changes: the host matches git.\n\n");
+    } else {
+        out.push_str(
+            "| | action | stack | service | target | reasons |\n|---|---|---|---|---|---|\n",
+        );
+        for a in &plan.actions {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | `{}` | {} |\n",
+                symbol(a.action).0,
+                a.action.as_str(),
+                a.stack,
+                a.service.as_deref().unwrap_or(""),
+                a.target,
+                md_escape(&a.reasons.join("; "))
+            ));
+        }
+        for c in &plan.conflicts {
+            out.push_str(&format!(
+                "| ! | **conflict** | {} | {} | `{}` | {} |\n",
+                c.stack,
+                c.service.as_deref().unwrap_or(""),
+                c.target,
+                md_escape(&c.reason)
+            ));
+        }
+        out.push('\n');
+    }
+    for a in plan.actions.iter().filter(|a| a.diff.is_some()) {
+        out.push_str(&format!(
+            "<details><summary>{} {}</summary>\n\n```diff\n{}```\n\n</details>\n\n",
+            a.action.as_str(),
+            subject(a),
+            a.diff.as_deref().unwrap_or_default()
+        ));
+    }
+    if !plan.would_prune.is_empty() {
+        out.push_str("Would prune (no longer in git; removed only with `--prune`): ");
+        let items: Vec<String> = plan
+            .would_prune
+            .iter()
+            .map(|o| format!("{} `{}`", o.kind, o.target))
+            .collect();
+        out.push_str(&items.join(", "));
+        out.push_str("\n\n");
+    }
+    out.push_str(&format!("**{}**\n", summary_line(plan)));
+    out
 }

@@ -1,0 +1,1087 @@
+//! Applying a plan to the engine: networks and volumes first, then images,
+//! then services wave by wave in dependency order (services of one wave in
+//! parallel), each behind its dependencies' gates.
+//!
+//! A recreate keeps the old container until the new one passes its gate:
+//! the old one is stopped and renamed `<name>-plimsoll-old`, the new one is
+//! created and started; if it does not become running (and healthy, where it
+//! has a health check) in time, it is removed, the old one is renamed back
+//! and started, and the service's dependents are not touched.
+//!
+//! Invariant: only this module and `live` import bollard; every object
+//! created carries plimsoll's labels; nothing without them is changed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use bollard::models::{
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthConfig, HostConfig,
+    HostConfigLogConfig, Mount, MountBindOptions, MountTmpfsOptions, MountType as EngineMountType,
+    MountVolumeOptions, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use thiserror::Error;
+
+use crate::diff::{ContainerConfig, labels};
+use crate::events::{Outcome, Progress};
+use crate::graph::StackGraph;
+use crate::live::{Engine, EngineError, Live, LiveContainer, RunState};
+use crate::plan::{Action, ActionKind, Plan, desired_container, hashed_contents};
+use crate::spec::model::{Condition, MountType, Stack};
+use crate::spec::secrets::Masker;
+
+/// How many services of one wave are changed at once.
+const PARALLEL: usize = 4;
+/// How often a gate looks at a container.
+const POLL: Duration = Duration::from_millis(100);
+/// The suffix of an old container kept during a recreate.
+pub const OLD_SUFFIX: &str = "-plimsoll-old";
+
+#[derive(Debug, Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("pulling {image} failed: {message}; nothing was changed")]
+    Pull { image: String, message: String },
+    #[error("{} failed:\n{}", if .0.len() == 1 { "1 service" .to_string() } else { format!("{} services", .0.len()) }, .0.iter().map(|f| format!("  {f}")).collect::<Vec<_>>().join("\n"))]
+    Services(Vec<String>),
+}
+
+/// What happened to one action.
+#[derive(Debug, Clone)]
+pub struct ActionOutcome {
+    pub action: Action,
+    pub result: Result<(), String>,
+    pub duration: Duration,
+    pub rolled_back: bool,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub outcomes: Vec<ActionOutcome>,
+}
+
+struct Ctx<'a> {
+    engine: &'a Engine,
+    live: &'a Live,
+    progress: &'a dyn Progress,
+}
+
+/// Applies `plan` (computed from `stacks` and `live`). Services whose names
+/// conflict with foreign containers are not in the plan and fail the apply.
+pub async fn apply(
+    engine: &Engine,
+    stacks: &[&Stack],
+    plan: &Plan,
+    live: &Live,
+    masker: &Masker,
+    progress: &dyn Progress,
+) -> Result<Report, ApplyError> {
+    let cx = Ctx {
+        engine,
+        live,
+        progress,
+    };
+    let mut report = Report::default();
+    let mut failures: Vec<String> = plan
+        .conflicts
+        .iter()
+        .map(|c| {
+            format!(
+                "{}/{}: {}",
+                c.stack,
+                c.service.as_deref().unwrap_or(&c.target),
+                c.reason
+            )
+        })
+        .collect();
+
+    // Networks, volumes and images first: a failure here changes no container.
+    for a in &plan.actions {
+        let stack = stacks.iter().find(|s| s.name == a.stack).copied();
+        let started = Instant::now();
+        let result = match (a.action, stack) {
+            (ActionKind::CreateNetwork, Some(s)) => cx.create_network(s, &a.target).await,
+            (ActionKind::CreateVolume, Some(s)) => cx.create_volume(s, &a.target).await,
+            (ActionKind::PullImage, _) => {
+                let r = cx.pull(&a.target).await;
+                if let Err(message) = &r {
+                    return Err(ApplyError::Pull {
+                        image: a.target.clone(),
+                        message: masker.mask(message).into_owned(),
+                    });
+                }
+                r
+            }
+            _ => continue,
+        };
+        if let Err(e) = &result {
+            failures.push(format!("{}/{}: {e}", a.stack, a.target));
+        }
+        report.outcomes.push(ActionOutcome {
+            action: a.clone(),
+            result,
+            duration: started.elapsed(),
+            rolled_back: false,
+        });
+    }
+    if !failures.is_empty() {
+        return Err(ApplyError::Services(failures));
+    }
+
+    for stack in stacks {
+        let Ok(graph) = StackGraph::build(stack) else {
+            continue;
+        };
+        let actions: BTreeMap<String, Vec<&Action>> = plan
+            .actions
+            .iter()
+            .filter(|a| a.stack == stack.name && a.service.is_some())
+            .fold(BTreeMap::new(), |mut m, a| {
+                m.entry(a.service.clone().unwrap_or_default())
+                    .or_default()
+                    .push(a);
+                m
+            });
+        let conflicted: BTreeSet<String> = plan
+            .conflicts
+            .iter()
+            .filter(|c| c.stack == stack.name)
+            .filter_map(|c| c.service.clone())
+            .collect();
+        let mut failed: BTreeSet<String> = conflicted.clone();
+        for wave in graph.waves() {
+            let todo: Vec<&String> = wave.iter().filter(|s| actions.contains_key(*s)).collect();
+            for chunk in todo.chunks(PARALLEL) {
+                let runs = chunk.iter().map(|service| {
+                    let acts = actions[*service].clone();
+                    let failed = &failed;
+                    let graph = &graph;
+                    let cx = &cx;
+                    async move {
+                        let started = Instant::now();
+                        let r = cx.run_service(stack, graph, service, &acts, failed).await;
+                        (service.to_string(), acts, r, started.elapsed())
+                    }
+                });
+                for (service, acts, r, duration) in join_all(runs).await {
+                    let (result, rolled_back) = match r {
+                        Ok(()) => (Ok(()), false),
+                        Err(ServiceFailure {
+                            message,
+                            rolled_back,
+                        }) => {
+                            failed.insert(service.clone());
+                            failures.push(format!(
+                                "{}/{service}: {}",
+                                stack.name,
+                                masker.mask(&message)
+                            ));
+                            (Err(message), rolled_back)
+                        }
+                    };
+                    for a in acts {
+                        report.outcomes.push(ActionOutcome {
+                            action: a.clone(),
+                            result: result.clone(),
+                            duration,
+                            rolled_back,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if failures.is_empty() {
+        Ok(report)
+    } else {
+        Err(ApplyError::Services(failures))
+    }
+}
+
+/// Why one service failed, and whether its old container is serving again.
+struct ServiceFailure {
+    message: String,
+    rolled_back: bool,
+}
+
+impl From<String> for ServiceFailure {
+    fn from(message: String) -> Self {
+        ServiceFailure {
+            message,
+            rolled_back: false,
+        }
+    }
+}
+
+fn engine_msg(e: bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message,
+        other => other.to_string(),
+    }
+}
+
+/// How long to wait for a service's gate: `x-plimsoll.health_timeout`, else
+/// what its health check needs (start period + (interval + timeout) x (retries + 1)),
+/// else 60 s.
+pub fn gate_timeout(stack: &Stack, service: &str) -> Duration {
+    let svc = &stack.services[service];
+    if let Some(t) = svc.plimsoll.health_timeout {
+        return t.0;
+    }
+    match &svc.healthcheck {
+        Some(h) if h.is_enabled() => {
+            let d = |v: Option<crate::spec::model::GoDuration>, default: u64| {
+                v.map_or(Duration::from_secs(default), |d| d.0)
+            };
+            let per_try = d(h.interval, 30) + d(h.timeout, 30);
+            let tries = h.retries.unwrap_or(3) as u32 + 1;
+            (d(h.start_period, 0) + per_try * tries + Duration::from_secs(10))
+                .max(Duration::from_secs(30))
+        }
+        _ => Duration::from_secs(60),
+    }
+}
+
+impl Ctx<'_> {
+    fn subject(stack: &Stack, what: &str) -> String {
+        format!("{}/{what}", stack.name)
+    }
+
+    async fn create_network(&self, stack: &Stack, name: &str) -> Result<(), String> {
+        let Some((key, net)) = stack.networks.iter().find(|(_, n)| n.name == name) else {
+            return Err(format!("network {name} is not declared"));
+        };
+        let subject = Self::subject(stack, &format!("network {name}"));
+        self.progress.step(&subject, "creating", Outcome::Working);
+        let mut l: HashMap<String, String> = net.labels.clone().into_iter().collect();
+        l.insert(labels::STACK.into(), stack.name.clone());
+        l.insert(labels::NETWORK.into(), key.clone());
+        l.insert(labels::COMPOSE_PROJECT.into(), stack.name.clone());
+        l.insert(labels::COMPOSE_NETWORK.into(), key.clone());
+        let req = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: net.driver.clone(),
+            internal: Some(net.internal),
+            options: Some(net.driver_opts.clone().into_iter().collect()),
+            labels: Some(l),
+            ..Default::default()
+        };
+        match self.engine.docker.create_network(req).await {
+            Ok(_) => {
+                self.progress.step(&subject, "created", Outcome::Done);
+                Ok(())
+            }
+            Err(e) => {
+                let m = engine_msg(e);
+                self.progress.step(&subject, &m, Outcome::Failed);
+                Err(m)
+            }
+        }
+    }
+
+    async fn create_volume(&self, stack: &Stack, name: &str) -> Result<(), String> {
+        let Some((key, vol)) = stack.volumes.iter().find(|(_, v)| v.name == name) else {
+            return Err(format!("volume {name} is not declared"));
+        };
+        let subject = Self::subject(stack, &format!("volume {name}"));
+        let mut l: HashMap<String, String> = vol.labels.clone().into_iter().collect();
+        l.insert(labels::STACK.into(), stack.name.clone());
+        l.insert(labels::VOLUME.into(), key.clone());
+        l.insert(labels::COMPOSE_PROJECT.into(), stack.name.clone());
+        l.insert(labels::COMPOSE_VOLUME.into(), key.clone());
+        let req = VolumeCreateRequest {
+            name: Some(name.to_string()),
+            driver: vol.driver.clone(),
+            driver_opts: Some(vol.driver_opts.clone().into_iter().collect()),
+            labels: Some(l),
+            ..Default::default()
+        };
+        self.engine
+            .docker
+            .create_volume(req)
+            .await
+            .map_err(engine_msg)?;
+        self.progress.step(&subject, "created", Outcome::Done);
+        Ok(())
+    }
+
+    async fn pull(&self, image: &str) -> Result<(), String> {
+        let subject = format!("image {image}");
+        self.progress.step(&subject, "pulling", Outcome::Working);
+        let (from, tag) = split_tag(image);
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(from)
+            .tag(tag)
+            .build();
+        let creds = crate::registry::credentials_for(image);
+        let mut stream = self.engine.docker.create_image(Some(opts), None, creds);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                        self.progress.step(&subject, &err, Outcome::Failed);
+                        return Err(err);
+                    }
+                    if let Some(status) = info.status {
+                        self.progress.step(
+                            &subject,
+                            &format!("pulling: {status}"),
+                            Outcome::Working,
+                        );
+                    }
+                }
+                Err(e) => {
+                    let m = engine_msg(e);
+                    self.progress.step(&subject, &m, Outcome::Failed);
+                    return Err(m);
+                }
+            }
+        }
+        self.progress.step(&subject, "pulled", Outcome::Done);
+        Ok(())
+    }
+
+    async fn inspect_state(&self, name: &str) -> Result<Option<RunState>, String> {
+        match self.engine.docker.inspect_container(name, None).await {
+            Ok(c) => Ok(Some(crate::live::normalize(c, &Default::default()).state)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(engine_msg(e)),
+        }
+    }
+
+    /// Waits until the container `name` meets `condition`.
+    async fn gate(
+        &self,
+        subject: &str,
+        name: &str,
+        condition: Condition,
+        timeout: Duration,
+        has_health: bool,
+    ) -> Result<(), String> {
+        if condition == Condition::ServiceHealthy && !has_health {
+            return Err(format!(
+                "{name} has no health check, but a dependent waits for it to be healthy"
+            ));
+        }
+        let deadline = Instant::now() + timeout;
+        let word = match condition {
+            Condition::ServiceStarted => "running",
+            Condition::ServiceHealthy => "healthy",
+            Condition::ServiceCompletedSuccessfully => "completed",
+        };
+        let started = Instant::now();
+        loop {
+            let state = self
+                .inspect_state(name)
+                .await?
+                .ok_or_else(|| format!("container {name} disappeared"))?;
+            let done = match condition {
+                Condition::ServiceStarted => state.is_running(),
+                Condition::ServiceHealthy => state.health.as_deref() == Some("healthy"),
+                Condition::ServiceCompletedSuccessfully => {
+                    state.status == "exited" && state.exit_code == 0
+                }
+            };
+            if done {
+                return Ok(());
+            }
+            if matches!(state.status.as_str(), "exited" | "dead")
+                && condition != Condition::ServiceCompletedSuccessfully
+            {
+                return Err(format!(
+                    "{name} exited with code {}{}",
+                    state.exit_code,
+                    if state.oom_killed {
+                        " (out of memory)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            if condition == Condition::ServiceCompletedSuccessfully && state.status == "exited" {
+                return Err(format!("{name} exited with code {}", state.exit_code));
+            }
+            if condition == Condition::ServiceHealthy
+                && state.health.as_deref() == Some("unhealthy")
+            {
+                return Err(format!(
+                    "{name} is unhealthy: {}",
+                    state.health_log.unwrap_or_default()
+                ));
+            }
+            if Instant::now() >= deadline {
+                let last = state
+                    .health_log
+                    .map(|l| format!("; last health check: {l}"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "{name} was not {word} within {}s{last}",
+                    timeout.as_secs()
+                ));
+            }
+            let waited = started.elapsed().as_secs();
+            self.progress.step(
+                subject,
+                &format!("waiting for {word} ({waited}s/{}s)", timeout.as_secs()),
+                Outcome::Working,
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The last lines a container logged, for failure messages.
+    async fn last_logs(&self, name: &str) -> String {
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail("5")
+            .build();
+        let mut out = String::new();
+        let mut stream = self.engine.docker.logs(name, Some(opts));
+        while let Some(Ok(chunk)) = stream.next().await {
+            out.push_str(&chunk.to_string());
+        }
+        let out = out.trim();
+        if out.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\n    last log lines:\n      {}",
+                out.replace('\n', "\n      ")
+            )
+        }
+    }
+
+    async fn run_service(
+        &self,
+        stack: &Stack,
+        graph: &StackGraph,
+        service: &str,
+        actions: &[&Action],
+        failed: &BTreeSet<String>,
+    ) -> Result<(), ServiceFailure> {
+        let subject = Self::subject(stack, service);
+        for (dep, condition) in graph.dependencies(service) {
+            if failed.contains(&dep) {
+                let m = format!("not changed: dependency {dep} failed");
+                self.progress.step(&subject, &m, Outcome::Failed);
+                return Err(m.into());
+            }
+            let dep_svc = &stack.services[&dep];
+            let dep_name = crate::diff::container_name(stack, &dep, dep_svc);
+            let has_health = dep_svc.healthcheck.as_ref().is_some_and(|h| h.is_enabled())
+                || self
+                    .live
+                    .images
+                    .get(dep_svc.image.as_deref().unwrap_or_default())
+                    .cloned()
+                    .flatten()
+                    .is_some_and(|i| i.healthcheck.is_some());
+            self.progress
+                .step(&subject, &format!("waiting for {dep}"), Outcome::Working);
+            if let Err(e) = self
+                .gate(
+                    &subject,
+                    &dep_name,
+                    condition,
+                    gate_timeout(stack, &dep),
+                    has_health,
+                )
+                .await
+            {
+                let m = format!("not changed: dependency {dep}: {e}");
+                self.progress.step(&subject, &m, Outcome::Failed);
+                return Err(m.into());
+            }
+        }
+        for a in actions {
+            let r = match a.action {
+                ActionKind::Create => self
+                    .create_and_start(stack, service, None)
+                    .await
+                    .map(|_| ())
+                    .map_err(ServiceFailure::from),
+                ActionKind::Recreate => self.recreate(stack, service).await,
+                ActionKind::Start => {
+                    self.progress.step(&subject, "starting", Outcome::Working);
+                    self.engine
+                        .docker
+                        .start_container(&a.target, None)
+                        .await
+                        .map_err(|e| engine_msg(e).into())
+                }
+                ActionKind::Restart => {
+                    self.progress.step(&subject, "restarting", Outcome::Working);
+                    self.engine
+                        .docker
+                        .restart_container(&a.target, None)
+                        .await
+                        .map_err(|e| engine_msg(e).into())
+                }
+                ActionKind::Remove => self
+                    .remove_managed(stack, &a.target)
+                    .await
+                    .map_err(ServiceFailure::from),
+                _ => Ok(()),
+            };
+            if let Err(f) = r {
+                self.progress.step(&subject, &f.message, Outcome::Failed);
+                return Err(f);
+            }
+        }
+        self.progress.step(&subject, "done", Outcome::Done);
+        Ok(())
+    }
+
+    /// Removes a container after re-reading its labels: only plimsoll's own.
+    async fn remove_managed(&self, stack: &Stack, name: &str) -> Result<(), String> {
+        let c = self
+            .engine
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(engine_msg)?;
+        let owner = c
+            .config
+            .and_then(|c| c.labels)
+            .and_then(|l| l.get(labels::STACK).cloned());
+        if owner.as_deref() != Some(stack.name.as_str()) {
+            return Err(format!(
+                "refusing to remove {name}: it does not carry plimsoll's labels for stack {}",
+                stack.name
+            ));
+        }
+        let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+        self.engine
+            .docker
+            .remove_container(name, Some(opts))
+            .await
+            .map_err(engine_msg)
+    }
+
+    /// Creates the service's container under its name and starts it.
+    /// `carry` holds anonymous volumes of an old container to reuse, by target.
+    async fn create_and_start(
+        &self,
+        stack: &Stack,
+        service: &str,
+        carry: Option<&BTreeMap<String, String>>,
+    ) -> Result<String, String> {
+        let subject = Self::subject(stack, service);
+        let want = desired_container(stack, service, self.live, &hashed_contents(stack, service));
+        let name = want.config.name.clone();
+        self.progress.step(&subject, "creating", Outcome::Working);
+        let (body, extra_networks) = create_body(
+            stack,
+            service,
+            &want.config,
+            carry.unwrap_or(&BTreeMap::new()),
+        );
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = self
+            .engine
+            .docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(engine_msg)?;
+        for (net, endpoint) in extra_networks {
+            let req = NetworkConnectRequest {
+                container: created.id.clone(),
+                endpoint_config: Some(endpoint),
+            };
+            self.engine
+                .docker
+                .connect_network(&net, req)
+                .await
+                .map_err(|e| format!("connecting to network {net}: {}", engine_msg(e)))?;
+        }
+        self.copy_contents(stack, service, &created.id).await?;
+        self.progress.step(&subject, "starting", Outcome::Working);
+        self.engine
+            .docker
+            .start_container(&created.id, None)
+            .await
+            .map_err(engine_msg)?;
+        Ok(created.id)
+    }
+
+    /// Copies secrets and configs whose content comes from a variable or inline.
+    async fn copy_contents(&self, stack: &Stack, service: &str, id: &str) -> Result<(), String> {
+        let svc = &stack.services[service];
+        let mut files: Vec<(String, Vec<u8>, u32)> = Vec::new();
+        for (refs, objects, dir, default_mode) in [
+            (&svc.secrets, &stack.secrets, "/run/secrets/", 0o444),
+            (&svc.configs, &stack.configs, "/", 0o444),
+        ] {
+            for r in refs {
+                let Some(o) = objects.get(&r.source) else {
+                    continue;
+                };
+                let content = match (&o.environment, &o.content) {
+                    (Some(var), _) => stack.source.variables.get(var).cloned().unwrap_or_default(),
+                    (None, Some(c)) => c.clone(),
+                    _ => continue,
+                };
+                let target = r
+                    .target
+                    .clone()
+                    .unwrap_or_else(|| format!("{dir}{}", r.source));
+                let target = if target.starts_with('/') {
+                    target
+                } else {
+                    format!("{dir}{target}")
+                };
+                files.push((target, content.into_bytes(), r.mode.unwrap_or(default_mode)));
+            }
+        }
+        if files.is_empty() {
+            return Ok(());
+        }
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, data, mode) in &files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(*mode);
+            header.set_cksum();
+            tar.append_data(&mut header, path.trim_start_matches('/'), data.as_slice())
+                .map_err(|e| e.to_string())?;
+        }
+        let bytes = tar.into_inner().map_err(|e| e.to_string())?;
+        let opts = UploadToContainerOptionsBuilder::default().path("/").build();
+        self.engine
+            .docker
+            .upload_to_container(id, Some(opts), bollard::body_full(bytes.into()))
+            .await
+            .map_err(|e| format!("copying secrets into the container: {}", engine_msg(e)))
+    }
+
+    /// Replaces a service's container, keeping the old one until the new one passes its gate.
+    async fn recreate(&self, stack: &Stack, service: &str) -> Result<(), ServiceFailure> {
+        let subject = Self::subject(stack, service);
+        let svc = &stack.services[service];
+        let name = crate::diff::container_name(stack, service, svc);
+        let old: Option<&LiveContainer> = self
+            .live
+            .containers
+            .iter()
+            .filter(|c| c.stack == stack.name && c.service == service)
+            .find(|c| c.name == name)
+            .or_else(|| {
+                self.live
+                    .containers
+                    .iter()
+                    .find(|c| c.stack == stack.name && c.service == service)
+            });
+        let Some(old) = old else {
+            return self
+                .create_and_start(stack, service, None)
+                .await
+                .map(|_| ())
+                .map_err(ServiceFailure::from);
+        };
+        let old_was_running = old.state.is_running();
+        let parked = format!("{name}{OLD_SUFFIX}");
+        self.progress
+            .step(&subject, "stopping the old container", Outcome::Working);
+        let timeout = svc.stop_grace_period.map_or(10, |d| d.0.as_secs() as i32);
+        let opts = StopContainerOptionsBuilder::default().t(timeout).build();
+        match self.engine.docker.stop_container(&old.id, Some(opts)).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => {}
+            Err(e) => return Err(engine_msg(e).into()),
+        }
+        let rename = RenameContainerOptionsBuilder::default()
+            .name(&parked)
+            .build();
+        self.engine
+            .docker
+            .rename_container(&old.id, rename)
+            .await
+            .map_err(|e| ServiceFailure::from(engine_msg(e)))?;
+
+        let carry = old.anonymous_volumes.clone();
+        let attempt = async {
+            let id = self.create_and_start(stack, service, Some(&carry)).await?;
+            let has_health = svc.healthcheck.as_ref().is_some_and(|h| h.is_enabled())
+                || self
+                    .live
+                    .images
+                    .get(svc.image.as_deref().unwrap_or_default())
+                    .cloned()
+                    .flatten()
+                    .is_some_and(|i| i.healthcheck.is_some());
+            let condition = if has_health {
+                Condition::ServiceHealthy
+            } else {
+                Condition::ServiceStarted
+            };
+            if let Err(e) = self
+                .gate(
+                    &subject,
+                    &id,
+                    condition,
+                    gate_timeout(stack, service),
+                    has_health,
+                )
+                .await
+            {
+                let logs = self.last_logs(&id).await;
+                return Err(format!("{e}{logs}"));
+            }
+            Ok(id)
+        };
+        match attempt.await {
+            Ok(_) => {
+                let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+                self.engine
+                    .docker
+                    .remove_container(&old.id, Some(opts))
+                    .await
+                    .map_err(|e| ServiceFailure::from(engine_msg(e)))?;
+                Ok(())
+            }
+            Err(why) => {
+                self.progress.step(
+                    &subject,
+                    "new container failed: rolling back",
+                    Outcome::Working,
+                );
+                let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+                match self.engine.docker.remove_container(&name, Some(opts)).await {
+                    Ok(())
+                    | Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404,
+                        ..
+                    }) => {}
+                    Err(e) => {
+                        return Err(format!(
+                            "{why}; removing the new container failed too: {}",
+                            engine_msg(e)
+                        )
+                        .into());
+                    }
+                }
+                let rename = RenameContainerOptionsBuilder::default()
+                    .name(&old.name)
+                    .build();
+                let restore = async {
+                    self.engine
+                        .docker
+                        .rename_container(&old.id, rename)
+                        .await
+                        .map_err(engine_msg)?;
+                    if old_was_running {
+                        self.engine
+                            .docker
+                            .start_container(&old.id, None)
+                            .await
+                            .map_err(engine_msg)?;
+                    }
+                    Ok::<(), String>(())
+                };
+                match restore.await {
+                    Ok(()) => Err(ServiceFailure {
+                        message: format!(
+                            "{why}\n    rolled back: the old container {} runs again",
+                            old.name
+                        ),
+                        rolled_back: true,
+                    }),
+                    Err(e) => Err(format!("{why}; rolling back failed: {e}").into()),
+                }
+            }
+        }
+    }
+}
+
+/// `repo:tag` split for a pull; a digest reference pulls by digest.
+fn split_tag(image: &str) -> (&str, &str) {
+    if let Some((repo, digest)) = image.split_once('@') {
+        let _ = repo;
+        return (image, if digest.is_empty() { "latest" } else { "" });
+    }
+    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[last_slash..].rfind(':') {
+        Some(i) => (&image[..last_slash + i], &image[last_slash + i + 1..]),
+        None => (image, "latest"),
+    }
+}
+
+/// The engine's create body for a service, and the networks to connect after
+/// create (API 1.41 takes one network at create).
+pub fn create_body(
+    stack: &Stack,
+    service: &str,
+    config: &ContainerConfig,
+    carry: &BTreeMap<String, String>,
+) -> (ContainerCreateBody, Vec<(String, EndpointSettings)>) {
+    let svc = &stack.services[service];
+    let mut binds = Vec::new();
+    let mut mounts = Vec::new();
+    for m in &svc.volumes {
+        match m.kind {
+            MountType::Bind if m.bind.as_ref().is_none_or(|b| b.create_host_path) => {
+                let mut opts: Vec<&str> = Vec::new();
+                if m.read_only {
+                    opts.push("ro");
+                }
+                if let Some(b) = &m.bind {
+                    opts.extend(b.selinux.as_deref());
+                    opts.extend(b.propagation.as_deref());
+                }
+                let src = m.source.clone().unwrap_or_default();
+                binds.push(if opts.is_empty() {
+                    format!("{src}:{}", m.target)
+                } else {
+                    format!("{src}:{}:{}", m.target, opts.join(","))
+                });
+            }
+            MountType::Bind => mounts.push(Mount {
+                target: Some(m.target.clone()),
+                source: m.source.clone(),
+                typ: Some(EngineMountType::BIND),
+                read_only: Some(m.read_only),
+                bind_options: m.bind.as_ref().map(|b| MountBindOptions {
+                    propagation: b.propagation.as_deref().and_then(|p| p.parse().ok()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            MountType::Volume => {
+                let source = match &m.source {
+                    Some(s) => Some(
+                        stack
+                            .volumes
+                            .get(s)
+                            .map_or_else(|| s.clone(), |v| v.name.clone()),
+                    ),
+                    None => carry.get(&m.target).cloned(),
+                };
+                mounts.push(Mount {
+                    target: Some(m.target.clone()),
+                    source,
+                    typ: Some(EngineMountType::VOLUME),
+                    read_only: Some(m.read_only),
+                    volume_options: m.volume.as_ref().map(|v| MountVolumeOptions {
+                        no_copy: Some(v.nocopy),
+                        subpath: v.subpath.clone(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+            }
+            MountType::Tmpfs => mounts.push(Mount {
+                target: Some(m.target.clone()),
+                typ: Some(EngineMountType::TMPFS),
+                read_only: Some(m.read_only),
+                tmpfs_options: m.tmpfs.as_ref().map(|t| MountTmpfsOptions {
+                    size_bytes: t.size.map(|s| s.0 as i64),
+                    mode: t.mode.map(i64::from),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+    // Anonymous volumes the image declares keep their data across a recreate too.
+    for (target, name) in carry {
+        if !svc.volumes.iter().any(|m| &m.target == target) {
+            mounts.push(Mount {
+                target: Some(target.clone()),
+                source: Some(name.clone()),
+                typ: Some(EngineMountType::VOLUME),
+                ..Default::default()
+            });
+        }
+    }
+    for (target, m) in &config.mounts {
+        if m.kind == "bind" && m.read_only && !svc.volumes.iter().any(|v| &v.target == target) {
+            // Secrets and configs from files.
+            binds.push(format!(
+                "{}:{target}:ro",
+                m.source.clone().unwrap_or_default()
+            ));
+        }
+    }
+    let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = config
+        .ports
+        .iter()
+        .map(|(port, binds)| {
+            let b = binds
+                .iter()
+                .map(|hb| {
+                    let (ip, port) = hb.rsplit_once(':').unwrap_or(("", hb));
+                    PortBinding {
+                        host_ip: Some(ip.to_string()),
+                        host_port: Some(port.to_string()),
+                    }
+                })
+                .collect();
+            (port.clone(), Some(b))
+        })
+        .collect();
+    let mut exposed: BTreeSet<String> = config.ports.keys().cloned().collect();
+    for e in &svc.expose {
+        exposed.insert(if e.contains('/') {
+            e.clone()
+        } else {
+            format!("{e}/tcp")
+        });
+    }
+    let restart = svc.restart.unwrap_or(crate::spec::model::RestartPolicy::No);
+    let restart_policy = RestartPolicy {
+        name: Some(match restart {
+            crate::spec::model::RestartPolicy::No => RestartPolicyNameEnum::NO,
+            crate::spec::model::RestartPolicy::Always => RestartPolicyNameEnum::ALWAYS,
+            crate::spec::model::RestartPolicy::UnlessStopped => {
+                RestartPolicyNameEnum::UNLESS_STOPPED
+            }
+            crate::spec::model::RestartPolicy::OnFailure(_) => RestartPolicyNameEnum::ON_FAILURE,
+        }),
+        maximum_retry_count: match restart {
+            crate::spec::model::RestartPolicy::OnFailure(Some(n)) => Some(i64::from(n)),
+            _ => None,
+        },
+    };
+    // The network with the highest priority (then by name) is the one given at create.
+    let mut by_priority: Vec<(i64, String, EndpointSettings)> = svc
+        .networks
+        .iter()
+        .map(|(key, settings)| {
+            let engine_name = stack
+                .networks
+                .get(key)
+                .map_or_else(|| format!("{}_{key}", stack.name), |n| n.name.clone());
+            let aliases = config
+                .networks
+                .get(&engine_name)
+                .map(|a| a.iter().cloned().collect());
+            let ipam = settings
+                .as_ref()
+                .filter(|s| s.ipv4_address.is_some() || s.ipv6_address.is_some())
+                .map(|s| EndpointIpamConfig {
+                    ipv4_address: s.ipv4_address.clone(),
+                    ipv6_address: s.ipv6_address.clone(),
+                    ..Default::default()
+                });
+            let priority = settings.as_ref().and_then(|s| s.priority).unwrap_or(0);
+            (
+                priority,
+                engine_name,
+                EndpointSettings {
+                    aliases,
+                    ipam_config: ipam,
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    by_priority.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let mut networks: Vec<(String, EndpointSettings)> =
+        by_priority.into_iter().map(|(_, n, e)| (n, e)).collect();
+    let first = if networks.is_empty() {
+        None
+    } else {
+        Some(networks.remove(0))
+    };
+    let host_config = HostConfig {
+        binds: (!binds.is_empty()).then_some(binds),
+        mounts: (!mounts.is_empty()).then_some(mounts),
+        port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+        restart_policy: Some(restart_policy),
+        memory: (config.memory > 0).then_some(config.memory),
+        memory_reservation: (config.memory_reservation > 0).then_some(config.memory_reservation),
+        nano_cpus: (config.nano_cpus > 0).then_some(config.nano_cpus),
+        pids_limit: (config.pids_limit > 0).then_some(config.pids_limit),
+        privileged: Some(config.privileged),
+        init: svc.init,
+        readonly_rootfs: Some(config.read_only),
+        cap_add: (!config.cap_add.is_empty()).then(|| config.cap_add.iter().cloned().collect()),
+        cap_drop: (!config.cap_drop.is_empty()).then(|| config.cap_drop.iter().cloned().collect()),
+        tmpfs: (!config.tmpfs.is_empty()).then(|| config.tmpfs.clone().into_iter().collect()),
+        ulimits: (!config.ulimits.is_empty()).then(|| {
+            config
+                .ulimits
+                .iter()
+                .map(|(n, (s, h))| ResourcesUlimits {
+                    name: Some(n.clone()),
+                    soft: Some(*s),
+                    hard: Some(*h),
+                })
+                .collect()
+        }),
+        extra_hosts: (!config.extra_hosts.is_empty())
+            .then(|| config.extra_hosts.iter().cloned().collect()),
+        log_config: svc.logging.as_ref().map(|l| HostConfigLogConfig {
+            typ: Some(
+                l.driver
+                    .clone()
+                    .unwrap_or_else(|| crate::diff::DEFAULT_LOG_DRIVER.into()),
+            ),
+            config: Some(l.options.clone().into_iter().collect()),
+        }),
+        network_mode: first.as_ref().map(|(n, _)| n.clone()),
+        ..Default::default()
+    };
+    let healthcheck = config.healthcheck.as_ref().map(|h| HealthConfig {
+        test: Some(h.test.clone()),
+        interval: Some(h.interval),
+        timeout: Some(h.timeout),
+        retries: Some(h.retries),
+        start_period: Some(h.start_period),
+        start_interval: (h.start_interval > 0).then_some(h.start_interval),
+    });
+    let body = ContainerCreateBody {
+        image: Some(config.image.clone()),
+        cmd: config.command.clone(),
+        entrypoint: config.entrypoint.clone(),
+        env: Some(config.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(config.labels.clone().into_iter().collect()),
+        exposed_ports: (!exposed.is_empty()).then(|| exposed.into_iter().collect()),
+        healthcheck,
+        user: config.user.clone(),
+        working_dir: config.working_dir.clone(),
+        hostname: config.hostname.clone(),
+        stop_signal: config.stop_signal.clone(),
+        stop_timeout: config.stop_timeout,
+        host_config: Some(host_config),
+        networking_config: first.map(|(n, e)| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(n, e)])),
+        }),
+        ..Default::default()
+    };
+    (body, networks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_split_for_pulls() {
+        assert_eq!(split_tag("busybox"), ("busybox", "latest"));
+        assert_eq!(split_tag("busybox:1.36"), ("busybox", "1.36"));
+        assert_eq!(
+            split_tag("localhost:5000/app"),
+            ("localhost:5000/app", "latest")
+        );
+        assert_eq!(
+            split_tag("localhost:5000/app:v1"),
+            ("localhost:5000/app", "v1")
+        );
+        assert_eq!(split_tag("app@sha256:abc").0, "app@sha256:abc");
+    }
+}

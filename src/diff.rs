@@ -1,0 +1,753 @@
+//! Desired versus live, field by field, on one normalized container model.
+//!
+//! Both sides become a [`ContainerConfig`]: the desired one from the spec,
+//! the live one from `docker inspect` (in `live`). Values the image supplies
+//! (its command, environment, labels, user, volumes, health check) and values
+//! the engine fills in (hostname, default log driver) are stripped from both
+//! sides by [`ContainerConfig::strip_defaults`], so they are never drift.
+//! Fields plimsoll always owns (restart policy, networks, ports, resources,
+//! labels in its namespace) are always compared. The config flattens into
+//! `key: value` lines ([`ContainerConfig::fields`]); changes, their reasons
+//! in words and the unified diff all come from those lines.
+//!
+//! Invariant: pure; knows nothing about bollard.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::spec::model::{Bytes, MountType, RestartPolicy, Service, Stack, Ulimit};
+use crate::spec::secrets::Masker;
+
+/// Labels plimsoll puts on everything it creates.
+pub mod labels {
+    pub const STACK: &str = "io.plimsoll.stack";
+    pub const SERVICE: &str = "io.plimsoll.service";
+    pub const SPEC_HASH: &str = "io.plimsoll.spec-hash";
+    pub const REVISION: &str = "io.plimsoll.revision";
+    pub const NETWORK: &str = "io.plimsoll.network";
+    pub const VOLUME: &str = "io.plimsoll.volume";
+    pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+    pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
+    pub const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";
+    pub const COMPOSE_ONEOFF: &str = "com.docker.compose.oneoff";
+    pub const COMPOSE_CONFIG_HASH: &str = "com.docker.compose.config-hash";
+    pub const COMPOSE_WORKING_DIR: &str = "com.docker.compose.project.working_dir";
+    pub const COMPOSE_CONFIG_FILES: &str = "com.docker.compose.project.config_files";
+    pub const COMPOSE_NETWORK: &str = "com.docker.compose.network";
+    pub const COMPOSE_VOLUME: &str = "com.docker.compose.volume";
+
+    /// Labels whose change is reported through the spec hash, not as a field.
+    pub fn is_bookkeeping(key: &str) -> bool {
+        matches!(key, SPEC_HASH | REVISION | COMPOSE_CONFIG_HASH)
+    }
+}
+
+/// What an image supplies when the container does not say otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageDefaults {
+    pub id: String,
+    pub cmd: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    pub healthcheck: Option<Health>,
+    pub volumes: BTreeSet<String>,
+    pub stop_signal: Option<String>,
+}
+
+/// A health check as the engine stores it (durations in nanoseconds).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Health {
+    pub test: Vec<String>,
+    pub interval: i64,
+    pub timeout: i64,
+    pub retries: i64,
+    pub start_period: i64,
+    pub start_interval: i64,
+}
+
+/// A mount as compared: kind and source (volume name, host path, or `None`
+/// for an anonymous volume or a tmpfs) and whether it is read-only.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct MountDesc {
+    pub kind: &'static str,
+    pub source: Option<String>,
+    pub read_only: bool,
+}
+
+/// The settings of one container that plimsoll compares. `None` and empty
+/// mean "not declared": the image's or the engine's default is in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ContainerConfig {
+    pub name: String,
+    /// The image reference as written.
+    pub image: String,
+    /// The image ID the reference resolves to (`None` when it is not on the host).
+    pub image_id: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    /// `"8080/tcp"` -> host bindings like `"127.0.0.1:8080"` (`":"` for any).
+    pub ports: BTreeMap<String, Vec<String>>,
+    /// Target path -> mount.
+    pub mounts: BTreeMap<String, MountDesc>,
+    pub tmpfs: BTreeMap<String, String>,
+    /// Network (engine name) -> aliases.
+    pub networks: BTreeMap<String, BTreeSet<String>>,
+    pub restart: String,
+    pub memory: i64,
+    pub memory_reservation: i64,
+    pub nano_cpus: i64,
+    pub pids_limit: i64,
+    pub healthcheck: Option<Health>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    pub hostname: Option<String>,
+    pub stop_signal: Option<String>,
+    pub stop_timeout: Option<i64>,
+    pub privileged: bool,
+    pub init: bool,
+    pub read_only: bool,
+    pub cap_add: BTreeSet<String>,
+    pub cap_drop: BTreeSet<String>,
+    pub ulimits: BTreeMap<String, (i64, i64)>,
+    pub extra_hosts: BTreeSet<String>,
+    pub log: Option<(String, BTreeMap<String, String>)>,
+}
+
+/// The engine's default log driver; a container with it has "no logging settings".
+pub const DEFAULT_LOG_DRIVER: &str = "json-file";
+
+impl ContainerConfig {
+    /// Removes what the image supplies anyway, so a value equal to the
+    /// image's default counts as "not declared" on both sides.
+    pub fn strip_defaults(&mut self, image: &ImageDefaults) {
+        // Setting an entrypoint drops the image's command (the engine's rule).
+        let image_cmd = if self.entrypoint.is_some() && self.entrypoint != image.entrypoint {
+            None
+        } else {
+            image.cmd.clone()
+        };
+        if self
+            .command
+            .as_ref()
+            .is_some_and(|c| Some(c) == image_cmd.as_ref() || c.is_empty() && image_cmd.is_none())
+        {
+            self.command = None;
+        }
+        if self.entrypoint.is_some() && self.entrypoint == image.entrypoint {
+            self.entrypoint = None;
+        }
+        self.env.retain(|k, v| image.env.get(k) != Some(v));
+        self.labels.retain(|k, v| image.labels.get(k) != Some(v));
+        if self.user.is_some()
+            && (self.user == image.user || self.user.as_deref() == Some("") && image.user.is_none())
+        {
+            self.user = None;
+        }
+        if self.working_dir.is_some()
+            && (self.working_dir == image.working_dir
+                || self.working_dir.as_deref() == Some("") && image.working_dir.is_none())
+        {
+            self.working_dir = None;
+        }
+        if self.healthcheck.is_some() && self.healthcheck == image.healthcheck {
+            self.healthcheck = None;
+        }
+        self.mounts.retain(|target, m| {
+            !(m.kind == "volume" && m.source.is_none() && image.volumes.contains(target))
+        });
+        if self.stop_signal.is_some()
+            && (self.stop_signal == image.stop_signal
+                || self.stop_signal.as_deref() == Some("SIGTERM"))
+        {
+            self.stop_signal = None;
+        }
+        if self
+            .log
+            .as_ref()
+            .is_some_and(|(d, o)| d == DEFAULT_LOG_DRIVER && o.is_empty())
+        {
+            self.log = None;
+        }
+    }
+
+    /// Projects a live config onto what the desired one declares, for fields
+    /// the engine merges its own defaults into: the daemon's `log-opts` join
+    /// a container's log options, so only the driver and the declared options
+    /// are compared.
+    pub fn align_to(&mut self, desired: &ContainerConfig) {
+        match (&mut self.log, &desired.log) {
+            (Some((_, live_opts)), Some((_, want))) => {
+                live_opts.retain(|k, _| want.contains_key(k))
+            }
+            (Some((driver, opts)), None) => {
+                opts.clear();
+                if driver == DEFAULT_LOG_DRIVER {
+                    self.log = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The config as `key: value` lines, the unit of comparison and of the diff.
+    pub fn fields(&self) -> BTreeMap<String, String> {
+        let mut f = BTreeMap::new();
+        let mut put = |k: String, v: String| {
+            f.insert(k, v);
+        };
+        put("name".into(), self.name.clone());
+        put("image".into(), self.image.clone());
+        put(
+            "image id".into(),
+            self.image_id
+                .as_deref()
+                .map_or_else(|| "(not on this host)".into(), short_id),
+        );
+        if let Some(c) = &self.command {
+            put("command".into(), join_words(c));
+        }
+        if let Some(e) = &self.entrypoint {
+            put("entrypoint".into(), join_words(e));
+        }
+        for (k, v) in &self.env {
+            put(format!("env {k}"), v.clone());
+        }
+        for (k, v) in &self.labels {
+            if !labels::is_bookkeeping(k) {
+                put(format!("label {k}"), v.clone());
+            }
+        }
+        for (k, v) in &self.ports {
+            put(format!("port {k}"), v.join(", "));
+        }
+        for (target, m) in &self.mounts {
+            let src = m.source.as_deref().unwrap_or("(anonymous)");
+            let mode = if m.read_only { "ro" } else { "rw" };
+            put(
+                format!("mount {target}"),
+                format!("{} {src} {mode}", m.kind),
+            );
+        }
+        for (k, v) in &self.tmpfs {
+            put(format!("tmpfs {k}"), v.clone());
+        }
+        for (net, aliases) in &self.networks {
+            let a: Vec<&str> = aliases.iter().map(String::as_str).collect();
+            put(
+                format!("network {net}"),
+                format!("aliases {}", a.join(", ")),
+            );
+        }
+        put("restart".into(), self.restart.clone());
+        for (key, value) in [
+            ("memory limit", self.memory),
+            ("memory reservation", self.memory_reservation),
+        ] {
+            if value > 0 {
+                put(key.into(), Bytes(value as u64).to_string());
+            }
+        }
+        if self.nano_cpus > 0 {
+            put("cpus".into(), format_cpus(self.nano_cpus));
+        }
+        if self.pids_limit > 0 {
+            put("pids limit".into(), self.pids_limit.to_string());
+        }
+        if let Some(h) = &self.healthcheck {
+            put("healthcheck".into(), format_health(h));
+        }
+        let optional = [
+            ("user", &self.user),
+            ("working dir", &self.working_dir),
+            ("hostname", &self.hostname),
+            ("stop signal", &self.stop_signal),
+        ];
+        for (key, value) in optional {
+            if let Some(v) = value {
+                put(key.into(), v.clone());
+            }
+        }
+        if let Some(t) = self.stop_timeout {
+            put("stop grace period".into(), format!("{t}s"));
+        }
+        for (key, on) in [
+            ("privileged", self.privileged),
+            ("init", self.init),
+            ("read only", self.read_only),
+        ] {
+            if on {
+                put(key.into(), "true".into());
+            }
+        }
+        for c in &self.cap_add {
+            put(format!("cap add {c}"), "yes".into());
+        }
+        for c in &self.cap_drop {
+            put(format!("cap drop {c}"), "yes".into());
+        }
+        for (k, (soft, hard)) in &self.ulimits {
+            put(format!("ulimit {k}"), format!("{soft}:{hard}"));
+        }
+        for h in &self.extra_hosts {
+            put(format!("extra host {h}"), "yes".into());
+        }
+        if let Some((driver, opts)) = &self.log {
+            let o: Vec<String> = opts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            put(
+                "logging".into(),
+                format!("{driver} {}", o.join(" ")).trim_end().to_string(),
+            );
+        }
+        f
+    }
+}
+
+fn short_id(id: &str) -> String {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.chars().take(12).collect()
+}
+
+fn join_words(words: &[String]) -> String {
+    shlex::try_join(words.iter().map(String::as_str)).unwrap_or_else(|_| words.join(" "))
+}
+
+fn format_cpus(nano: i64) -> String {
+    let s = format!("{:.3}", nano as f64 / 1e9);
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn format_health(h: &Health) -> String {
+    let d = |ns: i64| {
+        crate::spec::model::GoDuration(std::time::Duration::from_nanos(ns.max(0) as u64))
+            .to_string()
+    };
+    let mut s = join_words(&h.test);
+    for (k, v) in [
+        ("interval", h.interval),
+        ("timeout", h.timeout),
+        ("start period", h.start_period),
+    ] {
+        if v > 0 {
+            s.push_str(&format!(", {k} {}", d(v)));
+        }
+    }
+    if h.retries > 0 {
+        s.push_str(&format!(", retries {}", h.retries));
+    }
+    s
+}
+
+/// The desired container of a service: the config plimsoll creates it with.
+/// `image_id` is the resolved image (if present on the host).
+pub fn desired_config(
+    stack: &Stack,
+    service: &str,
+    svc: &Service,
+    image_id: Option<String>,
+) -> ContainerConfig {
+    let mut c = ContainerConfig {
+        name: container_name(stack, service, svc),
+        image: svc.image.clone().unwrap_or_default(),
+        image_id,
+        command: svc.command.clone(),
+        entrypoint: svc.entrypoint.clone(),
+        env: svc
+            .environment
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .collect(),
+        labels: svc.labels.clone(),
+        restart: svc.restart.unwrap_or(RestartPolicy::No).to_string(),
+        user: svc.user.clone(),
+        working_dir: svc.working_dir.clone(),
+        hostname: svc.hostname.clone(),
+        stop_signal: svc.stop_signal.clone(),
+        stop_timeout: svc.stop_grace_period.map(|d| d.0.as_secs() as i64),
+        privileged: svc.privileged,
+        init: svc.init.unwrap_or(false),
+        read_only: svc.read_only,
+        cap_add: svc.cap_add.iter().cloned().collect(),
+        cap_drop: svc.cap_drop.iter().cloned().collect(),
+        extra_hosts: svc
+            .extra_hosts
+            .iter()
+            .map(|h| h.replacen('=', ":", 1))
+            .collect(),
+        ..ContainerConfig::default()
+    };
+    c.labels.extend(managed_labels(stack, service));
+    for p in &svc.ports {
+        let key = format!("{}/{}", p.target, p.protocol);
+        let bind = format!(
+            "{}:{}",
+            p.host_ip.as_deref().unwrap_or(""),
+            p.published.as_deref().unwrap_or("")
+        );
+        c.ports.entry(key).or_default().push(bind);
+    }
+    for binds in c.ports.values_mut() {
+        binds.sort();
+    }
+    for m in &svc.volumes {
+        let (kind, source) = match m.kind {
+            MountType::Volume => (
+                "volume",
+                m.source.as_ref().map(|s| {
+                    stack
+                        .volumes
+                        .get(s)
+                        .map_or_else(|| s.clone(), |v| v.name.clone())
+                }),
+            ),
+            MountType::Bind => ("bind", m.source.clone()),
+            MountType::Tmpfs => ("tmpfs", None),
+        };
+        c.mounts.insert(
+            m.target.clone(),
+            MountDesc {
+                kind,
+                source,
+                read_only: m.read_only,
+            },
+        );
+    }
+    for (kind, refs, objects, default_dir) in [
+        ("secret", &svc.secrets, &stack.secrets, "/run/secrets/"),
+        ("config", &svc.configs, &stack.configs, "/"),
+    ] {
+        for r in refs {
+            let target = r
+                .target
+                .clone()
+                .unwrap_or_else(|| format!("{default_dir}{}", r.source));
+            let target = if target.starts_with('/') {
+                target
+            } else {
+                format!("{default_dir}{target}")
+            };
+            if let Some(file) = objects.get(&r.source).and_then(|o| o.file.clone()) {
+                c.mounts.insert(
+                    target,
+                    MountDesc {
+                        kind: "bind",
+                        source: Some(file),
+                        read_only: true,
+                    },
+                );
+            } else {
+                // Content from a variable or inline is copied into the container; the spec hash tracks it.
+                c.labels
+                    .insert(format!("io.plimsoll.{kind}.{}", r.source), target);
+            }
+        }
+    }
+    for t in &svc.tmpfs {
+        let (path, opts) = t.split_once(':').unwrap_or((t, ""));
+        c.tmpfs.insert(path.to_string(), opts.to_string());
+    }
+    for (net, settings) in &svc.networks {
+        let engine_name = stack
+            .networks
+            .get(net)
+            .map_or_else(|| format!("{}_{net}", stack.name), |n| n.name.clone());
+        let mut aliases: BTreeSet<String> = BTreeSet::from([service.to_string()]);
+        if let Some(s) = settings {
+            aliases.extend(s.aliases.iter().cloned());
+        }
+        c.networks.insert(engine_name, aliases);
+    }
+    let limits = svc
+        .deploy
+        .as_ref()
+        .and_then(|d| d.resources.limits.as_ref());
+    let reservations = svc
+        .deploy
+        .as_ref()
+        .and_then(|d| d.resources.reservations.as_ref());
+    c.memory = svc
+        .mem_limit
+        .or(limits.and_then(|l| l.memory))
+        .map_or(0, |b| b.0 as i64);
+    c.memory_reservation = svc
+        .mem_reservation
+        .or(reservations.and_then(|r| r.memory))
+        .map_or(0, |b| b.0 as i64);
+    c.nano_cpus = limits
+        .and_then(|l| l.cpus)
+        .map_or(0, |cpus| (cpus * 1e9).round() as i64);
+    c.pids_limit = limits.and_then(|l| l.pids).unwrap_or(0);
+    if let Some(h) = &svc.healthcheck {
+        let ns = |d: Option<crate::spec::model::GoDuration>| d.map_or(0, |d| d.0.as_nanos() as i64);
+        c.healthcheck = Some(if h.is_enabled() {
+            Health {
+                test: h.test.clone(),
+                interval: ns(h.interval),
+                timeout: ns(h.timeout),
+                retries: h.retries.map_or(0, |r| r as i64),
+                start_period: ns(h.start_period),
+                start_interval: ns(h.start_interval),
+            }
+        } else {
+            Health {
+                test: vec!["NONE".into()],
+                ..Health::default()
+            }
+        });
+    }
+    for (k, u) in &svc.ulimits {
+        let (soft, hard) = match u {
+            Ulimit::Single(v) => (*v, *v),
+            Ulimit::Pair { soft, hard } => (*soft, *hard),
+        };
+        c.ulimits.insert(k.clone(), (soft, hard));
+    }
+    if let Some(l) = &svc.logging {
+        c.log = Some((
+            l.driver
+                .clone()
+                .unwrap_or_else(|| DEFAULT_LOG_DRIVER.into()),
+            l.options.clone(),
+        ));
+    }
+    c
+}
+
+/// The container name of a service: `container_name`, else `<stack>-<service>-1`.
+pub fn container_name(stack: &Stack, service: &str, svc: &Service) -> String {
+    svc.container_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{service}-1", stack.name))
+}
+
+/// The ownership labels of a service's container: plimsoll's and Compose's,
+/// so `docker compose -p <stack> ps|logs` work.
+pub fn managed_labels(stack: &Stack, service: &str) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::new();
+    l.insert(labels::STACK.into(), stack.name.clone());
+    l.insert(labels::SERVICE.into(), service.into());
+    l.insert(labels::COMPOSE_PROJECT.into(), stack.name.clone());
+    l.insert(labels::COMPOSE_SERVICE.into(), service.into());
+    l.insert(labels::COMPOSE_NUMBER.into(), "1".into());
+    l.insert(labels::COMPOSE_ONEOFF.into(), "False".into());
+    l.insert(
+        labels::COMPOSE_WORKING_DIR.into(),
+        stack.source.dir.display().to_string(),
+    );
+    l.insert(
+        labels::COMPOSE_CONFIG_FILES.into(),
+        stack.source.file.display().to_string(),
+    );
+    l
+}
+
+/// The spec hash: changes whenever anything that shapes the container
+/// changes, including secret contents (only a digest of them is kept).
+pub fn spec_hash(config: &ContainerConfig, extra: &[&str]) -> String {
+    let mut h = Sha256::new();
+    let mut c = config.clone();
+    c.image_id = None;
+    h.update(serde_json::to_vec(&c).expect("config serializes"));
+    for e in extra {
+        h.update([0]);
+        h.update(e.as_bytes());
+    }
+    let digest = h.finalize();
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// One changed line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Added {
+        key: String,
+        value: String,
+    },
+    Removed {
+        key: String,
+        value: String,
+    },
+    Changed {
+        key: String,
+        live: String,
+        desired: String,
+    },
+}
+
+/// The lines that differ between live and desired.
+pub fn compare(live: &BTreeMap<String, String>, desired: &BTreeMap<String, String>) -> Vec<Change> {
+    let keys: BTreeSet<&String> = live.keys().chain(desired.keys()).collect();
+    keys.into_iter()
+        .filter_map(|k| match (live.get(k), desired.get(k)) {
+            (Some(l), Some(d)) if l != d => Some(Change::Changed {
+                key: k.clone(),
+                live: l.clone(),
+                desired: d.clone(),
+            }),
+            (None, Some(d)) => Some(Change::Added {
+                key: k.clone(),
+                value: d.clone(),
+            }),
+            (Some(l), None) => Some(Change::Removed {
+                key: k.clone(),
+                value: l.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The reason for one change, in words, with secret values hidden.
+pub fn reason(change: &Change, masker: &Masker) -> String {
+    let var = |key: &str| key.strip_prefix("env ").map(str::to_string);
+    let show = |key: &str, value: &str| match var(key) {
+        Some(name) => masker.mask_var(&name, value).into_owned(),
+        None => masker.mask(value).into_owned(),
+    };
+    let hidden = |key: &str, a: &str, b: &str| {
+        show(key, a) == crate::spec::secrets::MASK
+            || show(key, b) == crate::spec::secrets::MASK
+            || show(key, a) == show(key, b)
+    };
+    match change {
+        Change::Changed { key, live, desired }
+            if key == "memory limit"
+                || key == "memory reservation"
+                || key == "cpus"
+                || key == "restart" =>
+        {
+            format!("{key} {live} on the host, {desired} in git")
+        }
+        Change::Changed { key, live, desired } if key == "image id" => {
+            format!("image re-pointed: the container runs {live}, the tag now names {desired}")
+        }
+        Change::Changed { key, live, desired } if hidden(key, live, desired) => {
+            format!("{key} changed (value hidden)")
+        }
+        Change::Changed { key, live, desired } => format!(
+            "{key} changed: {} → {}",
+            show(key, live),
+            show(key, desired)
+        ),
+        Change::Added { key, value }
+            if key == "memory limit" || key == "memory reservation" || key == "cpus" =>
+        {
+            format!("{key} {value} in git, none on the host")
+        }
+        Change::Removed { key, value }
+            if key == "memory limit" || key == "memory reservation" || key == "cpus" =>
+        {
+            format!("{key} {value} on the host, none in git")
+        }
+        Change::Added { key, value } => format!("{key} added: {}", show(key, value)),
+        Change::Removed { key, value } if key.starts_with("network ") => {
+            let _ = value;
+            format!("{key} disconnected")
+        }
+        Change::Removed { key, .. } => format!("{key} removed"),
+    }
+}
+
+/// The lines as text for a unified diff, secrets masked.
+pub fn render_lines(fields: &BTreeMap<String, String>, masker: &Masker) -> String {
+    let mut out = String::new();
+    for (k, v) in fields {
+        let v = match k.strip_prefix("env ") {
+            Some(name) => masker.mask_var(name, v).into_owned(),
+            None => masker.mask(v).into_owned(),
+        };
+        out.push_str(&format!("{k}: {v}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ContainerConfig {
+        ContainerConfig {
+            name: "s-a-1".into(),
+            image: "busybox:1".into(),
+            image_id: Some("sha256:0123456789abcdef".into()),
+            restart: "no".into(),
+            ..ContainerConfig::default()
+        }
+    }
+
+    #[test]
+    fn image_defaults_are_not_drift() {
+        let image = ImageDefaults {
+            cmd: Some(vec!["sh".into()]),
+            env: BTreeMap::from([("PATH".into(), "/bin".into())]),
+            volumes: BTreeSet::from(["/data".into()]),
+            ..ImageDefaults::default()
+        };
+        let mut live = cfg();
+        live.command = Some(vec!["sh".into()]);
+        live.env.insert("PATH".into(), "/bin".into());
+        live.env.insert("A".into(), "1".into());
+        live.mounts.insert(
+            "/data".into(),
+            MountDesc {
+                kind: "volume",
+                source: None,
+                read_only: false,
+            },
+        );
+        live.log = Some((DEFAULT_LOG_DRIVER.into(), BTreeMap::new()));
+        live.strip_defaults(&image);
+        let mut desired = cfg();
+        desired.env.insert("A".into(), "1".into());
+        desired.strip_defaults(&image);
+        assert_eq!(compare(&live.fields(), &desired.fields()), vec![]);
+    }
+
+    #[test]
+    fn entrypoint_drops_the_image_command() {
+        let image = ImageDefaults {
+            cmd: Some(vec!["sh".into()]),
+            ..ImageDefaults::default()
+        };
+        let mut c = cfg();
+        c.entrypoint = Some(vec!["/init".into()]);
+        c.command = Some(vec![]);
+        c.strip_defaults(&image);
+        assert_eq!(c.command, None);
+    }
+
+    #[test]
+    fn reasons_in_words_with_secrets_hidden() {
+        let mut m = Masker::new(Default::default());
+        m.observe("DB_PASSWORD", "s3cret-canary");
+        let mut live = cfg();
+        live.env.insert("FOO".into(), "1".into());
+        live.env
+            .insert("DB_PASSWORD".into(), "old-canary-value".into());
+        live.memory = 256 << 20;
+        let mut desired = cfg();
+        desired.env.insert("FOO".into(), "2".into());
+        desired
+            .env
+            .insert("DB_PASSWORD".into(), "s3cret-canary".into());
+        desired.memory = 128 << 20;
+        let reasons: Vec<String> = compare(&live.fields(), &desired.fields())
+            .iter()
+            .map(|c| reason(c, &m))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                "env DB_PASSWORD changed (value hidden)",
+                "env FOO changed: 1 → 2",
+                "memory limit 256 MiB on the host, 128 MiB in git",
+            ]
+        );
+    }
+}

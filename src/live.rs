@@ -1,0 +1,497 @@
+//! The live state of the engine: containers, networks, volumes and images
+//! that belong to the stacks, read in one pass and normalized into the same
+//! [`ContainerConfig`] model as the desired state.
+//!
+//! One list call per kind of object (label filters where the engine has
+//! them), one inspect per managed container, run concurrently. The engine is
+//! the one `DOCKER_HOST` names, as for the docker CLI; the API version is
+//! negotiated (engines from API 1.41, Docker 20.10, on).
+//!
+//! Invariant: this module and `apply` are the only ones that import bollard.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bollard::Docker;
+use bollard::models::{ContainerInspectResponse, HealthConfig};
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListNetworksOptions, ListVolumesOptions,
+};
+use futures_util::future::join_all;
+use thiserror::Error;
+
+use crate::diff::{ContainerConfig, Health, ImageDefaults, MountDesc, labels};
+
+/// How many inspect calls run at once.
+const CONCURRENCY: usize = 16;
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("cannot connect to the Docker engine at {host}: {source}")]
+    Connect {
+        host: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error(
+        "the Docker engine at {host} does not answer: {source}; is dockerd running and may this user use its socket?"
+    )]
+    Unreachable {
+        host: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("{what}: {source}")]
+    Call {
+        what: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+}
+
+impl EngineError {
+    pub fn call(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
+        let what = what.into();
+        move |source| EngineError::Call { what, source }
+    }
+}
+
+/// A connection to the engine.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub docker: Docker,
+    pub host: String,
+}
+
+impl Engine {
+    /// Connects as the docker CLI does: `DOCKER_HOST` (unix socket by
+    /// default; `tcp://` with TLS when `DOCKER_TLS_VERIFY` or `DOCKER_CERT_PATH`
+    /// is set), then negotiates the API version.
+    pub async fn connect() -> Result<Engine, EngineError> {
+        let host =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let tls = host.starts_with("tcp://")
+            && (std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty())
+                || std::env::var_os("DOCKER_CERT_PATH").is_some());
+        let docker = if tls {
+            Docker::connect_with_ssl_defaults()
+        } else {
+            Docker::connect_with_defaults()
+        }
+        .map_err(|source| EngineError::Connect {
+            host: host.clone(),
+            source,
+        })?;
+        let docker =
+            docker
+                .negotiate_version()
+                .await
+                .map_err(|source| EngineError::Unreachable {
+                    host: host.clone(),
+                    source,
+                })?;
+        Ok(Engine { docker, host })
+    }
+}
+
+/// The state of a container as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunState {
+    /// `created`, `running`, `paused`, `restarting`, `removing`, `exited`, `dead`.
+    pub status: String,
+    pub exit_code: i64,
+    pub oom_killed: bool,
+    /// `starting`, `healthy`, `unhealthy`, or `None` without a health check.
+    pub health: Option<String>,
+    /// Output of the last health check, for error messages.
+    pub health_log: Option<String>,
+}
+
+impl RunState {
+    pub fn is_running(&self) -> bool {
+        self.status == "running"
+    }
+}
+
+/// A container plimsoll manages (it carries plimsoll's labels).
+#[derive(Debug, Clone)]
+pub struct LiveContainer {
+    pub id: String,
+    pub name: String,
+    pub stack: String,
+    pub service: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: RunState,
+    /// Normalized like the desired side, image defaults stripped.
+    pub config: ContainerConfig,
+    /// Anonymous volumes by target, carried over to a replacement container.
+    pub anonymous_volumes: BTreeMap<String, String>,
+}
+
+/// A container without plimsoll's labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignContainer {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    /// `com.docker.compose.project`, when Compose made it.
+    pub compose_project: Option<String>,
+    pub compose_service: Option<String>,
+    pub status: String,
+}
+
+/// A network or volume on the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveObject {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl LiveObject {
+    pub fn stack(&self) -> Option<&str> {
+        self.labels.get(labels::STACK).map(String::as_str)
+    }
+}
+
+/// Everything plimsoll needs to know about the engine for some stacks.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    /// Managed containers of the stacks asked about.
+    pub containers: Vec<LiveContainer>,
+    /// Every other container on the engine (never touched).
+    pub foreign: Vec<ForeignContainer>,
+    pub networks: BTreeMap<String, LiveObject>,
+    pub volumes: BTreeMap<String, LiveObject>,
+    /// Image reference or ID -> what it supplies; `None` when not on the host.
+    pub images: BTreeMap<String, Option<ImageDefaults>>,
+}
+
+impl Engine {
+    /// Reads the live state of `stacks`; `images` are the references the
+    /// desired state uses (resolved to IDs and defaults).
+    pub async fn snapshot(
+        &self,
+        stacks: &BTreeSet<String>,
+        images: &BTreeSet<String>,
+    ) -> Result<Live, EngineError> {
+        let opts = ListContainersOptionsBuilder::default().all(true).build();
+        let (summaries, networks, volumes) = tokio::join!(
+            self.docker.list_containers(Some(opts)),
+            self.docker.list_networks(None::<ListNetworksOptions>),
+            self.docker.list_volumes(None::<ListVolumesOptions>),
+        );
+        let summaries = summaries.map_err(EngineError::call("listing containers"))?;
+        let networks = networks.map_err(EngineError::call("listing networks"))?;
+        let volumes = volumes.map_err(EngineError::call("listing volumes"))?;
+
+        let mut live = Live::default();
+        for n in networks {
+            let name = n.name.unwrap_or_default();
+            let labels = n.labels.unwrap_or_default().into_iter().collect();
+            live.networks
+                .insert(name.clone(), LiveObject { name, labels });
+        }
+        for v in volumes.volumes.unwrap_or_default() {
+            let labels = v.labels.into_iter().collect();
+            live.volumes.insert(
+                v.name.clone(),
+                LiveObject {
+                    name: v.name,
+                    labels,
+                },
+            );
+        }
+
+        let mut managed_ids = Vec::new();
+        for s in summaries {
+            let labels = s.labels.unwrap_or_default();
+            let id = s.id.unwrap_or_default();
+            match labels.get(labels::STACK) {
+                Some(stack) if stacks.contains(stack) => managed_ids.push(id),
+                Some(_) => {}
+                None => live.foreign.push(ForeignContainer {
+                    id,
+                    name: s
+                        .names
+                        .unwrap_or_default()
+                        .first()
+                        .map(|n| n.trim_start_matches('/').to_string())
+                        .unwrap_or_default(),
+                    image: s.image.unwrap_or_default(),
+                    compose_project: labels.get(labels::COMPOSE_PROJECT).cloned(),
+                    compose_service: labels.get(labels::COMPOSE_SERVICE).cloned(),
+                    status: s.state.map(|st| st.to_string()).unwrap_or_default(),
+                }),
+            }
+        }
+
+        let mut inspected = Vec::with_capacity(managed_ids.len());
+        for chunk in managed_ids.chunks(CONCURRENCY) {
+            let calls = chunk
+                .iter()
+                .map(|id| self.docker.inspect_container(id, None));
+            for (id, r) in chunk.iter().zip(join_all(calls).await) {
+                match r {
+                    Ok(c) => inspected.push(c),
+                    // Removed between the list and the inspect: it is simply gone.
+                    Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404,
+                        ..
+                    }) => {}
+                    Err(e) => {
+                        return Err(EngineError::call(format!("inspecting container {id}"))(e));
+                    }
+                }
+            }
+        }
+
+        let mut wanted: BTreeSet<String> = images.clone();
+        wanted.extend(inspected.iter().filter_map(|c| c.image.clone()));
+        let wanted: Vec<String> = wanted.into_iter().collect();
+        for chunk in wanted.chunks(CONCURRENCY) {
+            let calls = chunk.iter().map(|r| self.image_defaults(r));
+            for (r, d) in chunk.iter().zip(join_all(calls).await) {
+                live.images.insert(r.clone(), d?);
+            }
+        }
+
+        for c in inspected {
+            let image_id = c.image.clone().unwrap_or_default();
+            let defaults = live
+                .images
+                .get(&image_id)
+                .cloned()
+                .flatten()
+                .unwrap_or_default();
+            live.containers.push(normalize(c, &defaults));
+        }
+        live.containers
+            .sort_by(|a, b| (&a.stack, &a.service, &a.name).cmp(&(&b.stack, &b.service, &b.name)));
+        Ok(live)
+    }
+
+    /// What an image supplies, or `None` when it is not on the host.
+    pub async fn image_defaults(
+        &self,
+        reference: &str,
+    ) -> Result<Option<ImageDefaults>, EngineError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(img) => {
+                let cfg = img.config.unwrap_or_default();
+                Ok(Some(ImageDefaults {
+                    id: img.id.unwrap_or_default(),
+                    cmd: cfg.cmd,
+                    entrypoint: cfg.entrypoint,
+                    env: env_map(cfg.env.unwrap_or_default()),
+                    labels: cfg.labels.unwrap_or_default().into_iter().collect(),
+                    user: cfg.user.filter(|u| !u.is_empty()),
+                    working_dir: cfg.working_dir.filter(|w| !w.is_empty()),
+                    healthcheck: cfg.healthcheck.map(health),
+                    volumes: cfg.volumes.unwrap_or_default().into_iter().collect(),
+                    stop_signal: cfg.stop_signal.filter(|s| !s.is_empty()),
+                }))
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(EngineError::call(format!("inspecting image {reference}"))(
+                e,
+            )),
+        }
+    }
+}
+
+fn env_map(env: Vec<String>) -> BTreeMap<String, String> {
+    env.into_iter()
+        .map(|e| match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (e, String::new()),
+        })
+        .collect()
+}
+
+/// The engine's health check config in the compared form.
+pub fn health(h: HealthConfig) -> Health {
+    Health {
+        test: h.test.unwrap_or_default(),
+        interval: h.interval.unwrap_or(0),
+        timeout: h.timeout.unwrap_or(0),
+        retries: h.retries.unwrap_or(0),
+        start_period: h.start_period.unwrap_or(0),
+        start_interval: h.start_interval.unwrap_or(0),
+    }
+}
+
+fn is_anonymous_volume(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `docker inspect` output to the compared model, image defaults stripped.
+pub fn normalize(c: ContainerInspectResponse, image: &ImageDefaults) -> LiveContainer {
+    let id = c.id.unwrap_or_default();
+    let name = c
+        .name
+        .unwrap_or_default()
+        .trim_start_matches('/')
+        .to_string();
+    let cfg = c.config.unwrap_or_default();
+    let host = c.host_config.unwrap_or_default();
+    let st = c.state.unwrap_or_default();
+    let labels: BTreeMap<String, String> =
+        cfg.labels.clone().unwrap_or_default().into_iter().collect();
+    let health_state = st.health.as_ref();
+    let state = RunState {
+        status: st.status.map(|s| s.to_string()).unwrap_or_default(),
+        exit_code: st.exit_code.unwrap_or(0),
+        oom_killed: st.oom_killed.unwrap_or(false),
+        health: health_state
+            .and_then(|h| h.status)
+            .map(|s| s.to_string())
+            .filter(|s| !s.is_empty() && s != "none"),
+        health_log: health_state
+            .and_then(|h| h.log.as_ref())
+            .and_then(|l| l.last())
+            .map(|r| {
+                format!(
+                    "exit {}: {}",
+                    r.exit_code.unwrap_or(0),
+                    r.output.clone().unwrap_or_default().trim()
+                )
+            }),
+    };
+    let short_id: String = id.chars().take(12).collect();
+
+    let mut ports: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (port, binds) in host.port_bindings.unwrap_or_default() {
+        let mut v: Vec<String> = binds
+            .unwrap_or_default()
+            .into_iter()
+            .map(|b| {
+                format!(
+                    "{}:{}",
+                    b.host_ip.unwrap_or_default(),
+                    b.host_port.unwrap_or_default()
+                )
+            })
+            .collect();
+        v.sort();
+        ports.insert(port, v);
+    }
+    let mut mounts = BTreeMap::new();
+    let mut anonymous_volumes = BTreeMap::new();
+    for m in c.mounts.unwrap_or_default() {
+        let kind = match m.typ.map(|t| t.to_string()).as_deref() {
+            Some("bind") => "bind",
+            Some("tmpfs") => "tmpfs",
+            _ => "volume",
+        };
+        let source = match kind {
+            "bind" => m.source,
+            "volume" => m.name.clone().filter(|n| !is_anonymous_volume(n)),
+            _ => None,
+        };
+        let target = m.destination.unwrap_or_default();
+        if let Some(anon) = m
+            .name
+            .as_deref()
+            .filter(|n| kind == "volume" && is_anonymous_volume(n))
+        {
+            anonymous_volumes.insert(target.clone(), anon.to_string());
+        }
+        mounts.insert(
+            target,
+            MountDesc {
+                kind,
+                source,
+                read_only: !m.rw.unwrap_or(true),
+            },
+        );
+    }
+    let networks = c
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(net, ep)| {
+            let aliases: BTreeSet<String> = ep
+                .aliases
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|a| *a != short_id && *a != id)
+                .collect();
+            (net, aliases)
+        })
+        .collect();
+    let restart = host.restart_policy.map_or_else(
+        || "no".to_string(),
+        |r| {
+            let n = r.name.map(|n| n.to_string()).unwrap_or_default();
+            match (n.as_str(), r.maximum_retry_count.unwrap_or(0)) {
+                ("" | "no", _) => "no".into(),
+                ("on-failure", c) if c > 0 => format!("on-failure:{c}"),
+                (other, _) => other.to_string(),
+            }
+        },
+    );
+    let log = host.log_config.map(|l| {
+        (
+            l.typ.unwrap_or_default(),
+            l.config
+                .unwrap_or_default()
+                .into_iter()
+                .collect::<BTreeMap<_, _>>(),
+        )
+    });
+    let mut config = ContainerConfig {
+        name: name.clone(),
+        image: cfg.image.unwrap_or_default(),
+        image_id: c.image.clone(),
+        command: cfg.cmd,
+        entrypoint: cfg.entrypoint,
+        env: env_map(cfg.env.unwrap_or_default()),
+        labels: labels.clone(),
+        ports,
+        mounts,
+        tmpfs: host.tmpfs.unwrap_or_default().into_iter().collect(),
+        networks,
+        restart,
+        memory: host.memory.unwrap_or(0),
+        memory_reservation: host.memory_reservation.unwrap_or(0),
+        nano_cpus: host.nano_cpus.unwrap_or(0),
+        pids_limit: host.pids_limit.unwrap_or(0).max(0),
+        healthcheck: cfg.healthcheck.map(health),
+        user: cfg.user.filter(|u| !u.is_empty()),
+        working_dir: cfg.working_dir.filter(|w| !w.is_empty()),
+        hostname: cfg.hostname.filter(|h| *h != short_id),
+        stop_signal: cfg.stop_signal.filter(|s| !s.is_empty()),
+        stop_timeout: cfg.stop_timeout,
+        privileged: host.privileged.unwrap_or(false),
+        init: host.init.unwrap_or(false),
+        read_only: host.readonly_rootfs.unwrap_or(false),
+        cap_add: host.cap_add.unwrap_or_default().into_iter().collect(),
+        cap_drop: host.cap_drop.unwrap_or_default().into_iter().collect(),
+        ulimits: host
+            .ulimits
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| {
+                (
+                    u.name.unwrap_or_default(),
+                    (u.soft.unwrap_or(0), u.hard.unwrap_or(0)),
+                )
+            })
+            .collect(),
+        extra_hosts: host.extra_hosts.unwrap_or_default().into_iter().collect(),
+        log,
+    };
+    config.strip_defaults(image);
+    LiveContainer {
+        id,
+        name,
+        stack: labels.get(labels::STACK).cloned().unwrap_or_default(),
+        service: labels.get(labels::SERVICE).cloned().unwrap_or_default(),
+        labels,
+        state,
+        config,
+        anonymous_volumes,
+    }
+}
