@@ -645,10 +645,12 @@ pub fn reason(change: &Change, masker: &Masker) -> String {
         {
             format!("{key} {value} on the host, none in git")
         }
+        Change::Added { key, .. } if key.starts_with("network ") => {
+            format!("{key} disconnected on the host")
+        }
         Change::Added { key, value } => format!("{key} added: {}", show(key, value)),
-        Change::Removed { key, value } if key.starts_with("network ") => {
-            let _ = value;
-            format!("{key} disconnected")
+        Change::Removed { key, .. } if key.starts_with("network ") => {
+            format!("{key} connected on the host, not in git")
         }
         Change::Removed { key, .. } => format!("{key} removed"),
     }

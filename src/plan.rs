@@ -367,7 +367,7 @@ pub fn plan(stacks: &[&Stack], live: &Live, masker: &Masker) -> Plan {
                 let mut reasons: Vec<String> =
                     changes.iter().map(|c| diff::reason(c, masker)).collect();
                 if current.name != name {
-                    reasons.insert(0, format!("renamed by hand: {name} -> {}", current.name));
+                    reasons.insert(0, format!("renamed by hand: {name} → {}", current.name));
                 }
                 let live_hash = current.labels.get(labels::SPEC_HASH).map(String::as_str);
                 if reasons.is_empty() && live_hash != Some(want.hash.as_str()) {
