@@ -2,9 +2,23 @@
 # Prints a Compose file with N services in the shape of a real stack: a
 # database with a health check, services that depend on it, anchors and merge
 # keys, interpolated variables, ports, volumes, labels, health checks.
-# Usage: bench/gen-stack.sh N
+#
+# Usage: bench/gen-stack.sh N [--runnable [HEALTH_INTERVAL]]
+#
+# --runnable: a stack that really runs on an offline engine, many times side by
+# side (bench/reconcile.sh): every service is the offline busybox image, the
+# "db" too (httpd with a 1 s health check, still gating the others with
+# `condition: service_healthy`), and nothing publishes a host port. The other
+# services' health checks run every HEALTH_INTERVAL (default 5s): each probe is
+# an exec on a 2-core machine, so hundreds of services need a long interval.
 set -euo pipefail
 n=${1:-50}
+runnable=false
+interval=5s
+if [ "${2:-}" = --runnable ]; then
+  runnable=true
+  interval=${3:-5s}
+fi
 cat <<'HEAD'
 x-common: &common
   restart: unless-stopped
@@ -16,6 +30,25 @@ x-common: &common
       max-size: 10m
 
 services:
+HEAD
+if $runnable; then
+  cat <<'DB'
+  db:
+    <<: *common
+    image: plimsoll-example/busybox:1
+    command: ["sh", "-c", "mkdir -p /data/www && echo ok > /data/www/health && exec httpd -f -p 5432 -h /data/www"]
+    environment:
+      POSTGRES_PASSWORD: ${DB_PASSWORD:?set DB_PASSWORD}
+    volumes:
+      - db-data:/data
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:5432/health"]
+      interval: 1s
+      timeout: 3s
+      retries: 30
+DB
+else
+  cat <<'DB'
   db:
     <<: *common
     image: plimsoll-example/postgres:15
@@ -28,25 +61,35 @@ services:
       interval: 2s
       timeout: 5s
       retries: 30
-HEAD
+DB
+fi
+cmd='["sh", "-c", "exec httpd -f -p 8080 -h /"]'
+# busybox httpd answers 404 without an index: the runnable stack serves one.
+$runnable && cmd='["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"]'
 for i in $(seq 2 "$n"); do
   cat <<SVC
   svc$i:
     <<: *common
     image: plimsoll-example/busybox:1
-    command: ["sh", "-c", "exec httpd -f -p 8080 -h /"]
+    command: $cmd
     environment:
       DEPLOYMENT_ENV: \${DEPLOYMENT_ENV:-dev}
       SERVICE_INDEX: "$i"
       DATABASE_URL: postgres://postgres:\${DB_PASSWORD}@db:5432/postgres
+SVC
+  if ! $runnable; then
+    cat <<SVC
     ports:
       - "127.0.0.1:$((20000 + i)):8080"
+SVC
+  fi
+  cat <<SVC
     depends_on:
       db:
         condition: service_healthy
     healthcheck:
       test: wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1
-      interval: 10s
+      interval: $($runnable && echo "$interval" || echo 10s)
       timeout: 3s
       retries: 3
 SVC

@@ -104,7 +104,11 @@ pub async fn apply(
         })
         .collect();
 
-    // Networks, volumes and images first: a failure here changes no container.
+    // Conflicts fail only their own services (and dependents); the others still apply.
+    let conflicts = failures.len();
+
+    // Images, networks and volumes first, in plan order (pulls lead, so a
+    // failed pull changes nothing).
     for a in &plan.actions {
         let stack = stacks.iter().find(|s| s.name == a.stack).copied();
         let started = Instant::now();
@@ -133,7 +137,7 @@ pub async fn apply(
             rolled_back: false,
         });
     }
-    if !failures.is_empty() {
+    if failures.len() > conflicts {
         return Err(ApplyError::Services(failures));
     }
 

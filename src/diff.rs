@@ -610,10 +610,10 @@ pub fn reason(change: &Change, masker: &Masker) -> String {
         Some(name) => masker.mask_var(&name, value).into_owned(),
         None => masker.mask(value).into_owned(),
     };
+    // A value that holds a secret hides both sides: the live one may hold an
+    // old secret the masker never saw (`DATABASE_URL=postgres://u:<old>@db`).
     let hidden = |key: &str, a: &str, b: &str| {
-        show(key, a) == crate::spec::secrets::MASK
-            || show(key, b) == crate::spec::secrets::MASK
-            || show(key, a) == show(key, b)
+        show(key, a) != a || show(key, b) != b || show(key, a) == show(key, b)
     };
     match change {
         Change::Changed { key, live, desired }
@@ -653,6 +653,27 @@ pub fn reason(change: &Change, masker: &Masker) -> String {
             format!("{key} connected on the host, not in git")
         }
         Change::Removed { key, .. } => format!("{key} removed"),
+    }
+}
+
+/// Hides live values that differ from a git value holding a secret: the live
+/// value most likely holds the old secret, which the masker never saw.
+pub fn hide_old_secrets(
+    live: &mut BTreeMap<String, String>,
+    desired: &BTreeMap<String, String>,
+    masker: &Masker,
+) {
+    for (k, v) in live.iter_mut() {
+        let Some(want) = desired.get(k).filter(|want| *want != v) else {
+            continue;
+        };
+        let shown = match k.strip_prefix("env ") {
+            Some(name) => masker.mask_var(name, want),
+            None => masker.mask(want),
+        };
+        if shown != want.as_str() {
+            *v = crate::spec::secrets::MASK.into();
+        }
     }
 }
 

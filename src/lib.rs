@@ -15,3 +15,4 @@ pub mod registry;
 pub mod schema;
 pub mod source;
 pub mod spec;
+pub mod state;

@@ -178,8 +178,11 @@ pub fn hashed_contents(stack: &Stack, service: &str) -> Vec<String> {
 }
 
 fn unified(live: &ContainerConfig, desired: &ContainerConfig, masker: &Masker) -> String {
-    let a = diff::render_lines(&live.fields(), masker);
-    let b = diff::render_lines(&desired.fields(), masker);
+    let want = desired.fields();
+    let mut seen = live.fields();
+    diff::hide_old_secrets(&mut seen, &want, masker);
+    let a = diff::render_lines(&seen, masker);
+    let b = diff::render_lines(&want, masker);
     similar::TextDiff::from_lines(&a, &b)
         .unified_diff()
         .context_radius(2)
@@ -482,6 +485,8 @@ pub fn plan(stacks: &[&Stack], live: &Live, masker: &Masker) -> Plan {
             });
         }
     }
+    // Pulls lead the plan: a pull that fails must come before any other change.
+    p.actions.sort_by_key(|a| a.action != ActionKind::PullImage);
     p
 }
 

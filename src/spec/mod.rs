@@ -240,3 +240,48 @@ pub fn load(
         warnings,
     })
 }
+
+/// A stack stored by `render::to_stored`, loaded again (for `plimsoll rollback`).
+pub fn load_stored(bytes: &[u8], files: &dyn Files) -> Result<(Stack, Masker), LoadError> {
+    let fail = |message: String| LoadError {
+        diags: vec![Diag::error(
+            Path::new("(stored revision)"),
+            Mark::default(),
+            "",
+            message,
+        )],
+    };
+    let stored: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| fail(format!("not a stored revision: {e}")))?;
+    let text = serde_json::to_string(&stored["stack"]).map_err(|e| fail(e.to_string()))?;
+    let dir = PathBuf::from("/");
+    let file = PathBuf::from("(stored revision)");
+    let env = BTreeMap::new();
+    let names = SecretNames::default();
+    let input = compose::StackInput {
+        dir: &dir,
+        abs_dir: &dir,
+        file: &file,
+        text: &text,
+        dotenv: None,
+        env: &env,
+        files,
+        secret_names: &names,
+    };
+    let mut diags = Vec::new();
+    let loaded = compose::load_stack(&input, &mut diags);
+    match loaded {
+        Some(mut l) if !diags.iter().any(Diag::is_error) => {
+            for v in stored["secrets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str())
+            {
+                l.masker.add_value(v);
+            }
+            Ok((l.stack, l.masker))
+        }
+        _ => Err(LoadError { diags }),
+    }
+}

@@ -106,6 +106,11 @@ impl Masker {
             .sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
     }
 
+    /// The secret values known, longest first.
+    pub fn values(&self) -> &[String] {
+        &self.values
+    }
+
     /// Records a variable that is secret whatever its name.
     pub fn add_name(&mut self, name: &str) {
         self.extra_names.insert(name.to_string());

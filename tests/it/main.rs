@@ -5,6 +5,10 @@
 //! - `conformance`: `plimsoll render` snapshots and the differential test against `docker compose config`.
 //! - `images`: the offline test images (busybox, PostgreSQL) really work on the engine.
 //! - `malformed`: every malformed input exits 1 naming file, line and key, with a hint.
+//! - `reconcile`: `plimsoll reconcile` and `status` on the real engine: dry-run, ordered
+//!   apply, no-op, drift, conflicts, Compose visibility, secrets, JSON schema, rollback.
+//! - `registry`: pulls from a real registry on 127.0.0.1 (`docker-registry`):
+//!   missing images, credentials from `DOCKER_CONFIG`, re-pointed tags, failed pulls.
 //! - `support`: shared helpers for tests that drive the engine (unique names,
 //!   cleanup guards, building the offline test images on demand).
 
@@ -12,4 +16,6 @@ mod cli;
 mod conformance;
 mod images;
 mod malformed;
+mod reconcile;
+mod registry;
 mod support;
