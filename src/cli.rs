@@ -19,6 +19,7 @@ use crate::reconcile;
 use crate::schema::{self, SchemaKind};
 use crate::source::{self, LocalFs};
 use crate::spec::{self, Desired, render};
+use crate::state::StateDir;
 
 /// Keeps plain Docker hosts exactly where git says they should be.
 #[derive(Debug, Parser)]
@@ -93,6 +94,31 @@ pub enum Command {
         stacks: Vec<String>,
         #[arg(long, value_enum, default_value_t = plan::Format::Text)]
         format: plan::Format,
+        /// How long to wait for another plimsoll's apply on this host to finish.
+        #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+        lock_timeout: std::time::Duration,
+    },
+    /// Re-apply the last good (or a named) revision of a stack from the state directory, without git.
+    ///
+    /// Example: plimsoll rollback shop --to local:3f2a9c1e0b7d
+    Rollback {
+        /// The stack; default every stack with a stored revision.
+        stack: Option<String>,
+        /// A revision (or the start of its content hash) from `plimsoll history`.
+        #[arg(long, value_name = "REV")]
+        to: Option<String>,
+        #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+        lock_timeout: std::time::Duration,
+    },
+    /// Show the audit log: every apply, its revision, outcome and actions.
+    ///
+    /// Example: plimsoll history --limit 5
+    History {
+        /// Only the newest N records.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+        format: StatusFormat,
     },
     /// Per service: in sync, drifted (and how), missing, stopped or conflict; health; unknown containers.
     ///
@@ -299,9 +325,47 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dry_run,
             stacks,
             format,
+            lock_timeout,
         } => {
             let desired = load(&path, &stacks)?;
-            return runtime()?.block_on(reconcile_cmd(&desired, dry_run, format, cli.log_format));
+            let state_dir = state_dir(cli.state_dir.clone());
+            let run = Run {
+                format,
+                log_format: cli.log_format,
+                state_dir,
+                lock_timeout,
+            };
+            return runtime()?.block_on(reconcile_cmd(
+                &desired,
+                dry_run,
+                &run,
+                &path.display().to_string(),
+            ));
+        }
+        Command::Rollback {
+            stack,
+            to,
+            lock_timeout,
+        } => {
+            let run = Run {
+                format: plan::Format::Text,
+                log_format: cli.log_format,
+                state_dir: state_dir(cli.state_dir.clone()),
+                lock_timeout,
+            };
+            return runtime()?.block_on(rollback_cmd(stack.as_deref(), to.as_deref(), &run));
+        }
+        Command::History { limit, format } => {
+            let state = StateDir::open(&state_dir(cli.state_dir.clone()))?;
+            let mut records = state.audit_records()?;
+            if let Some(n) = limit {
+                records = records.split_off(records.len().saturating_sub(n));
+            }
+            let out = match format {
+                StatusFormat::Json => serde_json::to_string_pretty(&records)? + "\n",
+                StatusFormat::Text => history_text(&records),
+            };
+            print(&out)?;
         }
         Command::Status {
             path,
@@ -343,16 +407,50 @@ fn render_plan(plan: &plan::Plan, format: plan::Format) -> Result<String> {
     })
 }
 
+/// Settings of a run that changes the engine.
+struct Run {
+    format: plan::Format,
+    log_format: LogFormat,
+    state_dir: PathBuf,
+    lock_timeout: std::time::Duration,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::spec::model::GoDuration::parse(s)
+        .map(|d| d.0)
+        .ok_or_else(|| format!("invalid duration `{s}`: write e.g. 60s, 2m or 1m30s"))
+}
+
+fn progress_for(log_format: LogFormat, masker: &crate::spec::secrets::Masker) -> Box<dyn Progress> {
+    use std::io::IsTerminal as _;
+    if std::io::stderr().is_terminal() && log_format == LogFormat::Text {
+        Box::new(TerminalProgress::new(masker.clone()))
+    } else {
+        Box::new(LogProgress::new(masker.clone()))
+    }
+}
+
+fn take_lock(run: &Run) -> Result<(StateDir, crate::state::Lock)> {
+    let state = StateDir::open(&run.state_dir)?;
+    let lock = state.lock(run.lock_timeout, &|holder| {
+        eprintln!(
+            "waiting for the lock on {} (held by {holder})",
+            run.state_dir.display()
+        );
+    })?;
+    Ok((state, lock))
+}
+
 async fn reconcile_cmd(
     desired: &Desired,
     dry_run: bool,
-    format: plan::Format,
-    log_format: LogFormat,
+    run: &Run,
+    source: &str,
 ) -> Result<ExitCode> {
-    let observed = reconcile::observe(desired, None).await?;
     let masker = &desired.masker;
     if dry_run {
-        print(&masker.mask(&render_plan(&observed.plan, format)?))?;
+        let observed = reconcile::observe(desired, None).await?;
+        print(&masker.mask(&render_plan(&observed.plan, run.format)?))?;
         return Ok(if !observed.plan.conflicts.is_empty() {
             ExitCode::from(1)
         } else if observed.plan.is_noop() {
@@ -361,32 +459,36 @@ async fn reconcile_cmd(
             ExitCode::from(2)
         });
     }
+    // Plan under the lock, so two applies never plan from the same live state.
+    let (state, _lock) = take_lock(run)?;
+    let observed = reconcile::observe(desired, None).await?;
     for p in &observed.paused {
         eprintln!("{p}: paused; changes are shown, not applied");
     }
     let plan = observed.applicable_plan();
-    print(&masker.mask(&render_plan(&plan, format)?))?;
+    print(&masker.mask(&render_plan(&plan, run.format)?))?;
     if plan.is_noop() && plan.conflicts.is_empty() {
+        reconcile::note_in_sync(&observed, masker, &state)?;
         return Ok(ExitCode::SUCCESS);
     }
-    use std::io::IsTerminal as _;
-    let progress: Box<dyn Progress> =
-        if std::io::stderr().is_terminal() && log_format == LogFormat::Text {
-            Box::new(TerminalProgress::new(masker.clone()))
-        } else {
-            Box::new(LogProgress::new(masker.clone()))
-        };
-    let stacks = observed.changeable();
-    match crate::apply::apply(
-        &observed.engine,
-        &stacks,
-        &plan,
-        &observed.live,
+    let origin = reconcile::Origin {
+        revision: String::new(),
+        source: source.to_string(),
+        rollback: false,
+    };
+    let progress = progress_for(run.log_format, masker);
+    finish(
+        reconcile::apply_recorded(&observed, &plan, masker, &state, &origin, progress.as_ref())
+            .await,
         masker,
-        progress.as_ref(),
     )
-    .await
-    {
+}
+
+fn finish(
+    result: Result<crate::apply::Report, crate::apply::ApplyError>,
+    masker: &crate::spec::secrets::Masker,
+) -> Result<ExitCode> {
+    match result {
         Ok(report) => {
             eprintln!(
                 "applied {} action{}",
@@ -400,4 +502,116 @@ async fn reconcile_cmd(
             Ok(ExitCode::from(1))
         }
     }
+}
+
+async fn rollback_cmd(stack: Option<&str>, to: Option<&str>, run: &Run) -> Result<ExitCode> {
+    let (state, _lock) = take_lock(run)?;
+    let records = state.revisions()?;
+    let stacks: Vec<String> = match stack {
+        Some(s) => vec![s.to_string()],
+        None => records
+            .iter()
+            .map(|r| r.stack.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+    };
+    if stacks.is_empty() {
+        anyhow::bail!(
+            "no revision has been applied with the state directory {} yet; nothing to roll back to",
+            run.state_dir.display()
+        );
+    }
+    let mut code = ExitCode::SUCCESS;
+    for name in stacks {
+        let Some(target) = reconcile::rollback_target(&records, &name, to) else {
+            anyhow::bail!(
+                "stack {name}: no earlier good revision in {} (see `plimsoll history`)",
+                run.state_dir.display()
+            );
+        };
+        let bytes = state.load_revision(&target.hash)?;
+        let (stack, masker) = spec::load_stored(&bytes, &LocalFs)?;
+        eprintln!(
+            "{name}: rolling back to {} (applied {})",
+            target.revision, target.time
+        );
+        let desired = Desired {
+            root: run.state_dir.clone(),
+            config: Default::default(),
+            config_file: None,
+            stacks: vec![stack],
+            masker: masker.clone(),
+            warnings: Vec::new(),
+        };
+        let observed = reconcile::observe(&desired, None).await?;
+        print(&masker.mask(&render_plan(&observed.plan, run.format)?))?;
+        if observed.plan.is_noop() && observed.plan.conflicts.is_empty() {
+            continue;
+        }
+        let origin = reconcile::Origin {
+            revision: target.revision.clone(),
+            source: format!("rollback of {name}"),
+            rollback: true,
+        };
+        let progress = progress_for(run.log_format, &masker);
+        if finish(
+            reconcile::apply_recorded(
+                &observed,
+                &observed.plan,
+                &masker,
+                &state,
+                &origin,
+                progress.as_ref(),
+            )
+            .await,
+            &masker,
+        )? != ExitCode::SUCCESS
+        {
+            code = ExitCode::from(1);
+        }
+    }
+    Ok(code)
+}
+
+fn history_text(records: &[serde_json::Value]) -> String {
+    let mut rows = vec![[
+        "TIME".to_string(),
+        "REVISION".into(),
+        "OUTCOME".into(),
+        "ACTIONS".into(),
+        "SECONDS".into(),
+        "USER".into(),
+    ]];
+    for r in records {
+        let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
+        let actions = r["actions"].as_array().map_or(0, Vec::len);
+        let outcome = if r["rollback"].as_bool() == Some(true) {
+            format!("{} (rollback)", s("outcome"))
+        } else {
+            s("outcome")
+        };
+        rows.push([
+            s("time"),
+            s("revision"),
+            outcome,
+            actions.to_string(),
+            format!("{:.1}", r["seconds"].as_f64().unwrap_or(0.0)),
+            s("user"),
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }

@@ -238,3 +238,202 @@ pub fn status_text(s: &Status) -> String {
     }
     out
 }
+
+/// Where an apply's desired state came from, for the records.
+pub struct Origin {
+    /// A commit SHA; empty for a directory, whose revision becomes `local:<content hash>`.
+    pub revision: String,
+    /// The path or URL it was loaded from.
+    pub source: String,
+    /// Set when re-applying a stored revision.
+    pub rollback: bool,
+}
+
+/// Applies the plan and records it: one audit record (plan, outcome, per
+/// action timings, rollbacks; masked) and, per stack, the stored revision
+/// with its outcome, so `plimsoll rollback` can re-apply a good one.
+pub async fn apply_recorded(
+    observed: &Observed<'_>,
+    plan: &Plan,
+    masker: &crate::spec::secrets::Masker,
+    state: &crate::state::StateDir,
+    origin: &Origin,
+    progress: &dyn crate::events::Progress,
+) -> Result<crate::apply::Report, crate::apply::ApplyError> {
+    let started = std::time::Instant::now();
+    let stacks = observed.changeable();
+    let result = crate::apply::apply(
+        &observed.engine,
+        &stacks,
+        plan,
+        &observed.live,
+        masker,
+        progress,
+    )
+    .await;
+    let (outcomes, error) = match &result {
+        Ok(r) => (r.outcomes.clone(), None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    let failed_stacks: BTreeSet<String> = match &result {
+        Err(crate::apply::ApplyError::Services(lines)) => lines
+            .iter()
+            .filter_map(|l| l.split('/').next())
+            .map(str::to_string)
+            .collect(),
+        Err(_) => stacks.iter().map(|s| s.name.clone()).collect(),
+        Ok(_) => BTreeSet::new(),
+    };
+    let actions: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "action": o.action.action,
+                "stack": o.action.stack,
+                "service": o.action.service,
+                "target": o.action.target,
+                "ok": o.result.is_ok(),
+                "error": o.result.as_ref().err(),
+                "seconds": o.duration.as_secs_f64(),
+                "rolled_back": o.rolled_back,
+            })
+        })
+        .collect();
+    let mut record = serde_json::json!({
+        "time": crate::state::now(),
+        "revision": origin.revision,
+        "source": origin.source,
+        "rollback": origin.rollback,
+        "user": std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into()),
+        "host": crate::state::hostname(),
+        "engine": observed.host,
+        "outcome": if result.is_ok() { "applied" } else { "failed" },
+        "error": error,
+        "seconds": started.elapsed().as_secs_f64(),
+        "plan": plan,
+        "actions": actions,
+    });
+    masker.mask_json(&mut record);
+    let mut write = || -> Result<(), crate::state::StateError> {
+        let stored: Vec<(&Stack, String)> = stacks
+            .iter()
+            .map(|s| {
+                Ok((
+                    *s,
+                    state.store_revision(&crate::spec::render::to_stored(s, masker))?,
+                ))
+            })
+            .collect::<Result<_, crate::state::StateError>>()?;
+        // A directory has no commit: its revision is the hash of what was applied.
+        let local = |hash: &str| format!("local:{}", &hash[..12]);
+        let all: String = stored.iter().map(|(_, h)| h.as_str()).collect();
+        record["revision"] = serde_json::json!(if origin.revision.is_empty() {
+            local(&crate::state::content_hash(all.as_bytes()))
+        } else {
+            origin.revision.clone()
+        });
+        state.audit(&record)?;
+        for (stack, hash) in stored {
+            let outcome = if failed_stacks.contains(&stack.name) {
+                "failed"
+            } else {
+                "applied"
+            };
+            state.record_revision(&crate::state::RevisionRecord {
+                time: crate::state::now(),
+                stack: stack.name.clone(),
+                revision: if origin.revision.is_empty() {
+                    local(&hash)
+                } else {
+                    origin.revision.clone()
+                },
+                hash,
+                outcome: outcome.into(),
+            })?;
+        }
+        Ok(())
+    };
+    if let Err(e) = write() {
+        tracing::error!("the apply ran, but recording it in the state directory failed: {e}");
+    }
+    result
+}
+
+/// The revision `plimsoll rollback` re-applies for `stack`: the one named by
+/// `to` (a revision or a hash prefix), else the newest applied revision that
+/// differs from the newest attempt.
+pub fn rollback_target<'a>(
+    records: &'a [crate::state::RevisionRecord],
+    stack: &str,
+    to: Option<&str>,
+) -> Option<&'a crate::state::RevisionRecord> {
+    let mine: Vec<&crate::state::RevisionRecord> =
+        records.iter().filter(|r| r.stack == stack).collect();
+    if let Some(to) = to {
+        return mine
+            .iter()
+            .rev()
+            .find(|r| r.revision == to || r.hash.starts_with(to) || r.revision.ends_with(to))
+            .copied();
+    }
+    let latest = mine.last()?;
+    mine.iter()
+        .rev()
+        .find(|r| r.outcome == "applied" && r.hash != latest.hash)
+        .copied()
+}
+
+/// Records, for stacks already in sync, the revision the host is at (when it
+/// is not the last one recorded), so `rollback` knows where it stands.
+pub fn note_in_sync(
+    observed: &Observed<'_>,
+    masker: &crate::spec::secrets::Masker,
+    state: &crate::state::StateDir,
+) -> Result<(), crate::state::StateError> {
+    let records = state.revisions()?;
+    for stack in observed.changeable() {
+        let hash = state.store_revision(&crate::spec::render::to_stored(stack, masker))?;
+        let last = records.iter().rev().find(|r| r.stack == stack.name);
+        if last.is_none_or(|r| r.hash != hash) {
+            state.record_revision(&crate::state::RevisionRecord {
+                time: crate::state::now(),
+                stack: stack.name.clone(),
+                revision: format!("local:{}", &hash[..12]),
+                hash,
+                outcome: "applied".into(),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::RevisionRecord;
+
+    fn rec(stack: &str, hash: &str, outcome: &str) -> RevisionRecord {
+        RevisionRecord {
+            time: String::new(),
+            stack: stack.into(),
+            revision: format!("local:{hash}"),
+            hash: hash.into(),
+            outcome: outcome.into(),
+        }
+    }
+
+    #[test]
+    fn rollback_picks_the_last_good_other_revision() {
+        let r = vec![
+            rec("s", "aaa", "applied"),
+            rec("s", "bbb", "applied"),
+            rec("t", "zzz", "applied"),
+            rec("s", "ccc", "failed"),
+        ];
+        assert_eq!(rollback_target(&r, "s", None).unwrap().hash, "bbb");
+        let r2 = vec![rec("s", "aaa", "applied"), rec("s", "bbb", "applied")];
+        assert_eq!(rollback_target(&r2, "s", None).unwrap().hash, "aaa");
+        assert_eq!(rollback_target(&r, "s", Some("aa")).unwrap().hash, "aaa");
+        assert!(rollback_target(&r, "nope", None).is_none());
+    }
+}

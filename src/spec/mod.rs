@@ -280,6 +280,13 @@ pub fn load_stored(bytes: &[u8], files: &dyn Files) -> Result<(Stack, Masker), L
             {
                 l.masker.add_value(v);
             }
+            // The labels that name the project directory and file stay those of the original.
+            if let Some(d) = stored["dir"].as_str() {
+                l.stack.source.dir = PathBuf::from(d);
+            }
+            if let Some(f) = stored["file"].as_str() {
+                l.stack.source.file = PathBuf::from(f);
+            }
             Ok((l.stack, l.masker))
         }
         _ => Err(LoadError { diags }),

@@ -28,7 +28,12 @@ pub fn to_yaml(value: &serde_json::Value) -> String {
 pub fn to_stored(stack: &Stack, masker: &Masker) -> Vec<u8> {
     let mut value = to_value(stack, masker, true);
     escape_dollars(&mut value);
-    let stored = serde_json::json!({ "stack": value, "secrets": masker.values() });
+    let stored = serde_json::json!({
+        "stack": value,
+        "secrets": masker.values(),
+        "dir": stack.source.dir,
+        "file": stack.source.file,
+    });
     serde_json::to_vec(&stored).expect("JSON serializes")
 }
 
