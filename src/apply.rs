@@ -204,6 +204,26 @@ pub async fn apply(
             }
         }
     }
+    // Prune runs last, and only when everything before it succeeded.
+    if failures.is_empty() {
+        for a in plan
+            .actions
+            .iter()
+            .filter(|a| crate::plan::is_prune(a, stacks))
+        {
+            let started = Instant::now();
+            let result = cx.prune(a).await;
+            if let Err(e) = &result {
+                failures.push(format!("{}/{}: {e}", a.stack, a.target));
+            }
+            report.outcomes.push(ActionOutcome {
+                action: a.clone(),
+                result,
+                duration: started.elapsed(),
+                rolled_back: false,
+            });
+        }
+    }
     if failures.is_empty() {
         Ok(report)
     } else {
@@ -268,6 +288,9 @@ impl Ctx<'_> {
         self.progress.step(&subject, "creating", Outcome::Working);
         let mut l: HashMap<String, String> = net.labels.clone().into_iter().collect();
         l.insert(labels::STACK.into(), stack.name.clone());
+        if let Some(repo) = &stack.source.repository {
+            l.insert(labels::REPOSITORY.into(), repo.clone());
+        }
         l.insert(labels::NETWORK.into(), key.clone());
         l.insert(labels::COMPOSE_PROJECT.into(), stack.name.clone());
         l.insert(labels::COMPOSE_NETWORK.into(), key.clone());
@@ -299,6 +322,9 @@ impl Ctx<'_> {
         let subject = Self::subject(stack, &format!("volume {name}"));
         let mut l: HashMap<String, String> = vol.labels.clone().into_iter().collect();
         l.insert(labels::STACK.into(), stack.name.clone());
+        if let Some(repo) = &stack.source.repository {
+            l.insert(labels::REPOSITORY.into(), repo.clone());
+        }
         l.insert(labels::VOLUME.into(), key.clone());
         l.insert(labels::COMPOSE_PROJECT.into(), stack.name.clone());
         l.insert(labels::COMPOSE_VOLUME.into(), key.clone());
@@ -534,7 +560,7 @@ impl Ctx<'_> {
                         .map_err(|e| engine_msg(e).into())
                 }
                 ActionKind::Remove => self
-                    .remove_managed(stack, &a.target)
+                    .remove_managed(&stack.name, &a.target)
                     .await
                     .map_err(ServiceFailure::from),
                 _ => Ok(()),
@@ -548,8 +574,76 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// One prune step: a container (stopped gracefully first), a network or a volume.
+    async fn prune(&self, a: &Action) -> Result<(), String> {
+        let subject = format!("{}/{}", a.stack, a.target);
+        self.progress.step(
+            &subject,
+            "removing (no longer declared in git)",
+            Outcome::Working,
+        );
+        let r = match a.action {
+            ActionKind::Remove => {
+                let opts = StopContainerOptionsBuilder::default().t(10).build();
+                let _ = self
+                    .engine
+                    .docker
+                    .stop_container(&a.target, Some(opts))
+                    .await;
+                self.remove_managed(&a.stack, &a.target).await
+            }
+            ActionKind::RemoveNetwork => {
+                let n = self
+                    .engine
+                    .docker
+                    .inspect_network(&a.target, None)
+                    .await
+                    .map_err(engine_msg)?;
+                if n.labels.unwrap_or_default().get(labels::STACK) != Some(&a.stack) {
+                    return Err(format!(
+                        "refusing to remove network {}: it does not carry plimsoll's labels for stack {}",
+                        a.target, a.stack
+                    ));
+                }
+                self.engine
+                    .docker
+                    .remove_network(&a.target)
+                    .await
+                    .map_err(engine_msg)
+            }
+            ActionKind::RemoveVolume => {
+                let v = self
+                    .engine
+                    .docker
+                    .inspect_volume(&a.target)
+                    .await
+                    .map_err(engine_msg)?;
+                if v.labels.get(labels::STACK) != Some(&a.stack) {
+                    return Err(format!(
+                        "refusing to remove volume {}: it does not carry plimsoll's labels for stack {}",
+                        a.target, a.stack
+                    ));
+                }
+                self.engine
+                    .docker
+                    .remove_volume(
+                        &a.target,
+                        None::<bollard::query_parameters::RemoveVolumeOptions>,
+                    )
+                    .await
+                    .map_err(engine_msg)
+            }
+            _ => Ok(()),
+        };
+        match &r {
+            Ok(()) => self.progress.step(&subject, "removed", Outcome::Done),
+            Err(e) => self.progress.step(&subject, e, Outcome::Failed),
+        }
+        r
+    }
+
     /// Removes a container after re-reading its labels: only plimsoll's own.
-    async fn remove_managed(&self, stack: &Stack, name: &str) -> Result<(), String> {
+    async fn remove_managed(&self, stack: &str, name: &str) -> Result<(), String> {
         let c = self
             .engine
             .docker
@@ -560,10 +654,9 @@ impl Ctx<'_> {
             .config
             .and_then(|c| c.labels)
             .and_then(|l| l.get(labels::STACK).cloned());
-        if owner.as_deref() != Some(stack.name.as_str()) {
+        if owner.as_deref() != Some(stack) {
             return Err(format!(
-                "refusing to remove {name}: it does not carry plimsoll's labels for stack {}",
-                stack.name
+                "refusing to remove {name}: it does not carry plimsoll's labels for stack {stack}"
             ));
         }
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();

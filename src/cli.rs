@@ -97,6 +97,15 @@ pub enum Command {
         /// How long to wait for another plimsoll's apply on this host to finish.
         #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
         lock_timeout: std::time::Duration,
+        /// Remove containers and networks that git no longer declares (also `prune: true` per stack in plimsoll.yaml).
+        #[arg(long)]
+        prune: bool,
+        /// Allow prune to remove every container of a stack (an empty stack, or one removed from the repository).
+        #[arg(long)]
+        allow_empty: bool,
+        /// Allow prune to remove named volumes of stacks that opt in with `prune_volumes: true` in plimsoll.yaml.
+        #[arg(long)]
+        prune_volumes: bool,
     },
     /// Re-apply the last good (or a named) revision of a stack from the state directory, without git.
     ///
@@ -326,6 +335,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             stacks,
             format,
             lock_timeout,
+            prune,
+            allow_empty,
+            prune_volumes,
         } => {
             let desired = load(&path, &stacks)?;
             let state_dir = state_dir(cli.state_dir.clone());
@@ -335,10 +347,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 state_dir,
                 lock_timeout,
             };
+            let pruning = Pruning {
+                flag: prune,
+                allow_empty,
+                volumes: prune_volumes,
+            };
             return runtime()?.block_on(reconcile_cmd(
                 &desired,
                 dry_run,
                 &run,
+                &pruning,
                 &path.display().to_string(),
             ));
         }
@@ -441,19 +459,56 @@ fn take_lock(run: &Run) -> Result<(StateDir, crate::state::Lock)> {
     Ok((state, lock))
 }
 
+/// The prune flags of `reconcile`.
+struct Pruning {
+    flag: bool,
+    allow_empty: bool,
+    volumes: bool,
+}
+
+/// The plan with prune decided: the flag, else the stack's `prune:` in
+/// plimsoll.yaml, else the agent default; volumes need the flag and the stack's opt-in.
+fn pruned(
+    plan: plan::Plan,
+    observed: &reconcile::Observed<'_>,
+    desired: &Desired,
+    pruning: &Pruning,
+) -> plan::Plan {
+    let config = &desired.config;
+    let enabled = |stack: &str| {
+        pruning.flag
+            || config
+                .stacks
+                .get(stack)
+                .and_then(|s| s.prune)
+                .or(config.agent.prune)
+                .unwrap_or(false)
+    };
+    let volumes =
+        |stack: &str| pruning.volumes && config.stacks.get(stack).is_some_and(|s| s.prune_volumes);
+    let opts = plan::PruneOptions {
+        enabled: &enabled,
+        allow_empty: pruning.allow_empty,
+        volumes: &volumes,
+    };
+    plan::with_prune(plan, &observed.changeable(), &observed.live, &opts)
+}
+
 async fn reconcile_cmd(
     desired: &Desired,
     dry_run: bool,
     run: &Run,
+    pruning: &Pruning,
     source: &str,
 ) -> Result<ExitCode> {
     let masker = &desired.masker;
     if dry_run {
         let observed = reconcile::observe(desired, None).await?;
-        print(&masker.mask(&render_plan(&observed.plan, run.format)?))?;
-        return Ok(if !observed.plan.conflicts.is_empty() {
+        let plan = pruned(observed.plan.clone(), &observed, desired, pruning);
+        print(&masker.mask(&render_plan(&plan, run.format)?))?;
+        return Ok(if !plan.conflicts.is_empty() {
             ExitCode::from(1)
-        } else if observed.plan.is_noop() {
+        } else if plan.is_noop() {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(2)
@@ -465,7 +520,7 @@ async fn reconcile_cmd(
     for p in &observed.paused {
         eprintln!("{p}: paused; changes are shown, not applied");
     }
-    let plan = observed.applicable_plan();
+    let plan = pruned(observed.applicable_plan(), &observed, desired, pruning);
     print(&masker.mask(&render_plan(&plan, run.format)?))?;
     if plan.is_noop() && plan.conflicts.is_empty() {
         reconcile::note_in_sync(&observed, masker, &state)?;
@@ -543,6 +598,7 @@ async fn rollback_cmd(stack: Option<&str>, to: Option<&str>, run: &Run) -> Resul
             stacks: vec![stack],
             masker: masker.clone(),
             warnings: Vec::new(),
+            complete: None,
         };
         let observed = reconcile::observe(&desired, None).await?;
         print(&masker.mask(&render_plan(&observed.plan, run.format)?))?;

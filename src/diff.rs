@@ -28,6 +28,10 @@ pub mod labels {
     pub const REVISION: &str = "io.plimsoll.revision";
     pub const NETWORK: &str = "io.plimsoll.network";
     pub const VOLUME: &str = "io.plimsoll.volume";
+    /// `false` on a container whose service says `x-plimsoll: {prune: false}`.
+    pub const PRUNE: &str = "io.plimsoll.prune";
+    /// The repository a container was created from (whole-stack prune stays within it).
+    pub const REPOSITORY: &str = "io.plimsoll.repository";
     pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
     pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
     pub const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";
@@ -40,7 +44,7 @@ pub mod labels {
 
     /// Labels whose change is reported through the spec hash, not as a field.
     pub fn is_bookkeeping(key: &str) -> bool {
-        matches!(key, SPEC_HASH | REVISION | COMPOSE_CONFIG_HASH)
+        matches!(key, SPEC_HASH | REVISION | COMPOSE_CONFIG_HASH | REPOSITORY)
     }
 }
 
@@ -383,6 +387,12 @@ pub fn desired_config(
         ..ContainerConfig::default()
     };
     c.labels.extend(managed_labels(stack, service));
+    if let Some(repo) = &stack.source.repository {
+        c.labels.insert(labels::REPOSITORY.into(), repo.clone());
+    }
+    if svc.plimsoll.prune == Some(false) {
+        c.labels.insert(labels::PRUNE.into(), "false".into());
+    }
     for p in &svc.ports {
         let key = format!("{}/{}", p.target, p.protocol);
         let bind = format!(

@@ -163,14 +163,19 @@ pub struct Live {
     pub volumes: BTreeMap<String, LiveObject>,
     /// Image reference or ID -> what it supplies; `None` when not on the host.
     pub images: BTreeMap<String, Option<ImageDefaults>>,
+    /// The repository whose every stack was read (not only the asked ones), if any.
+    pub repository: Option<String>,
 }
 
 impl Engine {
-    /// Reads the live state of `stacks`; `images` are the references the
-    /// desired state uses (resolved to IDs and defaults).
+    /// Reads the live state of `stacks` (with `repository`, also of every
+    /// other stack created from that repository, so removed ones show up);
+    /// `images` are the references the desired state uses (resolved to IDs
+    /// and defaults).
     pub async fn snapshot(
         &self,
         stacks: &BTreeSet<String>,
+        repository: Option<&str>,
         images: &BTreeSet<String>,
     ) -> Result<Live, EngineError> {
         let opts = ListContainersOptionsBuilder::default().all(true).build();
@@ -183,7 +188,10 @@ impl Engine {
         let networks = networks.map_err(EngineError::call("listing networks"))?;
         let volumes = volumes.map_err(EngineError::call("listing volumes"))?;
 
-        let mut live = Live::default();
+        let mut live = Live {
+            repository: repository.map(str::to_string),
+            ..Live::default()
+        };
         for n in networks {
             let name = n.name.unwrap_or_default();
             let labels = n.labels.unwrap_or_default().into_iter().collect();
@@ -207,6 +215,12 @@ impl Engine {
             let id = s.id.unwrap_or_default();
             match labels.get(labels::STACK) {
                 Some(stack) if stacks.contains(stack) => managed_ids.push(id),
+                Some(_)
+                    if repository.is_some()
+                        && labels.get(labels::REPOSITORY).map(String::as_str) == repository =>
+                {
+                    managed_ids.push(id)
+                }
                 Some(_) => {}
                 None => live.foreign.push(ForeignContainer {
                     id,

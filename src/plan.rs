@@ -28,6 +28,7 @@ pub enum ActionKind {
     CreateNetwork,
     RemoveNetwork,
     CreateVolume,
+    RemoveVolume,
     PullImage,
     Create,
     Start,
@@ -43,6 +44,7 @@ impl ActionKind {
             ActionKind::CreateNetwork => "create network",
             ActionKind::RemoveNetwork => "remove network",
             ActionKind::CreateVolume => "create volume",
+            ActionKind::RemoveVolume => "remove volume",
             ActionKind::PullImage => "pull image",
             ActionKind::Create => "create",
             ActionKind::Start => "start",
@@ -485,6 +487,50 @@ pub fn plan(stacks: &[&Stack], live: &Live, masker: &Masker) -> Plan {
             });
         }
     }
+    // Stacks plimsoll manages on the engine that git no longer declares here.
+    let declared: BTreeSet<&str> = stacks.iter().map(|s| s.name.as_str()).collect();
+    for c in live
+        .containers
+        .iter()
+        .filter(|c| !declared.contains(c.stack.as_str()))
+    {
+        p.would_prune.push(Orphan {
+            kind: "container".into(),
+            stack: c.stack.clone(),
+            service: Some(c.service.clone()),
+            target: c.name.clone(),
+        });
+    }
+    for n in live.networks.values() {
+        let same_repo = live.repository.is_some()
+            && n.labels.get(labels::REPOSITORY) == live.repository.as_ref();
+        if let Some(s) = n.stack().filter(|s| same_repo && !declared.contains(s)) {
+            p.would_prune.push(Orphan {
+                kind: "network".into(),
+                stack: s.to_string(),
+                service: None,
+                target: n.name.clone(),
+            });
+        }
+    }
+    for v in live.volumes.values() {
+        let Some(s) = v.stack() else { continue };
+        let declared_here = stacks
+            .iter()
+            .find(|st| st.name == s)
+            .is_some_and(|st| st.volumes.values().any(|d| d.name == v.name));
+        let stack_known = declared.contains(s)
+            || live.repository.is_some()
+                && v.labels.get(labels::REPOSITORY) == live.repository.as_ref();
+        if !declared_here && stack_known {
+            p.would_prune.push(Orphan {
+                kind: "volume".into(),
+                stack: s.to_string(),
+                service: None,
+                target: v.name.clone(),
+            });
+        }
+    }
     // Pulls lead the plan: a pull that fails must come before any other change.
     p.actions.sort_by_key(|a| a.action != ActionKind::PullImage);
     p
@@ -514,7 +560,10 @@ fn symbol(kind: ActionKind) -> (&'static str, &'static str) {
         ActionKind::PullImage => ("↓", "36"),
         ActionKind::Start | ActionKind::Restart => ("▶", "36"),
         ActionKind::Recreate => ("~", "33"),
-        ActionKind::Stop | ActionKind::Remove | ActionKind::RemoveNetwork => ("-", "31"),
+        ActionKind::Stop
+        | ActionKind::Remove
+        | ActionKind::RemoveNetwork
+        | ActionKind::RemoveVolume => ("-", "31"),
     }
 }
 
@@ -594,12 +643,17 @@ pub fn to_text(plan: &Plan, color: bool) -> String {
     }
     for o in &plan.would_prune {
         out.push_str(&format!(
-            "{} {:<14} {:<24} {} {} is no longer declared in git (removed only with --prune)\n",
+            "{} {:<14} {:<24} {} {} is no longer declared in git ({})\n",
             paint(color, "35", "?"),
             paint(color, "35", "would prune"),
             format!("{}/{}", o.stack, o.service.as_deref().unwrap_or(&o.target)),
             o.kind,
-            o.target
+            o.target,
+            if o.kind == "volume" {
+                "kept: volumes go only with --prune-volumes and the stack's prune_volumes: true"
+            } else {
+                "removed only with --prune"
+            }
         ));
     }
     out.push_str(&summary_line(plan));
@@ -662,4 +716,112 @@ pub fn to_markdown(plan: &Plan) -> String {
     }
     out.push_str(&format!("**{}**\n", summary_line(plan)));
     out
+}
+
+/// How prune is decided for each stack.
+pub struct PruneOptions<'a> {
+    /// Prune is on for this stack (the flag, `plimsoll.yaml`, the agent default).
+    pub enabled: &'a dyn Fn(&str) -> bool,
+    /// Removing every container of a stack is allowed (`--allow-empty`).
+    pub allow_empty: bool,
+    /// Named volumes of this stack may go (`--prune-volumes` and the stack's opt-in).
+    pub volumes: &'a dyn Fn(&str) -> bool,
+}
+
+/// Turns "would prune" entries into removal actions where prune is on, at the
+/// end of the plan. Guardrails: containers whose service says
+/// `x-plimsoll: {prune: false}` stay; a stack that would lose every
+/// container (no longer in git, or declared with no services) is refused
+/// unless `allow_empty`; volumes go only where `volumes` allows.
+pub fn with_prune(mut plan: Plan, stacks: &[&Stack], live: &Live, opts: &PruneOptions<'_>) -> Plan {
+    let orphan_stacks: BTreeSet<String> =
+        plan.would_prune.iter().map(|o| o.stack.clone()).collect();
+    let mut kept = Vec::new();
+    let mut removals = Vec::new();
+    for stack in orphan_stacks {
+        let mine: Vec<Orphan> = plan
+            .would_prune
+            .iter()
+            .filter(|o| o.stack == stack)
+            .cloned()
+            .collect();
+        if !(opts.enabled)(&stack) {
+            kept.extend(mine);
+            continue;
+        }
+        let exempt = |o: &Orphan| {
+            live.containers.iter().any(|c| {
+                c.name == o.target && c.labels.get(labels::PRUNE).is_some_and(|v| v == "false")
+            })
+        };
+        let declared = stacks.iter().find(|s| s.name == stack);
+        let empties = declared.is_none_or(|s| s.services.is_empty());
+        let containers: Vec<&Orphan> = mine.iter().filter(|o| o.kind == "container").collect();
+        if empties && !containers.is_empty() && !opts.allow_empty {
+            let why = if declared.is_some() {
+                "declares no services"
+            } else {
+                "is no longer in the repository"
+            };
+            plan.conflicts.push(Conflict {
+                stack: stack.clone(),
+                service: None,
+                target: stack.clone(),
+                reason: format!(
+                    "refusing to remove all {} containers of stack {stack}: it {why}, which is more often a mistake (an empty or truncated file) than intended; run with --allow-empty to remove them",
+                    containers.len()
+                ),
+            });
+            kept.extend(mine);
+            continue;
+        }
+        for o in mine {
+            let (action, allowed, reason) = match o.kind.as_str() {
+                "container" => (ActionKind::Remove, !exempt(&o), "no longer declared in git"),
+                "network" => (ActionKind::RemoveNetwork, true, "no longer declared in git"),
+                _ => (
+                    ActionKind::RemoveVolume,
+                    (opts.volumes)(&stack),
+                    "no longer declared in git (--prune-volumes)",
+                ),
+            };
+            if allowed {
+                removals.push(Action {
+                    action,
+                    stack: stack.clone(),
+                    service: o.service.clone(),
+                    target: o.target.clone(),
+                    reasons: vec![reason.into()],
+                    diff: None,
+                });
+            } else {
+                kept.push(o);
+            }
+        }
+    }
+    // Containers before the networks they use, volumes last.
+    removals.sort_by_key(|a| match a.action {
+        ActionKind::Remove => 0,
+        ActionKind::RemoveNetwork => 1,
+        _ => 2,
+    });
+    plan.actions.extend(removals);
+    plan.would_prune = kept;
+    plan
+}
+
+/// Whether an action is a prune step (it removes something git no longer declares).
+pub fn is_prune(a: &Action, stacks: &[&Stack]) -> bool {
+    match a.action {
+        ActionKind::RemoveNetwork | ActionKind::RemoveVolume => true,
+        ActionKind::Remove => {
+            let declared = stacks.iter().find(|s| s.name == a.stack);
+            declared.is_none_or(|s| {
+                a.service
+                    .as_ref()
+                    .is_none_or(|svc| !s.services.contains_key(svc))
+            })
+        }
+        _ => false,
+    }
 }

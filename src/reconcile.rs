@@ -92,7 +92,9 @@ pub async fn observe<'a>(
         .flat_map(|s| s.services.values())
         .filter_map(|s| s.image.clone())
         .collect();
-    let live = engine.snapshot(&names, &images).await?;
+    let live = engine
+        .snapshot(&names, desired.complete.as_deref(), &images)
+        .await?;
     let plan = plan::plan(&stacks, &live, &desired.masker);
     Ok(Observed {
         engine,

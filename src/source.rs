@@ -52,6 +52,8 @@ pub struct Layout {
     /// `plimsoll.yaml`, when the PATH is a repository that has one.
     pub config: Option<PathBuf>,
     pub stacks: Vec<StackFiles>,
+    /// Whether PATH is a whole repository, so a stack missing from it was removed from git.
+    pub repository: bool,
 }
 
 /// The files of one stack.
@@ -111,6 +113,7 @@ pub fn discover(path: &Path) -> Result<Layout, SourceError> {
             root: dir,
             config: None,
             stacks: vec![stack],
+            repository: false,
         });
     }
     let config = path.join(CONFIG_FILE);
@@ -135,6 +138,7 @@ pub fn discover(path: &Path) -> Result<Layout, SourceError> {
             root: path.to_path_buf(),
             config,
             stacks,
+            repository: true,
         });
     }
     match find_compose(path) {
@@ -142,6 +146,7 @@ pub fn discover(path: &Path) -> Result<Layout, SourceError> {
             root: path.to_path_buf(),
             config: None,
             stacks: vec![stack_files(path, compose)?],
+            repository: false,
         }),
         None => Err(SourceError::NothingToLoad {
             path: path.to_path_buf(),

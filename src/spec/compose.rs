@@ -643,6 +643,7 @@ impl Cx<'_, '_> {
             file: self.file.to_path_buf(),
             marks: std::mem::take(&mut self.marks),
             variables: self.vars.clone(),
+            repository: None,
         };
         if stack
             .services

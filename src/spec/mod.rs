@@ -38,6 +38,10 @@ pub struct Desired {
     /// Every secret value seen while loading.
     pub masker: Masker,
     pub warnings: Vec<Diag>,
+    /// Every stack of a repository was loaded: a managed stack on the engine
+    /// created from the same repository but not among them was removed from
+    /// git (and may be pruned). Holds the repository's identity.
+    pub complete: Option<String>,
 }
 
 /// Loading failed: every problem found, masked.
@@ -175,6 +179,11 @@ pub fn load(
             if !stack_filter.is_empty() && !stack_filter.contains(&stack.name) {
                 continue;
             }
+            if layout.repository {
+                let root =
+                    std::fs::canonicalize(&layout.root).unwrap_or_else(|_| layout.root.clone());
+                stack.source.repository = Some(root.display().to_string());
+            }
             validate::apply_profiles(&mut stack, &mut stack_diags);
             validate::check_stack(&stack, &mut stack_diags);
             policy::check_stack(
@@ -238,6 +247,12 @@ pub fn load(
         stacks,
         masker,
         warnings,
+        complete: (layout.repository && stack_filter.is_empty()).then(|| {
+            std::fs::canonicalize(&layout.root)
+                .unwrap_or_else(|_| layout.root.clone())
+                .display()
+                .to_string()
+        }),
     })
 }
 

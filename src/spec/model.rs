@@ -56,6 +56,9 @@ pub struct StackSource {
     pub marks: BTreeMap<String, Mark>,
     /// The variables interpolation saw (process environment over `.env`).
     pub variables: BTreeMap<String, String>,
+    /// The repository this stack was loaded from as part of (its canonical
+    /// root), when PATH was a whole repository.
+    pub repository: Option<String>,
 }
 
 impl StackSource {
