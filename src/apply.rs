@@ -574,6 +574,31 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// A container `docker compose` made for this stack and service under the
+    /// name plimsoll needs: it is replaced like one of plimsoll's own.
+    async fn adoptable(
+        &self,
+        stack: &Stack,
+        service: &str,
+        name: &str,
+    ) -> Result<Option<LiveContainer>, String> {
+        let Some(f) = self.live.foreign.iter().find(|f| f.name == name) else {
+            return Ok(None);
+        };
+        if f.compose_project.as_deref() != Some(stack.name.as_str())
+            || f.compose_service.as_deref() != Some(service)
+        {
+            return Ok(None);
+        }
+        let c = self
+            .engine
+            .docker
+            .inspect_container(&f.id, None)
+            .await
+            .map_err(engine_msg)?;
+        Ok(Some(crate::live::normalize(c, &Default::default())))
+    }
+
     /// One prune step: a container (stopped gracefully first), a network or a volume.
     async fn prune(&self, a: &Action) -> Result<(), String> {
         let subject = format!("{}/{}", a.stack, a.target);
@@ -768,7 +793,7 @@ impl Ctx<'_> {
         let subject = Self::subject(stack, service);
         let svc = &stack.services[service];
         let name = crate::diff::container_name(stack, service, svc);
-        let old: Option<&LiveContainer> = self
+        let old = match self
             .live
             .containers
             .iter()
@@ -779,7 +804,13 @@ impl Ctx<'_> {
                     .containers
                     .iter()
                     .find(|c| c.stack == stack.name && c.service == service)
-            });
+            }) {
+            Some(c) => Some(c.clone()),
+            None => self
+                .adoptable(stack, service, &name)
+                .await
+                .map_err(ServiceFailure::from)?,
+        };
         let Some(old) = old else {
             return self
                 .create_and_start(stack, service, None)

@@ -391,15 +391,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
         } => {
             let desired = load(&path, &stacks)?;
-            let status = runtime()?.block_on(async {
+            let (status, unknown_ok) = runtime()?.block_on(async {
                 let observed = reconcile::observe(&desired, None).await?;
-                Ok::<_, anyhow::Error>(reconcile::status(&observed))
+                Ok::<_, anyhow::Error>((
+                    reconcile::status(&observed),
+                    check_unknown(&desired, &observed),
+                ))
             })?;
             let out = match format {
                 StatusFormat::Text => reconcile::status_text(&status),
                 StatusFormat::Json => serde_json::to_string_pretty(&status)? + "\n",
             };
             print(&desired.masker.mask(&out))?;
+            unknown_ok?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -459,6 +463,44 @@ fn take_lock(run: &Run) -> Result<(StateDir, crate::state::Lock)> {
     Ok((state, lock))
 }
 
+/// The policy on containers plimsoll does not manage: `report` lists them in
+/// `status`, `warn` also prints a warning, `fail` fails `reconcile` and `status`
+/// before anything changes. Containers `docker compose` made for a stack
+/// plimsoll is about to adopt are not unknown.
+fn check_unknown(desired: &Desired, observed: &reconcile::Observed<'_>) -> Result<()> {
+    use crate::spec::config::UnknownContainers;
+    let adoptable = |f: &&crate::live::ForeignContainer| {
+        f.compose_project
+            .as_ref()
+            .is_some_and(|p| observed.stacks.iter().any(|s| &s.name == p))
+    };
+    let unknown: Vec<&str> = observed
+        .live
+        .foreign
+        .iter()
+        .filter(|f| !adoptable(f))
+        .map(|f| f.name.as_str())
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let list = unknown.join(", ");
+    match desired.config.policy.unknown_containers {
+        UnknownContainers::Report => Ok(()),
+        UnknownContainers::Warn => {
+            eprintln!(
+                "warning: {} container(s) not managed by plimsoll run on this host: {list}",
+                unknown.len()
+            );
+            Ok(())
+        }
+        UnknownContainers::Fail => anyhow::bail!(
+            "policy unknown_containers is `fail` and {} container(s) not managed by plimsoll run on this host: {list}; remove them, or declare them in git",
+            unknown.len()
+        ),
+    }
+}
+
 /// The prune flags of `reconcile`.
 struct Pruning {
     flag: bool,
@@ -504,6 +546,7 @@ async fn reconcile_cmd(
     let masker = &desired.masker;
     if dry_run {
         let observed = reconcile::observe(desired, None).await?;
+        check_unknown(desired, &observed)?;
         let plan = pruned(observed.plan.clone(), &observed, desired, pruning);
         print(&masker.mask(&render_plan(&plan, run.format)?))?;
         return Ok(if !plan.conflicts.is_empty() {
@@ -517,6 +560,7 @@ async fn reconcile_cmd(
     // Plan under the lock, so two applies never plan from the same live state.
     let (state, _lock) = take_lock(run)?;
     let observed = reconcile::observe(desired, None).await?;
+    check_unknown(desired, &observed)?;
     for p in &observed.paused {
         eprintln!("{p}: paused; changes are shown, not applied");
     }

@@ -320,6 +320,25 @@ pub fn plan(stacks: &[&Stack], live: &Live, masker: &Masker) -> Plan {
                 }
                 if let Some(f) = foreign_by_name.get(name.as_str())
                     && keep.is_none_or(|k| k.name != name)
+                    && f.compose_project.as_deref() == Some(sname.as_str())
+                    && f.compose_service.as_deref() == Some(service.as_str())
+                {
+                    // `docker compose` made it for this very stack and service: adopt it.
+                    service_actions.push(Action {
+                        action: ActionKind::Recreate,
+                        stack: sname.clone(),
+                        service: Some(service.clone()),
+                        target: name.clone(),
+                        reasons: vec![format!(
+                            "replace (adopt from compose): {name} was created by docker compose; named volumes keep their data"
+                        )],
+                        diff: None,
+                    });
+                    recreated.insert(service.clone());
+                    continue;
+                }
+                if let Some(f) = foreign_by_name.get(name.as_str())
+                    && keep.is_none_or(|k| k.name != name)
                 {
                     let who = match &f.compose_project {
                         Some(project) => {
