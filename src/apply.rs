@@ -50,8 +50,22 @@ pub enum ApplyError {
     Engine(#[from] EngineError),
     #[error("pulling {image} failed: {message}; nothing was changed")]
     Pull { image: String, message: String },
-    #[error("{} failed:\n{}", if .0.len() == 1 { "1 service" .to_string() } else { format!("{} services", .0.len()) }, .0.iter().map(|f| format!("  {f}")).collect::<Vec<_>>().join("\n"))]
-    Services(Vec<String>),
+    #[error("{}", failure_text(failures))]
+    Services {
+        failures: Vec<String>,
+        /// What was done before and despite the failures.
+        report: Report,
+    },
+}
+
+fn failure_text(failures: &[String]) -> String {
+    let n = if failures.len() == 1 {
+        "1 service".to_string()
+    } else {
+        format!("{} services", failures.len())
+    };
+    let lines: Vec<String> = failures.iter().map(|f| format!("  {f}")).collect();
+    format!("{n} failed:\n{}", lines.join("\n"))
 }
 
 /// What happened to one action.
@@ -73,6 +87,22 @@ struct Ctx<'a> {
     engine: &'a Engine,
     live: &'a Live,
     progress: &'a dyn Progress,
+    cancel: &'a Cancel,
+}
+
+/// Asks a running apply to stop: the current step finishes, a replacement
+/// whose gate is being waited for is rolled back, nothing new starts.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// Applies `plan` (computed from `stacks` and `live`). Services whose names
@@ -84,11 +114,13 @@ pub async fn apply(
     live: &Live,
     masker: &Masker,
     progress: &dyn Progress,
+    cancel: &Cancel,
 ) -> Result<Report, ApplyError> {
     let cx = Ctx {
         engine,
         live,
         progress,
+        cancel,
     };
     let mut report = Report::default();
     let mut failures: Vec<String> = plan
@@ -130,6 +162,7 @@ pub async fn apply(
         if let Err(e) = &result {
             failures.push(format!("{}/{}: {e}", a.stack, a.target));
         }
+        fault_point();
         report.outcomes.push(ActionOutcome {
             action: a.clone(),
             result,
@@ -138,7 +171,7 @@ pub async fn apply(
         });
     }
     if failures.len() > conflicts {
-        return Err(ApplyError::Services(failures));
+        return Err(ApplyError::Services { failures, report });
     }
 
     for stack in stacks {
@@ -216,6 +249,7 @@ pub async fn apply(
             if let Err(e) = &result {
                 failures.push(format!("{}/{}: {e}", a.stack, a.target));
             }
+            fault_point();
             report.outcomes.push(ActionOutcome {
                 action: a.clone(),
                 result,
@@ -227,7 +261,7 @@ pub async fn apply(
     if failures.is_empty() {
         Ok(report)
     } else {
-        Err(ApplyError::Services(failures))
+        Err(ApplyError::Services { failures, report })
     }
 }
 
@@ -412,6 +446,9 @@ impl Ctx<'_> {
         };
         let started = Instant::now();
         loop {
+            if self.cancel.is_cancelled() {
+                return Err(format!("interrupted while waiting for {name} to be {word}"));
+            }
             let state = self
                 .inspect_state(name)
                 .await?
@@ -502,6 +539,11 @@ impl Ctx<'_> {
         failed: &BTreeSet<String>,
     ) -> Result<(), ServiceFailure> {
         let subject = Self::subject(stack, service);
+        if self.cancel.is_cancelled() {
+            let m = "not changed: interrupted".to_string();
+            self.progress.step(&subject, &m, Outcome::Failed);
+            return Err(m.into());
+        }
         for (dep, condition) in graph.dependencies(service) {
             if failed.contains(&dep) {
                 let m = format!("not changed: dependency {dep} failed");
@@ -565,6 +607,7 @@ impl Ctx<'_> {
                     .map_err(ServiceFailure::from),
                 _ => Ok(()),
             };
+            fault_point();
             if let Err(f) = r {
                 self.progress.step(&subject, &f.message, Outcome::Failed);
                 return Err(f);
@@ -717,6 +760,7 @@ impl Ctx<'_> {
             .create_container(Some(opts), body)
             .await
             .map_err(engine_msg)?;
+        fault_point();
         for (net, endpoint) in extra_networks {
             let req = NetworkConnectRequest {
                 container: created.id.clone(),
@@ -727,6 +771,7 @@ impl Ctx<'_> {
                 .connect_network(&net, req)
                 .await
                 .map_err(|e| format!("connecting to network {net}: {}", engine_msg(e)))?;
+            fault_point();
         }
         self.copy_contents(stack, service, &created.id).await?;
         self.progress.step(&subject, "starting", Outcome::Working);
@@ -735,6 +780,7 @@ impl Ctx<'_> {
             .start_container(&created.id, None)
             .await
             .map_err(engine_msg)?;
+        fault_point();
         Ok(created.id)
     }
 
@@ -818,27 +864,31 @@ impl Ctx<'_> {
                 .map(|_| ())
                 .map_err(ServiceFailure::from);
         };
-        let old_was_running = old.state.is_running();
+        let docker = &self.engine.docker;
+        let old_was_running = old.state.is_running() || old.name.ends_with(OLD_SUFFIX);
         let parked = format!("{name}{OLD_SUFFIX}");
         self.progress
             .step(&subject, "stopping the old container", Outcome::Working);
         let timeout = svc.stop_grace_period.map_or(10, |d| d.0.as_secs() as i32);
         let opts = StopContainerOptionsBuilder::default().t(timeout).build();
-        match self.engine.docker.stop_container(&old.id, Some(opts)).await {
+        match docker.stop_container(&old.id, Some(opts)).await {
             Ok(())
             | Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 304, ..
             }) => {}
             Err(e) => return Err(engine_msg(e).into()),
         }
-        let rename = RenameContainerOptionsBuilder::default()
-            .name(&parked)
-            .build();
-        self.engine
-            .docker
-            .rename_container(&old.id, rename)
-            .await
-            .map_err(|e| ServiceFailure::from(engine_msg(e)))?;
+        fault_point();
+        if old.name != parked {
+            let rename = RenameContainerOptionsBuilder::default()
+                .name(&parked)
+                .build();
+            docker
+                .rename_container(&old.id, rename)
+                .await
+                .map_err(|e| ServiceFailure::from(engine_msg(e)))?;
+            fault_point();
+        }
 
         let carry = old.anonymous_volumes.clone();
         let attempt = async {
@@ -874,11 +924,11 @@ impl Ctx<'_> {
         match attempt.await {
             Ok(_) => {
                 let opts = RemoveContainerOptionsBuilder::default().force(true).build();
-                self.engine
-                    .docker
+                docker
                     .remove_container(&old.id, Some(opts))
                     .await
                     .map_err(|e| ServiceFailure::from(engine_msg(e)))?;
+                fault_point();
                 Ok(())
             }
             Err(why) => {
@@ -887,44 +937,10 @@ impl Ctx<'_> {
                     "new container failed: rolling back",
                     Outcome::Working,
                 );
-                let opts = RemoveContainerOptionsBuilder::default().force(true).build();
-                match self.engine.docker.remove_container(&name, Some(opts)).await {
-                    Ok(())
-                    | Err(bollard::errors::Error::DockerResponseServerError {
-                        status_code: 404,
-                        ..
-                    }) => {}
-                    Err(e) => {
-                        return Err(format!(
-                            "{why}; removing the new container failed too: {}",
-                            engine_msg(e)
-                        )
-                        .into());
-                    }
-                }
-                let rename = RenameContainerOptionsBuilder::default()
-                    .name(&old.name)
-                    .build();
-                let restore = async {
-                    self.engine
-                        .docker
-                        .rename_container(&old.id, rename)
-                        .await
-                        .map_err(engine_msg)?;
-                    if old_was_running {
-                        self.engine
-                            .docker
-                            .start_container(&old.id, None)
-                            .await
-                            .map_err(engine_msg)?;
-                    }
-                    Ok::<(), String>(())
-                };
-                match restore.await {
+                match restore(docker, &name, &old.id, old_was_running).await {
                     Ok(()) => Err(ServiceFailure {
                         message: format!(
-                            "{why}\n    rolled back: the old container {} runs again",
-                            old.name
+                            "{why}\n    rolled back: the old container runs again as {name}"
                         ),
                         rolled_back: true,
                     }),
@@ -932,6 +948,108 @@ impl Ctx<'_> {
                 }
             }
         }
+    }
+}
+
+/// Puts a kept old container back: removes whatever holds `name` now,
+/// renames the old one back and starts it again.
+async fn restore(
+    docker: &bollard::Docker,
+    name: &str,
+    old_id: &str,
+    start: bool,
+) -> Result<(), String> {
+    let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+    match docker.remove_container(name, Some(opts)).await {
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
+        Err(e) => return Err(format!("removing the new container: {}", engine_msg(e))),
+    }
+    fault_point();
+    let rename = RenameContainerOptionsBuilder::default().name(name).build();
+    docker
+        .rename_container(old_id, rename)
+        .await
+        .map_err(engine_msg)?;
+    fault_point();
+    if start {
+        docker
+            .start_container(old_id, None)
+            .await
+            .map_err(engine_msg)?;
+        fault_point();
+    }
+    Ok(())
+}
+
+/// Finishes or undoes replacements a killed run left half done, before
+/// planning: for every kept `<name>-plimsoll-old` container, a successor that
+/// runs (and is healthy, where it has a health check) means the replacement
+/// succeeded and the old one goes; otherwise the successor goes and the old
+/// one is renamed back and started. Returns how many were repaired.
+pub async fn recover(
+    engine: &Engine,
+    live: &Live,
+    progress: &dyn Progress,
+) -> Result<usize, String> {
+    let mut repaired = 0;
+    for parked in live
+        .containers
+        .iter()
+        .filter(|c| c.name.ends_with(OLD_SUFFIX))
+    {
+        let name = parked.name.trim_end_matches(OLD_SUFFIX);
+        let subject = format!("{}/{}", parked.stack, parked.service);
+        let successor = live.containers.iter().find(|c| c.name == name);
+        let proven = successor.is_some_and(|n| {
+            n.state.is_running() && n.state.health.as_deref().is_none_or(|h| h == "healthy")
+        });
+        if proven {
+            progress.step(
+                &subject,
+                "finishing an interrupted replacement: removing the old container",
+                Outcome::Working,
+            );
+            let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+            engine
+                .docker
+                .remove_container(&parked.id, Some(opts))
+                .await
+                .map_err(engine_msg)?;
+        } else {
+            progress.step(
+                &subject,
+                "undoing an interrupted replacement: restoring the old container",
+                Outcome::Working,
+            );
+            restore(&engine.docker, name, &parked.id, true).await?;
+        }
+        progress.step(&subject, "recovered", Outcome::Done);
+        repaired += 1;
+    }
+    Ok(repaired)
+}
+
+/// Fault injection for the crash-safety tests: with `PLIMSOLL_FAULT_KILL_AFTER=N`
+/// the process kills itself with SIGKILL right after its N-th changing engine
+/// call, as a power cut or `kill -9` would.
+fn fault_point() {
+    static LIMIT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let Some(limit) = *LIMIT.get_or_init(|| {
+        std::env::var("PLIMSOLL_FAULT_KILL_AFTER")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    }) else {
+        return;
+    };
+    if CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == limit {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &std::process::id().to_string()])
+            .status();
+        std::process::abort();
     }
 }
 

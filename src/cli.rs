@@ -452,6 +452,27 @@ fn progress_for(log_format: LogFormat, masker: &crate::spec::secrets::Masker) ->
     }
 }
 
+/// SIGINT and SIGTERM ask a running apply to stop: the current step
+/// finishes, what is half done is rolled back, and the run exits 1.
+fn interrupts() -> crate::apply::Cancel {
+    let cancel = crate::apply::Cancel::default();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("interrupted: finishing the current step and rolling back what is half done");
+        on_signal.cancel();
+    });
+    cancel
+}
+
 fn take_lock(run: &Run) -> Result<(StateDir, crate::state::Lock)> {
     let state = StateDir::open(&run.state_dir)?;
     let lock = state.lock(run.lock_timeout, &|holder| {
@@ -559,7 +580,18 @@ async fn reconcile_cmd(
     }
     // Plan under the lock, so two applies never plan from the same live state.
     let (state, _lock) = take_lock(run)?;
-    let observed = reconcile::observe(desired, None).await?;
+    let mut observed = reconcile::observe(desired, None).await?;
+    // A run killed mid-replacement left a kept old container: finish or undo that first.
+    let repaired = crate::apply::recover(
+        &observed.engine,
+        &observed.live,
+        progress_for(run.log_format, masker).as_ref(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("recovering from an interrupted run failed: {e}"))?;
+    if repaired > 0 {
+        observed = reconcile::observe(desired, None).await?;
+    }
     check_unknown(desired, &observed)?;
     for p in &observed.paused {
         eprintln!("{p}: paused; changes are shown, not applied");
@@ -577,8 +609,16 @@ async fn reconcile_cmd(
     };
     let progress = progress_for(run.log_format, masker);
     finish(
-        reconcile::apply_recorded(&observed, &plan, masker, &state, &origin, progress.as_ref())
-            .await,
+        reconcile::apply_recorded(
+            &observed,
+            &plan,
+            masker,
+            &state,
+            &origin,
+            progress.as_ref(),
+            &interrupts(),
+        )
+        .await,
         masker,
     )
 }
@@ -663,6 +703,7 @@ async fn rollback_cmd(stack: Option<&str>, to: Option<&str>, run: &Run) -> Resul
                 &state,
                 &origin,
                 progress.as_ref(),
+                &interrupts(),
             )
             .await,
             &masker,

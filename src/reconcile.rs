@@ -261,6 +261,7 @@ pub async fn apply_recorded(
     state: &crate::state::StateDir,
     origin: &Origin,
     progress: &dyn crate::events::Progress,
+    cancel: &crate::apply::Cancel,
 ) -> Result<crate::apply::Report, crate::apply::ApplyError> {
     let started = std::time::Instant::now();
     let stacks = observed.changeable();
@@ -271,14 +272,20 @@ pub async fn apply_recorded(
         &observed.live,
         masker,
         progress,
+        cancel,
     )
     .await;
     let (outcomes, error) = match &result {
         Ok(r) => (r.outcomes.clone(), None),
+        Err(e @ crate::apply::ApplyError::Services { report, .. }) => {
+            (report.outcomes.clone(), Some(e.to_string()))
+        }
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
     let failed_stacks: BTreeSet<String> = match &result {
-        Err(crate::apply::ApplyError::Services(lines)) => lines
+        Err(crate::apply::ApplyError::Services {
+            failures: lines, ..
+        }) => lines
             .iter()
             .filter_map(|l| l.split('/').next())
             .map(str::to_string)
@@ -329,11 +336,12 @@ pub async fn apply_recorded(
         // A directory has no commit: its revision is the hash of what was applied.
         let local = |hash: &str| format!("local:{}", &hash[..12]);
         let all: String = stored.iter().map(|(_, h)| h.as_str()).collect();
-        record["revision"] = serde_json::json!(if origin.revision.is_empty() {
+        let revision = if origin.revision.is_empty() {
             local(&crate::state::content_hash(all.as_bytes()))
         } else {
             origin.revision.clone()
-        });
+        };
+        record["revision"] = serde_json::json!(revision);
         state.audit(&record)?;
         for (stack, hash) in stored {
             let outcome = if failed_stacks.contains(&stack.name) {
@@ -344,11 +352,9 @@ pub async fn apply_recorded(
             state.record_revision(&crate::state::RevisionRecord {
                 time: crate::state::now(),
                 stack: stack.name.clone(),
-                revision: if origin.revision.is_empty() {
-                    local(&hash)
-                } else {
-                    origin.revision.clone()
-                },
+                // The revision `plimsoll history` shows, so `rollback --to` takes it
+                // (like a commit SHA, it names the whole apply; `hash` is this stack's).
+                revision: revision.clone(),
                 hash,
                 outcome: outcome.into(),
             })?;

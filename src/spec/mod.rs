@@ -302,6 +302,11 @@ pub fn load_stored(bytes: &[u8], files: &dyn Files) -> Result<(Stack, Masker), L
             if let Some(f) = stored["file"].as_str() {
                 l.stack.source.file = PathBuf::from(f);
             }
+            // So a rolled-back container keeps its repository label (whole-stack
+            // prune is scoped by it) and the same spec hash as applying from git.
+            if let Some(r) = stored["repository"].as_str() {
+                l.stack.source.repository = Some(r.to_string());
+            }
             Ok((l.stack, l.masker))
         }
         _ => Err(LoadError { diags }),

@@ -33,6 +33,7 @@ pub fn to_stored(stack: &Stack, masker: &Masker) -> Vec<u8> {
         "secrets": masker.values(),
         "dir": stack.source.dir,
         "file": stack.source.file,
+        "repository": stack.source.repository,
     });
     serde_json::to_vec(&stored).expect("JSON serializes")
 }

@@ -9,6 +9,10 @@
 //!   apply, no-op, drift, conflicts, Compose visibility, secrets, JSON schema, rollback.
 //! - `registry`: pulls from a real registry on 127.0.0.1 (`docker-registry`):
 //!   missing images, credentials from `DOCKER_CONFIG`, re-pointed tags, failed pulls.
+//! - `safety`: the guardrails on the real engine: prune only when asked, never a
+//!   whole stack without `--allow-empty`, volume data never lost, adoption from
+//!   Compose, the apply lock, rollback without the repository, no secret in the
+//!   state directory, malformed repositories change nothing, unknown containers.
 //! - `support`: shared helpers for tests that drive the engine (unique names,
 //!   cleanup guards, building the offline test images on demand).
 
@@ -18,4 +22,5 @@ mod images;
 mod malformed;
 mod reconcile;
 mod registry;
+mod safety;
 mod support;

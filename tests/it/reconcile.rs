@@ -123,6 +123,11 @@ impl TempStack {
     /// Runs `plimsoll --state-dir <state> ARGS` in the stack directory with a
     /// clean environment (interpolation reads the process environment).
     fn plimsoll(&self, args: &[&str]) -> Run {
+        self.plimsoll_env(args, &[])
+    }
+
+    /// Like [`TempStack::plimsoll`], with extra environment variables.
+    fn plimsoll_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Run {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_plimsoll"));
         cmd.arg("--state-dir")
             .arg(self.state.path())
@@ -141,6 +146,7 @@ impl TempStack {
                 cmd.env(var, v);
             }
         }
+        cmd.envs(envs.iter().copied());
         let out = cmd.output().expect("run plimsoll");
         Run {
             args: args.iter().map(|a| a.to_string()).collect(),
@@ -1212,4 +1218,113 @@ fn reconcile_rolls_back_a_recreate_that_never_becomes_healthy() {
         "the dependent was stopped"
     );
     wait_healthy(&app, Duration::from_secs(20));
+}
+
+// -- crash safety --------------------------------------------------------------
+
+/// A stack of `n` services that all depend on a health-checked `db` with a
+/// named volume; `version` goes into every service's environment, so changing
+/// it replaces every container.
+fn crash_stack(version: u32, services: usize, failing: bool) -> String {
+    // The failing variant gives up quickly; the good one has room for a loaded machine.
+    let (health, timeout) = if failing {
+        ("test -f /nope", "3s")
+    } else {
+        ("true", "60s")
+    };
+    let mut y = format!(
+        "services:\n  db:\n    image: plimsoll-example/busybox:1\n    command: [\"sh\", \"-c\", \"echo v{version} >> /data/log; exec sleep 600\"]\n    stop_signal: SIGKILL\n    environment: {{V: \"{version}\"}}\n    volumes: [data:/data]\n    healthcheck: {{test: \"{health}\", interval: 1s, retries: 1}}\n    x-plimsoll: {{health_timeout: {timeout}}}\n"
+    );
+    for i in 1..services {
+        y.push_str(&format!(
+            "  s{i}:\n    image: plimsoll-example/busybox:1\n    command: sleep 600\n    stop_signal: SIGKILL\n    environment: {{V: \"{version}\"}}\n    depends_on: {{db: {{condition: service_healthy}}}}\n"
+        ));
+    }
+    y.push_str("volumes:\n  data: {}\n");
+    y
+}
+
+/// After a run killed at any point, one normal reconcile converges: exactly
+/// one running container per service, no kept `-plimsoll-old` container, an
+/// empty plan, and the volume's data intact.
+#[track_caller]
+fn assert_converges(s: &TempStack, services: usize, marker: &str) {
+    s.apply().expect(0);
+    let containers = s.containers();
+    assert_eq!(
+        containers.len(),
+        services,
+        "one container per service: {containers:?}"
+    );
+    assert!(
+        containers.keys().all(|n| !n.ends_with("-plimsoll-old")),
+        "leftover: {containers:?}"
+    );
+    assert!(
+        containers.keys().all(|n| is_running(n)),
+        "all running: {containers:?}"
+    );
+    s.dry_run("text").expect(0);
+    let log = docker(&["exec", &s.container("db"), "cat", "/data/log"]);
+    assert!(log.contains(marker), "volume data lost: {log}");
+}
+
+#[test]
+fn reconcile_killed_at_every_step_of_a_replacement_converges() {
+    const SERVICES: usize = 5;
+    let s = stack("crash", &crash_stack(0, SERVICES, false));
+    s.apply().expect(0);
+    let mut kill_points = 0;
+    for n in 1..=40u32 {
+        s.set_compose(&crash_stack(n, SERVICES, false));
+        let killed = s.plimsoll_env(
+            &["reconcile", &s.path_str()],
+            &[("PLIMSOLL_FAULT_KILL_AFTER", &n.to_string())],
+        );
+        if killed.code == Some(0) {
+            // The whole replacement has fewer changing engine calls than n: every point was hit.
+            break;
+        }
+        assert_eq!(
+            killed.code, None,
+            "killed by a signal at point {n}:\n{killed}"
+        );
+        kill_points += 1;
+        assert_converges(&s, SERVICES, "v0");
+    }
+    assert!(
+        kill_points >= 20,
+        "only {kill_points} kill points were exercised"
+    );
+}
+
+#[test]
+fn reconcile_killed_while_rolling_back_converges() {
+    const SERVICES: usize = 2;
+    let s = stack("crashrb", &crash_stack(0, SERVICES, false));
+    s.apply().expect(0);
+    let mut kill_points = 0;
+    for n in 1..=20u32 {
+        // A replacement that never becomes healthy: it is rolled back.
+        s.set_compose(&crash_stack(1, SERVICES, true));
+        let killed = s.plimsoll_env(
+            &["reconcile", &s.path_str()],
+            &[("PLIMSOLL_FAULT_KILL_AFTER", &n.to_string())],
+        );
+        if killed.code == Some(1) {
+            break;
+        }
+        assert_eq!(
+            killed.code, None,
+            "killed by a signal at point {n}:\n{killed}"
+        );
+        kill_points += 1;
+        // Back to the good revision: the host converges to it.
+        s.set_compose(&crash_stack(0, SERVICES, false));
+        assert_converges(&s, SERVICES, "v0");
+    }
+    assert!(
+        kill_points >= 5,
+        "only {kill_points} kill points were exercised"
+    );
 }
