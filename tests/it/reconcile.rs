@@ -128,6 +128,17 @@ impl TempStack {
 
     /// Like [`TempStack::plimsoll`], with extra environment variables.
     fn plimsoll_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Run {
+        let out = self.command(args, envs).output().expect("run plimsoll");
+        Run {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The command that runs plimsoll for this stack, with a clean environment.
+    fn command(&self, args: &[&str], envs: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_plimsoll"));
         cmd.arg("--state-dir")
             .arg(self.state.path())
@@ -147,13 +158,7 @@ impl TempStack {
             }
         }
         cmd.envs(envs.iter().copied());
-        let out = cmd.output().expect("run plimsoll");
-        Run {
-            args: args.iter().map(|a| a.to_string()).collect(),
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        cmd
     }
 
     fn dry_run(&self, format: &str) -> Run {
@@ -1327,4 +1332,46 @@ fn reconcile_killed_while_rolling_back_converges() {
         kill_points >= 5,
         "only {kill_points} kill points were exercised"
     );
+}
+
+#[test]
+fn reconcile_interrupted_by_sigterm_rolls_back_and_exits_1() {
+    let yaml = |v: &str, delay: &str| {
+        format!(
+            "services:\n  web:\n    image: plimsoll-example/busybox:1\n    command: [\"sh\", \"-c\", \"sleep {delay}; touch /tmp/ok; exec sleep 600\"]\n    stop_signal: SIGKILL\n    environment: {{V: \"{v}\"}}\n    healthcheck: {{test: \"test -f /tmp/ok\", interval: 1s}}\n    x-plimsoll: {{health_timeout: 60s}}\n"
+        )
+    };
+    let s = stack("sigterm", &yaml("1", "0"));
+    s.apply().expect(0);
+    let old_id = container_id(&s.container("web"));
+    // The replacement takes 30 s to become healthy; SIGTERM arrives while plimsoll waits.
+    s.set_compose(&yaml("2", "30"));
+    let path = s.path_str();
+    let child = s
+        .command(&["reconcile", &path], &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start plimsoll");
+    let parked = format!("{}-plimsoll-old", s.container("web"));
+    wait_for(
+        "the old container to be parked",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || inspect(&parked, "{{.Id}}").map(|_| ()),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().expect("wait for plimsoll");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(stderr.contains("rolled back"), "{stderr}");
+    // The old container serves again under its own name; nothing is left over.
+    assert_eq!(container_id(&s.container("web")), old_id);
+    assert!(is_running(&s.container("web")));
+    let containers = s.containers();
+    assert_eq!(containers.len(), 1, "{containers:?}");
 }
