@@ -606,6 +606,7 @@ async fn reconcile_cmd(
         revision: String::new(),
         source: source.to_string(),
         rollback: false,
+        audit: desired.config.audit,
     };
     let progress = progress_for(run.log_format, masker);
     finish(
@@ -693,6 +694,7 @@ async fn rollback_cmd(stack: Option<&str>, to: Option<&str>, run: &Run) -> Resul
             revision: target.revision.clone(),
             source: format!("rollback of {name}"),
             rollback: true,
+            audit: Default::default(),
         };
         let progress = progress_for(run.log_format, &masker);
         if finish(

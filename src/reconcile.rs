@@ -249,6 +249,8 @@ pub struct Origin {
     pub source: String,
     /// Set when re-applying a stored revision.
     pub rollback: bool,
+    /// How the audit log rotates (`audit:` in plimsoll.yaml).
+    pub audit: crate::spec::config::AuditConfig,
 }
 
 /// Applies the plan and records it: one audit record (plan, outcome, per
@@ -342,7 +344,15 @@ pub async fn apply_recorded(
             origin.revision.clone()
         };
         record["revision"] = serde_json::json!(revision);
-        state.audit(&record)?;
+        let max = origin
+            .audit
+            .max_size_mib
+            .map_or(crate::state::AUDIT_MAX_BYTES, |m| m << 20);
+        state.audit(
+            &record,
+            max,
+            origin.audit.keep.unwrap_or(crate::state::AUDIT_KEEP),
+        )?;
         for (stack, hash) in stored {
             let outcome = if failed_stacks.contains(&stack.name) {
                 "failed"

@@ -231,11 +231,17 @@ impl StateDir {
         read_lines(&self.root.join("revisions.jsonl"))
     }
 
-    /// Appends a record to the audit log, rotating it when it is too large.
-    pub fn audit(&self, rec: &serde_json::Value) -> Result<(), StateError> {
+    /// Appends a record to the audit log, rotating it when it grows past
+    /// `max_bytes` and keeping `keep` rotated files.
+    pub fn audit(
+        &self,
+        rec: &serde_json::Value,
+        max_bytes: u64,
+        keep: usize,
+    ) -> Result<(), StateError> {
         let path = self.root.join("audit.jsonl");
-        if fs::metadata(&path).is_ok_and(|m| m.len() > AUDIT_MAX_BYTES) {
-            rotate(&path, AUDIT_KEEP)?;
+        if fs::metadata(&path).is_ok_and(|m| m.len() > max_bytes) {
+            rotate(&path, keep.max(1))?;
         }
         append_line(&path, rec)
     }
@@ -243,7 +249,10 @@ impl StateDir {
     /// Audit records, oldest first, across rotated files; unreadable lines are skipped.
     pub fn audit_records(&self) -> Result<Vec<serde_json::Value>, StateError> {
         let mut out = Vec::new();
-        for i in (1..=AUDIT_KEEP).rev() {
+        let rotated = (1..)
+            .take_while(|i| self.root.join(format!("audit.jsonl.{i}")).exists())
+            .count();
+        for i in (1..=rotated).rev() {
             out.extend(read_lines(&self.root.join(format!("audit.jsonl.{i}")))?);
         }
         out.extend(read_lines(&self.root.join("audit.jsonl"))?);
@@ -410,22 +419,35 @@ mod tests {
     fn audit_log_tolerates_a_torn_last_line_and_rotates() {
         let t = tempfile::tempdir().unwrap();
         let s = StateDir::open(t.path()).unwrap();
-        s.audit(&serde_json::json!({"n": 1})).unwrap();
+        s.audit(&serde_json::json!({"n": 1}), AUDIT_MAX_BYTES, AUDIT_KEEP)
+            .unwrap();
         // A crash mid-write leaves half a record.
         let mut f = OpenOptions::new()
             .append(true)
             .open(t.path().join("audit.jsonl"))
             .unwrap();
         f.write_all(b"{\"n\": 2, \"trunc").unwrap();
-        s.audit(&serde_json::json!({"n": 3})).unwrap();
+        s.audit(&serde_json::json!({"n": 3}), AUDIT_MAX_BYTES, AUDIT_KEEP)
+            .unwrap();
         let recs = s.audit_records().unwrap();
         assert_eq!(
             recs,
             vec![serde_json::json!({"n": 1}), serde_json::json!({"n": 3})]
         );
-        rotate(&t.path().join("audit.jsonl"), 2).unwrap();
-        s.audit(&serde_json::json!({"n": 4})).unwrap();
-        assert_eq!(s.audit_records().unwrap().len(), 3);
+        // A tiny limit rotates on every record; only `keep` rotated files stay.
+        for n in 4..10 {
+            s.audit(&serde_json::json!({"n": n}), 1, 2).unwrap();
+        }
+        let recs = s.audit_records().unwrap();
+        assert_eq!(
+            recs,
+            vec![
+                serde_json::json!({"n": 7}),
+                serde_json::json!({"n": 8}),
+                serde_json::json!({"n": 9})
+            ]
+        );
+        assert!(!t.path().join("audit.jsonl.3").exists());
     }
 
     #[test]

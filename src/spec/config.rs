@@ -30,6 +30,21 @@ pub struct Config {
     /// Defaults of `plimsoll agent`.
     #[serde(default)]
     pub agent: AgentConfig,
+    /// The audit log in the state directory.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `audit:`: how the audit log rotates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Rotate `audit.jsonl` when it grows past this many MiB (default 10).
+    #[serde(default)]
+    pub max_size_mib: Option<u64>,
+    /// How many rotated files to keep (default 5).
+    #[serde(default)]
+    pub keep: Option<usize>,
 }
 
 /// Settings of one stack.
