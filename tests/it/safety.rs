@@ -1360,3 +1360,126 @@ fn safety_unknown_containers_policy() {
     r.reconcile(&["--dry-run"]).expect(0);
     assert!(is_running(&foreign), "the foreign container was touched");
 }
+
+/// Policy at apply: images pinned by digest and allowed registries, checked
+/// against a real registry on loopback before anything changes.
+#[test]
+fn safety_policy_pins_images_by_digest_from_a_real_registry() {
+    let Some(reg) = crate::registry::Registry::start(None) else {
+        return;
+    };
+    crate::support::ensure_busybox();
+    let tagged = reg.push(crate::support::BUSYBOX_IMAGE, "pinned:1");
+    let digest = crate::support::docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{join .RepoDigests \"\\n\"}}",
+        &tagged,
+    ])
+    .lines()
+    .find(|d| d.starts_with(&reg.host))
+    .unwrap_or_else(|| panic!("{tagged} has no digest from {}", reg.host))
+    .to_string();
+    let stack = crate::support::unique_name("pin");
+    let repo = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    fs::create_dir_all(repo.path().join("stacks/app")).unwrap();
+    fs::write(
+        repo.path().join("plimsoll.yaml"),
+        format!("policy:\n  registries:\n    allow: [\"{}\"]\n  pinned_images:\n    stacks: [{stack}]\n", reg.host),
+    )
+    .unwrap();
+    let write = |image: &str| {
+        fs::write(
+            repo.path().join("stacks/app/compose.yaml"),
+            format!("name: {stack}\nservices:\n  web:\n    image: {image}\n    command: sleep 600\n    stop_signal: SIGKILL\n"),
+        )
+        .unwrap();
+    };
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(args)
+            .arg(repo.path())
+            .env("DOCKER_CONFIG", &reg.docker_config)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run plimsoll")
+    };
+    let cleanup = Cleanup::for_stack(&stack);
+
+    // A tag is not pinned: validate and reconcile refuse, naming file, line and rule.
+    write(&tagged);
+    for args in [
+        &["validate"][..],
+        &["reconcile", "--dry-run"],
+        &["reconcile"],
+    ] {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("compose.yaml:4:") && err.contains("policy `pinned_images`"),
+            "{err}"
+        );
+    }
+    // An image from another registry breaks the registries rule.
+    write(crate::support::BUSYBOX_IMAGE);
+    let err = String::from_utf8_lossy(&run(&["validate"]).stderr).into_owned();
+    assert!(
+        err.contains("registry `docker.io`") && err.contains("policy `registries`"),
+        "{err}"
+    );
+    assert!(
+        cleanup.containers().is_empty(),
+        "nothing may change while the policy fails"
+    );
+
+    // Pinned by digest from the allowed registry: accepted and applied.
+    write(&digest);
+    let out = run(&["reconcile"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(cleanup.containers().len(), 1);
+    assert_eq!(run(&["reconcile", "--dry-run"]).status.code(), Some(0));
+}
+
+/// Removes every container, network and volume of one stack when dropped.
+struct Cleanup {
+    label: String,
+}
+
+impl Cleanup {
+    fn for_stack(stack: &str) -> Cleanup {
+        Cleanup {
+            label: format!("label={STACK_LABEL}={stack}"),
+        }
+    }
+
+    fn containers(&self) -> Vec<String> {
+        let out = crate::support::docker_output(&["ps", "-aq", "--filter", &self.label]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for id in self.containers() {
+            let _ = crate::support::docker_output(&["rm", "-f", &id]);
+        }
+        let nets = crate::support::docker_output(&["network", "ls", "-q", "--filter", &self.label]);
+        for id in String::from_utf8_lossy(&nets.stdout).lines() {
+            let _ = crate::support::docker_output(&["network", "rm", id]);
+        }
+    }
+}
