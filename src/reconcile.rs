@@ -186,6 +186,24 @@ pub fn status(o: &Observed<'_>) -> Status {
     }
 }
 
+/// Rows as a table with left-aligned columns two spaces apart.
+pub fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// The status as a table for people.
 pub fn status_text(s: &Status) -> String {
     let mut rows = vec![[
@@ -211,19 +229,7 @@ pub fn status_text(s: &Status) -> String {
             svc.container.clone(),
         ]);
     }
-    let widths: Vec<usize> = (0..5)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in &rows {
-        let cells: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = table(&rows);
     for svc in s.services.iter().filter(|s| !s.reasons.is_empty()) {
         out.push_str(&format!(
             "{}/{}: {}\n",

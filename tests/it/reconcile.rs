@@ -24,49 +24,14 @@ use plimsoll::plan::{Action, ActionKind, Conflict, Orphan, Plan};
 use serde_json::Value;
 
 use crate::support::{
-    BUSYBOX_IMAGE, DEBIAN_IMAGE, compose_bin, docker, docker_output, ensure_busybox, ensure_debian,
-    ensure_postgres, health_status, repo_root, unique_name, wait_for, wait_healthy,
+    BUSYBOX_IMAGE, DEBIAN_IMAGE, Run, compose_bin, docker, docker_output, ensure_busybox,
+    ensure_debian, ensure_postgres, health_status, repo_root, unique_name, wait_for, wait_healthy,
 };
 
 // -- helpers -------------------------------------------------------------------
 
 /// The label every object of a stack carries.
 const STACK_LABEL: &str = "io.plimsoll.stack";
-
-/// What one run of plimsoll printed, and how it exited.
-struct Run {
-    args: Vec<String>,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "plimsoll {}\nexit code {:?}\n--- stdout\n{}\n--- stderr\n{}",
-            self.args.join(" "),
-            self.code,
-            self.stdout,
-            self.stderr
-        )
-    }
-}
-
-impl Run {
-    /// Asserts the exit code, printing everything when it differs.
-    #[track_caller]
-    fn expect(&self, code: i32) -> &Self {
-        assert_eq!(self.code, Some(code), "unexpected exit code:\n{self}");
-        self
-    }
-
-    /// stdout and stderr together, for "never printed" checks.
-    fn all(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-}
 
 /// A stack in a tempdir, with its own state directory; dropping it removes
 /// everything the stack and the test created on the engine.

@@ -25,75 +25,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::support::{
-    BUSYBOX_IMAGE, compose_bin, docker, docker_output, ensure_busybox, unique_name, wait_for,
+    BUSYBOX_IMAGE, Run, compose_bin, docker, docker_output, ensure_busybox, unique_name, wait_for,
 };
 
 const STACK_LABEL: &str = "io.plimsoll.stack";
 const REPOSITORY_LABEL: &str = "io.plimsoll.repository";
 
 // -- helpers -------------------------------------------------------------------
-
-/// What one run of plimsoll printed, and how it exited.
-struct Run {
-    args: Vec<String>,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "plimsoll {}\nexit code {:?}\n--- stdout\n{}\n--- stderr\n{}",
-            self.args.join(" "),
-            self.code,
-            self.stdout,
-            self.stderr
-        )
-    }
-}
-
-impl Run {
-    /// Asserts the exit code, printing everything when it differs.
-    #[track_caller]
-    fn expect(&self, code: i32) -> &Self {
-        assert_eq!(self.code, Some(code), "unexpected exit code:\n{self}");
-        self
-    }
-
-    /// stdout and stderr together.
-    fn all(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-
-    /// stdout as one JSON document.
-    #[track_caller]
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{self}"))
-    }
-
-    /// stdout as a JSON plan, valid against the checked-in `schemas/plan.json`.
-    #[track_caller]
-    fn plan_json(&self) -> Value {
-        let plan = self.json();
-        let text = fs::read_to_string(crate::support::repo_root().join("schemas/plan.json"))
-            .expect("schemas/plan.json");
-        let schema: Value = serde_json::from_str(&text).expect("plan.json is JSON");
-        let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
-        let errors: Vec<String> = validator
-            .iter_errors(&plan)
-            .map(|e| format!("{e} at {}", e.instance_path()))
-            .collect();
-        assert!(
-            errors.is_empty(),
-            "the plan does not match schemas/plan.json:\n{}\n{self}",
-            errors.join("\n")
-        );
-        plan
-    }
-}
 
 /// A config repository of its own (`<tmp>/repo`, with `stacks/`), a state
 /// directory of its own, and everything the test made on the engine, removed

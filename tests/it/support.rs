@@ -354,3 +354,65 @@ pub fn ensure_compose() -> PathBuf {
     );
     bin
 }
+
+/// What one run of plimsoll printed, and how it exited.
+pub struct Run {
+    pub args: Vec<String>,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "plimsoll {}\nexit code {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.args.join(" "),
+            self.code,
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+impl Run {
+    /// Asserts the exit code, printing everything when it differs.
+    #[track_caller]
+    pub fn expect(&self, code: i32) -> &Self {
+        assert_eq!(self.code, Some(code), "unexpected exit code:\n{self}");
+        self
+    }
+
+    /// stdout and stderr together.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    /// stdout as one JSON document.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{self}"))
+    }
+
+    /// stdout as a JSON plan, valid against the checked-in `schemas/plan.json`.
+    #[track_caller]
+    pub fn plan_json(&self) -> serde_json::Value {
+        let plan = self.json();
+        let text = std::fs::read_to_string(crate::support::repo_root().join("schemas/plan.json"))
+            .expect("schemas/plan.json");
+        let schema: serde_json::Value = serde_json::from_str(&text).expect("plan.json is JSON");
+        let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+        let errors: Vec<String> = validator
+            .iter_errors(&plan)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "the plan does not match schemas/plan.json:\n{}\n{self}",
+            errors.join("\n")
+        );
+        plan
+    }
+}
