@@ -379,39 +379,7 @@ impl Ctx<'_> {
     }
 
     async fn pull(&self, image: &str) -> Result<(), String> {
-        let subject = format!("image {image}");
-        self.progress.step(&subject, "pulling", Outcome::Working);
-        let (from, tag) = split_tag(image);
-        let opts = CreateImageOptionsBuilder::default()
-            .from_image(from)
-            .tag(tag)
-            .build();
-        let creds = crate::registry::credentials_for(image);
-        let mut stream = self.engine.docker.create_image(Some(opts), None, creds);
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(err) = info.error_detail.and_then(|d| d.message) {
-                        self.progress.step(&subject, &err, Outcome::Failed);
-                        return Err(err);
-                    }
-                    if let Some(status) = info.status {
-                        self.progress.step(
-                            &subject,
-                            &format!("pulling: {status}"),
-                            Outcome::Working,
-                        );
-                    }
-                }
-                Err(e) => {
-                    let m = engine_msg(e);
-                    self.progress.step(&subject, &m, Outcome::Failed);
-                    return Err(m);
-                }
-            }
-        }
-        self.progress.step(&subject, "pulled", Outcome::Done);
-        Ok(())
+        pull(self.engine, image, self.progress).await
     }
 
     async fn inspect_state(&self, name: &str) -> Result<Option<RunState>, String> {
@@ -1051,6 +1019,39 @@ fn fault_point() {
             .status();
         std::process::abort();
     }
+}
+
+/// Pulls an image with the docker CLI's credentials, reporting progress.
+pub async fn pull(engine: &Engine, image: &str, progress: &dyn Progress) -> Result<(), String> {
+    let subject = format!("image {image}");
+    progress.step(&subject, "pulling", Outcome::Working);
+    let (from, tag) = split_tag(image);
+    let opts = CreateImageOptionsBuilder::default()
+        .from_image(from)
+        .tag(tag)
+        .build();
+    let creds = crate::registry::credentials_for(image);
+    let mut stream = engine.docker.create_image(Some(opts), None, creds);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                    progress.step(&subject, &err, Outcome::Failed);
+                    return Err(err);
+                }
+                if let Some(status) = info.status {
+                    progress.step(&subject, &format!("pulling: {status}"), Outcome::Working);
+                }
+            }
+            Err(e) => {
+                let m = engine_msg(e);
+                progress.step(&subject, &m, Outcome::Failed);
+                return Err(m);
+            }
+        }
+    }
+    progress.step(&subject, "pulled", Outcome::Done);
+    Ok(())
 }
 
 /// `repo:tag` split for a pull; a digest reference pulls by digest.

@@ -207,7 +207,11 @@ fn init_logging(cli: &Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("plimsoll={level}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi({
+            use std::io::IsTerminal as _;
+            std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+        });
     let _ = match cli.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -580,6 +584,27 @@ async fn reconcile_cmd(
     }
     // Plan under the lock, so two applies never plan from the same live state.
     let (state, _lock) = take_lock(run)?;
+    // `pull_policy: always`: pull before planning, so a moved tag is followed.
+    let always: std::collections::BTreeSet<&str> = desired
+        .stacks
+        .iter()
+        .flat_map(|s| s.services.values())
+        .filter(|s| s.pull_policy == Some(crate::spec::model::PullPolicy::Always))
+        .filter_map(|s| s.image.as_deref())
+        .collect();
+    if !always.is_empty() {
+        let engine = crate::live::Engine::connect().await?;
+        let progress = progress_for(run.log_format, masker);
+        for image in always {
+            crate::apply::pull(&engine, image, progress.as_ref())
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "pulling {image} (pull_policy: always) failed: {e}; nothing was changed"
+                    )
+                })?;
+        }
+    }
     let mut observed = reconcile::observe(desired, None).await?;
     // A run killed mid-replacement left a kept old container: finish or undo that first.
     let repaired = crate::apply::recover(

@@ -66,8 +66,16 @@ pub async fn observe<'a>(
     host: Option<&str>,
 ) -> Result<Observed<'a>, EngineError> {
     let engine = Engine::connect().await?;
+    // The engine's name matters only when plimsoll.yaml assigns stacks or pauses hosts.
+    let config = &desired.config;
+    let assigns = config
+        .stacks
+        .values()
+        .any(|s| !s.hosts.is_empty() || s.placement.is_some())
+        || config.hosts.values().any(|h| h.paused);
     let host = match host {
         Some(h) => h.to_string(),
+        None if !assigns => String::new(),
         None => engine
             .docker
             .info()

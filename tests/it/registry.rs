@@ -707,3 +707,32 @@ fn digest_pinned_image_is_pulled_and_stays_in_sync() {
     let out = stack.reconcile(&reg.docker_config, &["--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "not in sync: {}", both(&out));
 }
+
+#[test]
+fn pull_policy_always_follows_a_re_pointed_tag() {
+    let Some(mut reg) = Registry::start(None) else {
+        return;
+    };
+    ensure_busybox();
+    let a = image_id(BUSYBOX_IMAGE).unwrap();
+    let image = reg.push(BUSYBOX_IMAGE, "always:v1");
+    let stack = Stack::new("reg-always");
+    stack.write(&format!(
+        "services:\n  web:\n    image: {image}\n    pull_policy: always\n    command: {HTTPD}\n"
+    ));
+    let out = stack.reconcile(&reg.docker_config, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    let (before, runs, _) = container_info(&stack.container("web")).unwrap();
+    assert_eq!(runs, a);
+
+    // The tag moves in the registry only; the apply pulls it and follows.
+    let b = reg.variant(BUSYBOX_IMAGE);
+    reg.push(&b, "always:v1");
+    docker(&["tag", BUSYBOX_IMAGE, &image]);
+    let out = stack.reconcile(&reg.docker_config, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    let (after, runs, running) = container_info(&stack.container("web")).unwrap();
+    assert_ne!(before, after, "web was not recreated");
+    assert_eq!(runs, b, "web does not run the re-pointed image");
+    assert!(running);
+}
