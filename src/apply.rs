@@ -159,16 +159,7 @@ pub async fn apply(
             }
             _ => continue,
         };
-        if let Err(e) = &result {
-            failures.push(format!("{}/{}: {e}", a.stack, a.target));
-        }
-        fault_point();
-        report.outcomes.push(ActionOutcome {
-            action: a.clone(),
-            result,
-            duration: started.elapsed(),
-            rolled_back: false,
-        });
+        record(&mut report, &mut failures, a, result, started);
     }
     if failures.len() > conflicts {
         return Err(ApplyError::Services { failures, report });
@@ -246,16 +237,7 @@ pub async fn apply(
         {
             let started = Instant::now();
             let result = cx.prune(a).await;
-            if let Err(e) = &result {
-                failures.push(format!("{}/{}: {e}", a.stack, a.target));
-            }
-            fault_point();
-            report.outcomes.push(ActionOutcome {
-                action: a.clone(),
-                result,
-                duration: started.elapsed(),
-                rolled_back: false,
-            });
+            record(&mut report, &mut failures, a, result, started);
         }
     }
     if failures.is_empty() {
@@ -263,6 +245,26 @@ pub async fn apply(
     } else {
         Err(ApplyError::Services { failures, report })
     }
+}
+
+/// Records the outcome of a setup or prune step.
+fn record(
+    report: &mut Report,
+    failures: &mut Vec<String>,
+    a: &Action,
+    result: Result<(), String>,
+    started: Instant,
+) {
+    if let Err(e) = &result {
+        failures.push(format!("{}/{}: {e}", a.stack, a.target));
+    }
+    fault_point();
+    report.outcomes.push(ActionOutcome {
+        action: a.clone(),
+        result,
+        duration: started.elapsed(),
+        rolled_back: false,
+    });
 }
 
 /// Why one service failed, and whether its old container is serving again.

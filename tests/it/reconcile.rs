@@ -27,6 +27,7 @@ use crate::support::{
     BUSYBOX_IMAGE, DEBIAN_IMAGE, Run, compose_bin, docker, docker_output, ensure_busybox,
     ensure_debian, ensure_postgres, health_status, repo_root, unique_name, wait_for, wait_healthy,
 };
+use crate::support::{labelled_ids, quiet};
 
 // -- helpers -------------------------------------------------------------------
 
@@ -202,29 +203,6 @@ impl TempStack {
         }
         seen
     }
-}
-
-fn labelled_ids(kind: &str, label: &str) -> Vec<String> {
-    let filter = format!("label={label}");
-    let mut args = vec![kind, "ls", "-q", "--filter", filter.as_str()];
-    if kind == "container" {
-        args.insert(2, "-a");
-    }
-    let out = docker_output(&args);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-fn quiet(args: &[&str]) {
-    let _ = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 impl Drop for TempStack {

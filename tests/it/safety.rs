@@ -27,6 +27,7 @@ use serde_json::Value;
 use crate::support::{
     BUSYBOX_IMAGE, Run, compose_bin, docker, docker_output, ensure_busybox, unique_name, wait_for,
 };
+use crate::support::{labelled_ids, quiet};
 
 const STACK_LABEL: &str = "io.plimsoll.stack";
 const REPOSITORY_LABEL: &str = "io.plimsoll.repository";
@@ -221,32 +222,6 @@ impl Repo {
     }
 }
 
-fn labelled(kind: &str, label: &str) -> Vec<String> {
-    let filter = format!("label={label}");
-    let mut args = vec![kind, "ls", "-q", "--filter", filter.as_str()];
-    if kind == "container" {
-        args.insert(2, "-a");
-    }
-    if kind != "volume" {
-        args.push("--no-trunc");
-    }
-    let out = docker_output(&args);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-fn quiet(args: &[&str]) {
-    let _ = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
 impl Drop for Repo {
     fn drop(&mut self) {
         let mut labels = vec![format!("{REPOSITORY_LABEL}={}", self.canonical)];
@@ -256,7 +231,7 @@ impl Drop for Repo {
         }
         let mut containers = self.foreign.clone();
         for l in &labels {
-            containers.extend(labelled("container", l));
+            containers.extend(labelled_ids("container", l));
         }
         if !containers.is_empty() {
             let mut args = vec!["rm", "-f", "-v"];
@@ -265,10 +240,10 @@ impl Drop for Repo {
         }
         let mut volumes = self.volumes.clone();
         for l in &labels {
-            for n in labelled("network", l) {
+            for n in labelled_ids("network", l) {
                 quiet(&["network", "rm", &n]);
             }
-            volumes.extend(labelled("volume", l));
+            volumes.extend(labelled_ids("volume", l));
         }
         if !volumes.is_empty() {
             let mut args = vec!["volume", "rm", "-f"];
@@ -526,7 +501,7 @@ fn safety_empty_stack_is_refused_without_allow_empty() {
     r.reconcile(&["--prune", "--allow-empty"]).expect(0);
     assert_eq!(containers(&s), BTreeMap::new());
     assert_eq!(
-        labelled("network", &format!("{STACK_LABEL}={s}")),
+        labelled_ids("network", &format!("{STACK_LABEL}={s}")),
         Vec::<String>::new(),
         "the stack's network is left"
     );
@@ -567,7 +542,7 @@ fn safety_stack_removed_from_the_repository_is_refused_per_stack() {
     r.reconcile(&["--prune", "--allow-empty"]).expect(0);
     assert_eq!(containers(&gone), BTreeMap::new());
     assert_eq!(
-        labelled("network", &format!("{STACK_LABEL}={gone}")),
+        labelled_ids("network", &format!("{STACK_LABEL}={gone}")),
         Vec::<String>::new()
     );
     assert_eq!(containers(&stays), s0, "the other stack was touched");
@@ -1088,7 +1063,7 @@ fn engine_state(r: &Repo) -> BTreeSet<String> {
     labels.extend(r.names.iter().map(|n| format!("{STACK_LABEL}={n}")));
     let mut out = BTreeSet::new();
     for l in &labels {
-        let ids = labelled("container", l);
+        let ids = labelled_ids("container", l);
         if !ids.is_empty() {
             let mut args = vec![
                 "inspect",
@@ -1099,12 +1074,12 @@ fn engine_state(r: &Repo) -> BTreeSet<String> {
             out.extend(docker(&args).lines().map(str::to_string));
         }
         out.extend(
-            labelled("network", l)
+            labelled_ids("network", l)
                 .into_iter()
                 .map(|n| format!("network {n}")),
         );
         out.extend(
-            labelled("volume", l)
+            labelled_ids("volume", l)
                 .into_iter()
                 .map(|v| format!("volume {v}")),
         );

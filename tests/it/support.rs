@@ -416,3 +416,31 @@ impl Run {
         plan
     }
 }
+
+/// Full IDs of the engine objects of `kind` carrying `label`.
+pub fn labelled_ids(kind: &str, label: &str) -> Vec<String> {
+    let filter = format!("label={label}");
+    let mut args = vec![kind, "ls", "-q", "--filter", filter.as_str()];
+    if kind == "container" {
+        args.insert(2, "-a");
+    }
+    if kind != "volume" {
+        args.push("--no-trunc");
+    }
+    let out = docker_output(&args);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs a docker command, ignoring its output and outcome (cleanup).
+pub fn quiet(args: &[&str]) {
+    let _ = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
