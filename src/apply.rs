@@ -929,20 +929,29 @@ async fn restore(
     old_id: &str,
     start: bool,
 ) -> Result<(), String> {
-    let opts = RemoveContainerOptionsBuilder::default().force(true).build();
-    match docker.remove_container(name, Some(opts)).await {
-        Ok(())
-        | Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => {}
-        Err(e) => return Err(format!("removing the new container: {}", engine_msg(e))),
+    // A create that a killed run had in flight can still finish in the daemon
+    // after the remove; then the name is taken again: remove and retry.
+    for attempt in 0..3 {
+        let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+        match docker.remove_container(name, Some(opts)).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => return Err(format!("removing the new container: {}", engine_msg(e))),
+        }
+        fault_point();
+        let rename = RenameContainerOptionsBuilder::default().name(name).build();
+        match docker.rename_container(old_id, rename).await {
+            Ok(()) => break,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) if attempt < 2 => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(engine_msg(e)),
+        }
     }
-    fault_point();
-    let rename = RenameContainerOptionsBuilder::default().name(name).build();
-    docker
-        .rename_container(old_id, rename)
-        .await
-        .map_err(engine_msg)?;
     fault_point();
     if start {
         docker
