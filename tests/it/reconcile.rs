@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,7 +27,7 @@ use crate::support::{
     BUSYBOX_IMAGE, DEBIAN_IMAGE, Run, compose_bin, docker, docker_output, ensure_busybox,
     ensure_debian, ensure_postgres, health_status, repo_root, unique_name, wait_for, wait_healthy,
 };
-use crate::support::{labelled_ids, quiet};
+use crate::support::{files_under, labelled_ids, quiet};
 
 // -- helpers -------------------------------------------------------------------
 
@@ -819,23 +819,6 @@ fn canary() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     format!("canary-{:x}{:x}", nanos, std::process::id())
-}
-
-/// Every file under `dir`, recursively, with its bytes.
-fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let Ok(entries) = fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else if let Ok(bytes) = fs::read(&p) {
-            out.push((p, bytes));
-        }
-    }
-    out
 }
 
 #[test]

@@ -221,6 +221,21 @@ impl Registry {
 
     /// Tags the local image `local` as [`Registry::image`]`(name_tag)` and
     /// pushes it; returns the reference. The local tag stays.
+    /// The `host/repo@sha256:...` reference of an image pushed here.
+    pub fn digest_of(&self, tagged: &str) -> String {
+        docker(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{join .RepoDigests \"\\n\"}}",
+            tagged,
+        ])
+        .lines()
+        .find(|d| d.starts_with(&self.host))
+        .unwrap_or_else(|| panic!("{tagged} has no digest from {}", self.host))
+        .to_string()
+    }
+
     pub fn push(&self, local: &str, name_tag: &str) -> String {
         let reference = self.image(name_tag);
         docker(&["tag", local, &reference]);
@@ -360,17 +375,7 @@ impl Stack {
 
     /// IDs of the engine objects of `kind` labelled with this stack.
     fn objects(&self, kind: &str) -> Vec<String> {
-        let filter = format!("label=io.plimsoll.stack={}", self.name);
-        let mut args = vec![kind, "ls", "-q", "--filter", &filter];
-        if kind == "container" {
-            args.insert(2, "-a");
-        }
-        let out = docker_output(&args);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect()
+        crate::support::labelled_ids(kind, &format!("io.plimsoll.stack={}", self.name))
     }
 }
 
@@ -681,17 +686,7 @@ fn digest_pinned_image_is_pulled_and_stays_in_sync() {
     };
     ensure_busybox();
     let tagged = reg.push(BUSYBOX_IMAGE, "pinned:1");
-    let digest = docker(&[
-        "image",
-        "inspect",
-        "--format",
-        "{{join .RepoDigests \"\\n\"}}",
-        &tagged,
-    ])
-    .lines()
-    .find(|d| d.starts_with(&reg.host))
-    .unwrap_or_else(|| panic!("{tagged} has no digest from {}", reg.host))
-    .to_string();
+    let digest = reg.digest_of(&tagged);
     // Untagging the only tag of the repository drops its digest reference too.
     docker(&["rmi", &tagged]);
     assert!(image_id(&digest).is_none(), "{digest} still on the host");

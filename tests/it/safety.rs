@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,7 +27,7 @@ use serde_json::Value;
 use crate::support::{
     BUSYBOX_IMAGE, Run, compose_bin, docker, docker_output, ensure_busybox, unique_name, wait_for,
 };
-use crate::support::{labelled_ids, quiet};
+use crate::support::{files_under, labelled_ids, quiet};
 
 const STACK_LABEL: &str = "io.plimsoll.stack";
 const REPOSITORY_LABEL: &str = "io.plimsoll.repository";
@@ -925,23 +925,6 @@ fn canary(what: &str) -> String {
     format!("canary-{what}-{nanos:x}{:x}", std::process::id())
 }
 
-/// Every file under `dir`, recursively, with its bytes.
-fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let Ok(entries) = fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else if let Ok(bytes) = fs::read(&p) {
-            out.push((p, bytes));
-        }
-    }
-    out
-}
-
 #[test]
 fn safety_state_dir_and_history_never_hold_a_secret() {
     let mut r = repo();
@@ -1283,17 +1266,7 @@ fn safety_policy_pins_images_by_digest_from_a_real_registry() {
     };
     crate::support::ensure_busybox();
     let tagged = reg.push(crate::support::BUSYBOX_IMAGE, "pinned:1");
-    let digest = crate::support::docker(&[
-        "image",
-        "inspect",
-        "--format",
-        "{{join .RepoDigests \"\\n\"}}",
-        &tagged,
-    ])
-    .lines()
-    .find(|d| d.starts_with(&reg.host))
-    .unwrap_or_else(|| panic!("{tagged} has no digest from {}", reg.host))
-    .to_string();
+    let digest = reg.digest_of(&tagged);
     let stack = crate::support::unique_name("pin");
     let repo = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
@@ -1364,7 +1337,7 @@ fn safety_policy_pins_images_by_digest_from_a_real_registry() {
     assert_eq!(run(&["reconcile", "--dry-run"]).status.code(), Some(0));
 }
 
-/// Removes every container, network and volume of one stack when dropped.
+/// Removes every container and network of one stack when dropped.
 struct Cleanup {
     label: String,
 }
@@ -1372,27 +1345,22 @@ struct Cleanup {
 impl Cleanup {
     fn for_stack(stack: &str) -> Cleanup {
         Cleanup {
-            label: format!("label={STACK_LABEL}={stack}"),
+            label: format!("{STACK_LABEL}={stack}"),
         }
     }
 
     fn containers(&self) -> Vec<String> {
-        let out = crate::support::docker_output(&["ps", "-aq", "--filter", &self.label]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
+        labelled_ids("container", &self.label)
     }
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for id in self.containers() {
-            let _ = crate::support::docker_output(&["rm", "-f", &id]);
+            quiet(&["rm", "-f", &id]);
         }
-        let nets = crate::support::docker_output(&["network", "ls", "-q", "--filter", &self.label]);
-        for id in String::from_utf8_lossy(&nets.stdout).lines() {
-            let _ = crate::support::docker_output(&["network", "rm", id]);
+        for id in labelled_ids("network", &self.label) {
+            quiet(&["network", "rm", &id]);
         }
     }
 }

@@ -188,29 +188,6 @@ impl Cleanup {
     }
 }
 
-fn quiet_docker(args: &[&str]) {
-    let _ = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-fn labelled(kind: &str, label: &str) -> Vec<String> {
-    let filter = format!("label={label}");
-    let mut args = vec![kind, "ls", "-q", "--filter", filter.as_str()];
-    if kind == "container" {
-        args.insert(2, "-a");
-    }
-    let out = docker_output(&args);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .filter(|l| !l.is_empty())
-        .collect()
-}
-
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let mut containers = self.containers.clone();
@@ -218,22 +195,22 @@ impl Drop for Cleanup {
         let mut volumes = self.volumes.clone();
         for p in &self.projects {
             let label = format!("com.docker.compose.project={p}");
-            containers.extend(labelled("container", &label));
-            networks.extend(labelled("network", &label));
-            volumes.extend(labelled("volume", &label));
+            containers.extend(labelled_ids("container", &label));
+            networks.extend(labelled_ids("network", &label));
+            volumes.extend(labelled_ids("volume", &label));
         }
         if !containers.is_empty() {
             let mut args = vec!["rm", "-f", "-v"];
             args.extend(containers.iter().map(String::as_str));
-            quiet_docker(&args);
+            quiet(&args);
         }
         for n in &networks {
-            quiet_docker(&["network", "rm", n]);
+            quiet(&["network", "rm", n]);
         }
         if !volumes.is_empty() {
             let mut args = vec!["volume", "rm", "-f"];
             args.extend(volumes.iter().map(String::as_str));
-            quiet_docker(&args);
+            quiet(&args);
         }
     }
 }
@@ -443,4 +420,21 @@ pub fn quiet(args: &[&str]) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
+}
+
+/// Every file under `dir`, recursively, with its bytes ("never stored" checks).
+pub fn files_under(dir: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else if let Ok(bytes) = std::fs::read(&p) {
+            out.push((p, bytes));
+        }
+    }
+    out
 }
