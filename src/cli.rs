@@ -141,6 +141,43 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
         format: StatusFormat,
     },
+    /// Follow a git repository (or a local directory) and keep this host where it says, until stopped.
+    ///
+    /// Polls every --interval, syncs on a signed webhook or `POST /sync`, heals drift seen in
+    /// Docker events, and serves /healthz, /metrics and /status on --listen. Every flag can also
+    /// be set by its environment variable; `agent:` in plimsoll.yaml sets the defaults of
+    /// --interval, --resync, --listen, --host, --stack and --prune.
+    ///
+    /// Example: plimsoll agent --repo https://git.example.com/ops/hosts.git --branch main --git-token-file /run/secrets/git-token
+    Agent(Box<AgentArgs>),
+    /// Freeze changes to a stack (or, without STACK, to every stack on this host) during an incident.
+    ///
+    /// A paused stack is still observed and reported; the agent and `reconcile` change nothing in it.
+    ///
+    /// Example: plimsoll pause shop
+    Pause { stack: Option<String> },
+    /// Lift `plimsoll pause` from a stack (or, without STACK, from the host and every stack).
+    ///
+    /// Example: plimsoll resume shop
+    Resume { stack: Option<String> },
+    /// Clear the agent's self-heal counters of a stack or one service, so it heals again.
+    ///
+    /// Example: plimsoll heal --reset shop/api
+    Heal {
+        /// STACK or STACK/SERVICE.
+        #[arg(long, value_name = "STACK[/SERVICE]")]
+        reset: String,
+        #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+        lock_timeout: std::time::Duration,
+    },
+    /// Ask a running agent whether its loop is alive (GET /healthz); exit 0 if so, else 1. For HEALTHCHECK.
+    ///
+    /// Example: plimsoll healthcheck --listen 127.0.0.1:9300
+    Healthcheck {
+        /// The agent's --listen address.
+        #[arg(long, env = "PLIMSOLL_LISTEN", default_value = crate::agent::DEFAULT_LISTEN)]
+        listen: String,
+    },
     /// Print a JSON Schema generated from plimsoll's types.
     ///
     /// Example: plimsoll schema plimsoll > plimsoll.schema.json
@@ -148,6 +185,71 @@ pub enum Command {
         #[arg(value_enum)]
         kind: SchemaKind,
     },
+}
+
+/// `plimsoll agent`'s flags.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The config repository: an https://, ssh:// or file:// URL, user@host:path, or a local
+    /// path (a git repository is followed like a remote; a plain directory is watched for changes).
+    #[arg(long, env = "PLIMSOLL_REPO", value_name = "URL")]
+    pub repo: String,
+    /// Follow this branch (default: the repository's default branch).
+    #[arg(long, env = "PLIMSOLL_BRANCH", group = "gitref")]
+    pub branch: Option<String>,
+    /// Follow this tag.
+    #[arg(long, env = "PLIMSOLL_TAG", group = "gitref")]
+    pub tag: Option<String>,
+    /// Stay on this commit.
+    #[arg(long, env = "PLIMSOLL_REV", group = "gitref", value_name = "SHA")]
+    pub rev: Option<String>,
+    /// The config repository's root inside the repository (plimsoll.yaml, stacks/).
+    #[arg(long, env = "PLIMSOLL_PATH")]
+    pub path: Option<PathBuf>,
+    /// How often to look for a new revision (default 30s, or `agent.interval`).
+    #[arg(long, env = "PLIMSOLL_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: Option<std::time::Duration>,
+    /// How often to check every container even without events (default 5m, or `agent.resync`).
+    #[arg(long, env = "PLIMSOLL_RESYNC", value_parser = parse_duration, value_name = "DURATION")]
+    pub resync: Option<std::time::Duration>,
+    /// Address of the HTTP endpoint (default 127.0.0.1:9300, or `agent.listen`).
+    #[arg(long, env = "PLIMSOLL_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// File holding the webhook secret (GitHub/Gitea/Forgejo HMAC, or the GitLab token).
+    #[arg(long, env = "PLIMSOLL_WEBHOOK_SECRET_FILE", value_name = "FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// File holding the bearer token of `POST /sync`.
+    #[arg(long, env = "PLIMSOLL_SYNC_TOKEN_FILE", value_name = "FILE")]
+    pub sync_token_file: Option<PathBuf>,
+    /// File holding the https token of the repository (or set PLIMSOLL_GIT_TOKEN).
+    #[arg(long, env = "PLIMSOLL_GIT_TOKEN_FILE", value_name = "FILE")]
+    pub git_token_file: Option<PathBuf>,
+    /// ssh private key for ssh:// repositories.
+    #[arg(long, env = "PLIMSOLL_SSH_KEY", value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
+    /// known_hosts file that must hold the ssh server's key (unknown or changed keys are refused).
+    #[arg(long, env = "PLIMSOLL_KNOWN_HOSTS", value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Extra CA certificates (PEM) trusted for https repositories.
+    #[arg(long, env = "PLIMSOLL_GIT_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Only these stacks (repeatable; the variable takes a comma-separated list).
+    #[arg(
+        long = "stack",
+        env = "PLIMSOLL_STACKS",
+        value_delimiter = ',',
+        value_name = "STACK"
+    )]
+    pub stacks: Vec<String>,
+    /// This host's name in plimsoll.yaml (default: the engine's name, or `agent.host`).
+    #[arg(long, env = "PLIMSOLL_HOST")]
+    pub host: Option<String>,
+    /// Remove what git no longer declares (default: `agent.prune` and per-stack `prune:`).
+    #[arg(long, env = "PLIMSOLL_PRUNE")]
+    pub prune: bool,
+    /// How long to wait for another plimsoll's apply on this host.
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub lock_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -333,6 +435,71 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print(&out)?;
         }
         Command::Schema { kind } => print(&schema::generate(kind))?,
+        Command::Agent(args) => {
+            let opts = agent_options(*args, state_dir(cli.state_dir.clone()))?;
+            runtime()?.block_on(async {
+                let (stop, shutdown) = tokio::sync::watch::channel(false);
+                let cancel = crate::apply::Cancel::default();
+                let on_signal = cancel.clone();
+                tokio::spawn(async move {
+                    let Ok(mut term) =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                    tracing::info!("stopping: finishing or rolling back the current apply");
+                    on_signal.cancel();
+                    let _ = stop.send(true);
+                });
+                crate::agent::run(opts, shutdown, cancel).await
+            })?;
+            tracing::info!("stopped");
+        }
+        Command::Pause { stack } => {
+            let state = StateDir::open(&state_dir(cli.state_dir.clone()))?;
+            state.set_paused(stack.as_deref(), true)?;
+            eprintln!(
+                "{}: paused; it is observed and reported, and nothing changes until `plimsoll resume{}`",
+                stack.as_deref().unwrap_or("this host"),
+                stack
+                    .as_deref()
+                    .map(|s| format!(" {s}"))
+                    .unwrap_or_default()
+            );
+        }
+        Command::Resume { stack } => {
+            let state = StateDir::open(&state_dir(cli.state_dir.clone()))?;
+            state.set_paused(stack.as_deref(), false)?;
+            eprintln!(
+                "{}: resumed; the next check converges it",
+                stack.as_deref().unwrap_or("this host")
+            );
+        }
+        Command::Heal {
+            reset,
+            lock_timeout,
+        } => {
+            let run = Run {
+                format: plan::Format::Text,
+                log_format: cli.log_format,
+                state_dir: state_dir(cli.state_dir.clone()),
+                lock_timeout,
+            };
+            let (state, _lock) = take_lock(&run)?;
+            let mut book: crate::agent::heal::HealBook =
+                state.read_json(crate::agent::heal::FILE)?;
+            let n = book.reset(&reset);
+            state.write_json(crate::agent::heal::FILE, &book)?;
+            eprintln!(
+                "{reset}: cleared the self-heal counters of {n} service{}",
+                if n == 1 { "" } else { "s" }
+            );
+        }
+        Command::Healthcheck { listen } => return healthcheck(&listen),
         Command::Reconcile {
             path,
             dry_run,
@@ -351,7 +518,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 state_dir,
                 lock_timeout,
             };
-            let pruning = Pruning {
+            let pruning = reconcile::Pruning {
                 flag: prune,
                 allow_empty,
                 volumes: prune_volumes,
@@ -411,6 +578,116 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The agent's settings from its flags (and their environment variables).
+fn agent_options(a: AgentArgs, state_dir: PathBuf) -> Result<crate::agent::Options> {
+    use crate::agent::{Options, Source, git};
+    let read = |what: &str, path: &PathBuf| -> Result<String> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the {what} file {}", path.display()))?;
+        let text = text.trim().to_string();
+        if text.is_empty() {
+            anyhow::bail!("the {what} file {} is empty", path.display());
+        }
+        Ok(text)
+    };
+    let reference = match (a.branch, a.tag, a.rev) {
+        (Some(b), _, _) => git::GitRef::Branch(b),
+        (_, Some(t), _) => git::GitRef::Tag(t),
+        (_, _, Some(r)) => git::GitRef::Rev(r),
+        _ => git::GitRef::Default,
+    };
+    let token = match &a.git_token_file {
+        Some(f) => Some(read("git token", f)?),
+        None => std::env::var("PLIMSOLL_GIT_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+    };
+    let source = match git::classify(&a.repo)? {
+        git::RepoKind::Git(url) => Source::Git {
+            url,
+            reference,
+            auth: git::GitAuth {
+                token,
+                ssh_key: a.ssh_key,
+                known_hosts: a.known_hosts,
+                ca_file: a.ca_file,
+            },
+        },
+        git::RepoKind::Directory(dir) => {
+            if !matches!(reference, git::GitRef::Default) {
+                anyhow::bail!(
+                    "{} is a directory, not a git repository: --branch, --tag and --rev need a git repository",
+                    dir.display()
+                );
+            }
+            Source::Directory(dir)
+        }
+    };
+    Ok(Options {
+        source,
+        path: a.path,
+        interval: a.interval,
+        resync: a.resync,
+        listen: a.listen,
+        webhook_secret: a
+            .webhook_secret_file
+            .as_ref()
+            .map(|f| read("webhook secret", f).map(String::into_bytes))
+            .transpose()?,
+        sync_token: a
+            .sync_token_file
+            .as_ref()
+            .map(|f| read("sync token", f))
+            .transpose()?,
+        stacks: a.stacks,
+        host: a.host,
+        prune: a.prune.then_some(true),
+        state_dir,
+        lock_timeout: a.lock_timeout,
+        env: process_env(),
+    })
+}
+
+/// `plimsoll healthcheck`: GET /healthz of the agent at `listen`.
+fn healthcheck(listen: &str) -> Result<ExitCode> {
+    use std::io::Read as _;
+    use std::net::ToSocketAddrs as _;
+    let timeout = std::time::Duration::from_secs(5);
+    let addr = listen
+        .to_socket_addrs()
+        .with_context(|| format!("invalid address {listen}"))?
+        .next()
+        .with_context(|| format!("{listen} resolves to no address"))?;
+    // An agent listening on every address answers on loopback.
+    let addr = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    };
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("no agent answers on {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) == Some("200") {
+        println!("healthy");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("unhealthy: {status}");
+        Ok(ExitCode::from(1))
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -494,18 +771,7 @@ fn take_lock(run: &Run) -> Result<(StateDir, crate::state::Lock)> {
 /// plimsoll is about to adopt are not unknown.
 fn check_unknown(desired: &Desired, observed: &reconcile::Observed<'_>) -> Result<()> {
     use crate::spec::config::UnknownContainers;
-    let adoptable = |f: &&crate::live::ForeignContainer| {
-        f.compose_project
-            .as_ref()
-            .is_some_and(|p| observed.stacks.iter().any(|s| &s.name == p))
-    };
-    let unknown: Vec<&str> = observed
-        .live
-        .foreign
-        .iter()
-        .filter(|f| !adoptable(f))
-        .map(|f| f.name.as_str())
-        .collect();
+    let unknown = reconcile::unknown(observed);
     if unknown.is_empty() {
         return Ok(());
     }
@@ -526,53 +792,18 @@ fn check_unknown(desired: &Desired, observed: &reconcile::Observed<'_>) -> Resul
     }
 }
 
-/// The prune flags of `reconcile`.
-struct Pruning {
-    flag: bool,
-    allow_empty: bool,
-    volumes: bool,
-}
-
-/// The plan with prune decided: the flag, else the stack's `prune:` in
-/// plimsoll.yaml, else the agent default; volumes need the flag and the stack's opt-in.
-fn pruned(
-    plan: plan::Plan,
-    observed: &reconcile::Observed<'_>,
-    desired: &Desired,
-    pruning: &Pruning,
-) -> plan::Plan {
-    let config = &desired.config;
-    let enabled = |stack: &str| {
-        pruning.flag
-            || config
-                .stacks
-                .get(stack)
-                .and_then(|s| s.prune)
-                .or(config.agent.prune)
-                .unwrap_or(false)
-    };
-    let volumes =
-        |stack: &str| pruning.volumes && config.stacks.get(stack).is_some_and(|s| s.prune_volumes);
-    let opts = plan::PruneOptions {
-        enabled: &enabled,
-        allow_empty: pruning.allow_empty,
-        volumes: &volumes,
-    };
-    plan::with_prune(plan, &observed.changeable(), &observed.live, &opts)
-}
-
 async fn reconcile_cmd(
     desired: &Desired,
     dry_run: bool,
     run: &Run,
-    pruning: &Pruning,
+    pruning: &reconcile::Pruning,
     source: &str,
 ) -> Result<ExitCode> {
     let masker = &desired.masker;
     if dry_run {
         let observed = reconcile::observe(desired, None).await?;
         check_unknown(desired, &observed)?;
-        let plan = pruned(observed.plan.clone(), &observed, desired, pruning);
+        let plan = reconcile::pruned(observed.plan.clone(), &observed, &desired.config, pruning);
         print(&masker.mask(&render_plan(&plan, run.format)?))?;
         return Ok(if !plan.conflicts.is_empty() {
             ExitCode::from(1)
@@ -605,7 +836,7 @@ async fn reconcile_cmd(
                 })?;
         }
     }
-    let mut observed = reconcile::observe(desired, None).await?;
+    let mut observed = frozen(reconcile::observe(desired, None).await?, &state)?;
     // A run killed mid-replacement left a kept old container: finish or undo that first.
     let repaired = crate::apply::recover(
         &observed.engine,
@@ -615,13 +846,18 @@ async fn reconcile_cmd(
     .await
     .map_err(|e| anyhow::anyhow!("recovering from an interrupted run failed: {e}"))?;
     if repaired > 0 {
-        observed = reconcile::observe(desired, None).await?;
+        observed = frozen(reconcile::observe(desired, None).await?, &state)?;
     }
     check_unknown(desired, &observed)?;
     for p in &observed.paused {
         eprintln!("{p}: paused; changes are shown, not applied");
     }
-    let plan = pruned(observed.applicable_plan(), &observed, desired, pruning);
+    let plan = reconcile::pruned(
+        observed.applicable_plan(),
+        &observed,
+        &desired.config,
+        pruning,
+    );
     print(&masker.mask(&render_plan(&plan, run.format)?))?;
     if plan.is_noop() && plan.conflicts.is_empty() {
         reconcile::note_in_sync(&observed, masker, &state)?;
@@ -647,6 +883,22 @@ async fn reconcile_cmd(
         .await,
         masker,
     )
+}
+
+/// The observation with the stacks `plimsoll pause` froze marked paused.
+fn frozen<'a>(
+    mut observed: reconcile::Observed<'a>,
+    state: &StateDir,
+) -> Result<reconcile::Observed<'a>> {
+    let paused = state.paused()?;
+    let names: Vec<String> = observed
+        .stacks
+        .iter()
+        .map(|s| s.name.clone())
+        .filter(|s| paused.contains(s))
+        .collect();
+    observed.paused.extend(names);
+    Ok(observed)
 }
 
 fn finish(

@@ -3,6 +3,7 @@
 //! The pipeline: source -> spec -> graph -> plan (-> apply -> events).
 //! See ARCHITECTURE.md for the code map and the invariants of each module.
 
+pub mod agent;
 pub mod apply;
 pub mod cli;
 pub mod diff;

@@ -65,7 +65,15 @@ pub async fn observe<'a>(
     desired: &'a Desired,
     host: Option<&str>,
 ) -> Result<Observed<'a>, EngineError> {
-    let engine = Engine::connect().await?;
+    observe_on(Engine::connect().await?, desired, host).await
+}
+
+/// [`observe`] over an existing connection (the agent keeps one).
+pub async fn observe_on<'a>(
+    engine: Engine,
+    desired: &'a Desired,
+    host: Option<&str>,
+) -> Result<Observed<'a>, EngineError> {
     // The engine's name matters only when plimsoll.yaml assigns stacks or pauses hosts.
     let config = &desired.config;
     let assigns = config
@@ -112,6 +120,57 @@ pub async fn observe<'a>(
         live,
         plan,
     })
+}
+
+/// The prune flags of `reconcile` (the agent sets them from its settings).
+pub struct Pruning {
+    pub flag: bool,
+    pub allow_empty: bool,
+    pub volumes: bool,
+}
+
+/// The plan with prune decided: the flag, else the stack's `prune:` in
+/// plimsoll.yaml, else the agent default; volumes need the flag and the stack's opt-in.
+pub fn pruned(
+    plan: Plan,
+    observed: &Observed<'_>,
+    config: &crate::spec::config::Config,
+    pruning: &Pruning,
+) -> Plan {
+    let enabled = |stack: &str| {
+        pruning.flag
+            || config
+                .stacks
+                .get(stack)
+                .and_then(|s| s.prune)
+                .or(config.agent.prune)
+                .unwrap_or(false)
+    };
+    let volumes =
+        |stack: &str| pruning.volumes && config.stacks.get(stack).is_some_and(|s| s.prune_volumes);
+    let opts = crate::plan::PruneOptions {
+        enabled: &enabled,
+        allow_empty: pruning.allow_empty,
+        volumes: &volumes,
+    };
+    crate::plan::with_prune(plan, &observed.changeable(), &observed.live, &opts)
+}
+
+/// Containers on this host without plimsoll's labels, by name; those that
+/// `docker compose` made for a stack about to be adopted do not count.
+pub fn unknown<'o>(observed: &'o Observed<'_>) -> Vec<&'o str> {
+    let adoptable = |f: &&crate::live::ForeignContainer| {
+        f.compose_project
+            .as_ref()
+            .is_some_and(|p| observed.stacks.iter().any(|s| &s.name == p))
+    };
+    observed
+        .live
+        .foreign
+        .iter()
+        .filter(|f| !adoptable(f))
+        .map(|f| f.name.as_str())
+        .collect()
 }
 
 /// One service's state for `plimsoll status`.

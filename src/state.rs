@@ -7,6 +7,10 @@
 //! <state>/audit.jsonl[.N]         append-only audit log, rotated by size
 //! <state>/revisions/<hash>.bin    applied desired states, content-addressed, encrypted
 //! <state>/revisions.jsonl         which revision of which stack was applied when, and how it went
+//! <state>/paused.json             `plimsoll pause`: stacks (or the whole host) frozen by hand
+//! <state>/agent.json              the agent's last good and rejected revisions
+//! <state>/heal.json               the agent's self-heal counters
+//! <state>/git/                    the agent's clone of the repository
 //! ```
 //!
 //! The CLI and the agent share one state directory per host, so the lock
@@ -106,6 +110,54 @@ impl StateDir {
 
     pub fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// Reads a JSON document of the state directory (`name` like `heal.json`);
+    /// a missing file is the default value.
+    pub fn read_json<T: DeserializeOwned + Default>(&self, name: &str) -> Result<T, StateError> {
+        let path = self.root.join(name);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Io {
+                path: path.clone(),
+                source: io::Error::new(io::ErrorKind::InvalidData, e),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(T::default()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Replaces a JSON document atomically (written aside, then renamed).
+    pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StateError> {
+        let path = self.root.join(name);
+        let tmp = self.root.join(format!(".{name}.tmp"));
+        let bytes = serde_json::to_vec_pretty(value).expect("state documents serialize");
+        write_private(&tmp, &bytes)?;
+        fs::rename(&tmp, &path).map_err(io_err(&path))
+    }
+
+    /// What `plimsoll pause` froze.
+    pub fn paused(&self) -> Result<Paused, StateError> {
+        self.read_json("paused.json")
+    }
+
+    /// Freezes (or thaws) one stack, or the whole host with `None`.
+    pub fn set_paused(&self, stack: Option<&str>, paused: bool) -> Result<(), StateError> {
+        let mut p = self.paused()?;
+        match stack {
+            None => {
+                p.host = paused;
+                if !paused {
+                    p.stacks.clear();
+                }
+            }
+            Some(s) if paused => {
+                p.stacks.insert(s.to_string());
+            }
+            Some(s) => {
+                p.stacks.remove(s);
+            }
+        }
+        self.write_json("paused.json", &p)
     }
 
     /// Takes the host's apply lock, waiting up to `timeout`; `waiting` is told once who holds it.
@@ -271,6 +323,22 @@ pub struct RevisionRecord {
     pub hash: String,
     /// `applied` or `failed`.
     pub outcome: String,
+}
+
+/// Stacks frozen by `plimsoll pause` on this host, kept in the state directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Paused {
+    /// The whole host is frozen.
+    #[serde(default)]
+    pub host: bool,
+    #[serde(default)]
+    pub stacks: std::collections::BTreeSet<String>,
+}
+
+impl Paused {
+    pub fn contains(&self, stack: &str) -> bool {
+        self.host || self.stacks.contains(stack)
+    }
 }
 
 /// The SHA-256 of some bytes, hex.

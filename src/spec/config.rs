@@ -33,6 +33,62 @@ pub struct Config {
     /// The audit log in the state directory.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Where the agent sends notifications (sync failed, drift, self-heal gave up, …).
+    #[serde(default)]
+    pub notifications: Vec<NotificationTarget>,
+}
+
+/// One notification receiver: a generic JSON webhook or a Slack-compatible one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationTarget {
+    /// The URL to POST to. A URL that carries a token is a secret: prefer `url_env`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The environment variable of the agent that holds the URL.
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// `json` (plimsoll's event as JSON) or `slack` (`{"text": …}`, also Mattermost, Rocket.Chat, Discord's /slack).
+    #[serde(default)]
+    pub format: NotificationFormat,
+    /// Only these events (default: every event).
+    #[serde(default)]
+    pub events: Vec<NotificationEvent>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationFormat {
+    #[default]
+    Json,
+    Slack,
+}
+
+/// What the agent notifies about.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationEvent {
+    SyncSucceeded,
+    SyncFailed,
+    DriftDetected,
+    SelfHealGaveUp,
+    UnknownContainer,
+    RevisionRejected,
+}
+
+impl NotificationEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationEvent::SyncSucceeded => "sync_succeeded",
+            NotificationEvent::SyncFailed => "sync_failed",
+            NotificationEvent::DriftDetected => "drift_detected",
+            NotificationEvent::SelfHealGaveUp => "self_heal_gave_up",
+            NotificationEvent::UnknownContainer => "unknown_container",
+            NotificationEvent::RevisionRejected => "revision_rejected",
+        }
+    }
 }
 
 /// `audit:`: how the audit log rotates.
@@ -187,10 +243,21 @@ pub struct SecretsConfig {
     pub patterns: Vec<String>,
 }
 
-/// `agent:` defaults.
+/// `agent:` defaults; a command-line flag or its environment variable wins.
+/// The repository, its ref, path and secret files are not here: the agent
+/// needs them before it can read this file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
+    /// Address of the HTTP endpoint (default 127.0.0.1:9300).
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// The host name stacks are assigned by (default: the engine's name).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Only these stacks (default: every stack assigned to this host).
+    #[serde(default)]
+    pub stacks: Vec<String>,
     /// How often to poll the repository (default 30s).
     #[serde(default)]
     pub interval: Option<GoDuration>,
@@ -206,6 +273,15 @@ pub struct AgentConfig {
     /// Failed heal attempts of one service before giving up (default 3).
     #[serde(default)]
     pub heal_attempts: Option<u32>,
+    /// Wait after the first failed heal of a service; doubles per failure (default 10s).
+    #[serde(default)]
+    pub heal_backoff: Option<GoDuration>,
+    /// More heals than this of one service within `crash_loop_window` is a crash loop: heals back off (default 5).
+    #[serde(default)]
+    pub crash_loop_heals: Option<u32>,
+    /// The window of `crash_loop_heals` (default 10m).
+    #[serde(default)]
+    pub crash_loop_window: Option<GoDuration>,
 }
 
 impl Config {

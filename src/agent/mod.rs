@@ -1,0 +1,1291 @@
+//! `plimsoll agent`: follows a git repository (or a local directory) and keeps
+//! this host converged: polls, webhooks, Docker events, bounded self-heal,
+//! an HTTP endpoint for health, metrics and status, and notifications.
+//!
+//! One loop owns every decision. Timers, the HTTP endpoint, the engine's
+//! event stream and the directory watcher only send [`Trigger`]s; the loop
+//! coalesces what arrived and runs one cycle: fetch (when asked) → load →
+//! observe → plan → apply (deploy) or heal (drift) → record → report.
+//! Invariants: a revision that does not load, or whose apply fails, is
+//! rejected, recorded and not retried until a new commit arrives; the last
+//! good revision stays the target; nothing is pruned on a failed load; every
+//! change goes through the same plan/apply path and the state-directory lock
+//! as `plimsoll reconcile`.
+
+pub mod git;
+pub mod heal;
+pub mod http;
+pub mod metrics;
+pub mod notify;
+pub mod watch;
+pub mod webhook;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use crate::apply::Cancel;
+use crate::events::LogProgress;
+use crate::live::{Engine, EngineError};
+use crate::plan::{Action, ActionKind, Plan};
+use crate::reconcile::{self, Observed};
+use crate::source::{self, LocalFs};
+use crate::spec::config::NotificationEvent;
+use crate::spec::{self, Desired};
+use crate::state::{StateDir, StateError};
+use heal::{Decision, HealBook, HealPolicy, Recorded};
+use notify::{Notification, Notifier};
+
+/// Something that asks the loop to do work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// Look for a new revision (poll, webhook, `POST /sync`, files changed).
+    Fetch(&'static str),
+    /// A managed container of `stack` changed: check for drift now.
+    Event { stack: String, kind: &'static str },
+    /// Check everything (periodic, or events may have been missed).
+    Resync,
+}
+
+/// Where the desired state comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Git {
+        url: String,
+        reference: git::GitRef,
+        auth: git::GitAuth,
+    },
+    /// A local directory that is not a git repository, watched for changes.
+    Directory(PathBuf),
+}
+
+/// The agent's settings, resolved from flags, environment and defaults.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub source: Source,
+    /// The config repository's root inside the source (`--path`).
+    pub path: Option<PathBuf>,
+    pub interval: Option<Duration>,
+    pub resync: Option<Duration>,
+    pub listen: Option<String>,
+    pub webhook_secret: Option<Vec<u8>>,
+    pub sync_token: Option<String>,
+    pub stacks: Vec<String>,
+    pub host: Option<String>,
+    pub prune: Option<bool>,
+    pub state_dir: PathBuf,
+    pub lock_timeout: Duration,
+    /// The process environment (interpolation, notification URLs).
+    pub env: BTreeMap<String, String>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9300";
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+const DEFAULT_RESYNC: Duration = Duration::from_secs(300);
+const AGENT_FILE: &str = "agent.json";
+
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Git(#[from] git::GitError),
+    #[error(
+        "cannot listen on {addr}: {source}; pick another address with --listen (or PLIMSOLL_LISTEN)"
+    )]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot watch {dir}: {source}")]
+    Watch {
+        dir: PathBuf,
+        #[source]
+        source: ::notify::Error,
+    },
+}
+
+/// What the agent remembers about revisions across restarts (`agent.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revisions {
+    /// The last revision applied completely.
+    pub last_good: Option<String>,
+    /// The newest revision that was rejected, and why.
+    pub rejected: Option<Rejected>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub revision: String,
+    pub reason: String,
+    pub time: String,
+}
+
+/// `GET /status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AgentStatus {
+    pub source: String,
+    pub host: String,
+    /// The revision this host runs (the last good one): a full commit SHA, or `local:<hash>`.
+    pub revision: Option<String>,
+    /// The newest revision seen at the source.
+    pub fetched: Option<String>,
+    pub last_sync: Option<SyncRecord>,
+    pub last_success: Option<String>,
+    pub rejected: Option<Rejected>,
+    /// The source could not be reached (the agent keeps running the last good revision).
+    pub source_error: Option<String>,
+    /// The whole host is frozen (`plimsoll pause` or `hosts.<name>.paused`).
+    pub paused: bool,
+    pub stacks: Vec<StackStatus>,
+    /// Containers without plimsoll's labels.
+    pub unknown: Vec<String>,
+    /// Services the agent stopped healing (`stack/service`).
+    pub gave_up: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncRecord {
+    pub time: String,
+    /// `succeeded`, `failed` or `rejected`.
+    pub result: String,
+    pub trigger: String,
+    pub seconds: f64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StackStatus {
+    pub name: String,
+    pub paused: bool,
+    pub self_heal: bool,
+    pub services: Vec<ServiceStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    pub service: String,
+    /// `in sync`, `drifted`, `missing`, `stopped`, `unhealthy`, `conflict` (and `(paused)`).
+    pub state: String,
+    pub drift: Vec<String>,
+    pub health: Option<String>,
+    pub running: bool,
+    pub container: String,
+    pub self_heal: bool,
+    pub heal: Option<heal::ServiceHeal>,
+}
+
+/// What the HTTP endpoint shares with the loop.
+pub struct Shared {
+    pub metrics: metrics::Metrics,
+    pub status: Mutex<AgentStatus>,
+    /// False once the loop has ended (or panicked): `/healthz` turns 503.
+    pub alive: std::sync::atomic::AtomicBool,
+    pub webhook_secret: Option<Vec<u8>>,
+    pub sync_token: Option<String>,
+    /// The ref a push must name to matter (`refs/heads/main`); `None` = any.
+    pub followed_ref: Option<String>,
+    pub triggers: UnboundedSender<Trigger>,
+}
+
+/// Marks the loop dead when it ends, however it ends.
+struct AliveGuard(Arc<Shared>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0
+            .alive
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The desired state of one revision.
+struct Target {
+    revision: String,
+    desired: Desired,
+}
+
+/// Which stacks self-heal: service `x-plimsoll.self_heal`, else the stack's
+/// `self_heal:` in plimsoll.yaml, else `agent.self_heal`, else on.
+fn self_heal(desired: &Desired, stack: &str, service: Option<&str>) -> bool {
+    let config = &desired.config;
+    let stack_level = config
+        .stacks
+        .get(stack)
+        .and_then(|s| s.self_heal)
+        .or(config.agent.self_heal)
+        .unwrap_or(true);
+    service
+        .and_then(|svc| {
+            desired
+                .stacks
+                .iter()
+                .find(|s| s.name == stack)?
+                .services
+                .get(svc)?
+                .plimsoll
+                .self_heal
+        })
+        .unwrap_or(stack_level)
+}
+
+/// The drift kind an action stands for.
+fn drift_kind(a: &Action) -> &'static str {
+    match a.action {
+        ActionKind::Create => "missing",
+        ActionKind::Start => "stopped",
+        ActionKind::Restart if a.reasons.iter().any(|r| r.starts_with("unhealthy")) => "unhealthy",
+        _ => "changed",
+    }
+}
+
+fn unix_now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// Runs the agent until `shutdown` says stop; then the current apply finishes
+/// or rolls back and this returns.
+pub async fn run(
+    opts: Options,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    cancel: Cancel,
+) -> Result<(), AgentError> {
+    let state = StateDir::open(&opts.state_dir)?;
+    let engine = Engine::connect().await?;
+    let (tx, rx) = unbounded_channel();
+    let followed_ref = match &opts.source {
+        Source::Git {
+            reference: git::GitRef::Branch(b),
+            ..
+        } => Some(format!("refs/heads/{b}")),
+        Source::Git {
+            reference: git::GitRef::Tag(t),
+            ..
+        } => Some(format!("refs/tags/{t}")),
+        _ => None,
+    };
+    let shared = Arc::new(Shared {
+        metrics: metrics::Metrics::new(),
+        status: Mutex::new(AgentStatus::default()),
+        alive: std::sync::atomic::AtomicBool::new(true),
+        webhook_secret: opts.webhook_secret.clone(),
+        sync_token: opts.sync_token.clone(),
+        followed_ref,
+        triggers: tx.clone(),
+    });
+    let listen = opts.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.into());
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|source| AgentError::Listen {
+            addr: listen.clone(),
+            source,
+        })?;
+    tracing::info!(
+        "listening on http://{} (/healthz, /metrics, /status, POST /webhook, POST /sync)",
+        listener.local_addr().map_or(listen, |a| a.to_string())
+    );
+    tokio::spawn(http::serve(listener, shared.clone(), shutdown.clone()));
+    tokio::spawn(watch::engine_events(engine.clone(), tx.clone()));
+
+    let (git, _watcher) = match &opts.source {
+        Source::Git {
+            url,
+            reference,
+            auth,
+        } => {
+            let url = url.clone();
+            let reference = reference.clone();
+            let auth = auth.clone();
+            let dir = state.path().join("git");
+            let source = tokio::task::spawn_blocking(move || {
+                git::GitSource::open(&url, reference, auth, &dir)
+            })
+            .await
+            .expect("opening the clone does not panic")?;
+            (Some(Arc::new(Mutex::new(source))), None)
+        }
+        Source::Directory(dir) => {
+            let w =
+                watch::directory(dir.clone(), tx.clone()).map_err(|source| AgentError::Watch {
+                    dir: dir.clone(),
+                    source,
+                })?;
+            (None, Some(w))
+        }
+    };
+    let source_name = match (&opts.source, &git) {
+        (_, Some(g)) => g.lock().expect("git source lock").display_url().to_string(),
+        (Source::Directory(d), None) => d.display().to_string(),
+        _ => String::new(),
+    };
+    shared.status.lock().expect("status lock").source = source_name.clone();
+    let revisions: Revisions = state.read_json(AGENT_FILE)?;
+    let mut agent = Agent {
+        opts,
+        state,
+        engine,
+        shared: shared.clone(),
+        notifier: Notifier::start(),
+        git,
+        source_name,
+        target: None,
+        revisions,
+        host: None,
+        reported_drift: BTreeMap::new(),
+        reported_unknown: BTreeSet::new(),
+        next_fetch: Instant::now(),
+        fetch_backoff: None,
+        retry_at: None,
+        cancel,
+    };
+    let _alive = AliveGuard(shared);
+    agent.main_loop(rx, shutdown, tx).await;
+    Ok(())
+}
+
+struct Agent {
+    opts: Options,
+    state: StateDir,
+    engine: Engine,
+    shared: Arc<Shared>,
+    notifier: Notifier,
+    git: Option<Arc<Mutex<git::GitSource>>>,
+    source_name: String,
+    target: Option<Arc<Target>>,
+    revisions: Revisions,
+    /// The host name stacks are assigned by, once known.
+    host: Option<String>,
+    /// Drift already reported, by `stack/service`, so a lasting drift is notified once.
+    reported_drift: BTreeMap<String, Vec<String>>,
+    reported_unknown: BTreeSet<String>,
+    next_fetch: Instant,
+    /// Set while the source is unreachable: the next wait.
+    fetch_backoff: Option<Duration>,
+    /// A check is due then (a heal backing off, the lock was busy).
+    retry_at: Option<Instant>,
+    cancel: Cancel,
+}
+
+/// The work one cycle does, coalesced from triggers.
+#[derive(Debug, Default)]
+struct Work {
+    fetch: bool,
+    check: bool,
+    reasons: BTreeSet<String>,
+}
+
+impl Work {
+    fn add(&mut self, t: Trigger) {
+        match t {
+            Trigger::Fetch(why) => {
+                self.fetch = true;
+                self.reasons.insert(why.to_string());
+            }
+            Trigger::Event { stack, kind } => {
+                self.check = true;
+                self.reasons.insert(format!("{kind} in {stack}"));
+            }
+            Trigger::Resync => {
+                self.check = true;
+                self.reasons.insert("resync".into());
+            }
+        }
+    }
+}
+
+impl Agent {
+    fn interval(&self) -> Duration {
+        self.opts
+            .interval
+            .or_else(|| {
+                self.target
+                    .as_ref()
+                    .and_then(|t| t.desired.config.agent.interval.map(|d| d.0))
+            })
+            .unwrap_or(DEFAULT_INTERVAL)
+    }
+
+    fn resync(&self) -> Duration {
+        self.opts
+            .resync
+            .or_else(|| {
+                self.target
+                    .as_ref()
+                    .and_then(|t| t.desired.config.agent.resync.map(|d| d.0))
+            })
+            .unwrap_or(DEFAULT_RESYNC)
+    }
+
+    /// The poll interval with ±10 % jitter, so a fleet does not poll in step.
+    fn jittered(&self, d: Duration) -> Duration {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos() as u64;
+        let spread = d.as_millis() as u64 / 5;
+        if spread == 0 {
+            return d;
+        }
+        d - Duration::from_millis(spread / 2) + Duration::from_millis(nanos % spread)
+    }
+
+    async fn main_loop(
+        &mut self,
+        mut rx: UnboundedReceiver<Trigger>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        tx: UnboundedSender<Trigger>,
+    ) {
+        let _ = tx.send(Trigger::Fetch("start"));
+        let mut next_resync = Instant::now() + self.resync();
+        loop {
+            let polling = matches!(self.opts.source, Source::Git { .. });
+            let fetch_at = if polling {
+                self.next_fetch
+            } else {
+                Instant::now() + Duration::from_secs(86_400)
+            };
+            let retry_at = self.retry_at.unwrap_or(next_resync);
+            let first = tokio::select! {
+                t = rx.recv() => match t { Some(t) => t, None => return },
+                _ = tokio::time::sleep_until(fetch_at.into()) => Trigger::Fetch("poll"),
+                _ = tokio::time::sleep_until(next_resync.min(retry_at).into()) => Trigger::Resync,
+                _ = shutdown.changed() => return,
+            };
+            if *shutdown.borrow() {
+                return;
+            }
+            let mut work = Work::default();
+            work.add(first);
+            while let Ok(t) = rx.try_recv() {
+                work.add(t);
+            }
+            if work.fetch {
+                self.next_fetch = Instant::now() + self.jittered(self.interval());
+            }
+            if work.reasons.contains("resync") {
+                next_resync = Instant::now() + self.resync();
+                self.retry_at = None;
+            }
+            self.cycle(work).await;
+            // Events caused by this cycle's own changes are not drift: the
+            // apply has converged what it touched, so drop them.
+            while let Ok(t) = rx.try_recv() {
+                if !matches!(t, Trigger::Event { .. }) {
+                    let _ = tx.send(t);
+                    break;
+                }
+            }
+            if *shutdown.borrow() || self.cancel.is_cancelled() {
+                return;
+            }
+        }
+    }
+
+    fn notify(
+        &self,
+        event: NotificationEvent,
+        stack: Option<&str>,
+        service: Option<&str>,
+        message: String,
+    ) {
+        let Some(target) = &self.target else {
+            return;
+        };
+        self.notifier.send(
+            Notification {
+                event,
+                host: self.host.clone().unwrap_or_else(crate::state::hostname),
+                revision: Some(target.revision.clone()),
+                stack: stack.map(str::to_string),
+                service: service.map(str::to_string),
+                message,
+            },
+            &target.desired.masker,
+        );
+    }
+
+    fn set_status(&self, f: impl FnOnce(&mut AgentStatus)) {
+        let mut s = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut s);
+    }
+
+    fn finish(&self, started: Instant, result: &str, trigger: &str, error: Option<String>) {
+        let seconds = started.elapsed().as_secs_f64();
+        self.shared.metrics.sync_finished(result, seconds);
+        let masked = error.map(|e| match &self.target {
+            Some(t) => t.desired.masker.mask(&e).into_owned(),
+            None => e,
+        });
+        let now = crate::state::now();
+        if result == "succeeded" {
+            self.shared
+                .metrics
+                .set_last_success(jiff::Timestamp::now().as_millisecond() as f64 / 1000.0);
+        }
+        self.set_status(|s| {
+            if result == "succeeded" {
+                s.last_success = Some(now.clone());
+            }
+            s.last_sync = Some(SyncRecord {
+                time: now,
+                result: result.into(),
+                trigger: trigger.into(),
+                seconds,
+                error: masked,
+            });
+        });
+    }
+
+    async fn cycle(&mut self, work: Work) {
+        let started = Instant::now();
+        let trigger = work.reasons.iter().cloned().collect::<Vec<_>>().join(", ");
+        if work.fetch
+            && let Err(rejected) = self.refresh().await
+        {
+            self.finish(started, "rejected", &trigger, Some(rejected));
+            if self.target.is_none() {
+                return;
+            }
+        }
+        if self.target.is_none() || self.target_rejected() {
+            return;
+        }
+        let deploy = self.is_deploy();
+        if !deploy && !work.check && !work.fetch {
+            return;
+        }
+        match self.converge(deploy).await {
+            Ok(()) => self.finish(started, "succeeded", &trigger, None),
+            Err(e) => self.finish(started, "failed", &trigger, Some(e)),
+        }
+    }
+
+    /// The target is a revision not yet applied (and not rejected).
+    fn is_deploy(&self) -> bool {
+        self.target
+            .as_ref()
+            .is_some_and(|t| self.revisions.last_good.as_deref() != Some(t.revision.as_str()))
+    }
+
+    /// The target is a revision that was rejected: nothing to do until a new one.
+    fn target_rejected(&self) -> bool {
+        match (&self.target, &self.revisions.rejected) {
+            (Some(t), Some(r)) => t.revision == r.revision,
+            _ => false,
+        }
+    }
+
+    /// Looks for a new revision and loads it. Err = the revision was rejected (message).
+    async fn refresh(&mut self) -> Result<(), String> {
+        let Some(git) = self.git.clone() else {
+            let Source::Directory(dir) = &self.opts.source else {
+                unreachable!("a source is git or a directory")
+            };
+            let root = self.opts.path.as_ref().map_or(dir.clone(), |p| dir.join(p));
+            return match self.load(&root) {
+                Ok(desired) => {
+                    let revision = local_revision(&desired);
+                    self.accept(revision, desired);
+                    Ok(())
+                }
+                Err(e) => {
+                    let revision = format!("local:{}", crate::state::now());
+                    self.reject(&revision, e.clone());
+                    Err(e)
+                }
+            };
+        };
+        let fetched = {
+            let git = git.clone();
+            tokio::task::spawn_blocking(move || git.lock().expect("git source lock").fetch())
+                .await
+                .expect("fetch does not panic")
+        };
+        let sha = match fetched {
+            Ok(sha) => {
+                if self.fetch_backoff.take().is_some() {
+                    tracing::info!(source = %self.source_name, "the source is reachable again");
+                }
+                self.set_status(|s| {
+                    s.source_error = None;
+                    s.fetched = Some(sha.clone());
+                });
+                sha
+            }
+            Err(e) => {
+                let wait = self.fetch_backoff.map_or(Duration::from_secs(5), |b| {
+                    (b * 2).min(Duration::from_secs(300))
+                });
+                self.fetch_backoff = Some(wait);
+                self.next_fetch = Instant::now() + wait;
+                let message = format!("{e}");
+                tracing::warn!(
+                    "fetching {} failed: {message}; keeping the last good revision, retrying in {}s",
+                    self.source_name,
+                    wait.as_secs()
+                );
+                self.set_status(|s| s.source_error = Some(message));
+                // After a restart with the source down: run the last good checkout.
+                if self.target.is_none() {
+                    let checked_out = git.lock().expect("git source lock").checked_out();
+                    if let Some(sha) =
+                        checked_out.filter(|s| Some(s) == self.revisions.last_good.as_ref())
+                    {
+                        self.checkout_and_load(&git, &sha).await.ok();
+                    }
+                }
+                return Ok(());
+            }
+        };
+        if let Some(r) = self
+            .revisions
+            .rejected
+            .as_ref()
+            .filter(|r| r.revision == sha)
+        {
+            tracing::debug!(
+                "revision {sha} was rejected ({}); waiting for a new commit",
+                r.reason
+            );
+            let stale = self.target.as_ref().is_none_or(|t| t.revision == sha);
+            if stale && let Some(good) = self.revisions.last_good.clone() {
+                let _ = self.checkout_and_load(&git, &good).await;
+            }
+            return Ok(());
+        }
+        if self.target.as_ref().is_some_and(|t| t.revision == sha) {
+            return Ok(());
+        }
+        match self.checkout_and_load(&git, &sha).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.reject(&sha, e.clone());
+                // The work tree goes back to the last good revision.
+                if let Some(good) = self.revisions.last_good.clone() {
+                    let keep = self.target.as_ref().is_some_and(|t| t.revision == good);
+                    if !keep {
+                        let _ = self.checkout_and_load(&git, &good).await;
+                    } else {
+                        let git = git.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            git.lock().expect("git source lock").checkout(&good)
+                        })
+                        .await;
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn checkout_and_load(
+        &mut self,
+        git: &Arc<Mutex<git::GitSource>>,
+        sha: &str,
+    ) -> Result<(), String> {
+        let dir = {
+            let git = git.clone();
+            let sha = sha.to_string();
+            tokio::task::spawn_blocking(move || git.lock().expect("git source lock").checkout(&sha))
+                .await
+                .expect("checkout does not panic")
+                .map_err(|e| e.to_string())?
+        };
+        let root = self.opts.path.as_ref().map_or(dir.clone(), |p| dir.join(p));
+        let desired = self.load(&root)?;
+        self.accept(sha.to_string(), desired);
+        Ok(())
+    }
+
+    /// Loads and checks a revision; the error lists every problem with file and line.
+    fn load(&self, root: &std::path::Path) -> Result<Desired, String> {
+        let layout = source::discover(root).map_err(|e| e.to_string())?;
+        let desired = spec::load(&layout, &LocalFs, &self.opts.env, &self.opts.stacks)
+            .map_err(|e| e.to_string())?;
+        self.notifier
+            .configure(&desired.config.notifications, &self.opts.env)
+            .map_err(|e| format!("plimsoll.yaml: {e}"))?;
+        for w in &desired.warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(desired)
+    }
+
+    fn accept(&mut self, revision: String, desired: Desired) {
+        if self.target.as_ref().is_some_and(|t| t.revision == revision) {
+            return;
+        }
+        tracing::info!(revision, "loaded a new revision");
+        self.shared.metrics.set_revision(&revision);
+        self.target = Some(Arc::new(Target { revision, desired }));
+    }
+
+    fn reject(&mut self, revision: &str, reason: String) {
+        let masked = match &self.target {
+            Some(t) => t.desired.masker.mask(&reason).into_owned(),
+            None => reason,
+        };
+        tracing::error!(
+            revision,
+            "revision rejected, the last good revision keeps running: {masked}"
+        );
+        self.revisions.rejected = Some(Rejected {
+            revision: revision.to_string(),
+            reason: masked.clone(),
+            time: crate::state::now(),
+        });
+        if let Err(e) = self.state.write_json(AGENT_FILE, &self.revisions) {
+            tracing::error!("{e}");
+        }
+        let rejected = self.revisions.rejected.clone();
+        self.set_status(|s| s.rejected = rejected);
+        self.notify(
+            NotificationEvent::RevisionRejected,
+            None,
+            None,
+            format!("revision {revision} rejected: {masked}"),
+        );
+    }
+
+    /// Observes, plans and applies under the host's lock. Err = the sync failed (message).
+    async fn converge(&mut self, deploy: bool) -> Result<(), String> {
+        let lock = {
+            let state = self.state.clone();
+            let timeout = self.opts.lock_timeout;
+            tokio::task::spawn_blocking(move || {
+                state.lock(timeout, &|holder| {
+                    tracing::info!("waiting for the lock held by {holder}")
+                })
+            })
+            .await
+            .expect("locking does not panic")
+        };
+        let _lock = match lock {
+            Ok(l) => l,
+            Err(e) => {
+                self.retry_at = Some(Instant::now() + Duration::from_secs(5));
+                return Err(e.to_string());
+            }
+        };
+        let target = self.target.clone().expect("converge runs with a target");
+        self.converge_locked(&target, deploy).await
+    }
+
+    async fn converge_locked(&mut self, target: &Target, deploy: bool) -> Result<(), String> {
+        let desired = &target.desired;
+        let masker = &desired.masker;
+        let host = self
+            .opts
+            .host
+            .clone()
+            .or_else(|| desired.config.agent.host.clone());
+        let progress = LogProgress::new(masker.clone());
+        if deploy {
+            for image in always_pulled(desired) {
+                crate::apply::pull(&self.engine, image, &progress)
+                    .await
+                    .map_err(|e| format!("pulling {image} (pull_policy: always) failed: {e}"))?;
+            }
+        }
+        let mut observed = self.observe(desired, host.as_deref()).await?;
+        let repaired = crate::apply::recover(&observed.engine, &observed.live, &progress)
+            .await
+            .map_err(|e| format!("recovering from an interrupted run failed: {e}"))?;
+        if repaired > 0 {
+            observed = self.observe(desired, host.as_deref()).await?;
+        }
+        self.host = Some(observed.host.clone());
+        self.report_unknown(&observed)?;
+        let book: HealBook = self
+            .state
+            .read_json(heal::FILE)
+            .map_err(|e| e.to_string())?;
+        let mut book = book;
+        if deploy {
+            book.new_revision(&target.revision);
+        }
+        let policy = HealPolicy::from_config(&desired.config.agent);
+        let pruning = reconcile::Pruning {
+            flag: self.opts.prune.unwrap_or(false),
+            allow_empty: false,
+            volumes: false,
+        };
+        let mut plan = reconcile::pruned(
+            observed.applicable_plan(),
+            &observed,
+            &desired.config,
+            &pruning,
+        );
+        let now = unix_now();
+        let mut heals: Vec<Action> = Vec::new();
+        if !deploy {
+            let unhealthy = unhealthy_restarts(&observed, &observed.plan);
+            let mut all = observed.plan.clone();
+            all.actions.extend(unhealthy.iter().cloned());
+            self.report_drift(&observed, &all);
+            plan.actions.extend(unhealthy);
+            let mut keep = Vec::new();
+            for a in std::mem::take(&mut plan.actions) {
+                if !self_heal(desired, &a.stack, a.service.as_deref()) {
+                    continue;
+                }
+                let Some(service) = a.service.as_deref() else {
+                    keep.push(a);
+                    continue;
+                };
+                match book.decide(&heal::key(&a.stack, service), now) {
+                    Decision::Heal => {
+                        heals.push(a.clone());
+                        keep.push(a);
+                    }
+                    Decision::Wait(t) => {
+                        let at = Instant::now() + Duration::from_secs((t - now).max(1) as u64);
+                        self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
+                    }
+                    Decision::GaveUp => {}
+                }
+            }
+            // Networks and volumes alone are healed with the services that need them.
+            if heals.is_empty() {
+                keep.clear();
+            }
+            plan.actions = keep;
+        }
+        let result = if plan.is_noop() && plan.conflicts.is_empty() {
+            if deploy {
+                reconcile::note_in_sync(&observed, masker, &self.state)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        } else {
+            for a in &heals {
+                self.shared.metrics.drift_detected(drift_kind(a));
+            }
+            let origin = reconcile::Origin {
+                revision: target.revision.clone(),
+                source: self.source_name.clone(),
+                rollback: false,
+                audit: desired.config.audit,
+            };
+            reconcile::apply_recorded(
+                &observed,
+                &plan,
+                masker,
+                &self.state,
+                &origin,
+                &progress,
+                &self.cancel,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| masker.mask(&e.to_string()).into_owned())
+        };
+        if !heals.is_empty() {
+            self.settle_heals(desired, &observed, &heals, &mut book, &policy)
+                .await;
+        }
+        if let Err(e) = self.state.write_json(heal::FILE, &book) {
+            tracing::error!("{e}");
+        }
+        if deploy {
+            match &result {
+                Ok(()) => {
+                    self.revisions.last_good = Some(target.revision.clone());
+                    if let Err(e) = self.state.write_json(AGENT_FILE, &self.revisions) {
+                        tracing::error!("{e}");
+                    }
+                    tracing::info!(revision = target.revision, "revision applied");
+                    self.notify(
+                        NotificationEvent::SyncSucceeded,
+                        None,
+                        None,
+                        format!("revision {} applied", target.revision),
+                    );
+                }
+                Err(e) => {
+                    self.notify(
+                        NotificationEvent::SyncFailed,
+                        None,
+                        None,
+                        format!("applying revision {} failed: {e}", target.revision),
+                    );
+                }
+            }
+        }
+        // Report what the host looks like now.
+        let after = self.observe(desired, host.as_deref()).await.ok();
+        self.publish(target, after.as_ref().unwrap_or(&observed), &book);
+        if deploy && let Err(e) = &result {
+            self.fail_revision(&target.revision, e.clone()).await;
+        }
+        result
+    }
+
+    /// A revision whose apply failed: rejected, and the last good one becomes
+    /// the target again, so the host converges back to it.
+    async fn fail_revision(&mut self, revision: &str, error: String) {
+        self.reject(revision, format!("apply failed: {error}"));
+        if let (Some(git), Some(good)) = (self.git.clone(), self.revisions.last_good.clone()) {
+            match self.checkout_and_load(&git, &good).await {
+                Ok(()) => self.retry_at = Some(Instant::now()),
+                Err(e) => tracing::error!("reloading the last good revision {good} failed: {e}"),
+            }
+        }
+    }
+
+    async fn observe<'d>(
+        &self,
+        desired: &'d Desired,
+        host: Option<&str>,
+    ) -> Result<Observed<'d>, String> {
+        let mut observed = reconcile::observe_on(self.engine.clone(), desired, host)
+            .await
+            .map_err(|e| e.to_string())?;
+        let frozen = self.state.paused().map_err(|e| e.to_string())?;
+        let names: Vec<String> = observed.stacks.iter().map(|s| s.name.clone()).collect();
+        observed
+            .paused
+            .extend(names.into_iter().filter(|s| frozen.contains(s)));
+        Ok(observed)
+    }
+
+    fn report_unknown(&mut self, observed: &Observed<'_>) -> Result<(), String> {
+        use crate::spec::config::UnknownContainers;
+        let unknown: BTreeSet<String> = reconcile::unknown(observed)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let new: Vec<&String> = unknown.difference(&self.reported_unknown).collect();
+        let policy = self
+            .target
+            .as_ref()
+            .map(|t| t.desired.config.policy.unknown_containers);
+        if !new.is_empty() {
+            let list = new
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            tracing::warn!("containers not managed by plimsoll run on this host: {list}");
+            self.notify(
+                NotificationEvent::UnknownContainer,
+                None,
+                None,
+                format!("containers not managed by plimsoll run on this host: {list}"),
+            );
+        }
+        self.reported_unknown = unknown.clone();
+        if policy == Some(UnknownContainers::Fail) && !unknown.is_empty() {
+            return Err(format!(
+                "policy unknown_containers is `fail` and containers not managed by plimsoll run on this host: {}; remove them, or declare them in git",
+                unknown.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Logs, counts and notifies drift that was not reported before.
+    fn report_drift(&mut self, observed: &Observed<'_>, plan: &Plan) {
+        let mut now: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for a in &plan.actions {
+            let Some(service) = &a.service else { continue };
+            now.insert(heal::key(&a.stack, service), a.reasons.clone());
+        }
+        for (key, reasons) in &now {
+            if self.reported_drift.get(key) == Some(reasons) {
+                continue;
+            }
+            let (stack, service) = key.split_once('/').expect("keys are stack/service");
+            let paused = observed.paused.contains(stack);
+            let message = format!(
+                "{key} drifted: {}{}",
+                reasons.join("; "),
+                if paused { " (paused: not changed)" } else { "" }
+            );
+            tracing::warn!("{message}");
+            self.notify(
+                NotificationEvent::DriftDetected,
+                Some(stack),
+                Some(service),
+                message,
+            );
+        }
+        self.reported_drift = now;
+    }
+
+    /// Waits for each healed service to run (and be healthy) and records the outcome.
+    async fn settle_heals(
+        &mut self,
+        desired: &Desired,
+        observed: &Observed<'_>,
+        heals: &[Action],
+        book: &mut HealBook,
+        policy: &HealPolicy,
+    ) {
+        let checks = heals.iter().map(|a| {
+            let stack = observed.stacks.iter().find(|s| s.name == a.stack);
+            let service = a.service.clone().unwrap_or_default();
+            let timeout = stack.map_or(Duration::from_secs(60), |s| {
+                crate::apply::gate_timeout(s, &service)
+            });
+            let name = stack
+                .and_then(|s| {
+                    s.services
+                        .get(&service)
+                        .map(|svc| crate::diff::container_name(s, &service, svc))
+                })
+                .unwrap_or_else(|| a.target.clone());
+            let engine = self.engine.clone();
+            let cancel = self.cancel.clone();
+            async move { settled(&engine, &name, timeout, &cancel).await }
+        });
+        let results = futures_util::future::join_all(checks).await;
+        let now = unix_now();
+        for (a, result) in heals.iter().zip(results) {
+            let service = a.service.as_deref().unwrap_or_default();
+            let key = heal::key(&a.stack, service);
+            let masked = result.map_err(|e| desired.masker.mask(&e).into_owned());
+            let ok = masked.is_ok();
+            self.shared
+                .metrics
+                .heal_attempt(if ok { "succeeded" } else { "failed" });
+            match book.record(&key, now, masked.clone(), policy) {
+                Recorded::Healed => tracing::info!("{key}: healed ({})", a.reasons.join("; ")),
+                Recorded::CrashLoop => {
+                    let wait = book.services[&key].not_before.unwrap_or(now) - now;
+                    tracing::warn!(
+                        "{key}: healed again, but it keeps drifting (crash loop): next heal in {wait}s at the earliest"
+                    );
+                    self.retry_at = Some(Instant::now() + Duration::from_secs(wait.max(1) as u64));
+                }
+                Recorded::Failed => {
+                    let s = &book.services[&key];
+                    let wait = s.not_before.unwrap_or(now) - now;
+                    tracing::warn!(
+                        "{key}: heal attempt {} of {} failed: {}; next attempt in {wait}s",
+                        s.failures,
+                        policy.attempts,
+                        masked.as_ref().err().map_or("", String::as_str)
+                    );
+                    let at = Instant::now() + Duration::from_secs(wait.max(1) as u64);
+                    self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
+                }
+                Recorded::GaveUp => {
+                    let error = masked.err().unwrap_or_default();
+                    let message = format!(
+                        "{key}: self-heal gave up after {} failed attempts (last: {error}); fix it in git or by hand, then `plimsoll heal --reset {key}`",
+                        policy.attempts
+                    );
+                    tracing::error!(alert = true, "{message}");
+                    self.notify(
+                        NotificationEvent::SelfHealGaveUp,
+                        Some(&a.stack),
+                        Some(service),
+                        message,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Publishes status and gauges from an observation.
+    fn publish(&self, target: &Target, observed: &Observed<'_>, book: &HealBook) {
+        let status = reconcile::status(observed);
+        let desired = &target.desired;
+        let frozen = self.state.paused().unwrap_or_default();
+        let host_paused = frozen.host
+            || desired
+                .config
+                .hosts
+                .get(&observed.host)
+                .is_some_and(|h| h.paused);
+        let mut stacks: Vec<StackStatus> = Vec::new();
+        for stack in &observed.stacks {
+            let services = status
+                .services
+                .iter()
+                .filter(|s| s.stack == stack.name)
+                .map(|s| {
+                    let key = heal::key(&s.stack, &s.service);
+                    let state = if s.state == "in sync" && s.health.as_deref() == Some("unhealthy")
+                    {
+                        "unhealthy".to_string()
+                    } else {
+                        s.state.clone()
+                    };
+                    ServiceStatus {
+                        service: s.service.clone(),
+                        state,
+                        drift: s.reasons.clone(),
+                        health: s.health.clone(),
+                        running: s.running,
+                        container: s.container.clone(),
+                        self_heal: self_heal(desired, &s.stack, Some(&s.service)),
+                        heal: book.services.get(&key).cloned(),
+                    }
+                })
+                .collect();
+            stacks.push(StackStatus {
+                name: stack.name.clone(),
+                paused: observed.paused.contains(&stack.name),
+                self_heal: self_heal(desired, &stack.name, None),
+                services,
+            });
+        }
+        let gave_up: Vec<String> = book.gave_up().map(str::to_string).collect();
+        let managed: usize = observed.stacks.iter().map(|s| s.services.len()).sum();
+        self.shared.metrics.set_gave_up(gave_up.len() as i64);
+        self.shared.metrics.set_managed(managed as i64);
+        let revision = self.revisions.last_good.clone();
+        let rejected = self.revisions.rejected.clone();
+        let host = observed.host.clone();
+        self.set_status(|s| {
+            s.host = host;
+            s.revision = revision;
+            s.rejected = rejected;
+            s.paused = host_paused;
+            s.stacks = stacks;
+            s.unknown = status.unknown.clone();
+            s.gave_up = gave_up;
+        });
+    }
+}
+
+/// Images with `pull_policy: always`, pulled before a new revision is planned.
+fn always_pulled(desired: &Desired) -> BTreeSet<&str> {
+    desired
+        .stacks
+        .iter()
+        .flat_map(|s| s.services.values())
+        .filter(|s| s.pull_policy == Some(crate::spec::model::PullPolicy::Always))
+        .filter_map(|s| s.image.as_deref())
+        .collect()
+}
+
+/// A directory's revision: the hash of what it declares.
+fn local_revision(desired: &Desired) -> String {
+    let mut all = Vec::new();
+    for s in &desired.stacks {
+        all.extend(crate::spec::render::to_stored(s, &desired.masker));
+    }
+    format!("local:{}", &crate::state::content_hash(&all)[..12])
+}
+
+/// Restarts for running, in-sync containers that Docker reports unhealthy.
+fn unhealthy_restarts(observed: &Observed<'_>, plan: &Plan) -> Vec<Action> {
+    observed
+        .live
+        .containers
+        .iter()
+        .filter(|c| c.state.is_running() && c.state.health.as_deref() == Some("unhealthy"))
+        .filter(|c| !observed.paused.contains(&c.stack))
+        .filter(|c| {
+            observed
+                .stacks
+                .iter()
+                .any(|s| s.name == c.stack && s.services.contains_key(&c.service))
+        })
+        .filter(|c| {
+            !plan
+                .actions
+                .iter()
+                .any(|a| a.stack == c.stack && a.service.as_deref() == Some(c.service.as_str()))
+        })
+        .map(|c| Action {
+            action: ActionKind::Restart,
+            stack: c.stack.clone(),
+            service: Some(c.service.clone()),
+            target: c.name.clone(),
+            reasons: vec![format!(
+                "unhealthy: {}",
+                c.state
+                    .health_log
+                    .clone()
+                    .unwrap_or_else(|| "health check failing".into())
+            )],
+            diff: None,
+        })
+        .collect()
+}
+
+/// Whether container `name` runs (and, with a health check, is healthy)
+/// within `timeout` and stays up; Err says why not.
+async fn settled(
+    engine: &Engine,
+    name: &str,
+    timeout: Duration,
+    cancel: &Cancel,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let inspect = engine
+            .docker
+            .inspect_container(
+                name,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+        let state = inspect.state.unwrap_or_default();
+        let running = state.running.unwrap_or(false);
+        let restarting = state.restarting.unwrap_or(false);
+        let health = state
+            .health
+            .as_ref()
+            .and_then(|h| h.status)
+            .map(|s| s.to_string());
+        match health.as_deref() {
+            Some("healthy") if running => return Ok(()),
+            Some("unhealthy") => return Err(format!("{name} is unhealthy")),
+            None | Some("none") | Some("") if running => {
+                // Without a health check, running a moment later counts.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let again = engine
+                    .docker
+                    .inspect_container(
+                        name,
+                        None::<bollard::query_parameters::InspectContainerOptions>,
+                    )
+                    .await
+                    .map_err(|e| format!("{name}: {e}"))?;
+                let state = again.state.unwrap_or_default();
+                return if state.running.unwrap_or(false) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{name} stopped again right after it was started (exit code {})",
+                        state.exit_code.unwrap_or_default()
+                    ))
+                };
+            }
+            _ if !running
+                && !restarting
+                && state.status.map(|s| s.to_string()).as_deref() != Some("created") =>
+            {
+                return Err(format!(
+                    "{name} is not running (exit code {})",
+                    state.exit_code.unwrap_or_default()
+                ));
+            }
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{name} did not become healthy within {}s",
+                timeout.as_secs()
+            ));
+        }
+        if cancel.is_cancelled() {
+            return Err(format!("interrupted while waiting for {name}"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
