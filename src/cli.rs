@@ -146,7 +146,7 @@ pub enum Command {
     /// Polls every --interval, syncs on a signed webhook or `POST /sync`, heals drift seen in
     /// Docker events, and serves /healthz, /metrics and /status on --listen. Every flag can also
     /// be set by its environment variable; `agent:` in plimsoll.yaml sets the defaults of
-    /// --interval, --resync, --listen, --host, --stack and --prune.
+    /// --interval, --resync, --host, --stack and --prune.
     ///
     /// Example: plimsoll agent --repo https://git.example.com/ops/hosts.git --branch main --git-token-file /run/secrets/git-token
     Agent(Box<AgentArgs>),
@@ -212,7 +212,7 @@ pub struct AgentArgs {
     /// How often to check every container even without events (default 5m, or `agent.resync`).
     #[arg(long, env = "PLIMSOLL_RESYNC", value_parser = parse_duration, value_name = "DURATION")]
     pub resync: Option<std::time::Duration>,
-    /// Address of the HTTP endpoint (default 127.0.0.1:9300, or `agent.listen`).
+    /// Address of the HTTP endpoint (default 127.0.0.1:9300).
     #[arg(long, env = "PLIMSOLL_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
     /// File holding the webhook secret (GitHub/Gitea/Forgejo HMAC, or the GitLab token).
@@ -562,8 +562,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
         } => {
             let desired = load(&path, &stacks)?;
+            let state = StateDir::open(&state_dir(cli.state_dir.clone())).ok();
             let (status, unknown_ok) = runtime()?.block_on(async {
-                let observed = reconcile::observe(&desired, None).await?;
+                let mut observed = reconcile::observe(&desired, None).await?;
+                if let Some(state) = &state {
+                    observed = frozen(observed, state)?;
+                }
                 Ok::<_, anyhow::Error>((
                     reconcile::status(&observed),
                     check_unknown(&desired, &observed),

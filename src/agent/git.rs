@@ -1042,12 +1042,12 @@ impl GitSource {
                 format!("ssh-keyscan {t}-p {port} {host}")
             }
         };
-        let offered = format!("{name} offered a {key_type} host key {fp}");
+        let offered = format!("{name} offered the host key {key_type} {fp}");
         let Some(path) = &self.auth.known_hosts else {
             return Err(format!(
                 "{offered}, but no known_hosts file is configured and plimsoll never trusts an \
                  unknown ssh host: check that fingerprint with the server's administrator, then \
-                 put the output of `{}` in a known_hosts file and give it to the agent",
+                 put the output of `{}` in a known_hosts file and pass it with --known-hosts",
                 keyscan(None)
             ));
         };
@@ -1067,18 +1067,16 @@ impl GitSource {
                  server's administrator",
                 path.display()
             )),
-            Verdict::Changed { lines, types } if types.iter().any(|t| *t == key_type) => {
-                Err(format!(
-                    "the host key of {name} has CHANGED: it offered a {key_type} key {fp}, but \
+            Verdict::Changed { lines, types } if types.contains(&key_type) => Err(format!(
+                "the host key of {name} has CHANGED: it offered the key {key_type} {fp}, but \
                      {} lists a different key for it (line {}). Someone may be intercepting the \
                      connection (man-in-the-middle), or the server's key was replaced: check the \
                      new fingerprint with the server's administrator, and only then replace \
                      that line with the output of `{}`",
-                    path.display(),
-                    join_numbers(&lines),
-                    keyscan(Some(&key_type))
-                ))
-            }
+                path.display(),
+                join_numbers(&lines),
+                keyscan(Some(&key_type))
+            )),
             Verdict::Changed { lines, types } => Err(format!(
                 "{offered}, but {} lists only {} keys for it (line {}): check that fingerprint \
                  with the server's administrator, then add the output of `{}`",
@@ -1114,14 +1112,14 @@ impl GitSource {
         if let Some(what) = s.missing {
             let detail = if ssh {
                 format!(
-                    "the server asks for {what} for user {:?}, but none is configured: give the \
-                     agent an unencrypted private key whose public key the server authorizes",
+                    "the server asks for {what} for user {:?}, but none is configured: pass an \
+                     unencrypted private key whose public key the server authorizes with --ssh-key",
                     s.user.as_deref().unwrap_or(DEFAULT_SSH_USER)
                 )
             } else {
                 format!(
-                    "the server asks for {what} (HTTP 401), but none is configured: give the \
-                     agent a token that may read this repository"
+                    "the server asks for {what} (HTTP 401), but none is configured: pass a token \
+                     that may read this repository with --git-token-file (or PLIMSOLL_GIT_TOKEN)"
                 )
             };
             return GitError::Auth { url, detail };
@@ -1179,8 +1177,8 @@ impl GitSource {
             let detail = if lower.contains("certificate is invalid") {
                 format!(
                     "the server's certificate is not signed by a CA this host trusts{extra}: if \
-                     the server uses an internal CA, give the agent that CA's PEM bundle as its \
-                     CA file"
+                     the server uses an internal CA, pass that CA's PEM bundle \
+                     with --ca-file"
                 )
             } else if lower.contains("hostname does not match") {
                 "the certificate is not valid for this host name: use the name the \
@@ -1188,8 +1186,8 @@ impl GitSource {
                     .to_string()
             } else {
                 format!(
-                    "{msg}{extra}: check the server's TLS setup, or give the agent the CA \
-                     bundle that signs its certificate"
+                    "{msg}{extra}: check the server's TLS setup, or pass the CA \
+                     bundle that signs its certificate with --ca-file"
                 )
             };
             return GitError::Tls { url, detail };
@@ -1667,7 +1665,9 @@ mod tests {
     #[test]
     fn plain_entries_match_host_and_bracketed_port() {
         let kh = format!(
-            "# comment\n\n[127.0.0.1]:2222 ssh-ed25519 {ED25519}\nexample.com,Git.Example.org ssh-ed25519 {ED25519} c\n"
+            "# comment\n\n\
+             [127.0.0.1]:2222 ssh-ed25519 {ED25519}\n\
+             example.com,Git.Example.org ssh-ed25519 {ED25519} c\n"
         );
         check(&kh, "127.0.0.1", 2222, ED25519, Verdict::Trusted);
         check(&kh, "example.com", 22, ED25519, Verdict::Trusted);

@@ -474,15 +474,9 @@ impl Agent {
                 next_resync = Instant::now() + self.resync();
                 self.retry_at = None;
             }
+            // Events that arrive meanwhile (plimsoll's own changes among them)
+            // are checked by the next cycle: a check that finds nothing is cheap.
             self.cycle(work).await;
-            // Events caused by this cycle's own changes are not drift: the
-            // apply has converged what it touched, so drop them.
-            while let Ok(t) = rx.try_recv() {
-                if !matches!(t, Trigger::Event { .. }) {
-                    let _ = tx.send(t);
-                    break;
-                }
-            }
             if *shutdown.borrow() || self.cancel.is_cancelled() {
                 return;
             }
@@ -708,8 +702,14 @@ impl Agent {
     /// Loads and checks a revision; the error lists every problem with file and line.
     fn load(&self, root: &std::path::Path) -> Result<Desired, String> {
         let layout = source::discover(root).map_err(|e| e.to_string())?;
-        let desired = spec::load(&layout, &LocalFs, &self.opts.env, &self.opts.stacks)
+        let mut desired = spec::load(&layout, &LocalFs, &self.opts.env, &self.opts.stacks)
             .map_err(|e| e.to_string())?;
+        // `agent.stacks` in plimsoll.yaml, unless --stack says otherwise.
+        let only = &desired.config.agent.stacks;
+        if self.opts.stacks.is_empty() && !only.is_empty() {
+            let only = only.clone();
+            desired.stacks.retain(|s| only.contains(&s.name));
+        }
         self.notifier
             .configure(&desired.config.notifications, &self.opts.env)
             .map_err(|e| format!("plimsoll.yaml: {e}"))?;

@@ -244,14 +244,11 @@ pub struct SecretsConfig {
 }
 
 /// `agent:` defaults; a command-line flag or its environment variable wins.
-/// The repository, its ref, path and secret files are not here: the agent
-/// needs them before it can read this file.
+/// The repository, its ref, path, secret files and the listen address are
+/// not here: the agent needs them before it can read this file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    /// Address of the HTTP endpoint (default 127.0.0.1:9300).
-    #[serde(default)]
-    pub listen: Option<String>,
     /// The host name stacks are assigned by (default: the engine's name).
     #[serde(default)]
     pub host: Option<String>,

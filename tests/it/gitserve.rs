@@ -42,7 +42,10 @@ pub fn require_on_path(bin: &str, package: &str) -> PathBuf {
             .find(|p| p.is_file())
     });
     found.unwrap_or_else(|| {
-        panic!("{bin} is not on PATH: install it with `apt-get install {package}` (CI installs it in .ci/run)")
+        panic!(
+            "{bin} is not on PATH: install it with `apt-get install {package}` \
+             (CI installs it in .ci/run)"
+        )
     })
 }
 
@@ -133,7 +136,11 @@ impl TestRepo {
     /// Switches to `branch` (created at the current commit if new).
     pub fn switch(&self, branch: &str) {
         let head = self.repo.head().unwrap().peel_to_commit().unwrap();
-        if self.repo.find_branch(branch, git2::BranchType::Local).is_err() {
+        if self
+            .repo
+            .find_branch(branch, git2::BranchType::Local)
+            .is_err()
+        {
             self.repo.branch(branch, &head, false).unwrap();
         }
         self.repo.set_head(&format!("refs/heads/{branch}")).unwrap();
@@ -316,7 +323,12 @@ impl SshServer {
 
     /// `ssh://user@127.0.0.1:PORT/abs/path`.
     pub fn url(&self, path: &Path) -> String {
-        format!("ssh://{}@127.0.0.1:{}{}", self.user, self.port, path.display())
+        format!(
+            "ssh://{}@127.0.0.1:{}{}",
+            self.user,
+            self.port,
+            path.display()
+        )
     }
 
     /// A file in the server's temp dir.
@@ -376,24 +388,29 @@ impl HttpsServer {
         std::fs::create_dir_all(dir.join("www")).unwrap();
         let b64 = base64::engine::general_purpose::STANDARD;
         let script = dir.join("auth.cgi");
-        // Any user: the password decides. `$HTTP_AUTHORIZATION` is the
-        // header as sent.
+        // The user must be `plimsoll` (the agent's default) and the password
+        // the token; `$HTTP_AUTHORIZATION` is the header as sent.
         let good = b64.encode(format!("plimsoll:{token}"));
         let forbidden = b64.encode(format!("plimsoll:{FORBIDDEN_TOKEN}"));
+        let text = r#"#!/bin/sh
+export GIT_PROJECT_ROOT='@ROOT@'
+export GIT_HTTP_EXPORT_ALL=1
+deny() {
+    printf 'Status: %s\r\n%bContent-Type: text/plain\r\n\r\n%s\n' "$1" "$2" "$1"
+    exit 0
+}
+case "$HTTP_AUTHORIZATION" in
+'Basic @GOOD@') exec '@BACKEND@' ;;
+'Basic @FORBIDDEN@') deny '403 Forbidden' '' ;;
+esac
+deny '401 Unauthorized' 'WWW-Authenticate: Basic realm="plimsoll-test"\r\n'
+"#;
         std::fs::write(
             &script,
-            format!(
-                "#!/bin/sh\n\
-                 export GIT_PROJECT_ROOT='{root}'\n\
-                 export GIT_HTTP_EXPORT_ALL=1\n\
-                 case \"$HTTP_AUTHORIZATION\" in\n\
-                 'Basic {good}') exec '{backend}' ;;\n\
-                 'Basic {forbidden}') printf 'Status: 403 Forbidden\\r\\nContent-Type: text/plain\\r\\n\\r\\nforbidden\\n'; exit 0 ;;\n\
-                 esac\n\
-                 printf 'Status: 401 Unauthorized\\r\\nWWW-Authenticate: Basic realm=\"plimsoll-test\"\\r\\nContent-Type: text/plain\\r\\n\\r\\nunauthorized\\n'\n",
-                root = root.display(),
-                backend = backend.display(),
-            ),
+            text.replace("@ROOT@", &root.display().to_string())
+                .replace("@BACKEND@", &backend.display().to_string())
+                .replace("@GOOD@", &good)
+                .replace("@FORBIDDEN@", &forbidden),
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt as _;
@@ -416,7 +433,7 @@ impl HttpsServer {
                      ssl.pemfile = \"{dir}/server.pem\"\n\
                      ssl.privkey = \"{dir}/server.key\"\n\
                      alias.url = (\"/git\" => \"{script}\")\n\
-                     $HTTP[\"url\"] =~ \"^/git/\" {{\n  cgi.assign = (\"\" => \"\")\n}}\n",
+                     cgi.assign = (\".cgi\" => \"\")\n",
                     dir = dir.display(),
                     log = log.display(),
                     script = script.display(),
@@ -476,7 +493,13 @@ impl HttpsServer {
 /// A test CA (`ca.pem`) and a server certificate for IP 127.0.0.1
 /// (`server.pem`, `server.key`) in `dir`: EC P-256, valid two days.
 fn make_certificates(openssl: &Path, dir: &Path) {
-    let p256 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let p256 = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     run(Command::new(openssl)
         .current_dir(dir)
         .args(["req", "-x509"])

@@ -3,6 +3,8 @@
 //! Modules:
 //! - `cli`: the command-line contract (exit codes, stdout/stderr, formats).
 //! - `conformance`: `plimsoll render` snapshots and the differential test against `docker compose config`.
+//! - `git`, `gitserve`: the agent's git source against real servers on loopback (file://,
+//!   sshd with its own host key, lighttpd + `git http-backend` over TLS with a test CA).
 //! - `images`: the offline test images (busybox, PostgreSQL) really work on the engine.
 //! - `malformed`: every malformed input exits 1 naming file, line and key, with a hint.
 //! - `reconcile`: `plimsoll reconcile` and `status` on the real engine: dry-run, ordered
@@ -18,6 +20,8 @@
 
 mod cli;
 mod conformance;
+mod git;
+mod gitserve;
 mod images;
 mod malformed;
 mod reconcile;
