@@ -745,6 +745,26 @@ impl Agent {
         if let Err(e) = self.state.write_json(AGENT_FILE, &self.revisions) {
             tracing::error!("{e}");
         }
+        // `plimsoll history` lists rejections beside applies.
+        let record = serde_json::json!({
+            "time": crate::state::now(),
+            "revision": revision,
+            "source": self.source_name,
+            "rollback": false,
+            "user": "plimsoll agent",
+            "host": crate::state::hostname(),
+            "outcome": "rejected",
+            "error": masked,
+            "seconds": 0.0,
+            "actions": [],
+        });
+        if let Err(e) = self.state.audit(
+            &record,
+            crate::state::AUDIT_MAX_BYTES,
+            crate::state::AUDIT_KEEP,
+        ) {
+            tracing::error!("{e}");
+        }
         let rejected = self.revisions.rejected.clone();
         self.set_status(|s| s.rejected = rejected);
         self.notify(
@@ -1287,5 +1307,76 @@ async fn settled(
             return Err(format!("interrupted while waiting for {name}"));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired(yaml_config: &str, compose: &str) -> Desired {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("plimsoll.yaml"), yaml_config).unwrap();
+        let stack = dir.path().join("stacks/shop");
+        std::fs::create_dir_all(&stack).unwrap();
+        std::fs::write(stack.join("compose.yaml"), compose).unwrap();
+        let layout = source::discover(dir.path()).unwrap();
+        spec::load(&layout, &LocalFs, &BTreeMap::new(), &[]).unwrap()
+    }
+
+    #[test]
+    fn self_heal_service_over_stack_over_agent_default() {
+        let compose =
+            "services:\n  a: {image: x}\n  b: {image: x, x-plimsoll: {self_heal: true}}\n";
+        let d = desired("stacks: {shop: {self_heal: false}}\n", compose);
+        assert!(!self_heal(&d, "shop", Some("a")));
+        assert!(self_heal(&d, "shop", Some("b")));
+        assert!(!self_heal(&d, "shop", None));
+        let d = desired("agent: {self_heal: false}\n", compose);
+        assert!(!self_heal(&d, "shop", Some("a")));
+        let d = desired("{}\n", compose);
+        assert!(self_heal(&d, "shop", Some("a")), "on by default");
+    }
+
+    #[test]
+    fn triggers_coalesce_into_one_cycle() {
+        let mut w = Work::default();
+        w.add(Trigger::Fetch("webhook"));
+        w.add(Trigger::Fetch("webhook"));
+        w.add(Trigger::Event {
+            stack: "shop".into(),
+            kind: "stopped",
+        });
+        w.add(Trigger::Resync);
+        assert!(w.fetch && w.check);
+        assert_eq!(
+            w.reasons.into_iter().collect::<Vec<_>>(),
+            ["resync", "stopped in shop", "webhook"]
+        );
+    }
+
+    #[test]
+    fn drift_kinds_from_actions() {
+        let action = |kind, reason: &str| Action {
+            action: kind,
+            stack: "s".into(),
+            service: Some("a".into()),
+            target: "s-a-1".into(),
+            reasons: vec![reason.into()],
+            diff: None,
+        };
+        assert_eq!(
+            drift_kind(&action(ActionKind::Create, "missing")),
+            "missing"
+        );
+        assert_eq!(
+            drift_kind(&action(ActionKind::Start, "stopped by hand")),
+            "stopped"
+        );
+        assert_eq!(drift_kind(&action(ActionKind::Recreate, "env")), "changed");
+        assert_eq!(
+            drift_kind(&action(ActionKind::Restart, "unhealthy: exit 1")),
+            "unhealthy"
+        );
     }
 }

@@ -564,7 +564,7 @@ fn git_https_without_ca_file_is_a_tls_error() {
     for want in [
         &format!("TLS certificate of {url} is not trusted"),
         "not signed by a CA this host trusts",
-        "CA file",
+        "--ca-file",
     ] {
         assert!(text.contains(want), "missing {want:?} in: {text}");
     }

@@ -20,6 +20,7 @@
 
 mod cli;
 mod conformance;
+mod container;
 mod git;
 mod gitserve;
 mod images;
