@@ -54,7 +54,10 @@ RUN plimsoll --version
 # 127.0.0.1 only). `plimsoll healthcheck` reads PLIMSOLL_LISTEN too.
 ENV PLIMSOLL_LOG_FORMAT=json \
     PLIMSOLL_STATE_DIR=/var/lib/plimsoll \
-    PLIMSOLL_LISTEN=0.0.0.0:9300
+    PLIMSOLL_LISTEN=0.0.0.0:9300 \
+    USER=plimsoll
+# The agent's own container is plimsoll's, never an "unknown container".
+LABEL io.plimsoll.agent="true"
 VOLUME /var/lib/plimsoll
 EXPOSE 9300
 # Non-root; the Docker socket's group must be added at run time

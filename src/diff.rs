@@ -32,6 +32,8 @@ pub mod labels {
     pub const PRUNE: &str = "io.plimsoll.prune";
     /// The repository a container was created from (whole-stack prune stays within it).
     pub const REPOSITORY: &str = "io.plimsoll.repository";
+    /// On the agent's image (so on its container): plimsoll's own, never an unknown container.
+    pub const AGENT: &str = "io.plimsoll.agent";
     pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
     pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
     pub const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";

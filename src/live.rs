@@ -137,6 +137,8 @@ pub struct ForeignContainer {
     pub compose_project: Option<String>,
     pub compose_service: Option<String>,
     pub status: String,
+    /// A plimsoll agent (`io.plimsoll.agent` on its image): plimsoll's own, not unknown.
+    pub agent: bool,
 }
 
 /// A network or volume on the engine.
@@ -234,6 +236,7 @@ impl Engine {
                     compose_project: labels.get(labels::COMPOSE_PROJECT).cloned(),
                     compose_service: labels.get(labels::COMPOSE_SERVICE).cloned(),
                     status: s.state.map(|st| st.to_string()).unwrap_or_default(),
+                    agent: labels.contains_key(labels::AGENT),
                 }),
             }
         }

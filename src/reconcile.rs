@@ -168,7 +168,7 @@ pub fn unknown<'o>(observed: &'o Observed<'_>) -> Vec<&'o str> {
         .live
         .foreign
         .iter()
-        .filter(|f| !adoptable(f))
+        .filter(|f| !adoptable(f) && !f.agent)
         .map(|f| f.name.as_str())
         .collect()
 }

@@ -1201,7 +1201,7 @@ impl GitSource {
                 detail: "the server has no repository at this URL (HTTP 404): check the URL".into(),
             };
         }
-        if e.code() == ErrorCode::Owner {
+        if e.code() == ErrorCode::Owner || msg.contains("not owned by current user") {
             return GitError::Remote {
                 url,
                 detail: format!(

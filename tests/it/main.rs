@@ -5,6 +5,8 @@
 //! - `conformance`: `plimsoll render` snapshots and the differential test against `docker compose config`.
 //! - `git`, `gitserve`: the agent's git source against real servers on loopback (file://,
 //!   sshd with its own host key, lighttpd + `git http-backend` over TLS with a test CA).
+//! - `container`: the agent's image built offline, run as a container against a git
+//!   repository: deploys, turns healthy, runs as uid 10001, logs JSON, stops cleanly.
 //! - `images`: the offline test images (busybox, PostgreSQL) really work on the engine.
 //! - `malformed`: every malformed input exits 1 naming file, line and key, with a hint.
 //! - `reconcile`: `plimsoll reconcile` and `status` on the real engine: dry-run, ordered
@@ -18,6 +20,7 @@
 //! - `support`: shared helpers for tests that drive the engine (unique names,
 //!   cleanup guards, building the offline test images on demand).
 
+mod agent;
 mod cli;
 mod conformance;
 mod container;
