@@ -339,6 +339,7 @@ pub async fn run(
         target: None,
         revisions,
         host: None,
+        engine_name: None,
         reported_drift: BTreeMap::new(),
         reported_unknown: BTreeSet::new(),
         next_fetch: Instant::now(),
@@ -363,6 +364,9 @@ struct Agent {
     revisions: Revisions,
     /// The host name stacks are assigned by, once known.
     host: Option<String>,
+    /// The engine's name (`docker info`), asked once: the host's name when
+    /// neither `--host` nor `agent.host` names it.
+    engine_name: Option<String>,
     /// Drift already reported, by `stack/service`, so a lasting drift is notified once.
     reported_drift: BTreeMap<String, Vec<String>>,
     reported_unknown: BTreeSet<String>,
@@ -463,9 +467,13 @@ impl Agent {
                 return;
             }
             let mut work = Work::default();
-            work.add(first);
-            while let Ok(t) = rx.try_recv() {
-                work.add(t);
+            for t in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                if self.concerns(&t) {
+                    work.add(t);
+                }
+            }
+            if work.reasons.is_empty() {
+                continue;
             }
             if work.fetch {
                 self.next_fetch = Instant::now() + self.jittered(self.interval());
@@ -480,6 +488,16 @@ impl Agent {
             if *shutdown.borrow() || self.cancel.is_cancelled() {
                 return;
             }
+        }
+    }
+
+    /// Events of stacks this agent does not manage (another agent's, a test's) are not its business.
+    fn concerns(&self, t: &Trigger) -> bool {
+        match (t, &self.target) {
+            (Trigger::Event { stack, .. }, Some(target)) => {
+                target.desired.stacks.iter().any(|s| &s.name == stack)
+            }
+            _ => true,
         }
     }
 
@@ -622,8 +640,7 @@ impl Agent {
                 self.next_fetch = Instant::now() + wait;
                 let message = format!("{e}");
                 tracing::warn!(
-                    "fetching {} failed: {message}; keeping the last good revision, retrying in {}s",
-                    self.source_name,
+                    "{message}; keeping the last good revision, retrying in {}s",
                     wait.as_secs()
                 );
                 self.set_status(|s| s.source_error = Some(message));
@@ -767,12 +784,20 @@ impl Agent {
         }
         let rejected = self.revisions.rejected.clone();
         self.set_status(|s| s.rejected = rejected);
-        self.notify(
-            NotificationEvent::RevisionRejected,
-            None,
-            None,
-            format!("revision {revision} rejected: {masked}"),
-        );
+        // The notification names the rejected revision, not the one that keeps running.
+        if let Some(target) = &self.target {
+            self.notifier.send(
+                Notification {
+                    event: NotificationEvent::RevisionRejected,
+                    host: self.host.clone().unwrap_or_else(crate::state::hostname),
+                    revision: Some(revision.to_string()),
+                    stack: None,
+                    service: None,
+                    message: format!("revision {revision} rejected: {masked}"),
+                },
+                &target.desired.masker,
+            );
+        }
     }
 
     /// Observes, plans and applies under the host's lock. Err = the sync failed (message).
@@ -802,11 +827,15 @@ impl Agent {
     async fn converge_locked(&mut self, target: &Target, deploy: bool) -> Result<(), String> {
         let desired = &target.desired;
         let masker = &desired.masker;
-        let host = self
+        let host = match self
             .opts
             .host
             .clone()
-            .or_else(|| desired.config.agent.host.clone());
+            .or_else(|| desired.config.agent.host.clone())
+        {
+            Some(h) => Some(h),
+            None => Some(self.engine_name().await?),
+        };
         let progress = LogProgress::new(masker.clone());
         if deploy {
             for image in always_pulled(desired) {
@@ -961,6 +990,22 @@ impl Agent {
         }
     }
 
+    /// The engine's name, asked once.
+    async fn engine_name(&mut self) -> Result<String, String> {
+        if let Some(name) = &self.engine_name {
+            return Ok(name.clone());
+        }
+        let info = self
+            .engine
+            .docker
+            .info()
+            .await
+            .map_err(|e| format!("reading the engine's name: {e}"))?;
+        let name = info.name.unwrap_or_default();
+        self.engine_name = Some(name.clone());
+        Ok(name)
+    }
+
     async fn observe<'d>(
         &self,
         desired: &'d Desired,
@@ -1050,28 +1095,49 @@ impl Agent {
         book: &mut HealBook,
         policy: &HealPolicy,
     ) {
-        let checks = heals.iter().map(|a| {
+        let names: Vec<String> = heals
+            .iter()
+            .map(|a| {
+                let stack = observed.stacks.iter().find(|s| s.name == a.stack);
+                let service = a.service.clone().unwrap_or_default();
+                stack
+                    .and_then(|s| {
+                        s.services
+                            .get(&service)
+                            .map(|svc| crate::diff::container_name(s, &service, svc))
+                    })
+                    .unwrap_or_else(|| a.target.clone())
+            })
+            .collect();
+        let checks = heals.iter().zip(&names).map(|(a, name)| {
             let stack = observed.stacks.iter().find(|s| s.name == a.stack);
             let service = a.service.clone().unwrap_or_default();
             let timeout = stack.map_or(Duration::from_secs(60), |s| {
                 crate::apply::gate_timeout(s, &service)
             });
-            let name = stack
-                .and_then(|s| {
-                    s.services
-                        .get(&service)
-                        .map(|svc| crate::diff::container_name(s, &service, svc))
-                })
-                .unwrap_or_else(|| a.target.clone());
             let engine = self.engine.clone();
             let cancel = self.cancel.clone();
-            async move { settled(&engine, &name, timeout, &cancel).await }
+            async move { settled(&engine, name, timeout, &cancel).await }
         });
         let results = futures_util::future::join_all(checks).await;
         let now = unix_now();
-        for (a, result) in heals.iter().zip(results) {
+        for ((a, result), name) in heals.iter().zip(results).zip(&names) {
             let service = a.service.as_deref().unwrap_or_default();
             let key = heal::key(&a.stack, service);
+            // Removed by hand while it was being healed (`docker rm -f`
+            // sends kill and die before destroy): new drift, not a failed
+            // heal. Its destroy event fell into this cycle, so check again now.
+            if result.is_err() && removed(&self.engine, name).await {
+                tracing::info!(
+                    "{key}: {name} was removed while it was being healed; checking again"
+                );
+                self.retry_at = Some(Instant::now());
+                continue;
+            }
+            // Stopping (SIGTERM) cut the wait short: no verdict, nothing recorded.
+            if result.is_err() && self.cancel.is_cancelled() {
+                continue;
+            }
             let masked = result.map_err(|e| desired.masker.mask(&e).into_owned());
             let ok = masked.is_ok();
             self.shared
@@ -1236,6 +1302,65 @@ fn unhealthy_restarts(observed: &Observed<'_>, plan: &Plan) -> Vec<Action> {
         .collect()
 }
 
+/// Whether container `name` is gone or being removed.
+async fn removed(engine: &Engine, name: &str) -> bool {
+    use bollard::models::ContainerStateStatusEnum;
+    match engine
+        .docker
+        .inspect_container(
+            name,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+    {
+        Ok(c) => c
+            .state
+            .and_then(|s| s.status)
+            .is_some_and(|s| s == ContainerStateStatusEnum::REMOVING),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => true,
+        Err(_) => false,
+    }
+}
+
+/// The state of container `name`. A failed call to the engine (a dropped
+/// connection, the engine restarting) is no verdict on the container: it is
+/// retried until `deadline`; "no such container" is returned at once.
+async fn inspect_state(
+    engine: &Engine,
+    name: &str,
+    deadline: Instant,
+    cancel: &Cancel,
+) -> Result<bollard::models::ContainerState, String> {
+    loop {
+        match engine
+            .docker
+            .inspect_container(
+                name,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            Ok(c) => return Ok(c.state.unwrap_or_default()),
+            Err(
+                e @ bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                },
+            ) => {
+                return Err(format!("{name}: {e}"));
+            }
+            Err(e) if Instant::now() >= deadline || cancel.is_cancelled() => {
+                return Err(format!("{name}: {e}"));
+            }
+            Err(e) => {
+                tracing::debug!("inspecting {name} failed, retrying: {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
 /// Whether container `name` runs (and, with a health check, is healthy)
 /// within `timeout` and stays up; Err says why not.
 async fn settled(
@@ -1246,15 +1371,7 @@ async fn settled(
 ) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     loop {
-        let inspect = engine
-            .docker
-            .inspect_container(
-                name,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-            .map_err(|e| format!("{name}: {e}"))?;
-        let state = inspect.state.unwrap_or_default();
+        let state = inspect_state(engine, name, deadline, cancel).await?;
         let running = state.running.unwrap_or(false);
         let restarting = state.restarting.unwrap_or(false);
         let health = state
@@ -1268,15 +1385,8 @@ async fn settled(
             None | Some("none") | Some("") if running => {
                 // Without a health check, running a moment later counts.
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                let again = engine
-                    .docker
-                    .inspect_container(
-                        name,
-                        None::<bollard::query_parameters::InspectContainerOptions>,
-                    )
-                    .await
-                    .map_err(|e| format!("{name}: {e}"))?;
-                let state = again.state.unwrap_or_default();
+                let retry_until = deadline.max(Instant::now() + Duration::from_secs(5));
+                let state = inspect_state(engine, name, retry_until, cancel).await?;
                 return if state.running.unwrap_or(false) {
                     Ok(())
                 } else {

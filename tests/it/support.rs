@@ -146,6 +146,7 @@ pub struct Cleanup {
     networks: Vec<String>,
     volumes: Vec<String>,
     projects: Vec<String>,
+    stacks: Vec<String>,
 }
 
 impl Cleanup {
@@ -182,6 +183,14 @@ impl Cleanup {
         name
     }
 
+    /// A fresh unique plimsoll stack name: on drop every container, network
+    /// and volume labelled `io.plimsoll.stack=<name>` is removed.
+    pub fn stack(&mut self, what: &str) -> String {
+        let name = unique_name(what);
+        self.stacks.push(name.clone());
+        name
+    }
+
     /// Registers an existing container name for removal.
     pub fn add_container(&mut self, name: impl Into<String>) {
         self.containers.push(name.into());
@@ -193,8 +202,12 @@ impl Drop for Cleanup {
         let mut containers = self.containers.clone();
         let mut networks = self.networks.clone();
         let mut volumes = self.volumes.clone();
-        for p in &self.projects {
-            let label = format!("com.docker.compose.project={p}");
+        let labels = self
+            .projects
+            .iter()
+            .map(|p| format!("com.docker.compose.project={p}"))
+            .chain(self.stacks.iter().map(|s| format!("io.plimsoll.stack={s}")));
+        for label in labels {
             containers.extend(labelled_ids("container", &label));
             networks.extend(labelled_ids("network", &label));
             volumes.extend(labelled_ids("volume", &label));
