@@ -50,6 +50,29 @@ pub enum Trigger {
     Event { stack: String, kind: &'static str },
     /// Check everything (periodic, or events may have been missed).
     Resync,
+    /// A heal's verdict, from the task that watched the healed container.
+    Settled(Box<Settled>),
+}
+
+/// How a healed service turned out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub stack: String,
+    pub service: String,
+    /// Why it was healed.
+    pub reasons: Vec<String>,
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Running (and healthy) and staying up.
+    Healed,
+    Failed(String),
+    /// Removed by hand meanwhile: new drift, not a failed heal.
+    Gone,
+    /// The agent is stopping: no verdict.
+    Interrupted,
 }
 
 /// Where the desired state comes from.
@@ -345,6 +368,8 @@ pub async fn run(
         next_fetch: Instant::now(),
         fetch_backoff: None,
         retry_at: None,
+        settling: BTreeSet::new(),
+        triggers: tx.clone(),
         cancel,
     };
     let _alive = AliveGuard(shared);
@@ -375,6 +400,9 @@ struct Agent {
     fetch_backoff: Option<Duration>,
     /// A check is due then (a heal backing off, the lock was busy).
     retry_at: Option<Instant>,
+    /// Services whose heal is being watched (`stack/service`): not healed again meanwhile.
+    settling: BTreeSet<String>,
+    triggers: UnboundedSender<Trigger>,
     cancel: Cancel,
 }
 
@@ -384,6 +412,7 @@ struct Work {
     fetch: bool,
     check: bool,
     reasons: BTreeSet<String>,
+    settled: Vec<Settled>,
 }
 
 impl Work {
@@ -400,6 +429,12 @@ impl Work {
             Trigger::Resync => {
                 self.check = true;
                 self.reasons.insert("resync".into());
+            }
+            Trigger::Settled(s) => {
+                self.check = true;
+                self.reasons
+                    .insert(format!("heal of {}/{} settled", s.stack, s.service));
+                self.settled.push(*s);
             }
         }
     }
@@ -556,8 +591,14 @@ impl Agent {
         });
     }
 
-    async fn cycle(&mut self, work: Work) {
+    async fn cycle(&mut self, mut work: Work) {
         let started = Instant::now();
+        let settled = std::mem::take(&mut work.settled);
+        if !settled.is_empty()
+            && let Err(e) = self.record_settled(settled).await
+        {
+            tracing::error!("recording heal outcomes failed: {e}");
+        }
         let trigger = work.reasons.iter().cloned().collect::<Vec<_>>().join(", ");
         if work.fetch
             && let Err(rejected) = self.refresh().await
@@ -800,26 +841,27 @@ impl Agent {
         }
     }
 
+    /// Takes the host's lock (waiting off the loop's thread); when it is busy
+    /// too long, a retry is scheduled.
+    async fn lock(&mut self) -> Result<crate::state::Lock, String> {
+        let state = self.state.clone();
+        let timeout = self.opts.lock_timeout;
+        let lock = tokio::task::spawn_blocking(move || {
+            state.lock(timeout, &|holder| {
+                tracing::info!("waiting for the lock held by {holder}")
+            })
+        })
+        .await
+        .expect("locking does not panic");
+        lock.map_err(|e| {
+            self.retry_at = Some(Instant::now() + Duration::from_secs(5));
+            e.to_string()
+        })
+    }
+
     /// Observes, plans and applies under the host's lock. Err = the sync failed (message).
     async fn converge(&mut self, deploy: bool) -> Result<(), String> {
-        let lock = {
-            let state = self.state.clone();
-            let timeout = self.opts.lock_timeout;
-            tokio::task::spawn_blocking(move || {
-                state.lock(timeout, &|holder| {
-                    tracing::info!("waiting for the lock held by {holder}")
-                })
-            })
-            .await
-            .expect("locking does not panic")
-        };
-        let _lock = match lock {
-            Ok(l) => l,
-            Err(e) => {
-                self.retry_at = Some(Instant::now() + Duration::from_secs(5));
-                return Err(e.to_string());
-            }
-        };
+        let _lock = self.lock().await?;
         let target = self.target.clone().expect("converge runs with a target");
         self.converge_locked(&target, deploy).await
     }
@@ -861,7 +903,6 @@ impl Agent {
         if deploy {
             book.new_revision(&target.revision);
         }
-        let policy = HealPolicy::from_config(&desired.config.agent);
         let pruning = reconcile::Pruning {
             flag: self.opts.prune.unwrap_or(false),
             allow_empty: false,
@@ -890,7 +931,11 @@ impl Agent {
                     keep.push(a);
                     continue;
                 };
-                match book.decide(&heal::key(&a.stack, service), now) {
+                let key = heal::key(&a.stack, service);
+                if self.settling.contains(&key) {
+                    continue;
+                }
+                match book.decide(&key, now) {
                     Decision::Heal => {
                         heals.push(a.clone());
                         keep.push(a);
@@ -937,10 +982,7 @@ impl Agent {
             .map(|_| ())
             .map_err(|e| masker.mask(&e.to_string()).into_owned())
         };
-        if !heals.is_empty() {
-            self.settle_heals(desired, &observed, &heals, &mut book, &policy)
-                .await;
-        }
+        self.watch_heals(&observed, &heals);
         if let Err(e) = self.state.write_json(heal::FILE, &book) {
             tracing::error!("{e}");
         }
@@ -1086,64 +1128,83 @@ impl Agent {
         self.reported_drift = now;
     }
 
-    /// Waits for each healed service to run (and be healthy) and records the outcome.
-    async fn settle_heals(
-        &mut self,
-        desired: &Desired,
-        observed: &Observed<'_>,
-        heals: &[Action],
-        book: &mut HealBook,
-        policy: &HealPolicy,
-    ) {
-        let names: Vec<String> = heals
-            .iter()
-            .map(|a| {
-                let stack = observed.stacks.iter().find(|s| s.name == a.stack);
-                let service = a.service.clone().unwrap_or_default();
-                stack
-                    .and_then(|s| {
-                        s.services
-                            .get(&service)
-                            .map(|svc| crate::diff::container_name(s, &service, svc))
-                    })
-                    .unwrap_or_else(|| a.target.clone())
-            })
-            .collect();
-        let checks = heals.iter().zip(&names).map(|(a, name)| {
+    /// Watches each healed service in the background until it runs (and is
+    /// healthy) or fails; the verdict comes back as a trigger, so a slow
+    /// health check never holds up the loop.
+    fn watch_heals(&mut self, observed: &Observed<'_>, heals: &[Action]) {
+        for a in heals {
+            let Some(service) = a.service.clone() else {
+                continue;
+            };
             let stack = observed.stacks.iter().find(|s| s.name == a.stack);
-            let service = a.service.clone().unwrap_or_default();
+            let name = stack
+                .and_then(|s| {
+                    s.services
+                        .get(&service)
+                        .map(|svc| crate::diff::container_name(s, &service, svc))
+                })
+                .unwrap_or_else(|| a.target.clone());
             let timeout = stack.map_or(Duration::from_secs(60), |s| {
                 crate::apply::gate_timeout(s, &service)
             });
+            self.settling.insert(heal::key(&a.stack, &service));
             let engine = self.engine.clone();
             let cancel = self.cancel.clone();
-            async move { settled(&engine, name, timeout, &cancel).await }
-        });
-        let results = futures_util::future::join_all(checks).await;
+            let tx = self.triggers.clone();
+            let (stack, reasons) = (a.stack.clone(), a.reasons.clone());
+            tokio::spawn(async move {
+                let verdict = match settled(&engine, &name, timeout, &cancel).await {
+                    Ok(()) => Verdict::Healed,
+                    // `docker rm -f` sends kill and die before destroy.
+                    Err(_) if removed(&engine, &name).await => Verdict::Gone,
+                    Err(_) if cancel.is_cancelled() => Verdict::Interrupted,
+                    Err(e) => Verdict::Failed(e),
+                };
+                let _ = tx.send(Trigger::Settled(Box::new(Settled {
+                    stack,
+                    service,
+                    reasons,
+                    verdict,
+                })));
+            });
+        }
+    }
+
+    /// Records heal verdicts in the counters (under the lock, like every
+    /// change of the state directory); gave-up services raise an alert.
+    async fn record_settled(&mut self, settled: Vec<Settled>) -> Result<(), String> {
+        for s in &settled {
+            self.settling.remove(&heal::key(&s.stack, &s.service));
+        }
+        let Some(target) = self.target.clone() else {
+            return Ok(());
+        };
+        let _lock = self.lock().await?;
+        let desired = &target.desired;
+        let policy = HealPolicy::from_config(&desired.config.agent);
+        let mut book: HealBook = self
+            .state
+            .read_json(heal::FILE)
+            .map_err(|e| e.to_string())?;
         let now = unix_now();
-        for ((a, result), name) in heals.iter().zip(results).zip(&names) {
-            let service = a.service.as_deref().unwrap_or_default();
-            let key = heal::key(&a.stack, service);
-            // Removed by hand while it was being healed (`docker rm -f`
-            // sends kill and die before destroy): new drift, not a failed
-            // heal. Its destroy event fell into this cycle, so check again now.
-            if result.is_err() && removed(&self.engine, name).await {
-                tracing::info!(
-                    "{key}: {name} was removed while it was being healed; checking again"
-                );
-                self.retry_at = Some(Instant::now());
-                continue;
-            }
-            // Stopping (SIGTERM) cut the wait short: no verdict, nothing recorded.
-            if result.is_err() && self.cancel.is_cancelled() {
-                continue;
-            }
+        for a in settled {
+            let key = heal::key(&a.stack, &a.service);
+            let service = a.service.as_str();
+            let result = match a.verdict {
+                Verdict::Healed => Ok(()),
+                Verdict::Failed(e) => Err(e),
+                Verdict::Gone => {
+                    tracing::info!("{key}: removed while it was being healed; checking again");
+                    continue;
+                }
+                Verdict::Interrupted => continue,
+            };
             let masked = result.map_err(|e| desired.masker.mask(&e).into_owned());
             let ok = masked.is_ok();
             self.shared
                 .metrics
                 .heal_attempt(if ok { "succeeded" } else { "failed" });
-            match book.record(&key, now, masked.clone(), policy) {
+            match book.record(&key, now, masked.clone(), &policy) {
                 Recorded::Healed => tracing::info!("{key}: healed ({})", a.reasons.join("; ")),
                 Recorded::CrashLoop => {
                     let wait = book.services[&key].not_before.unwrap_or(now) - now;
@@ -1180,6 +1241,9 @@ impl Agent {
                 }
             }
         }
+        self.state
+            .write_json(heal::FILE, &book)
+            .map_err(|e| e.to_string())
     }
 
     /// Publishes status and gauges from an observation.

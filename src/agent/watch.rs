@@ -42,8 +42,21 @@ pub async fn engine_events(engine: Engine, tx: UnboundedSender<Trigger>) {
         .docker
         .with_timeout(Duration::from_secs(10 * 365 * 86_400));
     let mut backoff = Duration::from_millis(250);
-    let mut connected_before = false;
+    let mut broken = false;
     loop {
+        if broken {
+            // Wait until the engine answers, then re-subscribe and check
+            // everything: events were missed while the stream was down.
+            while let Err(e) = docker.ping().await {
+                tracing::debug!("the engine does not answer yet: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            tracing::info!("the engine answers again: event stream re-opened, checking everything");
+            if tx.send(Trigger::Resync).is_err() {
+                return;
+            }
+        }
         let filters: HashMap<&str, Vec<&str>> = HashMap::from([
             ("type", vec!["container"]),
             ("label", vec![crate::diff::labels::STACK]),
@@ -52,15 +65,9 @@ pub async fn engine_events(engine: Engine, tx: UnboundedSender<Trigger>) {
             .filters(&filters)
             .build();
         let mut stream = docker.events(Some(opts));
-        let mut announced = false;
         loop {
-            // The first item (or error) tells whether the engine answered.
-            let next = stream.next().await;
-            match next {
+            match stream.next().await {
                 Some(Ok(ev)) => {
-                    if !announced {
-                        announced = true;
-                    }
                     backoff = Duration::from_millis(250);
                     let action = ev.action.unwrap_or_default();
                     let Some(kind) = drift_kind(&action) else {
@@ -76,41 +83,29 @@ pub async fn engine_events(engine: Engine, tx: UnboundedSender<Trigger>) {
                         action,
                         "engine event"
                     );
-                    if tx
-                        .send(Trigger::Event {
-                            stack: stack.clone(),
-                            kind,
-                        })
-                        .is_err()
-                    {
+                    let event = Trigger::Event {
+                        stack: stack.clone(),
+                        kind,
+                    };
+                    if tx.send(event).is_err() {
                         return;
                     }
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(
-                        "the engine's event stream failed: {e}; reconnecting in {:.1}s",
-                        backoff.as_secs_f64()
-                    );
+                    tracing::warn!("the engine's event stream failed: {e}; reconnecting");
                     break;
                 }
                 None => {
                     tracing::warn!(
-                        "the engine closed its event stream (restarting?); reconnecting in {:.1}s",
-                        backoff.as_secs_f64()
+                        "the engine closed its event stream (restarting?); reconnecting"
                     );
                     break;
                 }
             }
         }
-        if announced {
-            connected_before = true;
-        }
+        broken = true;
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
-        // Whatever happened while the stream was down is found by a full check.
-        if connected_before && tx.send(Trigger::Resync).is_err() {
-            return;
-        }
     }
 }
 

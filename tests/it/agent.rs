@@ -1398,13 +1398,16 @@ fn agent_survives_an_engine_outage_and_its_event_stream_reconnects() {
         },
     );
     // The reconnection asks for a full check (events were missed).
-    agent.wait_status(
+    wait_for(
         "the resync after reconnecting",
         Duration::from_secs(10),
-        |s| {
-            s["last_sync"]["trigger"]
-                .as_str()
-                .is_some_and(|t| t.contains("resync"))
+        POLL,
+        || {
+            agent
+                .log_lines()
+                .iter()
+                .any(|l| l.contains("event stream re-opened, checking everything"))
+                .then_some(())
         },
     );
     thread::sleep(Duration::from_millis(300));
