@@ -759,9 +759,12 @@ impl Agent {
 
     /// Loads and checks a revision; the error lists every problem with file and line.
     fn load(&self, root: &std::path::Path) -> Result<Desired, String> {
-        let layout = source::discover(root).map_err(|e| e.to_string())?;
+        // Errors name files as the repository does (`stacks/shop/compose.yaml:5:9`),
+        // not by where the agent checked it out.
+        let relative = |e: String| e.replace(&format!("{}/", root.display()), "");
+        let layout = source::discover(root).map_err(|e| relative(e.to_string()))?;
         let mut desired = spec::load(&layout, &LocalFs, &self.opts.env, &self.opts.stacks)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| relative(e.to_string()))?;
         // `agent.stacks` in plimsoll.yaml, unless --stack says otherwise.
         let only = &desired.config.agent.stacks;
         if self.opts.stacks.is_empty() && !only.is_empty() {

@@ -1179,6 +1179,10 @@ fn agent_rejects_broken_revisions_and_keeps_the_last_good_one() {
             line.is_some() && reason.contains(why),
             "{what}: the reason names the file, line and problem: {reason}"
         );
+        assert!(
+            !reason.contains("worktree"),
+            "{what}: files are named as in the repository: {reason}"
+        );
         assert_eq!(status["revision"], good, "{status:#}");
         assert_eq!(status["fetched"], bad, "{status:#}");
         let note = receiver.wait_event("revision_rejected", Duration::from_secs(10), |n| {
