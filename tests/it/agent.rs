@@ -30,6 +30,7 @@ use hmac::{Hmac, KeyInit as _, Mac as _};
 use serde_json::Value;
 use sha2::Sha256;
 
+use crate::gitserve::run;
 use crate::support::{BUSYBOX_IMAGE, Cleanup, docker, docker_output, ensure_busybox, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_plimsoll");
@@ -38,8 +39,8 @@ const POLL: Duration = Duration::from_millis(100);
 // ---- the agent process ---------------------------------------------------------
 
 /// A running `plimsoll agent`; killed (SIGKILL) on drop unless stopped before.
-/// Declare it after the test's [`Cleanup`], so that it is dropped first and
-/// cannot heal what the cleanup removes.
+/// Declare it after the test's [`Scenario`] (its [`Cleanup`]), so that it is
+/// dropped first and cannot heal what the cleanup removes.
 struct Agent {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
@@ -366,6 +367,14 @@ impl Receiver {
         format!("http://127.0.0.1:{}/hook", self.port)
     }
 
+    /// The `notifications:` of a `plimsoll.yaml` that sends JSON here.
+    fn notifications(&self) -> String {
+        format!(
+            "notifications:\n  - {{url: \"{}\", format: json}}\n",
+            self.url()
+        )
+    }
+
     fn all(&self) -> Vec<Value> {
         self.got.lock().unwrap().clone()
     }
@@ -444,7 +453,7 @@ impl GitRepo {
     }
 
     fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git")
+        run(Command::new("git")
             .arg("-C")
             .arg(&self.dir)
             .args([
@@ -457,17 +466,9 @@ impl GitRepo {
             ])
             .args(args)
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run git");
-        assert!(
-            out.status.success(),
-            "git {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+            .env("GIT_CONFIG_NOSYSTEM", "1"))
+        .trim()
+        .to_string()
     }
 
     fn write(&self, file: &str, text: &str) {
@@ -509,6 +510,69 @@ fn compose_path(stack: &str) -> String {
     format!("stacks/{stack}/compose.yaml")
 }
 
+// ---- one test's setup ----------------------------------------------------------------
+
+/// What every test starts from: a unique stack (its containers, networks and
+/// volumes removed at the end, by panic too), and a temporary directory with
+/// an empty config repository (`repo/`) and the agent's state directory
+/// (`state/`). Declare the test's [`Agent`] after it.
+struct Scenario {
+    stack: String,
+    /// The container of the stack's service `web` (see [`web_stack`]).
+    web: String,
+    repo: GitRepo,
+    state: PathBuf,
+    tmp: tempfile::TempDir,
+    _cleanup: Cleanup,
+}
+
+impl Scenario {
+    fn new(what: &str) -> Scenario {
+        ensure_busybox();
+        let mut cleanup = Cleanup::new();
+        let stack = cleanup.stack(what);
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = GitRepo::init(tmp.path().join("repo"));
+        Scenario {
+            web: format!("{stack}-web-1"),
+            state: tmp.path().join("state"),
+            stack,
+            repo,
+            tmp,
+            _cleanup: cleanup,
+        }
+    }
+
+    /// `name` in the temporary directory.
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// Writes the stack's Compose file in the repository: [`web_stack`] with
+    /// `env` and `extra`.
+    fn write_web(&self, env: &[(&str, &str)], extra: &str) {
+        self.repo.write(
+            &compose_path(&self.stack),
+            &web_stack(&self.stack, env, extra),
+        );
+    }
+
+    /// Commits the web stack with `GREETING=<greeting>` (also the commit
+    /// message); returns the SHA.
+    fn commit_greeting(&self, greeting: &str) -> String {
+        self.write_web(&[("GREETING", greeting)], "");
+        self.repo.commit(greeting)
+    }
+
+    /// Starts the agent on the repository with `args` and `env`, and waits
+    /// until `revision` is applied.
+    fn deploy(&self, args: &[&str], env: &[(&str, &str)], revision: &str) -> Agent {
+        let agent = Agent::start(&self.state, &self.repo.url(), args, env);
+        agent.wait_revision(revision, Duration::from_secs(30));
+        agent
+    }
+}
+
 // ---- the engine ----------------------------------------------------------------------
 
 /// `docker inspect -f FORMAT NAME`, `None` when there is no such container.
@@ -533,6 +597,22 @@ fn env_of(name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whether the container has `GREETING=<greeting>` in its environment.
+fn has_greeting(name: &str, greeting: &str) -> bool {
+    env_of(name).contains(&format!("GREETING={greeting}"))
+}
+
+/// Waits until the container runs with `GREETING=<greeting>`.
+#[track_caller]
+fn wait_greeting(name: &str, greeting: &str, timeout: Duration) {
+    wait_for(
+        &format!("{name} running with GREETING={greeting}"),
+        timeout,
+        POLL,
+        || (running(name) && has_greeting(name, greeting)).then_some(()),
+    );
+}
+
 #[track_caller]
 fn wait_running(name: &str, timeout: Duration) {
     wait_for(
@@ -550,6 +630,14 @@ fn sample(metrics: &str, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// The `plimsoll_revision_info` sample of `revision` in `/metrics`, or 0.
+fn revision_info(metrics: &str, revision: &str) -> f64 {
+    sample(
+        metrics,
+        &format!("plimsoll_revision_info{{revision=\"{revision}\"}}"),
+    )
 }
 
 /// The status of `service` in `stack` in a `/status` document.
@@ -585,35 +673,17 @@ fn push_payload(git_ref: &str, after: &str) -> String {
 /// `/status`, `/metrics`, notifications, history.
 #[test]
 fn agent_polls_git_heals_drift_and_never_shows_a_secret() {
-    ensure_busybox();
-    let mut cleanup = Cleanup::new();
-    let stack = cleanup.stack("agent-poll");
-    let tmp = tempfile::tempdir().unwrap();
+    let sc = Scenario::new("agent-poll");
+    let (stack, web, repo, state) = (&sc.stack, &sc.web, &sc.repo, &sc.state);
     let receiver = Receiver::start();
     let canary1 = format!("canary-s3cr3t-{}", crate::support::unique_name("one"));
     let canary2 = format!("canary-s3cr3t-{}", crate::support::unique_name("two"));
-    let repo = GitRepo::init(tmp.path().join("repo"));
-    repo.write(
-        "plimsoll.yaml",
-        &format!(
-            "notifications:\n  - {{url: \"{}\", format: json}}\n",
-            receiver.url()
-        ),
-    );
+    repo.write("plimsoll.yaml", &receiver.notifications());
     let limits = "    mem_limit: 128m\n";
-    repo.write(
-        &compose_path(&stack),
-        &web_stack(
-            &stack,
-            &[("GREETING", "v1"), ("API_TOKEN", &canary1)],
-            limits,
-        ),
-    );
+    sc.write_web(&[("GREETING", "v1"), ("API_TOKEN", &canary1)], limits);
     let sha1 = repo.commit("one");
-    let state = tmp.path().join("state");
-    let web = format!("{stack}-web-1");
 
-    let agent = Agent::start_with(&state, &["-v"], &repo.url(), &["--interval", "1s"], &[]);
+    let agent = Agent::start_with(state, &["-v"], &repo.url(), &["--interval", "1s"], &[]);
     let status = agent.wait_revision(&sha1, Duration::from_secs(30));
     assert_eq!(sha1.len(), 40);
     assert_eq!(status["source"], repo.url());
@@ -621,59 +691,38 @@ fn agent_polls_git_heals_drift_and_never_shows_a_secret() {
     assert!(!host.is_empty(), "the engine's name: {status:#}");
     assert_eq!(status["last_sync"]["result"], "succeeded", "{status:#}");
     assert_eq!(
-        service(&status, &stack, "web")["state"],
+        service(&status, stack, "web")["state"],
         "in sync",
         "{status:#}"
     );
-    assert!(running(&web));
-    assert!(env_of(&web).contains(&"GREETING=v1".to_string()));
+    assert!(running(web));
+    assert!(has_greeting(web, "v1"));
     let metrics = agent.metrics();
     assert!(
         sample(&metrics, "plimsoll_sync_total{result=\"succeeded\"}") >= 1.0,
         "{metrics}"
     );
-    assert_eq!(
-        sample(
-            &metrics,
-            &format!("plimsoll_revision_info{{revision=\"{sha1}\"}}")
-        ),
-        1.0,
-        "{metrics}"
-    );
+    assert_eq!(revision_info(&metrics, &sha1), 1.0, "{metrics}");
     receiver.wait_event("sync_succeeded", Duration::from_secs(10), |n| {
         n["revision"] == sha1
     });
 
     // A pushed commit (an ordinary and a secret value changed) is polled and applied.
-    repo.write(
-        &compose_path(&stack),
-        &web_stack(
-            &stack,
-            &[("GREETING", "v2"), ("API_TOKEN", &canary2)],
-            limits,
-        ),
-    );
+    sc.write_web(&[("GREETING", "v2"), ("API_TOKEN", &canary2)], limits);
     let sha2 = repo.commit("two");
     agent.wait_revision(&sha2, Duration::from_secs(20));
-    wait_running(&web, Duration::from_secs(5));
-    let env = env_of(&web);
+    wait_running(web, Duration::from_secs(5));
+    let env = env_of(web);
     assert!(env.contains(&"GREETING=v2".to_string()), "{env:?}");
     assert!(env.contains(&format!("API_TOKEN={canary2}")), "{env:?}");
     let metrics = agent.metrics();
-    assert_eq!(
-        sample(
-            &metrics,
-            &format!("plimsoll_revision_info{{revision=\"{sha2}\"}}")
-        ),
-        1.0,
-        "{metrics}"
-    );
+    assert_eq!(revision_info(&metrics, &sha2), 1.0, "{metrics}");
     assert!(
         !metrics.contains(&format!("revision=\"{sha1}\"")),
         "one revision series: {metrics}"
     );
     // The change went through plan/apply and the audit log, value hidden.
-    let record = history(&state)
+    let record = history(state)
         .into_iter()
         .find(|r| r["revision"] == sha2)
         .expect("an audit record of the second revision");
@@ -692,39 +741,38 @@ fn agent_polls_git_heals_drift_and_never_shows_a_secret() {
         )
     };
     // Stopped by hand: started again.
-    let id = container_id(&web).unwrap();
-    docker(&["stop", "-t", "0", &web]);
-    wait_running(&web, Duration::from_secs(5));
-    assert_eq!(container_id(&web).unwrap(), id, "started, not recreated");
+    let id = container_id(web).unwrap();
+    docker(&["stop", "-t", "0", web]);
+    wait_running(web, Duration::from_secs(5));
+    assert_eq!(container_id(web).unwrap(), id, "started, not recreated");
     assert!(drift("stopped") >= 1.0);
 
     // Removed by hand: created again from git. The default heal backoff
     // (10 s) is in force, so this also proves a removal is not a failed heal.
-    docker(&["rm", "-f", &web]);
+    docker(&["rm", "-f", web]);
     wait_for(
         "the removed container created again",
         Duration::from_secs(6),
         Duration::from_millis(50),
-        || container_id(&web).filter(|new| *new != id && running(&web)),
+        || container_id(web).filter(|new| *new != id && running(web)),
     );
-    assert!(env_of(&web).contains(&"GREETING=v2".to_string()));
+    assert!(has_greeting(web, "v2"));
     assert!(drift("missing") >= 1.0);
 
     // `docker update` of the memory limit: replaced with git's 128 MiB.
-    docker(&["update", "--memory", "256m", "--memory-swap", "512m", &web]);
+    docker(&["update", "--memory", "256m", "--memory-swap", "512m", web]);
     wait_for(
         "the memory limit back to 128 MiB",
         Duration::from_secs(10),
         Duration::from_millis(100),
         || {
-            (inspect(&web, "{{.HostConfig.Memory}}").as_deref() == Some("134217728")
-                && running(&web))
-            .then_some(())
+            (inspect(web, "{{.HostConfig.Memory}}").as_deref() == Some("134217728") && running(web))
+                .then_some(())
         },
     );
     assert!(drift("changed") >= 1.0);
     let status = agent.wait_status("web in sync", Duration::from_secs(10), |s| {
-        service(s, &stack, "web")["state"] == "in sync"
+        service(s, stack, "web")["state"] == "in sync"
     });
     assert_eq!(status["revision"], sha2);
     let notification = receiver.wait_event("drift_detected", Duration::from_secs(10), |n| {
@@ -732,7 +780,7 @@ fn agent_polls_git_heals_drift_and_never_shows_a_secret() {
     });
     assert_eq!(notification["revision"], sha2);
     assert_eq!(notification["host"], host.as_str(), "{notification:#}");
-    let heals = history(&state)
+    let heals = history(state)
         .into_iter()
         .filter(|r| r["revision"] == sha2)
         .count();
@@ -742,8 +790,8 @@ fn agent_polls_git_heals_drift_and_never_shows_a_secret() {
     let status = agent.status().to_string();
     let metrics = agent.metrics();
     let notes = serde_json::to_string(&receiver.all()).unwrap();
-    let history_json = plimsoll(&state, &["history", "--format", "json"]);
-    let history_text = plimsoll(&state, &["history"]);
+    let history_json = plimsoll(state, &["history", "--format", "json"]);
+    let history_text = plimsoll(state, &["history"]);
     let log = agent.log();
     assert!(log.contains("drifted"), "the log has the drift:\n{log}");
     for canary in [&canary1, &canary2] {
@@ -768,29 +816,17 @@ fn agent_polls_git_heals_drift_and_never_shows_a_secret() {
 /// once with a 1 h poll interval; a burst of pushes applies a commit once.
 #[test]
 fn agent_webhook_and_sync_are_authenticated_and_coalesced() {
-    ensure_busybox();
-    let mut cleanup = Cleanup::new();
-    let stack = cleanup.stack("agent-hook");
-    let tmp = tempfile::tempdir().unwrap();
+    let sc = Scenario::new("agent-hook");
+    let (web, state) = (&sc.web, &sc.state);
     let secret = "hook-secret-It's a Secret to Everybody";
     let token = "sync-token-7f0c1d";
-    write_file(tmp.path(), "secret", &format!("{secret}\n"));
-    write_file(tmp.path(), "token", token);
-    let repo = GitRepo::init(tmp.path().join("repo"));
-    let revise = |n: u32| {
-        repo.write(
-            &compose_path(&stack),
-            &web_stack(&stack, &[("GREETING", &format!("v{n}"))], ""),
-        );
-        repo.commit(&format!("v{n}"))
-    };
+    let secret_file = sc.path("secret");
+    let token_file = sc.path("token");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    std::fs::write(&token_file, token).unwrap();
+    let revise = |n: u32| sc.commit_greeting(&format!("v{n}"));
     let sha1 = revise(1);
-    let state = tmp.path().join("state");
-    let secret_file = tmp.path().join("secret");
-    let token_file = tmp.path().join("token");
-    let agent = Agent::start(
-        &state,
-        &repo.url(),
+    let agent = sc.deploy(
         &[
             "--interval",
             "1h",
@@ -802,10 +838,9 @@ fn agent_webhook_and_sync_are_authenticated_and_coalesced() {
             token_file.to_str().unwrap(),
         ],
         &[],
+        &sha1,
     );
-    agent.wait_revision(&sha1, Duration::from_secs(30));
-    let web = format!("{stack}-web-1");
-    let greeting = |n: u32| env_of(&web).contains(&format!("GREETING=v{n}"));
+    let greeting = |n: u32| has_greeting(web, &format!("v{n}"));
     assert!(greeting(1));
 
     let sha2 = revise(2);
@@ -888,9 +923,7 @@ fn agent_webhook_and_sync_are_authenticated_and_coalesced() {
     );
     assert_eq!(r.code, 202, "{r:?}");
     agent.wait_revision(&sha2, Duration::from_secs(20));
-    wait_for("v2 running", Duration::from_secs(5), POLL, || {
-        (greeting(2) && running(&web)).then_some(())
-    });
+    wait_greeting(web, "v2", Duration::from_secs(5));
 
     // GitHub's form-encoded body (`payload=<json>`).
     let sha3 = revise(3);
@@ -971,13 +1004,13 @@ fn agent_webhook_and_sync_are_authenticated_and_coalesced() {
             .is_some_and(|t| t.contains("POST /sync"))
             && s["last_sync"]["time"] != before
     });
-    assert!(greeting(5) && running(&web));
+    assert!(greeting(5) && running(web));
     for (n, sha) in [(2, &sha2), (3, &sha3), (4, &sha4), (5, &sha5)] {
         assert_eq!(
-            audited(&state, sha, "applied"),
+            audited(state, sha, "applied"),
             1,
             "v{n} ({sha}) is applied exactly once:\n{}",
-            plimsoll(&state, &["history"]).stdout
+            plimsoll(state, &["history"]).stdout
         );
     }
     let log = agent.log();
@@ -990,30 +1023,26 @@ fn agent_webhook_and_sync_are_authenticated_and_coalesced() {
 /// counters survive a restart (SIGTERM exits 0); `heal --reset` clears them.
 #[test]
 fn agent_self_heal_gives_up_survives_a_restart_and_is_reset() {
-    ensure_busybox();
-    let mut cleanup = Cleanup::new();
-    let stack = cleanup.stack("agent-giveup");
-    let tmp = tempfile::tempdir().unwrap();
+    let sc = Scenario::new("agent-giveup");
+    let (stack, repo, state) = (&sc.stack, &sc.repo, &sc.state);
     let receiver = Receiver::start();
-    write_file(tmp.path(), "token", "sync-token-1");
-    let repo = GitRepo::init(tmp.path().join("repo"));
+    let token_file = sc.path("token");
+    std::fs::write(&token_file, "sync-token-1").unwrap();
     repo.write(
         "plimsoll.yaml",
         &format!(
-            "agent: {{heal_backoff: 1s, heal_attempts: 3}}\nnotifications:\n  - {{url: \"{}\", format: json}}\n",
-            receiver.url()
+            "agent: {{heal_backoff: 1s, heal_attempts: 3}}\n{}",
+            receiver.notifications()
         ),
     );
     // Runs the first time; every later start exits 3 (the marker survives a restart).
     repo.write(
-        &compose_path(&stack),
+        &compose_path(stack),
         &format!(
             "name: {stack}\nservices:\n  flaky:\n    image: {BUSYBOX_IMAGE}\n    init: true\n    command: [\"sh\", \"-c\", \"if [ -e /marker ]; then exit 3; fi; touch /marker; exec sleep 3600\"]\n    x-plimsoll: {{health_timeout: 3s}}\n"
         ),
     );
     let sha = repo.commit("flaky");
-    let state = tmp.path().join("state");
-    let token_file = tmp.path().join("token");
     let args = [
         "--interval",
         "1h",
@@ -1022,17 +1051,17 @@ fn agent_self_heal_gives_up_survives_a_restart_and_is_reset() {
     ];
     let key = format!("{stack}/flaky");
     let flaky = format!("{stack}-flaky-1");
-
-    let mut agent = Agent::start(&state, &repo.url(), &args, &[]);
-    agent.wait_revision(&sha, Duration::from_secs(30));
-    assert!(running(&flaky));
-    docker(&["stop", "-t", "0", &flaky]);
-    let status = agent.wait_status("self-heal to give up", Duration::from_secs(40), |s| {
+    let gave_up = |s: &Value| {
         s["gave_up"]
             .as_array()
             .is_some_and(|g| g.iter().any(|k| k == key.as_str()))
-    });
-    let heal = &service(&status, &stack, "flaky")["heal"];
+    };
+
+    let mut agent = sc.deploy(&args, &[], &sha);
+    assert!(running(&flaky));
+    docker(&["stop", "-t", "0", &flaky]);
+    let status = agent.wait_status("self-heal to give up", Duration::from_secs(40), gave_up);
+    let heal = &service(&status, stack, "flaky")["heal"];
     assert_eq!(heal["gave_up"], true, "{status:#}");
     assert_eq!(heal["failures"], 3, "{status:#}");
     assert!(
@@ -1041,7 +1070,7 @@ fn agent_self_heal_gives_up_survives_a_restart_and_is_reset() {
             .is_some_and(|e| e.contains("exit code 3")),
         "{status:#}"
     );
-    assert_eq!(service(&status, &stack, "flaky")["running"], false);
+    assert_eq!(service(&status, stack, "flaky")["running"], false);
     let note = receiver.wait_event("self_heal_gave_up", Duration::from_secs(10), |n| {
         n["stack"] == stack.as_str() && n["service"] == "flaky"
     });
@@ -1070,7 +1099,7 @@ fn agent_self_heal_gives_up_survives_a_restart_and_is_reset() {
     while Instant::now() < quiet_until {
         let s = agent.status();
         assert_eq!(
-            service(&s, &stack, "flaky")["heal"]["attempts"],
+            service(&s, stack, "flaky")["heal"]["attempts"],
             attempts,
             "{s:#}"
         );
@@ -1078,25 +1107,21 @@ fn agent_self_heal_gives_up_survives_a_restart_and_is_reset() {
     }
 
     // SIGTERM: exits 0; a new agent on the same state directory remembers.
-    let healthy = plimsoll(&state, &["healthcheck", "--listen", &agent.addr]);
+    let healthy = plimsoll(state, &["healthcheck", "--listen", &agent.addr]);
     healthy.expect(0);
     let exit = agent.terminate();
     assert_eq!(exit.code(), Some(0), "{exit}\n{}", agent.log());
     assert!(agent.log().contains("stopped"), "{}", agent.log());
-    plimsoll(&state, &["healthcheck", "--listen", &agent.addr]).expect(1);
+    plimsoll(state, &["healthcheck", "--listen", &agent.addr]).expect(1);
     drop(agent);
-    let agent = Agent::start(&state, &repo.url(), &args, &[]);
+    let agent = Agent::start(state, &repo.url(), &args, &[]);
     let status = agent.wait_status(
         "the counters after a restart",
         Duration::from_secs(30),
-        |s| {
-            s["gave_up"]
-                .as_array()
-                .is_some_and(|g| g.iter().any(|k| k == key.as_str()))
-        },
+        gave_up,
     );
     assert_eq!(status["revision"], sha);
-    let heal = &service(&status, &stack, "flaky")["heal"];
+    let heal = &service(&status, stack, "flaky")["heal"];
     assert_eq!(heal["gave_up"], true, "{status:#}");
     assert_eq!(heal["failures"], 3, "{status:#}");
     assert!(!running(&flaky), "the restart did not try again");
@@ -1116,7 +1141,7 @@ fn agent_self_heal_gives_up_survives_a_restart_and_is_reset() {
     let r = agent.post("/sync", &[("Authorization", "Bearer sync-token-1")], b"");
     assert_eq!(r.code, 202, "{r:?}");
     agent.wait_status("healing to start over", Duration::from_secs(20), |s| {
-        let heal = &service(s, &stack, "flaky")["heal"];
+        let heal = &service(s, stack, "flaky")["heal"];
         heal["gave_up"] == false
             && heal["failures"]
                 .as_u64()
@@ -1130,27 +1155,17 @@ fn agent_self_heal_gives_up_survives_a_restart_and_is_reset() {
 /// good commit is applied.
 #[test]
 fn agent_rejects_broken_revisions_and_keeps_the_last_good_one() {
-    ensure_busybox();
-    let mut cleanup = Cleanup::new();
-    let stack = cleanup.stack("agent-reject");
-    let tmp = tempfile::tempdir().unwrap();
+    let sc = Scenario::new("agent-reject");
+    let (stack, web, repo, state) = (&sc.stack, &sc.web, &sc.repo, &sc.state);
     let receiver = Receiver::start();
-    let repo = GitRepo::init(tmp.path().join("repo"));
     let config = format!(
-        "policy: {{privileged: {{allow: []}}}}\nnotifications:\n  - {{url: \"{}\", format: json}}\n",
-        receiver.url()
+        "policy: {{privileged: {{allow: []}}}}\n{}",
+        receiver.notifications()
     );
     repo.write("plimsoll.yaml", &config);
-    repo.write(
-        &compose_path(&stack),
-        &web_stack(&stack, &[("GREETING", "v1")], ""),
-    );
-    let good = repo.commit("good");
-    let state = tmp.path().join("state");
-    let web = format!("{stack}-web-1");
-    let agent = Agent::start(&state, &repo.url(), &["--interval", "1s"], &[]);
-    agent.wait_revision(&good, Duration::from_secs(30));
-    let id = container_id(&web).unwrap();
+    let good = sc.commit_greeting("v1");
+    let agent = sc.deploy(&["--interval", "1s"], &[], &good);
+    let id = container_id(web).unwrap();
 
     let broken = [
         (
@@ -1160,18 +1175,18 @@ fn agent_rejects_broken_revisions_and_keeps_the_last_good_one() {
         ),
         (
             "a policy violation",
-            web_stack(&stack, &[("GREETING", "v2")], "    privileged: true\n"),
+            web_stack(stack, &[("GREETING", "v2")], "    privileged: true\n"),
             "privileged",
         ),
     ];
     for (what, compose, why) in broken {
-        repo.write(&compose_path(&stack), &compose);
+        repo.write(&compose_path(stack), &compose);
         let bad = repo.commit(what);
         let status = agent.wait_status(&format!("{what} rejected"), Duration::from_secs(20), |s| {
             s["rejected"]["revision"] == bad
         });
         let reason = status["rejected"]["reason"].as_str().unwrap_or_default();
-        let file = format!("{}:", compose_path(&stack));
+        let file = format!("{}:", compose_path(stack));
         let line = reason
             .split_once(&file)
             .and_then(|(_, rest)| rest.split(':').next()?.parse::<u32>().ok());
@@ -1192,17 +1207,17 @@ fn agent_rejects_broken_revisions_and_keeps_the_last_good_one() {
         assert_eq!(note["revision"], bad, "the rejected revision: {note:#}");
         // Not retried, nothing changed.
         thread::sleep(Duration::from_millis(1500));
-        assert_eq!(container_id(&web).as_deref(), Some(id.as_str()));
-        assert!(running(&web));
-        assert!(env_of(&web).contains(&"GREETING=v1".to_string()));
+        assert_eq!(container_id(web).as_deref(), Some(id.as_str()));
+        assert!(running(web));
+        assert!(has_greeting(web, "v1"));
         assert_eq!(agent.status()["revision"], good);
         assert_eq!(
-            audited(&state, &bad, "applied"),
+            audited(state, &bad, "applied"),
             0,
             "{what} is never applied"
         );
         assert_eq!(
-            audited(&state, &bad, "rejected"),
+            audited(state, &bad, "rejected"),
             1,
             "{what} is audited once"
         );
@@ -1212,19 +1227,12 @@ fn agent_rejects_broken_revisions_and_keeps_the_last_good_one() {
         sample(&metrics, "plimsoll_sync_total{result=\"rejected\"}") >= 2.0,
         "{metrics}"
     );
-    let revision_series = format!("plimsoll_revision_info{{revision=\"{good}\"}}");
-    assert_eq!(sample(&metrics, &revision_series), 1.0, "{metrics}");
+    assert_eq!(revision_info(&metrics, &good), 1.0, "{metrics}");
 
     // The next good commit is applied.
-    repo.write(
-        &compose_path(&stack),
-        &web_stack(&stack, &[("GREETING", "v3")], ""),
-    );
-    let fixed = repo.commit("fixed");
+    let fixed = sc.commit_greeting("v3");
     agent.wait_revision(&fixed, Duration::from_secs(20));
-    wait_for("v3 running", Duration::from_secs(5), POLL, || {
-        (running(&web) && env_of(&web).contains(&"GREETING=v3".to_string())).then_some(())
-    });
+    wait_greeting(web, "v3", Duration::from_secs(5));
     assert_eq!(agent.status()["last_sync"]["result"], "succeeded");
 }
 
@@ -1232,45 +1240,29 @@ fn agent_rejects_broken_revisions_and_keeps_the_last_good_one() {
 /// drift is still healed; it comes back: the agent recovers.
 #[test]
 fn agent_keeps_the_host_while_the_remote_is_unreachable() {
-    ensure_busybox();
-    let mut cleanup = Cleanup::new();
-    let stack = cleanup.stack("agent-offline");
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = GitRepo::init(tmp.path().join("repo"));
-    repo.write(
-        &compose_path(&stack),
-        &web_stack(&stack, &[("GREETING", "v1")], ""),
-    );
-    let sha = repo.commit("one");
-    let state = tmp.path().join("state");
-    let web = format!("{stack}-web-1");
-    let agent = Agent::start(&state, &repo.url(), &["--interval", "1s"], &[]);
-    agent.wait_revision(&sha, Duration::from_secs(30));
+    let sc = Scenario::new("agent-offline");
+    let (web, repo) = (&sc.web, &sc.repo);
+    let sha = sc.commit_greeting("v1");
+    let agent = sc.deploy(&["--interval", "1s"], &[], &sha);
 
-    let moved = tmp.path().join("moved");
+    let moved = sc.path("moved");
     std::fs::rename(&repo.dir, &moved).unwrap();
     let status = agent.wait_status("a source error", Duration::from_secs(15), |s| {
         s["source_error"].is_string()
     });
     assert_eq!(status["revision"], sha);
-    assert!(running(&web));
-    docker(&["stop", "-t", "0", &web]);
-    wait_running(&web, Duration::from_secs(5));
+    assert!(running(web));
+    docker(&["stop", "-t", "0", web]);
+    wait_running(web, Duration::from_secs(5));
     let status = agent.status();
     assert!(status["source_error"].is_string(), "{status:#}");
     assert!(agent.log().contains("keeping the last good revision"));
 
     std::fs::rename(&moved, &repo.dir).unwrap();
-    repo.write(
-        &compose_path(&stack),
-        &web_stack(&stack, &[("GREETING", "v2")], ""),
-    );
-    let sha2 = repo.commit("two");
+    let sha2 = sc.commit_greeting("v2");
     let status = agent.wait_revision(&sha2, Duration::from_secs(30));
     assert!(status["source_error"].is_null(), "{status:#}");
-    wait_for("v2 running", Duration::from_secs(5), POLL, || {
-        (running(&web) && env_of(&web).contains(&"GREETING=v2".to_string())).then_some(())
-    });
+    wait_greeting(web, "v2", Duration::from_secs(5));
 }
 
 /// A unix-socket proxy to the engine that can drop every connection it
@@ -1352,41 +1344,30 @@ impl Proxy {
 /// afterwards is healed.
 #[test]
 fn agent_survives_an_engine_outage_and_its_event_stream_reconnects() {
-    ensure_busybox();
-    let mut cleanup = Cleanup::new();
-    let stack = cleanup.stack("agent-stream");
-    let tmp = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(tmp.path().join("proxy.sock"));
-    let repo = GitRepo::init(tmp.path().join("repo"));
-    repo.write(
-        &compose_path(&stack),
-        &web_stack(&stack, &[("GREETING", "v1")], ""),
-    );
-    let sha = repo.commit("one");
-    let state = tmp.path().join("state");
-    let web = format!("{stack}-web-1");
+    let sc = Scenario::new("agent-stream");
+    let (stack, web) = (&sc.stack, &sc.web);
+    let proxy = Proxy::start(sc.path("proxy.sock"));
+    let sha = sc.commit_greeting("v1");
     let host = format!("unix://{}", proxy.path.display());
     // No polling and no periodic resync during the test: only events heal.
-    let agent = Agent::start(
-        &state,
-        &repo.url(),
+    let agent = sc.deploy(
         &["--interval", "1h", "--resync", "1h"],
         &[("DOCKER_HOST", &host)],
+        &sha,
     );
-    agent.wait_revision(&sha, Duration::from_secs(30));
 
     // A heal through the proxy; the agent checks for a second that it holds
     // (no health check), and the engine goes away meanwhile.
     let lost = |l: &String| l.contains("event stream");
     let before = agent.log_lines().iter().filter(|l| lost(l)).count();
-    docker(&["stop", "-t", "0", &web]);
-    wait_running(&web, Duration::from_secs(5));
+    docker(&["stop", "-t", "0", web]);
+    wait_running(web, Duration::from_secs(5));
     let accepted = proxy.accepted.load(Ordering::SeqCst);
     proxy.outage(Duration::from_millis(1500));
     let status = agent.wait_status("the heal recorded", Duration::from_secs(10), |s| {
-        service(s, &stack, "web")["heal"]["attempts"] == 1
+        service(s, stack, "web")["heal"]["attempts"] == 1
     });
-    let heal = &service(&status, &stack, "web")["heal"];
+    let heal = &service(&status, stack, "web")["heal"];
     assert_eq!(
         heal["failures"], 0,
         "a lost engine is no failed heal: {status:#}"
@@ -1415,14 +1396,14 @@ fn agent_survives_an_engine_outage_and_its_event_stream_reconnects() {
         },
     );
     thread::sleep(Duration::from_millis(300));
-    docker(&["stop", "-t", "0", &web]);
-    wait_running(&web, Duration::from_secs(5));
+    docker(&["stop", "-t", "0", web]);
+    wait_running(web, Duration::from_secs(5));
     let status = agent.wait_status("the second heal recorded", Duration::from_secs(10), |s| {
-        service(s, &stack, "web")["heal"]["attempts"] == 2
+        service(s, stack, "web")["heal"]["attempts"] == 2
     });
     assert_eq!(status["revision"], sha);
     assert_eq!(
-        service(&status, &stack, "web")["heal"]["failures"],
+        service(&status, stack, "web")["heal"]["failures"],
         0,
         "{status:#}"
     );
@@ -1434,30 +1415,15 @@ fn agent_survives_an_engine_outage_and_its_event_stream_reconnects() {
 /// shows it stopped and paused; `resume`: healed at the next check.
 #[test]
 fn agent_pause_freezes_a_stack_and_resume_heals_it() {
-    ensure_busybox();
-    let mut cleanup = Cleanup::new();
-    let stack = cleanup.stack("agent-pause");
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = GitRepo::init(tmp.path().join("repo"));
-    repo.write(
-        &compose_path(&stack),
-        &web_stack(&stack, &[("GREETING", "v1")], ""),
-    );
-    let sha = repo.commit("one");
-    let state = tmp.path().join("state");
-    let web = format!("{stack}-web-1");
-    let agent = Agent::start(
-        &state,
-        &repo.url(),
-        &["--interval", "1h", "--resync", "1s"],
-        &[],
-    );
-    agent.wait_revision(&sha, Duration::from_secs(30));
+    let sc = Scenario::new("agent-pause");
+    let (stack, web) = (&sc.stack, &sc.web);
+    let sha = sc.commit_greeting("v1");
+    let agent = sc.deploy(&["--interval", "1h", "--resync", "1s"], &[], &sha);
 
-    let paused = agent.cli(&["pause", &stack]);
+    let paused = agent.cli(&["pause", stack]);
     paused.expect(0);
     assert!(paused.stderr.contains("paused"), "{paused}");
-    docker(&["stop", "-t", "0", &web]);
+    docker(&["stop", "-t", "0", web]);
     let status = agent.wait_status(
         "the stack paused and stopped",
         Duration::from_secs(10),
@@ -1466,10 +1432,10 @@ fn agent_pause_freezes_a_stack_and_resume_heals_it() {
                 .as_array()
                 .and_then(|a| a.iter().find(|x| x["name"] == stack.as_str()));
             stk.is_some_and(|x| x["paused"] == true)
-                && service(s, &stack, "web")["state"] == "stopped (paused)"
+                && service(s, stack, "web")["state"] == "stopped (paused)"
         },
     );
-    assert_eq!(service(&status, &stack, "web")["running"], false);
+    assert_eq!(service(&status, stack, "web")["running"], false);
     // Several checks (events and 1 s resyncs) later, still stopped.
     let seen = status["last_sync"]["time"].clone();
     agent.wait_status("two more checks", Duration::from_secs(10), |s| {
@@ -1479,17 +1445,17 @@ fn agent_pause_freezes_a_stack_and_resume_heals_it() {
     agent.wait_status("another check", Duration::from_secs(10), |s| {
         s["last_sync"]["time"] != seen
     });
-    assert!(!running(&web), "a paused stack is never changed");
+    assert!(!running(web), "a paused stack is never changed");
     assert_eq!(
-        service(&agent.status(), &stack, "web")["state"],
+        service(&agent.status(), stack, "web")["state"],
         "stopped (paused)"
     );
 
-    let resumed = agent.cli(&["resume", &stack]);
+    let resumed = agent.cli(&["resume", stack]);
     resumed.expect(0);
-    wait_running(&web, Duration::from_secs(10));
+    wait_running(web, Duration::from_secs(10));
     agent.wait_status("in sync, not paused", Duration::from_secs(10), |s| {
-        service(s, &stack, "web")["state"] == "in sync"
+        service(s, stack, "web")["state"] == "in sync"
     });
 }
 
@@ -1497,37 +1463,30 @@ fn agent_pause_freezes_a_stack_and_resume_heals_it() {
 /// within seconds (debounced watcher, no polling).
 #[test]
 fn agent_watches_a_local_directory() {
-    ensure_busybox();
-    let mut cleanup = Cleanup::new();
-    let stack = cleanup.stack("agent-dir");
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("config");
-    write_file(
-        &dir,
-        &compose_path(&stack),
-        &web_stack(&stack, &[("GREETING", "v1")], ""),
-    );
-    let state = tmp.path().join("state");
-    let web = format!("{stack}-web-1");
-    let agent = Agent::start(&state, dir.to_str().unwrap(), &["--interval", "1h"], &[]);
+    let sc = Scenario::new("agent-dir");
+    let (stack, web, state) = (&sc.stack, &sc.web, &sc.state);
+    let dir = sc.path("config");
+    let write_web = |greeting: &str| {
+        write_file(
+            &dir,
+            &compose_path(stack),
+            &web_stack(stack, &[("GREETING", greeting)], ""),
+        );
+    };
+    write_web("v1");
+    let agent = Agent::start(state, dir.to_str().unwrap(), &["--interval", "1h"], &[]);
     let first = agent.wait_status("the directory applied", Duration::from_secs(30), |s| {
         s["revision"]
             .as_str()
             .is_some_and(|r| r.starts_with("local:"))
     });
     assert_eq!(first["source"], dir.to_str().unwrap());
-    wait_running(&web, Duration::from_secs(5));
-    assert!(env_of(&web).contains(&"GREETING=v1".to_string()));
+    wait_running(web, Duration::from_secs(5));
+    assert!(has_greeting(web, "v1"));
 
-    write_file(
-        &dir,
-        &compose_path(&stack),
-        &web_stack(&stack, &[("GREETING", "v2")], ""),
-    );
+    write_web("v2");
     let edited = Instant::now();
-    wait_for("the edit applied", Duration::from_secs(10), POLL, || {
-        (running(&web) && env_of(&web).contains(&"GREETING=v2".to_string())).then_some(())
-    });
+    wait_greeting(web, "v2", Duration::from_secs(10));
     let took = edited.elapsed();
     let status = agent.wait_status("a new local revision", Duration::from_secs(5), |s| {
         s["revision"] != first["revision"]

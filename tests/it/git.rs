@@ -32,6 +32,41 @@ fn clone_of(state: &Path) -> Repository {
     Repository::open_bare(state.join("repo")).expect("the local clone")
 }
 
+/// Asserts that the local clone in `state` was fetched with depth 1: it is
+/// shallow and lacks `parent`.
+#[track_caller]
+fn assert_shallow(state: &Path, parent: &str) {
+    let clone = clone_of(state);
+    assert!(clone.is_shallow(), "a depth-1 fetch");
+    assert!(
+        clone
+            .find_commit(git2::Oid::from_str(parent).unwrap())
+            .is_err(),
+        "the parent was not fetched"
+    );
+}
+
+/// A repository with one commit (a file `a`).
+fn one_commit() -> TestRepo {
+    let repo = TestRepo::new();
+    repo.commit(&[("a", Some("1"))], "one");
+    repo
+}
+
+/// Fetches the default branch of `url` into `state`, which must fail: the error.
+#[track_caller]
+fn fetch_err(url: &str, auth: GitAuth, state: &Path) -> GitError {
+    open(url, GitRef::Default, auth, state).fetch().unwrap_err()
+}
+
+/// Asserts that the error text `text` says every one of `wants`.
+#[track_caller]
+fn assert_says(text: &str, wants: &[&str]) {
+    for want in wants {
+        assert!(text.contains(want), "missing {want:?} in: {text}");
+    }
+}
+
 #[test]
 fn git_local_repository_follows_the_default_branch_and_checks_out() {
     let repo = TestRepo::new();
@@ -245,14 +280,7 @@ fn git_ssh_fetch_is_shallow_with_a_hashed_known_hosts() {
         .fetch()
         .unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", ssh.log()));
     assert_eq!(got, c2);
-    let clone = clone_of(state.path());
-    assert!(clone.is_shallow(), "a depth-1 fetch");
-    assert!(
-        clone
-            .find_commit(git2::Oid::from_str(&c1).unwrap())
-            .is_err(),
-        "the parent was not fetched"
-    );
+    assert_shallow(state.path(), &c1);
 
     let c3 = repo.commit(&[("b", None), ("c", Some("c"))], "three");
     assert_eq!(src.fetch().unwrap(), c3);
@@ -289,8 +317,7 @@ fn git_ssh_pinned_older_commit_is_fetched_in_full() {
 
 #[test]
 fn git_ssh_refuses_a_changed_host_key() {
-    let repo = TestRepo::new();
-    repo.commit(&[("a", Some("1"))], "one");
+    let repo = one_commit();
     let ssh = SshServer::start();
     let other = ssh.file("other_host_key");
     keygen(&other);
@@ -315,25 +342,25 @@ fn git_ssh_refuses_a_changed_host_key() {
     assert!(matches!(err, GitError::HostKey { .. }), "{text}");
     assert!(!err.is_unreachable());
     let name = format!("[127.0.0.1]:{}", ssh.port);
-    for want in [
-        "ssh host key verification failed",
-        &ssh.url(&repo.path()),
-        &format!("the host key of {name} has CHANGED"),
-        "ssh-ed25519",
-        &host_fingerprint(&ssh),
-        &kh.display().to_string(),
-        "man-in-the-middle",
-        &format!("ssh-keyscan -t ssh-ed25519 -p {} 127.0.0.1", ssh.port),
-    ] {
-        assert!(text.contains(want), "missing {want:?} in: {text}");
-    }
+    assert_says(
+        &text,
+        &[
+            "ssh host key verification failed",
+            &ssh.url(&repo.path()),
+            &format!("the host key of {name} has CHANGED"),
+            "ssh-ed25519",
+            &host_fingerprint(&ssh),
+            &kh.display().to_string(),
+            "man-in-the-middle",
+            &format!("ssh-keyscan -t ssh-ed25519 -p {} 127.0.0.1", ssh.port),
+        ],
+    );
     assert_eq!(src.checked_out(), None);
 }
 
 #[test]
 fn git_ssh_refuses_an_unknown_host() {
-    let repo = TestRepo::new();
-    repo.commit(&[("a", Some("1"))], "one");
+    let repo = one_commit();
     let ssh = SshServer::start();
     let empty = ssh.file("known_hosts_empty");
     std::fs::write(&empty, "").unwrap();
@@ -347,38 +374,32 @@ fn git_ssh_refuses_an_unknown_host() {
         known_hosts: Some(empty.clone()),
         ..ssh_auth(&ssh)
     };
-    let err = open(&url, GitRef::Default, auth, state.path())
-        .fetch()
-        .unwrap_err();
+    let err = fetch_err(&url, auth, state.path());
     let text = err.to_string();
     assert!(matches!(err, GitError::HostKey { .. }), "{text}");
-    for want in [
-        &format!("{name} is not in the known_hosts file {}", empty.display()),
-        &fp,
-        &keyscan,
-    ] {
-        assert!(text.contains(want.as_str()), "missing {want:?} in: {text}");
-    }
+    assert_says(
+        &text,
+        &[
+            &format!("{name} is not in the known_hosts file {}", empty.display()),
+            &fp,
+            &keyscan,
+        ],
+    );
 
     // No known_hosts at all: refused too.
     let auth = GitAuth {
         known_hosts: None,
         ..ssh_auth(&ssh)
     };
-    let err = open(&url, GitRef::Default, auth, state.path())
-        .fetch()
-        .unwrap_err();
+    let err = fetch_err(&url, auth, state.path());
     let text = err.to_string();
     assert!(matches!(err, GitError::HostKey { .. }), "{text}");
-    for want in ["no known_hosts file is configured", &fp, &keyscan] {
-        assert!(text.contains(want), "missing {want:?} in: {text}");
-    }
+    assert_says(&text, &["no known_hosts file is configured", &fp, &keyscan]);
 }
 
 #[test]
 fn git_ssh_wrong_client_key_is_an_auth_error() {
-    let repo = TestRepo::new();
-    repo.commit(&[("a", Some("1"))], "one");
+    let repo = one_commit();
     let ssh = SshServer::start();
     let wrong = ssh.file("wrong_client_key");
     keygen(&wrong);
@@ -388,28 +409,25 @@ fn git_ssh_wrong_client_key_is_an_auth_error() {
         ssh_key: Some(wrong.clone()),
         ..ssh_auth(&ssh)
     };
-    let err = open(&url, GitRef::Default, auth, state.path())
-        .fetch()
-        .unwrap_err();
+    let err = fetch_err(&url, auth, state.path());
     let text = err.to_string();
     assert!(matches!(err, GitError::Auth { .. }), "{text}");
     assert!(!err.is_unreachable());
-    for want in [
-        &format!("authentication failed for {url}"),
-        &format!("rejected the ssh key {}", wrong.display()),
-        &format!("for user \"{}\"", ssh.user),
-        "authorized",
-    ] {
-        assert!(text.contains(want), "missing {want:?} in: {text}");
-    }
+    assert_says(
+        &text,
+        &[
+            &format!("authentication failed for {url}"),
+            &format!("rejected the ssh key {}", wrong.display()),
+            &format!("for user \"{}\"", ssh.user),
+            "authorized",
+        ],
+    );
 
     let auth = GitAuth {
         ssh_key: None,
         ..ssh_auth(&ssh)
     };
-    let err = open(&url, GitRef::Default, auth, state.path())
-        .fetch()
-        .unwrap_err();
+    let err = fetch_err(&url, auth, state.path());
     let text = err.to_string();
     assert!(matches!(err, GitError::Auth { .. }), "{text}");
     assert!(text.contains("none is configured"), "{text}");
@@ -442,13 +460,7 @@ fn git_https_fetch_with_token_and_ca_file_is_shallow() {
         .fetch()
         .unwrap_or_else(|e| panic!("{e}\nlighttpd log:\n{}", server.log()));
     assert_eq!(got, c2);
-    let clone = clone_of(state.path());
-    assert!(clone.is_shallow(), "a depth-1 fetch");
-    assert!(
-        clone
-            .find_commit(git2::Oid::from_str(&c1).unwrap())
-            .is_err()
-    );
+    assert_shallow(state.path(), &c1);
 
     let c3 = repo.commit(&[("a", Some("3"))], "three");
     assert_eq!(src.fetch().unwrap(), c3);
@@ -469,21 +481,13 @@ fn git_https_fetch_with_token_and_ca_file_is_shallow() {
 
 #[test]
 fn git_https_wrong_token_is_an_auth_error_without_the_token() {
-    let repo = TestRepo::new();
-    repo.commit(&[("a", Some("1"))], "one");
+    let repo = one_commit();
     let server = HttpsServer::start(repo.root(), TOKEN);
     let url = server.url("repo");
     let wrong = "wrong-7c41b5e0-secret";
     let state = tempfile::tempdir().unwrap();
 
-    let err = open(
-        &url,
-        GitRef::Default,
-        https_auth(&server, Some(wrong)),
-        state.path(),
-    )
-    .fetch()
-    .unwrap_err();
+    let err = fetch_err(&url, https_auth(&server, Some(wrong)), state.path());
     let text = err.to_string();
     assert!(
         matches!(err, GitError::Auth { .. }),
@@ -491,14 +495,15 @@ fn git_https_wrong_token_is_an_auth_error_without_the_token() {
         server.log()
     );
     assert!(!err.is_unreachable());
-    for want in [
-        &format!("authentication failed for {url}"),
-        "rejected the token",
-        "401",
-        "check the token",
-    ] {
-        assert!(text.contains(want), "missing {want:?} in: {text}");
-    }
+    assert_says(
+        &text,
+        &[
+            &format!("authentication failed for {url}"),
+            "rejected the token",
+            "401",
+            "check the token",
+        ],
+    );
     assert!(
         !text.contains(wrong) && !format!("{err:?}").contains(wrong),
         "{err:?}"
@@ -516,25 +521,15 @@ fn git_https_wrong_token_is_an_auth_error_without_the_token() {
     assert!(matches!(err, GitError::Auth { .. }), "{err}");
     assert!(!format!("{err} {err:?} {src:?}").contains(wrong), "{err:?}");
 
-    let err = open(
-        &url,
-        GitRef::Default,
-        https_auth(&server, None),
-        state.path(),
-    )
-    .fetch()
-    .unwrap_err();
+    let err = fetch_err(&url, https_auth(&server, None), state.path());
     assert!(matches!(err, GitError::Auth { .. }), "{err}");
     assert!(err.to_string().contains("none is configured"), "{err}");
 
-    let err = open(
+    let err = fetch_err(
         &url,
-        GitRef::Default,
         https_auth(&server, Some(FORBIDDEN_TOKEN)),
         state.path(),
-    )
-    .fetch()
-    .unwrap_err();
+    );
     assert!(matches!(err, GitError::Auth { .. }), "{err}");
     assert!(err.to_string().contains("HTTP 403"), "{err}");
     assert!(!err.to_string().contains(FORBIDDEN_TOKEN), "{err}");
@@ -542,8 +537,7 @@ fn git_https_wrong_token_is_an_auth_error_without_the_token() {
 
 #[test]
 fn git_https_without_ca_file_is_a_tls_error() {
-    let repo = TestRepo::new();
-    repo.commit(&[("a", Some("1"))], "one");
+    let repo = one_commit();
     let server = HttpsServer::start(repo.root(), TOKEN);
     let url = server.url("repo");
     let state = tempfile::tempdir().unwrap();
@@ -551,9 +545,7 @@ fn git_https_without_ca_file_is_a_tls_error() {
         token: Some(TOKEN.into()),
         ..GitAuth::default()
     };
-    let err = open(&url, GitRef::Default, auth, state.path())
-        .fetch()
-        .unwrap_err();
+    let err = fetch_err(&url, auth, state.path());
     let text = err.to_string();
     assert!(
         matches!(err, GitError::Tls { .. }),
@@ -561,13 +553,14 @@ fn git_https_without_ca_file_is_a_tls_error() {
         server.log()
     );
     assert!(!err.is_unreachable());
-    for want in [
-        &format!("TLS certificate of {url} is not trusted"),
-        "not signed by a CA this host trusts",
-        "--ca-file",
-    ] {
-        assert!(text.contains(want), "missing {want:?} in: {text}");
-    }
+    assert_says(
+        &text,
+        &[
+            &format!("TLS certificate of {url} is not trusted"),
+            "not signed by a CA this host trusts",
+            "--ca-file",
+        ],
+    );
     assert!(!text.contains(TOKEN));
 }
 
@@ -587,17 +580,12 @@ fn git_unreachable_server_is_retryable() {
             ssh_key: Some(key.clone()),
             ..GitAuth::default()
         };
-        let err = open(&url, GitRef::Default, auth, state.path())
-            .fetch()
-            .unwrap_err();
+        let err = fetch_err(&url, auth, state.path());
         let text = err.to_string();
         assert!(err.is_unreachable(), "{text}");
-        for want in [
-            format!("cannot reach {url}"),
-            "127.0.0.1".to_string(),
-            "retries".to_string(),
-        ] {
-            assert!(text.contains(&want), "missing {want:?} in: {text}");
-        }
+        assert_says(
+            &text,
+            &[&format!("cannot reach {url}"), "127.0.0.1", "retries"],
+        );
     }
 }
