@@ -898,11 +898,10 @@ impl Agent {
         }
         self.host = Some(observed.host.clone());
         self.report_unknown(&observed)?;
-        let book: HealBook = self
+        let mut book: HealBook = self
             .state
             .read_json(heal::FILE)
             .map_err(|e| e.to_string())?;
-        let mut book = book;
         if deploy {
             book.new_revision(&target.revision);
         }
