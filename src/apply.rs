@@ -8,17 +8,19 @@
 //! has a health check) in time, it is removed, the old one is renamed back
 //! and started, and the service's dependents are not touched.
 //!
-//! Invariant: only this module and `live` import bollard; every object
-//! created carries plimsoll's labels; nothing without them is changed.
+//! Invariant: only this module, `live`, `build` and `images` talk to the
+//! engine; every object created carries plimsoll's labels; nothing without
+//! them is changed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use bollard::models::{
-    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthConfig, HostConfig,
-    HostConfigLogConfig, Mount, MountBindOptions, MountTmpfsOptions, MountType as EngineMountType,
-    MountVolumeOptions, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
-    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, DeviceMapping, EndpointIpamConfig, EndpointSettings, HealthConfig,
+    HostConfig, HostConfigLogConfig, Ipam, IpamConfig, Mount, MountBindOptions, MountTmpfsOptions,
+    MountType as EngineMountType, MountVolumeOptions, NetworkConnectRequest, NetworkCreateRequest,
+    NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder,
@@ -50,6 +52,13 @@ pub enum ApplyError {
     Engine(#[from] EngineError),
     #[error("pulling {image} failed: {message}; nothing was changed")]
     Pull { image: String, message: String },
+    #[error("building {image} for {stack}/{service} failed: {message}\n    nothing was changed")]
+    Build {
+        stack: String,
+        service: String,
+        image: String,
+        message: String,
+    },
     #[error("{}", failure_text(failures))]
     Services {
         failures: Vec<String>,
@@ -139,16 +148,38 @@ pub async fn apply(
     // Conflicts fail only their own services (and dependents); the others still apply.
     let conflicts = failures.len();
 
-    // Images, networks and volumes first, in plan order (pulls lead, so a
-    // failed pull changes nothing).
+    // Images, networks and volumes first, in plan order (pulls lead, then
+    // builds, so a failed pull or build changes nothing).
+    let mut built: Vec<String> = Vec::new();
     for a in &plan.actions {
         let stack = stacks.iter().find(|s| s.name == a.stack).copied();
         let started = Instant::now();
         let result = match (a.action, stack) {
+            (ActionKind::Build, Some(s)) => {
+                let service = a.service.clone().unwrap_or_default();
+                let r = cx.build(s, &service, &a.target).await;
+                if let Err(message) = &r {
+                    return Err(ApplyError::Build {
+                        stack: s.name.clone(),
+                        service,
+                        image: a.target.clone(),
+                        message: masker.mask(message).into_owned(),
+                    });
+                }
+                built.push(a.target.clone());
+                r
+            }
             (ActionKind::CreateNetwork, Some(s)) => cx.create_network(s, &a.target).await,
             (ActionKind::CreateVolume, Some(s)) => cx.create_volume(s, &a.target).await,
             (ActionKind::PullImage, _) => {
-                let r = cx.pull(&a.target).await;
+                // The platform a service of this stack asks for, if any.
+                let platform = stack.and_then(|s| {
+                    s.services
+                        .iter()
+                        .filter(|(n, svc)| svc.image_ref(&s.name, n) == a.target)
+                        .find_map(|(_, svc)| svc.platform.as_deref())
+                });
+                let r = cx.pull(&a.target, platform).await;
                 if let Err(message) = &r {
                     return Err(ApplyError::Pull {
                         image: a.target.clone(),
@@ -164,6 +195,23 @@ pub async fn apply(
     if failures.len() > conflicts {
         return Err(ApplyError::Services { failures, report });
     }
+    // Containers are created from what the images built just now supply.
+    let refreshed;
+    let cx = if built.is_empty() {
+        cx
+    } else {
+        let mut fresh = live.clone();
+        for image in &built {
+            fresh
+                .images
+                .insert(image.clone(), engine.image_defaults(image).await?);
+        }
+        refreshed = fresh;
+        Ctx {
+            live: &refreshed,
+            ..cx
+        }
+    };
 
     for stack in stacks {
         let Ok(graph) = StackGraph::build(stack) else {
@@ -173,6 +221,7 @@ pub async fn apply(
             .actions
             .iter()
             .filter(|a| a.stack == stack.name && a.service.is_some())
+            .filter(|a| a.action != ActionKind::Build)
             .fold(BTreeMap::new(), |mut m, a| {
                 m.entry(a.service.clone().unwrap_or_default())
                     .or_default()
@@ -334,6 +383,24 @@ impl Ctx<'_> {
             name: name.to_string(),
             driver: net.driver.clone(),
             internal: Some(net.internal),
+            attachable: net.attachable.then_some(true),
+            enable_ipv6: net.enable_ipv6,
+            ipam: net.ipam.as_ref().map(|i| Ipam {
+                driver: i.driver.clone(),
+                config: Some(
+                    i.config
+                        .iter()
+                        .map(|p| IpamConfig {
+                            subnet: p.subnet.clone(),
+                            ip_range: p.ip_range.clone(),
+                            gateway: p.gateway.clone(),
+                            auxiliary_addresses: (!p.aux_addresses.is_empty())
+                                .then(|| p.aux_addresses.clone().into_iter().collect()),
+                        })
+                        .collect(),
+                ),
+                options: (!i.options.is_empty()).then(|| i.options.clone().into_iter().collect()),
+            }),
             options: Some(net.driver_opts.clone().into_iter().collect()),
             labels: Some(l),
             ..Default::default()
@@ -380,8 +447,30 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    async fn pull(&self, image: &str) -> Result<(), String> {
-        pull(self.engine, image, self.progress).await
+    async fn pull(&self, image: &str, platform: Option<&str>) -> Result<(), String> {
+        pull_for(self.engine, image, platform, self.progress).await
+    }
+
+    /// Builds a service's image; an image built earlier from the same
+    /// content (kept for rollback) is tagged instead.
+    async fn build(&self, stack: &Stack, service: &str, image: &str) -> Result<(), String> {
+        let Some(b) = stack.services.get(service).and_then(|s| s.build.clone()) else {
+            return Err(format!("service {service} has no build section"));
+        };
+        let req = crate::build::Request {
+            stack: stack.name.clone(),
+            service: service.to_string(),
+            image: image.to_string(),
+            build: b,
+            pinned: stack
+                .source
+                .pinned_builds
+                .get(service)
+                .and_then(|h| crate::build::BuildHash::parse(h)),
+        };
+        crate::build::build(self.engine, &req, &self.live.built, self.progress)
+            .await
+            .map(|_| ())
     }
 
     async fn inspect_state(&self, name: &str) -> Result<Option<RunState>, String> {
@@ -526,7 +615,7 @@ impl Ctx<'_> {
                 || self
                     .live
                     .images
-                    .get(dep_svc.image.as_deref().unwrap_or_default())
+                    .get(&dep_svc.image_ref(&stack.name, &dep))
                     .cloned()
                     .flatten()
                     .is_some_and(|i| i.healthcheck.is_some());
@@ -723,7 +812,20 @@ impl Ctx<'_> {
             &want.config,
             carry.unwrap_or(&BTreeMap::new()),
         );
-        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        if want.config.mac_address.is_some() {
+            let v = self.engine.docker.client_version();
+            if (v.major_version, v.minor_version) < (1, 44) {
+                return Err(format!(
+                    "mac_address needs Docker API 1.44 (Docker 25) or later; this engine speaks API {}.{}",
+                    v.major_version, v.minor_version
+                ));
+            }
+        }
+        let mut opts = CreateContainerOptionsBuilder::default().name(&name);
+        if let Some(platform) = &want.config.platform {
+            opts = opts.platform(platform);
+        }
+        let opts = opts.build();
         let created = self
             .engine
             .docker
@@ -867,7 +969,7 @@ impl Ctx<'_> {
                 || self
                     .live
                     .images
-                    .get(svc.image.as_deref().unwrap_or_default())
+                    .get(&svc.image_ref(&stack.name, service))
                     .cloned()
                     .flatten()
                     .is_some_and(|i| i.healthcheck.is_some());
@@ -1034,13 +1136,26 @@ fn fault_point() {
 
 /// Pulls an image with the docker CLI's credentials, reporting progress.
 pub async fn pull(engine: &Engine, image: &str, progress: &dyn Progress) -> Result<(), String> {
+    pull_for(engine, image, None, progress).await
+}
+
+/// Pulls an image for a platform (`linux/arm64`), or the engine's own.
+pub async fn pull_for(
+    engine: &Engine,
+    image: &str,
+    platform: Option<&str>,
+    progress: &dyn Progress,
+) -> Result<(), String> {
     let subject = format!("image {image}");
     progress.step(&subject, "pulling", Outcome::Working);
     let (from, tag) = split_tag(image);
-    let opts = CreateImageOptionsBuilder::default()
+    let mut opts = CreateImageOptionsBuilder::default()
         .from_image(from)
-        .tag(tag)
-        .build();
+        .tag(tag);
+    if let Some(p) = platform {
+        opts = opts.platform(p);
+    }
+    let opts = opts.build();
     let creds = crate::registry::credentials_for(image);
     let mut stream = engine.docker.create_image(Some(opts), None, creds);
     while let Some(item) = stream.next().await {
@@ -1242,6 +1357,9 @@ pub fn create_body(
                 EndpointSettings {
                     aliases,
                     ipam_config: ipam,
+                    // Legacy links act as aliases on user-defined networks.
+                    links: (!config.links.is_empty())
+                        .then(|| config.links.iter().cloned().collect()),
                     ..Default::default()
                 },
             )
@@ -1250,12 +1368,16 @@ pub fn create_body(
     by_priority.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     let mut networks: Vec<(String, EndpointSettings)> =
         by_priority.into_iter().map(|(_, n, e)| (n, e)).collect();
-    let first = if networks.is_empty() {
+    let mut first = if networks.is_empty() {
         None
     } else {
         Some(networks.remove(0))
     };
-    let host_config = HostConfig {
+    // A declared MAC address belongs to the primary network (API 1.44 and later).
+    if let Some((_, endpoint)) = &mut first {
+        endpoint.mac_address = config.mac_address.clone();
+    }
+    let mut host_config = HostConfig {
         binds: (!binds.is_empty()).then_some(binds),
         mounts: (!mounts.is_empty()).then_some(mounts),
         port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
@@ -1294,6 +1416,7 @@ pub fn create_body(
         network_mode: first.as_ref().map(|(n, _)| n.clone()),
         ..Default::default()
     };
+    more_host_config(svc, config, &mut host_config);
     let healthcheck = config.healthcheck.as_ref().map(|h| HealthConfig {
         test: Some(h.test.clone()),
         interval: Some(h.interval),
@@ -1315,6 +1438,9 @@ pub fn create_body(
         hostname: config.hostname.clone(),
         stop_signal: config.stop_signal.clone(),
         stop_timeout: config.stop_timeout,
+        domainname: config.domainname.clone(),
+        tty: Some(config.tty),
+        open_stdin: Some(config.stdin_open),
         host_config: Some(host_config),
         networking_config: first.map(|(n, e)| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(n, e)])),
@@ -1322,6 +1448,77 @@ pub fn create_body(
         ..Default::default()
     };
     (body, networks)
+}
+
+/// The host-config settings of issue 7's remaining Compose keys.
+fn more_host_config(
+    svc: &crate::spec::model::Service,
+    config: &ContainerConfig,
+    h: &mut HostConfig,
+) {
+    let list = |v: &[String]| (!v.is_empty()).then(|| v.to_vec());
+    let set = |v: &BTreeSet<String>| (!v.is_empty()).then(|| v.iter().cloned().collect());
+    let map =
+        |m: &BTreeMap<String, String>| (!m.is_empty()).then(|| m.clone().into_iter().collect());
+    let nonzero = |v: i64| (v != 0).then_some(v);
+    if let Some(mode) = &config.network_mode {
+        h.network_mode = Some(mode.clone());
+    }
+    h.ipc_mode = config.ipc.clone();
+    h.pid_mode = config.pid.clone();
+    h.uts_mode = config.uts.clone();
+    h.userns_mode = config.userns.clone();
+    h.cgroupns_mode = config.cgroupns.as_deref().and_then(|m| m.parse().ok());
+    h.cgroup_parent = config.cgroup_parent.clone();
+    h.runtime = config.runtime.clone();
+    h.shm_size = nonzero(config.shm_size);
+    h.sysctls = map(&config.sysctls);
+    h.devices = (!svc.devices.is_empty()).then(|| {
+        svc.devices
+            .iter()
+            .map(|d| DeviceMapping {
+                path_on_host: Some(d.source.clone()),
+                path_in_container: Some(d.target.clone()),
+                cgroup_permissions: Some(d.permissions.clone().unwrap_or_else(|| "rwm".into())),
+            })
+            .collect()
+    });
+    h.device_cgroup_rules = set(&config.device_cgroup_rules);
+    h.dns = list(&config.dns);
+    h.dns_search = list(&config.dns_search);
+    h.dns_options = list(&config.dns_options);
+    // `systempaths=unconfined` is Compose's: it unmasks /proc and /sys paths
+    // rather than being an engine security option.
+    let mut security: Vec<String> = Vec::new();
+    for opt in &config.security_opt {
+        if opt == "systempaths=unconfined" {
+            h.masked_paths = Some(Vec::new());
+            h.readonly_paths = Some(Vec::new());
+        } else {
+            security.push(opt.clone());
+        }
+    }
+    h.security_opt = (!security.is_empty()).then_some(security);
+    h.group_add = set(&config.group_add);
+    h.oom_score_adj = nonzero(config.oom_score_adj);
+    h.oom_kill_disable = config.oom_kill_disable.then_some(true);
+    h.storage_opt = map(&config.storage_opt);
+    h.cpu_shares = nonzero(config.cpu_shares);
+    h.cpu_period = nonzero(config.cpu_period);
+    h.cpu_quota = nonzero(config.cpu_quota);
+    h.cpu_realtime_period = nonzero(config.cpu_rt_period);
+    h.cpu_realtime_runtime = nonzero(config.cpu_rt_runtime);
+    h.cpuset_cpus = config.cpuset.clone();
+    h.memory_swap = nonzero(config.memory_swap);
+    h.memory_swappiness = config.memory_swappiness;
+    // On the default bridge, links are the engine's legacy links; on
+    // user-defined networks the endpoints carry them (see the networks above).
+    h.links = set(&config.links);
+    h.volumes_from = set(&config.volumes_from);
+    h.annotations = config
+        .annotations
+        .as_ref()
+        .map(|a| a.clone().into_iter().collect());
 }
 
 #[cfg(test)]

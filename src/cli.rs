@@ -34,6 +34,16 @@ pub struct Cli {
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PLIMSOLL_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// Enable this Compose profile (repeatable; the variable takes a comma-separated list).
+    /// Replaces `profiles` in plimsoll.yaml and `COMPOSE_PROFILES`; `*` enables every profile.
+    #[arg(
+        long = "profile",
+        global = true,
+        env = "PLIMSOLL_PROFILES",
+        value_delimiter = ',',
+        value_name = "PROFILE"
+    )]
+    pub profiles: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -348,10 +358,23 @@ fn process_env() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The load options of `--profile` (none given: plimsoll.yaml and `COMPOSE_PROFILES` decide).
+fn load_options(profiles: &[String]) -> spec::LoadOptions {
+    spec::LoadOptions {
+        profiles: (!profiles.is_empty()).then(|| profiles.to_vec()),
+    }
+}
+
 /// Loads the desired state at `path`; prints warnings; an error lists every problem.
-fn load(path: &std::path::Path, stacks: &[String]) -> Result<Desired> {
+fn load(path: &std::path::Path, stacks: &[String], profiles: &[String]) -> Result<Desired> {
     let layout = source::discover(path).context("cannot find the desired state")?;
-    let desired = spec::load(&layout, &LocalFs, &process_env(), stacks)?;
+    let desired = spec::load_with(
+        &layout,
+        &LocalFs,
+        &process_env(),
+        stacks,
+        &load_options(profiles),
+    )?;
     for w in &desired.warnings {
         eprintln!("{w}");
     }
@@ -374,7 +397,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     tracing::debug!(state_dir = %state_dir(cli.state_dir.clone()).display(), "state directory");
     match cli.command {
         Command::Validate { path } => {
-            let desired = load(&path, &[])?;
+            let desired = load(&path, &[], &cli.profiles)?;
             let mut out = String::new();
             let services: usize = desired.stacks.iter().map(|s| s.services.len()).sum();
             out.push_str(&format!(
@@ -395,7 +418,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
             show_secrets,
         } => {
-            let desired = load(&path, &stacks)?;
+            let desired = load(&path, &stacks, &cli.profiles)?;
             let values: Vec<serde_json::Value> = desired
                 .stacks
                 .iter()
@@ -421,7 +444,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print(&out)?;
         }
         Command::Graph { path, format } => {
-            let desired = load(&path, &[])?;
+            let desired = load(&path, &[], &cli.profiles)?;
             let graphs: Vec<StackGraph> = desired
                 .stacks
                 .iter()
@@ -436,7 +459,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Schema { kind } => print(&schema::generate(kind))?,
         Command::Agent(args) => {
-            let opts = agent_options(*args, state_dir(cli.state_dir.clone()))?;
+            let mut opts = agent_options(*args, state_dir(cli.state_dir.clone()))?;
+            opts.profiles = load_options(&cli.profiles).profiles;
             runtime()?.block_on(async {
                 let (stop, shutdown) = tokio::sync::watch::channel(false);
                 let cancel = crate::apply::Cancel::default();
@@ -510,7 +534,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             allow_empty,
             prune_volumes,
         } => {
-            let desired = load(&path, &stacks)?;
+            let desired = load(&path, &stacks, &cli.profiles)?;
             let state_dir = state_dir(cli.state_dir.clone());
             let run = Run {
                 format,
@@ -561,7 +585,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             stacks,
             format,
         } => {
-            let desired = load(&path, &stacks)?;
+            let desired = load(&path, &stacks, &cli.profiles)?;
             let state = StateDir::open(&state_dir(cli.state_dir.clone())).ok();
             let (status, unknown_ok) = runtime()?.block_on(async {
                 let mut observed = reconcile::observe(&desired, None).await?;
@@ -651,6 +675,7 @@ fn agent_options(a: AgentArgs, state_dir: PathBuf) -> Result<crate::agent::Optio
         state_dir,
         lock_timeout: a.lock_timeout,
         env: process_env(),
+        profiles: None,
     })
 }
 
@@ -872,6 +897,7 @@ async fn reconcile_cmd(
         source: source.to_string(),
         rollback: false,
         audit: desired.config.audit,
+        images: desired.config.images,
     };
     let progress = progress_for(run.log_format, masker);
     finish(
@@ -976,6 +1002,7 @@ async fn rollback_cmd(stack: Option<&str>, to: Option<&str>, run: &Run) -> Resul
             source: format!("rollback of {name}"),
             rollback: true,
             audit: Default::default(),
+            images: Default::default(),
         };
         let progress = progress_for(run.log_format, &masker);
         if finish(

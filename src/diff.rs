@@ -25,6 +25,11 @@ pub mod labels {
     pub const STACK: &str = "io.plimsoll.stack";
     pub const SERVICE: &str = "io.plimsoll.service";
     pub const SPEC_HASH: &str = "io.plimsoll.spec-hash";
+    /// On an image plimsoll built: `<stack>/<service>@<build hash>`, who it
+    /// was built for and the content address of what it was built from. (Not
+    /// `io.plimsoll.stack`: a container inherits its image's labels, and one
+    /// run by hand from the image must not look like plimsoll's.)
+    pub const BUILD: &str = "io.plimsoll.build";
     pub const REVISION: &str = "io.plimsoll.revision";
     pub const NETWORK: &str = "io.plimsoll.network";
     pub const VOLUME: &str = "io.plimsoll.volume";
@@ -124,7 +129,103 @@ pub struct ContainerConfig {
     pub ulimits: BTreeMap<String, (i64, i64)>,
     pub extra_hosts: BTreeSet<String>,
     pub log: Option<(String, BTreeMap<String, String>)>,
+    // The keys below are left out of the serialized form (and so of the spec
+    // hash) while unset, so containers made before they existed keep their hash.
+    /// `host`, `none`, `bridge`, `default` or `container:<name>`; `None`: the
+    /// networks above.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<String>,
+    /// `private`, `shareable`, `host`, `none` or `container:<name>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipc: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uts: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub userns: Option<String>,
+    /// The cgroup namespace (Compose's `cgroup`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroupns: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_parent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// The platform the image was asked for; in the spec hash, not compared
+    /// field by field (the engine does not report it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub shm_size: i64,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stdin_open: bool,
+    /// Container path -> `"<host path> <permissions>"`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub devices: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub device_cgroup_rules: BTreeSet<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_options: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub security_opt: BTreeSet<String>,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub group_add: BTreeSet<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domainname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub oom_score_adj: i64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub oom_kill_disable: bool,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub storage_opt: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cpu_shares: i64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cpu_period: i64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cpu_quota: i64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cpu_rt_period: i64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cpu_rt_runtime: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpuset: Option<String>,
+    /// Memory plus swap; -1 unlimited, 0 the engine's default (twice the memory limit).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub memory_swap: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_swappiness: Option<i64>,
+    /// `<container>:<alias>`, for `links` and `external_links`.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub links: BTreeSet<String>,
+    /// `<container>[:ro|:rw]`.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub volumes_from: BTreeSet<String>,
+    /// `None` on the live side when the engine does not report annotations
+    /// (API before 1.43): then they are not compared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Live only: the MAC address of each network endpoint, to compare a declared `mac_address`.
+    #[serde(skip)]
+    pub endpoint_macs: BTreeMap<String, String>,
 }
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+/// The engine's default `/dev/shm` size (64 MiB).
+pub const DEFAULT_SHM_SIZE: i64 = 64 << 20;
 
 /// The engine's default log driver; a container with it has "no logging settings".
 pub const DEFAULT_LOG_DRIVER: &str = "json-file";
@@ -199,6 +300,84 @@ impl ContainerConfig {
                 }
             }
             _ => {}
+        }
+        self.align_engine_defaults(desired);
+    }
+
+    /// The settings the engine fills in when a container does not declare
+    /// them and that `docker update` cannot change: when git does not
+    /// declare one, the engine's value is not compared (a key removed from
+    /// git still changes the spec hash, so the container is replaced).
+    fn align_engine_defaults(&mut self, desired: &ContainerConfig) {
+        if desired.ipc.is_none()
+            && matches!(self.ipc.as_deref(), Some("private" | "shareable" | ""))
+        {
+            self.ipc = None;
+        }
+        if desired.cgroupns.is_none() {
+            self.cgroupns = None;
+        }
+        if desired.runtime.is_none() {
+            self.runtime = None;
+        }
+        if desired.shm_size == 0 {
+            self.shm_size = 0;
+        }
+        // Without `memswap_limit` the engine allows twice the memory limit.
+        if desired.memory_swap == 0 && self.memory > 0 && self.memory_swap == 2 * self.memory {
+            self.memory_swap = 0;
+        }
+        // Settings the engine discards where the kernel or cgroup version
+        // lacks them (swap accounting; swappiness and the OOM killer switch on
+        // cgroup v2), so a host without them does not recreate forever.
+        if self.memory_swap == -1 && desired.memory_swap != -1 {
+            self.memory_swap = desired.memory_swap;
+        }
+        if self.memory_swappiness.is_none() {
+            self.memory_swappiness = desired.memory_swappiness;
+        }
+        if desired.oom_kill_disable {
+            self.oom_kill_disable = true;
+        }
+        // Added by the engine for host namespaces and privileged containers.
+        if !desired.security_opt.contains("label=disable") {
+            self.security_opt.remove("label=disable");
+        }
+        // With another container's (or the host's) network stack, the engine
+        // copies its host and domain names.
+        let shared_net = self
+            .network_mode
+            .as_deref()
+            .is_some_and(|m| m == "host" || m.starts_with("container:"));
+        if shared_net && desired.hostname.is_none() {
+            self.hostname = None;
+        }
+        if shared_net && desired.domainname.is_none() {
+            self.domainname = None;
+        }
+        self.mac_address = desired.mac_address.as_ref().map(|want| {
+            if self
+                .endpoint_macs
+                .values()
+                .any(|m| m.eq_ignore_ascii_case(want))
+            {
+                want.clone()
+            } else {
+                let macs: Vec<&str> = self.endpoint_macs.values().map(String::as_str).collect();
+                if macs.is_empty() {
+                    "(none)".into()
+                } else {
+                    macs.join(", ")
+                }
+            }
+        });
+        // `volumes_from` brings the other container's mounts along.
+        if !desired.volumes_from.is_empty() {
+            self.mounts
+                .retain(|target, _| desired.mounts.contains_key(target));
+        }
+        if self.annotations.is_none() {
+            self.annotations = desired.annotations.clone();
         }
     }
 
@@ -311,7 +490,112 @@ impl ContainerConfig {
                 format!("{driver} {}", o.join(" ")).trim_end().to_string(),
             );
         }
+        self.more_fields(&mut f);
         f
+    }
+
+    /// The lines of the settings added with issue 7's remaining Compose keys.
+    fn more_fields(&self, f: &mut BTreeMap<String, String>) {
+        let mut put = |k: String, v: String| {
+            f.insert(k, v);
+        };
+        let optional = [
+            ("network mode", &self.network_mode),
+            ("ipc", &self.ipc),
+            ("pid", &self.pid),
+            ("uts", &self.uts),
+            ("userns mode", &self.userns),
+            ("cgroup", &self.cgroupns),
+            ("cgroup parent", &self.cgroup_parent),
+            ("runtime", &self.runtime),
+            ("cpuset", &self.cpuset),
+            ("domainname", &self.domainname),
+            ("mac address", &self.mac_address),
+        ];
+        for (key, value) in optional {
+            if let Some(v) = value {
+                put(key.into(), v.clone());
+            }
+        }
+        if self.shm_size > 0 {
+            put("shm size".into(), Bytes(self.shm_size as u64).to_string());
+        }
+        for (k, v) in &self.sysctls {
+            put(format!("sysctl {k}"), v.clone());
+        }
+        for (key, on) in [
+            ("tty", self.tty),
+            ("stdin open", self.stdin_open),
+            ("oom kill disable", self.oom_kill_disable),
+        ] {
+            if on {
+                put(key.into(), "true".into());
+            }
+        }
+        for (target, d) in &self.devices {
+            put(format!("device {target}"), d.clone());
+        }
+        for r in &self.device_cgroup_rules {
+            put(format!("device cgroup rule {r}"), "yes".into());
+        }
+        for (key, list) in [
+            ("dns", &self.dns),
+            ("dns search", &self.dns_search),
+            ("dns options", &self.dns_options),
+        ] {
+            if !list.is_empty() {
+                put(key.into(), list.join(", "));
+            }
+        }
+        for o in &self.security_opt {
+            match o.strip_prefix("seccomp={") {
+                // A profile from a file: its digest stands for it.
+                Some(_) => {
+                    let digest = Sha256::digest(o.as_bytes());
+                    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+                    put(
+                        "security opt seccomp".into(),
+                        format!("profile sha256:{hex}"),
+                    );
+                }
+                None => put(format!("security opt {o}"), "yes".into()),
+            }
+        }
+        for g in &self.group_add {
+            put(format!("group add {g}"), "yes".into());
+        }
+        for (k, v) in &self.storage_opt {
+            put(format!("storage opt {k}"), v.clone());
+        }
+        for (key, value) in [
+            ("oom score adj", self.oom_score_adj),
+            ("cpu shares", self.cpu_shares),
+            ("cpu period", self.cpu_period),
+            ("cpu quota", self.cpu_quota),
+            ("cpu rt period", self.cpu_rt_period),
+            ("cpu rt runtime", self.cpu_rt_runtime),
+        ] {
+            if value != 0 {
+                put(key.into(), value.to_string());
+            }
+        }
+        match self.memory_swap {
+            0 => {}
+            -1 => put("memory swap".into(), "unlimited".into()),
+            v => put("memory swap".into(), Bytes(v.max(0) as u64).to_string()),
+        }
+        if let Some(v) = self.memory_swappiness {
+            put("memory swappiness".into(), v.to_string());
+        }
+        for l in &self.links {
+            put(format!("link {l}"), "yes".into());
+        }
+        for v in &self.volumes_from {
+            put(format!("volumes from {v}"), "yes".into());
+        }
+        for (k, v) in self.annotations.iter().flatten() {
+            put(format!("annotation {k}"), v.clone());
+        }
     }
 }
 
@@ -360,7 +644,7 @@ pub fn desired_config(
 ) -> ContainerConfig {
     let mut c = ContainerConfig {
         name: container_name(stack, service, svc),
-        image: svc.image.clone().unwrap_or_default(),
+        image: svc.image_ref(&stack.name, service),
         image_id,
         command: svc.command.clone(),
         entrypoint: svc.entrypoint.clone(),
@@ -528,7 +812,109 @@ pub fn desired_config(
             l.options.clone(),
         ));
     }
+    if let Some(cpus) = svc.cpus {
+        c.nano_cpus = (cpus * 1e9).round() as i64;
+    }
+    if let Some(pids) = svc.pids_limit {
+        c.pids_limit = pids;
+    }
+    more_desired(stack, svc, &mut c);
     c
+}
+
+/// `service:NAME` as the engine takes it: `container:<NAME's container>`.
+fn container_ref(stack: &Stack, mode: &str) -> String {
+    match mode.strip_prefix("service:") {
+        Some(name) => match stack.services.get(name) {
+            Some(other) => format!("container:{}", container_name(stack, name, other)),
+            None => format!("container:{}-{name}-1", stack.name),
+        },
+        None => mode.to_string(),
+    }
+}
+
+/// The desired side of the settings added with issue 7's remaining Compose keys.
+fn more_desired(stack: &Stack, svc: &Service, c: &mut ContainerConfig) {
+    let service_container = |name: &str| {
+        stack.services.get(name).map_or_else(
+            || format!("{}-{name}-1", stack.name),
+            |other| container_name(stack, name, other),
+        )
+    };
+    c.network_mode = svc.network_mode.as_deref().map(|m| container_ref(stack, m));
+    c.ipc = svc.ipc.as_deref().map(|m| container_ref(stack, m));
+    c.pid = svc.pid.as_deref().map(|m| container_ref(stack, m));
+    c.uts = svc.uts.clone();
+    c.userns = svc.userns_mode.clone();
+    c.cgroupns = svc.cgroup.clone();
+    c.cgroup_parent = svc.cgroup_parent.clone();
+    c.runtime = svc.runtime.clone();
+    c.platform = svc.platform.clone();
+    c.shm_size = svc.shm_size.map_or(0, |b| b.0 as i64);
+    c.sysctls = svc.sysctls.clone();
+    c.tty = svc.tty;
+    c.stdin_open = svc.stdin_open;
+    c.devices = svc
+        .devices
+        .iter()
+        .map(|d| {
+            let perm = d.permissions.as_deref().unwrap_or("rwm");
+            (d.target.clone(), format!("{} {perm}", d.source))
+        })
+        .collect();
+    c.device_cgroup_rules = svc.device_cgroup_rules.iter().cloned().collect();
+    c.dns = svc.dns.clone();
+    c.dns_search = svc.dns_search.clone();
+    c.dns_options = svc.dns_opt.clone();
+    c.security_opt = svc
+        .security_opt
+        .iter()
+        .map(|o| svc.seccomp_profiles.get(o).unwrap_or(o).clone())
+        .collect();
+    c.group_add = svc.group_add.iter().cloned().collect();
+    c.domainname = svc.domainname.clone();
+    c.mac_address = svc.mac_address.clone();
+    c.oom_score_adj = svc.oom_score_adj.unwrap_or(0);
+    c.oom_kill_disable = svc.oom_kill_disable;
+    c.storage_opt = svc.storage_opt.clone();
+    c.cpu_shares = svc.cpu_shares.unwrap_or(0);
+    c.cpu_period = svc.cpu_period.unwrap_or(0);
+    c.cpu_quota = svc.cpu_quota.unwrap_or(0);
+    c.cpu_rt_period = svc.cpu_rt_period.unwrap_or(0);
+    c.cpu_rt_runtime = svc.cpu_rt_runtime.unwrap_or(0);
+    c.cpuset = svc.cpuset.clone();
+    c.memory_swap = svc.memswap_limit.unwrap_or(0);
+    c.memory_swappiness = svc.mem_swappiness;
+    for link in &svc.links {
+        let (name, alias) = link.split_once(':').unwrap_or((link, link));
+        c.links
+            .insert(format!("{}:{alias}", service_container(name)));
+    }
+    for link in &svc.external_links {
+        let (name, alias) = link.split_once(':').unwrap_or((link, link));
+        c.links.insert(format!("{name}:{alias}"));
+    }
+    for v in &svc.volumes_from {
+        let (container, rest) = match v.strip_prefix("container:") {
+            Some(rest) => {
+                let (name, mode) = rest
+                    .split_once(':')
+                    .map_or((rest, None), |(n, m)| (n, Some(m)));
+                (name.to_string(), mode)
+            }
+            None => {
+                let (name, mode) = v
+                    .split_once(':')
+                    .map_or((v.as_str(), None), |(n, m)| (n, Some(m)));
+                (service_container(name), mode)
+            }
+        };
+        c.volumes_from.insert(match rest {
+            Some(mode) => format!("{container}:{mode}"),
+            None => container,
+        });
+    }
+    c.annotations = (!svc.annotations.is_empty()).then(|| svc.annotations.clone());
 }
 
 /// The container name of a service: `container_name`, else `<stack>-<service>-1`.
@@ -627,13 +1013,24 @@ pub fn reason(change: &Change, masker: &Masker) -> String {
     let hidden = |key: &str, a: &str, b: &str| {
         show(key, a) != a || show(key, b) != b || show(key, a) == show(key, b)
     };
+    // Limits `docker update` changes: said as host versus git.
+    let limit = |key: &str| {
+        matches!(
+            key,
+            "memory limit"
+                | "memory reservation"
+                | "cpus"
+                | "cpu shares"
+                | "cpu period"
+                | "cpu quota"
+                | "cpu rt period"
+                | "cpu rt runtime"
+                | "cpuset"
+                | "memory swap"
+        )
+    };
     match change {
-        Change::Changed { key, live, desired }
-            if key == "memory limit"
-                || key == "memory reservation"
-                || key == "cpus"
-                || key == "restart" =>
-        {
+        Change::Changed { key, live, desired } if limit(key) || key == "restart" => {
             format!("{key} {live} on the host, {desired} in git")
         }
         Change::Changed { key, live, desired } if key == "image id" => {
@@ -647,14 +1044,10 @@ pub fn reason(change: &Change, masker: &Masker) -> String {
             show(key, live),
             show(key, desired)
         ),
-        Change::Added { key, value }
-            if key == "memory limit" || key == "memory reservation" || key == "cpus" =>
-        {
+        Change::Added { key, value } if limit(key) => {
             format!("{key} {value} in git, none on the host")
         }
-        Change::Removed { key, value }
-            if key == "memory limit" || key == "memory reservation" || key == "cpus" =>
-        {
+        Change::Removed { key, value } if limit(key) => {
             format!("{key} {value} on the host, none in git")
         }
         Change::Added { key, .. } if key.starts_with("network ") => {
@@ -784,5 +1177,205 @@ mod tests {
                 "memory limit 256 MiB on the host, 128 MiB in git",
             ]
         );
+    }
+
+    fn stack_of(services: &[(&str, Service)]) -> Stack {
+        Stack {
+            name: "s".into(),
+            services: services
+                .iter()
+                .map(|(n, s)| (n.to_string(), s.clone()))
+                .collect(),
+            networks: BTreeMap::new(),
+            volumes: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            extensions: BTreeMap::new(),
+            source: Default::default(),
+        }
+    }
+
+    /// What the engine fills in for a container that does not declare these
+    /// keys (and `docker update` cannot change) is not drift.
+    #[test]
+    fn engine_defaults_of_namespaces_and_sizes_are_not_drift() {
+        let mut live = cfg();
+        live.ipc = Some("private".into());
+        live.cgroupns = Some("host".into());
+        live.runtime = Some("runc".into());
+        live.shm_size = DEFAULT_SHM_SIZE;
+        live.security_opt.insert("label=disable".into());
+        live.memory = 128 << 20;
+        live.memory_swap = 256 << 20;
+        live.endpoint_macs
+            .insert("s_default".into(), "02:42:ac:11:00:02".into());
+        let mut desired = cfg();
+        desired.memory = 128 << 20;
+        // Discarded by an engine on cgroup v2 or without swap accounting.
+        desired.memory_swappiness = Some(30);
+        desired.oom_kill_disable = true;
+        live.align_to(&desired);
+        assert_eq!(compare(&live.fields(), &desired.fields()), vec![]);
+    }
+
+    /// Declared keys are compared; limits `docker update` changes read as host versus git.
+    #[test]
+    fn declared_keys_are_compared() {
+        let m = Masker::new(Default::default());
+        let mut desired = cfg();
+        desired.shm_size = 32 << 20;
+        desired.ipc = Some("shareable".into());
+        desired.cpu_shares = 512;
+        desired.memory = 128 << 20;
+        desired.memory_swap = 256 << 20;
+        desired
+            .sysctls
+            .insert("net.core.somaxconn".into(), "1024".into());
+        desired.dns = vec!["1.1.1.1".into()];
+        let mut live = desired.clone();
+        live.shm_size = DEFAULT_SHM_SIZE;
+        live.cpu_shares = 256;
+        live.memory_swap = 512 << 20;
+        live.sysctls.clear();
+        live.dns.clear();
+        live.align_to(&desired);
+        let reasons: Vec<String> = compare(&live.fields(), &desired.fields())
+            .iter()
+            .map(|c| reason(c, &m))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                "cpu shares 256 on the host, 512 in git",
+                "dns added: 1.1.1.1",
+                "memory swap 512 MiB on the host, 256 MiB in git",
+                "shm size changed: 64 MiB → 32 MiB",
+                "sysctl net.core.somaxconn added: 1024",
+            ]
+        );
+    }
+
+    /// `service:NAME` namespaces, links and volumes_from name the other
+    /// service's container, as the engine takes them.
+    #[test]
+    fn desired_config_names_the_containers_of_services() {
+        let db = Service {
+            container_name: Some("the-db".into()),
+            ..Service::default()
+        };
+        let web = Service {
+            network_mode: Some("service:db".into()),
+            ipc: Some("service:db".into()),
+            pid: Some("host".into()),
+            links: vec!["db:database".into(), "cache".into()],
+            external_links: vec!["redis_1".into(), "legacy_db_1:mysql".into()],
+            volumes_from: vec![
+                "db:ro".into(),
+                "container:outside:rw".into(),
+                "cache".into(),
+            ],
+            devices: vec![crate::spec::model::Device {
+                source: "/dev/fuse".into(),
+                target: "/dev/fuse".into(),
+                permissions: None,
+            }],
+            cpus: Some(1.5),
+            pids_limit: Some(-1),
+            ..Service::default()
+        };
+        let cache = Service::default();
+        let stack = stack_of(&[("db", db), ("web", web.clone()), ("cache", cache)]);
+        let c = desired_config(&stack, "web", &web, None);
+        assert_eq!(c.network_mode.as_deref(), Some("container:the-db"));
+        assert_eq!(c.ipc.as_deref(), Some("container:the-db"));
+        assert_eq!(c.pid.as_deref(), Some("host"));
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(
+            c.links,
+            set(&[
+                "the-db:database",
+                "s-cache-1:cache",
+                "redis_1:redis_1",
+                "legacy_db_1:mysql"
+            ])
+        );
+        assert_eq!(
+            c.volumes_from,
+            set(&["the-db:ro", "outside:rw", "s-cache-1"])
+        );
+        assert_eq!(c.devices["/dev/fuse"], "/dev/fuse rwm");
+        assert_eq!(c.nano_cpus, 1_500_000_000);
+        assert!(c.fields().contains_key("cpus") && !c.fields().contains_key("pids limit"));
+    }
+
+    /// Mounts a container gets through `volumes_from`, a MAC address the
+    /// engine assigned, and annotations an older engine does not report are
+    /// not drift; a declared MAC address that differs is.
+    #[test]
+    fn inherited_mounts_assigned_macs_and_unreported_annotations() {
+        let mut desired = cfg();
+        desired.volumes_from.insert("s-data-1:ro".into());
+        desired.annotations = Some(BTreeMap::from([("a".into(), "b".into())]));
+        let mut live = desired.clone();
+        live.annotations = None;
+        live.mounts.insert(
+            "/data".into(),
+            MountDesc {
+                kind: "volume",
+                source: None,
+                read_only: true,
+            },
+        );
+        live.endpoint_macs
+            .insert("s_default".into(), "02:42:ac:11:00:05".into());
+        live.align_to(&desired);
+        assert_eq!(compare(&live.fields(), &desired.fields()), vec![]);
+
+        desired.mac_address = Some("02:42:ac:11:00:02".into());
+        let mut live2 = desired.clone();
+        live2.mac_address = None;
+        live2
+            .endpoint_macs
+            .insert("s_default".into(), "02:42:ac:11:00:05".into());
+        live2.align_to(&desired);
+        assert_eq!(
+            compare(&live2.fields(), &desired.fields()),
+            vec![Change::Changed {
+                key: "mac address".into(),
+                live: "02:42:ac:11:00:05".into(),
+                desired: "02:42:ac:11:00:02".into(),
+            }]
+        );
+    }
+
+    /// The keys added later stay out of the serialized config while unset, so
+    /// the spec hash of a container that uses none of them does not change.
+    #[test]
+    fn unset_new_keys_keep_the_spec_hash() {
+        let json = serde_json::to_value(cfg()).unwrap();
+        let keys: BTreeSet<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for new in [
+            "network_mode",
+            "ipc",
+            "shm_size",
+            "sysctls",
+            "tty",
+            "devices",
+            "dns",
+            "links",
+            "volumes_from",
+            "annotations",
+            "memory_swap",
+            "cpu_shares",
+            "platform",
+        ] {
+            assert!(!keys.contains(new), "{new} is serialized while unset");
+        }
+        assert!(keys.contains("log") && keys.contains("extra_hosts"));
     }
 }

@@ -5,10 +5,12 @@
 
 pub mod agent;
 pub mod apply;
+pub mod build;
 pub mod cli;
 pub mod diff;
 pub mod events;
 pub mod graph;
+pub mod images;
 pub mod live;
 pub mod plan;
 pub mod reconcile;

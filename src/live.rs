@@ -7,14 +7,15 @@
 //! the one `DOCKER_HOST` names, as for the docker CLI; the API version is
 //! negotiated (engines from API 1.41, Docker 20.10, on).
 //!
-//! Invariant: this module and `apply` are the only ones that import bollard.
+//! Invariant: this module, `apply`, `build` and `images` are the only ones
+//! that talk to the engine.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use bollard::Docker;
 use bollard::models::{ContainerInspectResponse, HealthConfig};
 use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListNetworksOptions, ListVolumesOptions,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptions, ListVolumesOptions,
 };
 use futures_util::future::join_all;
 use thiserror::Error;
@@ -167,6 +168,22 @@ pub struct Live {
     pub images: BTreeMap<String, Option<ImageDefaults>>,
     /// The repository whose every stack was read (not only the asked ones), if any.
     pub repository: Option<String>,
+    /// Every image plimsoll built on this engine (it carries `io.plimsoll.build`), newest first per service.
+    pub built: Vec<BuiltImage>,
+}
+
+/// An image plimsoll built, by its labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltImage {
+    pub id: String,
+    /// `repo:tag` references pointing at it (none when a newer build took its tag).
+    pub tags: Vec<String>,
+    pub stack: String,
+    pub service: String,
+    /// What it was built from (the hash of its `io.plimsoll.build` label).
+    pub hash: String,
+    /// Creation time, seconds since the epoch.
+    pub created: i64,
 }
 
 impl Engine {
@@ -181,19 +198,51 @@ impl Engine {
         images: &BTreeSet<String>,
     ) -> Result<Live, EngineError> {
         let opts = ListContainersOptionsBuilder::default().all(true).build();
-        let (summaries, networks, volumes) = tokio::join!(
+        let built_filter = ListImagesOptionsBuilder::default()
+            .filters(&std::collections::HashMap::from([(
+                "label",
+                vec![labels::BUILD],
+            )]))
+            .build();
+        let (summaries, networks, volumes, built) = tokio::join!(
             self.docker.list_containers(Some(opts)),
             self.docker.list_networks(None::<ListNetworksOptions>),
             self.docker.list_volumes(None::<ListVolumesOptions>),
+            self.docker.list_images(Some(built_filter)),
         );
         let summaries = summaries.map_err(EngineError::call("listing containers"))?;
         let networks = networks.map_err(EngineError::call("listing networks"))?;
         let volumes = volumes.map_err(EngineError::call("listing volumes"))?;
+        let built = built.map_err(EngineError::call("listing built images"))?;
 
         let mut live = Live {
             repository: repository.map(str::to_string),
             ..Live::default()
         };
+        for i in built {
+            let Some((stack, service, hash)) = i
+                .labels
+                .get(labels::BUILD)
+                .and_then(|l| crate::build::parse_label(l))
+            else {
+                continue;
+            };
+            live.built.push(BuiltImage {
+                stack,
+                service,
+                hash: hash.to_string(),
+                id: i.id,
+                tags: i
+                    .repo_tags
+                    .into_iter()
+                    .filter(|t| t != "<none>:<none>")
+                    .collect(),
+                created: i.created,
+            });
+        }
+        live.built.sort_by(|a, b| {
+            (&a.stack, &a.service, b.created).cmp(&(&b.stack, &b.service, a.created))
+        });
         for n in networks {
             let name = n.name.unwrap_or_default();
             let labels = n.labels.unwrap_or_default().into_iter().collect();
@@ -212,9 +261,14 @@ impl Engine {
         }
 
         let mut managed_ids = Vec::new();
+        // Every container's name by ID, for namespaces joined by ID (`container:<id>`).
+        let mut names: BTreeMap<String, String> = BTreeMap::new();
         for s in summaries {
             let labels = s.labels.unwrap_or_default();
             let id = s.id.unwrap_or_default();
+            if let Some(n) = s.names.as_ref().and_then(|n| n.first()) {
+                names.insert(id.clone(), n.trim_start_matches('/').to_string());
+            }
             match labels.get(labels::STACK) {
                 Some(stack) if stacks.contains(stack) => managed_ids.push(id),
                 Some(_)
@@ -279,7 +333,9 @@ impl Engine {
                 .cloned()
                 .flatten()
                 .unwrap_or_default();
-            live.containers.push(normalize(c, &defaults));
+            let mut container = normalize(c, &defaults);
+            container_refs_to_names(&mut container.config, &names);
+            live.containers.push(container);
         }
         live.containers
             .sort_by(|a, b| (&a.stack, &a.service, &a.name).cmp(&(&b.stack, &b.service, &b.name)));
@@ -338,6 +394,118 @@ pub fn health(h: HealthConfig) -> Health {
     }
 }
 
+/// A `NetworkMode` that is a mode rather than the name of a network.
+fn is_special_network_mode(mode: &str) -> bool {
+    matches!(mode, "host" | "none" | "bridge" | "default") || mode.starts_with("container:")
+}
+
+/// A legacy link as the engine stores it (`/<container>:/<self>/<alias>`)
+/// in the compared form `<container>:<alias>`.
+fn link_from_engine(link: &str) -> String {
+    match link.split_once(':') {
+        Some((target, alias)) => format!(
+            "{}:{}",
+            target.trim_start_matches('/'),
+            alias.rsplit('/').next().unwrap_or(alias)
+        ),
+        None => link.trim_start_matches('/').to_string(),
+    }
+}
+
+/// The host-config settings of issue 7's remaining Compose keys, in the compared form.
+/// Namespaces that name a container keep `container:<id>` here; the
+/// snapshot turns IDs into names ([`container_refs_to_names`]).
+fn normalize_host_config(
+    host: &bollard::models::HostConfig,
+    config: &mut ContainerConfig,
+    endpoint_links: BTreeSet<String>,
+) {
+    let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+    config.ipc = nonempty(&host.ipc_mode);
+    config.pid = nonempty(&host.pid_mode);
+    config.uts = nonempty(&host.uts_mode);
+    config.userns = nonempty(&host.userns_mode);
+    config.cgroupns = host
+        .cgroupns_mode
+        .map(|m| m.to_string())
+        .filter(|m| !m.is_empty());
+    config.cgroup_parent = nonempty(&host.cgroup_parent);
+    config.runtime = nonempty(&host.runtime);
+    config.shm_size = host.shm_size.unwrap_or(0);
+    config.sysctls = host
+        .sysctls
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    config.devices = host
+        .devices
+        .iter()
+        .flatten()
+        .map(|d| {
+            let target = d.path_in_container.clone().unwrap_or_default();
+            let source = d.path_on_host.clone().unwrap_or_default();
+            let perm = d.cgroup_permissions.clone().filter(|p| !p.is_empty());
+            (
+                target,
+                format!("{source} {}", perm.as_deref().unwrap_or("rwm")),
+            )
+        })
+        .collect();
+    config.device_cgroup_rules = host.device_cgroup_rules.iter().flatten().cloned().collect();
+    config.dns = host.dns.clone().unwrap_or_default();
+    config.dns_search = host.dns_search.clone().unwrap_or_default();
+    config.dns_options = host.dns_options.clone().unwrap_or_default();
+    config.security_opt = host.security_opt.iter().flatten().cloned().collect();
+    // Compose's `systempaths=unconfined`: no masked /proc and /sys paths.
+    if host.masked_paths.as_ref().is_some_and(|p| p.is_empty()) {
+        config.security_opt.insert("systempaths=unconfined".into());
+    }
+    config.group_add = host.group_add.iter().flatten().cloned().collect();
+    config.oom_score_adj = host.oom_score_adj.unwrap_or(0);
+    config.oom_kill_disable = host.oom_kill_disable.unwrap_or(false);
+    config.storage_opt = host
+        .storage_opt
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    config.cpu_shares = host.cpu_shares.unwrap_or(0);
+    config.cpu_period = host.cpu_period.unwrap_or(0);
+    config.cpu_quota = host.cpu_quota.unwrap_or(0);
+    config.cpu_rt_period = host.cpu_realtime_period.unwrap_or(0);
+    config.cpu_rt_runtime = host.cpu_realtime_runtime.unwrap_or(0);
+    config.cpuset = nonempty(&host.cpuset_cpus);
+    config.memory_swap = host.memory_swap.unwrap_or(0);
+    config.memory_swappiness = host.memory_swappiness.filter(|s| *s >= 0);
+    config.links = host
+        .links
+        .iter()
+        .flatten()
+        .map(|l| link_from_engine(l))
+        .chain(endpoint_links.iter().map(|l| link_from_engine(l)))
+        .collect();
+    config.volumes_from = host.volumes_from.iter().flatten().cloned().collect();
+    config.annotations = host
+        .annotations
+        .clone()
+        .filter(|a| !a.is_empty())
+        .map(|a| a.into_iter().collect());
+}
+
+/// Turns `container:<id>` namespaces into `container:<name>`, as the desired
+/// side names them (the engine stores the ID of the container it joined).
+pub fn container_refs_to_names(config: &mut ContainerConfig, names: &BTreeMap<String, String>) {
+    for mode in [&mut config.network_mode, &mut config.ipc, &mut config.pid] {
+        if let Some(m) = mode
+            && let Some(id) = m.strip_prefix("container:")
+            && let Some(name) = names.get(id)
+        {
+            *m = format!("container:{name}");
+        }
+    }
+}
+
 fn is_anonymous_volume(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -352,6 +520,7 @@ pub fn normalize(c: ContainerInspectResponse, image: &ImageDefaults) -> LiveCont
         .to_string();
     let cfg = c.config.unwrap_or_default();
     let host = c.host_config.unwrap_or_default();
+    let host_more = host.clone();
     let st = c.state.unwrap_or_default();
     let labels: BTreeMap<String, String> =
         cfg.labels.clone().unwrap_or_default().into_iter().collect();
@@ -423,10 +592,24 @@ pub fn normalize(c: ContainerInspectResponse, image: &ImageDefaults) -> LiveCont
             },
         );
     }
-    let networks = c
+    let endpoints = c
         .network_settings
         .and_then(|n| n.networks)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let endpoint_macs: BTreeMap<String, String> = endpoints
+        .iter()
+        .filter_map(|(net, ep)| {
+            Some((
+                net.clone(),
+                ep.mac_address.clone().filter(|m| !m.is_empty())?,
+            ))
+        })
+        .collect();
+    let mut endpoint_links: BTreeSet<String> = BTreeSet::new();
+    for ep in endpoints.values() {
+        endpoint_links.extend(ep.links.iter().flatten().cloned());
+    }
+    let mut networks: BTreeMap<String, BTreeSet<String>> = endpoints
         .into_iter()
         .map(|(net, ep)| {
             let aliases: BTreeSet<String> = ep
@@ -438,6 +621,14 @@ pub fn normalize(c: ContainerInspectResponse, image: &ImageDefaults) -> LiveCont
             (net, aliases)
         })
         .collect();
+    let network_mode = host
+        .network_mode
+        .clone()
+        .filter(|m| is_special_network_mode(m));
+    if let Some(m) = &network_mode {
+        // The mode's own network (`host`, `none`, `bridge`) is the mode, not a network.
+        networks.remove(if m == "default" { "bridge" } else { m.as_str() });
+    }
     let restart = host.restart_policy.map_or_else(
         || "no".to_string(),
         |r| {
@@ -499,7 +690,14 @@ pub fn normalize(c: ContainerInspectResponse, image: &ImageDefaults) -> LiveCont
             .collect(),
         extra_hosts: host.extra_hosts.unwrap_or_default().into_iter().collect(),
         log,
+        network_mode,
+        domainname: cfg.domainname.clone().filter(|d| !d.is_empty()),
+        tty: cfg.tty.unwrap_or(false),
+        stdin_open: cfg.open_stdin.unwrap_or(false),
+        endpoint_macs,
+        ..ContainerConfig::default()
     };
+    normalize_host_config(&host_more, &mut config, endpoint_links);
     config.strip_defaults(image);
     LiveContainer {
         id,
@@ -510,5 +708,137 @@ pub fn normalize(c: ContainerInspectResponse, image: &ImageDefaults) -> LiveCont
         state,
         config,
         anonymous_volumes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// A container as `docker inspect` shows it, with the given parts.
+    fn inspect(
+        config: serde_json::Value,
+        host: serde_json::Value,
+        networks: serde_json::Value,
+    ) -> ContainerConfig {
+        let c: ContainerInspectResponse = serde_json::from_value(json!({
+            "Id": ID,
+            "Name": "/s-web-1",
+            "Image": "sha256:feed",
+            "Config": config,
+            "HostConfig": host,
+            "NetworkSettings": {"Networks": networks},
+            "State": {"Status": "running"},
+        }))
+        .expect("an inspect response");
+        normalize(c, &ImageDefaults::default()).config
+    }
+
+    #[test]
+    fn reads_namespaces_devices_and_limits() {
+        let c = inspect(
+            json!({"Image": "busybox", "Hostname": "0123456789ab", "Domainname": "example.com",
+                   "Tty": true, "OpenStdin": true}),
+            json!({
+                "NetworkMode": "host", "IpcMode": "shareable", "PidMode": "host", "UTSMode": "host",
+                "UsernsMode": "host", "CgroupnsMode": "private", "CgroupParent": "/k",
+                "Runtime": "runc", "ShmSize": 33554432,
+                "Sysctls": {"net.core.somaxconn": "1024"},
+                "Devices": [{"PathOnHost": "/dev/fuse", "PathInContainer": "/dev/f", "CgroupPermissions": "r"}],
+                "DeviceCgroupRules": ["c 1:3 mr"],
+                "Dns": ["1.1.1.1"], "DnsSearch": ["example.com"], "DnsOptions": ["ndots:2"],
+                "SecurityOpt": ["no-new-privileges:true"], "GroupAdd": ["44"],
+                "OomScoreAdj": 100, "OomKillDisable": true, "StorageOpt": {"size": "1G"},
+                "CpuShares": 512, "CpuPeriod": 100000, "CpuQuota": 50000,
+                "CpuRealtimePeriod": 0, "CpuRealtimeRuntime": 0, "CpusetCpus": "0-1",
+                "Memory": 134217728, "MemorySwap": 268435456, "MemorySwappiness": 30,
+                "Links": ["/s-db-1:/s-web-1/database"], "VolumesFrom": ["s-data-1:ro"],
+                "MaskedPaths": [],
+            }),
+            json!({"host": {"Aliases": null, "MacAddress": ""}}),
+        );
+        assert_eq!(c.network_mode.as_deref(), Some("host"));
+        assert!(
+            c.networks.is_empty(),
+            "the host network is the mode: {:?}",
+            c.networks
+        );
+        assert_eq!(
+            (
+                c.ipc.as_deref(),
+                c.pid.as_deref(),
+                c.uts.as_deref(),
+                c.userns.as_deref()
+            ),
+            (Some("shareable"), Some("host"), Some("host"), Some("host"))
+        );
+        assert_eq!(c.cgroupns.as_deref(), Some("private"));
+        assert_eq!(c.shm_size, 32 << 20);
+        assert_eq!(c.devices["/dev/f"], "/dev/fuse r");
+        assert_eq!(c.links, BTreeSet::from(["s-db-1:database".to_string()]));
+        assert_eq!(c.volumes_from, BTreeSet::from(["s-data-1:ro".to_string()]));
+        assert!(c.security_opt.contains("systempaths=unconfined"));
+        assert_eq!(
+            (c.cpu_shares, c.cpu_period, c.cpu_quota),
+            (512, 100000, 50000)
+        );
+        assert_eq!(c.memory_swappiness, Some(30));
+        assert!(c.tty && c.stdin_open && c.oom_kill_disable);
+        assert_eq!(c.domainname.as_deref(), Some("example.com"));
+        let f = c.fields();
+        assert_eq!(f["dns options"], "ndots:2");
+        assert_eq!(f["memory swap"], "256 MiB");
+        assert_eq!(f["storage opt size"], "1G");
+    }
+
+    /// A container made before these keys existed reads as declaring none of them.
+    #[test]
+    fn a_plain_container_declares_none_of_the_new_keys() {
+        let c = inspect(
+            json!({"Image": "busybox", "Hostname": "0123456789ab"}),
+            json!({
+                "NetworkMode": "s_default", "IpcMode": "private", "CgroupnsMode": "host",
+                "Runtime": "runc", "ShmSize": 67108864, "Dns": [], "DnsOptions": [],
+                "DnsSearch": [], "MemorySwappiness": null, "PidsLimit": null,
+                "MaskedPaths": ["/proc/kcore"], "OomScoreAdj": 0,
+            }),
+            json!({"s_default": {"Aliases": ["web", "0123456789ab"], "MacAddress": "02:42:ac:11:00:02",
+                                 "Links": null}}),
+        );
+        assert_eq!(c.network_mode, None);
+        assert_eq!(
+            c.networks,
+            BTreeMap::from([("s_default".to_string(), BTreeSet::from(["web".to_string()]))])
+        );
+        let want = ContainerConfig {
+            name: c.name.clone(),
+            image: c.image.clone(),
+            image_id: c.image_id.clone(),
+            networks: c.networks.clone(),
+            restart: c.restart.clone(),
+            ..ContainerConfig::default()
+        };
+        let mut live = c.clone();
+        live.align_to(&want);
+        assert_eq!(crate::diff::compare(&live.fields(), &want.fields()), vec![]);
+    }
+
+    #[test]
+    fn joined_containers_are_named() {
+        let mut c = inspect(
+            json!({"Image": "busybox"}),
+            json!({"NetworkMode": format!("container:{ID}"), "IpcMode": format!("container:{ID}"),
+                   "PidMode": "container:gone"}),
+            json!({}),
+        );
+        let names = BTreeMap::from([(ID.to_string(), "s-db-1".to_string())]);
+        container_refs_to_names(&mut c, &names);
+        assert_eq!(c.network_mode.as_deref(), Some("container:s-db-1"));
+        assert_eq!(c.ipc.as_deref(), Some("container:s-db-1"));
+        assert_eq!(c.pid.as_deref(), Some("container:gone"));
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! [`plan`] is the pure core: it pairs desired services with live containers
 //! by identity (stack, service), diffs each pair and orders the actions:
-//! networks and volumes, images, then services wave by wave in dependency
-//! order. A plan is a value: it prints, serializes (its JSON form is an API
+//! image pulls, image builds (when the content a build-service's image was
+//! built from differs from what git holds now), networks and volumes, then
+//! services wave by wave in dependency order. A plan is a value: it prints, serializes (its JSON form is an API
 //! boundary, `schemas/plan.json`), compares and applies. Invariant: pure;
 //! applying a plan and planning again gives an empty plan.
 
@@ -13,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::build::BuildHash;
 use crate::diff::{self, Change, ContainerConfig, labels};
 use crate::graph::StackGraph;
 use crate::live::{Live, LiveContainer};
@@ -30,6 +32,8 @@ pub enum ActionKind {
     CreateVolume,
     RemoveVolume,
     PullImage,
+    /// Build a service's image on the host (`build:`); `target` is the image.
+    Build,
     Create,
     Start,
     Recreate,
@@ -46,6 +50,7 @@ impl ActionKind {
             ActionKind::CreateVolume => "create volume",
             ActionKind::RemoveVolume => "remove volume",
             ActionKind::PullImage => "pull image",
+            ActionKind::Build => "build image",
             ActionKind::Create => "create",
             ActionKind::Start => "start",
             ActionKind::Recreate => "recreate",
@@ -138,7 +143,7 @@ pub fn desired_container(
     masker_values: &[String],
 ) -> DesiredContainer {
     let svc = &stack.services[service];
-    let image_ref = svc.image.clone().unwrap_or_default();
+    let image_ref = svc.image_ref(&stack.name, service);
     let image = live.images.get(&image_ref).cloned().flatten();
     let raw = diff::desired_config(stack, service, svc, image.as_ref().map(|i| i.id.clone()));
     // The hash sees the spec before image defaults are stripped, and the
@@ -206,8 +211,73 @@ fn not_running_reason(c: &LiveContainer) -> String {
     }
 }
 
-/// Computes the plan that brings `live` to `stacks`.
-pub fn plan(stacks: &[&Stack], live: &Live, masker: &Masker) -> Plan {
+/// What each service that builds its image should be built from, by (stack,
+/// service): the hash of its context and settings, or why it cannot be read.
+pub type Builds = BTreeMap<(String, String), Result<BuildHash, String>>;
+
+/// The images of a stack that need building before its services change:
+/// image reference -> (the service that builds it, reasons).
+fn builds_needed(
+    stack: &Stack,
+    live: &Live,
+    builds: &Builds,
+    conflicts: &mut Vec<Conflict>,
+) -> BTreeMap<String, (String, Vec<String>)> {
+    let mut out: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for (service, svc) in stack.services.iter().filter(|(_, s)| s.builds()) {
+        let image_ref = svc.image_ref(&stack.name, service);
+        // Two services building one image: the first (by name) builds it.
+        if !seen.insert(image_ref.clone()) {
+            continue;
+        }
+        let want = match builds.get(&(stack.name.clone(), service.clone())) {
+            Some(Ok(h)) => h,
+            Some(Err(why)) => {
+                conflicts.push(Conflict {
+                    stack: stack.name.clone(),
+                    service: Some(service.clone()),
+                    target: image_ref.clone(),
+                    reason: format!("cannot build {image_ref}: {why}"),
+                });
+                continue;
+            }
+            None => continue,
+        };
+        let image = live.images.get(&image_ref).cloned().flatten();
+        let have = image
+            .as_ref()
+            .and_then(|i| i.labels.get(labels::BUILD))
+            .and_then(|l| crate::build::parse_label(l))
+            .map(|(_, _, h)| h);
+        let reason = match (&image, have) {
+            (None, _) => format!("image {image_ref} not built yet"),
+            // `pull_policy: missing`: built once, never rebuilt.
+            (Some(_), _) if svc.pull_policy == Some(PullPolicy::Missing) => continue,
+            (Some(_), None) => format!("image {image_ref} was not built by plimsoll"),
+            (Some(_), Some(h)) if h == *want => continue,
+            (Some(_), Some(h)) => want.reason(&h).to_string(),
+        };
+        let mut reasons = vec![reason];
+        if let Some(old) = live
+            .built
+            .iter()
+            .find(|b| b.hash == want.to_string() && b.stack == stack.name && &b.service == service)
+        {
+            let id = old.id.strip_prefix("sha256:").unwrap_or(&old.id);
+            reasons.push(format!(
+                "an image built from the same content is on this host ({}): tagged, not built",
+                &id[..id.len().min(12)]
+            ));
+        }
+        out.insert(image_ref, (service.clone(), reasons));
+    }
+    out
+}
+
+/// Computes the plan that brings `live` to `stacks`; `builds` says what the
+/// images of services with `build:` should be built from.
+pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) -> Plan {
     let mut p = Plan::default();
     let foreign_by_name: BTreeMap<&str, _> =
         live.foreign.iter().map(|f| (f.name.as_str(), f)).collect();
@@ -268,6 +338,24 @@ pub fn plan(stacks: &[&Stack], live: &Live, masker: &Masker) -> Plan {
             });
         }
 
+        let to_build = builds_needed(stack, live, builds, &mut p.conflicts);
+        // Images some service of this stack builds are never pulled.
+        let built_here: BTreeSet<String> = stack
+            .services
+            .iter()
+            .filter(|(_, s)| s.builds())
+            .map(|(n, s)| s.image_ref(&sname, n))
+            .collect();
+        for (image, (service, reasons)) in &to_build {
+            p.actions.push(Action {
+                action: ActionKind::Build,
+                stack: sname.clone(),
+                service: Some(service.clone()),
+                target: image.clone(),
+                reasons: reasons.clone(),
+                diff: None,
+            });
+        }
         let Ok(graph) = StackGraph::build(stack) else {
             continue;
         };
@@ -291,9 +379,15 @@ pub fn plan(stacks: &[&Stack], live: &Live, masker: &Masker) -> Plan {
                     .iter()
                     .filter(|c| c.stack == sname && c.service == service)
                     .collect();
-                let image_ref = svc.image.clone().unwrap_or_default();
+                let image_ref = svc.image_ref(&sname, &service);
                 let image_missing = want.config.image_id.is_none();
-                if image_missing {
+                let rebuilt = to_build.get(&image_ref).map(|(_, r)| r[0].as_str());
+                let fetch = if built_here.contains(&image_ref) {
+                    "built"
+                } else {
+                    "pulled"
+                };
+                if image_missing && !built_here.contains(&image_ref) {
                     images_to_pull
                         .entry(image_ref.clone())
                         .or_default()
@@ -360,7 +454,7 @@ pub fn plan(stacks: &[&Stack], live: &Live, masker: &Masker) -> Plan {
                     let mut reasons = vec![format!("container {name} does not exist")];
                     if image_missing {
                         reasons.push(format!(
-                            "image {image_ref} is not on this host: it will be pulled"
+                            "image {image_ref} is not on this host: it will be {fetch}"
                         ));
                     }
                     service_actions.push(Action {
@@ -393,16 +487,31 @@ pub fn plan(stacks: &[&Stack], live: &Live, masker: &Masker) -> Plan {
                 if current.name != name {
                     reasons.insert(0, format!("renamed by hand: {name} → {}", current.name));
                 }
+                // A container that joined a replaced container's namespace must follow it.
+                for (what, mode) in [
+                    ("network stack", &svc.network_mode),
+                    ("IPC namespace", &svc.ipc),
+                    ("PID namespace", &svc.pid),
+                ] {
+                    if let Some(dep) = mode.as_deref().and_then(|m| m.strip_prefix("service:"))
+                        && recreated.contains(dep)
+                    {
+                        reasons.push(format!("uses the {what} of {dep}, which is replaced"));
+                    }
+                }
+                if let Some(why) = rebuilt.filter(|_| !image_missing) {
+                    reasons.push(format!("image {image_ref} is built again ({why})"));
+                }
                 let live_hash = current.labels.get(labels::SPEC_HASH).map(String::as_str);
                 if reasons.is_empty() && live_hash != Some(want.hash.as_str()) {
                     reasons.push(match live_hash {
-                        Some(_) => "settings changed in git (secret or config content)".into(),
+                        Some(_) => "settings changed in git (secret or config content, platform, or a removed key the engine fills in)".into(),
                         None => "container has no spec hash (created by an older plimsoll)".into(),
                     });
                 }
-                if image_missing && !reasons.is_empty() {
+                if image_missing && (!reasons.is_empty() || rebuilt.is_some()) {
                     reasons.push(format!(
-                        "image {image_ref} is not on this host: it will be pulled"
+                        "image {image_ref} is not on this host: it will be {fetch}"
                     ));
                 }
                 if !reasons.is_empty() {
@@ -412,7 +521,7 @@ pub fn plan(stacks: &[&Stack], live: &Live, masker: &Masker) -> Plan {
                         service: Some(service.clone()),
                         target: name,
                         reasons,
-                        diff: Some(unified(&seen, &want.config, masker)),
+                        diff: Some(unified(&seen, &want.config, masker)).filter(|d| !d.is_empty()),
                     });
                     recreated.insert(service.clone());
                     continue;
@@ -550,8 +659,13 @@ pub fn plan(stacks: &[&Stack], live: &Live, masker: &Masker) -> Plan {
             });
         }
     }
-    // Pulls lead the plan: a pull that fails must come before any other change.
-    p.actions.sort_by_key(|a| a.action != ActionKind::PullImage);
+    // Pulls lead the plan, then builds: a pull or a build that fails must
+    // come before any other change.
+    p.actions.sort_by_key(|a| match a.action {
+        ActionKind::PullImage => 0,
+        ActionKind::Build => 1,
+        _ => 2,
+    });
     p
 }
 
@@ -577,6 +691,7 @@ fn symbol(kind: ActionKind) -> (&'static str, &'static str) {
     match kind {
         ActionKind::CreateNetwork | ActionKind::CreateVolume | ActionKind::Create => ("+", "32"),
         ActionKind::PullImage => ("↓", "36"),
+        ActionKind::Build => ("⚒", "36"),
         ActionKind::Start | ActionKind::Restart => ("▶", "36"),
         ActionKind::Recreate => ("~", "33"),
         ActionKind::Stop

@@ -4,7 +4,7 @@
 //! The CLI and (later) the agent call this; the reason a reconcile runs is
 //! not its business, so it always converges from whatever is there.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -24,6 +24,9 @@ pub struct Observed<'a> {
     pub paused: BTreeSet<String>,
     pub live: Live,
     pub plan: Plan,
+    /// What each service that builds would build from (`plan`'s input), kept
+    /// with the revisions so a rollback reuses the image built for it.
+    pub builds: plan::Builds,
 }
 
 impl Observed<'_> {
@@ -105,13 +108,14 @@ pub async fn observe_on<'a>(
     let names: BTreeSet<String> = stacks.iter().map(|s| s.name.clone()).collect();
     let images: BTreeSet<String> = stacks
         .iter()
-        .flat_map(|s| s.services.values())
-        .filter_map(|s| s.image.clone())
+        .flat_map(|s| s.services.iter().map(|(n, svc)| svc.image_ref(&s.name, n)))
+        .filter(|i| !i.is_empty())
         .collect();
     let live = engine
         .snapshot(&names, desired.complete.as_deref(), &images)
         .await?;
-    let plan = plan::plan(&stacks, &live, &desired.masker);
+    let builds = build_hashes(&stacks).await;
+    let plan = plan::plan(&stacks, &live, &builds, &desired.masker);
     Ok(Observed {
         engine,
         host,
@@ -119,7 +123,50 @@ pub async fn observe_on<'a>(
         paused,
         live,
         plan,
+        builds,
     })
+}
+
+/// What each service that builds its image would build now: its context is
+/// scanned (after `.dockerignore`) and hashed with its build settings, off
+/// the async threads.
+pub async fn build_hashes(stacks: &[&Stack]) -> plan::Builds {
+    let mut pinned = plan::Builds::new();
+    let mut todo: Vec<((String, String), crate::spec::model::Build)> = Vec::new();
+    for s in stacks {
+        for (n, svc) in s.services.iter().filter(|(_, svc)| svc.builds()) {
+            let key = (s.name.clone(), n.clone());
+            // A stored revision (rollback) names what it was built from.
+            if let Some(h) = s.source.pinned_builds.get(n) {
+                let h = crate::build::BuildHash::parse(h)
+                    .ok_or_else(|| format!("the stored build hash `{h}` is not valid"));
+                pinned.insert(key, h);
+            } else if let Some(b) = &svc.build {
+                todo.push((key, b.clone()));
+            }
+        }
+    }
+    if todo.is_empty() {
+        return pinned;
+    }
+    let hashed: plan::Builds = tokio::task::spawn_blocking(move || {
+        todo.into_iter()
+            .map(|(key, b)| (key, crate::build::hash(&b).map_err(|e| e.to_string())))
+            .collect()
+    })
+    .await
+    .unwrap_or_default();
+    pinned.extend(hashed);
+    pinned
+}
+
+/// The build hashes of one stack's services, as stored with its revision.
+pub fn stack_builds(builds: &plan::Builds, stack: &str) -> BTreeMap<String, String> {
+    builds
+        .iter()
+        .filter(|((s, _), _)| s == stack)
+        .filter_map(|((_, service), h)| Some((service.clone(), h.as_ref().ok()?.to_string())))
+        .collect()
 }
 
 /// The prune flags of `reconcile` (the agent sets them from its settings).
@@ -324,6 +371,8 @@ pub struct Origin {
     pub rollback: bool,
     /// How the audit log rotates (`audit:` in plimsoll.yaml).
     pub audit: crate::spec::config::AuditConfig,
+    /// Which old images stay (`images:` in plimsoll.yaml).
+    pub images: crate::spec::config::ImagesConfig,
 }
 
 /// Applies the plan and records it: one audit record (plan, outcome, per
@@ -404,7 +453,11 @@ pub async fn apply_recorded(
             .map(|s| {
                 Ok((
                     *s,
-                    state.store_revision(&crate::spec::render::to_stored(s, masker))?,
+                    state.store_revision(&crate::spec::render::to_stored_built(
+                        s,
+                        masker,
+                        &stack_builds(&observed.builds, &s.name),
+                    ))?,
                 ))
             })
             .collect::<Result<_, crate::state::StateError>>()?;
@@ -447,6 +500,20 @@ pub async fn apply_recorded(
     if let Err(e) = write() {
         tracing::error!("the apply ran, but recording it in the state directory failed: {e}");
     }
+    // Old images go only after everything succeeded.
+    if result.is_ok()
+        && let Err(e) = crate::images::after_apply(
+            &observed.engine,
+            state,
+            &stacks,
+            plan,
+            origin.images,
+            progress,
+        )
+        .await
+    {
+        tracing::warn!("the apply succeeded, but removing old images failed: {e}");
+    }
     result
 }
 
@@ -483,7 +550,11 @@ pub fn note_in_sync(
 ) -> Result<(), crate::state::StateError> {
     let records = state.revisions()?;
     for stack in observed.changeable() {
-        let hash = state.store_revision(&crate::spec::render::to_stored(stack, masker))?;
+        let hash = state.store_revision(&crate::spec::render::to_stored_built(
+            stack,
+            masker,
+            &stack_builds(&observed.builds, &stack.name),
+        ))?;
         let last = records.iter().rev().find(|r| r.stack == stack.name);
         if last.is_none_or(|r| r.hash != hash) {
             state.record_revision(&crate::state::RevisionRecord {

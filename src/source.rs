@@ -13,6 +13,15 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+/// The override file names Compose merges onto the Compose file of a stack
+/// directory, in Compose's order of preference (the first that exists).
+pub const OVERRIDE_FILE_NAMES: [&str; 4] = [
+    "compose.override.yml",
+    "compose.override.yaml",
+    "docker-compose.override.yml",
+    "docker-compose.override.yaml",
+];
+
 /// The Compose file names a stack directory may hold, in Compose's order of preference.
 pub const COMPOSE_FILE_NAMES: [&str; 4] = [
     "compose.yaml",
@@ -65,6 +74,12 @@ pub struct StackFiles {
     pub abs_dir: PathBuf,
     /// The Compose file, under `dir`.
     pub compose: PathBuf,
+    /// The override file merged onto it (`compose.override.yaml`, …), when
+    /// the stack directory holds one and PATH did not name a Compose file.
+    pub overrides: Vec<PathBuf>,
+    /// PATH named the Compose file (as `docker compose -f`): no override file,
+    /// no `COMPOSE_FILE`.
+    pub named: bool,
     /// `.env` under `dir`, whether or not it exists.
     pub dotenv: PathBuf,
 }
@@ -108,7 +123,10 @@ pub fn discover(path: &Path) -> Result<Layout, SourceError> {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let stack = stack_files(&dir, path.to_path_buf())?;
+        let mut stack = stack_files(&dir, path.to_path_buf())?;
+        // A Compose file named on its own is read alone, as `docker compose -f FILE` does.
+        stack.overrides.clear();
+        stack.named = true;
         return Ok(Layout {
             root: dir,
             config: None,
@@ -163,11 +181,19 @@ fn find_compose(dir: &Path) -> Option<PathBuf> {
 
 fn stack_files(dir: &Path, compose: PathBuf) -> Result<StackFiles, SourceError> {
     let abs_dir = fs::canonicalize(dir).map_err(io_err(dir))?;
+    let overrides = OVERRIDE_FILE_NAMES
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+        .into_iter()
+        .collect();
     Ok(StackFiles {
         dir: dir.to_path_buf(),
         abs_dir,
         dotenv: dir.join(".env"),
         compose,
+        overrides,
+        named: false,
     })
 }
 

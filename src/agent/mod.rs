@@ -105,6 +105,8 @@ pub struct Options {
     pub lock_timeout: Duration,
     /// The process environment (interpolation, notification URLs).
     pub env: BTreeMap<String, String>,
+    /// The Compose profiles of `--profile` / `PLIMSOLL_PROFILES` (`None`: plimsoll.yaml, `COMPOSE_PROFILES`).
+    pub profiles: Option<Vec<String>>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9300";
@@ -763,8 +765,17 @@ impl Agent {
         // not by where the agent checked it out.
         let relative = |e: String| e.replace(&format!("{}/", root.display()), "");
         let layout = source::discover(root).map_err(|e| relative(e.to_string()))?;
-        let mut desired = spec::load(&layout, &LocalFs, &self.opts.env, &self.opts.stacks)
-            .map_err(|e| relative(e.to_string()))?;
+        let options = spec::LoadOptions {
+            profiles: self.opts.profiles.clone(),
+        };
+        let mut desired = spec::load_with(
+            &layout,
+            &LocalFs,
+            &self.opts.env,
+            &self.opts.stacks,
+            &options,
+        )
+        .map_err(|e| relative(e.to_string()))?;
         // `agent.stacks` in plimsoll.yaml, unless --stack says otherwise.
         let only = &desired.config.agent.stacks;
         if self.opts.stacks.is_empty() && !only.is_empty() {
@@ -970,6 +981,7 @@ impl Agent {
                 source: self.source_name.clone(),
                 rollback: false,
                 audit: desired.config.audit,
+                images: desired.config.images,
             };
             reconcile::apply_recorded(
                 &observed,

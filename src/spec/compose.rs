@@ -19,6 +19,7 @@ use crate::source::Files;
 
 /// Keys of a service that plimsoll implements.
 pub const SERVICE_KEYS: &[&str] = &[
+    "build",
     "cap_add",
     "cap_drop",
     "command",
@@ -54,6 +55,47 @@ pub const SERVICE_KEYS: &[&str] = &[
     "user",
     "volumes",
     "working_dir",
+    "annotations",
+    "attach",
+    "cgroup",
+    "cgroup_parent",
+    "cpu_period",
+    "cpu_quota",
+    "cpu_rt_period",
+    "cpu_rt_runtime",
+    "cpu_shares",
+    "cpus",
+    "cpuset",
+    "device_cgroup_rules",
+    "devices",
+    "dns",
+    "dns_opt",
+    "dns_search",
+    "domainname",
+    "external_links",
+    "group_add",
+    "ipc",
+    "label_file",
+    "links",
+    "mac_address",
+    "mem_swappiness",
+    "memswap_limit",
+    "network_mode",
+    "oom_kill_disable",
+    "oom_score_adj",
+    "pid",
+    "pids_limit",
+    "platform",
+    "runtime",
+    "security_opt",
+    "shm_size",
+    "stdin_open",
+    "storage_opt",
+    "sysctls",
+    "tty",
+    "userns_mode",
+    "uts",
+    "volumes_from",
 ];
 
 const NOT_YET: &str = "plimsoll does not implement this Compose key yet (README, \"Compose keys\")";
@@ -61,68 +103,50 @@ const SWARM: &str = "a Swarm-only setting with no meaning on a single Docker hos
 
 /// Keys of a service that Compose defines and plimsoll does not implement, with why.
 pub const SERVICE_UNSUPPORTED: &[(&str, &str)] = &[
-    ("annotations", NOT_YET),
-    ("attach", NOT_YET),
-    ("blkio_config", NOT_YET),
     (
-        "build",
-        "plimsoll deploys images and does not build them yet: build the image in CI (or `docker build`) and name it with `image:`",
+        "blkio_config",
+        "block I/O weights and throttles are not implemented yet (README, \"Compose keys\")",
     ),
-    ("cgroup", NOT_YET),
-    ("cgroup_parent", NOT_YET),
     ("cpu_count", "a Windows-only setting"),
     ("cpu_percent", "a Windows-only setting"),
-    ("cpu_period", NOT_YET),
-    ("cpu_quota", NOT_YET),
-    ("cpu_rt_period", NOT_YET),
-    ("cpu_rt_runtime", NOT_YET),
-    ("cpu_shares", NOT_YET),
-    ("cpus", NOT_YET),
-    ("cpuset", NOT_YET),
     ("credential_spec", "a Windows-only setting"),
     (
         "develop",
         "a setting for local development (`docker compose watch`), not for deployed hosts",
     ),
-    ("device_cgroup_rules", NOT_YET),
-    ("devices", NOT_YET),
-    ("dns", NOT_YET),
-    ("dns_opt", NOT_YET),
-    ("dns_search", NOT_YET),
-    ("domainname", NOT_YET),
-    ("extends", NOT_YET),
-    ("external_links", NOT_YET),
-    ("gpus", NOT_YET),
-    ("group_add", NOT_YET),
-    ("ipc", NOT_YET),
+    (
+        "gpus",
+        "GPU device requests are not implemented yet (README, \"Compose keys\")",
+    ),
     ("isolation", "a Windows-only setting"),
-    ("label_file", NOT_YET),
-    ("links", NOT_YET),
-    ("mac_address", NOT_YET),
-    ("mem_swappiness", NOT_YET),
-    ("memswap_limit", NOT_YET),
-    ("models", NOT_YET),
-    ("network_mode", NOT_YET),
-    ("oom_kill_disable", NOT_YET),
-    ("oom_score_adj", NOT_YET),
-    ("pid", NOT_YET),
-    ("pids_limit", NOT_YET),
-    ("platform", NOT_YET),
-    ("post_start", NOT_YET),
-    ("pre_stop", NOT_YET),
-    ("provider", NOT_YET),
-    ("runtime", NOT_YET),
-    ("scale", NOT_YET),
-    ("security_opt", NOT_YET),
-    ("shm_size", NOT_YET),
-    ("stdin_open", NOT_YET),
-    ("storage_opt", NOT_YET),
-    ("sysctls", NOT_YET),
-    ("tty", NOT_YET),
-    ("use_api_socket", NOT_YET),
-    ("userns_mode", NOT_YET),
-    ("uts", NOT_YET),
-    ("volumes_from", NOT_YET),
+    (
+        "models",
+        "Docker Model Runner models are not implemented (README, \"Compose keys\")",
+    ),
+    (
+        "post_start",
+        "lifecycle hooks are not implemented yet (README, \"Compose keys\")",
+    ),
+    (
+        "pre_stop",
+        "lifecycle hooks are not implemented yet (README, \"Compose keys\")",
+    ),
+    (
+        "provider",
+        "a provider service runs an external plugin instead of a container; plimsoll runs containers only",
+    ),
+    (
+        "pull_refresh_after",
+        "pulling again after a time is not implemented: `pull_policy: always` pulls on every apply",
+    ),
+    (
+        "scale",
+        "replicas are not implemented yet: one container per service (README, \"Compose keys\")",
+    ),
+    (
+        "use_api_socket",
+        "handing the engine socket and registry credentials to a container is not implemented (mount /var/run/docker.sock as a volume instead)",
+    ),
 ];
 
 /// Top-level keys plimsoll implements (besides `x-` fields).
@@ -130,7 +154,41 @@ pub const TOP_KEYS: &[&str] = &[
     "name", "version", "services", "networks", "volumes", "secrets", "configs",
 ];
 
-const TOP_UNSUPPORTED: &[(&str, &str)] = &[("include", NOT_YET), ("models", NOT_YET)];
+const TOP_UNSUPPORTED: &[(&str, &str)] = &[("models", NOT_YET)];
+
+/// Keys of `build:` that plimsoll implements.
+const BUILD_KEYS: &[&str] = &[
+    "context",
+    "dockerfile",
+    "dockerfile_inline",
+    "args",
+    "labels",
+    "cache_from",
+    "no_cache",
+    "pull",
+    "extra_hosts",
+    "network",
+    "target",
+    "shm_size",
+];
+
+const BUILDKIT: &str = "a BuildKit feature; plimsoll builds with the engine's own builder (the build API every engine from API 1.41 on has)";
+
+const BUILD_UNSUPPORTED: &[(&str, &str)] = &[
+    ("additional_contexts", BUILDKIT),
+    ("cache_to", BUILDKIT),
+    ("entitlements", BUILDKIT),
+    ("isolation", "a Windows-only setting"),
+    ("no_cache_filter", BUILDKIT),
+    ("platforms", BUILDKIT),
+    ("privileged", BUILDKIT),
+    ("provenance", BUILDKIT),
+    ("sbom", BUILDKIT),
+    ("secrets", BUILDKIT),
+    ("ssh", BUILDKIT),
+    ("tags", NOT_YET),
+    ("ulimits", NOT_YET),
+];
 
 const NETWORK_KEYS: &[&str] = &[
     "name",
@@ -139,12 +197,14 @@ const NETWORK_KEYS: &[&str] = &[
     "external",
     "internal",
     "labels",
+    "ipam",
+    "attachable",
+    "enable_ipv6",
 ];
-const NETWORK_UNSUPPORTED: &[(&str, &str)] = &[
-    ("attachable", NOT_YET),
-    ("enable_ipv6", NOT_YET),
-    ("ipam", NOT_YET),
-];
+const NETWORK_UNSUPPORTED: &[(&str, &str)] = &[(
+    "enable_ipv4",
+    "needs Docker API 1.47 (Docker 28); plimsoll supports engines from API 1.41 on, where every network has IPv4",
+)];
 const VOLUME_KEYS: &[&str] = &["name", "driver", "driver_opts", "external", "labels"];
 
 /// The inputs of one stack.
@@ -162,6 +222,9 @@ pub struct StackInput<'a> {
     pub env: &'a BTreeMap<String, String>,
     pub files: &'a dyn Files,
     pub secret_names: &'a SecretNames,
+    /// Override files (`compose.override.yaml`) and their text, merged onto
+    /// `text` in order by Compose's rules (`super::merge`).
+    pub overrides: &'a [(std::path::PathBuf, String)],
 }
 
 /// A loaded stack and the secrets found while loading it.
@@ -169,6 +232,9 @@ pub struct StackInput<'a> {
 pub struct Loaded {
     pub stack: Stack,
     pub masker: Masker,
+    /// Every file read for the stack (the Compose file, override and included
+    /// files); a mark's `file` indexes it.
+    pub sources: Vec<std::path::PathBuf>,
 }
 
 /// Converts one Compose file; problems go to `diags`. `None` when the file
@@ -205,16 +271,74 @@ pub fn load_stack(input: &StackInput<'_>, diags: &mut Vec<Diag>) -> Option<Loade
             return None;
         }
     };
-    let mut cx = Cx {
-        file: input.file,
-        input,
+    let mut sources: Vec<std::path::PathBuf> = std::iter::once(input.file.to_path_buf())
+        .chain(input.overrides.iter().map(|(p, _)| p.clone()))
+        .collect();
+    let start = diags.len();
+    let main = input
+        .abs_dir
+        .join(input.file.file_name().unwrap_or_default());
+    let mut includes = super::include::Includes {
+        files: input.files,
+        sources: &mut sources,
         diags,
-        vars: &vars,
-        masker: &mut masker,
-        marks: BTreeMap::new(),
+        seen: Vec::new(),
     };
-    let stack = cx.stack(root)?;
-    Some(Loaded { stack, masker })
+    let lookup = |k: &str| vars.get(k).cloned();
+    // As Compose: each file's `extends` first, then the override files merged, then `include:`.
+    let mut root = root;
+    let merged = if super::extends::apply(&mut includes, &mut root, &main, input.abs_dir, &lookup) {
+        super::merge::overlay(root, input.overrides, &lookup, &mut includes, input.abs_dir)
+    } else {
+        None
+    };
+    let (included, root) = match merged {
+        Some(mut root) => (
+            includes.apply(&mut root, input.abs_dir, &vars, &[main]),
+            root,
+        ),
+        None => (false, Node::new(Value::Null, Mark::default())),
+    };
+    for (k, v) in std::mem::take(&mut includes.seen) {
+        masker.observe(&k, &v);
+    }
+    let stack = if included {
+        let mut cx = Cx {
+            file: input.file,
+            input,
+            diags,
+            vars: &vars,
+            masker: &mut masker,
+            marks: BTreeMap::new(),
+        };
+        cx.stack(root)
+    } else {
+        None
+    };
+    // Included and extended files are read by absolute path: name those under
+    // the stack directory as the user named it, like the Compose file.
+    let read = sources.clone();
+    for path in sources.iter_mut().skip(1) {
+        if let Ok(rest) = path.strip_prefix(input.abs_dir) {
+            *path = input.dir.join(rest);
+        }
+    }
+    // A place in another file than `input.file` is marked with its index: name that file.
+    for d in &mut diags[start..] {
+        if d.mark.file > 0
+            && d.file == input.file
+            && let Some(path) = sources.get(d.mark.file as usize)
+        {
+            d.file = path.clone();
+        } else if let Some(i) = read.iter().skip(1).position(|p| *p == d.file) {
+            d.file = sources[i + 1].clone();
+        }
+    }
+    Some(Loaded {
+        stack: stack?,
+        masker,
+        sources,
+    })
 }
 
 /// The implemented entries of a mapping (key, value, where the key stands) and its `x-` fields.
@@ -644,6 +768,7 @@ impl Cx<'_, '_> {
             marks: std::mem::take(&mut self.marks),
             variables: self.vars.clone(),
             repository: None,
+            pinned_builds: BTreeMap::new(),
         };
         if stack
             .services
@@ -682,6 +807,9 @@ impl Cx<'_, '_> {
                     "external" => net.external = self.external(n, &p, &mut name),
                     "internal" => net.internal = self.boolean(n, &p).unwrap_or(false),
                     "labels" => net.labels = self.string_map(n, &p),
+                    "ipam" => net.ipam = Some(self.ipam(n, &p)).filter(|i| *i != Ipam::default()),
+                    "attachable" => net.attachable = self.boolean(n, &p).unwrap_or(false),
+                    "enable_ipv6" => net.enable_ipv6 = self.boolean(n, &p),
                     _ => unreachable!("listed in NETWORK_KEYS"),
                 }
             }
@@ -877,10 +1005,12 @@ impl Cx<'_, '_> {
         };
         let mut env_files: Vec<(PathBuf, bool, Mark, String)> = Vec::new();
         let mut environment = BTreeMap::new();
+        let mut label_files: Vec<(String, Mark, String)> = Vec::new();
         for (key, n, mark) in &fields {
             self.marks.insert(join(&path, key), *mark);
             let p = join(&path, key);
             match *key {
+                "build" => svc.build = self.build(n, &p),
                 "cap_add" => svc.cap_add = self.string_list(n, &p),
                 "cap_drop" => svc.cap_drop = self.string_list(n, &p),
                 "command" => svc.command = self.command(n, &p),
@@ -923,6 +1053,60 @@ impl Cx<'_, '_> {
                 "user" => svc.user = self.opt_string(n, &p),
                 "volumes" => svc.volumes = self.mounts(n, &p),
                 "working_dir" => svc.working_dir = self.opt_string(n, &p),
+                "annotations" => svc.annotations = self.string_map(n, &p),
+                "attach" => svc.attach = self.boolean(n, &p),
+                "cgroup" => svc.cgroup = self.namespace(n, &p, &["host", "private"], false),
+                "cgroup_parent" => svc.cgroup_parent = self.opt_string(n, &p),
+                "cpu_period" => svc.cpu_period = self.nonzero_int(n, &p),
+                "cpu_quota" => svc.cpu_quota = self.nonzero_int(n, &p),
+                "cpu_rt_period" => svc.cpu_rt_period = self.nonzero_int(n, &p),
+                "cpu_rt_runtime" => svc.cpu_rt_runtime = self.nonzero_int(n, &p),
+                "cpu_shares" => svc.cpu_shares = self.nonzero_int(n, &p),
+                "cpus" => svc.cpus = self.cpus(n, &p).filter(|c| *c != 0.0),
+                "cpuset" => svc.cpuset = self.opt_string(n, &p),
+                "device_cgroup_rules" => svc.device_cgroup_rules = self.string_list(n, &p),
+                "devices" => svc.devices = self.devices(n, &p),
+                "dns" => svc.dns = self.string_or_list(n, &p),
+                "dns_opt" => svc.dns_opt = self.string_list(n, &p),
+                "dns_search" => svc.dns_search = self.string_or_list(n, &p),
+                "domainname" => svc.domainname = self.opt_string(n, &p),
+                "external_links" => svc.external_links = self.string_list(n, &p),
+                "group_add" => svc.group_add = self.string_list(n, &p),
+                "ipc" => {
+                    let modes = ["private", "shareable", "host", "none"];
+                    svc.ipc = self.namespace(n, &p, &modes, true)
+                }
+                "label_file" => {
+                    let files = self.string_or_list(n, &p);
+                    label_files.extend(files.into_iter().map(|f| (f, n.mark, p.clone())));
+                }
+                "links" => svc.links = self.string_list(n, &p),
+                "mac_address" => svc.mac_address = self.opt_string(n, &p),
+                "mem_swappiness" => {
+                    svc.mem_swappiness = self.int_in(n, &p, 0, 100).filter(|v| *v != 0)
+                }
+                "memswap_limit" => svc.memswap_limit = self.swap_bytes(n, &p),
+                "network_mode" => {
+                    let modes = ["host", "none", "bridge", "default"];
+                    svc.network_mode = self.namespace(n, &p, &modes, true)
+                }
+                "oom_kill_disable" => svc.oom_kill_disable = self.boolean(n, &p).unwrap_or(false),
+                "oom_score_adj" => {
+                    svc.oom_score_adj = self.int_in(n, &p, -1000, 1000).filter(|v| *v != 0)
+                }
+                "pid" => svc.pid = self.namespace(n, &p, &["host"], true),
+                "pids_limit" => svc.pids_limit = self.nonzero_int(n, &p),
+                "platform" => svc.platform = self.opt_string(n, &p),
+                "runtime" => svc.runtime = self.opt_string(n, &p),
+                "security_opt" => svc.security_opt = self.string_list(n, &p),
+                "shm_size" => svc.shm_size = self.bytes(n, &p).filter(|b| b.0 != 0),
+                "stdin_open" => svc.stdin_open = self.boolean(n, &p).unwrap_or(false),
+                "storage_opt" => svc.storage_opt = self.string_map(n, &p),
+                "sysctls" => svc.sysctls = self.string_map(n, &p),
+                "tty" => svc.tty = self.boolean(n, &p).unwrap_or(false),
+                "userns_mode" => svc.userns_mode = self.namespace(n, &p, &["host"], false),
+                "uts" => svc.uts = self.namespace(n, &p, &["host"], false),
+                "volumes_from" => svc.volumes_from = self.volumes_from(n, &p),
                 _ => unreachable!("listed in SERVICE_KEYS"),
             }
         }
@@ -950,10 +1134,107 @@ impl Cx<'_, '_> {
             self.masker.add_name(var);
         }
         svc.environment = self.environment(env_files, environment);
-        if svc.networks.is_empty() {
+        self.label_files(&mut svc, label_files);
+        self.seccomp_profiles(&path, &mut svc);
+        self.implied_dependencies(&path, &mut svc);
+        self.network_mode_conflicts(&path, &svc, &fields);
+        self.limit_conflicts(&path, &svc);
+        // A service with `network_mode` joins no network (Compose's rule).
+        if svc.networks.is_empty() && svc.network_mode.is_none() {
             svc.networks.insert("default".into(), None);
         }
         Some(svc)
+    }
+
+    /// `build:`: a context path, or the long form. The context resolves
+    /// against the stack directory; a remote (git or URL) context is refused.
+    fn build(&mut self, node: &Node, path: &str) -> Option<Build> {
+        let mut b = Build::default();
+        let mut context = None;
+        let mut context_mark = node.mark;
+        match &node.value {
+            Value::Map(_) => {
+                let (fields, _) = self.fields(node, path, BUILD_KEYS, BUILD_UNSUPPORTED);
+                for (f, n, _) in fields {
+                    let p = join(path, f);
+                    match f {
+                        "context" => {
+                            context = self.string(n, &p);
+                            context_mark = n.mark;
+                        }
+                        "dockerfile" => b.dockerfile = self.opt_string(n, &p),
+                        "dockerfile_inline" => b.dockerfile_inline = self.opt_string(n, &p),
+                        "args" => {
+                            for (k, v) in self.list_or_dict(n, &p, true) {
+                                // A name without a value comes from the environment, or is left out.
+                                if let Some(v) = v.or_else(|| self.vars.get(&k).cloned()) {
+                                    self.masker.observe(&k, &v);
+                                    b.args.insert(k, v);
+                                }
+                            }
+                        }
+                        "labels" => b.labels = self.string_map(n, &p),
+                        "cache_from" => b.cache_from = self.string_list(n, &p),
+                        "no_cache" => b.no_cache = self.boolean(n, &p).unwrap_or(false),
+                        "pull" => b.pull = self.boolean(n, &p).unwrap_or(false),
+                        "extra_hosts" => {
+                            b.extra_hosts = self.extra_hosts(n, &p);
+                            if b.extra_hosts.len() > 1 {
+                                self.err(n.mark, &p, "more than one build extra host is not supported yet: the engine API client plimsoll uses sends one")
+                                    .hint("keep one entry, or add the hosts in the Dockerfile");
+                            }
+                        }
+                        "network" => b.network = self.opt_string(n, &p),
+                        "target" => b.target = self.opt_string(n, &p),
+                        "shm_size" => b.shm_size = self.bytes(n, &p),
+                        _ => unreachable!("listed in BUILD_KEYS"),
+                    }
+                }
+            }
+            Value::Null => {}
+            Value::Seq(_) => {
+                self.type_err(node, path, "a context path or a mapping");
+                return None;
+            }
+            _ => context = self.string(node, path),
+        }
+        let context = context
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| ".".into());
+        let key = if node.as_map().is_some() {
+            join(path, "context")
+        } else {
+            path.to_string()
+        };
+        if is_remote_context(&context) {
+            self.err(
+                context_mark,
+                &key,
+                format!("a remote build context (`{context}`) is not supported: plimsoll builds from the repository it deploys"),
+            )
+            .hint("put the sources in the config repository and give `context:` as a path, or build the image in CI and name it with `image:`");
+            return None;
+        }
+        b.context = self.host_path(&context);
+        if b.dockerfile_inline.is_some() && b.dockerfile.is_some() {
+            let mark = node.get("dockerfile").map_or(node.mark, |n| n.mark);
+            self.err(
+                mark,
+                &join(path, "dockerfile"),
+                "`dockerfile` and `dockerfile_inline` are both set",
+            )
+            .hint("keep one of them");
+            return None;
+        }
+        if b.dockerfile_inline.is_none() && b.dockerfile.is_none() {
+            b.dockerfile = Some("Dockerfile".into());
+        }
+        // Where the context and the Dockerfile were written, for `check_builds`.
+        self.marks.insert(format!("{path}.context"), context_mark);
+        if let Some(n) = node.get("dockerfile") {
+            self.marks.insert(format!("{path}.dockerfile"), n.mark);
+        }
+        Some(b)
     }
 
     fn command(&mut self, node: &Node, path: &str) -> Option<Vec<String>> {
@@ -1199,21 +1480,7 @@ impl Cx<'_, '_> {
                 for (f, v, _) in entries {
                     let fp = join(&sp, f);
                     match f {
-                        "cpus" => {
-                            let cpus = match &v.value {
-                                Value::Int(i) => Some(*i as f64),
-                                Value::Float(x) => Some(*x),
-                                Value::Str(s) => s.trim().parse().ok(),
-                                _ => None,
-                            };
-                            match cpus {
-                                Some(c) if c >= 0.0 => rs.cpus = Some(c),
-                                _ => {
-                                    self.err(v.mark, &fp, "invalid cpus value")
-                                        .hint("write a number of CPUs, like 0.5 or 2");
-                                }
-                            }
-                        }
+                        "cpus" => rs.cpus = self.cpus(v, &fp),
                         "memory" => rs.memory = self.bytes(v, &fp),
                         "pids" => rs.pids = self.int(v, &fp),
                         _ => unreachable!(),
@@ -1809,6 +2076,596 @@ impl Cx<'_, '_> {
             }
         }
         Some(m)
+    }
+}
+
+/// Checks that each build context is a directory and its Dockerfile exists
+/// (through `files`, at load; a stored revision is not checked: rollback
+/// reuses the image built for it).
+pub fn check_builds(stack: &Stack, files: &dyn Files, diags: &mut Vec<Diag>) {
+    for (name, svc) in &stack.services {
+        let Some(b) = &svc.build else { continue };
+        let file = &stack.source.file;
+        let key = |k: &str| format!("services.{name}.build.{k}");
+        let context_mark = stack.source.mark(name, "build.context");
+        let dir = Path::new(&b.context);
+        match files.read(dir) {
+            Ok(None) => {
+                diags.push(
+                    Diag::error(
+                        file,
+                        context_mark,
+                        key("context"),
+                        format!("the build context {} does not exist", b.context),
+                    )
+                    .hint("create the directory, or point `context:` at it (relative to the stack directory)"),
+                );
+                continue;
+            }
+            Ok(Some(_)) => {
+                diags.push(
+                    Diag::error(
+                        file,
+                        context_mark,
+                        key("context"),
+                        format!("the build context {} is a file, not a directory", b.context),
+                    )
+                    .hint("point `context:` at the directory that holds the sources and the Dockerfile"),
+                );
+                continue;
+            }
+            // Reading a directory fails: it exists.
+            Err(_) => {}
+        }
+        if let Some(df) = &b.dockerfile {
+            let path = normalize_path(&dir.join(df));
+            if let Ok(None) = files.read(&path) {
+                let written = stack
+                    .source
+                    .marks
+                    .contains_key(&format!("services.{name}.build.dockerfile"));
+                let (mark, k) = if written {
+                    (
+                        stack.source.mark(name, "build.dockerfile"),
+                        key("dockerfile"),
+                    )
+                } else {
+                    (context_mark, key("context"))
+                };
+                diags.push(
+                    Diag::error(
+                        file,
+                        mark,
+                        k,
+                        format!("the Dockerfile {} does not exist", path.display()),
+                    )
+                    .hint(
+                        "create it, or name it with `dockerfile:` (relative to the build context)",
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// A build context Compose would fetch: a git repository or a URL.
+fn is_remote_context(context: &str) -> bool {
+    context.contains("://") || context.starts_with("git@") || context.starts_with("github.com/")
+}
+
+/// The service keys of issue 7's second part: namespaces, devices, DNS,
+/// legacy resource limits, links and label files.
+impl Cx<'_, '_> {
+    /// A whole number; Compose leaves 0 out (Go's `omitempty`), and so does plimsoll.
+    fn nonzero_int(&mut self, node: &Node, key: &str) -> Option<i64> {
+        self.int(node, key).filter(|v| *v != 0)
+    }
+
+    fn int_in(&mut self, node: &Node, key: &str, lo: i64, hi: i64) -> Option<i64> {
+        let v = self.int(node, key)?;
+        if v < lo || v > hi {
+            self.err(node.mark, key, format!("`{v}` is out of range"))
+                .hint(format!("write a whole number from {lo} to {hi}"));
+            return None;
+        }
+        Some(v)
+    }
+
+    /// A number of CPUs: `0.5`, `2`, `"1.5"`.
+    fn cpus(&mut self, node: &Node, key: &str) -> Option<f64> {
+        let cpus = match &node.value {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(x) => Some(*x),
+            Value::Str(s) => s.trim().parse().ok(),
+            _ => None,
+        };
+        match cpus {
+            Some(c) if c >= 0.0 && c.is_finite() => Some(c),
+            _ => {
+                self.err(node.mark, key, "invalid cpus value")
+                    .hint("write a number of CPUs, like 0.5 or 2");
+                None
+            }
+        }
+    }
+
+    /// `memswap_limit`: a size, or `-1` for unlimited swap; 0 is left out.
+    fn swap_bytes(&mut self, node: &Node, key: &str) -> Option<i64> {
+        let minus_one = match &node.value {
+            Value::Int(i) => *i == -1,
+            Value::Str(s) => s.trim() == "-1",
+            _ => false,
+        };
+        if minus_one {
+            return Some(-1);
+        }
+        self.bytes(node, key)
+            .map(|b| b.0 as i64)
+            .filter(|b| *b != 0)
+    }
+
+    /// A namespace mode (`ipc`, `pid`, `uts`, `cgroup`, `userns_mode`,
+    /// `network_mode`): one of `modes`, or with `refs` also `service:NAME`
+    /// and `container:NAME`.
+    fn namespace(&mut self, node: &Node, key: &str, modes: &[&str], refs: bool) -> Option<String> {
+        let v = self.opt_string(node, key)?;
+        let reference = ["service:", "container:"]
+            .iter()
+            .any(|p| v.strip_prefix(p).is_some_and(|name| !name.is_empty()));
+        if modes.contains(&v.as_str()) || refs && reference {
+            return Some(v);
+        }
+        let mut allowed: Vec<String> = modes.iter().map(|m| format!("`{m}`")).collect();
+        if refs {
+            allowed.push("`service:NAME`".into());
+            allowed.push("`container:NAME`".into());
+        }
+        let name = key.rsplit('.').next().unwrap_or(key);
+        let hint = if name == "network_mode" {
+            format!(
+                "use {}; to join a network, list it under `networks:` instead",
+                allowed.join(", ")
+            )
+        } else {
+            format!("use {}", allowed.join(", "))
+        };
+        self.err(node.mark, key, format!("invalid {name} `{v}`"))
+            .hint(hint);
+        None
+    }
+
+    /// `devices`: `HOST[:CONTAINER[:PERMISSIONS]]` or the long form.
+    fn devices(&mut self, node: &Node, path: &str) -> Vec<Device> {
+        let items = self.seq(node, path, "a list of devices");
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let p = idx(path, i);
+            let device = if item.as_map().is_some() {
+                let (fields, _) = self.fields(item, &p, &["source", "target", "permissions"], &[]);
+                let mut d = Device {
+                    source: String::new(),
+                    target: String::new(),
+                    permissions: None,
+                };
+                for (f, n, _) in fields {
+                    let fp = join(&p, f);
+                    match f {
+                        "source" => d.source = self.string(n, &fp).unwrap_or_default(),
+                        "target" => d.target = self.string(n, &fp).unwrap_or_default(),
+                        "permissions" => d.permissions = self.opt_string(n, &fp),
+                        _ => unreachable!(),
+                    }
+                }
+                if d.source.is_empty() || d.target.is_empty() {
+                    self.err(item.mark, &p, "a device in long form needs `source:` and `target:`")
+                        .hint("write the host device as `source:` and its path in the container as `target:`");
+                    continue;
+                }
+                d
+            } else {
+                let Some(s) = self.string(item, &p) else {
+                    continue;
+                };
+                let parts: Vec<&str> = s.split(':').collect();
+                let (source, target, permissions) = match parts.as_slice() {
+                    [src] => (*src, *src, "rwm"),
+                    [src, dst] => (*src, *dst, "rwm"),
+                    [src, dst, perm] => (*src, *dst, *perm),
+                    _ => {
+                        self.err(item.mark, &p, format!("invalid device `{s}`: too many `:`"))
+                            .hint("write HOST_PATH[:CONTAINER_PATH[:PERMISSIONS]], e.g. /dev/fuse or /dev/sda:/dev/xvda:rwm, or use the long form");
+                        continue;
+                    }
+                };
+                Device {
+                    source: source.to_string(),
+                    target: target.to_string(),
+                    permissions: Some(permissions.to_string()),
+                }
+            };
+            if !device.target.starts_with('/') {
+                self.err(
+                    item.mark,
+                    &p,
+                    format!(
+                        "the container path `{}` of a device must be absolute",
+                        device.target
+                    ),
+                )
+                .hint(
+                    "write HOST_PATH[:CONTAINER_PATH[:PERMISSIONS]], e.g. /dev/sda:/dev/xvda:rwm",
+                );
+                continue;
+            }
+            if let Some(perm) = &device.permissions
+                && (perm.is_empty() || !perm.chars().all(|c| matches!(c, 'r' | 'w' | 'm')))
+            {
+                self.err(
+                    item.mark,
+                    &p,
+                    format!("invalid device permissions `{perm}`"),
+                )
+                .hint("use some of r (read), w (write) and m (mknod), e.g. rwm or r");
+                continue;
+            }
+            out.push(device);
+        }
+        out
+    }
+
+    /// `volumes_from`: `SERVICE` or `container:NAME`, each optionally `:ro` or `:rw`.
+    fn volumes_from(&mut self, node: &Node, path: &str) -> Vec<String> {
+        let list = self.string_list(node, path);
+        for (i, v) in list.iter().enumerate() {
+            let rest = v.strip_prefix("container:").unwrap_or(v);
+            let (name, mode) = match rest.split_once(':') {
+                Some((n, m)) => (n, Some(m)),
+                None => (rest, None),
+            };
+            if name.is_empty() || mode.is_some_and(|m| m != "ro" && m != "rw") {
+                let mark = node
+                    .as_seq()
+                    .and_then(|s| s.get(i))
+                    .map_or(node.mark, |n| n.mark);
+                self.err(mark, &idx(path, i), format!("invalid volumes_from `{v}`"))
+                    .hint("write SERVICE or container:NAME, optionally followed by :ro or :rw");
+            }
+        }
+        list
+    }
+
+    /// Reads `label_file` entries (dotenv syntax) under the service's `labels`.
+    fn label_files(&mut self, svc: &mut Service, files: Vec<(String, Mark, String)>) {
+        let mut from_files: BTreeMap<String, String> = BTreeMap::new();
+        for (file, mark, path) in files {
+            let host = PathBuf::from(self.host_path(&file));
+            match self.input.files.read(&host) {
+                Ok(Some(bytes)) => {
+                    let Ok(text) = String::from_utf8(bytes) else {
+                        self.err(
+                            mark,
+                            &path,
+                            format!("label file {} is not UTF-8 text", host.display()),
+                        )
+                        .hint("save the label file as UTF-8");
+                        continue;
+                    };
+                    match dotenv::parse(&text, &|_| None) {
+                        Ok(map) => from_files.extend(map),
+                        Err(e) => self.diags.push(
+                            Diag::error(&host, Mark::new(e.line, 1), "", e.message)
+                                .hint(format!("fix this line of the label file (used by {path})")),
+                        ),
+                    }
+                }
+                Ok(None) => {
+                    self.err(
+                        mark,
+                        &path,
+                        format!("label file {} not found", host.display()),
+                    )
+                    .hint("create the file, or remove it from label_file");
+                }
+                Err(e) => {
+                    self.err(
+                        mark,
+                        &path,
+                        format!("cannot read label file {}: {e}", host.display()),
+                    )
+                    .hint("point label_file at a readable file");
+                }
+            }
+        }
+        // `labels:` wins over the files; a later file over an earlier one.
+        for (k, v) in from_files {
+            svc.labels.entry(k).or_insert(v);
+        }
+    }
+
+    /// Reads the seccomp profiles `security_opt` names by file, as Compose
+    /// does (the engine takes the profile itself, not a path).
+    fn seccomp_profiles(&mut self, path: &str, svc: &mut Service) {
+        let key = join(path, "security_opt");
+        let mark = self.marks.get(&key).copied().unwrap_or_default();
+        for opt in svc.security_opt.clone() {
+            let (name, value) = match opt.split_once('=') {
+                Some(kv) => kv,
+                None => match opt.split_once(':') {
+                    Some(kv) => kv,
+                    None => continue,
+                },
+            };
+            if name != "seccomp" || value == "unconfined" || value == "builtin" {
+                continue;
+            }
+            // A profile given inline (a stored revision holds them so).
+            if value.starts_with('{') {
+                match serde_json::from_str::<serde_json::Value>(value) {
+                    Ok(profile) => {
+                        svc.seccomp_profiles
+                            .insert(opt.clone(), format!("seccomp={profile}"));
+                    }
+                    Err(e) => {
+                        self.err(
+                            mark,
+                            &key,
+                            format!("the inline seccomp profile is not JSON: {e}"),
+                        )
+                        .hint("write seccomp=<file> with a JSON profile, or seccomp=unconfined");
+                    }
+                }
+                continue;
+            }
+            let file = PathBuf::from(self.host_path(value));
+            let text = match self.input.files.read(&file) {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => {
+                    self.err(
+                        mark,
+                        &key,
+                        format!("seccomp profile {} not found", file.display()),
+                    )
+                    .hint("point seccomp= at a JSON profile file, or use seccomp=unconfined");
+                    continue;
+                }
+                Err(e) => {
+                    self.err(
+                        mark,
+                        &key,
+                        format!("cannot read seccomp profile {}: {e}", file.display()),
+                    )
+                    .hint("point seccomp= at a readable JSON profile file");
+                    continue;
+                }
+            };
+            match serde_json::from_slice::<serde_json::Value>(&text) {
+                Ok(profile) => {
+                    svc.seccomp_profiles
+                        .insert(opt.clone(), format!("seccomp={profile}"));
+                }
+                Err(e) => {
+                    self.err(
+                        mark,
+                        &key,
+                        format!("seccomp profile {} is not JSON: {e}", file.display()),
+                    )
+                    .hint(
+                        "a seccomp profile is a JSON document (see the engine's default profile)",
+                    );
+                }
+            }
+        }
+    }
+
+    /// Compose's implied dependencies: `links` and `service:` namespaces
+    /// (restarted with the service they use), `volumes_from` services.
+    fn implied_dependencies(&mut self, path: &str, svc: &mut Service) {
+        let mut implied: Vec<(String, bool, &str)> = Vec::new();
+        for link in &svc.links {
+            let name = link.split(':').next().unwrap_or(link);
+            implied.push((name.to_string(), true, "links"));
+        }
+        for (key, mode) in [
+            ("network_mode", &svc.network_mode),
+            ("ipc", &svc.ipc),
+            ("pid", &svc.pid),
+            ("uts", &svc.uts),
+            ("cgroup", &svc.cgroup),
+        ] {
+            if let Some(name) = mode.as_deref().and_then(|m| m.strip_prefix("service:")) {
+                implied.push((name.to_string(), true, key));
+            }
+        }
+        for v in &svc.volumes_from {
+            if !v.starts_with("container:") {
+                let name = v.split(':').next().unwrap_or(v);
+                implied.push((name.to_string(), false, "volumes_from"));
+            }
+        }
+        for (name, restart, key) in implied {
+            if svc.depends_on.contains_key(&name) {
+                continue;
+            }
+            if let Some(mark) = self.marks.get(&join(path, key)).copied() {
+                self.marks
+                    .entry(format!("{path}.depends_on.{name}"))
+                    .or_insert(mark);
+            }
+            svc.depends_on.insert(
+                name,
+                Dependency {
+                    condition: Condition::ServiceStarted,
+                    restart,
+                    required: true,
+                },
+            );
+        }
+    }
+
+    /// Settings that cannot go with the service's `network_mode`: Compose
+    /// rejects `networks`; the engine rejects the rest when the container starts.
+    fn network_mode_conflicts(
+        &mut self,
+        path: &str,
+        svc: &Service,
+        fields: &[(&str, &Node, Mark)],
+    ) {
+        let Some(mode) = svc.network_mode.as_deref() else {
+            return;
+        };
+        if matches!(mode, "bridge" | "default") {
+            return;
+        }
+        let shared = mode.starts_with("service:") || mode.starts_with("container:");
+        let mut conflicting = vec!["networks", "ports"];
+        if shared {
+            conflicting.extend([
+                "expose",
+                "hostname",
+                "dns",
+                "dns_search",
+                "dns_opt",
+                "extra_hosts",
+                "mac_address",
+                "links",
+            ]);
+        } else if mode == "host" {
+            conflicting.push("mac_address");
+        }
+        for (key, node, mark) in fields {
+            if !conflicting.contains(key) || node.is_null() {
+                continue;
+            }
+            let why = if *key == "networks" {
+                "Compose rejects the two together".to_string()
+            } else if shared {
+                format!(
+                    "the container uses the network stack of `{}`",
+                    mode.split_once(':').map_or(mode, |(_, n)| n)
+                )
+            } else {
+                format!("the container has the {mode} network stack")
+            };
+            self.err(
+                *mark,
+                &join(path, key),
+                format!("`{key}` cannot be used with `network_mode: {mode}`: {why}"),
+            )
+            .hint(format!("remove `{key}`, or remove `network_mode`"));
+        }
+    }
+
+    /// A network's `ipam:`: driver, address pools, driver options.
+    fn ipam(&mut self, node: &Node, path: &str) -> Ipam {
+        let (fields, _) = self.fields(node, path, &["driver", "config", "options"], &[]);
+        let mut ipam = Ipam::default();
+        for (f, n, _) in fields {
+            let p = join(path, f);
+            match f {
+                "driver" => ipam.driver = self.opt_string(n, &p),
+                "options" => ipam.options = self.string_map(n, &p),
+                "config" => {
+                    let items = self.seq(n, &p, "a list of address pools");
+                    for (i, item) in items.iter().enumerate() {
+                        let ip = idx(&p, i);
+                        let known = ["subnet", "gateway", "ip_range", "aux_addresses"];
+                        let (pf, _) = self.fields(item, &ip, &known, &[]);
+                        let mut pool = IpamPool::default();
+                        for (k, v, _) in pf {
+                            let kp = join(&ip, k);
+                            match k {
+                                "subnet" => pool.subnet = self.cidr(v, &kp, true),
+                                "ip_range" => pool.ip_range = self.cidr(v, &kp, true),
+                                "gateway" => pool.gateway = self.cidr(v, &kp, false),
+                                "aux_addresses" => pool.aux_addresses = self.string_map(v, &kp),
+                                _ => unreachable!(),
+                            }
+                        }
+                        ipam.config.push(pool);
+                    }
+                }
+                _ => unreachable!(),
+            }
+        }
+        ipam
+    }
+
+    /// An IP address (`prefix: false`) or a subnet in CIDR notation.
+    fn cidr(&mut self, node: &Node, key: &str, prefix: bool) -> Option<String> {
+        let s = self.opt_string(node, key)?;
+        let ok = if prefix {
+            s.split_once('/').is_some_and(|(ip, len)| {
+                let max = if ip.contains(':') { 128 } else { 32 };
+                ip.parse::<std::net::IpAddr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= max)
+            })
+        } else {
+            s.parse::<std::net::IpAddr>().is_ok()
+        };
+        if !ok {
+            let what = if prefix { "subnet" } else { "IP address" };
+            let example = if prefix {
+                "172.28.0.0/16"
+            } else {
+                "172.28.0.1"
+            };
+            self.err(node.mark, key, format!("invalid {what} `{s}`"))
+                .hint(format!("write it like {example}"));
+        }
+        Some(s)
+    }
+
+    /// `cpus` and `pids_limit` against `deploy.resources.limits` (Compose's
+    /// rule: not two different values); `cpus` against `cpu_period` and
+    /// `cpu_quota` (the engine's: it makes the quota from `cpus` itself).
+    fn limit_conflicts(&mut self, path: &str, svc: &Service) {
+        let limits = svc
+            .deploy
+            .as_ref()
+            .and_then(|d| d.resources.limits.as_ref());
+        let any_cpus =
+            svc.cpus.is_some() || limits.is_some_and(|l| l.cpus.is_some_and(|c| c != 0.0));
+        for key in ["cpu_period", "cpu_quota"] {
+            let set = if key == "cpu_period" {
+                svc.cpu_period
+            } else {
+                svc.cpu_quota
+            };
+            if any_cpus && set.is_some() {
+                let mark = self
+                    .marks
+                    .get(&join(path, key))
+                    .copied()
+                    .unwrap_or_default();
+                self.err(
+                    mark,
+                    &join(path, key),
+                    format!("`{key}` cannot be combined with `cpus`: the engine derives the CPU quota from `cpus`"),
+                )
+                .hint("use either `cpus`, or `cpu_period` with `cpu_quota`");
+            }
+        }
+        let Some(limits) = limits else {
+            return;
+        };
+        let cpus = matches!((svc.cpus, limits.cpus), (Some(a), Some(b)) if a != b);
+        let pids = matches!((svc.pids_limit, limits.pids), (Some(a), Some(b)) if a != b);
+        for (clash, key, deploy_key) in [(cpus, "cpus", "cpus"), (pids, "pids_limit", "pids")] {
+            if clash {
+                let mark = self
+                    .marks
+                    .get(&join(path, key))
+                    .copied()
+                    .unwrap_or_default();
+                self.err(
+                    mark,
+                    &join(path, key),
+                    format!(
+                        "`{key}` and `deploy.resources.limits.{deploy_key}` have different values"
+                    ),
+                )
+                .hint("keep one of them, or give both the same value");
+            }
+        }
     }
 }
 

@@ -33,6 +33,9 @@ pub struct Config {
     /// The audit log in the state directory.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Old images: how many per service stay on the host for `plimsoll rollback`.
+    #[serde(default)]
+    pub images: ImagesConfig,
     /// Where the agent sends notifications (sync failed, drift, self-heal gave up, …).
     #[serde(default)]
     pub notifications: Vec<NotificationTarget>,
@@ -91,6 +94,30 @@ impl NotificationEvent {
     }
 }
 
+/// `images:`: after a successful apply, images that plimsoll pulled or built
+/// for a service and that no container uses any more are removed, keeping
+/// the last `keep` images of each service so a rollback needs no pull or
+/// build.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Images kept per service, the one it runs included (default 3; at least 1).
+    #[serde(default)]
+    pub keep: Option<usize>,
+    /// `false` keeps every image (default true).
+    #[serde(default)]
+    pub prune: Option<bool>,
+}
+
+impl ImagesConfig {
+    pub const DEFAULT_KEEP: usize = 3;
+
+    /// How many images per service stay, at least the one in use.
+    pub fn keep(&self) -> usize {
+        self.keep.unwrap_or(Self::DEFAULT_KEEP).max(1)
+    }
+}
+
 /// `audit:`: how the audit log rotates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -125,6 +152,10 @@ pub struct StackConfig {
     /// Freeze changes: observed and reported, never changed.
     #[serde(default)]
     pub paused: bool,
+    /// The Compose profiles active for this stack (instead of `COMPOSE_PROFILES`;
+    /// `--profile` wins over both).
+    #[serde(default)]
+    pub profiles: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -13,12 +13,26 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Mark {
     pub line: usize,
-    pub col: usize,
+    /// `u32` with `file` beside it keeps `Mark` (and so `Diag`) small.
+    pub col: u32,
+    /// Which file of a stack the position is in, when a stack is read from
+    /// several (override files, `include:`, `extends:`): 0 is the stack's
+    /// Compose file, `n` the n-th other file `spec::load` read for it.
+    #[serde(skip)]
+    pub file: u32,
 }
 
 impl Mark {
     pub const fn new(line: usize, col: usize) -> Self {
-        Mark { line, col }
+        Mark {
+            line,
+            col: if col > u32::MAX as usize {
+                u32::MAX
+            } else {
+                col as u32
+            },
+            file: 0,
+        }
     }
 }
 

@@ -9,7 +9,10 @@ pub mod compose;
 pub mod config;
 pub mod diag;
 pub mod dotenv;
+pub mod extends;
+pub mod include;
 pub mod interpolate;
+pub mod merge;
 pub mod model;
 pub mod policy;
 pub mod render;
@@ -90,6 +93,15 @@ fn read_text(files: &dyn Files, path: &Path) -> Result<Option<String>, Diag> {
     })
 }
 
+/// How to load, beyond the files and the environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The active profiles (`--profile`, `PLIMSOLL_PROFILES`). `None`: each
+    /// stack's `profiles` in plimsoll.yaml, else `COMPOSE_PROFILES` (process
+    /// environment over the stack's `.env`), as Compose does without `--profile`.
+    pub profiles: Option<Vec<String>>,
+}
+
 /// Loads the repository, stack or file that `layout` describes. `env` is the
 /// process environment (it overrides each stack's `.env`); `stack_filter`
 /// keeps only the named stacks.
@@ -98,6 +110,17 @@ pub fn load(
     files: &dyn Files,
     env: &BTreeMap<String, String>,
     stack_filter: &[String],
+) -> Result<Desired, LoadError> {
+    load_with(layout, files, env, stack_filter, &LoadOptions::default())
+}
+
+/// [`load`] with options (the active profiles).
+pub fn load_with(
+    layout: &Layout,
+    files: &dyn Files,
+    env: &BTreeMap<String, String>,
+    stack_filter: &[String],
+    options: &LoadOptions,
 ) -> Result<Desired, LoadError> {
     let mut diags: Vec<Diag> = Vec::new();
     let mut config = Config::default();
@@ -162,6 +185,64 @@ pub fn load(
                 continue;
             }
         };
+        // `COMPOSE_FILE` in the stack's `.env` lists its Compose files: the
+        // first, then files merged onto it (as `docker compose` without `-f`).
+        // The process environment's is not used: it would apply to every stack.
+        let mut sf = sf.clone();
+        let mut text = text;
+        if !sf.named
+            && let Some(vars) = dotenv
+                .as_deref()
+                .and_then(|t| dotenv::parse(t, &|k| env.get(k).cloned()).ok())
+            && let Some(list) = vars.get("COMPOSE_FILE").filter(|l| !l.trim().is_empty())
+        {
+            let sep = vars
+                .get("COMPOSE_PATH_SEPARATOR")
+                .or_else(|| env.get("COMPOSE_PATH_SEPARATOR"))
+                .filter(|s| !s.is_empty())
+                .map_or(":", String::as_str);
+            let paths: Vec<PathBuf> = list
+                .split(sep)
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| sf.dir.join(p))
+                .collect();
+            match read_text(files, &paths[0]) {
+                Ok(Some(t)) => {
+                    text = t;
+                    sf.compose = paths[0].clone();
+                    sf.overrides = paths[1..].to_vec();
+                }
+                Ok(None) => {
+                    diags.push(
+                        Diag::error(
+                            &sf.dotenv,
+                            Mark::default(),
+                            "COMPOSE_FILE",
+                            format!("{}: no such file", paths[0].display()),
+                        )
+                        .hint("list the stack's Compose files in COMPOSE_FILE, separated by `:`, relative to the stack directory"),
+                    );
+                    continue;
+                }
+                Err(d) => {
+                    diags.push(d);
+                    continue;
+                }
+            }
+        }
+        let sf = &sf;
+        let mut overrides = Vec::new();
+        for path in &sf.overrides {
+            match read_text(files, path) {
+                Ok(Some(t)) => overrides.push((path.clone(), t)),
+                Ok(None) => diags.push(
+                    Diag::error(path, Mark::default(), "", "file not found")
+                        .hint("fix COMPOSE_FILE in the stack's .env: it lists files relative to the stack directory"),
+                ),
+                Err(d) => diags.push(d),
+            }
+        }
         let input = compose::StackInput {
             dir: &sf.dir,
             abs_dir: &sf.abs_dir,
@@ -171,10 +252,13 @@ pub fn load(
             env,
             files,
             secret_names: &names,
+            overrides: &overrides,
         };
         let mut stack_diags = Vec::new();
+        let mut sources = Vec::new();
         if let Some(loaded) = compose::load_stack(&input, &mut stack_diags) {
             masker.extend(&loaded.masker);
+            sources = loaded.sources.clone();
             let mut stack = loaded.stack;
             if !stack_filter.is_empty() && !stack_filter.contains(&stack.name) {
                 continue;
@@ -184,8 +268,15 @@ pub fn load(
                     std::fs::canonicalize(&layout.root).unwrap_or_else(|_| layout.root.clone());
                 stack.source.repository = Some(root.display().to_string());
             }
-            validate::apply_profiles(&mut stack, &mut stack_diags);
+            let profiles = options.profiles.as_deref().or_else(|| {
+                config
+                    .stacks
+                    .get(&stack.name)
+                    .and_then(|c| c.profiles.as_deref())
+            });
+            validate::apply_profiles(&mut stack, profiles, &mut stack_diags);
             validate::check_stack(&stack, &mut stack_diags);
+            compose::check_builds(&stack, files, &mut stack_diags);
             policy::check_stack(
                 &config,
                 immutable.as_ref(),
@@ -194,6 +285,15 @@ pub fn load(
                 &mut stack_diags,
             );
             stacks.push(stack);
+        }
+        // A place in another file (override, include) is marked with its index: name that file.
+        for d in &mut stack_diags {
+            if d.mark.file > 0
+                && d.file == sf.compose
+                && let Some(path) = sources.get(d.mark.file as usize)
+            {
+                d.file = path.clone();
+            }
         }
         diags.extend(stack_diags);
     }
@@ -282,6 +382,7 @@ pub fn load_stored(bytes: &[u8], files: &dyn Files) -> Result<(Stack, Masker), L
         env: &env,
         files,
         secret_names: &names,
+        overrides: &[],
     };
     let mut diags = Vec::new();
     let loaded = compose::load_stack(&input, &mut diags);
@@ -306,6 +407,12 @@ pub fn load_stored(bytes: &[u8], files: &dyn Files) -> Result<(Stack, Masker), L
             // prune is scoped by it) and the same spec hash as applying from git.
             if let Some(r) = stored["repository"].as_str() {
                 l.stack.source.repository = Some(r.to_string());
+            }
+            if let Some(builds) = stored["builds"].as_object() {
+                l.stack.source.pinned_builds = builds
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect();
             }
             Ok((l.stack, l.masker))
         }

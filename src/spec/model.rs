@@ -59,6 +59,10 @@ pub struct StackSource {
     /// The repository this stack was loaded from as part of (its canonical
     /// root), when PATH was a whole repository.
     pub repository: Option<String>,
+    /// For a stack loaded from a stored revision: the build hash each
+    /// service that builds was built from (`io.plimsoll.build`), so the
+    /// image built for that revision is used again instead of building.
+    pub pinned_builds: BTreeMap<String, String>,
 }
 
 impl StackSource {
@@ -76,18 +80,64 @@ impl StackSource {
 /// One service of a stack.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, JsonSchema)]
 pub struct Service {
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Accepted for Compose compatibility; a detached host attaches to no logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attach: Option<bool>,
+    /// Build the image on the host (`build:`); see [`Build`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build: Option<Build>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cap_drop: Vec<String>,
+    /// The cgroup namespace: `host` or `private`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_parent: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_period: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_rt_period: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_rt_runtime: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<i64>,
+    /// Number of CPUs, like `deploy.resources.limits.cpus`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_cpus"
+    )]
+    pub cpus: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpuset: Option<String>,
+    /// Dependencies, including the ones Compose infers from `links`,
+    /// `volumes_from` and `service:` namespaces.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub depends_on: BTreeMap<String, Dependency>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deploy: Option<Deploy>,
+    /// cgroup rules for devices created later, like `c 1:3 mr`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub device_cgroup_rules: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Device>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_opt: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domainname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
     /// The final environment; `None` for a `- NAME` entry with no value anywhere.
@@ -95,8 +145,13 @@ pub struct Service {
     pub environment: BTreeMap<String, Option<String>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub expose: Vec<String>,
+    /// Containers outside the stack, `NAME` or `NAME:ALIAS`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub external_links: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub extra_hosts: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub group_add: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<Healthcheck>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -105,16 +160,55 @@ pub struct Service {
     pub image: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<bool>,
+    /// The IPC namespace: `private`, `shareable`, `host`, `service:NAME` or `container:NAME`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipc: Option<String>,
+    /// Labels, `label_file` entries merged in under them.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Services of the stack, `SERVICE` or `SERVICE:ALIAS`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logging: Option<Logging>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mem_limit: Option<Bytes>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mem_reservation: Option<Bytes>,
+    /// 0 to 100; printed as a string, as Compose prints it.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_as_string"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub mem_swappiness: Option<i64>,
+    /// Memory plus swap in bytes, `-1` for unlimited; printed as a string.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_as_string"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub memswap_limit: Option<i64>,
+    /// `host`, `none`, `bridge`, `service:NAME` or `container:NAME`; excludes `networks`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<String>,
     /// Networks and their per-service settings; `null` settings mean "defaults".
+    /// Empty only with `network_mode`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub networks: BTreeMap<String, Option<ServiceNetwork>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub oom_kill_disable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i64>,
+    /// The PID namespace: `host`, `service:NAME` or `container:NAME`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<Port>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -127,22 +221,48 @@ pub struct Service {
     pub read_only: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart: Option<RestartPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<FileRef>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub security_opt: Vec<String>,
+    /// `seccomp=<file>` entries of `security_opt` with the profile read
+    /// from the file (compact JSON), as the engine takes them; not rendered.
+    #[serde(skip)]
+    pub seccomp_profiles: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<Bytes>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stdin_open: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub configs: Vec<FileRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_grace_period: Option<GoDuration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub storage_opt: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub ulimits: BTreeMap<String, Ulimit>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub userns_mode: Option<String>,
+    /// The UTS namespace: `host`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uts: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Mount>,
+    /// `SERVICE[:ro|rw]` or `container:NAME[:ro|rw]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes_from: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
     /// plimsoll's own per-service settings.
@@ -155,6 +275,65 @@ pub struct Service {
     #[serde(flatten)]
     #[schemars(with = "BTreeMap<String, serde_json::Value>")]
     pub extensions: BTreeMap<String, serde_json::Value>,
+}
+
+impl Service {
+    /// The image reference this service runs: `image:`, else, for a service
+    /// that builds, Compose's name for the built image: `<stack>-<service>`.
+    pub fn image_ref(&self, stack: &str, service: &str) -> String {
+        match (&self.image, &self.build) {
+            (Some(image), _) => image.clone(),
+            (None, Some(_)) => format!("{stack}-{service}"),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// Whether plimsoll builds this service's image on the host: it has
+    /// `build:`, and `pull_policy` is not `always` (pull instead) or `never`.
+    pub fn builds(&self) -> bool {
+        self.build.is_some()
+            && !matches!(
+                self.pull_policy,
+                Some(PullPolicy::Always) | Some(PullPolicy::Never)
+            )
+    }
+}
+
+/// `build:` in long form, as `docker compose config` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
+pub struct Build {
+    /// The build context: an absolute directory (relative ones resolve against the stack directory).
+    pub context: String,
+    /// The Dockerfile, relative to the context (or absolute); `Dockerfile`
+    /// unless `dockerfile_inline` is given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dockerfile: Option<String>,
+    /// The Dockerfile's text, instead of a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dockerfile_inline: Option<String>,
+    /// Build arguments; a name without a value takes it from the environment
+    /// (and is left out when the environment has none), as in Compose.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub args: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cache_from: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_cache: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pull: bool,
+    /// `HOST=IP`, sorted, as Compose prints them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    /// The network `RUN` instructions use (`host`, `none`, a network name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// The stage of a multi-stage Dockerfile to build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<Bytes>,
 }
 
 /// `depends_on` in long form.
@@ -269,6 +448,17 @@ pub struct ServiceNetwork {
     pub ipv6_address: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
+}
+
+/// A host device mapped into the container, in long form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Device {
+    pub source: String,
+    pub target: String,
+    /// cgroup permissions: some of `r`, `w`, `m`; the engine's default is
+    /// `rwm` (the short syntax writes it out, as Compose does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<String>,
 }
 
 /// A published or exposed port in long form.
@@ -447,6 +637,13 @@ fn serialize_octal_mode<S: Serializer>(mode: &Option<u32>, s: S) -> Result<S::Ok
     }
 }
 
+fn serialize_as_string<S: Serializer>(v: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
 fn serialize_cpus<S: Serializer>(cpus: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
     match cpus {
         // A whole number prints without a fraction, as Go prints a float32.
@@ -482,10 +679,40 @@ pub struct Network {
     pub driver_opts: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub external: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipam: Option<Ipam>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub internal: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub attachable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_ipv6: Option<bool>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+}
+
+/// A network's IP address management.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
+pub struct Ipam {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub config: Vec<IpamPool>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+/// One address pool of a network.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
+pub struct IpamPool {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub aux_addresses: BTreeMap<String, String>,
 }
 
 /// A top-level named volume.

@@ -154,7 +154,8 @@ pub fn check_stack(
                 ),
             );
         }
-        if let Some(image) = &svc.image {
+        // An image built on the host comes from the repository, not a registry.
+        if let Some(image) = svc.image.as_ref().filter(|_| !svc.builds()) {
             if let Some(rule) = &policy.registries {
                 let reg = registry_of(image);
                 if !rule.allow.iter().any(|r| r == reg) {

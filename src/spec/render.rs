@@ -26,16 +26,47 @@ pub fn to_yaml(value: &serde_json::Value) -> String {
 /// values (it is encrypted at rest by the state directory), plus the secret
 /// values the masker knew.
 pub fn to_stored(stack: &Stack, masker: &Masker) -> Vec<u8> {
+    to_stored_built(stack, masker, &stack.source.pinned_builds)
+}
+
+/// [`to_stored`] with what each service that builds was built from (its
+/// build hash), so a rollback tags that image again instead of building
+/// from whatever the context holds by then. Stacks without builds store
+/// exactly what `to_stored` stores.
+pub fn to_stored_built(
+    stack: &Stack,
+    masker: &Masker,
+    builds: &std::collections::BTreeMap<String, String>,
+) -> Vec<u8> {
     let mut value = to_value(stack, masker, true);
+    inline_seccomp_profiles(stack, &mut value);
     escape_dollars(&mut value);
-    let stored = serde_json::json!({
+    let mut stored = serde_json::json!({
         "stack": value,
         "secrets": masker.values(),
         "dir": stack.source.dir,
         "file": stack.source.file,
         "repository": stack.source.repository,
     });
+    if !builds.is_empty() {
+        stored["builds"] = serde_json::json!(builds);
+    }
     serde_json::to_vec(&stored).expect("JSON serializes")
+}
+
+/// A stored revision loads without the repository: seccomp profiles read
+/// from files are stored inline (`seccomp={...}`), as the engine takes them.
+fn inline_seccomp_profiles(stack: &Stack, value: &mut serde_json::Value) {
+    for (name, svc) in &stack.services {
+        let Some(opts) = value["services"][name]["security_opt"].as_array_mut() else {
+            continue;
+        };
+        for opt in opts {
+            if let Some(inline) = opt.as_str().and_then(|o| svc.seccomp_profiles.get(o)) {
+                *opt = serde_json::Value::String(inline.clone());
+            }
+        }
+    }
 }
 
 fn escape_dollars(v: &mut serde_json::Value) {
@@ -76,5 +107,32 @@ mod tests {
             "echo $HOME"
         );
         assert_eq!(masker.mask("x:canary-pass-123@db"), "x:********@db");
+    }
+
+    /// A stored revision holds seccomp profiles inline, so it loads (and
+    /// gives the same containers) without the profile file.
+    #[test]
+    fn stored_stacks_keep_seccomp_profiles() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("compose.yaml"),
+            "name: s\nservices:\n  a:\n    image: busybox\n    security_opt: [\"seccomp:./p.json\", no-new-privileges]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("p.json"),
+            "{ \"defaultAction\": \"SCMP_ACT_ALLOW\" }",
+        )
+        .unwrap();
+        let layout = crate::source::discover(dir.path()).unwrap();
+        let desired = crate::spec::load(&layout, &LocalFs, &Default::default(), &[]).unwrap();
+        let stack = &desired.stacks[0];
+        let bytes = to_stored(stack, &desired.masker);
+        std::fs::remove_file(dir.path().join("p.json")).unwrap();
+        let (back, _) = crate::spec::load_stored(&bytes, &LocalFs).unwrap();
+        let config =
+            |s: &Stack| crate::diff::desired_config(s, "a", &s.services["a"], None).security_opt;
+        assert_eq!(config(&back), config(stack));
+        assert!(config(stack).contains(r#"seccomp={"defaultAction":"SCMP_ACT_ALLOW"}"#));
     }
 }

@@ -1,6 +1,6 @@
 //! Checks that Compose leaves to run time, made at load: references between
 //! services, networks, volumes, secrets and configs; dependency cycles;
-//! container names; profiles; services without an image.
+//! container names; profiles; services without an image (and without `build:`).
 //!
 //! Invariant: pure; reports problems as diagnostics and never changes a stack
 //! except to drop services that no active profile enables.
@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::diag::Diag;
-use super::model::{MountType, Stack};
+use super::model::{MountType, PullPolicy, Stack};
 use crate::graph::StackGraph;
 
 /// Checks one stack; problems go to `diags`.
@@ -17,7 +17,10 @@ pub fn check_stack(stack: &Stack, diags: &mut Vec<Diag>) {
     let at = |service: &str, key: &str| stack.source.mark(service, key);
     for (name, svc) in &stack.services {
         let path = format!("services.{name}");
-        if svc.image.as_deref().is_none_or(str::is_empty) {
+        // A `build:` that failed to load was reported already.
+        let has_build =
+            svc.build.is_some() || stack.source.marks.contains_key(&format!("{path}.build"));
+        if svc.image.as_deref().is_none_or(str::is_empty) && !has_build {
             diags.push(
                 Diag::error(
                     file,
@@ -25,22 +28,60 @@ pub fn check_stack(stack: &Stack, diags: &mut Vec<Diag>) {
                     path.clone(),
                     format!("service `{name}` has no image"),
                 )
-                .hint("set `image:` to the image this service runs"),
+                .hint("set `image:` to the image this service runs, or `build:` to build it on the host"),
+            );
+        }
+        if svc.build.is_some() && svc.image.is_none() && svc.pull_policy == Some(PullPolicy::Always)
+        {
+            diags.push(
+                Diag::error(
+                    file,
+                    at(name, "pull_policy"),
+                    format!("{path}.pull_policy"),
+                    format!("`pull_policy: always` pulls the image, but service `{name}` names none"),
+                )
+                .hint("set `image:` to the image to pull, or use `pull_policy: build` to build it on the host"),
             );
         }
         for dep in svc.depends_on.keys() {
             if !stack.services.contains_key(dep) {
+                // A dependency Compose infers names the key it came from.
+                let mark = at(name, &format!("depends_on.{dep}"));
+                let key = implied_by(svc, dep)
+                    .filter(|k| stack.source.marks.get(&format!("{path}.{k}")) == Some(&mark))
+                    .unwrap_or("depends_on");
+                let message = if key == "depends_on" {
+                    format!("depends on undefined service `{dep}`")
+                } else {
+                    format!("`{key}` names undefined service `{dep}`")
+                };
                 diags.push(
-                    Diag::error(
-                        file,
-                        at(name, &format!("depends_on.{dep}")),
-                        format!("{path}.depends_on"),
-                        format!("depends on undefined service `{dep}`"),
-                    )
-                    .hint(format!(
-                        "declare `{dep}` under services, or remove it from depends_on"
+                    Diag::error(file, mark, format!("{path}.{key}"), message).hint(format!(
+                        "declare `{dep}` under services, or remove it from {key}"
                     )),
                 );
+            }
+        }
+        // Legacy links on the default bridge reach only containers on that bridge.
+        if matches!(svc.network_mode.as_deref(), Some("bridge" | "default")) {
+            for link in &svc.links {
+                let target = link.split(':').next().unwrap_or(link);
+                let on_bridge = stack.services.get(target).is_none_or(|t| {
+                    matches!(t.network_mode.as_deref(), Some("bridge" | "default"))
+                });
+                if !on_bridge {
+                    diags.push(
+                        Diag::error(
+                            file,
+                            at(name, "links"),
+                            format!("{path}.links"),
+                            format!("links to `{target}`, which is not on the default bridge network"),
+                        )
+                        .hint(format!(
+                            "give `{target}` `network_mode: bridge` too, or drop `network_mode` here and use networks (services reach each other by name there)"
+                        )),
+                    );
+                }
             }
         }
         for net in svc.networks.keys() {
@@ -128,21 +169,55 @@ pub fn check_stack(stack: &Stack, diags: &mut Vec<Diag>) {
     }
 }
 
+/// The key from which Compose infers a dependency on `dep`, if any:
+/// `links`, a `service:` namespace, or `volumes_from`.
+fn implied_by(svc: &super::model::Service, dep: &str) -> Option<&'static str> {
+    let first = |s: &str| s.split(':').next().map(str::to_string);
+    if svc.links.iter().any(|l| first(l).as_deref() == Some(dep)) {
+        return Some("links");
+    }
+    for (key, mode) in [
+        ("network_mode", &svc.network_mode),
+        ("ipc", &svc.ipc),
+        ("pid", &svc.pid),
+        ("uts", &svc.uts),
+        ("cgroup", &svc.cgroup),
+    ] {
+        if mode.as_deref().and_then(|m| m.strip_prefix("service:")) == Some(dep) {
+            return Some(key);
+        }
+    }
+    svc.volumes_from
+        .iter()
+        .any(|v| !v.starts_with("container:") && first(v).as_deref() == Some(dep))
+        .then_some("volumes_from")
+}
+
 /// Drops services that no active profile enables (Compose's rule: a service
-/// without `profiles` is always enabled). `COMPOSE_PROFILES` selects the
-/// profiles. A dependency of an enabled service on a disabled one is an error.
-pub fn apply_profiles(stack: &mut Stack, diags: &mut Vec<Diag>) {
-    let active: BTreeSet<String> = stack
-        .source
-        .variables
-        .get("COMPOSE_PROFILES")
-        .map(|p| {
-            p.split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
+/// without `profiles` is always enabled; `*` enables every profile). `profiles`
+/// (`--profile`, or the stack's `profiles` in plimsoll.yaml) selects the
+/// profiles, else `COMPOSE_PROFILES`. As in Compose, a profile does not pull in
+/// the dependencies of the services it enables: a dependency of an enabled
+/// service on a disabled one is an error.
+pub fn apply_profiles(stack: &mut Stack, profiles: Option<&[String]>, diags: &mut Vec<Diag>) {
+    let active: BTreeSet<String> = match profiles {
+        Some(p) => p
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        None => stack
+            .source
+            .variables
+            .get("COMPOSE_PROFILES")
+            .map(|p| {
+                p.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
     let enabled = |profiles: &[String]| {
         profiles.is_empty() || active.contains("*") || profiles.iter().any(|p| active.contains(p))
     };
@@ -167,7 +242,7 @@ pub fn apply_profiles(stack: &mut Stack, diags: &mut Vec<Diag>) {
                         format!("services.{name}.depends_on"),
                         format!("depends on `{dep}`, which no active profile enables (its profiles: {})", profiles.join(", ")),
                     )
-                    .hint(format!("set COMPOSE_PROFILES={} in the stack's .env", profiles[0])),
+                    .hint(format!("enable its profile: `--profile {}`, `profiles: [{0}]` for the stack in plimsoll.yaml, or COMPOSE_PROFILES={0} in the stack's .env", profiles[0])),
                 );
             }
         }

@@ -29,6 +29,27 @@ pub const NODE_BUDGET: usize = 1_000_000;
 pub struct Node {
     pub value: Value,
     pub mark: Mark,
+    /// Compose's merge tag on the node, if any (`spec::merge` applies it).
+    pub tag: Tag,
+}
+
+/// The YAML tags Compose gives a meaning when files are merged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Tag {
+    #[default]
+    None,
+    /// `!reset`: drop the value the base file set (and this one).
+    Reset,
+    /// `!override`: replace the base file's value instead of merging with it.
+    Override,
+}
+
+fn merge_tag(tag: Option<&str>) -> Tag {
+    match tag {
+        Some("!reset") => Tag::Reset,
+        Some("!override") => Tag::Override,
+        _ => Tag::None,
+    }
 }
 
 /// The value of a node, typed by the YAML core schema.
@@ -46,7 +67,11 @@ pub enum Value {
 
 impl Node {
     pub fn new(value: Value, mark: Mark) -> Self {
-        Node { value, mark }
+        Node {
+            value,
+            mark,
+            tag: Tag::None,
+        }
     }
 
     /// The name of this node's type as a user would say it.
@@ -427,8 +452,9 @@ impl<'a> Builder<'a> {
             Event::Scalar(text, style, anchor, tag) => {
                 self.charge(1, mark)?;
                 let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
+                let merge = merge_tag(tag.as_deref());
                 let value = match tag.as_deref() {
-                    None => resolve_scalar(&text, style),
+                    None | Some("!reset" | "!override") => resolve_scalar(&text, style),
                     Some("!!str" | "tag:yaml.org,2002:str") => Value::Str(text.into_owned()),
                     Some(other) => {
                         let typed = match other {
@@ -453,16 +479,15 @@ impl<'a> Builder<'a> {
                         })?
                     }
                 };
-                let node = Node::new(value, mark);
+                let mut node = Node::new(value, mark);
+                node.tag = merge;
                 self.remember(anchor, &node);
                 Ok(node)
             }
             Event::SequenceStart(anchor, tag) => {
-                self.reject_tag(
-                    tag.map(|t| format!("{}{}", t.handle, t.suffix)),
-                    "!!seq",
-                    mark,
-                )?;
+                let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
+                let merge = merge_tag(tag.as_deref());
+                self.reject_tag(tag.filter(|_| merge == Tag::None), "!!seq", mark)?;
                 self.charge(1, mark)?;
                 let flow = self.open_flow(&span);
                 let mut items = Vec::new();
@@ -478,19 +503,19 @@ impl<'a> Builder<'a> {
                 if flow {
                     self.flows.pop();
                 }
-                let node = Node::new(Value::Seq(items), mark);
+                let mut node = Node::new(Value::Seq(items), mark);
+                node.tag = merge;
                 self.remember(anchor, &node);
                 Ok(node)
             }
             Event::MappingStart(anchor, tag) => {
-                self.reject_tag(
-                    tag.map(|t| format!("{}{}", t.handle, t.suffix)),
-                    "!!map",
-                    mark,
-                )?;
+                let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
+                let merge = merge_tag(tag.as_deref());
+                self.reject_tag(tag.filter(|_| merge == Tag::None), "!!map", mark)?;
                 self.charge(1, mark)?;
                 let flow = self.open_flow(&span);
-                let node = self.mapping(mark)?;
+                let mut node = self.mapping(mark)?;
+                node.tag = merge;
                 if flow {
                     self.flows.pop();
                 }

@@ -1,13 +1,20 @@
 //! plimsoll's integration tests: one test binary, one module per area.
 //!
 //! Modules:
+//! - `build`: `build:` on the real engine: images built from `FROM scratch` contexts holding
+//!   the static busybox, exactly the changed service rebuilt, no-ops never build, failures
+//!   change nothing.
 //! - `cli`: the command-line contract (exit codes, stdout/stderr, formats).
+//! - `compose_files`: several Compose files per stack: profiles (`--profile`, plimsoll.yaml),
+//!   override files, `include:` and `extends:`, with errors naming the right file and line.
 //! - `conformance`: `plimsoll render` snapshots and the differential test against `docker compose config`.
 //! - `git`, `gitserve`: the agent's git source against real servers on loopback (file://,
 //!   sshd with its own host key, lighttpd + `git http-backend` over TLS with a test CA).
 //! - `container`: the agent's image built offline, run as a container against a git
 //!   repository: deploys, turns healthy, runs as uid 10001, logs JSON, stops cleanly.
 //! - `images`: the offline test images (busybox, PostgreSQL) really work on the engine.
+//! - `keys`: the remaining Compose service keys (namespaces, devices, sysctls, DNS, legacy
+//!   limits, links, volumes_from, ipam) applied, held, kept in sync and repaired on the engine.
 //! - `malformed`: every malformed input exits 1 naming file, line and key, with a hint.
 //! - `reconcile`: `plimsoll reconcile` and `status` on the real engine: dry-run, ordered
 //!   apply, no-op, drift, conflicts, Compose visibility, secrets, JSON schema, rollback.
@@ -21,12 +28,15 @@
 //!   cleanup guards, building the offline test images on demand).
 
 mod agent;
+mod build;
 mod cli;
+mod compose_files;
 mod conformance;
 mod container;
 mod git;
 mod gitserve;
 mod images;
+mod keys;
 mod malformed;
 mod reconcile;
 mod registry;

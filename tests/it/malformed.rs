@@ -346,11 +346,12 @@ fn yaml_complex_mapping_key() {
 
 #[test]
 fn yaml_unsupported_tag() {
-    let yaml = "services:\n  web:\n    image: nginx:1.27\n    ports: !reset []\n";
+    // `!reset` and `!override` are Compose's merge tags (see compose_files); others are refused.
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    ports: !custom []\n";
     compose(
         "yaml_unsupported_tag",
         yaml,
-        &["shop/compose.yaml:4:12:", "!reset"],
+        &["shop/compose.yaml:4:12:", "!custom"],
     );
 }
 
@@ -463,29 +464,337 @@ fn compose_unknown_key_without_suggestion() {
 }
 
 #[test]
-fn compose_unsupported_build() {
-    let yaml = "services:\n  web:\n    build: .\n    image: shop/web:1\n";
+fn build_remote_context_is_not_supported() {
+    let yaml =
+        "services:\n  web:\n    build:\n      context: https://github.com/example/web.git#main\n";
     compose(
-        "compose_unsupported_build",
+        "build_remote_context_is_not_supported",
         yaml,
         &[
-            "shop/compose.yaml:3:5: services.web.build:",
+            "shop/compose.yaml:4:16: services.web.build.context:",
             "not supported",
         ],
     );
 }
 
 #[test]
-fn compose_unsupported_network_mode() {
-    let yaml = "services:\n  web:\n    image: nginx:1.27\n    network_mode: host\n";
+fn build_context_missing() {
+    let yaml = "services:\n  web:\n    build: ./web\n";
     compose(
-        "compose_unsupported_network_mode",
+        "build_context_missing",
+        yaml,
+        &[
+            "shop/compose.yaml:3:12: services.web.build.context:",
+            "does not exist",
+        ],
+    );
+}
+
+#[test]
+fn build_dockerfile_missing() {
+    let yaml =
+        "services:\n  web:\n    build:\n      context: .\n      dockerfile: web.Dockerfile\n";
+    compose(
+        "build_dockerfile_missing",
+        yaml,
+        &[
+            "shop/compose.yaml:5:19: services.web.build.dockerfile:",
+            "web.Dockerfile does not exist",
+        ],
+    );
+}
+
+#[test]
+fn build_unsupported_and_unknown_keys() {
+    let yaml = "services:\n  web:\n    build:\n      contxt: .\n      ssh: [default]\n      dockerfile_inline: FROM scratch\n";
+    let o = compose(
+        "build_unsupported_and_unknown_keys",
+        yaml,
+        &[
+            "shop/compose.yaml:4:7: services.web.build.contxt:",
+            "did you mean `context`?",
+            "shop/compose.yaml:5:7: services.web.build.ssh:",
+            "BuildKit",
+        ],
+    );
+    assert_eq!(error_count(&o), 2);
+}
+
+#[test]
+fn build_wrong_shapes() {
+    let yaml = "services:\n  web:\n    build: [.]\n  api:\n    build:\n      dockerfile: a\n      dockerfile_inline: FROM scratch\n  worker:\n    build:\n      dockerfile_inline: FROM scratch\n      extra_hosts: [\"a:10.0.0.1\", \"b:10.0.0.2\"]\n";
+    let o = compose(
+        "build_wrong_shapes",
+        yaml,
+        &[
+            "shop/compose.yaml:3:12: services.web.build:",
+            "expected a context path or a mapping",
+            "shop/compose.yaml:6:19: services.api.build.dockerfile:",
+            "both set",
+            "shop/compose.yaml:11:20: services.worker.build.extra_hosts:",
+        ],
+    );
+    assert_eq!(error_count(&o), 3);
+}
+
+#[test]
+fn build_pull_policy_always_needs_an_image() {
+    let yaml = "services:\n  web:\n    build:\n      dockerfile_inline: FROM scratch\n    pull_policy: always\n";
+    compose(
+        "build_pull_policy_always_needs_an_image",
+        yaml,
+        &[
+            "shop/compose.yaml:5:5: services.web.pull_policy:",
+            "names none",
+        ],
+    );
+}
+
+#[test]
+fn compose_unsupported_gpus() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    gpus: all\n";
+    compose(
+        "compose_unsupported_gpus",
+        yaml,
+        &["shop/compose.yaml:4:5: services.web.gpus:", "not supported"],
+    );
+}
+
+// -- namespaces, devices, limits, links (the remaining Compose service keys) --
+
+#[test]
+fn network_mode_with_networks() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    network_mode: host\n    networks: [front]\nnetworks:\n  front: {}\n";
+    compose(
+        "network_mode_with_networks",
+        yaml,
+        &[
+            "shop/compose.yaml:5:5: services.web.networks:",
+            "cannot be used with `network_mode: host`",
+        ],
+    );
+}
+
+#[test]
+fn network_mode_invalid() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    network_mode: front\n";
+    compose(
+        "network_mode_invalid",
+        yaml,
+        &[
+            "shop/compose.yaml:4:19: services.web.network_mode:",
+            "invalid network_mode `front`",
+            "networks:",
+        ],
+    );
+}
+
+#[test]
+fn network_mode_service_with_ports_and_hostname() {
+    let yaml = "services:\n  db:\n    image: postgres:16\n  web:\n    image: nginx:1.27\n    network_mode: service:db\n    ports: [\"8080:80\"]\n    hostname: web\n";
+    let o = compose(
+        "network_mode_service_with_ports_and_hostname",
+        yaml,
+        &[
+            "shop/compose.yaml:7:5: services.web.ports:",
+            "shop/compose.yaml:8:5: services.web.hostname:",
+            "network stack of `db`",
+        ],
+    );
+    assert_eq!(error_count(&o), 2, "{}", o.stderr);
+}
+
+#[test]
+fn network_mode_undefined_service() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    network_mode: \"service:proxy\"\n";
+    compose(
+        "network_mode_undefined_service",
         yaml,
         &[
             "shop/compose.yaml:4:5: services.web.network_mode:",
+            "`network_mode` names undefined service `proxy`",
+        ],
+    );
+}
+
+#[test]
+fn links_and_volumes_from_undefined_services() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    links: [\"db:database\"]\n    volumes_from: [data]\n";
+    let o = compose(
+        "links_and_volumes_from_undefined_services",
+        yaml,
+        &[
+            "shop/compose.yaml:4:5: services.web.links:",
+            "`links` names undefined service `db`",
+            "shop/compose.yaml:5:5: services.web.volumes_from:",
+            "`volumes_from` names undefined service `data`",
+        ],
+    );
+    assert_eq!(error_count(&o), 2, "{}", o.stderr);
+}
+
+#[test]
+fn links_from_the_default_bridge() {
+    let yaml = "services:\n  db:\n    image: postgres:16\n  web:\n    image: nginx:1.27\n    network_mode: bridge\n    links: [db]\n";
+    compose(
+        "links_from_the_default_bridge",
+        yaml,
+        &[
+            "shop/compose.yaml:7:5: services.web.links:",
+            "not on the default bridge",
+        ],
+    );
+}
+
+#[test]
+fn namespace_modes_invalid() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    ipc: sharable\n    pid: private\n    cgroup: shared\n    uts: \"service:db\"\n";
+    let o = compose(
+        "namespace_modes_invalid",
+        yaml,
+        &[
+            "shop/compose.yaml:4:10: services.web.ipc:",
+            "invalid ipc `sharable`",
+            "shop/compose.yaml:5:10: services.web.pid:",
+            "shop/compose.yaml:6:13: services.web.cgroup:",
+            "shop/compose.yaml:7:10: services.web.uts:",
+        ],
+    );
+    assert_eq!(error_count(&o), 4, "{}", o.stderr);
+}
+
+#[test]
+fn devices_invalid() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    devices:\n      - /dev/a:/dev/b:rwx\n      - /dev/a:/dev/b:rw:extra\n      - /dev/a:relative\n      - source: /dev/c\n";
+    let o = compose(
+        "devices_invalid",
+        yaml,
+        &[
+            "shop/compose.yaml:5:9: services.web.devices[0]:",
+            "invalid device permissions `rwx`",
+            "shop/compose.yaml:6:9: services.web.devices[1]:",
+            "shop/compose.yaml:7:9: services.web.devices[2]:",
+            "must be absolute",
+            "shop/compose.yaml:8:9: services.web.devices[3]:",
+            "`target:`",
+        ],
+    );
+    assert_eq!(error_count(&o), 4, "{}", o.stderr);
+}
+
+#[test]
+fn sysctls_and_storage_opt_wrong_type() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    sysctls: net.core.somaxconn=1024\n    storage_opt: 10G\n";
+    let o = compose(
+        "sysctls_and_storage_opt_wrong_type",
+        yaml,
+        &[
+            "shop/compose.yaml:4:14: services.web.sysctls:",
+            "shop/compose.yaml:5:18: services.web.storage_opt:",
+            "a mapping or a list of KEY=value",
+        ],
+    );
+    assert_eq!(error_count(&o), 2, "{}", o.stderr);
+}
+
+#[test]
+fn legacy_limits_out_of_range() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    oom_score_adj: 2000\n    mem_swappiness: 101\n    cpu_shares: lots\n    memswap_limit: 1q\n    shm_size: big\n";
+    let o = compose(
+        "legacy_limits_out_of_range",
+        yaml,
+        &[
+            "shop/compose.yaml:4:20: services.web.oom_score_adj:",
+            "from -1000 to 1000",
+            "shop/compose.yaml:5:21: services.web.mem_swappiness:",
+            "from 0 to 100",
+            "shop/compose.yaml:6:17: services.web.cpu_shares:",
+            "shop/compose.yaml:7:20: services.web.memswap_limit:",
+            "shop/compose.yaml:8:15: services.web.shm_size:",
+        ],
+    );
+    assert_eq!(error_count(&o), 5, "{}", o.stderr);
+}
+
+#[test]
+fn cpus_conflicts() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    cpus: 1.5\n    cpu_quota: 50000\n    pids_limit: 10\n    deploy:\n      resources:\n        limits:\n          cpus: \"2\"\n          pids: 20\n";
+    let o = compose(
+        "cpus_conflicts",
+        yaml,
+        &[
+            "shop/compose.yaml:5:5: services.web.cpu_quota:",
+            "cannot be combined with `cpus`",
+            "shop/compose.yaml:4:5: services.web.cpus:",
+            "shop/compose.yaml:6:5: services.web.pids_limit:",
+            "different values",
+        ],
+    );
+    assert_eq!(error_count(&o), 3, "{}", o.stderr);
+}
+
+#[test]
+fn volumes_from_invalid_mode() {
+    let yaml = "services:\n  data:\n    image: busybox\n  web:\n    image: nginx:1.27\n    volumes_from: [\"data:rx\", \"container:\"]\n";
+    let o = compose(
+        "volumes_from_invalid_mode",
+        yaml,
+        &[
+            "shop/compose.yaml:6:20: services.web.volumes_from[0]:",
+            "invalid volumes_from `data:rx`",
+            "services.web.volumes_from[1]:",
+        ],
+    );
+    assert_eq!(error_count(&o), 2, "{}", o.stderr);
+}
+
+#[test]
+fn label_file_missing() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    label_file: ./web.labels\n";
+    compose(
+        "label_file_missing",
+        yaml,
+        &[
+            "shop/compose.yaml:4:17: services.web.label_file:",
+            "web.labels not found",
+        ],
+    );
+}
+
+#[test]
+fn seccomp_profile_missing_and_not_json() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    security_opt: [\"seccomp=./none.json\"]\n  api:\n    image: nginx:1.27\n    security_opt: [\"seccomp:./bad.json\"]\n";
+    let o = case(
+        "seccomp_profile_missing_and_not_json",
+        &[(F, yaml.as_bytes()), ("shop/bad.json", b"{not json")],
+        &["validate", "shop"],
+        &[
+            "shop/compose.yaml:4:5: services.web.security_opt:",
+            "none.json not found",
+            "shop/compose.yaml:7:5: services.api.security_opt:",
+            "bad.json is not JSON",
+        ],
+    );
+    assert_eq!(error_count(&o), 2, "{}", o.stderr);
+}
+
+#[test]
+fn network_ipam_invalid() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    networks: [back]\nnetworks:\n  back:\n    ipam:\n      config:\n        - subnet: 172.28.0.0\n          gateway: 172.28.0.300\n          ip_rnage: 172.28.5.0/24\n    enable_ipv4: false\n";
+    let o = compose(
+        "network_ipam_invalid",
+        yaml,
+        &[
+            "shop/compose.yaml:9:19: networks.back.ipam.config[0].subnet:",
+            "invalid subnet `172.28.0.0`",
+            "shop/compose.yaml:10:20: networks.back.ipam.config[0].gateway:",
+            "shop/compose.yaml:11:11: networks.back.ipam.config[0].ip_rnage:",
+            "did you mean `ip_range`?",
+            "shop/compose.yaml:12:5: networks.back.enable_ipv4:",
             "not supported",
         ],
     );
+    assert_eq!(error_count(&o), 4, "{}", o.stderr);
 }
 
 #[test]
@@ -1175,7 +1484,7 @@ services:
       test: [\"curl\", \"localhost\"]
       interval: 30
   worker:
-    build: .
+    develop: {}
     mem_limit: 12x
 ";
     let o = compose(
