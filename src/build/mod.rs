@@ -33,6 +33,7 @@ use sha2::{Digest, Sha256};
 use crate::diff::labels;
 use crate::events::{Outcome, Progress};
 use crate::live::{BuiltImage, Engine};
+use crate::spec::compose::normalize_path;
 use crate::spec::model::Build;
 
 use ignore::Ignore;
@@ -120,7 +121,7 @@ pub fn scan(build: &Build) -> Result<Context, ContextError> {
         }
         (None, df) => {
             let df = df.as_deref().unwrap_or("Dockerfile");
-            let abs = normalize(&dir.join(df));
+            let abs = normalize_path(&dir.join(df));
             match abs.strip_prefix(&dir) {
                 Ok(rel) if !rel.as_os_str().is_empty() => {
                     if !abs.is_file() {
@@ -302,21 +303,6 @@ fn file_digest(path: &Path) -> io::Result<(String, u64)> {
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
-}
-
-/// Lexically normalizes a path (`a/./b/../c` -> `a/c`).
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// The content address of a build: what was sent (the context after

@@ -1678,33 +1678,50 @@ impl Cx<'_, '_> {
         out
     }
 
-    fn ports(&mut self, node: &Node, path: &str) -> Vec<Port> {
-        let items = self.seq(node, path, "a list of ports");
+    /// The items of a list, each read by `long` when it is a mapping and by
+    /// `short` from its string otherwise; an item either refuses is left out.
+    fn long_or_short<T>(
+        &mut self,
+        node: &Node,
+        path: &str,
+        expected: &str,
+        mut long: impl FnMut(&mut Self, &Node, &str) -> Option<T>,
+        mut short: impl FnMut(&mut Self, &Node, &str, &str) -> Option<T>,
+    ) -> Vec<T> {
+        let items = self.seq(node, path, expected);
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let p = idx(path, i);
-            match &item.value {
-                Value::Map(_) => {
-                    if let Some(port) = self.long_port(item, &p) {
-                        out.push(port);
-                    }
-                }
-                _ => {
-                    let Some(s) = self.string(item, &p) else {
-                        continue;
-                    };
-                    match parse_short_port(&s) {
-                        Ok(ports) => out.extend(ports),
-                        Err(why) => {
-                            self.err(item.mark, &p, format!("invalid port `{s}`: {why}")).hint(
-                                "write [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL], e.g. 8080:80 or 127.0.0.1:5432:5432/tcp",
-                            );
-                        }
-                    }
-                }
-            }
+            let read = if item.as_map().is_some() {
+                long(self, item, &p)
+            } else {
+                let Some(s) = self.string(item, &p) else {
+                    continue;
+                };
+                short(self, item, &p, &s)
+            };
+            out.extend(read);
         }
         out
+    }
+
+    fn ports(&mut self, node: &Node, path: &str) -> Vec<Port> {
+        let ports = self.long_or_short(
+            node,
+            path,
+            "a list of ports",
+            |this, item, p| this.long_port(item, p).map(|port| vec![port]),
+            |this, item, p, s| match parse_short_port(s) {
+                Ok(ports) => Some(ports),
+                Err(why) => {
+                    this.err(item.mark, p, format!("invalid port `{s}`: {why}")).hint(
+                        "write [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL], e.g. 8080:80 or 127.0.0.1:5432:5432/tcp",
+                    );
+                    None
+                }
+            },
+        );
+        ports.into_iter().flatten().collect()
     }
 
     fn long_port(&mut self, node: &Node, path: &str) -> Option<Port> {
@@ -1814,58 +1831,52 @@ impl Cx<'_, '_> {
     }
 
     fn file_refs(&mut self, node: &Node, path: &str) -> Vec<FileRef> {
-        let items = self.seq(node, path, "a list");
-        let mut out = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let p = idx(path, i);
-            let mut r = FileRef {
-                source: String::new(),
-                target: None,
-                uid: None,
-                gid: None,
-                mode: None,
-            };
-            if item.as_map().is_some() {
-                let (fields, _) =
-                    self.fields(item, &p, &["source", "target", "uid", "gid", "mode"], &[]);
-                for (f, n, _) in fields {
-                    let fp = join(&p, f);
-                    match f {
-                        "source" => r.source = self.string(n, &fp).unwrap_or_default(),
-                        "target" => r.target = self.opt_string(n, &fp),
-                        "uid" => r.uid = self.opt_string(n, &fp),
-                        "gid" => r.gid = self.opt_string(n, &fp),
-                        "mode" => {
-                            r.mode = match &n.value {
-                                Value::Int(m) => u32::try_from(*m).ok(),
-                                Value::Str(s) => {
-                                    u32::from_str_radix(s.trim_start_matches("0o"), 8).ok()
-                                }
-                                _ => None,
-                            };
-                            if r.mode.is_none() {
-                                self.err(n.mark, &fp, "invalid file mode")
-                                    .hint("write an octal mode such as 0440");
-                            }
-                        }
-                        _ => unreachable!(),
+        self.long_or_short(
+            node,
+            path,
+            "a list",
+            |this, item, p| {
+                let r = this.long_file_ref(item, p)?;
+                this.marks.insert(format!("{path}.{}", r.source), item.mark);
+                Some(r)
+            },
+            |this, item, _, s| {
+                this.marks.insert(format!("{path}.{s}"), item.mark);
+                Some(FileRef::named(s))
+            },
+        )
+    }
+
+    fn long_file_ref(&mut self, node: &Node, path: &str) -> Option<FileRef> {
+        let mut r = FileRef::named("");
+        let (fields, _) = self.fields(node, path, &["source", "target", "uid", "gid", "mode"], &[]);
+        for (f, n, _) in fields {
+            let fp = join(path, f);
+            match f {
+                "source" => r.source = self.string(n, &fp).unwrap_or_default(),
+                "target" => r.target = self.opt_string(n, &fp),
+                "uid" => r.uid = self.opt_string(n, &fp),
+                "gid" => r.gid = self.opt_string(n, &fp),
+                "mode" => {
+                    r.mode = match &n.value {
+                        Value::Int(m) => u32::try_from(*m).ok(),
+                        Value::Str(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(),
+                        _ => None,
+                    };
+                    if r.mode.is_none() {
+                        self.err(n.mark, &fp, "invalid file mode")
+                            .hint("write an octal mode such as 0440");
                     }
                 }
-                if r.source.is_empty() {
-                    self.err(item.mark, &p, "needs `source:`")
-                        .hint("name the top-level secret or config with `source:`");
-                    continue;
-                }
-            } else {
-                let Some(s) = self.string(item, &p) else {
-                    continue;
-                };
-                r.source = s;
+                _ => unreachable!(),
             }
-            self.marks.insert(format!("{path}.{}", r.source), item.mark);
-            out.push(r);
         }
-        out
+        if r.source.is_empty() {
+            self.err(node.mark, path, "needs `source:`")
+                .hint("name the top-level secret or config with `source:`");
+            return None;
+        }
+        Some(r)
     }
 
     fn ulimits(&mut self, node: &Node, path: &str) -> BTreeMap<String, Ulimit> {
@@ -1907,40 +1918,38 @@ impl Cx<'_, '_> {
     }
 
     fn mounts(&mut self, node: &Node, path: &str) -> Vec<Mount> {
-        let items = self.seq(node, path, "a list of volumes");
-        let mut out = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let p = idx(path, i);
-            let mount = if item.as_map().is_some() {
-                self.long_mount(item, &p)
-            } else {
-                let Some(s) = self.string(item, &p) else {
-                    continue;
-                };
-                match parse_short_volume(&s) {
-                    Ok(mut m) => {
-                        if m.kind == MountType::Bind {
-                            m.source = m.source.map(|s| self.host_path(&s));
-                        }
-                        Some(m)
+        self.long_or_short(
+            node,
+            path,
+            "a list of volumes",
+            |this, item, p| {
+                let m = this.long_mount(item, p)?;
+                Some(this.mark_volume(path, item, m))
+            },
+            |this, item, p, s| match parse_short_volume(s) {
+                Ok(mut m) => {
+                    if m.kind == MountType::Bind {
+                        m.source = m.source.map(|s| this.host_path(&s));
                     }
-                    Err(why) => {
-                        self.err(item.mark, &p, format!("invalid volume `{s}`: {why}"))
-                            .hint("write [SOURCE:]TARGET[:ro|rw], e.g. data:/var/lib/data or ./conf:/etc/app:ro");
-                        None
-                    }
+                    Some(this.mark_volume(path, item, m))
                 }
-            };
-            if let Some(m) = mount {
-                if let Some(src) = &m.source
-                    && m.kind == MountType::Volume
-                {
-                    self.marks.insert(format!("{path}.{src}"), item.mark);
+                Err(why) => {
+                    this.err(item.mark, p, format!("invalid volume `{s}`: {why}"))
+                        .hint("write [SOURCE:]TARGET[:ro|rw], e.g. data:/var/lib/data or ./conf:/etc/app:ro");
+                    None
                 }
-                out.push(m);
-            }
+            },
+        )
+    }
+
+    /// Notes where a mount of a named volume stands, for diagnostics about that volume.
+    fn mark_volume(&mut self, path: &str, item: &Node, m: Mount) -> Mount {
+        if let Some(src) = &m.source
+            && m.kind == MountType::Volume
+        {
+            self.marks.insert(format!("{path}.{src}"), item.mark);
         }
-        out
+        m
     }
 
     fn long_mount(&mut self, node: &Node, path: &str) -> Option<Mount> {
@@ -2236,81 +2245,90 @@ impl Cx<'_, '_> {
 
     /// `devices`: `HOST[:CONTAINER[:PERMISSIONS]]` or the long form.
     fn devices(&mut self, node: &Node, path: &str) -> Vec<Device> {
-        let items = self.seq(node, path, "a list of devices");
-        let mut out = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let p = idx(path, i);
-            let device = if item.as_map().is_some() {
-                let (fields, _) = self.fields(item, &p, &["source", "target", "permissions"], &[]);
-                let mut d = Device {
-                    source: String::new(),
-                    target: String::new(),
-                    permissions: None,
-                };
-                for (f, n, _) in fields {
-                    let fp = join(&p, f);
-                    match f {
-                        "source" => d.source = self.string(n, &fp).unwrap_or_default(),
-                        "target" => d.target = self.string(n, &fp).unwrap_or_default(),
-                        "permissions" => d.permissions = self.opt_string(n, &fp),
-                        _ => unreachable!(),
-                    }
-                }
-                if d.source.is_empty() || d.target.is_empty() {
-                    self.err(item.mark, &p, "a device in long form needs `source:` and `target:`")
-                        .hint("write the host device as `source:` and its path in the container as `target:`");
-                    continue;
-                }
-                d
-            } else {
-                let Some(s) = self.string(item, &p) else {
-                    continue;
-                };
+        self.long_or_short(
+            node,
+            path,
+            "a list of devices",
+            |this, item, p| {
+                let d = this.long_device(item, p)?;
+                this.checked_device(item, p, d)
+            },
+            |this, item, p, s| {
                 let parts: Vec<&str> = s.split(':').collect();
                 let (source, target, permissions) = match parts.as_slice() {
                     [src] => (*src, *src, "rwm"),
                     [src, dst] => (*src, *dst, "rwm"),
                     [src, dst, perm] => (*src, *dst, *perm),
                     _ => {
-                        self.err(item.mark, &p, format!("invalid device `{s}`: too many `:`"))
+                        this.err(item.mark, p, format!("invalid device `{s}`: too many `:`"))
                             .hint("write HOST_PATH[:CONTAINER_PATH[:PERMISSIONS]], e.g. /dev/fuse or /dev/sda:/dev/xvda:rwm, or use the long form");
-                        continue;
+                        return None;
                     }
                 };
-                Device {
+                let d = Device {
                     source: source.to_string(),
                     target: target.to_string(),
                     permissions: Some(permissions.to_string()),
-                }
-            };
-            if !device.target.starts_with('/') {
-                self.err(
-                    item.mark,
-                    &p,
-                    format!(
-                        "the container path `{}` of a device must be absolute",
-                        device.target
-                    ),
-                )
-                .hint(
-                    "write HOST_PATH[:CONTAINER_PATH[:PERMISSIONS]], e.g. /dev/sda:/dev/xvda:rwm",
-                );
-                continue;
+                };
+                this.checked_device(item, p, d)
+            },
+        )
+    }
+
+    fn long_device(&mut self, node: &Node, path: &str) -> Option<Device> {
+        let (fields, _) = self.fields(node, path, &["source", "target", "permissions"], &[]);
+        let mut d = Device {
+            source: String::new(),
+            target: String::new(),
+            permissions: None,
+        };
+        for (f, n, _) in fields {
+            let fp = join(path, f);
+            match f {
+                "source" => d.source = self.string(n, &fp).unwrap_or_default(),
+                "target" => d.target = self.string(n, &fp).unwrap_or_default(),
+                "permissions" => d.permissions = self.opt_string(n, &fp),
+                _ => unreachable!(),
             }
-            if let Some(perm) = &device.permissions
-                && (perm.is_empty() || !perm.chars().all(|c| matches!(c, 'r' | 'w' | 'm')))
-            {
-                self.err(
-                    item.mark,
-                    &p,
-                    format!("invalid device permissions `{perm}`"),
-                )
-                .hint("use some of r (read), w (write) and m (mknod), e.g. rwm or r");
-                continue;
-            }
-            out.push(device);
         }
-        out
+        if d.source.is_empty() || d.target.is_empty() {
+            self.err(
+                node.mark,
+                path,
+                "a device in long form needs `source:` and `target:`",
+            )
+            .hint("write the host device as `source:` and its path in the container as `target:`");
+            return None;
+        }
+        Some(d)
+    }
+
+    /// `device` if its container path is absolute and its permissions valid.
+    fn checked_device(&mut self, node: &Node, path: &str, device: Device) -> Option<Device> {
+        if !device.target.starts_with('/') {
+            self.err(
+                node.mark,
+                path,
+                format!(
+                    "the container path `{}` of a device must be absolute",
+                    device.target
+                ),
+            )
+            .hint("write HOST_PATH[:CONTAINER_PATH[:PERMISSIONS]], e.g. /dev/sda:/dev/xvda:rwm");
+            return None;
+        }
+        if let Some(perm) = &device.permissions
+            && (perm.is_empty() || !perm.chars().all(|c| matches!(c, 'r' | 'w' | 'm')))
+        {
+            self.err(
+                node.mark,
+                path,
+                format!("invalid device permissions `{perm}`"),
+            )
+            .hint("use some of r (read), w (write) and m (mknod), e.g. rwm or r");
+            return None;
+        }
+        Some(device)
     }
 
     /// `volumes_from`: `SERVICE` or `container:NAME`, each optionally `:ro` or `:rw`.
@@ -2465,16 +2483,8 @@ impl Cx<'_, '_> {
             let name = link.split(':').next().unwrap_or(link);
             implied.push((name.to_string(), true, "links"));
         }
-        for (key, mode) in [
-            ("network_mode", &svc.network_mode),
-            ("ipc", &svc.ipc),
-            ("pid", &svc.pid),
-            ("uts", &svc.uts),
-            ("cgroup", &svc.cgroup),
-        ] {
-            if let Some(name) = mode.as_deref().and_then(|m| m.strip_prefix("service:")) {
-                implied.push((name.to_string(), true, key));
-            }
+        for (key, name) in svc.service_namespaces() {
+            implied.push((name.to_string(), true, key));
         }
         for v in &svc.volumes_from {
             if !v.starts_with("container:") {
@@ -2874,7 +2884,7 @@ pub fn parse_short_volume(spec: &str) -> Result<Mount, String> {
 }
 
 /// Lexically normalizes a path (`a/./b/../c` -> `a/c`) without touching the file system.
-fn normalize_path(p: &Path) -> PathBuf {
+pub(crate) fn normalize_path(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {

@@ -59,6 +59,13 @@ fn err(inc: &mut Includes<'_>, mark: Mark, key: String, msg: String, hint: &str)
     None
 }
 
+/// Where the service `name` stands in `services`.
+fn position(services: &[(Node, Node)], name: &str) -> Option<usize> {
+    services
+        .iter()
+        .position(|(k, _)| k.scalar_string().as_deref() == Some(name))
+}
+
 /// The service `name` of `services` with its `extends` applied (and stored back).
 fn resolve(
     inc: &mut Includes<'_>,
@@ -69,9 +76,7 @@ fn resolve(
     vars: Vars,
     chain: &mut Vec<(PathBuf, String)>,
 ) -> Option<Node> {
-    let at = services
-        .iter()
-        .position(|(k, _)| k.scalar_string().as_deref() == Some(name))?;
+    let at = position(services, name)?;
     let svc = services[at].1.clone();
     let Some(extends) = svc.get("extends").cloned() else {
         return Some(svc);
@@ -89,11 +94,12 @@ fn resolve(
         Value::Str(_) => (text(&extends), None),
         _ => (None, None),
     };
+    let fail = |inc: &mut Includes<'_>, msg: String, hint: &str| {
+        err(inc, extends.mark, key.clone(), msg, hint)
+    };
     let Some(reference) = reference else {
-        return err(
+        return fail(
             inc,
-            extends.mark,
-            key,
             "`extends` needs the service to extend".into(),
             "write `extends: base` or `extends: {file: common.yaml, service: base}`",
         );
@@ -101,70 +107,51 @@ fn resolve(
     if chain.iter().any(|(f, s)| f == file && s == name) {
         let mut names: Vec<String> = chain.iter().map(|(_, s)| s.clone()).collect();
         names.push(name.to_string());
-        return err(
+        return fail(
             inc,
-            extends.mark,
-            key,
             format!("extends cycle: {}", names.join(" extends ")),
             "remove one of the `extends` so that no service extends itself",
         );
     }
     chain.push((file.to_path_buf(), name.to_string()));
-    let base = match other {
-        None => {
-            if !services
-                .iter()
-                .any(|(k, _)| k.scalar_string().as_deref() == Some(reference.as_str()))
-            {
-                chain.pop();
-                return err(
+    let base = 'base: {
+        let Some(other) = other else {
+            if position(services, &reference).is_none() {
+                break 'base fail(
                     inc,
-                    extends.mark,
-                    key,
                     format!(
                         "cannot extend service `{name}`: no service `{reference}` in this file"
                     ),
                     "name a service of this file, or add `file:` to extend a service of another file",
                 );
             }
-            resolve(inc, services, &reference, file, dir, vars, chain)
+            break 'base resolve(inc, services, &reference, file, dir, vars, chain);
+        };
+        let path = clean(&file.parent().unwrap_or(dir).join(&other));
+        let mut tree = read(inc, &path, extends.mark, &key)?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        resolve_paths(&mut tree, &base_dir);
+        let Some(theirs) = services_of(&mut tree) else {
+            break 'base fail(
+                inc,
+                format!(
+                    "cannot extend service `{name}`: {} has no services",
+                    path.display()
+                ),
+                "name a file with a `services:` section",
+            );
+        };
+        if position(theirs, &reference).is_none() {
+            break 'base fail(
+                inc,
+                format!(
+                    "cannot extend service `{name}`: no service `{reference}` in {}",
+                    path.display()
+                ),
+                "fix the service name or the file",
+            );
         }
-        Some(other) => {
-            let path = clean(&file.parent().unwrap_or(dir).join(&other));
-            let mut tree = read(inc, &path, extends.mark, &key)?;
-            let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-            resolve_paths(&mut tree, &base_dir);
-            let Some(theirs) = services_of(&mut tree) else {
-                chain.pop();
-                return err(
-                    inc,
-                    extends.mark,
-                    key,
-                    format!(
-                        "cannot extend service `{name}`: {} has no services",
-                        path.display()
-                    ),
-                    "name a file with a `services:` section",
-                );
-            };
-            if !theirs
-                .iter()
-                .any(|(k, _)| k.scalar_string().as_deref() == Some(reference.as_str()))
-            {
-                chain.pop();
-                return err(
-                    inc,
-                    extends.mark,
-                    key,
-                    format!(
-                        "cannot extend service `{name}`: no service `{reference}` in {}",
-                        path.display()
-                    ),
-                    "fix the service name or the file",
-                );
-            }
-            resolve(inc, theirs, &reference, &path, &base_dir, vars, chain)
-        }
+        resolve(inc, theirs, &reference, &path, &base_dir, vars, chain)
     };
     chain.pop();
     let base = base?;

@@ -278,6 +278,20 @@ pub struct Service {
 }
 
 impl Service {
+    /// The namespaces joined with another service (`service:NAME`): the
+    /// key (`network_mode`, `ipc`, `pid`, `uts`, `cgroup`) and that service.
+    pub fn service_namespaces(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("network_mode", &self.network_mode),
+            ("ipc", &self.ipc),
+            ("pid", &self.pid),
+            ("uts", &self.uts),
+            ("cgroup", &self.cgroup),
+        ]
+        .into_iter()
+        .filter_map(|(key, mode)| Some((key, mode.as_deref()?.strip_prefix("service:")?)))
+    }
+
     /// The image reference this service runs: `image:`, else, for a service
     /// that builds, Compose's name for the built image: `<stack>-<service>`.
     pub fn image_ref(&self, stack: &str, service: &str) -> String {
@@ -628,6 +642,19 @@ pub struct FileRef {
     )]
     #[schemars(with = "Option<String>")]
     pub mode: Option<u32>,
+}
+
+impl FileRef {
+    /// A use of `source` with nothing else said.
+    pub fn named(source: &str) -> Self {
+        Self {
+            source: source.to_string(),
+            target: None,
+            uid: None,
+            gid: None,
+            mode: None,
+        }
+    }
 }
 
 fn serialize_octal_mode<S: Serializer>(mode: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {

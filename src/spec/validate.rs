@@ -176,16 +176,8 @@ fn implied_by(svc: &super::model::Service, dep: &str) -> Option<&'static str> {
     if svc.links.iter().any(|l| first(l).as_deref() == Some(dep)) {
         return Some("links");
     }
-    for (key, mode) in [
-        ("network_mode", &svc.network_mode),
-        ("ipc", &svc.ipc),
-        ("pid", &svc.pid),
-        ("uts", &svc.uts),
-        ("cgroup", &svc.cgroup),
-    ] {
-        if mode.as_deref().and_then(|m| m.strip_prefix("service:")) == Some(dep) {
-            return Some(key);
-        }
+    if let Some((key, _)) = svc.service_namespaces().find(|&(_, name)| name == dep) {
+        return Some(key);
     }
     svc.volumes_from
         .iter()

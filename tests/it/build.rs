@@ -20,7 +20,9 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::support::{Cleanup, Run, docker, docker_output, labelled_ids, quiet, unique_name};
+use crate::support::{
+    Cleanup, Run, docker, docker_output, labelled_ids, plan_actions, quiet, temp_dir, unique_name,
+};
 
 /// The static busybox that Debian's `busybox-static` installs.
 const BUSYBOX: &str = "/bin/busybox";
@@ -43,14 +45,8 @@ impl BuildStack {
         );
         BuildStack {
             name: unique_name(what),
-            dir: tempfile::Builder::new()
-                .prefix("plimsoll-it-build-")
-                .tempdir()
-                .expect("a stack tempdir"),
-            state: tempfile::Builder::new()
-                .prefix("plimsoll-it-state-")
-                .tempdir()
-                .expect("a state tempdir"),
+            dir: temp_dir("plimsoll-it-build-"),
+            state: temp_dir("plimsoll-it-state-"),
         }
     }
 
@@ -140,6 +136,17 @@ impl BuildStack {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// The `/version.txt` baked into a service's running container.
+    fn version(&self, service: &str) -> String {
+        docker(&[
+            "exec",
+            &self.container(service),
+            "/busybox",
+            "cat",
+            "/version.txt",
+        ])
+    }
+
     /// The image a container runs.
     fn image_of(&self, container: &str) -> String {
         docker(&["inspect", "--format", "{{.Image}}", container])
@@ -206,22 +213,6 @@ impl Drop for BuildStack {
     }
 }
 
-/// The actions of a JSON plan as (action, service or target) pairs, in order.
-fn actions(plan: &Value) -> Vec<(String, String)> {
-    plan["actions"]
-        .as_array()
-        .expect("actions")
-        .iter()
-        .map(|a| {
-            let who = a["service"].as_str().or(a["target"].as_str()).unwrap_or("");
-            (
-                a["action"].as_str().unwrap_or("").to_string(),
-                who.to_string(),
-            )
-        })
-        .collect()
-}
-
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -254,7 +245,7 @@ fn build_rebuilds_exactly_the_changed_service_and_never_on_a_noop() {
     let (run, plan) = s.plan();
     run.expect(2);
     assert_eq!(
-        actions(&plan),
+        plan_actions(&plan),
         pairs(&[
             ("build", "app"),
             ("build", "other"),
@@ -289,21 +280,12 @@ fn build_rebuilds_exactly_the_changed_service_and_never_on_a_noop() {
         .expect("with image:, the build is tagged with it");
     assert_eq!(s.image_of(&s.container("app")), app_img);
     assert_eq!(s.image_of(&s.container("other")), other_img);
-    assert_eq!(
-        docker(&[
-            "exec",
-            &s.container("app"),
-            "/busybox",
-            "cat",
-            "/version.txt"
-        ]),
-        "1"
-    );
+    assert_eq!(s.version("app"), "1");
 
     // A no-op: nothing to build, nothing built, in sync.
     let (run, plan) = s.plan();
     run.expect(0);
-    assert_eq!(actions(&plan), pairs(&[]), "{run}");
+    assert_eq!(plan_actions(&plan), pairs(&[]), "{run}");
     let run = s.apply();
     run.expect(0);
     assert!(
@@ -321,7 +303,7 @@ fn build_rebuilds_exactly_the_changed_service_and_never_on_a_noop() {
     let (run, plan) = s.plan();
     run.expect(2);
     assert_eq!(
-        actions(&plan),
+        plan_actions(&plan),
         pairs(&[("build", "app"), ("recreate", "app")]),
         "{run}"
     );
@@ -337,16 +319,7 @@ fn build_rebuilds_exactly_the_changed_service_and_never_on_a_noop() {
     assert_ne!(app2, app, "app is recreated");
     assert_ne!(app_img2, app_img, "app's image is rebuilt");
     assert_eq!(s.image_of(&s.container("app")), app_img2);
-    assert_eq!(
-        docker(&[
-            "exec",
-            &s.container("app"),
-            "/busybox",
-            "cat",
-            "/version.txt"
-        ]),
-        "2"
-    );
+    assert_eq!(s.version("app"), "2");
     assert_eq!(
         s.id(&s.container("other")).as_deref(),
         Some(other.as_str()),
@@ -367,7 +340,7 @@ fn build_rebuilds_exactly_the_changed_service_and_never_on_a_noop() {
     let (run, plan) = s.plan();
     run.expect(2);
     assert_eq!(
-        actions(&plan),
+        plan_actions(&plan),
         pairs(&[("build", "other"), ("recreate", "other")]),
         "{run}"
     );
@@ -383,7 +356,7 @@ fn build_rebuilds_exactly_the_changed_service_and_never_on_a_noop() {
     let (run, plan) = s.plan();
     run.expect(2);
     assert_eq!(
-        actions(&plan),
+        plan_actions(&plan),
         pairs(&[("build", "app"), ("recreate", "app")]),
         "{run}"
     );
@@ -491,14 +464,5 @@ fn build_old_images_go_but_the_last_three_and_rollback_needs_no_build() {
         "a rollback never builds:\n{run}"
     );
     assert_eq!(s.image_of(&s.container("app")), ids[3]);
-    assert_eq!(
-        docker(&[
-            "exec",
-            &s.container("app"),
-            "/busybox",
-            "cat",
-            "/version.txt"
-        ]),
-        "4"
-    );
+    assert_eq!(s.version("app"), "4");
 }

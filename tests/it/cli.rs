@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::support::plimsoll_output;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -14,14 +16,7 @@ fn plimsoll(args: &[&str]) -> Output {
 }
 
 fn plimsoll_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plimsoll"))
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", "/nonexistent-home")
-        .output()
-        .expect("run plimsoll")
+    plimsoll_output(dir, args, &[])
 }
 
 fn text(b: &[u8]) -> String {

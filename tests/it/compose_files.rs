@@ -4,19 +4,8 @@
 //! rendered results are compared with Compose's in `conformance`.)
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn plimsoll(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plimsoll"))
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", "/nonexistent-home")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run plimsoll")
-}
+use crate::support::plimsoll_output as plimsoll;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

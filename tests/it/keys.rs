@@ -18,7 +18,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::support::{
-    Run, docker, docker_output, ensure_busybox, labelled_ids, quiet, unique_name,
+    Run, docker, docker_output, ensure_busybox, labelled_ids, quiet, stack_containers, temp_dir,
+    unique_name,
 };
 
 const STACK_LABEL: &str = "io.plimsoll.stack";
@@ -36,14 +37,8 @@ impl KeysStack {
         ensure_busybox();
         KeysStack {
             name: unique_name(what),
-            dir: tempfile::Builder::new()
-                .prefix("plimsoll-it-keys-")
-                .tempdir()
-                .expect("a stack tempdir"),
-            state: tempfile::Builder::new()
-                .prefix("plimsoll-it-state-")
-                .tempdir()
-                .expect("a state tempdir"),
+            dir: temp_dir("plimsoll-it-keys-"),
+            state: temp_dir("plimsoll-it-state-"),
         }
     }
 
@@ -97,20 +92,7 @@ impl KeysStack {
 
     /// Containers of the stack: name -> full ID.
     fn ids(&self) -> BTreeMap<String, String> {
-        let filter = format!("label={STACK_LABEL}={}", self.name);
-        docker(&[
-            "ps",
-            "-a",
-            "--no-trunc",
-            "--filter",
-            &filter,
-            "--format",
-            "{{.Names}} {{.ID}}",
-        ])
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(n, id)| (n.to_string(), id.to_string()))
-        .collect()
+        stack_containers(&self.name)
     }
 
     /// `docker inspect -f FORMAT` of a service's container.

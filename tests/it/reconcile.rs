@@ -27,7 +27,7 @@ use crate::support::{
     BUSYBOX_IMAGE, DEBIAN_IMAGE, Run, compose_bin, docker, docker_output, ensure_busybox,
     ensure_debian, ensure_postgres, health_status, repo_root, unique_name, wait_for, wait_healthy,
 };
-use crate::support::{files_under, labelled_ids, quiet};
+use crate::support::{files_under, labelled_ids, plan_actions, quiet, stack_containers};
 
 // -- helpers -------------------------------------------------------------------
 
@@ -149,20 +149,7 @@ impl TempStack {
 
     /// Containers carrying this stack's label: name -> full ID.
     fn containers(&self) -> BTreeMap<String, String> {
-        let filter = format!("label={STACK_LABEL}={}", self.name);
-        docker(&[
-            "ps",
-            "-a",
-            "--no-trunc",
-            "--filter",
-            &filter,
-            "--format",
-            "{{.Names}} {{.ID}}",
-        ])
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(n, id)| (n.to_string(), id.to_string()))
-        .collect()
+        stack_containers(&self.name)
     }
 
     /// The containers of one service of this stack, by name.
@@ -296,22 +283,6 @@ fn plan_json(run: &Run) -> Value {
     plan
 }
 
-/// The actions of a JSON plan as (action, service or target).
-fn actions(plan: &Value) -> Vec<(String, String)> {
-    plan["actions"]
-        .as_array()
-        .expect("actions")
-        .iter()
-        .map(|a| {
-            let who = a["service"].as_str().or(a["target"].as_str()).unwrap_or("");
-            (
-                a["action"].as_str().unwrap_or("").to_string(),
-                who.to_string(),
-            )
-        })
-        .collect()
-}
-
 /// The reasons of the one action for `service`.
 #[track_caller]
 fn reasons_of(plan: &Value, service: &str) -> Vec<String> {
@@ -394,7 +365,7 @@ fn reconcile_dry_run_on_an_empty_engine_changes_nothing() {
     let json = s.dry_run("json");
     json.expect(2);
     let plan = plan_json(&json);
-    let got: BTreeSet<(String, String)> = actions(&plan).into_iter().collect();
+    let got: BTreeSet<(String, String)> = plan_actions(&plan).into_iter().collect();
     for service in ["web", "worker"] {
         assert!(
             got.contains(&("create".to_string(), service.to_string())),
@@ -509,7 +480,7 @@ fn reconcile_recreates_exactly_the_changed_service() {
     json.expect(2);
     let plan = plan_json(&json);
     assert_eq!(
-        actions(&plan),
+        plan_actions(&plan),
         vec![("recreate".to_string(), "web".to_string())],
         "{json}"
     );
@@ -552,7 +523,7 @@ fn drift_is_named_and_repaired(s: &TempStack, service: &str, kind: &str, reason:
     json.expect(2);
     let plan = plan_json(&json);
     assert_eq!(
-        actions(&plan),
+        plan_actions(&plan),
         vec![(kind.to_string(), service.to_string())],
         "{json}"
     );
@@ -878,7 +849,7 @@ secrets:
         runs.push(run);
     }
     let plan = plan_json(&runs[runs.len() - 2]);
-    let kinds: BTreeSet<(String, String)> = actions(&plan).into_iter().collect();
+    let kinds: BTreeSet<(String, String)> = plan_actions(&plan).into_iter().collect();
     assert!(
         kinds.contains(&("recreate".into(), "api".into()))
             && kinds.contains(&("recreate".into(), "db".into())),
@@ -937,7 +908,7 @@ fn reconcile_json_plan_matches_the_schema() {
     run.expect(2);
     let plan = plan_json(&run);
     assert_eq!(
-        actions(&plan),
+        plan_actions(&plan),
         vec![
             ("recreate".to_string(), "web".to_string()),
             ("start".to_string(), "worker".to_string())

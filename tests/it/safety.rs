@@ -27,7 +27,7 @@ use serde_json::Value;
 use crate::support::{
     BUSYBOX_IMAGE, Run, compose_bin, docker, docker_output, ensure_busybox, unique_name, wait_for,
 };
-use crate::support::{files_under, labelled_ids, quiet};
+use crate::support::{files_under, labelled_ids, quiet, stack_containers as containers};
 
 const STACK_LABEL: &str = "io.plimsoll.stack";
 const REPOSITORY_LABEL: &str = "io.plimsoll.repository";
@@ -263,24 +263,6 @@ impl Drop for Background {
             let _ = c.wait();
         }
     }
-}
-
-/// Containers carrying `io.plimsoll.stack=<stack>`: name -> full ID.
-fn containers(stack: &str) -> BTreeMap<String, String> {
-    let filter = format!("label={STACK_LABEL}={stack}");
-    docker(&[
-        "ps",
-        "-a",
-        "--no-trunc",
-        "--filter",
-        &filter,
-        "--format",
-        "{{.Names}} {{.ID}}",
-    ])
-    .lines()
-    .filter_map(|l| l.split_once(' '))
-    .map(|(n, id)| (n.to_string(), id.to_string()))
-    .collect()
 }
 
 /// `docker inspect -f FORMAT NAME`, or `None` when it does not exist.

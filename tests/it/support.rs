@@ -451,3 +451,59 @@ pub fn files_under(dir: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {
     }
     out
 }
+
+/// The containers carrying `io.plimsoll.stack=<stack>`: name -> full ID.
+pub fn stack_containers(stack: &str) -> std::collections::BTreeMap<String, String> {
+    let filter = format!("label=io.plimsoll.stack={stack}");
+    docker(&[
+        "ps",
+        "-a",
+        "--no-trunc",
+        "--filter",
+        &filter,
+        "--format",
+        "{{.Names}} {{.ID}}",
+    ])
+    .lines()
+    .filter_map(|l| l.split_once(' '))
+    .map(|(n, id)| (n.to_string(), id.to_string()))
+    .collect()
+}
+
+/// The actions of a JSON plan as (action, service or target) pairs, in order.
+pub fn plan_actions(plan: &serde_json::Value) -> Vec<(String, String)> {
+    plan["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .map(|a| {
+            let who = a["service"].as_str().or(a["target"].as_str()).unwrap_or("");
+            (
+                a["action"].as_str().unwrap_or("").to_string(),
+                who.to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Runs plimsoll in `dir` with a clean environment (PATH, a HOME that does
+/// not exist, and `env`), whatever the exit status.
+pub fn plimsoll_output(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent-home")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run plimsoll")
+}
+
+/// A fresh temporary directory named `<prefix>…`, removed on drop.
+pub fn temp_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .unwrap_or_else(|e| panic!("cannot create a tempdir {prefix}: {e}"))
+}
