@@ -365,6 +365,16 @@ impl Ctx<'_> {
         format!("{}/{what}", stack.name)
     }
 
+    /// The progress subject of one replica: `stack/service`, or
+    /// `stack/service.N` when the service runs several (as Swarm names tasks).
+    fn replica_subject(stack: &Stack, service: &str, number: u32) -> String {
+        if stack.services[service].replicas() > 1 {
+            Self::subject(stack, &format!("{service}.{number}"))
+        } else {
+            Self::subject(stack, service)
+        }
+    }
+
     async fn create_network(&self, stack: &Stack, name: &str) -> Result<(), String> {
         let Some((key, net)) = stack.networks.iter().find(|(_, n)| n.name == name) else {
             return Err(format!("network {name} is not declared"));
@@ -610,40 +620,43 @@ impl Ctx<'_> {
                 return Err(m.into());
             }
             let dep_svc = &stack.services[&dep];
-            let dep_name = crate::diff::container_name(stack, &dep, dep_svc);
-            let has_health = dep_svc.healthcheck.as_ref().is_some_and(|h| h.is_enabled())
-                || self
-                    .live
-                    .images
-                    .get(&dep_svc.image_ref(&stack.name, &dep))
-                    .cloned()
-                    .flatten()
-                    .is_some_and(|i| i.healthcheck.is_some());
+            let has_health = self.has_health(stack, &dep);
             self.progress
                 .step(&subject, &format!("waiting for {dep}"), Outcome::Working);
-            if let Err(e) = self
-                .gate(
-                    &subject,
-                    &dep_name,
-                    condition,
-                    gate_timeout(stack, &dep),
-                    has_health,
-                )
-                .await
-            {
-                let m = format!("not changed: dependency {dep}: {e}");
-                self.progress.step(&subject, &m, Outcome::Failed);
-                return Err(m.into());
+            // Every replica of the dependency meets the condition.
+            for n in 1..=dep_svc.replicas() {
+                let dep_name = crate::diff::replica_name(stack, &dep, dep_svc, n);
+                if let Err(e) = self
+                    .gate(
+                        &subject,
+                        &dep_name,
+                        condition,
+                        gate_timeout(stack, &dep),
+                        has_health,
+                    )
+                    .await
+                {
+                    let m = format!("not changed: dependency {dep}: {e}");
+                    self.progress.step(&subject, &m, Outcome::Failed);
+                    return Err(m.into());
+                }
             }
         }
+        // One container at a time: a replica whose replacement fails is
+        // rolled back and the replicas after it are not touched.
         for a in actions {
             let r = match a.action {
                 ActionKind::Create => self
-                    .create_and_start(stack, service, None)
+                    .create_and_start(
+                        stack,
+                        service,
+                        replica_number(stack, service, &a.target),
+                        None,
+                    )
                     .await
                     .map(|_| ())
                     .map_err(ServiceFailure::from),
-                ActionKind::Recreate => self.recreate(stack, service).await,
+                ActionKind::Recreate => self.recreate(stack, service, &a.target).await,
                 ActionKind::Start => {
                     self.progress.step(&subject, "starting", Outcome::Working);
                     self.engine
@@ -660,10 +673,16 @@ impl Ctx<'_> {
                         .await
                         .map_err(|e| engine_msg(e).into())
                 }
-                ActionKind::Remove => self
-                    .remove_managed(&stack.name, &a.target)
-                    .await
-                    .map_err(ServiceFailure::from),
+                ActionKind::Remove => {
+                    self.progress.step(
+                        &subject,
+                        &format!("removing {}", a.target),
+                        Outcome::Working,
+                    );
+                    self.stop_and_remove(stack, service, &a.target)
+                        .await
+                        .map_err(ServiceFailure::from)
+                }
                 _ => Ok(()),
             };
             fault_point();
@@ -769,6 +788,36 @@ impl Ctx<'_> {
         r
     }
 
+    /// Stops a container of a declared service (its stop grace period, as
+    /// for a replacement), then removes it: a replica scaled away, or an extra copy.
+    async fn stop_and_remove(
+        &self,
+        stack: &Stack,
+        service: &str,
+        name: &str,
+    ) -> Result<(), String> {
+        let timeout = stack.services[service]
+            .stop_grace_period
+            .map_or(10, |d| d.0.as_secs() as i32);
+        let opts = StopContainerOptionsBuilder::default().t(timeout).build();
+        // A container that is already stopped (304) or gone is removed below or reported there.
+        let _ = self.engine.docker.stop_container(name, Some(opts)).await;
+        self.remove_managed(&stack.name, name).await
+    }
+
+    /// Whether a service's containers have a health check (their own or the image's).
+    fn has_health(&self, stack: &Stack, service: &str) -> bool {
+        let svc = &stack.services[service];
+        svc.healthcheck.as_ref().is_some_and(|h| h.is_enabled())
+            || self
+                .live
+                .images
+                .get(&svc.image_ref(&stack.name, service))
+                .cloned()
+                .flatten()
+                .is_some_and(|i| i.healthcheck.is_some())
+    }
+
     /// Removes a container after re-reading its labels: only plimsoll's own.
     async fn remove_managed(&self, stack: &str, name: &str) -> Result<(), String> {
         let c = self
@@ -794,16 +843,23 @@ impl Ctx<'_> {
             .map_err(engine_msg)
     }
 
-    /// Creates the service's container under its name and starts it.
+    /// Creates replica `number` of the service under its name and starts it.
     /// `carry` holds anonymous volumes of an old container to reuse, by target.
     async fn create_and_start(
         &self,
         stack: &Stack,
         service: &str,
+        number: u32,
         carry: Option<&BTreeMap<String, String>>,
     ) -> Result<String, String> {
-        let subject = Self::subject(stack, service);
-        let want = desired_container(stack, service, self.live, &hashed_contents(stack, service));
+        let subject = Self::replica_subject(stack, service, number);
+        let want = desired_container(
+            stack,
+            service,
+            number,
+            self.live,
+            &hashed_contents(stack, service),
+        );
         let name = want.config.name.clone();
         self.progress.step(&subject, "creating", Outcome::Working);
         let (body, extra_networks) = create_body(
@@ -906,23 +962,29 @@ impl Ctx<'_> {
             .map_err(|e| format!("copying secrets into the container: {}", engine_msg(e)))
     }
 
-    /// Replaces a service's container, keeping the old one until the new one passes its gate.
-    async fn recreate(&self, stack: &Stack, service: &str) -> Result<(), ServiceFailure> {
-        let subject = Self::subject(stack, service);
+    /// Replaces the container `name` of a service (one replica), keeping the
+    /// old one until the new one passes its gate.
+    async fn recreate(
+        &self,
+        stack: &Stack,
+        service: &str,
+        name: &str,
+    ) -> Result<(), ServiceFailure> {
         let svc = &stack.services[service];
-        let name = crate::diff::container_name(stack, service, svc);
-        let old = match self
-            .live
-            .containers
-            .iter()
-            .filter(|c| c.stack == stack.name && c.service == service)
+        let number = replica_number(stack, service, name);
+        let subject = Self::replica_subject(stack, service, number);
+        let name = name.to_string();
+        let mine = || {
+            self.live
+                .containers
+                .iter()
+                .filter(|c| c.stack == stack.name && c.service == service)
+        };
+        let old = match mine()
             .find(|c| c.name == name)
-            .or_else(|| {
-                self.live
-                    .containers
-                    .iter()
-                    .find(|c| c.stack == stack.name && c.service == service)
-            }) {
+            .or_else(|| mine().find(|c| c.number == number))
+            .or_else(|| mine().find(|_| svc.replicas() == 1))
+        {
             Some(c) => Some(c.clone()),
             None => self
                 .adoptable(stack, service, &name)
@@ -931,7 +993,7 @@ impl Ctx<'_> {
         };
         let Some(old) = old else {
             return self
-                .create_and_start(stack, service, None)
+                .create_and_start(stack, service, number, None)
                 .await
                 .map(|_| ())
                 .map_err(ServiceFailure::from);
@@ -964,15 +1026,10 @@ impl Ctx<'_> {
 
         let carry = old.anonymous_volumes.clone();
         let attempt = async {
-            let id = self.create_and_start(stack, service, Some(&carry)).await?;
-            let has_health = svc.healthcheck.as_ref().is_some_and(|h| h.is_enabled())
-                || self
-                    .live
-                    .images
-                    .get(&svc.image_ref(&stack.name, service))
-                    .cloned()
-                    .flatten()
-                    .is_some_and(|i| i.healthcheck.is_some());
+            let id = self
+                .create_and_start(stack, service, number, Some(&carry))
+                .await?;
+            let has_health = self.has_health(stack, service);
             let condition = if has_health {
                 Condition::ServiceHealthy
             } else {
@@ -1021,6 +1078,15 @@ impl Ctx<'_> {
             }
         }
     }
+}
+
+/// The replica a container name of a service belongs to (1 for a name that
+/// is none of them).
+fn replica_number(stack: &Stack, service: &str, name: &str) -> u32 {
+    let svc = &stack.services[service];
+    (1..=svc.replicas())
+        .find(|n| crate::diff::replica_name(stack, service, svc, *n) == name)
+        .unwrap_or(1)
 }
 
 /// Puts a kept old container back: removes whatever holds `name` now,

@@ -634,16 +634,18 @@ fn format_health(h: &Health) -> String {
     s
 }
 
-/// The desired container of a service: the config plimsoll creates it with.
-/// `image_id` is the resolved image (if present on the host).
+/// The desired container of replica `number` (1-based) of a service: the
+/// config plimsoll creates it with. `image_id` is the resolved image (if
+/// present on the host).
 pub fn desired_config(
     stack: &Stack,
     service: &str,
     svc: &Service,
+    number: u32,
     image_id: Option<String>,
 ) -> ContainerConfig {
     let mut c = ContainerConfig {
-        name: container_name(stack, service, svc),
+        name: replica_name(stack, service, svc, number),
         image: svc.image_ref(&stack.name, service),
         image_id,
         command: svc.command.clone(),
@@ -672,7 +674,7 @@ pub fn desired_config(
             .collect(),
         ..ContainerConfig::default()
     };
-    c.labels.extend(managed_labels(stack, service));
+    c.labels.extend(managed_labels(stack, service, number));
     if let Some(repo) = &stack.source.repository {
         c.labels.insert(labels::REPOSITORY.into(), repo.clone());
     }
@@ -917,22 +919,29 @@ fn more_desired(stack: &Stack, svc: &Service, c: &mut ContainerConfig) {
     c.annotations = (!svc.annotations.is_empty()).then(|| svc.annotations.clone());
 }
 
-/// The container name of a service: `container_name`, else `<stack>-<service>-1`.
+/// The container name of a service (of its first replica): `container_name`,
+/// else `<stack>-<service>-1`.
 pub fn container_name(stack: &Stack, service: &str, svc: &Service) -> String {
-    svc.container_name
-        .clone()
-        .unwrap_or_else(|| format!("{}-{service}-1", stack.name))
+    replica_name(stack, service, svc, 1)
 }
 
-/// The ownership labels of a service's container: plimsoll's and Compose's,
+/// The container name of replica `number` of a service: `container_name`
+/// (one replica only), else `<stack>-<service>-<number>`, as Compose names them.
+pub fn replica_name(stack: &Stack, service: &str, svc: &Service, number: u32) -> String {
+    svc.container_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{service}-{number}", stack.name))
+}
+
+/// The ownership labels of a replica's container: plimsoll's and Compose's,
 /// so `docker compose -p <stack> ps|logs` work.
-pub fn managed_labels(stack: &Stack, service: &str) -> BTreeMap<String, String> {
+pub fn managed_labels(stack: &Stack, service: &str, number: u32) -> BTreeMap<String, String> {
     let mut l = BTreeMap::new();
     l.insert(labels::STACK.into(), stack.name.clone());
     l.insert(labels::SERVICE.into(), service.into());
     l.insert(labels::COMPOSE_PROJECT.into(), stack.name.clone());
     l.insert(labels::COMPOSE_SERVICE.into(), service.into());
-    l.insert(labels::COMPOSE_NUMBER.into(), "1".into());
+    l.insert(labels::COMPOSE_NUMBER.into(), number.to_string());
     l.insert(labels::COMPOSE_ONEOFF.into(), "False".into());
     l.insert(
         labels::COMPOSE_WORKING_DIR.into(),
@@ -1285,7 +1294,7 @@ mod tests {
         };
         let cache = Service::default();
         let stack = stack_of(&[("db", db), ("web", web.clone()), ("cache", cache)]);
-        let c = desired_config(&stack, "web", &web, None);
+        let c = desired_config(&stack, "web", &web, 1, None);
         assert_eq!(c.network_mode.as_deref(), Some("container:the-db"));
         assert_eq!(c.ipc.as_deref(), Some("container:the-db"));
         assert_eq!(c.pid.as_deref(), Some("host"));

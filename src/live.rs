@@ -120,6 +120,8 @@ pub struct LiveContainer {
     pub name: String,
     pub stack: String,
     pub service: String,
+    /// The replica number (`com.docker.compose.container-number`, else 1).
+    pub number: u32,
     pub labels: BTreeMap<String, String>,
     pub state: RunState,
     /// Normalized like the desired side, image defaults stripped.
@@ -704,6 +706,10 @@ pub fn normalize(c: ContainerInspectResponse, image: &ImageDefaults) -> LiveCont
         name,
         stack: labels.get(labels::STACK).cloned().unwrap_or_default(),
         service: labels.get(labels::SERVICE).cloned().unwrap_or_default(),
+        number: labels
+            .get(labels::COMPOSE_NUMBER)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1),
         labels,
         state,
         config,

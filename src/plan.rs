@@ -75,6 +75,10 @@ pub struct Action {
     /// For a recreate: unified diff of the container's settings, live -> git, secrets masked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// The replica (1-based) of a service that runs several containers
+    /// (`scale`, `deploy.replicas`); absent for a single container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<u32>,
 }
 
 /// A name plimsoll needs is held by a container it does not own.
@@ -135,17 +139,25 @@ pub struct DesiredContainer {
     pub hash: String,
 }
 
-/// The desired container of a service, normalized against its image.
+/// The desired container of replica `number` of a service, normalized
+/// against its image.
 pub fn desired_container(
     stack: &Stack,
     service: &str,
+    number: u32,
     live: &Live,
     masker_values: &[String],
 ) -> DesiredContainer {
     let svc = &stack.services[service];
     let image_ref = svc.image_ref(&stack.name, service);
     let image = live.images.get(&image_ref).cloned().flatten();
-    let raw = diff::desired_config(stack, service, svc, image.as_ref().map(|i| i.id.clone()));
+    let raw = diff::desired_config(
+        stack,
+        service,
+        svc,
+        number,
+        image.as_ref().map(|i| i.id.clone()),
+    );
     // The hash sees the spec before image defaults are stripped, and the
     // content of secrets (as part of `extra`), so changing either changes it.
     let extra: Vec<&str> = masker_values.iter().map(String::as_str).collect();
@@ -195,6 +207,45 @@ fn unified(live: &ContainerConfig, desired: &ContainerConfig, masker: &Masker) -
         .context_radius(2)
         .header("live", "git")
         .to_string()
+}
+
+/// Which live container each replica keeps (`names[i]` is replica i + 1's
+/// name): the one under its name, else one carrying its number under no
+/// replica's name (renamed by hand), else, for a single replica, the
+/// service's only container.
+fn assign_replicas<'l>(
+    names: &[&str],
+    mine: &[&'l LiveContainer],
+) -> Vec<Option<&'l LiveContainer>> {
+    let mut taken: BTreeSet<&str> = BTreeSet::new();
+    let mut out: Vec<Option<&LiveContainer>> = names
+        .iter()
+        .map(|name| {
+            let c = mine.iter().copied().find(|c| c.name == *name);
+            if let Some(c) = c {
+                taken.insert(&c.id);
+            }
+            c
+        })
+        .collect();
+    for (n, slot) in (1..).zip(out.iter_mut()) {
+        if slot.is_some() {
+            continue;
+        }
+        *slot = mine
+            .iter()
+            .copied()
+            .filter(|c| !taken.contains(c.id.as_str()) && !names.contains(&c.name.as_str()))
+            .find(|c| c.number == n || (names.len() == 1 && mine.len() == 1));
+        if let Some(c) = slot {
+            taken.insert(&c.id);
+        }
+    }
+    out
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 /// Why a container that should run does not, in words.
@@ -309,6 +360,7 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                     target: net.name.clone(),
                     reasons: vec!["network does not exist".into()],
                     diff: None,
+                    replica: None,
                 });
             }
         }
@@ -335,6 +387,7 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                 target: vol.name.clone(),
                 reasons: vec!["volume does not exist".into()],
                 diff: None,
+                replica: None,
             });
         }
 
@@ -354,6 +407,7 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                 target: image.clone(),
                 reasons: reasons.clone(),
                 diff: None,
+                replica: None,
             });
         }
         let Ok(graph) = StackGraph::build(stack) else {
@@ -371,198 +425,225 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
         for wave in graph.waves() {
             for service in wave {
                 let svc = &stack.services[&service];
-                let want =
-                    desired_container(stack, &service, live, &hashed_contents(stack, &service));
-                let name = want.config.name.clone();
+                let replicas = svc.replicas();
+                let contents = hashed_contents(stack, &service);
+                let wants: Vec<DesiredContainer> = (1..=replicas)
+                    .map(|n| desired_container(stack, &service, n, live, &contents))
+                    .collect();
                 let mine: Vec<&LiveContainer> = live
                     .containers
                     .iter()
                     .filter(|c| c.stack == sname && c.service == service)
                     .collect();
                 let image_ref = svc.image_ref(&sname, &service);
-                let image_missing = want.config.image_id.is_none();
+                let image_missing = live.images.get(&image_ref).cloned().flatten().is_none();
                 let rebuilt = to_build.get(&image_ref).map(|(_, r)| r[0].as_str());
                 let fetch = if built_here.contains(&image_ref) {
                     "built"
                 } else {
                     "pulled"
                 };
-                if image_missing && !built_here.contains(&image_ref) {
+                if image_missing && replicas > 0 && !built_here.contains(&image_ref) {
                     images_to_pull
                         .entry(image_ref.clone())
                         .or_default()
                         .push(service.clone());
                 }
-                // Extra containers for one service (a crash mid-apply, a copy by hand) go.
-                let (keep, extra): (Vec<&LiveContainer>, Vec<&LiveContainer>) =
-                    mine.iter().partition(|c| c.name == name || mine.len() == 1);
-                let keep = keep.first().copied().or(extra.first().copied());
-                for e in extra
+                let names: Vec<&str> = wants.iter().map(|w| w.config.name.as_str()).collect();
+                let assigned = assign_replicas(&names, &mine);
+                let before = (service_actions.len(), p.conflicts.len());
+                // Containers no replica keeps: scaled down, a crash mid-apply, a copy by hand.
+                for e in mine
                     .iter()
-                    .filter(|e| Some(e.id.as_str()) != keep.map(|k| k.id.as_str()))
+                    .filter(|c| !assigned.iter().flatten().any(|a| a.id == c.id))
                 {
+                    let why = if e.number > replicas && !e.name.ends_with(crate::apply::OLD_SUFFIX)
+                    {
+                        format!("scaled down to {replicas} replica{}", plural(replicas))
+                    } else {
+                        format!(
+                            "a second container for this service (keeping {})",
+                            names.first().copied().unwrap_or_default()
+                        )
+                    };
                     service_actions.push(Action {
                         action: ActionKind::Remove,
                         stack: sname.clone(),
                         service: Some(service.clone()),
                         target: e.name.clone(),
-                        reasons: vec![format!(
-                            "a second container for this service (keeping {name})"
-                        )],
+                        reasons: vec![why],
                         diff: None,
+                        replica: (e.number != 1 || replicas > 1).then_some(e.number),
                     });
                 }
-                if let Some(f) = foreign_by_name.get(name.as_str())
-                    && keep.is_none_or(|k| k.name != name)
-                    && f.compose_project.as_deref() == Some(sname.as_str())
-                    && f.compose_service.as_deref() == Some(service.as_str())
-                {
-                    // `docker compose` made it for this very stack and service: adopt it.
-                    service_actions.push(Action {
-                        action: ActionKind::Recreate,
-                        stack: sname.clone(),
-                        service: Some(service.clone()),
-                        target: name.clone(),
-                        reasons: vec![format!(
-                            "replace (adopt from compose): {name} was created by docker compose; named volumes keep their data"
-                        )],
-                        diff: None,
-                    });
-                    recreated.insert(service.clone());
-                    continue;
-                }
-                if let Some(f) = foreign_by_name.get(name.as_str())
-                    && keep.is_none_or(|k| k.name != name)
-                {
-                    let who = match &f.compose_project {
-                        Some(project) => {
-                            format!("created by docker compose for project `{project}`")
+                for (n, (want, keep)) in (1..).zip(wants.iter().zip(assigned)) {
+                    let name = want.config.name.clone();
+                    let replica = (replicas > 1).then_some(n);
+                    if let Some(f) = foreign_by_name.get(name.as_str())
+                        && keep.is_none_or(|k| k.name != name)
+                        && f.compose_project.as_deref() == Some(sname.as_str())
+                        && f.compose_service.as_deref() == Some(service.as_str())
+                    {
+                        // `docker compose` made it for this very stack and service: adopt it.
+                        service_actions.push(Action {
+                            action: ActionKind::Recreate,
+                            stack: sname.clone(),
+                            service: Some(service.clone()),
+                            target: name.clone(),
+                            reasons: vec![format!(
+                                "replace (adopt from compose): {name} was created by docker compose; named volumes keep their data"
+                            )],
+                            diff: None,
+                            replica,
+                        });
+                        recreated.insert(service.clone());
+                        continue;
+                    }
+                    if let Some(f) = foreign_by_name.get(name.as_str())
+                        && keep.is_none_or(|k| k.name != name)
+                    {
+                        let who = match &f.compose_project {
+                            Some(project) => {
+                                format!("created by docker compose for project `{project}`")
+                            }
+                            None => "not created by plimsoll".into(),
+                        };
+                        p.conflicts.push(Conflict {
+                            stack: sname.clone(),
+                            service: Some(service.clone()),
+                            target: name.clone(),
+                            reason: format!(
+                                "container `{name}` exists and was {who}; plimsoll never touches it: remove or rename it (docker rm -f {name}), or set container_name"
+                            ),
+                        });
+                        continue;
+                    }
+                    let Some(current) = keep else {
+                        let mut reasons = vec![format!("container {name} does not exist")];
+                        if replicas > 1 {
+                            reasons.push(format!("replica {n} of {replicas}"));
                         }
-                        None => "not created by plimsoll".into(),
+                        if image_missing {
+                            reasons.push(format!(
+                                "image {image_ref} is not on this host: it will be {fetch}"
+                            ));
+                        }
+                        service_actions.push(Action {
+                            action: ActionKind::Create,
+                            stack: sname.clone(),
+                            service: Some(service.clone()),
+                            target: name,
+                            reasons,
+                            diff: None,
+                            replica,
+                        });
+                        recreated.insert(service.clone());
+                        continue;
                     };
-                    p.conflicts.push(Conflict {
-                        stack: sname.clone(),
-                        service: Some(service.clone()),
-                        target: name.clone(),
-                        reason: format!(
-                            "container `{name}` exists and was {who}; plimsoll never touches it: remove or rename it (docker rm -f {name}), or set container_name"
-                        ),
+                    let mut seen = current.config.clone();
+                    seen.align_to(&want.config);
+                    let mut changes = diff::compare(&seen.fields(), &want.config.fields());
+                    let image_changed = changes
+                        .iter()
+                        .any(|c| matches!(c, Change::Changed { key, .. } if key == "image"));
+                    changes.retain(|c| match c {
+                        // A new reference explains a new ID; an unknown ID (not pulled yet) is no reason by itself.
+                        Change::Changed { key, .. } if key == "image id" => {
+                            !image_changed && !image_missing
+                        }
+                        Change::Changed { key, .. } if key == "name" => false,
+                        _ => true,
                     });
-                    continue;
-                }
-                let Some(current) = keep else {
-                    let mut reasons = vec![format!("container {name} does not exist")];
-                    if image_missing {
+                    let mut reasons: Vec<String> =
+                        changes.iter().map(|c| diff::reason(c, masker)).collect();
+                    if current.name != name {
+                        reasons.insert(0, format!("renamed by hand: {name} → {}", current.name));
+                    }
+                    // A container that joined a replaced container's namespace must follow it.
+                    for (what, mode) in [
+                        ("network stack", &svc.network_mode),
+                        ("IPC namespace", &svc.ipc),
+                        ("PID namespace", &svc.pid),
+                    ] {
+                        if let Some(dep) = mode.as_deref().and_then(|m| m.strip_prefix("service:"))
+                            && recreated.contains(dep)
+                        {
+                            reasons.push(format!("uses the {what} of {dep}, which is replaced"));
+                        }
+                    }
+                    if let Some(why) = rebuilt.filter(|_| !image_missing) {
+                        reasons.push(format!("image {image_ref} is built again ({why})"));
+                    }
+                    let live_hash = current.labels.get(labels::SPEC_HASH).map(String::as_str);
+                    if reasons.is_empty() && live_hash != Some(want.hash.as_str()) {
+                        reasons.push(match live_hash {
+                            Some(_) => "settings changed in git (secret or config content, platform, or a removed key the engine fills in)".into(),
+                            None => "container has no spec hash (created by an older plimsoll)".into(),
+                        });
+                    }
+                    if image_missing && (!reasons.is_empty() || rebuilt.is_some()) {
                         reasons.push(format!(
                             "image {image_ref} is not on this host: it will be {fetch}"
                         ));
                     }
-                    service_actions.push(Action {
-                        action: ActionKind::Create,
-                        stack: sname.clone(),
-                        service: Some(service.clone()),
-                        target: name,
-                        reasons,
-                        diff: None,
-                    });
-                    recreated.insert(service.clone());
-                    continue;
-                };
-                let mut seen = current.config.clone();
-                seen.align_to(&want.config);
-                let mut changes = diff::compare(&seen.fields(), &want.config.fields());
-                let image_changed = changes
-                    .iter()
-                    .any(|c| matches!(c, Change::Changed { key, .. } if key == "image"));
-                changes.retain(|c| match c {
-                    // A new reference explains a new ID; an unknown ID (not pulled yet) is no reason by itself.
-                    Change::Changed { key, .. } if key == "image id" => {
-                        !image_changed && !image_missing
+                    if !reasons.is_empty() {
+                        service_actions.push(Action {
+                            action: ActionKind::Recreate,
+                            stack: sname.clone(),
+                            service: Some(service.clone()),
+                            target: name,
+                            reasons,
+                            diff: Some(unified(&seen, &want.config, masker))
+                                .filter(|d| !d.is_empty()),
+                            replica,
+                        });
+                        recreated.insert(service.clone());
+                        continue;
                     }
-                    Change::Changed { key, .. } if key == "name" => false,
-                    _ => true,
-                });
-                let mut reasons: Vec<String> =
-                    changes.iter().map(|c| diff::reason(c, masker)).collect();
-                if current.name != name {
-                    reasons.insert(0, format!("renamed by hand: {name} → {}", current.name));
-                }
-                // A container that joined a replaced container's namespace must follow it.
-                for (what, mode) in [
-                    ("network stack", &svc.network_mode),
-                    ("IPC namespace", &svc.ipc),
-                    ("PID namespace", &svc.pid),
-                ] {
-                    if let Some(dep) = mode.as_deref().and_then(|m| m.strip_prefix("service:"))
-                        && recreated.contains(dep)
+                    if image_missing {
+                        images_to_pull.remove(&image_ref);
+                    }
+                    let done_ok = current.state.status == "exited"
+                        && current.state.exit_code == 0
+                        && completed_deps.contains(service.as_str());
+                    if !current.state.is_running()
+                        && current.state.status != "restarting"
+                        && !done_ok
                     {
-                        reasons.push(format!("uses the {what} of {dep}, which is replaced"));
+                        service_actions.push(Action {
+                            action: ActionKind::Start,
+                            stack: sname.clone(),
+                            service: Some(service.clone()),
+                            target: name,
+                            reasons: vec![not_running_reason(current)],
+                            diff: None,
+                            replica,
+                        });
+                        continue;
+                    }
+                    let restart_for: Vec<&String> = svc
+                        .depends_on
+                        .iter()
+                        .filter(|(d, dep)| dep.restart && recreated.contains(*d))
+                        .map(|(d, _)| d)
+                        .collect();
+                    if let Some(dep) = restart_for.first() {
+                        service_actions.push(Action {
+                            action: ActionKind::Restart,
+                            stack: sname.clone(),
+                            service: Some(service.clone()),
+                            target: name,
+                            reasons: vec![format!(
+                                "dependency {dep} is replaced (depends_on restart: true)"
+                            )],
+                            diff: None,
+                            replica,
+                        });
                     }
                 }
-                if let Some(why) = rebuilt.filter(|_| !image_missing) {
-                    reasons.push(format!("image {image_ref} is built again ({why})"));
+                if (service_actions.len(), p.conflicts.len()) == before {
+                    p.in_sync.push(format!("{sname}/{service}"));
                 }
-                let live_hash = current.labels.get(labels::SPEC_HASH).map(String::as_str);
-                if reasons.is_empty() && live_hash != Some(want.hash.as_str()) {
-                    reasons.push(match live_hash {
-                        Some(_) => "settings changed in git (secret or config content, platform, or a removed key the engine fills in)".into(),
-                        None => "container has no spec hash (created by an older plimsoll)".into(),
-                    });
-                }
-                if image_missing && (!reasons.is_empty() || rebuilt.is_some()) {
-                    reasons.push(format!(
-                        "image {image_ref} is not on this host: it will be {fetch}"
-                    ));
-                }
-                if !reasons.is_empty() {
-                    service_actions.push(Action {
-                        action: ActionKind::Recreate,
-                        stack: sname.clone(),
-                        service: Some(service.clone()),
-                        target: name,
-                        reasons,
-                        diff: Some(unified(&seen, &want.config, masker)).filter(|d| !d.is_empty()),
-                    });
-                    recreated.insert(service.clone());
-                    continue;
-                }
-                if image_missing {
-                    images_to_pull.remove(&image_ref);
-                }
-                let done_ok = current.state.status == "exited"
-                    && current.state.exit_code == 0
-                    && completed_deps.contains(service.as_str());
-                if !current.state.is_running() && current.state.status != "restarting" && !done_ok {
-                    service_actions.push(Action {
-                        action: ActionKind::Start,
-                        stack: sname.clone(),
-                        service: Some(service.clone()),
-                        target: name,
-                        reasons: vec![not_running_reason(current)],
-                        diff: None,
-                    });
-                    continue;
-                }
-                let restart_for: Vec<&String> = svc
-                    .depends_on
-                    .iter()
-                    .filter(|(d, dep)| dep.restart && recreated.contains(*d))
-                    .map(|(d, _)| d)
-                    .collect();
-                if let Some(dep) = restart_for.first() {
-                    service_actions.push(Action {
-                        action: ActionKind::Restart,
-                        stack: sname.clone(),
-                        service: Some(service.clone()),
-                        target: name,
-                        reasons: vec![format!(
-                            "dependency {dep} is replaced (depends_on restart: true)"
-                        )],
-                        diff: None,
-                    });
-                    continue;
-                }
-                p.in_sync.push(format!("{sname}/{service}"));
             }
         }
         for (image, services) in images_to_pull {
@@ -585,6 +666,7 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                 target: image,
                 reasons: vec![format!("not on this host; used by {}", services.join(", "))],
                 diff: None,
+                replica: None,
             });
         }
         p.actions.extend(service_actions);
@@ -701,10 +783,12 @@ fn symbol(kind: ActionKind) -> (&'static str, &'static str) {
     }
 }
 
+/// `stack/service`, `stack/service.N` for a replica, `stack/target` for the rest.
 fn subject(a: &Action) -> String {
-    match &a.service {
-        Some(s) => format!("{}/{s}", a.stack),
-        None => format!("{}/{}", a.stack, a.target),
+    match (&a.service, a.replica) {
+        (Some(s), Some(n)) => format!("{}/{s}.{n}", a.stack),
+        (Some(s), None) => format!("{}/{s}", a.stack),
+        (None, _) => format!("{}/{}", a.stack, a.target),
     }
 }
 
@@ -927,6 +1011,7 @@ pub fn with_prune(mut plan: Plan, stacks: &[&Stack], live: &Live, opts: &PruneOp
                     target: o.target.clone(),
                     reasons: vec![reason.into()],
                     diff: None,
+                    replica: None,
                 });
             } else {
                 kept.push(o);
@@ -957,5 +1042,67 @@ pub fn is_prune(a: &Action, stacks: &[&Stack]) -> bool {
             })
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::RunState;
+
+    fn container(id: &str, name: &str, number: u32) -> LiveContainer {
+        LiveContainer {
+            id: id.into(),
+            name: name.into(),
+            stack: "s".into(),
+            service: "web".into(),
+            number,
+            labels: BTreeMap::new(),
+            state: RunState {
+                status: "running".into(),
+                exit_code: 0,
+                oom_killed: false,
+                health: None,
+                health_log: None,
+            },
+            config: ContainerConfig::default(),
+            anonymous_volumes: BTreeMap::new(),
+        }
+    }
+
+    /// Which container each replica keeps, as IDs.
+    fn check(names: &[&str], live: &[LiveContainer], want: &[Option<&str>]) {
+        let mine: Vec<&LiveContainer> = live.iter().collect();
+        let got: Vec<Option<&str>> = assign_replicas(names, &mine)
+            .into_iter()
+            .map(|c| c.map(|c| c.id.as_str()))
+            .collect();
+        assert_eq!(got, want, "names {names:?}");
+    }
+
+    #[test]
+    fn replicas_keep_their_containers() {
+        let three = ["s-web-1", "s-web-2", "s-web-3"];
+        // Scale up: existing replicas kept, new ones missing.
+        let live = [container("a", "s-web-1", 1), container("b", "s-web-2", 2)];
+        check(&three, &live, &[Some("a"), Some("b"), None]);
+        // Scale down: replica 3 is kept by no one (removed).
+        let live = [
+            container("a", "s-web-1", 1),
+            container("b", "s-web-2", 2),
+            container("c", "s-web-3", 3),
+        ];
+        check(&three[..2], &live, &[Some("a"), Some("b")]);
+        check(&[], &live, &[]);
+        // Renamed by hand: found by its number, not taken by another replica.
+        let live = [container("a", "s-web-1", 1), container("b", "oops", 2)];
+        check(&three[..2], &live, &[Some("a"), Some("b")]);
+        // One replica: its only container, whatever its name and number.
+        let live = [container("a", "renamed", 7)];
+        check(&three[..1], &live, &[Some("a")]);
+        // A second container under replica 1's number is not kept twice.
+        let live = [container("a", "s-web-1", 1), container("b", "copy", 1)];
+        check(&three[..1], &live, &[Some("a")]);
+        check(&three[..2], &live, &[Some("a"), None]);
     }
 }

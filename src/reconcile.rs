@@ -247,16 +247,24 @@ pub struct Status {
 pub fn status(o: &Observed<'_>) -> Status {
     let mut services = Vec::new();
     for stack in &o.stacks {
-        for (name, svc) in &stack.services {
-            let container = crate::diff::container_name(stack, name, svc);
-            let live = o
-                .live
-                .containers
-                .iter()
-                .find(|c| c.stack == stack.name && &c.service == name);
+        // One row per replica.
+        for (name, svc, container) in stack.services.iter().flat_map(|(name, svc)| {
+            (1..=svc.replicas())
+                .map(move |n| (name, svc, crate::diff::replica_name(stack, name, svc, n)))
+        }) {
+            let mine = || {
+                o.live
+                    .containers
+                    .iter()
+                    .filter(|c| c.stack == stack.name && &c.service == name)
+            };
+            let live = mine()
+                .find(|c| c.name == container)
+                .or_else(|| mine().find(|_| svc.replicas() == 1));
             let action = o.plan.actions.iter().find(|a| {
                 a.stack == stack.name
                     && a.service.as_deref() == Some(name)
+                    && a.target == container
                     && a.action != ActionKind::Remove
             });
             let conflict = o

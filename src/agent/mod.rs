@@ -1151,13 +1151,7 @@ impl Agent {
                 continue;
             };
             let stack = observed.stacks.iter().find(|s| s.name == a.stack);
-            let name = stack
-                .and_then(|s| {
-                    s.services
-                        .get(&service)
-                        .map(|svc| crate::diff::container_name(s, &service, svc))
-                })
-                .unwrap_or_else(|| a.target.clone());
+            let name = a.target.clone();
             let timeout = stack.map_or(Duration::from_secs(60), |s| {
                 crate::apply::gate_timeout(s, &service)
             });
@@ -1351,19 +1345,22 @@ fn unhealthy_restarts(observed: &Observed<'_>, plan: &Plan) -> Vec<Action> {
         .iter()
         .filter(|c| c.state.is_running() && c.state.health.as_deref() == Some("unhealthy"))
         .filter(|c| !observed.paused.contains(&c.stack))
-        .filter(|c| {
-            observed
+        .filter_map(|c| {
+            let svc = observed
                 .stacks
                 .iter()
-                .any(|s| s.name == c.stack && s.services.contains_key(&c.service))
+                .find(|s| s.name == c.stack)?
+                .services
+                .get(&c.service)?;
+            Some((c, (svc.replicas() > 1).then_some(c.number)))
         })
-        .filter(|c| {
+        .filter(|(c, _)| {
             !plan
                 .actions
                 .iter()
-                .any(|a| a.stack == c.stack && a.service.as_deref() == Some(c.service.as_str()))
+                .any(|a| a.stack == c.stack && a.target == c.name)
         })
-        .map(|c| Action {
+        .map(|(c, replica)| Action {
             action: ActionKind::Restart,
             stack: c.stack.clone(),
             service: Some(c.service.clone()),
@@ -1376,6 +1373,7 @@ fn unhealthy_restarts(observed: &Observed<'_>, plan: &Plan) -> Vec<Action> {
                     .unwrap_or_else(|| "health check failing".into())
             )],
             diff: None,
+            replica,
         })
         .collect()
 }
@@ -1552,6 +1550,7 @@ mod tests {
             target: "s-a-1".into(),
             reasons: vec![reason.into()],
             diff: None,
+            replica: None,
         };
         assert_eq!(
             drift_kind(&action(ActionKind::Create, "missing")),

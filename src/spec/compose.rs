@@ -87,6 +87,7 @@ pub const SERVICE_KEYS: &[&str] = &[
     "pids_limit",
     "platform",
     "runtime",
+    "scale",
     "security_opt",
     "shm_size",
     "stdin_open",
@@ -138,10 +139,6 @@ pub const SERVICE_UNSUPPORTED: &[(&str, &str)] = &[
     (
         "pull_refresh_after",
         "pulling again after a time is not implemented: `pull_policy: always` pulls on every apply",
-    ),
-    (
-        "scale",
-        "replicas are not implemented yet: one container per service (README, \"Compose keys\")",
     ),
     (
         "use_api_socket",
@@ -1096,6 +1093,7 @@ impl Cx<'_, '_> {
                 }
                 "pid" => svc.pid = self.namespace(n, &p, &["host"], true),
                 "pids_limit" => svc.pids_limit = self.nonzero_int(n, &p),
+                "scale" => svc.scale = self.replicas(n, &p),
                 "platform" => svc.platform = self.opt_string(n, &p),
                 "runtime" => svc.runtime = self.opt_string(n, &p),
                 "security_opt" => svc.security_opt = self.string_list(n, &p),
@@ -1139,6 +1137,7 @@ impl Cx<'_, '_> {
         self.implied_dependencies(&path, &mut svc);
         self.network_mode_conflicts(&path, &svc, &fields);
         self.limit_conflicts(&path, &svc);
+        self.replica_conflicts(&path, &svc);
         // A service with `network_mode` joins no network (Compose's rule).
         if svc.networks.is_empty() && svc.network_mode.is_none() {
             svc.networks.insert("default".into(), None);
@@ -1450,7 +1449,6 @@ impl Cx<'_, '_> {
     fn deploy(&mut self, node: &Node, path: &str) -> Option<Deploy> {
         let unsupported = [
             ("mode", SWARM),
-            ("replicas", NOT_YET),
             ("labels", SWARM),
             ("placement", SWARM),
             (
@@ -1461,9 +1459,15 @@ impl Cx<'_, '_> {
             ("update_config", "use `x-plimsoll.rollout` on a single host"),
             ("endpoint_mode", SWARM),
         ];
-        let (fields, _) = self.fields(node, path, &["resources"], &unsupported);
+        let (fields, _) = self.fields(node, path, &["replicas", "resources"], &unsupported);
         let mut deploy = Deploy::default();
-        for (_, n, _) in fields {
+        for (key, n, mark) in fields {
+            if key == "replicas" {
+                let rp = join(path, key);
+                self.marks.insert(rp.clone(), mark);
+                deploy.replicas = self.replicas(n, &rp);
+                continue;
+            }
             let rp = join(path, "resources");
             let (res, _) = self.fields(n, &rp, &["limits", "reservations"], &[]);
             for (k, set, _) in res {
@@ -2622,6 +2626,62 @@ impl Cx<'_, '_> {
                 .hint(format!("write it like {example}"));
         }
         Some(s)
+    }
+
+    /// A number of replicas (`scale`, `deploy.replicas`): a whole number, 0 or more.
+    fn replicas(&mut self, node: &Node, key: &str) -> Option<u32> {
+        let n = self.int(node, key)?;
+        match u32::try_from(n) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.err(node.mark, key, format!("`{n}` replicas: must be 0 or more"))
+                    .hint("write how many containers this service runs, like 3 (0 runs none)");
+                None
+            }
+        }
+    }
+
+    /// `scale` against `deploy.replicas` and `container_name` (Compose's
+    /// rules), and a fixed published port on more than one replica (the
+    /// engine would refuse the second container when it starts).
+    fn replica_conflicts(&mut self, path: &str, svc: &Service) {
+        let mark = |s: &Self, key: &str| s.marks.get(&join(path, key)).copied().unwrap_or_default();
+        let replicas = svc.deploy.as_ref().and_then(|d| d.replicas);
+        if let (Some(scale), Some(replicas)) = (svc.scale, replicas)
+            && scale != replicas
+        {
+            let m = mark(self, "scale");
+            self.err(
+                m,
+                &join(path, "scale"),
+                format!("`scale: {scale}` and `deploy.replicas: {replicas}` have different values"),
+            )
+            .hint("keep one of them, or give both the same value");
+        }
+        let n = svc.replicas();
+        if n <= 1 {
+            return;
+        }
+        if let Some(name) = &svc.container_name {
+            let m = mark(self, "container_name");
+            self.err(
+                m,
+                &join(path, "container_name"),
+                format!("`container_name: {name}` cannot be used with {n} replicas: container names are unique"),
+            )
+            .hint("remove container_name (replicas are named <stack>-<service>-1..N), or run one replica");
+        }
+        for p in &svc.ports {
+            if let Some(port) = p.published.as_deref().filter(|p| !p.contains('-')) {
+                let m = mark(self, "ports");
+                self.err(
+                    m,
+                    &join(path, "ports"),
+                    format!("published port {port} cannot be bound by {n} replicas: the second would fail to start"),
+                )
+                .hint("publish a range with one port per replica (like 8000-8002:80), leave the host port out, or run one replica");
+            }
+        }
     }
 
     /// `cpus` and `pids_limit` against `deploy.resources.limits` (Compose's

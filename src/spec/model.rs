@@ -223,6 +223,9 @@ pub struct Service {
     pub restart: Option<RestartPolicy>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// How many containers run this service (like `deploy.replicas`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale: Option<u32>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<FileRef>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -290,6 +293,14 @@ impl Service {
         ]
         .into_iter()
         .filter_map(|(key, mode)| Some((key, mode.as_deref()?.strip_prefix("service:")?)))
+    }
+
+    /// How many containers run this service: `scale`, else
+    /// `deploy.replicas`, else 1. Containers are `<stack>-<service>-1..N`.
+    pub fn replicas(&self) -> u32 {
+        self.scale
+            .or(self.deploy.as_ref().and_then(|d| d.replicas))
+            .unwrap_or(1)
     }
 
     /// The image reference this service runs: `image:`, else, for a service
@@ -388,9 +399,13 @@ impl Condition {
     }
 }
 
-/// `deploy:`; only `resources` is honoured on a single host.
+/// `deploy:`; `replicas` and `resources` are honoured on a single host.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, JsonSchema)]
 pub struct Deploy {
+    /// How many containers run this service (like `scale`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    #[serde(skip_serializing_if = "Resources::is_empty")]
     pub resources: Resources,
 }
 
@@ -400,6 +415,12 @@ pub struct Resources {
     pub limits: Option<ResourceSet>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reservations: Option<ResourceSet>,
+}
+
+impl Resources {
+    pub fn is_empty(&self) -> bool {
+        self.limits.is_none() && self.reservations.is_none()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, JsonSchema)]

@@ -131,7 +131,7 @@ mod tests {
         std::fs::remove_file(dir.path().join("p.json")).unwrap();
         let (back, _) = crate::spec::load_stored(&bytes, &LocalFs).unwrap();
         let config =
-            |s: &Stack| crate::diff::desired_config(s, "a", &s.services["a"], None).security_opt;
+            |s: &Stack| crate::diff::desired_config(s, "a", &s.services["a"], 1, None).security_opt;
         assert_eq!(config(&back), config(stack));
         assert!(config(stack).contains(r#"seccomp={"defaultAction":"SCMP_ACT_ALLOW"}"#));
     }

@@ -89,6 +89,23 @@ const ALLOWED: &[Allowed] = &[
         path: "services.integer-cpus.deploy.placement",
         why: "Compose prints an empty Swarm placement; plimsoll does not implement placement",
     },
+    Allowed {
+        case: "replicas",
+        path: "services.both.deploy.placement",
+        why: "Compose prints an empty Swarm placement; plimsoll does not implement placement",
+    },
+    Allowed {
+        case: "replicas",
+        path: "services.worker.deploy.placement",
+        why: "Compose prints an empty Swarm placement; plimsoll does not implement placement",
+    },
+    // compose-go's `Resources` has no `omitempty` in JSON: `deploy` with only
+    // `replicas` prints `resources: {}` (its YAML output prints none, like plimsoll).
+    Allowed {
+        case: "replicas",
+        path: "services.both.deploy.resources",
+        why: "Compose's JSON prints empty resources, its YAML none; plimsoll prints none",
+    },
     // compose-go's `UlimitsConfig` prints `Single` only when non-zero, so a
     // ulimit of 0 comes out as `{}` (soft and hard omitted, i.e. 0 and 0).
     // plimsoll prints the 0 it read; the meaning is the same.
@@ -201,6 +218,7 @@ cases! {
     label_file => "label-file",
     network_ipam => "network-ipam",
     build => "build",
+    replicas => "replicas",
 }
 
 #[test]

@@ -97,7 +97,12 @@ impl KeysStack {
 
     /// `docker inspect -f FORMAT` of a service's container.
     fn inspect(&self, service: &str, format: &str) -> String {
-        docker(&["inspect", "--format", format, &self.container(service)])
+        self.inspect_container(&self.container(service), format)
+    }
+
+    /// `docker inspect -f FORMAT` of a container.
+    fn inspect_container(&self, name: &str, format: &str) -> String {
+        docker(&["inspect", "--format", format, name])
     }
 }
 
@@ -345,4 +350,182 @@ fn remaining_compose_keys_apply_hold_and_converge() {
     let settled = s.dry_run();
     settled.expect(0);
     assert!(settled.stdout.contains("5 in sync"), "{settled}");
+}
+
+/// A replicated service (`scale`, `deploy.replicas`) gated by a health
+/// check that passes when the container wrote `/tmp/ok`; `client` waits
+/// for every replica to be healthy.
+fn replicated(replicas: &str, version: &str, healthy: bool) -> String {
+    let ok = if healthy { "touch /tmp/ok; " } else { "" };
+    format!(
+        r#"services:
+  web:
+    image: plimsoll-example/busybox:1
+    command: ["sh", "-c", "{ok}exec sleep 3600"]
+    stop_signal: SIGKILL
+    environment:
+      VERSION: "{version}"
+    {replicas}
+    healthcheck:
+      test: ["CMD", "test", "-f", "/tmp/ok"]
+      interval: 1s
+      timeout: 1s
+      retries: 2
+    x-plimsoll:
+      health_timeout: 8s
+  client:
+    image: plimsoll-example/busybox:1
+    command: ["sleep", "3600"]
+    stop_signal: SIGKILL
+    depends_on:
+      web:
+        condition: service_healthy
+"#
+    )
+}
+
+/// Replica containers of `web`: name -> ID.
+fn web_replicas(s: &KeysStack) -> BTreeMap<String, String> {
+    s.ids()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with(&format!("{}-web-", s.name)))
+        .collect()
+}
+
+#[test]
+fn replicas_scale_up_down_and_roll_one_at_a_time() {
+    let s = KeysStack::new("replicas");
+    let web = |n: u32| format!("{}-web-{n}", s.name);
+
+    // Three replicas, numbered as Compose numbers them; `client` waited for all.
+    s.set_compose(&replicated("scale: 3", "1", true));
+    s.apply().expect(0);
+    let v1 = web_replicas(&s);
+    assert_eq!(
+        v1.keys().cloned().collect::<Vec<_>>(),
+        [web(1), web(2), web(3)],
+        "{v1:?}"
+    );
+    for n in 1..=3 {
+        let label = docker(&[
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"com.docker.compose.container-number\"}} {{.State.Health.Status}}",
+            &web(n),
+        ]);
+        assert_eq!(label.trim(), format!("{n} healthy"));
+    }
+    s.dry_run().expect(0);
+
+    // Scaled down with `deploy.replicas`: the highest number goes, the others stay.
+    s.set_compose(&replicated("deploy: {replicas: 2}", "1", true));
+    let plan = s.plimsoll(&[
+        "reconcile",
+        s.path().to_str().unwrap(),
+        "--dry-run",
+        "--format",
+        "json",
+    ]);
+    plan.expect(2);
+    let plan = plan.plan_json();
+    let actions: Vec<(String, String)> = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap().into(),
+                a["target"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(actions, [("remove".to_string(), web(3))], "{plan:#}");
+    assert!(
+        plan.to_string().contains("scaled down to 2 replicas"),
+        "{plan:#}"
+    );
+    s.apply().expect(0);
+    let v1: BTreeMap<_, _> = v1.into_iter().filter(|(n, _)| *n != web(3)).collect();
+    assert_eq!(web_replicas(&s), v1);
+
+    // A change rolls the replicas one at a time, in order.
+    s.set_compose(&replicated("deploy: {replicas: 2}", "2", true));
+    let run = s.apply();
+    run.expect(0);
+    let v2 = web_replicas(&s);
+    assert_eq!(v2.len(), 2);
+    assert!(
+        v2.values().all(|id| !v1.values().any(|old| old == id)),
+        "{v2:?}"
+    );
+    // Progress lines name replicas `stack/web.N`: replica 2 stops only after
+    // replica 1's replacement passed its gate.
+    let out = run.all();
+    let line = |n: u32, what: &str| {
+        out.lines()
+            .position(|l| l.contains(&format!("{}/web.{n}", s.name)) && l.contains(what))
+    };
+    let one_ready = line(1, "starting");
+    let two_stops = line(2, "stopping the old container");
+    assert!(
+        one_ready.is_some() && two_stops.is_some() && one_ready < two_stops,
+        "{out}"
+    );
+
+    // A replacement that never turns healthy: replica 1 is rolled back, replica 2 is not touched.
+    s.set_compose(&replicated("deploy: {replicas: 2}", "3", false));
+    let run = s.apply();
+    run.expect(1);
+    assert!(run.all().contains("rolled back"), "{}", run.all());
+    assert_eq!(web_replicas(&s), v2, "both replicas keep their containers");
+    for n in 1..=2 {
+        let env = s.inspect_container(
+            &web(n),
+            "{{.State.Running}} {{range .Config.Env}}{{.}} {{end}}",
+        );
+        assert!(
+            env.starts_with("true") && env.contains("VERSION=2"),
+            "{env}"
+        );
+    }
+
+    // Scaled up again: only the new replicas are created.
+    s.set_compose(&replicated("scale: 4", "2", true));
+    s.apply().expect(0);
+    let v4 = web_replicas(&s);
+    assert_eq!(v4.len(), 4);
+    for (name, id) in &v2 {
+        assert_eq!(v4.get(name), Some(id), "{name} kept");
+    }
+    s.dry_run().expect(0);
+    // `status` has a row per replica.
+    let status = s.plimsoll(&["status", s.path().to_str().unwrap()]);
+    let rows = status
+        .stdout
+        .lines()
+        .filter(|l| l.contains(&format!("{}-web-", s.name)));
+    assert_eq!(
+        rows.filter(|l| l.contains("in sync")).count(),
+        4,
+        "{status}"
+    );
+
+    // Replicas stopped and removed by hand are drift, each named.
+    quiet(&["stop", "-t", "0", &web(2)]);
+    quiet(&["rm", "-f", &web(4)]);
+    let run = s.dry_run();
+    run.expect(2);
+    let out = run.all();
+    assert!(
+        out.contains(&format!("{}/web.2 ", s.name)) && out.contains(&format!("{}/web.4 ", s.name)),
+        "{out}"
+    );
+    s.apply().expect(0);
+    assert_eq!(web_replicas(&s).len(), 4);
+
+    // Zero replicas: none run; the dependent no longer waits for any.
+    s.set_compose(&replicated("scale: 0", "2", true));
+    s.apply().expect(0);
+    assert!(web_replicas(&s).is_empty());
+    s.dry_run().expect(0);
 }

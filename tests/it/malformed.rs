@@ -798,16 +798,23 @@ fn network_ipam_invalid() {
 }
 
 #[test]
-fn compose_unsupported_deploy_replicas() {
-    let yaml = "services:\n  web:\n    image: nginx:1.27\n    deploy:\n      replicas: 3\n";
-    compose(
-        "compose_unsupported_deploy_replicas",
+fn compose_replicas_conflicts() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    scale: 2\n    deploy:\n      replicas: 3\n  api:\n    image: nginx:1.27\n    container_name: the-api\n    deploy:\n      replicas: 2\n  front:\n    image: nginx:1.27\n    scale: 2\n    ports: [\"8080:80\"]\n  neg:\n    image: nginx:1.27\n    scale: -1\n";
+    let o = compose(
+        "compose_replicas_conflicts",
         yaml,
         &[
-            "shop/compose.yaml:5:7: services.web.deploy.replicas:",
-            "not supported",
+            "shop/compose.yaml:4:5: services.web.scale:",
+            "`scale: 2` and `deploy.replicas: 3` have different values",
+            "shop/compose.yaml:9:5: services.api.container_name:",
+            "cannot be used with 2 replicas",
+            "shop/compose.yaml:15:5: services.front.ports:",
+            "published port 8080 cannot be bound by 2 replicas",
+            "shop/compose.yaml:18:12: services.neg.scale:",
+            "must be 0 or more",
         ],
     );
+    assert_eq!(error_count(&o), 4, "{}", o.stderr);
 }
 
 #[test]

@@ -942,6 +942,7 @@ fn representative_plan() -> Plan {
         target: target.into(),
         reasons: reasons.iter().map(|r| r.to_string()).collect(),
         diff: None,
+        replica: None,
     };
     let mut recreate = action(
         ActionKind::Recreate,
