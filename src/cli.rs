@@ -87,6 +87,9 @@ pub enum Command {
         path: PathBuf,
         #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
         format: GraphFormat,
+        /// Group the stacks by the host that runs them (`hosts:`, `placement` in plimsoll.yaml).
+        #[arg(long)]
+        hosts: bool,
     },
     /// Compute the plan that brings this host to git's state, and apply it.
     ///
@@ -410,6 +413,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let names: Vec<&str> = s.services.keys().map(String::as_str).collect();
                 out.push_str(&format!("  {}: {}\n", s.name, names.join(", ")));
             }
+            if desired.config.assigns_hosts() {
+                let names: Vec<&str> = desired.stacks.iter().map(|s| s.name.as_str()).collect();
+                let assignment = desired.config.assignment(&names);
+                out.push_str("hosts:\n");
+                out.push_str(&assignment.to_text(&desired.config));
+                for s in &assignment.nowhere {
+                    tracing::warn!(
+                        "stack {s} runs on no host: its `hosts`/`placement` in plimsoll.yaml match no host of `hosts:`; name a host, or give one the placement's labels"
+                    );
+                }
+            }
             print(&out)?;
         }
         Command::Render {
@@ -443,17 +457,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             print(&out)?;
         }
-        Command::Graph { path, format } => {
+        Command::Graph {
+            path,
+            format,
+            hosts,
+        } => {
             let desired = load(&path, &[], &cli.profiles)?;
             let graphs: Vec<StackGraph> = desired
                 .stacks
                 .iter()
                 .map(|s| StackGraph::build(s).expect("validation rejected cycles"))
                 .collect();
-            let out = match format {
-                GraphFormat::Text => graph::to_text(&graphs),
-                GraphFormat::Dot => graph::to_dot(&graphs),
-                GraphFormat::Mermaid => graph::to_mermaid(&graphs),
+            let names: Vec<&str> = desired.stacks.iter().map(|s| s.name.as_str()).collect();
+            let assignment = desired.config.assignment(&names);
+            let view = graph::HostsView {
+                assignment: &assignment,
+                config: &desired.config,
+                graphs: &graphs,
+            };
+            let out = match (format, hosts) {
+                (GraphFormat::Text, false) => graph::to_text(&graphs),
+                (GraphFormat::Dot, false) => graph::to_dot(&graphs),
+                (GraphFormat::Mermaid, false) => graph::to_mermaid(&graphs),
+                (GraphFormat::Text, true) => view.to_text(),
+                (GraphFormat::Dot, true) => view.to_dot(),
+                (GraphFormat::Mermaid, true) => view.to_mermaid(),
             };
             print(&out)?;
         }

@@ -184,6 +184,29 @@ fn graph_formats() {
 }
 
 #[test]
+fn graph_hosts_groups_stacks_by_host() {
+    let out = plimsoll(&["graph", "--hosts", "examples/fleet"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    insta::assert_snapshot!(text(&out.stdout));
+    let dot = text(&plimsoll(&["graph", "--hosts", "examples/fleet", "--format", "dot"]).stdout);
+    assert!(
+        dot.contains("label=\"host web-1 (role=web, zone=a)\";")
+            && dot.contains("\"host web-2 (role=web, zone=b)/front/web\" [label=\"web\"];"),
+        "{dot}"
+    );
+    let mermaid =
+        text(&plimsoll(&["graph", "--hosts", "examples/fleet", "--format", "mermaid"]).stdout);
+    assert!(
+        mermaid.contains("subgraph host0[\"host batch-1 (role=batch)\"]")
+            && mermaid.contains("host0__jobs__worker[\"worker\"]"),
+        "{mermaid}"
+    );
+    // Without any assignment, every stack is on "every host".
+    let out = text(&plimsoll(&["graph", "--hosts", "examples/stacks"]).stdout);
+    assert!(out.starts_with("every host\n  stack monitoring\n"), "{out}");
+}
+
+#[test]
 fn a_single_compose_file_and_the_current_directory_work() {
     let out = plimsoll(&["validate", "examples/stacks/stacks/monitoring/compose.yaml"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

@@ -12,6 +12,8 @@
 //!   sshd with its own host key, lighttpd + `git http-backend` over TLS with a test CA).
 //! - `container`: the agent's image built offline, run as a container against a git
 //!   repository: deploys, turns healthy, runs as uid 10001, logs JSON, stops cleanly.
+//! - `hosts`: one repository, two real engines (a second `dockerd` in its own network
+//!   namespace), one agent per host: each engine runs exactly its stacks; a moved stack moves.
 //! - `images`: the offline test images (busybox, PostgreSQL) really work on the engine.
 //! - `keys`: the remaining Compose service keys (namespaces, devices, sysctls, DNS, legacy
 //!   limits, links, volumes_from, ipam) applied, held, kept in sync and repaired on the engine.
@@ -35,6 +37,7 @@ mod conformance;
 mod container;
 mod git;
 mod gitserve;
+mod hosts;
 mod images;
 mod keys;
 mod malformed;
