@@ -14,8 +14,9 @@
 #     the busiest second (a thundering herd shows as a busiest second far
 #     above the mean; agents poll at a random phase after their start and
 #     then every interval ± 10 %);
-#   - start-up burst: requests in the first second (every agent fetches once
-#     when it starts);
+#   - start-up: requests in the first interval after all agents were started
+#     together, and the busiest second (every agent fetches once when it
+#     starts; its first poll then comes at a random phase);
 #   - memory per agent, idle, after the window: VmRSS median and max, and
 #     RssAnon (private) median, from /proc/PID/status (goal: < 20 MB);
 #   - push -> fleet converged: one commit changes the first assigned stack;
@@ -46,18 +47,8 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-for tool in docker git curl jq; do
-  command -v "$tool" >/dev/null || { echo "bench/fleet.sh needs $tool" >&2; exit 1; }
-done
+release_binary bench/fleet.sh docker git curl jq
 git daemon --help >/dev/null 2>&1 || [ -x "$(git --exec-path)/git-daemon" ] || { echo "bench/fleet.sh needs git-daemon" >&2; exit 1; }
-
-if [ -n "${PLIMSOLL_BIN:-}" ]; then
-  plimsoll=$PLIMSOLL_BIN
-else
-  cargo build --release --quiet
-  plimsoll=$PWD/target/release/plimsoll
-fi
-scripts/test-images.sh busybox >/dev/null
 
 id=plbench-fleet-$$
 work=$(mktemp -d "${TMPDIR:-/tmp}/$id.XXXX")
@@ -143,7 +134,8 @@ run_fleet() {
   port=$(free_port)
   git daemon --reuseaddr --export-all --enable=upload-pack --base-path="$work/srv" \
     --listen=127.0.0.1 --port="$port" --verbose --log-destination=stderr "$work/srv" \
-    2> >(while IFS= read -r line; do printf '%s %s\n' "$(date +%s.%N)" "$line"; done >"$work/daemon-$n.log") &
+    2> >(python3 -u -c 'import sys, time
+for line in sys.stdin: print(f"{time.time():.3f} {line}", end="", flush=True)' >"$work/daemon-$n.log") &
   daemon_pid=$!
   for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 
@@ -174,6 +166,8 @@ run_fleet() {
       done
     done
   }
+  local spawned
+  spawned=$(awk -v s="$start_s" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
   wait_revision "$first"
   # The measuring window starts once every agent has started and applied.
   local from to
@@ -200,16 +194,17 @@ run_fleet() {
 
   local log=$work/daemon-$n.log secs
   secs=${interval%s}
-  awk -v from="$from" -v to="$to" -v start="$start_s" -v n="$n" -v iv="$secs" -v w="$window" '
+  awk -v from="$from" -v to="$to" -v start="$start_s" -v n="$n" -v iv="$secs" -v w="$window" -v spawned="$spawned" '
     /Request upload-pack/ {
       t = $1
-      if (t >= start && t < start + 1) burst++
+      if (t >= start && t < start + iv) { first++; s = int(t - start); fs[s]++ }
       if (t >= from && t < to) { c++; b = int(t - from); per[b]++ }
     }
     END {
       max = 0; for (k in per) if (per[k] > max) max = per[k]
       printf "  fetches in the %d s window: %d (%.2f/s; ideal N/interval = %.2f/s), busiest second: %d\n", w, c, c / w, n / iv, max
-      printf "  start-up burst: %d fetches in the first second\n", burst
+      fmax = 0; for (k in fs) if (fs[k] > fmax) { fmax = fs[k]; fat = k }
+      printf "  start-up: %d fetches in the first %d s after starting all agents together (all listening after %s s), busiest second: %d (second %d)\n", first, iv, spawned, fmax, fat
     }' "$log"
   printf '  idle memory per agent: VmRSS median %s MB, max %s MB; RssAnon median %s MB\n' \
     "$(echo "$rss" | median)" "$(echo "$rss" | tail -n 1)" "$(echo "$anon" | median)"
