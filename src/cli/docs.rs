@@ -32,7 +32,8 @@ const EXIT_STATUS: [(&str, &str); 3] = [
 pub struct Example {
     /// What it does: the `# ` lines above the command, joined.
     pub what: String,
-    /// The command as written: every line but the last ends in `\`.
+    /// The command as written: every line but the last ends in `\`; the
+    /// lines after the first are indented four spaces.
     pub lines: Vec<String>,
 }
 
@@ -78,7 +79,8 @@ pub fn parse_examples(text: &str) -> Vec<Example> {
                 continue;
             }
         }
-        command.push(line.to_string());
+        let indent = if command.is_empty() { "" } else { "    " };
+        command.push(format!("{indent}{line}"));
         if !line.ends_with('\\') {
             out.push(Example {
                 what: what.join(" "),
@@ -120,7 +122,7 @@ pub fn short_help(cmd: Command) -> Command {
             && let Some(first) = examples(&cmd).into_iter().next()
         {
             let more = pointer.unwrap_or_else(|| format!("More examples: {path} --help"));
-            let example = first.lines.join("\n    ");
+            let example = first.lines.join("\n");
             cmd = cmd.after_help(format!("Example: {example}\n{more}"));
         }
         cmd
@@ -364,7 +366,7 @@ mod tests {
                 ("", "plimsoll c".to_string()),
             ]
         );
-        assert_eq!(got[1].lines, ["plimsoll b --x \\", "--y"]);
+        assert_eq!(got[1].lines, ["plimsoll b --x \\", "    --y"]);
         assert!(parse_examples("no examples here\n  plimsoll a\n").is_empty());
     }
 }
