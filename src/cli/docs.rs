@@ -163,7 +163,9 @@ pub fn man_page(cmd: Command) -> String {
     }
     page += &examples_section(&cmd);
     page += &exit_status_section();
-    page += &section(|w| man.render_version_section(w));
+    if cmd.get_version().is_some() {
+        page += &section(|w| man.render_version_section(w));
+    }
     page
 }
 
@@ -197,7 +199,9 @@ pub fn man_pages(cmd: Command, dir: &Path) -> Result<Vec<PathBuf>> {
             see_also.text([bold(root), roman("(1)")]);
             page += &render(&see_also);
         }
-        page += &section(|w| man.render_version_section(w));
+        if c.get_version().is_some() {
+            page += &section(|w| man.render_version_section(w));
+        }
         std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
     }
@@ -205,9 +209,12 @@ pub fn man_pages(cmd: Command, dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// The command built (bin names, propagated flags), without clap's `help`
-/// subcommand, which has no page of its own.
+/// subcommands, which have no page of their own.
 fn built(cmd: Command) -> Command {
-    let mut cmd = cmd.disable_help_subcommand(true);
+    fn no_help(cmd: Command) -> Command {
+        cmd.disable_help_subcommand(true).mut_subcommands(no_help)
+    }
+    let mut cmd = no_help(cmd);
     cmd.build();
     cmd
 }
@@ -368,5 +375,38 @@ mod tests {
         );
         assert_eq!(got[1].lines, ["plimsoll b --x \\", "    --y"]);
         assert!(parse_examples("no examples here\n  plimsoll a\n").is_empty());
+    }
+
+    #[test]
+    fn nested_commands_get_pages_and_sections_of_their_own() {
+        let cmd = Command::new("tool")
+            .version("1.0")
+            .subcommand(
+                Command::new("secret")
+                    .about("Secrets")
+                    .subcommand(Command::new("encrypt").about("Encrypt one")),
+            )
+            .subcommand(Command::new("plain").about("Plain"));
+        let dir = tempfile::tempdir().unwrap();
+        let written = man_pages(cmd.clone(), dir.path()).unwrap();
+        let mut names: Vec<String> = written
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "tool-plain.1",
+                "tool-secret-encrypt.1",
+                "tool-secret.1",
+                "tool.1"
+            ]
+        );
+        let page = man_page(cmd);
+        for section in ["tool secret", "tool secret encrypt", "tool plain"] {
+            assert!(page.contains(&format!(".SS \"{section}\"\n")), "{page}");
+        }
+        assert!(!page.contains("tool help"), "{page}");
     }
 }
