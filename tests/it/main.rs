@@ -4,7 +4,8 @@
 //! - `build`: `build:` on the real engine: images built from `FROM scratch` contexts holding
 //!   the static busybox, exactly the changed service rebuilt, no-ops never build, failures
 //!   change nothing.
-//! - `cli`: the command-line contract (exit codes, stdout/stderr, formats).
+//! - `cli`: the command-line contract (exit codes, stdout/stderr, formats), help examples that
+//!   parse, shell completions and man pages.
 //! - `compose_files`: several Compose files per stack: profiles (`--profile`, plimsoll.yaml),
 //!   override files, `include:` and `extends:`, with errors naming the right file and line.
 //! - `conformance`: `plimsoll render` snapshots and the differential test against `docker compose config`.
