@@ -9,6 +9,8 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod secret;
+
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -44,6 +46,14 @@ pub struct Cli {
         value_name = "PROFILE"
     )]
     pub profiles: Vec<String>,
+    /// age identity file that decrypts `*.age` files of the repository. Default: <state-dir>/age.key when it exists.
+    #[arg(
+        long,
+        global = true,
+        env = "PLIMSOLL_AGE_IDENTITY",
+        value_name = "FILE"
+    )]
+    pub age_identity: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -195,6 +205,9 @@ pub enum Command {
         #[arg(value_enum)]
         kind: SchemaKind,
     },
+    /// Encrypt, edit and create age-encrypted files for the repository (`*.age`).
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
 }
 
 /// `plimsoll agent`'s flags.
@@ -362,19 +375,22 @@ fn process_env() -> BTreeMap<String, String> {
 fn load_options(profiles: &[String]) -> spec::LoadOptions {
     spec::LoadOptions {
         profiles: (!profiles.is_empty()).then(|| profiles.to_vec()),
+        age: None,
     }
 }
 
+/// What every loading command shares: the profiles and the age identity.
+struct Loading {
+    profiles: Vec<String>,
+    age: secret::IdentitySource,
+}
+
 /// Loads the desired state at `path`; prints warnings; an error lists every problem.
-fn load(path: &std::path::Path, stacks: &[String], profiles: &[String]) -> Result<Desired> {
+fn load(path: &std::path::Path, stacks: &[String], loading: &Loading) -> Result<Desired> {
     let layout = source::discover(path).context("cannot find the desired state")?;
-    let desired = spec::load_with(
-        &layout,
-        &LocalFs,
-        &process_env(),
-        stacks,
-        &load_options(profiles),
-    )?;
+    let mut options = load_options(&loading.profiles);
+    options.age = loading.age.identities()?;
+    let desired = spec::load_with(&layout, &LocalFs, &process_env(), stacks, &options)?;
     for w in &desired.warnings {
         eprintln!("{w}");
     }
@@ -395,9 +411,17 @@ fn print(out: &str) -> Result<()> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     tracing::debug!(state_dir = %state_dir(cli.state_dir.clone()).display(), "state directory");
+    let loading = Loading {
+        profiles: cli.profiles.clone(),
+        age: secret::IdentitySource {
+            flag: cli.age_identity.clone(),
+            state_dir: state_dir(cli.state_dir.clone()),
+        },
+    };
     match cli.command {
+        Command::Secret(command) => secret::run(command, &loading.age)?,
         Command::Validate { path } => {
-            let desired = load(&path, &[], &cli.profiles)?;
+            let desired = load(&path, &[], &loading)?;
             let mut out = String::new();
             let services: usize = desired.stacks.iter().map(|s| s.services.len()).sum();
             out.push_str(&format!(
@@ -418,7 +442,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
             show_secrets,
         } => {
-            let desired = load(&path, &stacks, &cli.profiles)?;
+            let desired = load(&path, &stacks, &loading)?;
             let values: Vec<serde_json::Value> = desired
                 .stacks
                 .iter()
@@ -444,7 +468,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print(&out)?;
         }
         Command::Graph { path, format } => {
-            let desired = load(&path, &[], &cli.profiles)?;
+            let desired = load(&path, &[], &loading)?;
             let graphs: Vec<StackGraph> = desired
                 .stacks
                 .iter()
@@ -461,6 +485,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Agent(args) => {
             let mut opts = agent_options(*args, state_dir(cli.state_dir.clone()))?;
             opts.profiles = load_options(&cli.profiles).profiles;
+            opts.age = loading.age.identities()?;
             runtime()?.block_on(async {
                 let (stop, shutdown) = tokio::sync::watch::channel(false);
                 let cancel = crate::apply::Cancel::default();
@@ -534,7 +559,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             allow_empty,
             prune_volumes,
         } => {
-            let desired = load(&path, &stacks, &cli.profiles)?;
+            let desired = load(&path, &stacks, &loading)?;
             let state_dir = state_dir(cli.state_dir.clone());
             let run = Run {
                 format,
@@ -585,7 +610,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             stacks,
             format,
         } => {
-            let desired = load(&path, &stacks, &cli.profiles)?;
+            let desired = load(&path, &stacks, &loading)?;
             let state = StateDir::open(&state_dir(cli.state_dir.clone())).ok();
             let (status, unknown_ok) = runtime()?.block_on(async {
                 let mut observed = reconcile::observe(&desired, None).await?;
@@ -676,6 +701,7 @@ fn agent_options(a: AgentArgs, state_dir: PathBuf) -> Result<crate::agent::Optio
         lock_timeout: a.lock_timeout,
         env: process_env(),
         profiles: None,
+        age: None,
     })
 }
 
