@@ -206,6 +206,8 @@ pub enum Command {
         kind: SchemaKind,
     },
     /// Encrypt, edit and create age-encrypted files for the repository (`*.age`).
+    ///
+    /// Example: plimsoll secret encrypt -r age1… stacks/shop/db_password
     #[command(subcommand)]
     Secret(secret::SecretCommand),
 }

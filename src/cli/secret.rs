@@ -84,18 +84,19 @@ impl IdentitySource {
         if !named && !path.exists() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "cannot read the age identity file {} ({})",
-                path.display(),
-                if named {
-                    "--age-identity or PLIMSOLL_AGE_IDENTITY"
-                } else {
-                    "the default in the state directory"
-                }
-            )
-        })?;
-        Ok(Some(Arc::new(Identities::parse(&text, &path)?)))
+        let read = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the age identity file {}", path.display()))
+            .and_then(|text| Ok(Identities::parse(&text, &path)?));
+        match read {
+            Ok(ids) => Ok(Some(Arc::new(ids))),
+            Err(e) if named => Err(e.context("--age-identity / PLIMSOLL_AGE_IDENTITY")),
+            // The default file only matters to repositories with `*.age` files:
+            // those fail to load, saying no identity is configured.
+            Err(e) => {
+                tracing::warn!("{e:#}; `*.age` files cannot be decrypted");
+                Ok(None)
+            }
+        }
     }
 }
 

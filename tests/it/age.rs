@@ -291,6 +291,15 @@ fn age_reconcile_delivers_decrypted_secret_and_env_then_edit_rotates_it() {
         "a changed secret recreates the container"
     );
     s.assert_nothing_clear_on_disk(&[SECRET, ENV_VALUE, "rotated-secret-0d1f"]);
+
+    // A rollback reads the stored revision (encrypted in the state directory),
+    // neither the repository nor the identity.
+    std::fs::remove_file(s.state.path().join("age.key")).unwrap();
+    let out = s.plimsoll(&["rollback", &s.name], &[]);
+    out.expect(0);
+    assert_masked(&out);
+    assert_eq!(docker(&["exec", &c, "cat", "/run/secrets/db"]), SECRET);
+    s.assert_nothing_clear_on_disk(&[SECRET, ENV_VALUE, "rotated-secret-0d1f"]);
 }
 
 #[test]
@@ -336,6 +345,14 @@ fn age_missing_or_wrong_identity_is_exit_1_naming_the_file() {
     assert!(out.stderr.contains(&shown), "{out}");
     assert!(out.stderr.contains("--age-identity"), "{out}");
     assert!(out.stderr.contains("plimsoll secret keygen"), "{out}");
+
+    // A default identity file that is not one: a warning, then the same error.
+    std::fs::write(s.state.path().join("age.key"), "garbage\n").unwrap();
+    let out = s.plimsoll(&["validate", &path], &[]);
+    out.expect(1);
+    assert!(out.stderr.contains("age.key:1:"), "{out}");
+    assert!(out.stderr.contains("no age identity"), "{out}");
+    assert!(!out.all().contains("garbage"), "{out}");
 
     // A named identity file that does not exist.
     let out = s.plimsoll(
