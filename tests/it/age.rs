@@ -245,6 +245,17 @@ fn age_reconcile_delivers_decrypted_secret_and_env_then_edit_rotates_it() {
     s.assert_nothing_clear_on_disk(&[SECRET, ENV_VALUE]);
     let before = stack_containers(&s.name);
 
+    // A changed short value of an encrypted env file is masked in the plan's diff too.
+    s.encrypt(
+        "secrets.env",
+        &format!("API_URL=https://u:{ENV_VALUE}@api\nPIN=q7z\n"),
+    );
+    let out = s.plimsoll(&["reconcile", &path, "--dry-run"], &[]);
+    out.expect(2);
+    assert!(out.stdout.contains("PIN"), "{out}");
+    assert!(!out.all().contains("q7z"), "{out}");
+    assert_masked(&out);
+
     // `secret edit` with an editor that rewrites the file and records where it was.
     // (Outside the stack directory: the script itself names the values.)
     let tools = temp_dir("plimsoll-it-age-editor-");
@@ -285,6 +296,8 @@ fn age_reconcile_delivers_decrypted_secret_and_env_then_edit_rotates_it() {
         docker(&["exec", &c, "cat", "/run/secrets/db"]),
         "rotated-secret-0d1f"
     );
+    let env = docker(&["exec", &c, "env"]);
+    assert!(env.lines().any(|l| l == "PIN=q7z"), "{env}");
     assert_ne!(
         before,
         stack_containers(&s.name),
