@@ -2,8 +2,8 @@
 //! decrypting while loading, encrypting for `plimsoll secret`.
 //!
 //! A file whose name ends in `.age` is decrypted in memory when `spec::load`
-//! reads it: an `env_file:` entry is parsed as a dotenv file (every value
-//! secret), a `file:` of a top-level secret or config becomes its content
+//! reads it: a stack's `.env.age` and an `env_file:` entry are parsed as
+//! dotenv files (every value secret), a `file:` of a top-level secret or config becomes its content
 //! (copied into the container, never bind-mounted). Only X25519 identities
 //! (`AGE-SECRET-KEY-1…`, as `age-keygen` and `plimsoll secret keygen` write
 //! them) are supported; armored and binary files are both read.

@@ -222,6 +222,9 @@ pub struct StackInput<'a> {
     /// Override files (`compose.override.yaml`) and their text, merged onto
     /// `text` in order by Compose's rules (`super::merge`).
     pub overrides: &'a [(std::path::PathBuf, String)],
+    /// `.env.age` of the stack directory, decrypted: read after `.env`, every
+    /// variable in it secret.
+    pub secret_dotenv: Option<(&'a Path, &'a str)>,
     /// The host's age identities, for `*.age` env files, secrets and configs.
     pub age: Option<&'a super::age::Identities>,
     /// A stored revision (`load_stored`): a secret may hold its content inline
@@ -257,6 +260,31 @@ pub fn load_stack(input: &StackInput<'_>, diags: &mut Vec<Diag>) -> Option<Loade
                 diags.push(
                     Diag::error(path, Mark::new(e.line, 1), "", e.message.clone())
                         .hint("fix this line of the .env file (KEY=value)"),
+                );
+                return None;
+            }
+        }
+    }
+    if let Some((path, text)) = input.secret_dotenv {
+        let lookup = |k: &str| input.env.get(k).or_else(|| vars.get(k)).cloned();
+        match dotenv::parse(text, &lookup) {
+            Ok(map) => {
+                for (k, v) in map {
+                    masker.add_name(&k);
+                    masker.add_value(&v);
+                    vars.insert(k, v);
+                }
+            }
+            Err(e) => {
+                // The line number only: the message could quote the decrypted line.
+                diags.push(
+                    Diag::error(
+                        path,
+                        Mark::new(e.line, 1),
+                        "",
+                        "invalid line in the decrypted file",
+                    )
+                    .hint("fix this line with `plimsoll secret edit` (KEY=value)"),
                 );
                 return None;
             }

@@ -202,6 +202,34 @@ pub fn load_with(
                 continue;
             }
         };
+        // `.env.age`: decrypted, read after `.env`; every variable in it is secret.
+        let secret_dotenv_path = sf.dir.join(".env.age");
+        let secret_dotenv = match files.read(&secret_dotenv_path) {
+            Ok(None) => None,
+            Ok(Some(bytes)) => match age::decrypt_text(options.age.as_deref(), &bytes) {
+                Ok(text) => Some(text),
+                Err(e) => {
+                    let message = format!("cannot decrypt {}: {e}", secret_dotenv_path.display());
+                    diags.push(
+                        Diag::error(&secret_dotenv_path, Mark::default(), "", message)
+                            .hint(e.hint()),
+                    );
+                    continue;
+                }
+            },
+            Err(e) => {
+                diags.push(
+                    Diag::error(
+                        &secret_dotenv_path,
+                        Mark::default(),
+                        "",
+                        format!("cannot read: {e}"),
+                    )
+                    .hint("check that the file is readable"),
+                );
+                continue;
+            }
+        };
         // `COMPOSE_FILE` in the stack's `.env` lists its Compose files: the
         // first, then files merged onto it (as `docker compose` without `-f`).
         // The process environment's is not used: it would apply to every stack.
@@ -270,6 +298,9 @@ pub fn load_with(
             files,
             secret_names: &names,
             overrides: &overrides,
+            secret_dotenv: secret_dotenv
+                .as_deref()
+                .map(|t| (secret_dotenv_path.as_path(), t)),
             age: options.age.as_deref(),
             stored: false,
         };
@@ -402,6 +433,7 @@ pub fn load_stored(bytes: &[u8], files: &dyn Files) -> Result<(Stack, Masker), L
         files,
         secret_names: &names,
         overrides: &[],
+        secret_dotenv: None,
         age: None,
         stored: true,
     };

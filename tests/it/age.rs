@@ -458,3 +458,56 @@ fn age_secret_encrypt_uses_plimsoll_yaml_recipients_and_edit_keeps_unchanged_fil
     out.expect(1);
     assert!(out.stderr.contains("secrets.age_recipients[0]"), "{out}");
 }
+
+#[test]
+fn age_stack_env_age_is_read_after_env_and_masked() {
+    let s = AgeStack::new("age-dotenv");
+    std::fs::write(
+        s.path().join(".env"),
+        "PLAIN_VAR=visible\nDB_URL=overridden\n",
+    )
+    .unwrap();
+    s.encrypt(
+        ".env",
+        &format!("DB_URL=postgres://u:{SECRET}@db\nTAG=1.36\n"),
+    );
+    // `secret encrypt .env` wrote `.env.age` and the clear file is gone: write a clear `.env` again.
+    std::fs::write(
+        s.path().join(".env"),
+        "PLAIN_VAR=visible\nDB_URL=overridden\n",
+    )
+    .unwrap();
+    std::fs::write(
+        s.path().join("compose.yaml"),
+        "services:\n  app:\n    image: plimsoll-example/busybox:${TAG}\n    environment:\n      DATABASE_URL: ${DB_URL}\n      P: ${PLAIN_VAR}\n",
+    )
+    .unwrap();
+    let path = s.path_str();
+    let out = s.plimsoll(&["render", &path, "--format", "json"], &[]);
+    out.expect(0);
+    assert_masked(&out);
+    let env = &out.json()["services"]["app"]["environment"];
+    assert_eq!(env["DATABASE_URL"], "********");
+    assert_eq!(env["P"], "visible");
+    let out = s.plimsoll(
+        &["render", &path, "--format", "json", "--show-secrets"],
+        &[],
+    );
+    out.expect(0);
+    let value = out.json();
+    assert_eq!(
+        value["services"]["app"]["environment"]["DATABASE_URL"],
+        format!("postgres://u:{SECRET}@db"),
+        ".env.age wins over .env"
+    );
+    assert_eq!(
+        value["services"]["app"]["image"],
+        "plimsoll-example/busybox:1.36"
+    );
+    // Without the identity: exit 1 naming .env.age.
+    std::fs::remove_file(s.state.path().join("age.key")).unwrap();
+    let out = s.plimsoll(&["validate", &path], &[]);
+    out.expect(1);
+    assert!(out.stderr.contains(".env.age"), "{out}");
+    assert!(out.stderr.contains("--age-identity"), "{out}");
+}
