@@ -87,6 +87,14 @@ impl IdentitySource {
         let read = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read the age identity file {}", path.display()))
             .and_then(|text| Ok(Identities::parse(&text, &path)?));
+        if let Ok(meta) = std::fs::metadata(&path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                "the age identity file {} is readable by other users: chmod 600 it",
+                path.display()
+            );
+        }
         match read {
             Ok(ids) => Ok(Some(Arc::new(ids))),
             Err(e) if named => Err(e.context("--age-identity / PLIMSOLL_AGE_IDENTITY")),
