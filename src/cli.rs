@@ -33,6 +33,8 @@ macro_rules! examples {
     };
 }
 
+mod secret;
+
 /// Keeps plain Docker hosts exactly where git says they should be.
 ///
 /// A config repository in git holds Compose stacks; plimsoll loads them as Docker Compose does,
@@ -76,6 +78,14 @@ pub struct Cli {
         value_name = "PROFILE"
     )]
     pub profiles: Vec<String>,
+    /// age identity file that decrypts `*.age` files of the repository. Default: <state-dir>/age.key when it exists.
+    #[arg(
+        long,
+        global = true,
+        env = "PLIMSOLL_AGE_IDENTITY",
+        value_name = "FILE"
+    )]
+    pub age_identity: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -361,6 +371,17 @@ pub enum Command {
         #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
         dir: Option<PathBuf>,
     },
+    /// Encrypt, edit and create age-encrypted secret files (`*.age`).
+    ///
+    /// Files encrypted with age are decrypted in memory when the repository is loaded, with the
+    /// host's identity (--age-identity, PLIMSOLL_AGE_IDENTITY, else <state-dir>/age.key), and
+    /// masked like every secret. These commands write them.
+    #[command(subcommand, after_long_help = examples!(
+        "Create this host's identity and print its recipient (age1...)" => "plimsoll secret keygen",
+        "Encrypt a secret file to the recipients in plimsoll.yaml" => "plimsoll secret encrypt stacks/shop/db_password",
+        "Edit an encrypted env file in $EDITOR" => "plimsoll secret edit stacks/shop/secrets.env.age",
+    ))]
+    Secret(secret::SecretCommand),
 }
 
 /// `plimsoll agent`'s flags.
@@ -536,19 +557,22 @@ fn process_env() -> BTreeMap<String, String> {
 fn load_options(profiles: &[String]) -> spec::LoadOptions {
     spec::LoadOptions {
         profiles: (!profiles.is_empty()).then(|| profiles.to_vec()),
+        age: None,
     }
 }
 
+/// What every loading command shares: the profiles and the age identity.
+struct Loading {
+    profiles: Vec<String>,
+    age: secret::IdentitySource,
+}
+
 /// Loads the desired state at `path`; prints warnings; an error lists every problem.
-fn load(path: &std::path::Path, stacks: &[String], profiles: &[String]) -> Result<Desired> {
+fn load(path: &std::path::Path, stacks: &[String], loading: &Loading) -> Result<Desired> {
     let layout = source::discover(path).context("cannot find the desired state")?;
-    let desired = spec::load_with(
-        &layout,
-        &LocalFs,
-        &process_env(),
-        stacks,
-        &load_options(profiles),
-    )?;
+    let mut options = load_options(&loading.profiles);
+    options.age = loading.age.identities()?;
+    let desired = spec::load_with(&layout, &LocalFs, &process_env(), stacks, &options)?;
     for w in &desired.warnings {
         eprintln!("{w}");
     }
@@ -569,9 +593,17 @@ fn print(out: &str) -> Result<()> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     tracing::debug!(state_dir = %state_dir(cli.state_dir.clone()).display(), "state directory");
+    let loading = Loading {
+        profiles: cli.profiles.clone(),
+        age: secret::IdentitySource {
+            flag: cli.age_identity.clone(),
+            state_dir: state_dir(cli.state_dir.clone()),
+        },
+    };
     match cli.command {
+        Command::Secret(command) => secret::run(command, &loading.age)?,
         Command::Validate { path } => {
-            let desired = load(&path, &[], &cli.profiles)?;
+            let desired = load(&path, &[], &loading)?;
             let mut out = String::new();
             let services: usize = desired.stacks.iter().map(|s| s.services.len()).sum();
             out.push_str(&format!(
@@ -603,7 +635,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
             show_secrets,
         } => {
-            let desired = load(&path, &stacks, &cli.profiles)?;
+            let desired = load(&path, &stacks, &loading)?;
             let values: Vec<serde_json::Value> = desired
                 .stacks
                 .iter()
@@ -633,7 +665,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
             hosts,
         } => {
-            let desired = load(&path, &[], &cli.profiles)?;
+            let desired = load(&path, &[], &loading)?;
             let graphs: Vec<StackGraph> = desired
                 .stacks
                 .iter()
@@ -667,6 +699,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Agent(args) => {
             let mut opts = agent_options(*args, state_dir(cli.state_dir.clone()))?;
             opts.profiles = load_options(&cli.profiles).profiles;
+            opts.age = loading.age.identities()?;
             runtime()?.block_on(async {
                 let (stop, shutdown) = tokio::sync::watch::channel(false);
                 let cancel = crate::apply::Cancel::default();
@@ -740,7 +773,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             allow_empty,
             prune_volumes,
         } => {
-            let desired = load(&path, &stacks, &cli.profiles)?;
+            let desired = load(&path, &stacks, &loading)?;
             let state_dir = state_dir(cli.state_dir.clone());
             let run = Run {
                 format,
@@ -791,7 +824,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             stacks,
             format,
         } => {
-            let desired = load(&path, &stacks, &cli.profiles)?;
+            let desired = load(&path, &stacks, &loading)?;
             let state = StateDir::open(&state_dir(cli.state_dir.clone())).ok();
             let (status, unknown_ok) = runtime()?.block_on(async {
                 let mut observed = reconcile::observe(&desired, None).await?;
@@ -882,6 +915,7 @@ fn agent_options(a: AgentArgs, state_dir: PathBuf) -> Result<crate::agent::Optio
         lock_timeout: a.lock_timeout,
         env: process_env(),
         profiles: None,
+        age: None,
     })
 }
 

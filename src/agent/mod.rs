@@ -107,6 +107,8 @@ pub struct Options {
     pub env: BTreeMap<String, String>,
     /// The Compose profiles of `--profile` / `PLIMSOLL_PROFILES` (`None`: plimsoll.yaml, `COMPOSE_PROFILES`).
     pub profiles: Option<Vec<String>>,
+    /// The host's age identities (`--age-identity`, `<state>/age.key`), to decrypt `*.age` files.
+    pub age: Option<std::sync::Arc<crate::spec::age::Identities>>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9300";
@@ -788,6 +790,7 @@ impl Agent {
         let layout = source::discover(root).map_err(|e| relative(e.to_string()))?;
         let options = spec::LoadOptions {
             profiles: self.opts.profiles.clone(),
+            age: self.opts.age.clone(),
         };
         let mut desired = spec::load_with(
             &layout,

@@ -222,6 +222,14 @@ pub struct StackInput<'a> {
     /// Override files (`compose.override.yaml`) and their text, merged onto
     /// `text` in order by Compose's rules (`super::merge`).
     pub overrides: &'a [(std::path::PathBuf, String)],
+    /// `.env.age` of the stack directory, decrypted: read after `.env`, every
+    /// variable in it secret.
+    pub secret_dotenv: Option<(&'a Path, &'a str)>,
+    /// The host's age identities, for `*.age` env files, secrets and configs.
+    pub age: Option<&'a super::age::Identities>,
+    /// A stored revision (`load_stored`): a secret may hold its content inline
+    /// (an age-encrypted secret file, decrypted when it was applied).
+    pub stored: bool,
 }
 
 /// A loaded stack and the secrets found while loading it.
@@ -252,6 +260,31 @@ pub fn load_stack(input: &StackInput<'_>, diags: &mut Vec<Diag>) -> Option<Loade
                 diags.push(
                     Diag::error(path, Mark::new(e.line, 1), "", e.message.clone())
                         .hint("fix this line of the .env file (KEY=value)"),
+                );
+                return None;
+            }
+        }
+    }
+    if let Some((path, text)) = input.secret_dotenv {
+        let lookup = |k: &str| input.env.get(k).or_else(|| vars.get(k)).cloned();
+        match dotenv::parse(text, &lookup) {
+            Ok(map) => {
+                for (k, v) in map {
+                    masker.add_name(&k);
+                    masker.add_value(&v);
+                    vars.insert(k, v);
+                }
+            }
+            Err(e) => {
+                // The line number only: the message could quote the decrypted line.
+                diags.push(
+                    Diag::error(
+                        path,
+                        Mark::new(e.line, 1),
+                        "",
+                        "invalid line in the decrypted file",
+                    )
+                    .hint("fix this line with `plimsoll secret edit` (KEY=value)"),
                 );
                 return None;
             }
@@ -758,6 +791,7 @@ impl Cx<'_, '_> {
                 None => self.type_err(node, "services", "a mapping of service names to services"),
             },
         }
+        self.decrypt_file_objects(&mut stack);
         self.secret_files(&stack);
         stack.source = StackSource {
             dir: self.input.dir.to_path_buf(),
@@ -874,7 +908,7 @@ impl Cx<'_, '_> {
         let Some(entries) = self.entries(node, kind) else {
             return out;
         };
-        let known: &[&str] = if kind == "configs" {
+        let known: &[&str] = if kind == "configs" || self.input.stored {
             &["name", "file", "environment", "content"]
         } else {
             &["name", "file", "environment"]
@@ -898,6 +932,7 @@ impl Cx<'_, '_> {
                 file: None,
                 environment: None,
                 content: None,
+                encrypted: false,
             };
             for (f, n, _) in fields {
                 let p = join(&path, f);
@@ -929,6 +964,62 @@ impl Cx<'_, '_> {
             out.insert(key, obj);
         }
         out
+    }
+
+    /// A file of the stack as the user names it: under the stack directory as
+    /// given (`stacks/shop/db.age`), else as it is.
+    fn shown(&self, path: &Path) -> String {
+        match path.strip_prefix(self.input.abs_dir) {
+            Ok(rest) => self.input.dir.join(rest).display().to_string(),
+            Err(_) => path.display().to_string(),
+        }
+    }
+
+    /// Secrets and configs whose `file:` is age-encrypted (`*.age`): read and
+    /// decrypted here, their content kept in the model (copied into the
+    /// container, never bind-mounted: that would need the clear file on disk).
+    fn decrypt_file_objects(&mut self, stack: &mut Stack) {
+        for (kind, objects) in [
+            ("secrets", &mut stack.secrets),
+            ("configs", &mut stack.configs),
+        ] {
+            for (key, obj) in objects.iter_mut() {
+                let Some(file) = obj.file.clone() else {
+                    continue;
+                };
+                let path = format!("{kind}.{key}.file");
+                let mark = self.marks.get(&path).copied().unwrap_or_default();
+                let bytes = match self.input.files.read(Path::new(&file)) {
+                    Ok(Some(bytes)) => bytes,
+                    // Reported by `secret_files` (secrets) or at apply (configs, as before).
+                    _ => continue,
+                };
+                let shown = self.shown(Path::new(&file));
+                if let Some(why) = super::age::sops_marker(Path::new(&file), &bytes) {
+                    self.err(mark, &path, format!("{shown}: {why}"))
+                        .hint(super::age::SOPS_HINT);
+                    continue;
+                }
+                if !super::age::is_encrypted(Path::new(&file)) {
+                    continue;
+                }
+                match super::age::decrypt_text(self.input.age, &bytes) {
+                    Ok(text) => {
+                        self.masker.add_value(&text);
+                        obj.content = Some(text);
+                        obj.file = None;
+                        obj.encrypted = true;
+                    }
+                    Err(e) => {
+                        let hint = e.hint();
+                        self.err(mark, &path, format!("cannot decrypt {shown}: {e}"))
+                            .hint(hint);
+                        // So `secret_files` does not read the ciphertext as the secret.
+                        obj.file = None;
+                    }
+                }
+            }
+        }
     }
 
     /// Reads secret files and secret variables so their values are masked everywhere.
@@ -1337,6 +1428,30 @@ impl Cx<'_, '_> {
         for (file, required, mark, path) in env_files {
             match self.input.files.read(&file) {
                 Ok(Some(bytes)) => {
+                    let shown = self.shown(&file);
+                    if let Some(why) = super::age::sops_marker(&file, &bytes) {
+                        self.err(mark, &path, format!("{shown}: {why}"))
+                            .hint(super::age::SOPS_HINT);
+                        continue;
+                    }
+                    let encrypted = super::age::is_encrypted(&file);
+                    let bytes = if encrypted {
+                        match super::age::decrypt_text(self.input.age, &bytes) {
+                            Ok(text) => text.into_bytes(),
+                            Err(e) => {
+                                let hint = e.hint();
+                                self.err(
+                                    mark,
+                                    &path,
+                                    format!("cannot decrypt env file {shown}: {e}"),
+                                )
+                                .hint(hint);
+                                continue;
+                            }
+                        }
+                    } else {
+                        bytes
+                    };
                     let Ok(text) = String::from_utf8(bytes) else {
                         self.err(
                             mark,
@@ -1352,9 +1467,24 @@ impl Cx<'_, '_> {
                             .cloned()
                             .or_else(|| env.get(k).cloned().flatten())
                     };
+                    if encrypted {
+                        // Every variable of an encrypted env file is secret, whatever its name.
+                        if let Ok(vars) = dotenv::parse(&text, &lookup) {
+                            for (k, v) in &vars {
+                                self.masker.add_name(k);
+                                self.masker.add_value(v);
+                            }
+                        }
+                    }
                     if let Err(e) = dotenv::parse_into(&text, &mut acc, &lookup) {
+                        // The line number only: the message of a decrypted file may quote it.
+                        let message = if encrypted {
+                            "invalid line in the decrypted env file".to_string()
+                        } else {
+                            e.message
+                        };
                         self.diags.push(
-                            Diag::error(&file, Mark::new(e.line, 1), "", e.message)
+                            Diag::error(&file, Mark::new(e.line, 1), "", message)
                                 .hint(format!("fix this line of the env file (used by {path})")),
                         );
                     }

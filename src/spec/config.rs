@@ -272,6 +272,11 @@ pub struct SecretsConfig {
     /// Name patterns of secret variables (`*` wildcard, case-insensitive), added to the defaults.
     #[serde(default)]
     pub patterns: Vec<String>,
+    /// The age recipients (`age1…`, one per host and per person who edits secrets)
+    /// that `plimsoll secret encrypt` and `plimsoll secret edit` encrypt to
+    /// when no `-r`/`-R` is given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub age_recipients: Vec<String>,
 }
 
 /// `agent:` defaults; a command-line flag or its environment variable wins.

@@ -5,6 +5,7 @@
 //! [`crate::source::Files`]; collects every diagnostic instead of stopping at
 //! the first.
 
+pub mod age;
 pub mod compose;
 pub mod config;
 pub mod diag;
@@ -100,6 +101,9 @@ pub struct LoadOptions {
     /// stack's `profiles` in plimsoll.yaml, else `COMPOSE_PROFILES` (process
     /// environment over the stack's `.env`), as Compose does without `--profile`.
     pub profiles: Option<Vec<String>>,
+    /// The host's age identities, to decrypt `*.age` files (`None`: a `*.age`
+    /// file is an error saying how to give one).
+    pub age: Option<std::sync::Arc<age::Identities>>,
 }
 
 /// Loads the repository, stack or file that `layout` describes. `env` is the
@@ -159,6 +163,19 @@ pub fn load_with(
         node: config_node.as_ref(),
     };
     let immutable = policy::check_config(&config, &rules, &mut diags);
+    for (i, r) in config.secrets.age_recipients.iter().enumerate() {
+        if let Err(message) = age::parse_recipients([r.as_str()]) {
+            let mark = config_node
+                .as_ref()
+                .and_then(|n| n.lookup_key(&["secrets", "age_recipients"]))
+                .map(|n| n.mark)
+                .unwrap_or_default();
+            diags.push(
+                Diag::error(&config_path, mark, format!("secrets.age_recipients[{i}]"), message)
+                    .hint("list public keys (age1…), as `age-keygen -y KEYFILE` or `plimsoll secret keygen` prints them"),
+            );
+        }
+    }
 
     let mut stacks = Vec::new();
     for sf in &layout.stacks {
@@ -182,6 +199,34 @@ pub fn load_with(
             Ok(t) => t,
             Err(d) => {
                 diags.push(d);
+                continue;
+            }
+        };
+        // `.env.age`: decrypted, read after `.env`; every variable in it is secret.
+        let secret_dotenv_path = sf.dir.join(".env.age");
+        let secret_dotenv = match files.read(&secret_dotenv_path) {
+            Ok(None) => None,
+            Ok(Some(bytes)) => match age::decrypt_text(options.age.as_deref(), &bytes) {
+                Ok(text) => Some(text),
+                Err(e) => {
+                    let message = format!("cannot decrypt {}: {e}", secret_dotenv_path.display());
+                    diags.push(
+                        Diag::error(&secret_dotenv_path, Mark::default(), "", message)
+                            .hint(e.hint()),
+                    );
+                    continue;
+                }
+            },
+            Err(e) => {
+                diags.push(
+                    Diag::error(
+                        &secret_dotenv_path,
+                        Mark::default(),
+                        "",
+                        format!("cannot read: {e}"),
+                    )
+                    .hint("check that the file is readable"),
+                );
                 continue;
             }
         };
@@ -253,6 +298,11 @@ pub fn load_with(
             files,
             secret_names: &names,
             overrides: &overrides,
+            secret_dotenv: secret_dotenv
+                .as_deref()
+                .map(|t| (secret_dotenv_path.as_path(), t)),
+            age: options.age.as_deref(),
+            stored: false,
         };
         let mut stack_diags = Vec::new();
         let mut sources = Vec::new();
@@ -383,6 +433,9 @@ pub fn load_stored(bytes: &[u8], files: &dyn Files) -> Result<(Stack, Masker), L
         files,
         secret_names: &names,
         overrides: &[],
+        secret_dotenv: None,
+        age: None,
+        stored: true,
     };
     let mut diags = Vec::new();
     let loaded = compose::load_stack(&input, &mut diags);

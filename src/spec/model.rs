@@ -711,9 +711,14 @@ pub struct FileObject {
     /// Name of the variable holding the content.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
-    /// Inline content (configs only).
+    /// Inline content (configs; a secret or config whose `file:` is
+    /// age-encrypted holds its decrypted content here, copied into the container).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// The content was decrypted from an age file: it is secret (masked
+    /// whole by `render`, even when short). Not part of the rendered form.
+    #[serde(skip)]
+    pub encrypted: bool,
 }
 
 /// A top-level network.

@@ -12,6 +12,14 @@ pub fn to_value(stack: &Stack, masker: &Masker, show_secrets: bool) -> serde_jso
     let mut value = serde_json::to_value(stack).expect("the model serializes to JSON");
     if !show_secrets {
         masker.mask_json(&mut value);
+        // Decrypted content is masked whole, even when too short to mask by value.
+        for (kind, objects) in [("secrets", &stack.secrets), ("configs", &stack.configs)] {
+            for (key, _) in objects.iter().filter(|(_, o)| o.encrypted) {
+                if let Some(content) = value[kind][key].get_mut("content") {
+                    *content = serde_json::Value::String(super::secrets::MASK.into());
+                }
+            }
+        }
     }
     value
 }

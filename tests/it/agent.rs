@@ -10,7 +10,8 @@
 //! gives up, survives a restart and is reset; broken revisions (bad YAML,
 //! policy) rejected while the last good one keeps running; an unreachable
 //! remote; an engine outage and a lost event stream; pause and resume; a secret that
-//! appears in no output; a local directory watched for edits.
+//! appears in no output; age-encrypted secrets decrypted with the host's identity
+//! (and a revision encrypted to another host rejected); a local directory watched for edits.
 //!
 //! Each test has its own stack (unique name), state directory and agent, and
 //! kills the agent and removes its stack's containers, networks and volumes
@@ -1501,4 +1502,76 @@ fn agent_watches_a_local_directory() {
     });
     assert_eq!(status["last_sync"]["result"], "succeeded", "{status:#}");
     assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+/// An age-encrypted secret in the repository: the agent decrypts it with the
+/// host's identity (`<state>/age.key`) from its checkout, delivers it into
+/// the container and never shows it; a revision encrypted to another host is
+/// rejected naming the file, and the last good one keeps running.
+#[test]
+fn agent_decrypts_age_secrets_with_the_host_identity() {
+    let sc = Scenario::new("agent-age");
+    let (stack, web, repo, state) = (&sc.stack, &sc.web, &sc.repo, &sc.state);
+    let canary = format!("canary-age-{}", crate::support::unique_name("agent"));
+    let keygen = plimsoll(state, &["secret", "keygen"]);
+    keygen.expect(0);
+    let recipient = keygen.stdout.trim().to_string();
+    let other = sc.path("other.key");
+    let other_key = other.display().to_string();
+    plimsoll(state, &["secret", "keygen", "-o", &other_key]).expect(0);
+    let other_recipient = std::fs::read_to_string(&other)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_string))
+        .unwrap();
+    // Encrypts `content` to `to` into the stack directory of the repository.
+    let encrypt = |to: &str, content: &str| {
+        let clear = sc.path("clear");
+        std::fs::write(&clear, content).unwrap();
+        let out = sc.path("db.age");
+        let (clear_s, out_s) = (clear.display().to_string(), out.display().to_string());
+        plimsoll(
+            state,
+            &["secret", "encrypt", "-r", to, "-o", &out_s, &clear_s],
+        )
+        .expect(0);
+        std::fs::remove_file(&clear).unwrap();
+        repo.write(
+            &format!("stacks/{stack}/db.age"),
+            &std::fs::read_to_string(&out).unwrap(),
+        );
+    };
+    encrypt(&recipient, &canary);
+    sc.write_web(
+        &[("GREETING", "v1")],
+        "    secrets: [db]\nsecrets:\n  db:\n    file: ./db.age\n",
+    );
+    let good = repo.commit("age");
+    let agent = sc.deploy(&["--interval", "1s"], &[], &good);
+    assert_eq!(docker(&["exec", web, "cat", "/run/secrets/db"]), canary);
+
+    encrypt(&other_recipient, "canary-for-another-host");
+    let bad = repo.commit("encrypted to another host");
+    let status = agent.wait_status("rejected", Duration::from_secs(20), |s| {
+        s["rejected"]["revision"] == bad
+    });
+    let reason = status["rejected"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(&format!("stacks/{stack}/db.age")),
+        "{status:#}"
+    );
+    assert!(reason.contains("cannot decrypt"), "{status:#}");
+    assert_eq!(
+        status["revision"], good,
+        "the last good revision stays: {status:#}"
+    );
+    assert_eq!(docker(&["exec", web, "cat", "/run/secrets/db"]), canary);
+    let log = agent.log();
+    for text in [&log, &status.to_string(), &agent.metrics()] {
+        assert!(!text.contains(&canary), "the secret is shown:\n{text}");
+        assert!(
+            !text.contains("AGE-SECRET-KEY"),
+            "the identity is shown:\n{text}"
+        );
+    }
 }

@@ -1,6 +1,9 @@
 //! plimsoll's integration tests: one test binary, one module per area.
 //!
 //! Modules:
+//! - `age`: age-encrypted secrets and env files (`*.age`) with a key pair the test
+//!   generates: decrypted by validate/render/reconcile, masked everywhere, delivered to the
+//!   engine, never on disk in clear; identity errors; `plimsoll secret encrypt|edit|keygen`.
 //! - `build`: `build:` on the real engine: images built from `FROM scratch` contexts holding
 //!   the static busybox, exactly the changed service rebuilt, no-ops never build, failures
 //!   change nothing.
@@ -30,6 +33,7 @@
 //! - `support`: shared helpers for tests that drive the engine (unique names,
 //!   cleanup guards, building the offline test images on demand).
 
+mod age;
 mod agent;
 mod build;
 mod cli;
