@@ -188,6 +188,27 @@ pub enum Command {
         #[arg(long, env = "PLIMSOLL_LISTEN", default_value = crate::agent::DEFAULT_LISTEN)]
         listen: String,
     },
+    /// What a commit range changes in the desired state, per host, stack and service, from git alone (no engine).
+    ///
+    /// Exit 0 no changes, 2 changes, 1 error (also when --to does not load or breaks the policy).
+    ///
+    /// Example: plimsoll diff --from origin/main --to HEAD --format markdown
+    Diff {
+        /// A directory or file inside a git repository: the config repository root, a stack directory, or a Compose file.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// The base revision (branch, tag, SHA, `HEAD~1`, `origin/main`).
+        #[arg(long, value_name = "REV")]
+        from: String,
+        /// The revision compared with it.
+        #[arg(long, value_name = "REV")]
+        to: String,
+        /// Only what changes on this host (its stacks and those that run on every host).
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+        #[arg(long, value_enum, default_value_t = plan::Format::Text)]
+        format: plan::Format,
+    },
     /// Print a JSON Schema generated from plimsoll's types.
     ///
     /// Example: plimsoll schema plimsoll > plimsoll.schema.json
@@ -458,6 +479,44 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print(&out)?;
         }
         Command::Schema { kind } => print(&schema::generate(kind))?,
+        Command::Diff {
+            path,
+            from,
+            to,
+            host,
+            format,
+        } => {
+            use crate::range::{self, RangeError};
+            let env = process_env();
+            let loaded = range::load(
+                &path,
+                (&from, &to),
+                host.as_deref(),
+                &env,
+                &load_options(&cli.profiles),
+            )
+            .map_err(|e| match e {
+                RangeError::Load { source, .. } => {
+                    anyhow::Error::from(source).context(format!("--to {to} does not load"))
+                }
+                e => e.into(),
+            })?;
+            for w in loaded
+                .warnings
+                .iter()
+                .map(ToString::to_string)
+                .chain(loaded.diff.warnings.iter().map(|w| format!("warning: {w}")))
+            {
+                eprintln!("{w}");
+            }
+            let d = &loaded.diff;
+            print(&match format {
+                plan::Format::Text => range::to_text(d, use_color()),
+                plan::Format::Json => serde_json::to_string_pretty(d)? + "\n",
+                plan::Format::Markdown => range::to_markdown(d),
+            })?;
+            return Ok(ExitCode::from(if d.is_empty() { 0 } else { 2 }));
+        }
         Command::Agent(args) => {
             let mut opts = agent_options(*args, state_dir(cli.state_dir.clone()))?;
             opts.profiles = load_options(&cli.profiles).profiles;

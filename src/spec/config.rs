@@ -320,10 +320,10 @@ impl Config {
         let Some(sc) = self.stacks.get(stack) else {
             return true;
         };
-        let placement = sc.placement.as_ref().filter(|p| !p.labels.is_empty());
-        if sc.hosts.is_empty() && placement.is_none() {
+        if self.runs_everywhere(stack) {
             return true;
         }
+        let placement = sc.placement.as_ref().filter(|p| !p.labels.is_empty());
         if sc.hosts.iter().any(|h| h == host) {
             return true;
         }
@@ -331,6 +331,22 @@ impl Config {
         placement.is_some_and(|p| {
             labels.is_some_and(|l| p.labels.iter().all(|(k, v)| l.get(k) == Some(v)))
         })
+    }
+
+    /// Whether `stack` has no assignment (neither `hosts` nor `placement`): it runs on every host.
+    pub fn runs_everywhere(&self, stack: &str) -> bool {
+        self.stacks.get(stack).is_none_or(|sc| {
+            sc.hosts.is_empty() && sc.placement.as_ref().is_none_or(|p| p.labels.is_empty())
+        })
+    }
+
+    /// The hosts this file names: the keys of `hosts:` and every stack's `hosts` list.
+    pub fn host_names(&self) -> std::collections::BTreeSet<String> {
+        self.hosts
+            .keys()
+            .chain(self.stacks.values().flat_map(|s| &s.hosts))
+            .cloned()
+            .collect()
     }
 
     /// Whether changes to `stack` on `host` are frozen (`paused:` on the stack or the host).
