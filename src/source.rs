@@ -118,17 +118,35 @@ impl GitTree {
             path: path.to_path_buf(),
             message: source.message().to_string(),
         };
-        let repo = git2::Repository::discover(path).map_err(git)?;
+        // PATH need not exist in the work tree (a stack added or removed by
+        // the range): the repository is found from its nearest existing parent.
+        let mut existing = path;
+        let mut rest = Vec::new();
+        while fs::symlink_metadata(existing).is_err() {
+            match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name);
+                    existing = if parent.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        parent
+                    };
+                }
+                _ => break,
+            }
+        }
+        let repo = git2::Repository::discover(existing).map_err(git)?;
         let root = match repo.workdir() {
             Some(w) => w.to_path_buf(),
             None => repo.path().to_path_buf(),
         };
         let root = fs::canonicalize(&root).map_err(io_err(&root))?;
-        let abs = fs::canonicalize(path).map_err(io_err(path))?;
-        let rel = abs
+        let abs = fs::canonicalize(existing).map_err(io_err(existing))?;
+        let mut rel = abs
             .strip_prefix(&root)
             .unwrap_or(Path::new(""))
             .to_path_buf();
+        rel.extend(rest.iter().rev());
         let commit = repo
             .revparse_single(rev)
             .and_then(|o| o.peel_to_commit())
@@ -427,6 +445,58 @@ mod tests {
         assert!(matches!(
             discover(&root.join("nope")),
             Err(SourceError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn reads_a_commit_without_a_checkout() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        fs::create_dir_all(root.join("stacks/a")).unwrap();
+        fs::write(root.join("stacks/a/compose.yaml"), "services: {}").unwrap();
+        fs::write(root.join(CONFIG_FILE), "{}").unwrap();
+        let repo = git2::Repository::init(root).unwrap();
+        let mut index = repo.index().unwrap();
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        repo.commit(Some("HEAD"), &sig, &sig, "one", &tree, &[])
+            .unwrap();
+        // Gone from the work tree: read from git objects only.
+        fs::remove_dir_all(root.join("stacks")).unwrap();
+        let rev = GitTree::resolve(root, "HEAD").unwrap();
+        assert_eq!(rev.path, Path::new(""));
+        let layout = discover_in(&rev.files, &rev.path).unwrap();
+        assert_eq!(layout.stacks.len(), 1);
+        assert_eq!(layout.stacks[0].compose, Path::new("stacks/a/compose.yaml"));
+        let abs = fs::canonicalize(root).unwrap();
+        assert_eq!(layout.stacks[0].abs_dir, abs.join("stacks/a"));
+        let files = &rev.files;
+        let read = |p: &Path| files.read(p).map_err(|e| e.kind());
+        assert_eq!(
+            read(&abs.join("stacks/a/compose.yaml")),
+            Ok(Some(b"services: {}".to_vec()))
+        );
+        assert_eq!(
+            read(Path::new("stacks/a/x/../compose.yaml"))
+                .unwrap()
+                .map(|b| b.len()),
+            Some(12)
+        );
+        assert_eq!(
+            read(Path::new("stacks/a")),
+            Err(io::ErrorKind::IsADirectory)
+        );
+        assert_eq!(read(Path::new("../outside")), Ok(None));
+        assert_eq!(read(Path::new("/etc/passwd")), Ok(None));
+        // A PATH that no longer exists on disk is still found in the commit.
+        let rev = GitTree::resolve(&root.join("stacks/a"), "HEAD").unwrap();
+        assert_eq!(rev.path, Path::new("stacks/a"));
+        assert!(matches!(
+            GitTree::resolve(root, "nope"),
+            Err(SourceError::Git { .. })
         ));
     }
 }
