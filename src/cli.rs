@@ -496,8 +496,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &load_options(&cli.profiles),
             )
             .map_err(|e| match e {
-                RangeError::Load { source, .. } => {
-                    anyhow::Error::from(source).context(format!("--to {to} does not load"))
+                RangeError::Load { rev, source } => {
+                    // `main` prints the located diagnostics of a LoadError as they are.
+                    eprintln!("error: {rev} does not load:");
+                    anyhow::Error::from(source)
                 }
                 e => e.into(),
             })?;

@@ -344,6 +344,10 @@ fn diff_policy_violation_at_to_is_an_error_naming_file_line_and_key() {
     assert!(out.stdout.is_empty());
     let stderr = text(&out.stderr);
     assert!(
+        stderr.starts_with("error: --to HEAD does not load:"),
+        "{stderr}"
+    );
+    assert!(
         stderr.contains("stacks/web/compose.yaml:4") && stderr.contains("privileged"),
         "{stderr}"
     );
@@ -436,4 +440,44 @@ fn diff_ci_recipes_run_their_commands_on_a_local_repository() {
     let comment = std::fs::read_to_string(r.path().join("plimsoll-diff.md")).unwrap();
     assert!(comment.starts_with("### plimsoll diff"), "{comment}");
     assert!(!comment.contains(OLD_SECRET) && !comment.contains(NEW_SECRET));
+}
+
+#[test]
+fn diff_of_a_config_repository_in_a_subdirectory() {
+    let mut r = Repo::new();
+    r.write("infra/plimsoll.yaml", "{}\n").write(
+        "infra/stacks/web/compose.yaml",
+        "services:\n  web:\n    image: nginx:1.25\n",
+    );
+    r.commit("one");
+    r.write(
+        "infra/stacks/web/compose.yaml",
+        "services:\n  web:\n    image: nginx:1.27\n    privileged: true\n",
+    );
+    r.commit("two");
+    let out = r.diff(&["--from", "HEAD~1", "--to", "HEAD", "infra"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("image changed: nginx:1.25 → nginx:1.27")
+            && stdout.contains("privileged added: true"),
+        "{stdout}"
+    );
+    // The same range seen from inside the directory, with a policy that forbids it.
+    r.write(
+        "infra/plimsoll.yaml",
+        "policy:\n  privileged:\n    allow: []\n",
+    );
+    r.commit("three");
+    let out = plimsoll_output(
+        &r.path().join("infra/stacks"),
+        &["diff", "--from", "HEAD~2", "--to", "HEAD", ".."],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("infra/stacks/web/compose.yaml:4"),
+        "{stderr}"
+    );
 }
