@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::diff::{self, labels};
 use crate::plan::{md_escape, paint, push_diff};
 use crate::source::{self, Files, GitTree, SourceError};
+use crate::spec::config::Config;
 use crate::spec::model::{FileObject, Service, Stack};
 use crate::spec::secrets::Masker;
 use crate::spec::{self, Desired, LoadError, LoadOptions};
@@ -205,6 +206,10 @@ pub struct StackDiff {
     /// ran on and runs on (every host listed for a stack without assignment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved: Option<Moved>,
+    /// Changes to the stack's settings in `plimsoll.yaml` (`paused`, `prune`, …);
+    /// for a stack moved to this host, also what differs from where it ran before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
     /// Services added, removed or changed (for an added stack: every service, as added).
     pub services: Vec<ServiceDiff>,
     /// Networks added, removed or changed, by their key in the Compose file.
@@ -333,13 +338,41 @@ pub fn compare(
                 }
                 _ => None,
             };
+            // What changed in the stack itself, for a stack in both revisions.
+            let changes = match (from, o, n) {
+                (Some(f), Some(o), Some(n)) => stack_changes(o, n, (f, to), names, &masker),
+                _ => None,
+            };
+            let settings = match (old_config, o, n) {
+                (Some(c), Some(_), Some(_)) => settings_changes(c, new_config, name),
+                _ => Vec::new(),
+            };
             let entry = match (was, is, o, n) {
-                (false, true, _, Some(n)) => Some(whole(n, ChangeKind::Added, names, &masker)),
-                (true, false, Some(o), _) => Some(whole(o, ChangeKind::Removed, names, &masker)),
-                (true, true, Some(o), Some(n)) => {
-                    let f = from.expect("a stack at --from");
-                    stack_changes(o, n, (f, to), names, &masker)
+                (false, true, _, Some(n)) => {
+                    let mut e = whole(n, ChangeKind::Added, names, &masker);
+                    // Moved here: what differs from the stack where it ran before.
+                    e.reasons = changes
+                        .iter()
+                        .flat_map(|c| &c.services)
+                        .flat_map(|v| v.reasons.iter().map(move |r| format!("{}: {r}", v.service)))
+                        .chain(settings)
+                        .collect();
+                    Some(e)
                 }
+                (true, false, Some(o), _) => Some(whole(o, ChangeKind::Removed, names, &masker)),
+                (true, true, _, Some(n)) => match changes {
+                    Some(mut e) => {
+                        e.reasons = settings;
+                        Some(e)
+                    }
+                    None if !settings.is_empty() => {
+                        let mut e = whole(n, ChangeKind::Changed, names, &masker);
+                        (e.services, e.networks, e.volumes) = Default::default();
+                        e.reasons = settings;
+                        Some(e)
+                    }
+                    None => None,
+                },
                 _ => None,
             };
             if let Some(mut e) = entry {
@@ -360,6 +393,26 @@ pub fn compare(
             .collect(),
         warnings: Vec::new(),
     }
+}
+
+/// A stack's settings in `plimsoll.yaml` that changed, in words (its hosts
+/// and placement are said as a move).
+fn settings_changes(old: &Config, new: &Config, stack: &str) -> Vec<String> {
+    let settings = |c: &Config| -> BTreeMap<String, String> {
+        let mut sc = c.stacks.get(stack).cloned().unwrap_or_default();
+        (sc.hosts, sc.placement) = (Vec::new(), None);
+        match serde_json::to_value(sc) {
+            Ok(serde_json::Value::Object(m)) => m
+                .into_iter()
+                .map(|(k, v)| (format!("plimsoll.yaml stacks.{stack}.{k}"), v.to_string()))
+                .collect(),
+            _ => BTreeMap::new(),
+        }
+    };
+    diff::compare(&settings(old), &settings(new))
+        .iter()
+        .map(|c| diff::change_words(c, &Masker::default()))
+        .collect()
 }
 
 /// The lines compared for a service: replica 1's settings without the labels
@@ -423,6 +476,7 @@ fn whole(stack: &Stack, change: ChangeKind, names: (&str, &str), masker: &Masker
         stack: stack.name.clone(),
         change,
         moved: None,
+        reasons: Vec::new(),
         services,
         networks: objects(stack.networks.keys().collect()),
         volumes: objects(stack.volumes.keys().collect()),
@@ -519,6 +573,7 @@ fn stack_changes(
         stack: new.name.clone(),
         change: ChangeKind::Changed,
         moved: None,
+        reasons: Vec::new(),
         services,
         networks,
         volumes,
@@ -652,17 +707,21 @@ pub fn to_text(d: &RangeDiff, color: bool) -> String {
         out.push('\n');
         for s in &h.stacks {
             let (sym, code) = s.change.symbol();
-            let note = s.moved.as_ref().map(moved_words).unwrap_or_default();
+            let mut notes = s.moved.iter().map(moved_words).chain(s.reasons.clone());
             out.push_str(
                 format!(
-                    "  {} {:<24} {:<8} {note}",
+                    "  {} {:<24} {:<8} {}",
                     paint(color, code, sym),
                     s.stack,
-                    s.change.as_str()
+                    s.change.as_str(),
+                    notes.next().unwrap_or_default()
                 )
                 .trim_end(),
             );
             out.push('\n');
+            for r in notes {
+                out.push_str(&format!("    {:<24} {:<8} {r}\n", "", ""));
+            }
             for v in &s.services {
                 let (sym, code) = v.change.symbol();
                 let mut reasons = v.reasons.iter();
@@ -725,7 +784,13 @@ pub fn to_markdown(d: &RangeDiff) -> String {
         for h in &d.hosts {
             let host = h.host.as_deref().unwrap_or("*all hosts*");
             for s in &h.stacks {
-                let note = s.moved.as_ref().map(moved_words).unwrap_or_default();
+                let notes: Vec<String> = s
+                    .moved
+                    .iter()
+                    .map(moved_words)
+                    .chain(s.reasons.clone())
+                    .collect();
+                let note = notes.join("; ");
                 out.push_str(&format!(
                     "| {} | {host} | {} | | {} | {} |\n",
                     s.change.symbol().0,

@@ -142,9 +142,14 @@ secrets:
 
 /// Head: api's image, env, secret and replicas change; builder's secret file; `old` removed,
 /// `worker` added; the build context changes; a network added; `web` moves
-/// to host b; `gone` removed, `metrics` added.
+/// to host b with a new image; `shop` paused; `gone` removed, `metrics` added.
 fn head(r: &mut Repo) -> String {
-    r.write("plimsoll.yaml", &CONFIG.replace("hosts: [a]", "hosts: [b]"))
+    let config = CONFIG.replace("hosts: [a]", "hosts: [b]\n  shop:\n    paused: true");
+    r.write("plimsoll.yaml", &config)
+        .write(
+            "stacks/web/compose.yaml",
+            "services:\n  web:\n    image: nginx:1.27\n",
+        )
         .write(
             "stacks/shop/compose.yaml",
             "\
@@ -247,7 +252,16 @@ fn diff_range_per_host_text_markdown_json() {
         hosts[2]["stacks"][0]["moved"]["from"],
         serde_json::json!(["a"])
     );
+    // Moved and changed: what differs from where it ran before.
+    assert_eq!(
+        hosts[2]["stacks"][0]["reasons"],
+        serde_json::json!(["web: image changed: nginx:1.25 → nginx:1.27"])
+    );
     let shop = &hosts[0]["stacks"][2];
+    assert_eq!(
+        shop["reasons"],
+        serde_json::json!(["plimsoll.yaml stacks.shop.paused changed: false → true"])
+    );
     let svc = |name: &str| {
         shop["services"]
             .as_array()
