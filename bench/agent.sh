@@ -58,17 +58,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 started=$SECONDS
-for tool in docker git curl openssl jq; do
-  command -v "$tool" >/dev/null || { echo "bench/agent.sh needs $tool" >&2; exit 1; }
-done
-
-if [ -n "${PLIMSOLL_BIN:-}" ]; then
-  plimsoll=$PLIMSOLL_BIN
-else
-  cargo build --release --quiet
-  plimsoll=$PWD/target/release/plimsoll
-fi
-scripts/test-images.sh busybox >/dev/null
+release_binary bench/agent.sh docker git curl openssl jq
 
 id=plbench-agent-$$
 S=$id

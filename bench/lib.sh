@@ -33,3 +33,21 @@ time_ms() {
 
 # ratio A B: A / B, one decimal.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f\n", (b > 0) ? a / b : 0 }'; }
+
+# release_binary SCRIPT TOOLS...: checks that TOOLS are installed, sets
+# `plimsoll` to $PLIMSOLL_BIN or a fresh release build, and makes sure the
+# busybox test image exists.
+release_binary() {
+  local script=$1 tool
+  shift
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "$script needs $tool" >&2; exit 1; }
+  done
+  if [ -n "${PLIMSOLL_BIN:-}" ]; then
+    plimsoll=$PLIMSOLL_BIN
+  else
+    cargo build --release --quiet
+    plimsoll=$PWD/target/release/plimsoll
+  fi
+  scripts/test-images.sh busybox >/dev/null
+}

@@ -723,11 +723,12 @@ impl Ctx<'_> {
     /// One prune step: a container (stopped gracefully first), a network or a volume.
     async fn prune(&self, a: &Action) -> Result<(), String> {
         let subject = format!("{}/{}", a.stack, a.target);
-        self.progress.step(
-            &subject,
-            "removing (no longer declared in git)",
-            Outcome::Working,
-        );
+        let why = a
+            .reasons
+            .first()
+            .map_or("no longer declared in git", String::as_str);
+        self.progress
+            .step(&subject, &format!("removing ({why})"), Outcome::Working);
         let r = match a.action {
             ActionKind::Remove => {
                 let opts = StopContainerOptionsBuilder::default().t(10).build();

@@ -21,9 +21,41 @@ use crate::source::{self, LocalFs};
 use crate::spec::{self, Desired, render};
 use crate::state::StateDir;
 
+pub mod docs;
+
+/// A command's "Examples:" section (its `after_long_help`): each example a `# what it does`
+/// line over the command line, indented two spaces; a line ending in `\` continues on the next.
+/// `docs` reads the section back for the short help and the man pages, and a test parses every
+/// example with the real flags, so keep to this shape.
+macro_rules! examples {
+    ($($what:literal => $line:literal),+ $(,)?) => {
+        concat!("Examples:", $("\n  # ", $what, "\n  ", $line, "\n"),+)
+    };
+}
+
 /// Keeps plain Docker hosts exactly where git says they should be.
+///
+/// A config repository in git holds Compose stacks; plimsoll loads them as Docker Compose does,
+/// checks them against the policy in plimsoll.yaml, compares them field by field with the live
+/// containers of the engine DOCKER_HOST names, and applies the smallest change in health-gated
+/// waves, rolling back a replacement that does not become healthy.
+///
+/// PATH is a config repository root (plimsoll.yaml, stacks/<name>/compose.yaml), one stack
+/// directory or one Compose file; the default is the current directory. stdout carries only the
+/// result; logs, warnings and errors go to stderr. Exit status: 0 success, 1 any error (usage
+/// errors too), 2 changes pending (`reconcile --dry-run`, `diff`).
 #[derive(Debug, Parser)]
-#[command(name = "plimsoll", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "plimsoll",
+    version,
+    propagate_version = true,
+    after_long_help = examples!(
+        "Check a config repository before pushing it" => "plimsoll validate",
+        "Show what would change on this host (exit 2 when something would)" => "plimsoll reconcile --dry-run",
+        "Apply it" => "plimsoll reconcile",
+        "Keep this host following git" => "plimsoll agent --repo https://git.example.com/ops/hosts.git --branch main",
+    )
+)]
 pub struct Cli {
     /// State directory (lock, history, revisions). Default: /var/lib/plimsoll as root, else $XDG_STATE_HOME/plimsoll.
     #[arg(long, global = true, env = "PLIMSOLL_STATE_DIR", value_name = "DIR")]
@@ -56,44 +88,88 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Parse, interpolate, graph and check the policy; exit 0 when valid, 1 with every error found.
+    /// Check the desired state: parse, interpolate, graph and policy.
     ///
-    /// Example: plimsoll validate examples/stacks
+    /// Loads every stack as Docker Compose would, builds the dependency graph and checks the
+    /// policy in plimsoll.yaml. Exit 0 when valid, 1 with every error found (file, line, key and
+    /// a hint for each). When plimsoll.yaml assigns stacks to hosts, also lists which host runs
+    /// which stacks. Needs no engine.
+    #[command(after_long_help = examples!(
+        "Check the config repository in the current directory" => "plimsoll validate",
+        "Check the bundled example repository" => "plimsoll validate examples/stacks",
+        "Check a fleet repository and list the stacks of each host" => "plimsoll validate examples/fleet",
+        "Check one Compose file, with the services of the profile `debug` enabled" => "plimsoll validate stacks/shop/compose.yaml --profile debug",
+    ))]
     Validate {
         /// A config repository root, a stack directory, or a Compose file.
         #[arg(default_value = ".")]
         path: PathBuf,
     },
-    /// Print the desired state as `docker compose config` would (interpolated, normalized).
+    /// Print the desired state as `docker compose config` would.
     ///
-    /// Example: plimsoll render examples/stacks --stack shop --format json
+    /// Interpolated and normalized: environment and labels as maps, ports and volumes in long
+    /// form, values as the container receives them. Secret values are masked unless
+    /// --show-secrets. A repository of several stacks prints one YAML document per stack, or
+    /// one JSON object keyed by stack name.
+    #[command(after_long_help = examples!(
+        "One stack of the example repository, as JSON" => "plimsoll render examples/stacks --stack shop --format json",
+        "Every stack of the repository in the current directory, as YAML" => "plimsoll render",
+        "Show secret values too (they end up in your terminal)" => "plimsoll render stacks/shop --show-secrets",
+    ))]
     Render {
+        /// A config repository root, a stack directory, or a Compose file.
         #[arg(default_value = ".")]
         path: PathBuf,
         /// Only this stack (repeatable).
         #[arg(long = "stack", value_name = "STACK")]
         stacks: Vec<String>,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = RenderFormat::Yaml)]
         format: RenderFormat,
         /// Print secret values instead of masking them.
         #[arg(long)]
         show_secrets: bool,
     },
-    /// Print the dependency graph: waves of services that start together.
+    /// Print the dependency graph (text, Graphviz dot or Mermaid).
     ///
-    /// Example: plimsoll graph examples/stacks --format mermaid
+    /// As text: the waves of services that start together, each service with the condition it
+    /// waits for. As dot or Mermaid: a drawing, edges labelled with their condition.
+    #[command(after_long_help = examples!(
+        "The waves of every stack" => "plimsoll graph examples/stacks",
+        "A Mermaid flowchart for a README or a pull request" => "plimsoll graph examples/stacks --format mermaid",
+        "An SVG drawing (needs Graphviz)" => "plimsoll graph --format dot | dot -Tsvg > graph.svg",
+        "Which host runs which stacks, as a Mermaid diagram" => "plimsoll graph examples/fleet --hosts --format mermaid",
+    ))]
     Graph {
+        /// A config repository root, a stack directory, or a Compose file.
         #[arg(default_value = ".")]
         path: PathBuf,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
         format: GraphFormat,
+        /// Group the stacks by the host that runs them (`hosts:`, `placement` in plimsoll.yaml).
+        #[arg(long)]
+        hosts: bool,
     },
-    /// Compute the plan that brings this host to git's state, and apply it.
+    /// Bring this host to git's state (--dry-run: only show the plan).
     ///
-    /// With --dry-run: print the plan and change nothing; exit 0 in sync, 2 changes pending, 1 error.
+    /// Computes the plan that brings the engine's containers, networks, volumes and images to
+    /// the desired state and applies it: services wave by wave in dependency order, behind health
+    /// gates, a replacement rolled back when it does not become healthy. Only containers whose
+    /// settings changed are replaced; containers plimsoll did not create are never touched.
     ///
-    /// Example: plimsoll reconcile examples/stacks --dry-run --format markdown
+    /// With --dry-run: print the plan and change nothing; exit 0 in sync, 2 changes pending, 1
+    /// error.
+    #[command(after_long_help = examples!(
+        "Show what would change, and why (exit 2 when something would)" => "plimsoll reconcile --dry-run",
+        "The plan of the example repository as markdown, for a pull request comment" => "plimsoll reconcile examples/stacks --dry-run --format markdown > plan.md",
+        "Apply the repository in the current directory" => "plimsoll reconcile",
+        "Apply one stack only, waiting up to 5 minutes for another apply to finish" => "plimsoll reconcile --stack shop --lock-timeout 5m",
+        "Also remove the containers and networks git no longer declares" => "plimsoll reconcile --prune",
+        "Remove a whole stack that was deleted from the repository" => "plimsoll reconcile --prune --allow-empty",
+    ))]
     Reconcile {
+        /// A config repository root, a stack directory, or a Compose file.
         #[arg(default_value = ".")]
         path: PathBuf,
         /// Print the plan and stop; nothing on the engine changes.
@@ -102,6 +178,7 @@ pub enum Command {
         /// Only this stack (repeatable).
         #[arg(long = "stack", value_name = "STACK")]
         stacks: Vec<String>,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = plan::Format::Text)]
         format: plan::Format,
         /// How long to wait for another plimsoll's apply on this host to finish.
@@ -117,82 +194,140 @@ pub enum Command {
         #[arg(long)]
         prune_volumes: bool,
     },
-    /// Re-apply the last good (or a named) revision of a stack from the state directory, without git.
+    /// Re-apply a stack's last good (or a named) revision, without git.
     ///
-    /// Example: plimsoll rollback shop --to local:3f2a9c1e0b7d
+    /// Every apply stores the stack it applied in the state directory; rollback re-applies one
+    /// of them with the same plan, gates and audit log as `reconcile`, even when the repository
+    /// is unreachable. `plimsoll history` lists the revisions.
+    #[command(after_long_help = examples!(
+        "Put the stack `shop` back to its last good revision" => "plimsoll rollback shop",
+        "Put it back to a revision named by `plimsoll history`" => "plimsoll rollback shop --to local:3f2a9c1e0b7d",
+        "Roll back every stack with a stored revision" => "plimsoll rollback",
+    ))]
     Rollback {
         /// The stack; default every stack with a stored revision.
         stack: Option<String>,
         /// A revision (or the start of its content hash) from `plimsoll history`.
         #[arg(long, value_name = "REV")]
         to: Option<String>,
+        /// How long to wait for another plimsoll's apply on this host to finish.
         #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
         lock_timeout: std::time::Duration,
     },
-    /// Show the audit log: every apply, its revision, outcome and actions.
+    /// Show the audit log: every apply, its revision and outcome.
     ///
-    /// Example: plimsoll history --limit 5
+    /// Read from the state directory; the agent and the CLI write to the same log on a host.
+    #[command(after_long_help = examples!(
+        "The last five applies" => "plimsoll history --limit 5",
+        "Every record with its actions, as JSON" => "plimsoll history --format json",
+        "The audit log of an agent whose state directory is mounted elsewhere" => "plimsoll --state-dir /srv/plimsoll/state history",
+    ))]
     History {
         /// Only the newest N records.
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
         format: StatusFormat,
     },
-    /// Per service: in sync, drifted (and how), missing, stopped or conflict; health; unknown containers.
+    /// Per service: in sync, drifted, missing or stopped, and health.
     ///
-    /// Example: plimsoll status examples/stacks
+    /// Compares the desired state with the engine without changing anything: per service in sync,
+    /// drifted (and how), missing, stopped or in conflict with a container plimsoll does not
+    /// manage; its health; and the containers on the host that plimsoll does not know.
+    #[command(after_long_help = examples!(
+        "Every stack of the example repository" => "plimsoll status examples/stacks",
+        "One stack, as JSON for a monitoring script" => "plimsoll status --stack shop --format json",
+    ))]
     Status {
+        /// A config repository root, a stack directory, or a Compose file.
         #[arg(default_value = ".")]
         path: PathBuf,
         /// Only this stack (repeatable).
         #[arg(long = "stack", value_name = "STACK")]
         stacks: Vec<String>,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
         format: StatusFormat,
     },
-    /// Follow a git repository (or a local directory) and keep this host where it says, until stopped.
+    /// Follow a git repository and keep this host where it says.
     ///
     /// Polls every --interval, syncs on a signed webhook or `POST /sync`, heals drift seen in
     /// Docker events, and serves /healthz, /metrics and /status on --listen. Every flag can also
     /// be set by its environment variable; `agent:` in plimsoll.yaml sets the defaults of
-    /// --interval, --resync, --host, --stack and --prune.
-    ///
-    /// Example: plimsoll agent --repo https://git.example.com/ops/hosts.git --branch main --git-token-file /run/secrets/git-token
+    /// --interval, --resync, --host, --stack and --prune. Usually run as a container:
+    /// see deploy/agent/compose.yaml.
+    #[command(after_long_help = examples!(
+        "Follow the branch `main` over https, with a token and a signed webhook" => "plimsoll agent --repo https://git.example.com/ops/hosts.git --branch main \\\n      --git-token-file /run/secrets/git-token --webhook-secret-file /run/secrets/webhook",
+        "Follow a tag over ssh; the server's key must be in the known_hosts file" => "plimsoll agent --repo git@git.example.com:ops/hosts.git --tag v1.4.0 \\\n      --ssh-key /run/secrets/deploy-key --known-hosts /etc/plimsoll/known_hosts",
+        "Only the stacks of this host in a monorepo's subdirectory, pruning what git drops" => "plimsoll agent --repo https://git.example.com/ops/fleet.git --path hosts/web-1 \\\n      --host web-1 --prune",
+        "Development: watch a local directory and apply every change" => "plimsoll agent --repo ./examples/stacks --interval 5s --listen 127.0.0.1:9301",
+    ))]
     Agent(Box<AgentArgs>),
-    /// Freeze changes to a stack (or, without STACK, to every stack on this host) during an incident.
+    /// Freeze changes to a stack or the whole host.
     ///
-    /// A paused stack is still observed and reported; the agent and `reconcile` change nothing in it.
+    /// Without STACK, every stack on this host is frozen. A paused stack is still observed and
+    /// reported; the agent and `reconcile` change nothing in it until `plimsoll resume`. With the
+    /// agent in a container, run it there: `docker compose exec agent plimsoll pause shop`.
+    #[command(after_long_help = examples!(
+        "Freeze the stack `shop` during an incident" => "plimsoll pause shop",
+        "Freeze every stack on this host" => "plimsoll pause",
+    ))]
+    Pause {
+        /// The stack; without it, the whole host.
+        stack: Option<String>,
+    },
+    /// Lift `plimsoll pause` from a stack or the whole host.
     ///
-    /// Example: plimsoll pause shop
-    Pause { stack: Option<String> },
-    /// Lift `plimsoll pause` from a stack (or, without STACK, from the host and every stack).
+    /// Without STACK, from the host and every stack. The next check (the agent's, or the next
+    /// `reconcile`) converges what changed meanwhile.
+    #[command(after_long_help = examples!(
+        "Let the agent change the stack `shop` again" => "plimsoll resume shop",
+        "Lift every pause on this host" => "plimsoll resume",
+    ))]
+    Resume {
+        /// The stack; without it, the host and every stack.
+        stack: Option<String>,
+    },
+    /// Clear the agent's self-heal counters of a stack or one service.
     ///
-    /// Example: plimsoll resume shop
-    Resume { stack: Option<String> },
-    /// Clear the agent's self-heal counters of a stack or one service, so it heals again.
-    ///
-    /// Example: plimsoll heal --reset shop/api
+    /// After too many failed heals in a row the agent stops healing a service (`gave_up` in
+    /// /status); clearing its counters makes the agent heal it again. A new revision clears them
+    /// too.
+    #[command(after_long_help = examples!(
+        "Let the agent heal the service `api` of the stack `shop` again" => "plimsoll heal --reset shop/api",
+        "Clear the counters of every service of the stack" => "plimsoll heal --reset shop",
+    ))]
     Heal {
         /// STACK or STACK/SERVICE.
         #[arg(long, value_name = "STACK[/SERVICE]")]
         reset: String,
+        /// How long to wait for another plimsoll's apply on this host to finish.
         #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
         lock_timeout: std::time::Duration,
     },
-    /// Ask a running agent whether its loop is alive (GET /healthz); exit 0 if so, else 1. For HEALTHCHECK.
+    /// Exit 0 if a running agent's loop is alive (for HEALTHCHECK).
     ///
-    /// Example: plimsoll healthcheck --listen 127.0.0.1:9300
+    /// Asks the agent at --listen for GET /healthz; exit 0 if it answers 200, else 1. The agent's
+    /// image runs it as its HEALTHCHECK.
+    #[command(after_long_help = examples!(
+        "Check the agent on the default address" => "plimsoll healthcheck",
+        "Check an agent listening elsewhere" => "plimsoll healthcheck --listen 127.0.0.1:9301",
+    ))]
     Healthcheck {
         /// The agent's --listen address.
         #[arg(long, env = "PLIMSOLL_LISTEN", default_value = crate::agent::DEFAULT_LISTEN)]
         listen: String,
     },
-    /// What a commit range changes in the desired state, per host, stack and service, from git alone (no engine).
+    /// Show what a commit range changes, per host, from git alone
     ///
+    /// Per host, stack and service: what the range adds, removes and changes in the desired state.
+    /// Both revisions are read from git objects: no checkout, no engine, no state directory.
     /// Exit 0 no changes, 2 changes, 1 error (also when --to does not load or breaks the policy).
-    ///
-    /// Example: plimsoll diff --from origin/main --to HEAD --format markdown
+    #[command(after_long_help = examples!(
+        "What a pull request changes, as a comment for it (exit 2 when it changes something)" => "plimsoll diff --from origin/main --to HEAD --format markdown > diff.md",
+        "The last commit, as one host sees it" => "plimsoll diff --from HEAD~1 --to HEAD --host web-1",
+    ))]
     Diff {
         /// A directory or file inside a git repository: the config repository root, a stack directory, or a Compose file.
         #[arg(default_value = ".")]
@@ -211,10 +346,45 @@ pub enum Command {
     },
     /// Print a JSON Schema generated from plimsoll's types.
     ///
-    /// Example: plimsoll schema plimsoll > plimsoll.schema.json
+    /// `plimsoll` describes plimsoll.yaml, `stack` a stack as plimsoll loads it, `plan` the plan of
+    /// `reconcile --format json`, `diff` the output of `diff --format json`. The same files are in schemas/.
+    #[command(after_long_help = examples!(
+        "The schema of plimsoll.yaml, for an editor's YAML language server" => "plimsoll schema plimsoll > plimsoll.schema.json",
+        "The schema of `reconcile --dry-run --format json`, for a CI check" => "plimsoll schema plan",
+    ))]
     Schema {
+        /// Which schema: plimsoll.yaml, a loaded stack, or the JSON plan.
         #[arg(value_enum)]
         kind: SchemaKind,
+    },
+    /// Print the completion script of a shell.
+    ///
+    /// Generated from the command line's definition, so it always matches this binary. Needs no
+    /// configuration, engine or state directory.
+    #[command(after_long_help = examples!(
+        "bash, for the current user (bash-completion loads it on demand)" => "plimsoll completions bash > ~/.local/share/bash-completion/completions/plimsoll",
+        "zsh: a directory in $fpath, then restart the shell" => "plimsoll completions zsh > ~/.zfunc/_plimsoll",
+        "fish" => "plimsoll completions fish > ~/.config/fish/completions/plimsoll.fish",
+    ))]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write one page per command with --dir.
+    ///
+    /// Without --dir: the whole program on one page (every command, its options and examples) as
+    /// roff on stdout. With --dir: plimsoll.1 and one page per command (plimsoll-reconcile.1, ...)
+    /// into DIR, created if missing, as packages install them. Needs no configuration, engine or
+    /// state directory.
+    #[command(after_long_help = examples!(
+        "Read it now" => "plimsoll man | man -l -",
+        "Install the pages for every user" => "plimsoll man --dir /usr/local/share/man/man1",
+    ))]
+    Man {
+        /// Write plimsoll.1 and plimsoll-<command>.1 into this directory instead of stdout.
+        #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -302,9 +472,17 @@ pub enum GraphFormat {
     Mermaid,
 }
 
+/// The command line as the binary parses it: `Cli`'s definition, with each command's short
+/// help (`-h`) showing its first example and where the others are (see `docs::short_help`).
+pub fn command() -> clap::Command {
+    docs::short_help(<Cli as clap::CommandFactory>::command())
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match command().try_get_matches().and_then(|m| {
+        <Cli as clap::FromArgMatches>::from_arg_matches(&m).map_err(|e| e.format(&mut command()))
+    }) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -431,6 +609,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let names: Vec<&str> = s.services.keys().map(String::as_str).collect();
                 out.push_str(&format!("  {}: {}\n", s.name, names.join(", ")));
             }
+            if desired.config.assigns_hosts() {
+                let names: Vec<&str> = desired.stacks.iter().map(|s| s.name.as_str()).collect();
+                let assignment = desired.config.assignment(&names);
+                out.push_str("hosts:\n");
+                out.push_str(&assignment.to_text(&desired.config));
+                for s in &assignment.nowhere {
+                    tracing::warn!(
+                        "stack {s} runs on no host: its `hosts`/`placement` in plimsoll.yaml match no host of `hosts:`; name a host, or give one the placement's labels"
+                    );
+                }
+            }
             print(&out)?;
         }
         Command::Render {
@@ -464,21 +653,42 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             print(&out)?;
         }
-        Command::Graph { path, format } => {
+        Command::Graph {
+            path,
+            format,
+            hosts,
+        } => {
             let desired = load(&path, &[], &cli.profiles)?;
             let graphs: Vec<StackGraph> = desired
                 .stacks
                 .iter()
                 .map(|s| StackGraph::build(s).expect("validation rejected cycles"))
                 .collect();
-            let out = match format {
-                GraphFormat::Text => graph::to_text(&graphs),
-                GraphFormat::Dot => graph::to_dot(&graphs),
-                GraphFormat::Mermaid => graph::to_mermaid(&graphs),
+            let names: Vec<&str> = desired.stacks.iter().map(|s| s.name.as_str()).collect();
+            let assignment = desired.config.assignment(&names);
+            let view = graph::HostsView {
+                assignment: &assignment,
+                config: &desired.config,
+                graphs: &graphs,
+            };
+            let out = match (format, hosts) {
+                (GraphFormat::Text, false) => graph::to_text(&graphs),
+                (GraphFormat::Dot, false) => graph::to_dot(&graphs),
+                (GraphFormat::Mermaid, false) => graph::to_mermaid(&graphs),
+                (GraphFormat::Text, true) => view.to_text(),
+                (GraphFormat::Dot, true) => view.to_dot(),
+                (GraphFormat::Mermaid, true) => view.to_mermaid(),
             };
             print(&out)?;
         }
         Command::Schema { kind } => print(&schema::generate(kind))?,
+        // Both come from the definition alone: no configuration, engine or state directory.
+        Command::Completions { shell } => print(&docs::completions(command(), shell))?,
+        Command::Man { dir: None } => print(&docs::man_page(command()))?,
+        Command::Man { dir: Some(dir) } => {
+            let written = docs::man_pages(command(), &dir)?;
+            eprintln!("wrote {} man pages to {}", written.len(), dir.display());
+        }
         Command::Diff {
             path,
             from,

@@ -12,6 +12,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use serde::Serialize;
 
+use crate::spec::config::{Assignment, Config};
 use crate::spec::model::{Condition, Stack};
 
 /// A stack's services and what each waits for.
@@ -177,67 +178,178 @@ fn quote(s: &str) -> String {
 pub fn to_dot(graphs: &[StackGraph]) -> String {
     let mut out = String::from("digraph plimsoll {\n  rankdir=LR;\n");
     for g in graphs {
-        let _ = writeln!(
-            out,
-            "  subgraph {} {{\n    label={};",
-            quote(&format!("cluster_{}", g.stack)),
-            quote(&g.stack)
-        );
-        for name in g.index.keys() {
-            let _ = writeln!(
-                out,
-                "    {} [label={}];",
-                quote(&format!("{}/{name}", g.stack)),
-                quote(name)
-            );
-        }
-        for e in g.edges() {
-            let _ = writeln!(
-                out,
-                "    {} -> {} [label={}];",
-                quote(&format!("{}/{}", g.stack, e.dependency)),
-                quote(&format!("{}/{}", g.stack, e.dependent)),
-                quote(condition_word(e.condition))
-            );
-        }
-        out.push_str("  }\n");
+        dot_stack(&mut out, g, "", "  ");
     }
     out.push_str("}\n");
     out
 }
 
-/// The graphs as a Mermaid flowchart: one subgraph per stack.
+/// One stack's cluster; node IDs start with `prefix` (a host, or nothing).
+fn dot_stack(out: &mut String, g: &StackGraph, prefix: &str, indent: &str) {
+    let id = |svc: &str| quote(&format!("{prefix}{}/{svc}", g.stack));
+    let _ = writeln!(
+        out,
+        "{indent}subgraph {} {{\n{indent}  label={};",
+        quote(&format!("cluster_{prefix}{}", g.stack)),
+        quote(&g.stack)
+    );
+    for name in g.index.keys() {
+        let _ = writeln!(out, "{indent}  {} [label={}];", id(name), quote(name));
+    }
+    for e in g.edges() {
+        let _ = writeln!(
+            out,
+            "{indent}  {} -> {} [label={}];",
+            id(&e.dependency),
+            id(&e.dependent),
+            quote(condition_word(e.condition))
+        );
+    }
+    let _ = writeln!(out, "{indent}}}");
+}
+
+/// A Mermaid identifier: letters, digits and `_`.
+fn mermaid_id(parts: &[&str]) -> String {
+    parts
+        .join("__")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The graphs as a Mermaid flowchart (renders in GitHub and GitLab markdown).
 pub fn to_mermaid(graphs: &[StackGraph]) -> String {
-    let id = |stack: &str, svc: &str| {
-        format!("{stack}__{svc}")
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect::<String>()
-    };
     let mut out = String::from("flowchart LR\n");
     for g in graphs {
-        let _ = writeln!(out, "  subgraph {}[{}]", id(&g.stack, ""), g.stack);
-        for name in g.index.keys() {
-            let _ = writeln!(out, "    {}[\"{name}\"]", id(&g.stack, name));
-        }
-        for e in g.edges() {
-            let _ = writeln!(
-                out,
-                "    {} -->|{}| {}",
-                id(&g.stack, &e.dependency),
-                condition_word(e.condition),
-                id(&g.stack, &e.dependent)
-            );
-        }
-        out.push_str("  end\n");
+        mermaid_stack(&mut out, g, "", "  ");
     }
     out
+}
+
+fn mermaid_stack(out: &mut String, g: &StackGraph, prefix: &str, indent: &str) {
+    let id = |svc: &str| {
+        let parts: Vec<&str> = [prefix, &g.stack, svc]
+            .into_iter()
+            .enumerate()
+            .filter(|(i, p)| *i > 0 || !p.is_empty())
+            .map(|(_, p)| p)
+            .collect();
+        mermaid_id(&parts)
+    };
+    let _ = writeln!(out, "{indent}subgraph {}[{}]", id(""), g.stack);
+    for name in g.index.keys() {
+        let _ = writeln!(out, "{indent}  {}[\"{name}\"]", id(name));
+    }
+    for e in g.edges() {
+        let _ = writeln!(
+            out,
+            "{indent}  {} -->|{}| {}",
+            id(&e.dependency),
+            condition_word(e.condition),
+            id(&e.dependent)
+        );
+    }
+    let _ = writeln!(out, "{indent}end");
+}
+
+/// `graph --hosts`: each host with the stacks it runs (and their graphs),
+/// then the stacks that run on every host and those that run nowhere.
+pub struct HostsView<'a> {
+    pub assignment: &'a Assignment<'a>,
+    pub config: &'a Config,
+    pub graphs: &'a [StackGraph],
+}
+
+impl HostsView<'_> {
+    fn graphs_of<'g>(&'g self, stacks: &'g [&str]) -> impl Iterator<Item = &'g StackGraph> {
+        self.graphs
+            .iter()
+            .filter(move |g| stacks.contains(&g.stack.as_str()))
+    }
+
+    /// Sections: (title, stacks); a host list, or "every host" alone when no host is known.
+    fn sections(&self) -> Vec<(String, &[&str])> {
+        let a = self.assignment;
+        let mut out: Vec<(String, &[&str])> = a
+            .hosts
+            .iter()
+            .map(|(h, stacks)| {
+                (
+                    format!("host {}", self.config.host_title(h)),
+                    stacks.as_slice(),
+                )
+            })
+            .collect();
+        if a.hosts.is_empty() && !a.everywhere.is_empty() {
+            out.push(("every host".into(), a.everywhere.as_slice()));
+        }
+        if !a.nowhere.is_empty() {
+            out.push((
+                "no host (placement matches none)".into(),
+                a.nowhere.as_slice(),
+            ));
+        }
+        out
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for (title, stacks) in self.sections() {
+            let _ = writeln!(out, "{title}");
+            let graphs: Vec<StackGraph> = self.graphs_of(stacks).cloned().collect();
+            if graphs.is_empty() {
+                out.push_str("  (no stacks)\n");
+            }
+            for line in to_text(&graphs).lines() {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+        if !self.assignment.hosts.is_empty() && !self.assignment.everywhere.is_empty() {
+            let _ = writeln!(
+                out,
+                "every host (also hosts not listed): {}",
+                self.assignment.everywhere.join(", ")
+            );
+        }
+        out
+    }
+
+    pub fn to_dot(&self) -> String {
+        let mut out = String::from("digraph plimsoll {\n  rankdir=LR;\n");
+        for (i, (title, stacks)) in self.sections().into_iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  subgraph {} {{\n    label={};",
+                quote(&format!("cluster_host{i}")),
+                quote(&title)
+            );
+            for g in self.graphs_of(stacks) {
+                dot_stack(&mut out, g, &format!("{title}/"), "    ");
+            }
+            out.push_str("  }\n");
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    pub fn to_mermaid(&self) -> String {
+        let mut out = String::from("flowchart LR\n");
+        for (i, (title, stacks)) in self.sections().into_iter().enumerate() {
+            let host = format!("host{i}");
+            let _ = writeln!(out, "  subgraph {host}[\"{title}\"]");
+            for g in self.graphs_of(stacks) {
+                mermaid_stack(&mut out, g, &host, "    ");
+            }
+            out.push_str("  end\n");
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -940,6 +940,9 @@ pub struct PruneOptions<'a> {
     pub allow_empty: bool,
     /// Named volumes of this stack may go (`--prune-volumes` and the stack's opt-in).
     pub volumes: &'a dyn Fn(&str) -> bool,
+    /// Stacks git assigns to other hosts only: removing all of a stack's
+    /// containers here is then a move, not a likely mistake.
+    pub elsewhere: &'a BTreeSet<String>,
 }
 
 /// Turns "would prune" entries into removal actions where prune is on, at the
@@ -969,7 +972,8 @@ pub fn with_prune(mut plan: Plan, stacks: &[&Stack], live: &Live, opts: &PruneOp
             })
         };
         let declared = stacks.iter().find(|s| s.name == stack);
-        let empties = declared.is_none_or(|s| s.services.is_empty());
+        let moved = opts.elsewhere.contains(&stack);
+        let empties = !moved && declared.is_none_or(|s| s.services.is_empty());
         let containers: Vec<&Orphan> = mine.iter().filter(|o| o.kind == "container").collect();
         if empties && !containers.is_empty() && !opts.allow_empty {
             let why = if declared.is_some() {
@@ -990,9 +994,14 @@ pub fn with_prune(mut plan: Plan, stacks: &[&Stack], live: &Live, opts: &PruneOp
             continue;
         }
         for o in mine {
+            let gone = if moved {
+                "assigned to another host in plimsoll.yaml"
+            } else {
+                "no longer declared in git"
+            };
             let (action, allowed, reason) = match o.kind.as_str() {
-                "container" => (ActionKind::Remove, !exempt(&o), "no longer declared in git"),
-                "network" => (ActionKind::RemoveNetwork, true, "no longer declared in git"),
+                "container" => (ActionKind::Remove, !exempt(&o), gone),
+                "network" => (ActionKind::RemoveNetwork, true, gone),
                 _ => (
                     ActionKind::RemoveVolume,
                     (opts.volumes)(&stack),

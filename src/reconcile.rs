@@ -22,6 +22,9 @@ pub struct Observed<'a> {
     pub stacks: Vec<&'a Stack>,
     /// Names of assigned stacks whose changes are frozen (`paused`).
     pub paused: BTreeSet<String>,
+    /// Stacks git declares for other hosts only: their containers here were
+    /// moved away in `plimsoll.yaml`, not lost from the repository.
+    pub elsewhere: BTreeSet<String>,
     pub live: Live,
     pub plan: Plan,
     /// What each service that builds would build from (`plan`'s input), kept
@@ -79,11 +82,7 @@ pub async fn observe_on<'a>(
 ) -> Result<Observed<'a>, EngineError> {
     // The engine's name matters only when plimsoll.yaml assigns stacks or pauses hosts.
     let config = &desired.config;
-    let assigns = config
-        .stacks
-        .values()
-        .any(|s| !s.hosts.is_empty() || s.placement.is_some())
-        || config.hosts.values().any(|h| h.paused);
+    let assigns = config.assigns_hosts();
     let host = match host {
         Some(h) => h.to_string(),
         None if !assigns => String::new(),
@@ -106,6 +105,12 @@ pub async fn observe_on<'a>(
         .map(|s| s.name.clone())
         .collect();
     let names: BTreeSet<String> = stacks.iter().map(|s| s.name.clone()).collect();
+    let elsewhere = desired
+        .stacks
+        .iter()
+        .map(|s| s.name.clone())
+        .filter(|s| !names.contains(s))
+        .collect();
     let images: BTreeSet<String> = stacks
         .iter()
         .flat_map(|s| s.services.iter().map(|(n, svc)| svc.image_ref(&s.name, n)))
@@ -121,6 +126,7 @@ pub async fn observe_on<'a>(
         host,
         stacks,
         paused,
+        elsewhere,
         live,
         plan,
         builds,
@@ -199,6 +205,7 @@ pub fn pruned(
         enabled: &enabled,
         allow_empty: pruning.allow_empty,
         volumes: &volumes,
+        elsewhere: &observed.elsewhere,
     };
     crate::plan::with_prune(plan, &observed.changeable(), &observed.live, &opts)
 }

@@ -272,6 +272,14 @@ fn drift_kind(a: &Action) -> &'static str {
     }
 }
 
+/// A random number (std's per-process random hash keys; not for secrets).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
 fn unix_now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
@@ -368,6 +376,7 @@ pub async fn run(
         reported_drift: BTreeMap::new(),
         reported_unknown: BTreeSet::new(),
         next_fetch: Instant::now(),
+        idle_at: None,
         fetch_backoff: None,
         retry_at: None,
         settling: BTreeSet::new(),
@@ -398,6 +407,9 @@ struct Agent {
     reported_drift: BTreeMap<String, Vec<String>>,
     reported_unknown: BTreeSet<String>,
     next_fetch: Instant,
+    /// The revision at which this host had no stacks and nothing to prune:
+    /// cycles of that revision make no engine calls.
+    idle_at: Option<String>,
     /// Set while the source is unreachable: the next wait.
     fetch_backoff: Option<Duration>,
     /// A check is due then (a heal backing off, the lock was busy).
@@ -467,15 +479,19 @@ impl Agent {
 
     /// The poll interval with ±10 % jitter, so a fleet does not poll in step.
     fn jittered(&self, d: Duration) -> Duration {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .subsec_nanos() as u64;
         let spread = d.as_millis() as u64 / 5;
         if spread == 0 {
             return d;
         }
-        d - Duration::from_millis(spread / 2) + Duration::from_millis(nanos % spread)
+        d - Duration::from_millis(spread / 2) + Duration::from_millis(random_u64() % spread)
+    }
+
+    /// The wait before the first poll after the start: a random part of the
+    /// interval, so agents started together (a fleet rollout, a power cut)
+    /// spread their polls over the interval instead of polling in step.
+    fn splayed(&self, d: Duration) -> Duration {
+        let ms = (d.as_millis() as u64).max(1);
+        Duration::from_millis(1 + random_u64() % ms)
     }
 
     async fn main_loop(
@@ -513,7 +529,12 @@ impl Agent {
                 continue;
             }
             if work.fetch {
-                self.next_fetch = Instant::now() + self.jittered(self.interval());
+                let wait = if work.reasons.contains("start") {
+                    self.splayed(self.interval())
+                } else {
+                    self.jittered(self.interval())
+                };
+                self.next_fetch = Instant::now() + wait;
             }
             if work.reasons.contains("resync") {
                 next_resync = Instant::now() + self.resync();
@@ -892,6 +913,16 @@ impl Agent {
             Some(h) => Some(h),
             None => Some(self.engine_name().await?),
         };
+        // A host with no stacks that had nothing to do at this revision (no
+        // orphans to prune) needs no engine calls until the revision changes.
+        let assigned = desired.stacks.iter().any(|s| {
+            desired
+                .config
+                .runs_on(&s.name, host.as_deref().unwrap_or_default())
+        });
+        if !assigned && self.idle_at.as_deref() == Some(target.revision.as_str()) {
+            return Ok(());
+        }
         let progress = LogProgress::new(masker.clone());
         if deploy {
             for image in always_pulled(desired) {
@@ -966,7 +997,8 @@ impl Agent {
             }
             plan.actions = keep;
         }
-        let result = if plan.is_noop() && plan.conflicts.is_empty() {
+        let nothing_to_do = plan.is_noop() && plan.conflicts.is_empty();
+        let result = if nothing_to_do {
             if deploy {
                 reconcile::note_in_sync(&observed, masker, &self.state)
                     .map_err(|e| e.to_string())?;
@@ -1024,6 +1056,13 @@ impl Agent {
                     );
                 }
             }
+        }
+        if !assigned && nothing_to_do && result.is_ok() {
+            tracing::info!(
+                host = host.as_deref().unwrap_or_default(),
+                "no stacks are assigned to this host: idle until the revision changes"
+            );
+            self.idle_at = Some(target.revision.clone());
         }
         // Report what the host looks like now.
         let after = self.observe(desired, host.as_deref()).await.ok();

@@ -4,7 +4,7 @@
 //! This file is an API boundary: its schema is `schemas/plimsoll.json`,
 //! generated from these types.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -312,6 +312,39 @@ pub struct AgentConfig {
     pub crash_loop_window: Option<GoDuration>,
 }
 
+/// Which stacks run on which host ([`Config::assignment`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Assignment<'s> {
+    /// Each known host and the stacks it runs (those for every host included).
+    pub hosts: BTreeMap<String, Vec<&'s str>>,
+    /// Stacks without `hosts` or `placement`: they run on every host.
+    pub everywhere: Vec<&'s str>,
+    /// Stacks whose assignment matches no known host: they run nowhere yet.
+    pub nowhere: Vec<&'s str>,
+}
+
+impl Assignment<'_> {
+    /// `host: stack, stack` lines for people, and the stacks that run nowhere.
+    pub fn to_text(&self, config: &Config) -> String {
+        let mut out = String::new();
+        for (host, stacks) in &self.hosts {
+            let list = if stacks.is_empty() {
+                "(no stacks)".to_string()
+            } else {
+                stacks.join(", ")
+            };
+            out.push_str(&format!("  {}: {list}\n", config.host_title(host)));
+        }
+        if !self.everywhere.is_empty() {
+            out.push_str(&format!(
+                "  every host (also hosts not listed): {}\n",
+                self.everywhere.join(", ")
+            ));
+        }
+        out
+    }
+}
+
 impl Config {
     /// Whether `stack` runs on the host called `host`: named in the stack's
     /// `hosts`, or the host's labels (from `hosts:`) include every label of the
@@ -341,12 +374,70 @@ impl Config {
     }
 
     /// The hosts this file names: the keys of `hosts:` and every stack's `hosts` list.
-    pub fn host_names(&self) -> std::collections::BTreeSet<String> {
+    pub fn host_names(&self) -> BTreeSet<String> {
         self.hosts
             .keys()
             .chain(self.stacks.values().flat_map(|s| &s.hosts))
             .cloned()
             .collect()
+    }
+
+    /// A host's name with its labels: `web-1 (role=web, zone=a)`.
+    pub fn host_title(&self, host: &str) -> String {
+        let labels: Vec<String> = self
+            .hosts
+            .get(host)
+            .map(|h| h.labels.iter().map(|(k, v)| format!("{k}={v}")).collect())
+            .unwrap_or_default();
+        if labels.is_empty() {
+            host.to_string()
+        } else {
+            format!("{host} ({})", labels.join(", "))
+        }
+    }
+
+    /// Whether `plimsoll.yaml` says anything about hosts: a `hosts:` entry, or
+    /// a stack with `hosts` or `placement`. Without that, every stack runs on
+    /// every host and no host needs a name.
+    pub fn assigns_hosts(&self) -> bool {
+        !self.hosts.is_empty()
+            || self
+                .stacks
+                .values()
+                .any(|s| !s.hosts.is_empty() || s.placement.is_some())
+    }
+
+    /// Which of `stacks` run where: every host named in `hosts:` or in a
+    /// stack's `hosts` list, with the stacks assigned to it (stacks without
+    /// an assignment run on every host, and are listed under each).
+    pub fn assignment<'s>(&self, stacks: &[&'s str]) -> Assignment<'s> {
+        let everywhere: Vec<&str> = stacks
+            .iter()
+            .copied()
+            .filter(|s| self.runs_everywhere(s))
+            .collect();
+        let hosts: BTreeMap<String, Vec<&str>> = self
+            .host_names()
+            .into_iter()
+            .map(|h| {
+                let mine = stacks
+                    .iter()
+                    .copied()
+                    .filter(|s| self.runs_on(s, &h))
+                    .collect();
+                (h, mine)
+            })
+            .collect();
+        let nowhere = stacks
+            .iter()
+            .copied()
+            .filter(|s| !everywhere.contains(s) && !hosts.values().any(|v| v.contains(s)))
+            .collect();
+        Assignment {
+            hosts,
+            everywhere,
+            nowhere,
+        }
     }
 
     /// Whether changes to `stack` on `host` are frozen (`paused:` on the stack or the host).
@@ -382,6 +473,25 @@ mod tests {
             "no settings: every host"
         );
         assert!(c.is_paused("shop", "db-1") && !c.is_paused("shop", "web-1"));
+
+        let a = c.assignment(&["shop", "pinned", "both", "free"]);
+        assert_eq!(a.hosts["web-1"], ["shop", "both", "free"]);
+        assert_eq!(a.hosts["db-1"], ["pinned", "both", "free"]);
+        assert_eq!(a.everywhere, ["free"]);
+        assert!(a.nowhere.is_empty());
+        assert_eq!(
+            a.to_text(&c),
+            "  db-1 (role=db): pinned, both, free\n  web-1 (role=web, zone=a): shop, both, free\n  every host (also hosts not listed): free\n"
+        );
+        // A placement no host matches: the stack runs nowhere (validate warns).
+        let c = config(
+            "stacks:\n  lost: {placement: {labels: {role: gpu}}}\n  named: {hosts: [x-1]}\n",
+        );
+        assert!(c.assigns_hosts());
+        let a = c.assignment(&["lost", "named"]);
+        assert_eq!(a.nowhere, ["lost"]);
+        assert_eq!(a.hosts["x-1"], ["named"]);
+        assert!(!config("stacks:\n  s: {prune: true}\n").assigns_hosts());
     }
 
     #[test]

@@ -41,7 +41,7 @@ const POLL: Duration = Duration::from_millis(100);
 /// A running `plimsoll agent`; killed (SIGKILL) on drop unless stopped before.
 /// Declare it after the test's [`Scenario`] (its [`Cleanup`]), so that it is
 /// dropped first and cannot heal what the cleanup removes.
-struct Agent {
+pub(crate) struct Agent {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     addr: String,
@@ -51,7 +51,7 @@ struct Agent {
 impl Agent {
     /// `plimsoll --state-dir STATE [GLOBAL..] agent --repo REPO --listen
     /// 127.0.0.1:0 ARGS..` with `env` added; waits until it listens.
-    fn start(state: &Path, repo: &str, args: &[&str], env: &[(&str, &str)]) -> Agent {
+    pub(crate) fn start(state: &Path, repo: &str, args: &[&str], env: &[(&str, &str)]) -> Agent {
         Agent::start_with(state, &[], repo, args, env)
     }
 
@@ -122,7 +122,7 @@ impl Agent {
     }
 
     /// Everything the agent wrote on stderr so far.
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log_lines().join("\n")
     }
 
@@ -135,7 +135,7 @@ impl Agent {
     }
 
     #[track_caller]
-    fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         let r = self.get("/status");
         assert_eq!(r.code, 200, "GET /status: {r:?}");
         serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {r:?}"))
@@ -154,7 +154,12 @@ impl Agent {
 
     /// Polls `/status` until `check` holds; panics with the last status and the log.
     #[track_caller]
-    fn wait_status(&self, what: &str, timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let s = self.status();
@@ -172,7 +177,7 @@ impl Agent {
 
     /// Waits until `revision` is the one applied.
     #[track_caller]
-    fn wait_revision(&self, revision: &str, timeout: Duration) -> Value {
+    pub(crate) fn wait_revision(&self, revision: &str, timeout: Duration) -> Value {
         self.wait_status(&format!("revision {revision} applied"), timeout, |s| {
             s["revision"] == revision
         })
@@ -440,12 +445,12 @@ fn receive(conn: TcpStream, sink: &Mutex<Vec<Value>>) {
 // ---- the config repository -----------------------------------------------------
 
 /// A git repository made with the `git` CLI, on branch `main`.
-struct GitRepo {
+pub(crate) struct GitRepo {
     dir: PathBuf,
 }
 
 impl GitRepo {
-    fn init(dir: PathBuf) -> GitRepo {
+    pub(crate) fn init(dir: PathBuf) -> GitRepo {
         std::fs::create_dir_all(&dir).unwrap();
         let repo = GitRepo { dir };
         repo.git(&["init", "-q", "-b", "main"]);
@@ -471,18 +476,18 @@ impl GitRepo {
         .to_string()
     }
 
-    fn write(&self, file: &str, text: &str) {
+    pub(crate) fn write(&self, file: &str, text: &str) {
         write_file(&self.dir, file, text);
     }
 
     /// Commits everything and returns the full SHA.
-    fn commit(&self, message: &str) -> String {
+    pub(crate) fn commit(&self, message: &str) -> String {
         self.git(&["add", "-A"]);
         self.git(&["commit", "-q", "-m", message]);
         self.git(&["rev-parse", "HEAD"])
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("file://{}", self.dir.display())
     }
 }

@@ -4,7 +4,8 @@
 //! - `build`: `build:` on the real engine: images built from `FROM scratch` contexts holding
 //!   the static busybox, exactly the changed service rebuilt, no-ops never build, failures
 //!   change nothing.
-//! - `cli`: the command-line contract (exit codes, stdout/stderr, formats).
+//! - `cli`: the command-line contract (exit codes, stdout/stderr, formats), help examples that
+//!   parse, shell completions and man pages.
 //! - `compose_files`: several Compose files per stack: profiles (`--profile`, plimsoll.yaml),
 //!   override files, `include:` and `extends:`, with errors naming the right file and line.
 //! - `conformance`: `plimsoll render` snapshots and the differential test against `docker compose config`.
@@ -14,6 +15,8 @@
 //!   sshd with its own host key, lighttpd + `git http-backend` over TLS with a test CA).
 //! - `container`: the agent's image built offline, run as a container against a git
 //!   repository: deploys, turns healthy, runs as uid 10001, logs JSON, stops cleanly.
+//! - `hosts`: one repository, two real engines (a second `dockerd` in its own network
+//!   namespace), one agent per host: each engine runs exactly its stacks; a moved stack moves.
 //! - `images`: the offline test images (busybox, PostgreSQL) really work on the engine.
 //! - `keys`: the remaining Compose service keys (namespaces, devices, sysctls, DNS, legacy
 //!   limits, links, volumes_from, ipam) applied, held, kept in sync and repaired on the engine.
@@ -38,6 +41,7 @@ mod container;
 mod diff;
 mod git;
 mod gitserve;
+mod hosts;
 mod images;
 mod keys;
 mod malformed;

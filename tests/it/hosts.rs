@@ -1,0 +1,305 @@
+//! Several hosts from one repository, on two real Docker engines: this
+//! machine's, and a second `dockerd` the test starts in a network namespace
+//! of its own (in the host namespace it would take the first engine's
+//! bridge down; DESIGN.md, last section). One agent per host follows the
+//! same git repository with `--host`; each engine ends up with exactly the
+//! stacks `plimsoll.yaml` assigns to its host (by name, by labels, and
+//! "every host"), and moving a stack in git moves it: the new host creates
+//! it, the old host removes it (its `prune: true`), in whatever order the
+//! two agents poll.
+//!
+//! The second engine needs root, `ip netns`, `nsenter` and `dockerd`; where
+//! the machine cannot start one, the test says why and passes (CI can).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::agent::{Agent, GitRepo};
+use crate::support::{BUSYBOX_IMAGE, Cleanup, ensure_busybox, temp_dir, unique_name};
+
+/// A second Docker engine in its own network namespace, stopped and removed on drop.
+struct SecondEngine {
+    netns: String,
+    dir: tempfile::TempDir,
+    daemon: Child,
+}
+
+impl SecondEngine {
+    /// Starts it, or says why this machine cannot.
+    fn start() -> Result<SecondEngine, String> {
+        for tool in ["ip", "nsenter", "dockerd"] {
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !found {
+                return Err(format!("`{tool}` is not installed"));
+            }
+        }
+        let netns = format!("plimsoll-{}", std::process::id());
+        let netns = format!(
+            "{netns}-{}",
+            unique_name("h").rsplit('-').next().unwrap_or("0")
+        );
+        let add = Command::new("ip").args(["netns", "add", &netns]).output();
+        match add {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                return Err(format!(
+                    "`ip netns add` failed (not root?): {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ));
+            }
+            Err(e) => return Err(format!("`ip netns add`: {e}")),
+        }
+        let quiet = |args: &[&str]| {
+            let _ = Command::new(args[0]).args(&args[1..]).output();
+        };
+        quiet(&[
+            "ip", "netns", "exec", &netns, "ip", "link", "set", "lo", "up",
+        ]);
+        let dir = temp_dir("plimsoll-it-engine-");
+        let d = dir.path();
+        // An empty config file: the machine's /etc/docker/daemon.json may set data-root.
+        std::fs::write(d.join("daemon.json"), "{}").expect("write daemon.json");
+        let daemon = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{netns}"))
+            .arg("dockerd")
+            .arg("--config-file")
+            .arg(d.join("daemon.json"))
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", d.join("sock").display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("log")).expect("dockerd log file"))
+            .spawn();
+        let daemon = match daemon {
+            Ok(c) => c,
+            Err(e) => {
+                quiet(&["ip", "netns", "del", &netns]);
+                return Err(format!("starting dockerd: {e}"));
+            }
+        };
+        let engine = SecondEngine { netns, dir, daemon };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !engine.docker(&["info"]).status.success() {
+            if Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(engine.dir.path().join("log")).unwrap_or_default();
+                panic!("the second dockerd did not answer within 60 s:\n{log}");
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+        // No registry: the test image moves over with save | load.
+        let copied = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker save {BUSYBOX_IMAGE} | DOCKER_HOST={} docker load -q",
+                engine.host()
+            ))
+            .output()
+            .expect("run docker save | docker load");
+        assert!(
+            copied.status.success(),
+            "copying {BUSYBOX_IMAGE}: {}",
+            String::from_utf8_lossy(&copied.stderr)
+        );
+        Ok(engine)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("sock")
+    }
+
+    /// Its `DOCKER_HOST`.
+    fn host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", self.host())
+            .output()
+            .expect("run docker")
+    }
+}
+
+impl Drop for SecondEngine {
+    fn drop(&mut self) {
+        let ids = self.docker(&["ps", "-aq"]);
+        let ids = String::from_utf8_lossy(&ids.stdout).to_string();
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(ids);
+            let _ = self.docker(&args);
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.daemon.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.daemon.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}
+
+/// Names of the running containers of `stack` on an engine (`DOCKER_HOST` = `host`, or this machine's).
+fn running(host: Option<&str>, stack: &str) -> Vec<String> {
+    let mut cmd = Command::new("docker");
+    cmd.args([
+        "ps",
+        "--filter",
+        &format!("label=io.plimsoll.stack={stack}"),
+        "--format",
+        "{{.Names}}",
+    ]);
+    if let Some(h) = host {
+        cmd.env("DOCKER_HOST", h);
+    }
+    let out = cmd.output().expect("run docker ps");
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names
+}
+
+#[track_caller]
+fn wait_until(what: &str, timeout: Duration, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn stack_file(stack: &str) -> String {
+    format!(
+        "name: {stack}\nservices:\n  app:\n    image: {BUSYBOX_IMAGE}\n    init: true\n    command: [\"sleep\", \"3600\"]\n"
+    )
+}
+
+/// plimsoll.yaml: `front` on hosts labelled role=web, `jobs` on `jobs_host`
+/// by name, `probe` on every host.
+fn config(front: &str, jobs: &str, probe: &str, jobs_host: &str) -> String {
+    format!(
+        "hosts:\n  alpha: {{labels: {{role: web}}}}\n  beta: {{labels: {{role: batch}}}}\n\
+         stacks:\n  {front}: {{placement: {{labels: {{role: web}}}}, prune: true}}\n  \
+         {jobs}: {{hosts: [{jobs_host}], prune: true}}\n  {probe}: {{prune: true}}\n"
+    )
+}
+
+fn write_repo(repo: &GitRepo, stacks: &[&str], cfg: &str) {
+    repo.write("plimsoll.yaml", cfg);
+    for s in stacks {
+        repo.write(&format!("stacks/{s}/compose.yaml"), &stack_file(s));
+    }
+}
+
+#[test]
+fn hosts_each_engine_runs_exactly_its_stacks_and_a_moved_stack_moves() {
+    let engine = match SecondEngine::start() {
+        Ok(e) => e,
+        Err(why) => {
+            eprintln!("skipped: this machine cannot start a second Docker engine: {why}");
+            return;
+        }
+    };
+    ensure_busybox();
+    let mut cleanup = Cleanup::new();
+    let (front, jobs, probe) = (
+        cleanup.stack("front"),
+        cleanup.stack("jobs"),
+        cleanup.stack("probe"),
+    );
+    let work = temp_dir("plimsoll-it-hosts-");
+    let repo = GitRepo::init(work.path().join("repo"));
+    write_repo(
+        &repo,
+        &[&front, &jobs, &probe],
+        &config(&front, &jobs, &probe, "beta"),
+    );
+    let first = repo.commit("three stacks over two hosts");
+
+    // `validate` says which host runs what.
+    let validate = Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+        .args(["validate"])
+        .arg(work.path().join("repo"))
+        .output()
+        .expect("run plimsoll validate");
+    let out = String::from_utf8_lossy(&validate.stdout);
+    assert!(validate.status.success(), "{out}");
+    assert!(
+        out.contains(&format!("alpha (role=web): {front}, {probe}"))
+            && out.contains(&format!("beta (role=batch): {jobs}, {probe}")),
+        "{out}"
+    );
+
+    // Both engines call themselves by the machine's name: --host tells them apart.
+    let state_a = temp_dir("plimsoll-it-state-");
+    let state_b = temp_dir("plimsoll-it-state-");
+    let args = ["--interval", "1s"];
+    let agent_a = Agent::start(
+        state_a.path(),
+        &repo.url(),
+        &[&args[..], &["--host", "alpha"]].concat(),
+        &[],
+    );
+    let agent_b = Agent::start(
+        state_b.path(),
+        &repo.url(),
+        &[&args[..], &["--host", "beta"]].concat(),
+        &[("DOCKER_HOST", engine.host().as_str())],
+    );
+    let timeout = Duration::from_secs(60);
+    agent_a.wait_revision(&first, timeout);
+    agent_b.wait_revision(&first, timeout);
+    let b = engine.host();
+    let on = |host: Option<&str>, stack: &str| running(host, stack).len();
+    wait_until("each engine runs its stacks", timeout, || {
+        on(None, &front) == 1
+            && on(None, &probe) == 1
+            && on(Some(&b), &jobs) == 1
+            && on(Some(&b), &probe) == 1
+    });
+    assert_eq!(on(None, &jobs), 0, "jobs is beta's only");
+    assert_eq!(on(Some(&b), &front), 0, "front is for role=web only");
+
+    // `jobs` moves from beta to alpha: alpha creates it, beta removes it.
+    write_repo(&repo, &[], &config(&front, &jobs, &probe, "alpha"));
+    let moved = repo.commit("move jobs to alpha");
+    agent_a.wait_revision(&moved, timeout);
+    agent_b.wait_revision(&moved, timeout);
+    wait_until("jobs runs on alpha only", timeout, || {
+        on(None, &jobs) == 1 && on(Some(&b), &jobs) == 0
+    });
+    assert_eq!(on(Some(&b), &probe), 1, "probe stays on every host");
+    assert_eq!(on(None, &front), 1);
+    let removed = agent_b.log();
+    assert!(
+        removed.contains("assigned to another host in plimsoll.yaml"),
+        "{removed}"
+    );
+    drop(agent_a);
+    drop(agent_b);
+    drop(engine);
+}
