@@ -104,27 +104,32 @@ policy:
     allow: []
 ";
 
-/// Base: `shop` (every host: api, old, builder), `web` on host a, `gone`.
-fn base(r: &mut Repo) -> String {
-    r.write("plimsoll.yaml", CONFIG)
-        .write(
-            "stacks/shop/compose.yaml",
-            "\
-services:
-  api:
-    image: busybox:1.36
-    environment:
-      MODE: blue
-      DB_PASSWORD: ${DB_PASSWORD}
-  old:
-    image: busybox:1.36
-  builder:
+/// The part of `shop` both revisions share: a service that builds and gets a secret file.
+const SHOP_BUILDER: &str = "  builder:
     build: ./ctx
     secrets: [token]
 secrets:
   token:
     file: ./token.txt
-",
+";
+
+/// Base: `shop` (every host: api, old, builder), `web` on host a, `gone`.
+fn base(r: &mut Repo) -> String {
+    r.write("plimsoll.yaml", CONFIG)
+        .write(
+            "stacks/shop/compose.yaml",
+            &format!(
+                "\
+services:
+  api:
+    image: busybox:1.36
+    environment:
+      MODE: blue
+      DB_PASSWORD: ${{DB_PASSWORD}}
+  old:
+    image: busybox:1.36
+{SHOP_BUILDER}"
+            ),
         )
         .write("stacks/shop/token.txt", &format!("{OLD_SECRET}-file\n"))
         .write("stacks/shop/.env", &format!("DB_PASSWORD={OLD_SECRET}\n"))
@@ -152,27 +157,23 @@ fn head(r: &mut Repo) -> String {
         )
         .write(
             "stacks/shop/compose.yaml",
-            "\
+            &format!(
+                "\
 services:
   api:
     image: busybox:1.37
     scale: 2
     environment:
       MODE: green
-      DB_PASSWORD: ${DB_PASSWORD}
+      DB_PASSWORD: ${{DB_PASSWORD}}
     networks: [backend]
   worker:
     image: busybox:1.37
     command: [sleep, infinity]
-  builder:
-    build: ./ctx
-    secrets: [token]
-secrets:
-  token:
-    file: ./token.txt
-networks:
-  backend: {}
-",
+{SHOP_BUILDER}networks:
+  backend: {{}}
+"
+            ),
         )
         .write("stacks/shop/token.txt", &format!("{NEW_SECRET}-file\n"))
         .write("stacks/shop/.env", &format!("DB_PASSWORD={NEW_SECRET}\n"))
