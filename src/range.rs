@@ -404,6 +404,7 @@ fn settings_changes(old: &Config, new: &Config, stack: &str) -> Vec<String> {
         match serde_json::to_value(sc) {
             Ok(serde_json::Value::Object(m)) => m
                 .into_iter()
+                .filter(|(_, v)| !v.is_null())
                 .map(|(k, v)| (format!("plimsoll.yaml stacks.{stack}.{k}"), v.to_string()))
                 .collect(),
             _ => BTreeMap::new(),
@@ -839,4 +840,60 @@ pub fn to_markdown(d: &RangeDiff) -> String {
     }
     out.push_str(&format!("**{}**\n", summary_line(d)));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> Config {
+        let node = crate::spec::yaml::parse(yaml, Path::new("plimsoll.yaml")).unwrap();
+        crate::spec::yaml::from_node(&node).unwrap()
+    }
+
+    #[test]
+    fn settings_changes_leave_the_move_to_moved() {
+        let check = |a: &str, b: &str, want: &[&str]| {
+            assert_eq!(
+                settings_changes(&config(a), &config(b), "s"),
+                want,
+                "{a} -> {b}"
+            );
+        };
+        check("{}", "{}", &[]);
+        check(
+            "stacks: {s: {hosts: [a]}}",
+            "stacks: {s: {hosts: [b], placement: {labels: {x: y}}}}",
+            &[],
+        );
+        check(
+            "stacks: {s: {paused: false}}",
+            "stacks: {s: {paused: true, prune: true}}",
+            &[
+                "plimsoll.yaml stacks.s.paused changed: false → true",
+                "plimsoll.yaml stacks.s.prune added: true",
+            ],
+        );
+    }
+
+    #[test]
+    fn objects_pair_by_key() {
+        let map = |l: &[(&str, u8)]| -> BTreeMap<String, u8> {
+            l.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        let got: Vec<(String, ChangeKind)> = objects(
+            &map(&[("a", 1), ("b", 1), ("c", 1)]),
+            &map(&[("b", 1), ("c", 2), ("d", 1)]),
+        )
+        .into_iter()
+        .map(|o| (o.name, o.change))
+        .collect();
+        let want = [
+            ("a", ChangeKind::Removed),
+            ("c", ChangeKind::Changed),
+            ("d", ChangeKind::Added),
+        ]
+        .map(|(n, c)| (n.to_string(), c));
+        assert_eq!(got, want);
+    }
 }
