@@ -341,6 +341,7 @@ pub enum Command {
         /// Only what changes on this host (its stacks and those that run on every host).
         #[arg(long, value_name = "HOST")]
         host: Option<String>,
+        /// text for people, json (schemas/diff.json), markdown for a pull-request comment.
         #[arg(long, value_enum, default_value_t = plan::Format::Text)]
         format: plan::Format,
     },
