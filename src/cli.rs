@@ -45,7 +45,7 @@ mod secret;
 /// PATH is a config repository root (plimsoll.yaml, stacks/<name>/compose.yaml), one stack
 /// directory or one Compose file; the default is the current directory. stdout carries only the
 /// result; logs, warnings and errors go to stderr. Exit status: 0 success, 1 any error (usage
-/// errors too), 2 changes pending (`reconcile --dry-run`).
+/// errors too), 2 changes pending (`reconcile --dry-run`, `diff`).
 #[derive(Debug, Parser)]
 #[command(
     name = "plimsoll",
@@ -329,10 +329,36 @@ pub enum Command {
         #[arg(long, env = "PLIMSOLL_LISTEN", default_value = crate::agent::DEFAULT_LISTEN)]
         listen: String,
     },
+    /// Show what a commit range changes, per host, from git alone
+    ///
+    /// Per host, stack and service: what the range adds, removes and changes in the desired state.
+    /// Both revisions are read from git objects: no checkout, no engine, no state directory.
+    /// Exit 0 no changes, 2 changes, 1 error (also when --to does not load or breaks the policy).
+    #[command(after_long_help = examples!(
+        "What a pull request changes, as a comment for it (exit 2 when it changes something)" => "plimsoll diff --from origin/main --to HEAD --format markdown > diff.md",
+        "The last commit, as one host sees it" => "plimsoll diff --from HEAD~1 --to HEAD --host web-1",
+    ))]
+    Diff {
+        /// A directory or file inside a git repository: the config repository root, a stack directory, or a Compose file.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// The base revision (branch, tag, SHA, `HEAD~1`, `origin/main`).
+        #[arg(long, value_name = "REV")]
+        from: String,
+        /// The revision compared with it.
+        #[arg(long, value_name = "REV")]
+        to: String,
+        /// Only what changes on this host (its stacks and those that run on every host).
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+        /// text for people, json (schemas/diff.json), markdown for a pull-request comment.
+        #[arg(long, value_enum, default_value_t = plan::Format::Text)]
+        format: plan::Format,
+    },
     /// Print a JSON Schema generated from plimsoll's types.
     ///
     /// `plimsoll` describes plimsoll.yaml, `stack` a stack as plimsoll loads it, `plan` the plan of
-    /// `reconcile --format json`. The same files are in schemas/.
+    /// `reconcile --format json`, `diff` the output of `diff --format json`. The same files are in schemas/.
     #[command(after_long_help = examples!(
         "The schema of plimsoll.yaml, for an editor's YAML language server" => "plimsoll schema plimsoll > plimsoll.schema.json",
         "The schema of `reconcile --dry-run --format json`, for a CI check" => "plimsoll schema plan",
@@ -567,11 +593,19 @@ struct Loading {
     age: secret::IdentitySource,
 }
 
+impl Loading {
+    /// The loader's options: the profiles, and the age identity when there is one.
+    fn options(&self) -> Result<spec::LoadOptions> {
+        let mut options = load_options(&self.profiles);
+        options.age = self.age.identities()?;
+        Ok(options)
+    }
+}
+
 /// Loads the desired state at `path`; prints warnings; an error lists every problem.
 fn load(path: &std::path::Path, stacks: &[String], loading: &Loading) -> Result<Desired> {
     let layout = source::discover(path).context("cannot find the desired state")?;
-    let mut options = load_options(&loading.profiles);
-    options.age = loading.age.identities()?;
+    let options = loading.options()?;
     let desired = spec::load_with(&layout, &LocalFs, &process_env(), stacks, &options)?;
     for w in &desired.warnings {
         eprintln!("{w}");
@@ -695,6 +729,46 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Man { dir: Some(dir) } => {
             let written = docs::man_pages(command(), &dir)?;
             eprintln!("wrote {} man pages to {}", written.len(), dir.display());
+        }
+        Command::Diff {
+            path,
+            from,
+            to,
+            host,
+            format,
+        } => {
+            use crate::range::{self, RangeError};
+            let env = process_env();
+            let loaded = range::load(
+                &path,
+                (&from, &to),
+                host.as_deref(),
+                &env,
+                &loading.options()?,
+            )
+            .map_err(|e| match e {
+                RangeError::Load { rev, source } => {
+                    // `main` prints the located diagnostics of a LoadError as they are.
+                    eprintln!("error: {rev} does not load:");
+                    anyhow::Error::from(source)
+                }
+                e => e.into(),
+            })?;
+            for w in loaded
+                .warnings
+                .iter()
+                .map(ToString::to_string)
+                .chain(loaded.diff.warnings.iter().map(|w| format!("warning: {w}")))
+            {
+                eprintln!("{w}");
+            }
+            let d = &loaded.diff;
+            print(&match format {
+                plan::Format::Text => range::to_text(d, use_color()),
+                plan::Format::Json => serde_json::to_string_pretty(d)? + "\n",
+                plan::Format::Markdown => range::to_markdown(d),
+            })?;
+            return Ok(ExitCode::from(if d.is_empty() { 0 } else { 2 }));
         }
         Command::Agent(args) => {
             let mut opts = agent_options(*args, state_dir(cli.state_dir.clone()))?;

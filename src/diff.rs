@@ -1012,16 +1012,6 @@ pub fn compare(live: &BTreeMap<String, String>, desired: &BTreeMap<String, Strin
 
 /// The reason for one change, in words, with secret values hidden.
 pub fn reason(change: &Change, masker: &Masker) -> String {
-    let var = |key: &str| key.strip_prefix("env ").map(str::to_string);
-    let show = |key: &str, value: &str| match var(key) {
-        Some(name) => masker.mask_var(&name, value).into_owned(),
-        None => masker.mask(value).into_owned(),
-    };
-    // A value that holds a secret hides both sides: the live one may hold an
-    // old secret the masker never saw (`DATABASE_URL=postgres://u:<old>@db`).
-    let hidden = |key: &str, a: &str, b: &str| {
-        show(key, a) != a || show(key, b) != b || show(key, a) == show(key, b)
-    };
     // Limits `docker update` changes: said as host versus git.
     let limit = |key: &str| {
         matches!(
@@ -1045,14 +1035,7 @@ pub fn reason(change: &Change, masker: &Masker) -> String {
         Change::Changed { key, live, desired } if key == "image id" => {
             format!("image re-pointed: the container runs {live}, the tag now names {desired}")
         }
-        Change::Changed { key, live, desired } if hidden(key, live, desired) => {
-            format!("{key} changed (value hidden)")
-        }
-        Change::Changed { key, live, desired } => format!(
-            "{key} changed: {} → {}",
-            show(key, live),
-            show(key, desired)
-        ),
+        Change::Changed { .. } => change_words(change, masker),
         Change::Added { key, value } if limit(key) => {
             format!("{key} {value} in git, none on the host")
         }
@@ -1062,10 +1045,37 @@ pub fn reason(change: &Change, masker: &Masker) -> String {
         Change::Added { key, .. } if key.starts_with("network ") => {
             format!("{key} disconnected on the host")
         }
-        Change::Added { key, value } => format!("{key} added: {}", show(key, value)),
         Change::Removed { key, .. } if key.starts_with("network ") => {
             format!("{key} connected on the host, not in git")
         }
+        Change::Added { .. } | Change::Removed { .. } => change_words(change, masker),
+    }
+}
+
+/// One change in words without saying where each side is (`env FOO changed:
+/// 1 → 2`, `env DB_PASSWORD changed (value hidden)`, `cpus added: 0.5`):
+/// the words of [`reason`] that fit two revisions of git as well as live
+/// and git.
+pub fn change_words(change: &Change, masker: &Masker) -> String {
+    let show = |key: &str, value: &str| match key.strip_prefix("env ") {
+        Some(name) => masker.mask_var(name, value).into_owned(),
+        None => masker.mask(value).into_owned(),
+    };
+    // A value that holds a secret hides both sides: the live one may hold an
+    // old secret the masker never saw (`DATABASE_URL=postgres://u:<old>@db`).
+    let hidden = |key: &str, a: &str, b: &str| {
+        show(key, a) != a || show(key, b) != b || show(key, a) == show(key, b)
+    };
+    match change {
+        Change::Changed { key, live, desired } if hidden(key, live, desired) => {
+            format!("{key} changed (value hidden)")
+        }
+        Change::Changed { key, live, desired } => format!(
+            "{key} changed: {} → {}",
+            show(key, live),
+            show(key, desired)
+        ),
+        Change::Added { key, value } => format!("{key} added: {}", show(key, value)),
         Change::Removed { key, .. } => format!("{key} removed"),
     }
 }
@@ -1089,6 +1099,25 @@ pub fn hide_old_secrets(
             *v = crate::spec::secrets::MASK.into();
         }
     }
+}
+
+/// A unified diff of two sets of lines (`old` → `new`, headed by `names`),
+/// secrets masked on both sides and old values of secrets hidden.
+pub fn unified(
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+    names: (&str, &str),
+    masker: &Masker,
+) -> String {
+    let mut seen = old.clone();
+    hide_old_secrets(&mut seen, new, masker);
+    let a = render_lines(&seen, masker);
+    let b = render_lines(new, masker);
+    similar::TextDiff::from_lines(&a, &b)
+        .unified_diff()
+        .context_radius(2)
+        .header(names.0, names.1)
+        .to_string()
 }
 
 /// The lines as text for a unified diff, secrets masked.

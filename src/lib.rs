@@ -13,6 +13,7 @@ pub mod graph;
 pub mod images;
 pub mod live;
 pub mod plan;
+pub mod range;
 pub mod reconcile;
 pub mod registry;
 pub mod schema;

@@ -197,16 +197,7 @@ pub fn hashed_contents(stack: &Stack, service: &str) -> Vec<String> {
 }
 
 fn unified(live: &ContainerConfig, desired: &ContainerConfig, masker: &Masker) -> String {
-    let want = desired.fields();
-    let mut seen = live.fields();
-    diff::hide_old_secrets(&mut seen, &want, masker);
-    let a = diff::render_lines(&seen, masker);
-    let b = diff::render_lines(&want, masker);
-    similar::TextDiff::from_lines(&a, &b)
-        .unified_diff()
-        .context_radius(2)
-        .header("live", "git")
-        .to_string()
+    diff::unified(&live.fields(), &desired.fields(), ("live", "git"), masker)
 }
 
 /// Which live container each replica keeps (`names[i]` is replica i + 1's
@@ -761,7 +752,7 @@ pub enum Format {
 
 const RESET: &str = "\x1b[0m";
 
-fn paint(color: bool, code: &str, text: &str) -> String {
+pub(crate) fn paint(color: bool, code: &str, text: &str) -> String {
     if color {
         format!("\x1b[{code}m{text}{RESET}")
     } else {
@@ -820,6 +811,19 @@ pub fn summary_line(plan: &Plan) -> String {
     line
 }
 
+/// Appends a unified diff, each line indented, colored on a terminal.
+pub(crate) fn push_diff(out: &mut String, diff: &str, indent: &str, color: bool) {
+    for line in diff.lines() {
+        let styled = match line.chars().next() {
+            Some('+') if !line.starts_with("+++") => paint(color, "32", line),
+            Some('-') if !line.starts_with("---") => paint(color, "31", line),
+            Some('@') => paint(color, "36", line),
+            _ => line.to_string(),
+        };
+        out.push_str(&format!("{indent}{styled}\n"));
+    }
+}
+
 /// The plan for people: one line per action, a unified diff per recreated service.
 pub fn to_text(plan: &Plan, color: bool) -> String {
     let mut out = String::new();
@@ -836,15 +840,7 @@ pub fn to_text(plan: &Plan, color: bool) -> String {
             out.push_str(&format!("  {:<14} {:<24} {r}\n", "", ""));
         }
         if let Some(d) = &a.diff {
-            for line in d.lines() {
-                let styled = match line.chars().next() {
-                    Some('+') if !line.starts_with("+++") => paint(color, "32", line),
-                    Some('-') if !line.starts_with("---") => paint(color, "31", line),
-                    Some('@') => paint(color, "36", line),
-                    _ => line.to_string(),
-                };
-                out.push_str(&format!("      {styled}\n"));
-            }
+            push_diff(&mut out, d, "      ", color);
         }
     }
     for c in &plan.conflicts {
@@ -879,7 +875,7 @@ pub fn to_text(plan: &Plan, color: bool) -> String {
     out
 }
 
-fn md_escape(s: &str) -> String {
+pub(crate) fn md_escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 

@@ -12,6 +12,8 @@ pub enum SchemaKind {
     Stack,
     /// The JSON plan (`reconcile --dry-run --format json`).
     Plan,
+    /// What a commit range changes (`diff --format json`).
+    Diff,
 }
 
 impl SchemaKind {
@@ -21,6 +23,7 @@ impl SchemaKind {
             SchemaKind::Plimsoll => "plimsoll.json",
             SchemaKind::Stack => "stack.json",
             SchemaKind::Plan => "plan.json",
+            SchemaKind::Diff => "diff.json",
         }
     }
 }
@@ -31,6 +34,7 @@ pub fn generate(kind: SchemaKind) -> String {
         SchemaKind::Plimsoll => schemars::schema_for!(crate::spec::config::Config),
         SchemaKind::Stack => schemars::schema_for!(crate::spec::model::Stack),
         SchemaKind::Plan => schemars::schema_for!(crate::plan::Plan),
+        SchemaKind::Diff => schemars::schema_for!(crate::range::RangeDiff),
     };
     let mut text = serde_json::to_string_pretty(&schema).expect("a schema serializes");
     text.push('\n');

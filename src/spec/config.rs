@@ -358,10 +358,10 @@ impl Config {
         let Some(sc) = self.stacks.get(stack) else {
             return true;
         };
-        let placement = sc.placement.as_ref().filter(|p| !p.labels.is_empty());
-        if sc.hosts.is_empty() && placement.is_none() {
+        if self.runs_everywhere(stack) {
             return true;
         }
+        let placement = sc.placement.as_ref().filter(|p| !p.labels.is_empty());
         if sc.hosts.iter().any(|h| h == host) {
             return true;
         }
@@ -369,6 +369,22 @@ impl Config {
         placement.is_some_and(|p| {
             labels.is_some_and(|l| p.labels.iter().all(|(k, v)| l.get(k) == Some(v)))
         })
+    }
+
+    /// Whether `stack` has no assignment (neither `hosts` nor `placement`): it runs on every host.
+    pub fn runs_everywhere(&self, stack: &str) -> bool {
+        self.stacks.get(stack).is_none_or(|sc| {
+            sc.hosts.is_empty() && sc.placement.as_ref().is_none_or(|p| p.labels.is_empty())
+        })
+    }
+
+    /// The hosts this file names: the keys of `hosts:` and every stack's `hosts` list.
+    pub fn host_names(&self) -> BTreeSet<String> {
+        self.hosts
+            .keys()
+            .chain(self.stacks.values().flat_map(|s| &s.hosts))
+            .cloned()
+            .collect()
     }
 
     /// A host's name with its labels: `web-1 (role=web, zone=a)`.
@@ -400,34 +416,21 @@ impl Config {
     /// stack's `hosts` list, with the stacks assigned to it (stacks without
     /// an assignment run on every host, and are listed under each).
     pub fn assignment<'s>(&self, stacks: &[&'s str]) -> Assignment<'s> {
-        let names: BTreeSet<&str> = self
-            .hosts
-            .keys()
-            .map(String::as_str)
-            .chain(
-                self.stacks
-                    .values()
-                    .flat_map(|s| s.hosts.iter().map(String::as_str)),
-            )
-            .collect();
         let everywhere: Vec<&str> = stacks
             .iter()
             .copied()
-            .filter(|s| {
-                self.stacks.get(*s).is_none_or(|c| {
-                    c.hosts.is_empty() && c.placement.as_ref().is_none_or(|p| p.labels.is_empty())
-                })
-            })
+            .filter(|s| self.runs_everywhere(s))
             .collect();
-        let hosts: BTreeMap<String, Vec<&str>> = names
-            .iter()
+        let hosts: BTreeMap<String, Vec<&str>> = self
+            .host_names()
+            .into_iter()
             .map(|h| {
                 let mine = stacks
                     .iter()
                     .copied()
-                    .filter(|s| self.runs_on(s, h))
+                    .filter(|s| self.runs_on(s, &h))
                     .collect();
-                (h.to_string(), mine)
+                (h, mine)
             })
             .collect();
         let nowhere = stacks

@@ -314,8 +314,9 @@ pub fn load_with(
                 continue;
             }
             if layout.repository {
-                let root =
-                    std::fs::canonicalize(&layout.root).unwrap_or_else(|_| layout.root.clone());
+                let root = files
+                    .absolute(&layout.root)
+                    .unwrap_or_else(|_| layout.root.clone());
                 stack.source.repository = Some(root.display().to_string());
             }
             let profiles = options.profiles.as_deref().or_else(|| {
@@ -398,7 +399,8 @@ pub fn load_with(
         masker,
         warnings,
         complete: (layout.repository && stack_filter.is_empty()).then(|| {
-            std::fs::canonicalize(&layout.root)
+            files
+                .absolute(&layout.root)
                 .unwrap_or_else(|_| layout.root.clone())
                 .display()
                 .to_string()

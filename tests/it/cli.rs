@@ -73,6 +73,7 @@ fn schema_prints_the_checked_in_files() {
         ("plimsoll", "plimsoll.json"),
         ("stack", "stack.json"),
         ("plan", "plan.json"),
+        ("diff", "diff.json"),
     ] {
         let out = plimsoll(&["schema", kind]);
         assert_eq!(out.status.code(), Some(0));

@@ -12,6 +12,8 @@
 //! - `compose_files`: several Compose files per stack: profiles (`--profile`, plimsoll.yaml),
 //!   override files, `include:` and `extends:`, with errors naming the right file and line.
 //! - `conformance`: `plimsoll render` snapshots and the differential test against `docker compose config`.
+//! - `diff`: `plimsoll diff --from --to` on a local git repository: per host, secrets never
+//!   shown, exit 0/2/1, and the commands of the CI recipes in `examples/ci/` as written.
 //! - `git`, `gitserve`: the agent's git source against real servers on loopback (file://,
 //!   sshd with its own host key, lighttpd + `git http-backend` over TLS with a test CA).
 //! - `container`: the agent's image built offline, run as a container against a git
@@ -40,6 +42,7 @@ mod cli;
 mod compose_files;
 mod conformance;
 mod container;
+mod diff;
 mod git;
 mod gitserve;
 mod hosts;
