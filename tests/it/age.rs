@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::support::{
-    Run, docker, ensure_busybox, files_under, labelled_ids, quiet, stack_containers, temp_dir,
-    unique_name,
+    Run, docker, ensure_busybox, files_under, stack_containers, temp_dir, unique_name,
 };
 
 const SECRET: &str = "canary-age-secret-5e1d";
@@ -150,16 +149,7 @@ secrets:
 
 impl Drop for AgeStack {
     fn drop(&mut self) {
-        let mine = format!("io.plimsoll.stack={}", self.name);
-        let containers = labelled_ids("container", &mine);
-        if !containers.is_empty() {
-            let mut args = vec!["rm", "-f", "-v"];
-            args.extend(containers.iter().map(String::as_str));
-            quiet(&args);
-        }
-        for n in labelled_ids("network", &mine) {
-            quiet(&["network", "rm", &n]);
-        }
+        crate::support::remove_stack(&self.name);
     }
 }
 

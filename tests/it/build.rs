@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 use crate::support::{
-    Cleanup, Run, docker, docker_output, labelled_ids, plan_actions, quiet, temp_dir, unique_name,
+    Cleanup, Run, docker, docker_output, plan_actions, quiet, temp_dir, unique_name,
 };
 
 /// The static busybox that Debian's `busybox-static` installs.
@@ -191,16 +191,7 @@ fn built_images_of(stack: &str) -> Vec<String> {
 
 impl Drop for BuildStack {
     fn drop(&mut self) {
-        let label = format!("io.plimsoll.stack={}", self.name);
-        let containers = labelled_ids("container", &label);
-        if !containers.is_empty() {
-            let mut args = vec!["rm", "-f", "-v"];
-            args.extend(containers.iter().map(String::as_str));
-            quiet(&args);
-        }
-        for n in labelled_ids("network", &label) {
-            quiet(&["network", "rm", &n]);
-        }
+        crate::support::remove_stack(&self.name);
         for id in built_images_of(&self.name) {
             quiet(&["rmi", "-f", &id]);
         }

@@ -18,11 +18,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::support::{
-    Run, docker, docker_output, ensure_busybox, labelled_ids, quiet, stack_containers, temp_dir,
-    unique_name,
+    Run, docker, docker_output, ensure_busybox, quiet, stack_containers, temp_dir, unique_name,
 };
-
-const STACK_LABEL: &str = "io.plimsoll.stack";
 
 /// A stack in a tempdir with its own state directory; dropping it removes
 /// every container and network carrying the stack's label.
@@ -108,16 +105,7 @@ impl KeysStack {
 
 impl Drop for KeysStack {
     fn drop(&mut self) {
-        let mine = format!("{STACK_LABEL}={}", self.name);
-        let containers = labelled_ids("container", &mine);
-        if !containers.is_empty() {
-            let mut args = vec!["rm", "-f", "-v"];
-            args.extend(containers.iter().map(String::as_str));
-            quiet(&args);
-        }
-        for n in labelled_ids("network", &mine) {
-            quiet(&["network", "rm", &n]);
-        }
+        crate::support::remove_stack(&self.name);
     }
 }
 

@@ -507,3 +507,18 @@ pub fn temp_dir(prefix: &str) -> tempfile::TempDir {
         .tempdir()
         .unwrap_or_else(|e| panic!("cannot create a tempdir {prefix}: {e}"))
 }
+
+/// Removes every container (with its anonymous volumes) and network labelled
+/// `io.plimsoll.stack=<stack>`: a test stack's cleanup, also on failure.
+pub fn remove_stack(stack: &str) {
+    let mine = format!("io.plimsoll.stack={stack}");
+    let containers = labelled_ids("container", &mine);
+    if !containers.is_empty() {
+        let mut args = vec!["rm", "-f", "-v"];
+        args.extend(containers.iter().map(String::as_str));
+        quiet(&args);
+    }
+    for n in labelled_ids("network", &mine) {
+        quiet(&["network", "rm", &n]);
+    }
+}
