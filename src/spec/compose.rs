@@ -1632,18 +1632,39 @@ impl Cx<'_, '_> {
 
     fn expose(&mut self, node: &Node, path: &str) -> Vec<String> {
         let list = self.string_list(node, path);
-        for (i, e) in list.iter().enumerate() {
-            let (port, proto) = e.split_once('/').unwrap_or((e, "tcp"));
-            if parse_port_range(port).is_none() || !valid_protocol(proto) {
-                let mark = node
-                    .as_seq()
-                    .and_then(|s| s.get(i))
-                    .map_or(node.mark, |n| n.mark);
-                self.err(mark, &idx(path, i), format!("invalid port `{e}`"))
-                    .hint("write a container port or range, optionally with /tcp, /udp or /sctp");
-            }
-        }
+        self.check_entries(
+            node,
+            path,
+            &list,
+            |e| {
+                let (port, proto) = e.split_once('/').unwrap_or((e, "tcp"));
+                parse_port_range(port).is_some() && valid_protocol(proto)
+            },
+            "port",
+            "write a container port or range, optionally with /tcp, /udp or /sctp",
+        );
         list
+    }
+
+    /// Reports each entry of the list at `node` that `valid` rejects, at the
+    /// entry's own line: "invalid WHAT `entry`".
+    fn check_entries(
+        &mut self,
+        node: &Node,
+        path: &str,
+        list: &[String],
+        valid: impl Fn(&str) -> bool,
+        what: &str,
+        hint: &str,
+    ) {
+        for (i, e) in list.iter().enumerate().filter(|(_, e)| !valid(e)) {
+            let mark = node
+                .as_seq()
+                .and_then(|s| s.get(i))
+                .map_or(node.mark, |n| n.mark);
+            self.err(mark, &idx(path, i), format!("invalid {what} `{e}`"))
+                .hint(hint);
+        }
     }
 
     fn extra_hosts(&mut self, node: &Node, path: &str) -> Vec<String> {
@@ -2468,21 +2489,21 @@ impl Cx<'_, '_> {
     /// `volumes_from`: `SERVICE` or `container:NAME`, each optionally `:ro` or `:rw`.
     fn volumes_from(&mut self, node: &Node, path: &str) -> Vec<String> {
         let list = self.string_list(node, path);
-        for (i, v) in list.iter().enumerate() {
-            let rest = v.strip_prefix("container:").unwrap_or(v);
-            let (name, mode) = match rest.split_once(':') {
-                Some((n, m)) => (n, Some(m)),
-                None => (rest, None),
-            };
-            if name.is_empty() || mode.is_some_and(|m| m != "ro" && m != "rw") {
-                let mark = node
-                    .as_seq()
-                    .and_then(|s| s.get(i))
-                    .map_or(node.mark, |n| n.mark);
-                self.err(mark, &idx(path, i), format!("invalid volumes_from `{v}`"))
-                    .hint("write SERVICE or container:NAME, optionally followed by :ro or :rw");
-            }
-        }
+        self.check_entries(
+            node,
+            path,
+            &list,
+            |v| {
+                let rest = v.strip_prefix("container:").unwrap_or(v);
+                let (name, mode) = match rest.split_once(':') {
+                    Some((n, m)) => (n, Some(m)),
+                    None => (rest, None),
+                };
+                !name.is_empty() && mode.is_none_or(|m| m == "ro" || m == "rw")
+            },
+            "volumes_from",
+            "write SERVICE or container:NAME, optionally followed by :ro or :rw",
+        );
         list
     }
 
