@@ -7,7 +7,6 @@
 //! the file; `secret edit` re-encrypts through `$EDITOR` and leaves no clear file.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use crate::support::{
     Run, docker, ensure_busybox, files_under, stack_containers, temp_dir, unique_name,
@@ -64,26 +63,11 @@ impl AgeStack {
     }
 
     fn plimsoll(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plimsoll"));
-        cmd.arg("--state-dir")
-            .arg(self.state.path())
-            .args(args)
-            .current_dir(self.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("NO_COLOR", "1")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null());
-        if let Some(host) = std::env::var_os("DOCKER_HOST") {
-            cmd.env("DOCKER_HOST", host);
-        }
-        let out = cmd.output().expect("run plimsoll");
-        Run {
-            args: args.iter().map(|a| a.to_string()).collect(),
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::of(
+            args,
+            crate::support::plimsoll_command(self.state.path(), self.path(), args)
+                .envs(env.iter().copied()),
+        )
     }
 
     /// Writes `name` in clear, encrypts it to the host with `plimsoll secret

@@ -16,7 +16,6 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -87,30 +86,12 @@ impl BuildStack {
 
     /// Runs plimsoll with exactly `args` (no PATH appended).
     fn plimsoll_raw(&self, args: &[&str], envs: &[(&str, &str)]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_plimsoll"))
-            .arg("--state-dir")
-            .arg(self.state.path())
-            .args(args)
-            .current_dir(self.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.state.path())
-            .env("NO_COLOR", "1")
-            .envs(
-                ["DOCKER_HOST", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY"]
-                    .iter()
-                    .filter_map(|v| Some((*v, std::env::var_os(v)?))),
-            )
-            .envs(envs.iter().copied())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run plimsoll");
-        Run {
-            args: args.iter().map(|a| a.to_string()).collect(),
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::of(
+            args,
+            crate::support::plimsoll_command(self.state.path(), self.path(), args)
+                .env("HOME", self.state.path())
+                .envs(envs.iter().copied()),
+        )
     }
 
     /// `reconcile --dry-run --format json`, checked against the plan schema.

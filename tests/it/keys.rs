@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use crate::support::{
     Run, docker, docker_output, ensure_busybox, quiet, stack_containers, temp_dir, unique_name,
@@ -52,25 +51,10 @@ impl KeysStack {
     }
 
     fn plimsoll(&self, args: &[&str]) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plimsoll"));
-        cmd.arg("--state-dir")
-            .arg(self.state.path())
-            .args(args)
-            .current_dir(self.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
-        if let Some(host) = std::env::var_os("DOCKER_HOST") {
-            cmd.env("DOCKER_HOST", host);
-        }
-        let out = cmd.output().expect("run plimsoll");
-        Run {
-            args: args.iter().map(|a| a.to_string()).collect(),
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::of(
+            args,
+            &mut crate::support::plimsoll_command(self.state.path(), self.path(), args),
+        )
     }
 
     fn apply(&self) -> Run {

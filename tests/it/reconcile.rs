@@ -94,35 +94,16 @@ impl TempStack {
 
     /// Like [`TempStack::plimsoll`], with extra environment variables.
     fn plimsoll_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Run {
-        let out = self.command(args, envs).output().expect("run plimsoll");
-        Run {
-            args: args.iter().map(|a| a.to_string()).collect(),
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::of(args, &mut self.command(args, envs))
     }
 
     /// The command that runs plimsoll for this stack, with a clean environment.
     fn command(&self, args: &[&str], envs: &[(&str, &str)]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plimsoll"));
-        cmd.arg("--state-dir")
-            .arg(self.state.path())
-            .args(args)
-            .current_dir(self.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env(
-                "HOME",
-                std::env::var_os("HOME").unwrap_or("/nonexistent".into()),
-            )
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
-        for var in ["DOCKER_HOST", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY"] {
-            if let Some(v) = std::env::var_os(var) {
-                cmd.env(var, v);
-            }
-        }
+        let mut cmd = crate::support::plimsoll_command(self.state.path(), self.path(), args);
+        cmd.env(
+            "HOME",
+            std::env::var_os("HOME").unwrap_or("/nonexistent".into()),
+        );
         cmd.envs(envs.iter().copied());
         cmd
     }

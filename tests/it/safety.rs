@@ -126,35 +126,16 @@ impl Repo {
     /// `plimsoll --state-dir <state> ARGS`, run outside the repository with a
     /// clean environment (interpolation reads the process environment).
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plimsoll"));
-        cmd.arg("--state-dir")
-            .arg(self.state.path())
-            .args(args)
-            .current_dir(self.tmp.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env(
-                "HOME",
-                std::env::var_os("HOME").unwrap_or("/nonexistent".into()),
-            )
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
-        for var in ["DOCKER_HOST", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY"] {
-            if let Some(v) = std::env::var_os(var) {
-                cmd.env(var, v);
-            }
-        }
+        let mut cmd = crate::support::plimsoll_command(self.state.path(), self.tmp.path(), args);
+        cmd.env(
+            "HOME",
+            std::env::var_os("HOME").unwrap_or("/nonexistent".into()),
+        );
         cmd
     }
 
     fn plimsoll(&self, args: &[&str]) -> Run {
-        let out = self.command(args).output().expect("run plimsoll");
-        Run {
-            args: args.iter().map(|a| a.to_string()).collect(),
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::of(args, &mut self.command(args))
     }
 
     /// `plimsoll reconcile <repo> EXTRA`.

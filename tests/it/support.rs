@@ -8,7 +8,7 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::sleep;
@@ -520,5 +520,39 @@ pub fn remove_stack(stack: &str) {
     }
     for n in labelled_ids("network", &mine) {
         quiet(&["network", "rm", &n]);
+    }
+}
+
+/// `plimsoll --state-dir STATE ARGS` run in `dir` with a clean environment:
+/// PATH, NO_COLOR, the engine's `DOCKER_HOST` and TLS variables, no stdin.
+/// Callers add what their test needs (`HOME`, more variables).
+pub fn plimsoll_command(state: &Path, dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plimsoll"));
+    cmd.arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    for var in ["DOCKER_HOST", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY"] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    cmd
+}
+
+impl Run {
+    /// Runs `cmd` (plimsoll with `args`) to the end.
+    pub fn of(args: &[&str], cmd: &mut Command) -> Run {
+        let out = cmd.output().expect("run plimsoll");
+        Run {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     }
 }
