@@ -387,8 +387,12 @@ pub async fn run(
     };
     let _alive = AliveGuard(shared);
     agent.main_loop(rx, shutdown, tx).await;
+    agent.notifier.flush(NOTIFY_FLUSH).await;
     Ok(())
 }
+
+/// How long a stopping agent waits for queued notifications to be delivered.
+const NOTIFY_FLUSH: Duration = Duration::from_secs(5);
 
 struct Agent {
     opts: Options,

@@ -91,6 +91,8 @@ struct Target {
     events: Vec<NotificationEvent>,
     tx: mpsc::Sender<Arc<Queued>>,
     shared: Arc<Shared>,
+    /// The delivery task, awaited by [`Notifier::flush`].
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// What a target's delivery task and its senders share. Deliberately not
@@ -236,7 +238,7 @@ impl Notifier {
             format: t.format,
             dropped: AtomicU64::new(0),
         });
-        self.inner.runtime.spawn(deliver_all(
+        let task = self.inner.runtime.spawn(deliver_all(
             client.clone(),
             shared.clone(),
             self.inner.options,
@@ -246,6 +248,38 @@ impl Notifier {
             events: t.events.clone(),
             tx,
             shared,
+            task,
+        }
+    }
+
+    /// At shutdown: closes every queue and waits, `within` at most, until
+    /// what was queued is delivered (or has used its attempts), so an alert
+    /// sent just before a restart is not lost. What is left is reported.
+    pub async fn flush(&self, within: Duration) {
+        let targets = std::mem::take(
+            &mut *self
+                .inner
+                .targets
+                .write()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        let waiting: usize = targets
+            .iter()
+            .map(|t| t.tx.max_capacity() - t.tx.capacity())
+            .sum();
+        // Dropping a target's sender closes its queue: its task delivers
+        // what is queued, then ends.
+        let tasks: Vec<_> = targets.into_iter().map(|t| t.task).collect();
+        if waiting == 0 && tasks.iter().all(|t| t.is_finished()) {
+            return;
+        }
+        if tokio::time::timeout(within, futures_util::future::join_all(tasks))
+            .await
+            .is_err()
+        {
+            tracing::warn!(target: "plimsoll::notify",
+                "shutting down with notifications still undelivered after {}s (about {waiting} were queued); they are dropped",
+                within.as_secs());
         }
     }
 
@@ -659,6 +693,35 @@ mod tests {
             slack.next().await,
             serde_json::json!({"text": "[plimsoll web-1] revision rejected: policy: privileged"})
         );
+    }
+
+    #[tokio::test]
+    async fn flush_delivers_what_is_queued_before_shutdown() {
+        // A slow receiver: without the flush, these would still be queued at exit.
+        let mut slow = receiver_with(0, Status::OK, Duration::from_millis(300)).await;
+        let n = fast();
+        n.configure(
+            &[target(&slow.url, NotificationFormat::Json, &[])],
+            &no_env(),
+        )
+        .unwrap();
+        for i in 0..3 {
+            n.send(
+                notification(NotificationEvent::SyncFailed, &format!("failure {i}")),
+                &Masker::default(),
+            );
+        }
+        n.flush(Duration::from_secs(10)).await;
+        for i in 0..3 {
+            assert_eq!(slow.next().await["message"], format!("failure {i}"));
+        }
+        // Flushed: later notifications go nowhere, and a second flush returns at once.
+        n.send(
+            notification(NotificationEvent::SyncFailed, "after"),
+            &Masker::default(),
+        );
+        n.flush(Duration::from_secs(10)).await;
+        slow.nothing_more().await;
     }
 
     #[tokio::test]
