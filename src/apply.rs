@@ -16,11 +16,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use bollard::models::{
-    ContainerCreateBody, DeviceMapping, EndpointIpamConfig, EndpointSettings, HealthConfig,
-    HostConfig, HostConfigLogConfig, Ipam, IpamConfig, Mount, MountBindOptions, MountTmpfsOptions,
-    MountType as EngineMountType, MountVolumeOptions, NetworkConnectRequest, NetworkCreateRequest,
-    NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
-    VolumeCreateRequest,
+    ContainerCreateBody, DeviceMapping, DeviceRequest, EndpointIpamConfig, EndpointSettings,
+    HealthConfig, HostConfig, HostConfigLogConfig, Ipam, IpamConfig, Mount, MountBindOptions,
+    MountTmpfsOptions, MountType as EngineMountType, MountVolumeOptions, NetworkConnectRequest,
+    NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesBlkioWeightDevice,
+    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum, ThrottleDevice, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder,
@@ -1401,22 +1401,28 @@ pub fn create_body(
         .networks
         .iter()
         .map(|(key, settings)| {
-            let engine_name = stack
-                .networks
-                .get(key)
-                .map_or_else(|| format!("{}_{key}", stack.name), |n| n.name.clone());
+            let engine_name = crate::diff::network_name(stack, key);
             let aliases = config
                 .networks
                 .get(&engine_name)
                 .map(|a| a.iter().cloned().collect());
             let ipam = settings
                 .as_ref()
-                .filter(|s| s.ipv4_address.is_some() || s.ipv6_address.is_some())
+                .filter(|s| {
+                    s.ipv4_address.is_some()
+                        || s.ipv6_address.is_some()
+                        || !s.link_local_ips.is_empty()
+                })
                 .map(|s| EndpointIpamConfig {
                     ipv4_address: s.ipv4_address.clone(),
                     ipv6_address: s.ipv6_address.clone(),
-                    ..Default::default()
+                    link_local_ips: (!s.link_local_ips.is_empty())
+                        .then(|| s.link_local_ips.clone()),
                 });
+            let driver_opts = settings
+                .as_ref()
+                .filter(|s| !s.driver_opts.is_empty())
+                .map(|s| s.driver_opts.clone().into_iter().collect());
             let priority = settings.as_ref().and_then(|s| s.priority).unwrap_or(0);
             (
                 priority,
@@ -1424,6 +1430,7 @@ pub fn create_body(
                 EndpointSettings {
                     aliases,
                     ipam_config: ipam,
+                    driver_opts,
                     // Legacy links act as aliases on user-defined networks.
                     links: (!config.links.is_empty())
                         .then(|| config.links.iter().cloned().collect()),
@@ -1586,6 +1593,45 @@ fn more_host_config(
         .annotations
         .as_ref()
         .map(|a| a.clone().into_iter().collect());
+    h.blkio_weight = (config.blkio_weight != 0).then_some(config.blkio_weight);
+    let blkio = &svc.blkio_config;
+    h.blkio_weight_device = (!blkio.weight_device.is_empty()).then(|| {
+        blkio
+            .weight_device
+            .iter()
+            .map(|d| ResourcesBlkioWeightDevice {
+                path: Some(d.path.clone()),
+                weight: Some(usize::from(d.weight)),
+            })
+            .collect()
+    });
+    let throttle = |list: &[crate::spec::model::ThrottleDevice]| {
+        (!list.is_empty()).then(|| {
+            list.iter()
+                .map(|d| ThrottleDevice {
+                    path: Some(d.path.clone()),
+                    rate: Some(d.rate.0 as i64),
+                })
+                .collect()
+        })
+    };
+    h.blkio_device_read_bps = throttle(&blkio.device_read_bps);
+    h.blkio_device_read_iops = throttle(&blkio.device_read_iops);
+    h.blkio_device_write_bps = throttle(&blkio.device_write_bps);
+    h.blkio_device_write_iops = throttle(&blkio.device_write_iops);
+    h.device_requests = (!config.device_requests.is_empty()).then(|| {
+        config
+            .device_requests
+            .iter()
+            .map(|r| DeviceRequest {
+                driver: r.driver.clone(),
+                count: r.count,
+                device_ids: (!r.device_ids.is_empty()).then(|| r.device_ids.clone()),
+                capabilities: Some(vec![r.capabilities.clone()]),
+                options: map(&r.options),
+            })
+            .collect()
+    });
 }
 
 #[cfg(test)]

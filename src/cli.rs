@@ -18,6 +18,7 @@ use crate::plan;
 use crate::reconcile;
 use crate::schema::{self, SchemaKind};
 use crate::source::{self, LocalFs};
+use crate::spec::model::PullPolicy;
 use crate::spec::{self, Desired, render};
 use crate::state::StateDir;
 
@@ -1158,26 +1159,23 @@ async fn reconcile_cmd(
     }
     // Plan under the lock, so two applies never plan from the same live state.
     let (state, _lock) = take_lock(run)?;
-    // `pull_policy: always`: pull before planning, so a moved tag is followed.
-    let always: std::collections::BTreeSet<&str> = desired
+    // `pull_policy: always` and the refresh policies: pull before planning, so a moved tag is followed.
+    if desired
         .stacks
         .iter()
         .flat_map(|s| s.services.values())
-        .filter(|s| s.pull_policy == Some(crate::spec::model::PullPolicy::Always))
-        .filter_map(|s| s.image.as_deref())
-        .collect();
-    if !always.is_empty() {
+        .any(|s| {
+            matches!(
+                s.pull_policy,
+                Some(PullPolicy::Always | PullPolicy::Refresh { .. })
+            )
+        })
+    {
         let engine = crate::live::Engine::connect().await?;
         let progress = progress_for(run.log_format, masker);
-        for image in always {
-            crate::apply::pull(&engine, image, progress.as_ref())
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "pulling {image} (pull_policy: always) failed: {e}; nothing was changed"
-                    )
-                })?;
-        }
+        reconcile::pull_first(&engine, desired, true, progress.as_ref())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}; nothing was changed"))?;
     }
     let mut observed = frozen(reconcile::observe(desired, None).await?, &state)?;
     // A run killed mid-replacement left a kept old container: finish or undo that first.

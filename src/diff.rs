@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::spec::model::{Bytes, MountType, RestartPolicy, Service, Stack, Ulimit};
+use crate::spec::model::{Bytes, DeviceRequest, MountType, RestartPolicy, Service, Stack, Ulimit};
 use crate::spec::secrets::Masker;
 
 /// Labels plimsoll puts on everything it creates.
@@ -215,6 +215,22 @@ pub struct ContainerConfig {
     /// (API before 1.43): then they are not compared.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
+    /// `blkio_config.weight`; 0: the engine's default.
+    #[serde(skip_serializing_if = "is_zero_u16")]
+    pub blkio_weight: u16,
+    /// `"weight <device>"`, `"read bps <device>"`, ... -> the value.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub blkio_devices: BTreeMap<String, String>,
+    /// `gpus` and `deploy.resources.reservations.devices`, as the engine takes them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub device_requests: Vec<DeviceRequest>,
+    /// Network (engine name) -> the endpoint settings declared for it in
+    /// words (fixed addresses, link-local addresses, driver options).
+    /// Compared field by field only: the engine reports them all, and
+    /// leaving them out of the spec hash keeps the hash of containers
+    /// made before they were compared.
+    #[serde(skip)]
+    pub endpoints: BTreeMap<String, String>,
     /// Live only: the MAC address of each network endpoint, to compare a declared `mac_address`.
     #[serde(skip)]
     pub endpoint_macs: BTreeMap<String, String>,
@@ -222,6 +238,63 @@ pub struct ContainerConfig {
 
 fn is_zero(v: &i64) -> bool {
     *v == 0
+}
+
+fn is_zero_u16(v: &u16) -> bool {
+    *v == 0
+}
+
+/// The `blkio_devices` key of a throttle list (`device_read_bps` -> `read bps`).
+pub fn blkio_kind(key: &str) -> String {
+    key.trim_start_matches("device_").replace('_', " ")
+}
+
+/// A device request in words, as `fields` shows it.
+pub fn device_request_words(r: &DeviceRequest) -> String {
+    let mut words = Vec::new();
+    if let Some(d) = &r.driver {
+        words.push(format!("driver {d}"));
+    }
+    match r.count {
+        Some(-1) => words.push("all devices".into()),
+        Some(n) => words.push(format!("{n} device{}", if n == 1 { "" } else { "s" })),
+        None => {}
+    }
+    if !r.device_ids.is_empty() {
+        words.push(format!("ids {}", r.device_ids.join(", ")));
+    }
+    if !r.capabilities.is_empty() {
+        words.push(format!("capabilities {}", r.capabilities.join(", ")));
+    }
+    for (k, v) in &r.options {
+        words.push(format!("option {k}={v}"));
+    }
+    words.join(", ")
+}
+
+/// Declared endpoint settings in words; `None` when there are none.
+pub fn endpoint_words(
+    ipv4: Option<&str>,
+    ipv6: Option<&str>,
+    link_local: &[String],
+    driver_opts: &BTreeMap<String, String>,
+) -> Option<String> {
+    let mut words = Vec::new();
+    if let Some(a) = ipv4.filter(|a| !a.is_empty()) {
+        words.push(format!("ipv4 {a}"));
+    }
+    if let Some(a) = ipv6.filter(|a| !a.is_empty()) {
+        words.push(format!("ipv6 {a}"));
+    }
+    if !link_local.is_empty() {
+        let mut l = link_local.to_vec();
+        l.sort();
+        words.push(format!("link-local {}", l.join(" ")));
+    }
+    for (k, v) in driver_opts {
+        words.push(format!("driver opt {k}={v}"));
+    }
+    (!words.is_empty()).then(|| words.join(", "))
 }
 
 /// The engine's default `/dev/shm` size (64 MiB).
@@ -338,6 +411,15 @@ impl ContainerConfig {
         }
         if desired.oom_kill_disable {
             self.oom_kill_disable = true;
+        }
+        // Without a proportional I/O scheduler the engine discards weights.
+        if self.blkio_weight == 0 {
+            self.blkio_weight = desired.blkio_weight;
+        }
+        for (k, v) in &desired.blkio_devices {
+            if k.starts_with("weight ") && !self.blkio_devices.contains_key(k) {
+                self.blkio_devices.insert(k.clone(), v.clone());
+            }
         }
         // Added by the engine for host namespaces and privileged containers.
         if !desired.security_opt.contains("label=disable") {
@@ -596,6 +678,18 @@ impl ContainerConfig {
         for (k, v) in self.annotations.iter().flatten() {
             put(format!("annotation {k}"), v.clone());
         }
+        if self.blkio_weight != 0 {
+            put("blkio weight".into(), self.blkio_weight.to_string());
+        }
+        for (k, v) in &self.blkio_devices {
+            put(format!("blkio {k}"), v.clone());
+        }
+        for (i, r) in self.device_requests.iter().enumerate() {
+            put(format!("device request {}", i + 1), device_request_words(r));
+        }
+        for (net, words) in &self.endpoints {
+            put(format!("network {net} endpoint"), words.clone());
+        }
     }
 }
 
@@ -751,10 +845,7 @@ pub fn desired_config(
         c.tmpfs.insert(path.to_string(), opts.to_string());
     }
     for (net, settings) in &svc.networks {
-        let engine_name = stack
-            .networks
-            .get(net)
-            .map_or_else(|| format!("{}_{net}", stack.name), |n| n.name.clone());
+        let engine_name = network_name(stack, net);
         let mut aliases: BTreeSet<String> = BTreeSet::from([service.to_string()]);
         if let Some(s) = settings {
             aliases.extend(s.aliases.iter().cloned());
@@ -917,6 +1008,58 @@ fn more_desired(stack: &Stack, svc: &Service, c: &mut ContainerConfig) {
         });
     }
     c.annotations = (!svc.annotations.is_empty()).then(|| svc.annotations.clone());
+    let blkio = &svc.blkio_config;
+    c.blkio_weight = blkio.weight.unwrap_or(0);
+    for d in &blkio.weight_device {
+        c.blkio_devices
+            .insert(format!("weight {}", d.path), d.weight.to_string());
+    }
+    for (key, list) in blkio.throttles() {
+        for d in list {
+            c.blkio_devices.insert(
+                format!("{} {}", blkio_kind(key), d.path),
+                d.rate.0.to_string(),
+            );
+        }
+    }
+    // `gpus` asks for the `gpu` capability besides the ones it names (Compose's rule).
+    c.device_requests = svc
+        .gpus
+        .iter()
+        .map(|g| {
+            let mut r = g.clone();
+            if !r.capabilities.iter().any(|c| c == "gpu") {
+                r.capabilities.push("gpu".into());
+            }
+            r
+        })
+        .chain(
+            svc.deploy
+                .iter()
+                .flat_map(|d| d.resources.reservations.iter())
+                .flat_map(|r| r.devices.iter().cloned()),
+        )
+        .collect();
+    for (net, settings) in &svc.networks {
+        let Some(s) = settings else { continue };
+        let words = endpoint_words(
+            s.ipv4_address.as_deref(),
+            s.ipv6_address.as_deref(),
+            &s.link_local_ips,
+            &s.driver_opts,
+        );
+        if let Some(words) = words {
+            c.endpoints.insert(network_name(stack, net), words);
+        }
+    }
+}
+
+/// The engine's name of a network a service joins: its `name`, else `<stack>_<key>`.
+pub fn network_name(stack: &Stack, key: &str) -> String {
+    stack
+        .networks
+        .get(key)
+        .map_or_else(|| format!("{}_{key}", stack.name), |n| n.name.clone())
 }
 
 /// The container name of a service (of its first replica): `container_name`,
@@ -1145,6 +1288,57 @@ mod tests {
             restart: "no".into(),
             ..ContainerConfig::default()
         }
+    }
+
+    #[test]
+    fn device_requests_blkio_and_endpoints_read_as_field_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("compose.yaml"),
+            "name: s\nservices:\n  a:\n    image: busybox\n    gpus: all\n    blkio_config:\n      weight: 300\n      device_read_bps: [{path: /dev/sda, rate: 1mb}]\n    networks:\n      back: {ipv4_address: 10.1.0.5, link_local_ips: [169.254.1.2]}\n    deploy:\n      resources:\n        reservations:\n          devices: [{capabilities: [tpu], driver: acme, count: 1}]\nnetworks:\n  back: {}\n",
+        )
+        .unwrap();
+        let layout = crate::source::discover(dir.path()).unwrap();
+        let desired = crate::spec::load(&layout, &crate::source::LocalFs, &BTreeMap::new(), &[])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stack = &desired.stacks[0];
+        let svc = &stack.services["a"];
+        let fields = desired_config(stack, "a", svc, 1, None).fields();
+        let get = |k: &str| fields.get(k).map(String::as_str);
+        assert_eq!(
+            get("device request 1"),
+            Some("all devices, capabilities gpu")
+        );
+        assert_eq!(
+            get("device request 2"),
+            Some("driver acme, 1 device, capabilities tpu")
+        );
+        assert_eq!(get("blkio weight"), Some("300"));
+        assert_eq!(get("blkio read bps /dev/sda"), Some("1048576"));
+        assert_eq!(
+            get("network s_back endpoint"),
+            Some("ipv4 10.1.0.5, link-local 169.254.1.2")
+        );
+    }
+
+    #[test]
+    fn a_discarded_blkio_weight_is_not_drift() {
+        let mut desired = cfg();
+        desired.blkio_weight = 300;
+        desired
+            .blkio_devices
+            .insert("weight /dev/sda".into(), "400".into());
+        desired
+            .blkio_devices
+            .insert("read bps /dev/sda".into(), "1048576".into());
+        let mut live = cfg();
+        live.blkio_devices
+            .insert("read bps /dev/sda".into(), "1048576".into());
+        live.align_to(&desired);
+        assert_eq!(compare(&live.fields(), &desired.fields()), vec![]);
+        // A throttle the engine dropped is drift.
+        live.blkio_devices.remove("read bps /dev/sda");
+        assert_ne!(compare(&live.fields(), &desired.fields()), vec![]);
     }
 
     #[test]

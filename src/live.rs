@@ -344,6 +344,30 @@ impl Engine {
         Ok(live)
     }
 
+    /// When the image a reference names was last pulled (or tagged) on this
+    /// host, else when it was built; `None` when it is not on the host.
+    pub async fn image_pulled_at(
+        &self,
+        reference: &str,
+    ) -> Result<Option<jiff::Timestamp>, EngineError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(img) => {
+                let parse = |t: Option<String>| {
+                    t.and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                        .filter(|t| t.as_second() > 0)
+                };
+                let tagged = parse(img.metadata.and_then(|m| m.last_tag_time));
+                Ok(tagged.or_else(|| parse(img.created)))
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(EngineError::call(format!("inspecting image {reference}"))(
+                e,
+            )),
+        }
+    }
+
     /// What an image supplies, or `None` when it is not on the host.
     pub async fn image_defaults(
         &self,
@@ -493,6 +517,41 @@ fn normalize_host_config(
         .clone()
         .filter(|a| !a.is_empty())
         .map(|a| a.into_iter().collect());
+    config.blkio_weight = host.blkio_weight.unwrap_or(0);
+    for d in host.blkio_weight_device.iter().flatten() {
+        if let (Some(path), Some(weight)) = (&d.path, d.weight) {
+            config
+                .blkio_devices
+                .insert(format!("weight {path}"), weight.to_string());
+        }
+    }
+    for (key, list) in [
+        ("device_read_bps", &host.blkio_device_read_bps),
+        ("device_read_iops", &host.blkio_device_read_iops),
+        ("device_write_bps", &host.blkio_device_write_bps),
+        ("device_write_iops", &host.blkio_device_write_iops),
+    ] {
+        for d in list.iter().flatten() {
+            if let (Some(path), Some(rate)) = (&d.path, d.rate) {
+                config.blkio_devices.insert(
+                    format!("{} {path}", crate::diff::blkio_kind(key)),
+                    rate.to_string(),
+                );
+            }
+        }
+    }
+    config.device_requests = host
+        .device_requests
+        .iter()
+        .flatten()
+        .map(|r| crate::spec::model::DeviceRequest {
+            capabilities: r.capabilities.iter().flatten().flatten().cloned().collect(),
+            driver: r.driver.clone().filter(|d| !d.is_empty()),
+            count: r.count.filter(|c| *c != 0),
+            device_ids: r.device_ids.clone().unwrap_or_default(),
+            options: r.options.clone().unwrap_or_default().into_iter().collect(),
+        })
+        .collect();
 }
 
 /// Turns `container:<id>` namespaces into `container:<name>`, as the desired
@@ -607,6 +666,25 @@ pub fn normalize(c: ContainerInspectResponse, image: &ImageDefaults) -> LiveCont
             ))
         })
         .collect();
+    let endpoint_settings: BTreeMap<String, String> = endpoints
+        .iter()
+        .filter_map(|(net, ep)| {
+            let ipam = ep.ipam_config.clone().unwrap_or_default();
+            let opts: BTreeMap<String, String> = ep
+                .driver_opts
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            let words = crate::diff::endpoint_words(
+                ipam.ipv4_address.as_deref(),
+                ipam.ipv6_address.as_deref(),
+                &ipam.link_local_ips.unwrap_or_default(),
+                &opts,
+            )?;
+            Some((net.clone(), words))
+        })
+        .collect();
     let mut endpoint_links: BTreeSet<String> = BTreeSet::new();
     for ep in endpoints.values() {
         endpoint_links.extend(ep.links.iter().flatten().cloned());
@@ -697,6 +775,7 @@ pub fn normalize(c: ContainerInspectResponse, image: &ImageDefaults) -> LiveCont
         tty: cfg.tty.unwrap_or(false),
         stdin_open: cfg.open_stdin.unwrap_or(false),
         endpoint_macs,
+        endpoints: endpoint_settings,
         ..ContainerConfig::default()
     };
     normalize_host_config(&host_more, &mut config, endpoint_links);

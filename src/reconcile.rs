@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::live::{Engine, EngineError, Live};
 use crate::plan::{self, ActionKind, Plan};
 use crate::spec::Desired;
-use crate::spec::model::Stack;
+use crate::spec::model::{PullPolicy, Stack};
 
 /// What the engine looks like for this host's stacks, and the plan.
 pub struct Observed<'a> {
@@ -64,6 +64,53 @@ impl Observed<'_> {
             would_prune: self.plan.would_prune.clone(),
         }
     }
+}
+
+/// Pulls what `pull_policy` wants pulled before planning, so that a tag
+/// moved in the registry is followed: `always` images (when `always` is
+/// set: for a new revision), and `daily`/`weekly`/`every_<duration>` images
+/// whose copy on the host was pulled longer ago than their period. Images
+/// that are not on the host are left to the plan. Returns what was pulled.
+pub async fn pull_first(
+    engine: &Engine,
+    desired: &Desired,
+    always: bool,
+    progress: &dyn crate::events::Progress,
+) -> Result<Vec<String>, String> {
+    let now = jiff::Timestamp::now();
+    let mut due: BTreeMap<&str, &str> = BTreeMap::new();
+    let services = desired.stacks.iter().flat_map(|s| s.services.values());
+    for svc in services.filter(|s| !s.builds()) {
+        let (Some(image), Some(policy)) = (svc.image.as_deref(), &svc.pull_policy) else {
+            continue;
+        };
+        let pull = match policy {
+            PullPolicy::Always => always,
+            PullPolicy::Refresh { period, .. } if !due.contains_key(image) => {
+                let pulled = engine
+                    .image_pulled_at(image)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                pulled.is_some_and(|at| refresh_due(at, now, *period))
+            }
+            _ => false,
+        };
+        if pull {
+            due.insert(image, policy.as_str());
+        }
+    }
+    for (image, policy) in &due {
+        crate::apply::pull(engine, image, progress)
+            .await
+            .map_err(|e| format!("pulling {image} (pull_policy: {policy}) failed: {e}"))?;
+    }
+    Ok(due.into_keys().map(String::from).collect())
+}
+
+/// Whether an image pulled at `pulled` is due again after `period`.
+fn refresh_due(pulled: jiff::Timestamp, now: jiff::Timestamp, period: std::time::Duration) -> bool {
+    let age = now.as_second().saturating_sub(pulled.as_second());
+    age >= 0 && age as u64 >= period.as_secs()
 }
 
 /// Connects to the engine, reads the live state of this host's stacks and plans.
@@ -597,6 +644,16 @@ mod tests {
             hash: hash.into(),
             outcome: outcome.into(),
         }
+    }
+
+    #[test]
+    fn a_refresh_is_due_once_the_copy_is_as_old_as_the_period() {
+        let at = |s: i64| jiff::Timestamp::from_second(s).unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        assert!(!refresh_due(at(1_000_000), at(1_000_000 + 3599), hour));
+        assert!(refresh_due(at(1_000_000), at(1_000_000 + 3600), hour));
+        // A clock behind the image's time is never "due".
+        assert!(!refresh_due(at(1_000_000), at(999_000), hour));
     }
 
     #[test]

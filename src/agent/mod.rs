@@ -931,13 +931,8 @@ impl Agent {
             return Ok(());
         }
         let progress = LogProgress::new(masker.clone());
-        if deploy {
-            for image in always_pulled(desired) {
-                crate::apply::pull(&self.engine, image, &progress)
-                    .await
-                    .map_err(|e| format!("pulling {image} (pull_policy: always) failed: {e}"))?;
-            }
-        }
+        // `always` images for a new revision; refresh policies on every cycle.
+        reconcile::pull_first(&self.engine, desired, deploy, &progress).await?;
         let mut observed = self.observe(desired, host.as_deref()).await?;
         let repaired = crate::apply::recover(&observed.engine, &observed.live, &progress)
             .await
@@ -1361,17 +1356,6 @@ impl Agent {
             s.gave_up = gave_up;
         });
     }
-}
-
-/// Images with `pull_policy: always`, pulled before a new revision is planned.
-fn always_pulled(desired: &Desired) -> BTreeSet<&str> {
-    desired
-        .stacks
-        .iter()
-        .flat_map(|s| s.services.values())
-        .filter(|s| s.pull_policy == Some(crate::spec::model::PullPolicy::Always))
-        .filter_map(|s| s.image.as_deref())
-        .collect()
 }
 
 /// A directory's revision: the hash of what it declares.

@@ -335,7 +335,7 @@ impl BuildHash {
             h.update(format!("+{name}\0{}\n", sha256_hex(bytes)));
         }
         let ctx = hex::encode(h.finalize());
-        let settings = serde_json::json!({
+        let mut settings = serde_json::json!({
             "dockerfile": context.dockerfile,
             "args": build.args,
             "labels": build.labels,
@@ -344,6 +344,10 @@ impl BuildHash {
             "target": build.target,
             "shm_size": build.shm_size.map(|b| b.0),
         });
+        // Only when set, so images built before `tags` existed keep their hash.
+        if !build.tags.is_empty() {
+            settings["tags"] = serde_json::json!(build.tags);
+        }
         let settings = sha256_hex(&serde_json::to_vec(&settings).expect("JSON serializes"));
         BuildHash {
             context: ctx[..16].to_string(),
@@ -454,11 +458,30 @@ pub struct Request {
     pub pinned: Option<BuildHash>,
 }
 
-/// Builds an image; returns its ID. An image in `known` built from the same
-/// content is tagged instead. Progress goes to `progress` line by line
-/// (subject `stack/service`); a failure's message ends with the last lines
-/// of the build output.
+/// Builds an image and gives it the `build.tags` too; returns its ID. An
+/// image in `known` built from the same content is tagged instead. Progress
+/// goes to `progress` line by line (subject `stack/service`); a failure's
+/// message ends with the last lines of the build output.
 pub async fn build(
+    engine: &Engine,
+    req: &Request,
+    known: &[BuiltImage],
+    progress: &dyn Progress,
+) -> Result<String, String> {
+    let id = build_or_reuse(engine, req, known, progress).await?;
+    for extra in &req.build.tags {
+        tag_as(engine, &id, extra).await.inspect_err(|m| {
+            progress.step(
+                &format!("{}/{}", req.stack, req.service),
+                m,
+                Outcome::Failed,
+            )
+        })?;
+    }
+    Ok(id)
+}
+
+async fn build_or_reuse(
     engine: &Engine,
     req: &Request,
     known: &[BuiltImage],
@@ -646,13 +669,7 @@ async fn tag(
     progress: &dyn Progress,
 ) -> Result<String, String> {
     let subject = format!("{}/{}", req.stack, req.service);
-    let (repo, tag) = split_tag(&req.image);
-    let opts = TagImageOptionsBuilder::default()
-        .repo(repo)
-        .tag(tag)
-        .build();
-    if let Err(e) = engine.docker.tag_image(&old.id, Some(opts)).await {
-        let m = format!("tagging {} as {}: {e}", short(&old.id), req.image);
+    if let Err(m) = tag_as(engine, &old.id, &req.image).await {
         progress.step(&subject, &m, Outcome::Failed);
         return Err(m);
     }
@@ -666,6 +683,20 @@ async fn tag(
         Outcome::Done,
     );
     Ok(old.id.clone())
+}
+
+/// Tags image `id` as `image`.
+async fn tag_as(engine: &Engine, id: &str, image: &str) -> Result<(), String> {
+    let (repo, tag) = split_tag(image);
+    let opts = TagImageOptionsBuilder::default()
+        .repo(repo)
+        .tag(tag)
+        .build();
+    engine
+        .docker
+        .tag_image(id, Some(opts))
+        .await
+        .map_err(|e| format!("tagging {} as {image}: {e}", short(id)))
 }
 
 /// `repo:tag` of an image reference (`latest` when it has none).

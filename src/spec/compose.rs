@@ -57,6 +57,7 @@ pub const SERVICE_KEYS: &[&str] = &[
     "working_dir",
     "annotations",
     "attach",
+    "blkio_config",
     "cgroup",
     "cgroup_parent",
     "cpu_period",
@@ -73,6 +74,7 @@ pub const SERVICE_KEYS: &[&str] = &[
     "dns_search",
     "domainname",
     "external_links",
+    "gpus",
     "group_add",
     "ipc",
     "label_file",
@@ -99,15 +101,11 @@ pub const SERVICE_KEYS: &[&str] = &[
     "volumes_from",
 ];
 
-const NOT_YET: &str = "plimsoll does not implement this Compose key yet (README, \"Compose keys\")";
+const MODELS: &str = "AI models run by Docker Model Runner, a Docker Desktop and `docker model` plugin feature with no engine API; plimsoll runs containers only";
 const SWARM: &str = "a Swarm-only setting with no meaning on a single Docker host";
 
 /// Keys of a service that Compose defines and plimsoll does not implement, with why.
 pub const SERVICE_UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "blkio_config",
-        "block I/O weights and throttles are not implemented yet (README, \"Compose keys\")",
-    ),
     ("cpu_count", "a Windows-only setting"),
     ("cpu_percent", "a Windows-only setting"),
     ("credential_spec", "a Windows-only setting"),
@@ -115,15 +113,8 @@ pub const SERVICE_UNSUPPORTED: &[(&str, &str)] = &[
         "develop",
         "a setting for local development (`docker compose watch`), not for deployed hosts",
     ),
-    (
-        "gpus",
-        "GPU device requests are not implemented yet (README, \"Compose keys\")",
-    ),
     ("isolation", "a Windows-only setting"),
-    (
-        "models",
-        "Docker Model Runner models are not implemented (README, \"Compose keys\")",
-    ),
+    ("models", MODELS),
     (
         "post_start",
         "lifecycle hooks are not implemented yet (README, \"Compose keys\")",
@@ -138,11 +129,11 @@ pub const SERVICE_UNSUPPORTED: &[(&str, &str)] = &[
     ),
     (
         "pull_refresh_after",
-        "pulling again after a time is not implemented: `pull_policy: always` pulls on every apply",
+        "Compose 2.40 reads it and ignores it; use `pull_policy: every_<duration>` (e.g. every_12h), which plimsoll implements",
     ),
     (
         "use_api_socket",
-        "handing the engine socket and registry credentials to a container is not implemented (mount /var/run/docker.sock as a volume instead)",
+        "it would hand the engine socket and the registry credentials of whoever runs plimsoll to the container, unseen in git; mount /var/run/docker.sock as a volume instead, so the grant is written down and `policy` can see it",
     ),
 ];
 
@@ -151,7 +142,7 @@ pub const TOP_KEYS: &[&str] = &[
     "name", "version", "services", "networks", "volumes", "secrets", "configs",
 ];
 
-const TOP_UNSUPPORTED: &[(&str, &str)] = &[("models", NOT_YET)];
+const TOP_UNSUPPORTED: &[(&str, &str)] = &[("models", MODELS)];
 
 /// Keys of `build:` that plimsoll implements.
 const BUILD_KEYS: &[&str] = &[
@@ -167,6 +158,7 @@ const BUILD_KEYS: &[&str] = &[
     "network",
     "target",
     "shm_size",
+    "tags",
 ];
 
 const BUILDKIT: &str = "a BuildKit feature; plimsoll builds with the engine's own builder (the build API every engine from API 1.41 on has)";
@@ -183,8 +175,10 @@ const BUILD_UNSUPPORTED: &[(&str, &str)] = &[
     ("sbom", BUILDKIT),
     ("secrets", BUILDKIT),
     ("ssh", BUILDKIT),
-    ("tags", NOT_YET),
-    ("ulimits", NOT_YET),
+    (
+        "ulimits",
+        "the engine API client plimsoll uses (bollard 0.21) cannot send build ulimits; set them with `RUN ulimit` in the Dockerfile",
+    ),
 ];
 
 const NETWORK_KEYS: &[&str] = &[
@@ -1143,6 +1137,7 @@ impl Cx<'_, '_> {
                 "working_dir" => svc.working_dir = self.opt_string(n, &p),
                 "annotations" => svc.annotations = self.string_map(n, &p),
                 "attach" => svc.attach = self.boolean(n, &p),
+                "blkio_config" => svc.blkio_config = self.blkio_config(n, &p),
                 "cgroup" => svc.cgroup = self.namespace(n, &p, &["host", "private"], false),
                 "cgroup_parent" => svc.cgroup_parent = self.opt_string(n, &p),
                 "cpu_period" => svc.cpu_period = self.nonzero_int(n, &p),
@@ -1159,6 +1154,7 @@ impl Cx<'_, '_> {
                 "dns_search" => svc.dns_search = self.string_or_list(n, &p),
                 "domainname" => svc.domainname = self.opt_string(n, &p),
                 "external_links" => svc.external_links = self.string_list(n, &p),
+                "gpus" => svc.gpus = self.gpus(n, &p),
                 "group_add" => svc.group_add = self.string_list(n, &p),
                 "ipc" => {
                     let modes = ["private", "shareable", "host", "none"];
@@ -1270,13 +1266,14 @@ impl Cx<'_, '_> {
                         "extra_hosts" => {
                             b.extra_hosts = self.extra_hosts(n, &p);
                             if b.extra_hosts.len() > 1 {
-                                self.err(n.mark, &p, "more than one build extra host is not supported yet: the engine API client plimsoll uses sends one")
+                                self.err(n.mark, &p, "more than one build extra host is not supported: the engine API client plimsoll uses (bollard 0.21) sends one")
                                     .hint("keep one entry, or add the hosts in the Dockerfile");
                             }
                         }
                         "network" => b.network = self.opt_string(n, &p),
                         "target" => b.target = self.opt_string(n, &p),
                         "shm_size" => b.shm_size = self.bytes(n, &p),
+                        "tags" => b.tags = self.string_list(n, &p),
                         _ => unreachable!("listed in BUILD_KEYS"),
                     }
                 }
@@ -1602,12 +1599,11 @@ impl Cx<'_, '_> {
             let (res, _) = self.fields(n, &rp, &["limits", "reservations"], &[]);
             for (k, set, _) in res {
                 let sp = join(&rp, k);
-                let unsupported: &[(&str, &str)] =
-                    &[("devices", NOT_YET), ("generic_resources", SWARM)];
+                let unsupported: &[(&str, &str)] = &[("generic_resources", SWARM)];
                 let known: &[&str] = if k == "limits" {
                     &["cpus", "memory", "pids"]
                 } else {
-                    &["cpus", "memory"]
+                    &["cpus", "memory", "devices"]
                 };
                 let (entries, _) = self.fields(set, &sp, known, unsupported);
                 let mut rs = ResourceSet::default();
@@ -1617,6 +1613,12 @@ impl Cx<'_, '_> {
                         "cpus" => rs.cpus = self.cpus(v, &fp),
                         "memory" => rs.memory = self.bytes(v, &fp),
                         "pids" => rs.pids = self.int(v, &fp),
+                        "devices" => {
+                            let items = self.seq(v, &fp, "a list of device requests");
+                            rs.devices = (0..items.len())
+                                .filter_map(|i| self.device_request(&items[i], &idx(&fp, i), true))
+                                .collect();
+                        }
                         _ => unreachable!(),
                     }
                 }
@@ -1805,13 +1807,27 @@ impl Cx<'_, '_> {
                         continue;
                     }
                     let unsupported = [
-                        ("link_local_ips", NOT_YET),
-                        ("mac_address", NOT_YET),
-                        ("driver_opts", NOT_YET),
-                        ("gw_priority", NOT_YET),
-                        ("interface_name", NOT_YET),
+                        (
+                            "mac_address",
+                            "a MAC address per network needs engine API 1.44 (Docker 25); set the service's `mac_address` for its first network",
+                        ),
+                        (
+                            "gw_priority",
+                            "needs engine API 1.48 (Docker 28.1); plimsoll supports engines from API 1.41",
+                        ),
+                        (
+                            "interface_name",
+                            "needs engine API 1.49 (Docker 28.2); plimsoll supports engines from API 1.41",
+                        ),
                     ];
-                    let known = ["aliases", "ipv4_address", "ipv6_address", "priority"];
+                    let known = [
+                        "aliases",
+                        "ipv4_address",
+                        "ipv6_address",
+                        "link_local_ips",
+                        "driver_opts",
+                        "priority",
+                    ];
                     let (fields, _) = self.fields(v, &p, &known, &unsupported);
                     let mut sn = ServiceNetwork::default();
                     for (f, n, _) in fields {
@@ -1820,6 +1836,8 @@ impl Cx<'_, '_> {
                             "aliases" => sn.aliases = self.string_list(n, &fp),
                             "ipv4_address" => sn.ipv4_address = self.opt_string(n, &fp),
                             "ipv6_address" => sn.ipv6_address = self.opt_string(n, &fp),
+                            "link_local_ips" => sn.link_local_ips = self.string_list(n, &fp),
+                            "driver_opts" => sn.driver_opts = self.string_map(n, &fp),
                             "priority" => sn.priority = self.int(n, &fp),
                             _ => unreachable!(),
                         }
@@ -1966,11 +1984,19 @@ impl Cx<'_, '_> {
             "never" => PullPolicy::Never,
             "missing" | "if_not_present" => PullPolicy::Missing,
             "build" => PullPolicy::Build,
-            _ => {
-                self.err(node.mark, path, format!("invalid pull_policy `{s}`"))
-                    .hint("use always, never, missing or build");
+            "refresh" => {
+                self.err(node.mark, path, "`pull_policy: refresh` names no period")
+                    .hint("use daily, weekly or every_<duration> (e.g. every_12h) to pull again after that long");
                 return None;
             }
+            _ => match PullPolicy::refresh(&s) {
+                Some(p @ PullPolicy::Refresh { period, .. }) if !period.is_zero() => p,
+                _ => {
+                    self.err(node.mark, path, format!("invalid pull_policy `{s}`"))
+                        .hint("use always, never, missing, build, daily, weekly or every_<duration> (e.g. every_12h, every_1w2d)");
+                    return None;
+                }
+            },
         };
         Some(policy)
     }
@@ -2123,7 +2149,10 @@ impl Cx<'_, '_> {
             path,
             &known,
             &[
-                ("image", NOT_YET),
+                (
+                    "image",
+                    "an image mount needs engine API 1.47 (Docker 28); plimsoll supports engines from API 1.41",
+                ),
                 ("cluster", SWARM),
                 ("npipe", "a Windows-only setting"),
             ],
@@ -2148,7 +2177,15 @@ impl Cx<'_, '_> {
                         "bind" => Some(MountType::Bind),
                         "tmpfs" => Some(MountType::Tmpfs),
                         _ => {
-                            self.err(n.mark, &p, format!("unsupported mount type `{t}`"))
+                            let why = match t.as_str() {
+                                "image" => {
+                                    ": an image mount needs engine API 1.47 (Docker 28); plimsoll supports engines from API 1.41"
+                                }
+                                "npipe" => ": a Windows-only mount type",
+                                "cluster" => ": a Swarm-only mount type",
+                                _ => "",
+                            };
+                            self.err(n.mark, &p, format!("unsupported mount type `{t}`{why}"))
                                 .hint("use volume, bind or tmpfs");
                             return None;
                         }
@@ -2428,6 +2465,188 @@ impl Cx<'_, '_> {
                 this.checked_device(item, p, d)
             },
         )
+    }
+
+    /// `gpus`: `all`, or a list of device requests (`capabilities` optional,
+    /// `gpu` is implied).
+    fn gpus(&mut self, node: &Node, path: &str) -> Vec<DeviceRequest> {
+        if let Some(s) = node.as_str() {
+            if s == "all" {
+                return vec![DeviceRequest {
+                    count: Some(-1),
+                    ..DeviceRequest::default()
+                }];
+            }
+            self.err(node.mark, path, format!("invalid gpus `{s}`"))
+                .hint("write `gpus: all`, or a list of requests such as `- driver: nvidia` with `count:` or `device_ids:`");
+            return Vec::new();
+        }
+        let items = self.seq(node, path, "`all` or a list of device requests");
+        (0..items.len())
+            .filter_map(|i| self.device_request(&items[i], &idx(path, i), false))
+            .collect()
+    }
+
+    /// One device request. `count` is a number or `all` (-1); without
+    /// `count` and `device_ids` it is all of them, as in Compose. Entries of
+    /// `reservations.devices` must name their `capabilities`.
+    fn device_request(
+        &mut self,
+        node: &Node,
+        path: &str,
+        needs_capabilities: bool,
+    ) -> Option<DeviceRequest> {
+        let keys = ["capabilities", "driver", "count", "device_ids", "options"];
+        if node.as_map().is_none() {
+            self.type_err(
+                node,
+                path,
+                "a mapping with `driver`, `count`, `device_ids`, `capabilities`",
+            );
+            return None;
+        }
+        let (fields, _) = self.fields(node, path, &keys, &[]);
+        let mut r = DeviceRequest::default();
+        let mut count_mark = None;
+        for (f, n, _) in fields {
+            let fp = join(path, f);
+            match f {
+                "capabilities" => r.capabilities = self.string_list(n, &fp),
+                "driver" => r.driver = self.opt_string(n, &fp),
+                "count" => {
+                    count_mark = Some(n.mark);
+                    r.count = if n.as_str() == Some("all") {
+                        Some(-1)
+                    } else {
+                        match self.int(n, &fp) {
+                            Some(c) if c >= -1 => Some(c),
+                            Some(c) => {
+                                self.err(n.mark, &fp, format!("invalid count `{c}`"))
+                                    .hint("write a number of devices, or `all`");
+                                None
+                            }
+                            None => None,
+                        }
+                    }
+                }
+                "device_ids" => r.device_ids = self.string_list(n, &fp),
+                "options" => r.options = self.string_map(n, &fp),
+                _ => unreachable!(),
+            }
+        }
+        if let Some(mark) = count_mark.filter(|_| r.count.is_some() && !r.device_ids.is_empty()) {
+            self.err(
+                mark,
+                &join(path, "count"),
+                "`count` and `device_ids` are both set",
+            )
+            .hint("give either how many devices (`count`) or which ones (`device_ids`)");
+            return None;
+        }
+        if needs_capabilities && r.capabilities.is_empty() {
+            self.err(node.mark, path, "a device reservation needs `capabilities`")
+                .hint("name what the devices must offer, e.g. `capabilities: [gpu]`");
+            return None;
+        }
+        if r.count.is_none() && r.device_ids.is_empty() {
+            r.count = Some(-1);
+        }
+        Some(r)
+    }
+
+    /// `blkio_config`: `weight`, `weight_device` and the four throttle lists.
+    fn blkio_config(&mut self, node: &Node, path: &str) -> BlkioConfig {
+        let throttles = [
+            "device_read_bps",
+            "device_read_iops",
+            "device_write_bps",
+            "device_write_iops",
+        ];
+        let mut keys = vec!["weight", "weight_device"];
+        keys.extend(throttles);
+        let (fields, _) = self.fields(node, path, &keys, &[]);
+        let mut b = BlkioConfig::default();
+        for (f, n, _) in fields {
+            let fp = join(path, f);
+            match f {
+                "weight" => b.weight = self.blkio_weight(n, &fp).filter(|w| *w != 0),
+                "weight_device" => {
+                    let items = self.seq(n, &fp, "a list of `path` and `weight`");
+                    for (i, item) in items.iter().enumerate() {
+                        let ip = idx(&fp, i);
+                        let (entry, _) = self.fields(item, &ip, &["path", "weight"], &[]);
+                        let (mut dev, mut weight) = (None, None);
+                        for (k, v, _) in entry {
+                            let kp = join(&ip, k);
+                            if k == "path" {
+                                dev = self.string(v, &kp);
+                            } else {
+                                weight = self.blkio_weight(v, &kp);
+                            }
+                        }
+                        match (dev, weight) {
+                            (Some(path), Some(weight)) => {
+                                b.weight_device.push(WeightDevice { path, weight })
+                            }
+                            _ => self.needs_path_and(item, &ip, "weight"),
+                        }
+                    }
+                }
+                _ => {
+                    let items = self.seq(n, &fp, "a list of `path` and `rate`");
+                    let mut list = Vec::new();
+                    for (i, item) in items.iter().enumerate() {
+                        let ip = idx(&fp, i);
+                        let (entry, _) = self.fields(item, &ip, &["path", "rate"], &[]);
+                        let (mut dev, mut rate) = (None, None);
+                        for (k, v, _) in entry {
+                            let kp = join(&ip, k);
+                            if k == "path" {
+                                dev = self.string(v, &kp);
+                            } else {
+                                rate = self.bytes(v, &kp);
+                            }
+                        }
+                        match (dev, rate) {
+                            (Some(path), Some(rate)) => list.push(ThrottleDevice { path, rate }),
+                            _ => self.needs_path_and(item, &ip, "rate"),
+                        }
+                    }
+                    match f {
+                        "device_read_bps" => b.device_read_bps = list,
+                        "device_read_iops" => b.device_read_iops = list,
+                        "device_write_bps" => b.device_write_bps = list,
+                        _ => b.device_write_iops = list,
+                    }
+                }
+            }
+        }
+        b
+    }
+
+    /// A block I/O weight: 10 to 1000 (0, Compose's "unset", is let through).
+    fn blkio_weight(&mut self, node: &Node, key: &str) -> Option<u16> {
+        let w = self.int(node, key)?;
+        if w != 0 && !(10..=1000).contains(&w) {
+            self.err(
+                node.mark,
+                key,
+                format!("block I/O weight `{w}` is out of range"),
+            )
+            .hint("write a whole number from 10 to 1000");
+            return None;
+        }
+        Some(w as u16)
+    }
+
+    /// Reports a missing `path` or `what` (an invalid one is reported already).
+    fn needs_path_and(&mut self, node: &Node, path: &str, what: &str) {
+        if node.as_map().is_some() && (node.get("path").is_none() || node.get(what).is_none()) {
+            self.err(node.mark, path, format!("needs `path:` and `{what}:`"))
+                .hint(format!(
+                    "write the device as `path: /dev/sda` and its `{what}:`"
+                ));
+        }
     }
 
     fn long_device(&mut self, node: &Node, path: &str) -> Option<Device> {

@@ -86,6 +86,9 @@ pub struct Service {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attach: Option<bool>,
     /// Build the image on the host (`build:`); see [`Build`].
+    /// Block I/O weight and throttles (`blkio_config`).
+    #[serde(skip_serializing_if = "BlkioConfig::is_empty")]
+    pub blkio_config: BlkioConfig,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build: Option<Build>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -150,6 +153,9 @@ pub struct Service {
     pub external_links: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub extra_hosts: Vec<String>,
+    /// GPUs to hand to the container (`gpus: all` is one request of every GPU).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<DeviceRequest>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub group_add: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -359,6 +365,9 @@ pub struct Build {
     pub target: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shm_size: Option<Bytes>,
+    /// More tags for the built image, besides the service's image name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// `depends_on` in long form.
@@ -435,6 +444,77 @@ pub struct ResourceSet {
     pub memory: Option<Bytes>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pids: Option<i64>,
+    /// `reservations.devices`: devices (GPUs, ...) the engine's device drivers hand over.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceRequest>,
+}
+
+/// A request for devices of a device driver: an entry of `gpus` or of
+/// `deploy.resources.reservations.devices`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
+pub struct DeviceRequest {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// How many devices; `-1` (`all`) for every one. Unset with `device_ids`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<i64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub device_ids: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+/// `blkio_config`: the cgroup block I/O weight and per-device limits.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
+pub struct BlkioConfig {
+    /// Relative weight, 10 to 1000.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u16>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub weight_device: Vec<WeightDevice>,
+    /// Bytes per second read from a device.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub device_read_bps: Vec<ThrottleDevice>,
+    /// Operations per second read from a device.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub device_read_iops: Vec<ThrottleDevice>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub device_write_bps: Vec<ThrottleDevice>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub device_write_iops: Vec<ThrottleDevice>,
+}
+
+impl BlkioConfig {
+    pub fn is_empty(&self) -> bool {
+        *self == BlkioConfig::default()
+    }
+
+    /// The four throttle lists with their keys.
+    pub fn throttles(&self) -> [(&'static str, &[ThrottleDevice]); 4] {
+        [
+            ("device_read_bps", &self.device_read_bps),
+            ("device_read_iops", &self.device_read_iops),
+            ("device_write_bps", &self.device_write_bps),
+            ("device_write_iops", &self.device_write_iops),
+        ]
+    }
+}
+
+/// A device's block I/O weight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct WeightDevice {
+    pub path: String,
+    pub weight: u16,
+}
+
+/// A device's block I/O limit: bytes or operations per second.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ThrottleDevice {
+    pub path: String,
+    /// Printed as a string, as Compose prints it.
+    pub rate: Bytes,
 }
 
 /// A health check in long form.
@@ -481,6 +561,11 @@ pub struct ServiceNetwork {
     pub ipv4_address: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ipv6_address: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub link_local_ips: Vec<String>,
+    /// Options of the network driver for this endpoint.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub driver_opts: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
 }
@@ -629,13 +714,69 @@ impl Serialize for RestartPolicy {
 }
 
 /// `pull_policy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(with = "String")]
 pub enum PullPolicy {
     Always,
     Never,
     Missing,
     Build,
+    /// `daily`, `weekly` or `every_<duration>`: pulled again when the copy on
+    /// the host was pulled longer ago than `period`.
+    Refresh {
+        /// As written (`daily`, `every_12h`), which is what Compose prints.
+        written: String,
+        period: Duration,
+    },
+}
+
+impl PullPolicy {
+    pub fn as_str(&self) -> &str {
+        match self {
+            PullPolicy::Always => "always",
+            PullPolicy::Never => "never",
+            PullPolicy::Missing => "missing",
+            PullPolicy::Build => "build",
+            PullPolicy::Refresh { written, .. } => written,
+        }
+    }
+
+    /// Compose's refresh policies: `daily`, `weekly`, `every_<N><w|d|h|m|s>...`.
+    pub fn refresh(written: &str) -> Option<PullPolicy> {
+        let period = match written {
+            "daily" => Duration::from_secs(86_400),
+            "weekly" => Duration::from_secs(7 * 86_400),
+            _ => {
+                let mut rest = written.strip_prefix("every_").filter(|r| !r.is_empty())?;
+                let mut secs = 0u64;
+                while !rest.is_empty() {
+                    let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+                    let n: u64 = rest[..digits].parse().ok()?;
+                    let unit = match rest[digits..].chars().next()? {
+                        'w' => 7 * 86_400,
+                        'd' => 86_400,
+                        'h' => 3_600,
+                        'm' => 60,
+                        's' => 1,
+                        _ => return None,
+                    };
+                    secs = secs.checked_add(n.checked_mul(unit)?)?;
+                    rest = &rest[digits + 1..];
+                }
+                Duration::from_secs(secs)
+            }
+        };
+        Some(PullPolicy::Refresh {
+            written: written.to_string(),
+            period,
+        })
+    }
+}
+
+impl Serialize for PullPolicy {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// A ulimit: one value for both soft and hard, or each.
@@ -979,6 +1120,34 @@ impl<'de> serde::Deserialize<'de> for GoDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refresh_pull_policies_parse_compose_durations() {
+        let period = |s: &str| match PullPolicy::refresh(s) {
+            Some(PullPolicy::Refresh { period, written }) => {
+                assert_eq!(written, s);
+                Some(period.as_secs())
+            }
+            _ => None,
+        };
+        assert_eq!(period("daily"), Some(86_400));
+        assert_eq!(period("weekly"), Some(604_800));
+        assert_eq!(period("every_12h"), Some(43_200));
+        assert_eq!(period("every_1w2d"), Some(9 * 86_400));
+        assert_eq!(period("every_1h30m15s"), Some(5_415));
+        for bad in [
+            "every_",
+            "every_12",
+            "every_12x",
+            "every_h",
+            "hourly",
+            "every_1.5h",
+        ] {
+            assert_eq!(period(bad), None, "{bad}");
+        }
+        let p = PullPolicy::refresh("every_1d").unwrap();
+        assert_eq!(serde_json::to_string(&p).unwrap(), "\"every_1d\"");
+    }
 
     #[test]
     fn durations_parse_and_print_like_go() {

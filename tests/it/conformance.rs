@@ -42,6 +42,10 @@
 //!   null from `[]`); plimsoll leaves them out. A missing key equals `null`.
 //! - Compose gives every top-level network an empty `"ipam": {}`, plimsoll
 //!   only a declared one. An empty `ipam` is dropped.
+//! - compose-go's `WeightDevice` and `ThrottleDevice` (the lists of
+//!   `blkio_config`) have no JSON field names, so its JSON prints them as
+//!   Go names (`Path`, `Rate`, `Weight`) where its YAML prints `path`,
+//!   `rate`, `weight`. They are lowercased.
 //! - Compose leaves `env_file` out of its output (the files are merged into
 //!   `environment`), and so does plimsoll. Compose prints top-level `x-`
 //!   fields, as plimsoll does; service-level `x-` fields are allow-listed below.
@@ -87,6 +91,11 @@ const ALLOWED: &[Allowed] = &[
     Allowed {
         case: "resources",
         path: "services.integer-cpus.deploy.placement",
+        why: "Compose prints an empty Swarm placement; plimsoll does not implement placement",
+    },
+    Allowed {
+        case: "devices-blkio",
+        path: "services.gpu-list.deploy.placement",
         why: "Compose prints an empty Swarm placement; plimsoll does not implement placement",
     },
     Allowed {
@@ -219,6 +228,7 @@ cases! {
     network_ipam => "network-ipam",
     build => "build",
     replicas => "replicas",
+    devices_blkio => "devices-blkio",
 }
 
 #[test]
@@ -483,7 +493,29 @@ fn normalize_compose(v: &mut Value) {
             }
         }
     }
+    lowercase_blkio_lists(v);
     drop_null_commands(v);
+}
+
+/// `Path`/`Rate`/`Weight` in compose-go's JSON of `blkio_config` lists.
+fn lowercase_blkio_lists(v: &mut Value) {
+    let Some(services) = v.get_mut("services").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let blkio = services
+        .values_mut()
+        .filter_map(|s| s.get_mut("blkio_config")?.as_object_mut());
+    for list in blkio
+        .flat_map(|b| b.values_mut())
+        .filter_map(Value::as_array_mut)
+    {
+        for entry in list.iter_mut().filter_map(Value::as_object_mut) {
+            *entry = std::mem::take(entry)
+                .into_iter()
+                .map(|(k, v)| (k.to_lowercase(), v))
+                .collect();
+        }
+    }
 }
 
 fn normalize_plimsoll(v: &mut Value) {

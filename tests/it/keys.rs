@@ -501,3 +501,128 @@ fn replicas_scale_up_down_and_roll_one_at_a_time() {
     assert!(web_replicas(&s).is_empty());
     s.dry_run().expect(0);
 }
+
+/// A block device of this host (`/dev/vda`, `/dev/sda`, ...) for throttles.
+fn block_device() -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/block")
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+        .filter(|n| {
+            !["loop", "ram", "zram", "nbd", "sr", "dm-"]
+                .iter()
+                .any(|p| n.starts_with(p))
+        })
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| format!("/dev/{n}"))
+        .find(|p| Path::new(p).exists())
+}
+
+fn io_compose(device: &str, read_bps: &str, octet: u8) -> String {
+    format!(
+        r#"services:
+  io:
+    image: plimsoll-example/busybox:1
+    command: ["sleep", "3600"]
+    stop_signal: SIGKILL
+    blkio_config:
+      weight: 300
+      device_read_bps:
+        - path: {device}
+          rate: {read_bps}
+      device_write_iops:
+        - path: {device}
+          rate: 120
+    networks:
+      back:
+        ipv4_address: 10.214.{octet}.20
+        link_local_ips: [169.254.{octet}.10]
+        driver_opts:
+          com.example.endpoint: "1"
+networks:
+  back:
+    ipam:
+      config:
+        - subnet: 10.214.{octet}.0/24
+"#
+    )
+}
+
+#[test]
+fn blkio_throttles_and_endpoint_settings_apply_converge_and_change() {
+    let Some(device) = block_device() else {
+        eprintln!("skipped: this host shows no block device under /sys/block");
+        return;
+    };
+    let s = KeysStack::new("blkio");
+    let octet = (std::process::id() % 200 + 20) as u8;
+    s.set_compose(&io_compose(&device, "1mb", octet));
+    s.apply().expect(0);
+    assert_eq!(
+        s.inspect(
+            "io",
+            "{{range .HostConfig.BlkioDeviceReadBps}}{{.Path}} {{.Rate}}{{end}} {{range .HostConfig.BlkioDeviceWriteIOps}}{{.Path}} {{.Rate}}{{end}}"
+        ),
+        format!("{device} 1048576 {device} 120")
+    );
+    let net = format!("{}_back", s.name);
+    assert_eq!(
+        s.inspect(
+            "io",
+            &format!("{{{{with index .NetworkSettings.Networks \"{net}\"}}}}{{{{.IPAMConfig.IPv4Address}}}} {{{{json .IPAMConfig.LinkLocalIPs}}}} {{{{json .DriverOpts}}}}{{{{end}}}}")
+        ),
+        format!(r#"10.214.{octet}.20 ["169.254.{octet}.10"] {{"com.example.endpoint":"1"}}"#)
+    );
+    // A weight the kernel's I/O scheduler discards is no drift: a no-op.
+    s.dry_run().expect(0);
+
+    let before = s.ids()[&s.container("io")].clone();
+    s.set_compose(&io_compose(&device, "2mb", octet));
+    let plan = s.dry_run();
+    plan.expect(2);
+    assert!(
+        plan.stdout.contains(&format!("blkio read bps {device}")),
+        "the plan names the throttle: {plan}"
+    );
+    s.apply().expect(0);
+    assert_ne!(s.ids()[&s.container("io")], before, "io was not replaced");
+    assert_eq!(
+        s.inspect(
+            "io",
+            "{{range .HostConfig.BlkioDeviceReadBps}}{{.Rate}}{{end}}"
+        ),
+        "2097152"
+    );
+    s.dry_run().expect(0);
+}
+
+#[test]
+fn gpu_requests_reach_the_engine_and_a_host_without_gpus_fails_that_service() {
+    let s = KeysStack::new("gpus");
+    s.set_compose(
+        "services:\n  gpu:\n    image: plimsoll-example/busybox:1\n    command: [\"sleep\", \"3600\"]\n    gpus: all\n",
+    );
+    let plan = s.dry_run();
+    plan.expect(2);
+    let run = s.apply();
+    run.expect(1);
+    // The engine was asked for GPUs (the driver answers) and nothing is left running.
+    let all = run.all();
+    assert!(all.contains("gpu"), "the failure names the service: {run}");
+    assert!(
+        all.contains("device driver") || all.contains("nvidia"),
+        "the engine's device request error is shown: {run}"
+    );
+    let running = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=io.plimsoll.stack={}", s.name),
+    ]);
+    assert!(
+        running.is_empty(),
+        "a container runs without its GPUs: {running}"
+    );
+}

@@ -551,12 +551,47 @@ fn build_pull_policy_always_needs_an_image() {
 }
 
 #[test]
-fn compose_unsupported_gpus() {
-    let yaml = "services:\n  web:\n    image: nginx:1.27\n    gpus: all\n";
+fn gpus_and_device_requests_invalid() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    gpus: some\n  api:\n    image: nginx:1.27\n    gpus:\n      - count: 2\n        device_ids: [\"0\"]\n      - count: -2\n  job:\n    image: nginx:1.27\n    deploy:\n      resources:\n        reservations:\n          devices:\n            - count: 1\n";
     compose(
-        "compose_unsupported_gpus",
+        "gpus_and_device_requests_invalid",
         yaml,
-        &["shop/compose.yaml:4:5: services.web.gpus:", "not supported"],
+        &[
+            "shop/compose.yaml:4:11: services.web.gpus: invalid gpus `some`",
+            "shop/compose.yaml:8:16: services.api.gpus[0].count: `count` and `device_ids` are both set",
+            "shop/compose.yaml:10:16: services.api.gpus[1].count: invalid count `-2`",
+            "services.job.deploy.resources.reservations.devices[0]: a device reservation needs `capabilities`",
+        ],
+    );
+}
+
+#[test]
+fn blkio_config_invalid() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    blkio_config:\n      weight: 5\n      weight_device:\n        - path: /dev/sda\n      device_read_bps:\n        - path: /dev/sda\n          rate: fast\n      device_write_iopz: []\n";
+    compose(
+        "blkio_config_invalid",
+        yaml,
+        &[
+            "shop/compose.yaml:5:15: services.web.blkio_config.weight: block I/O weight `5` is out of range",
+            "services.web.blkio_config.weight_device[0]: needs `path:` and `weight:`",
+            "services.web.blkio_config.device_read_bps[0].rate: invalid size `fast`",
+            "services.web.blkio_config.device_write_iopz: unknown key `device_write_iopz`",
+            "did you mean `device_write_iops`?",
+        ],
+    );
+}
+
+#[test]
+fn pull_policy_refresh_without_a_period() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    pull_policy: refresh\n  api:\n    image: nginx:1.27\n    pull_policy: every_12x\n";
+    compose(
+        "pull_policy_refresh_without_a_period",
+        yaml,
+        &[
+            "shop/compose.yaml:4:18: services.web.pull_policy: `pull_policy: refresh` names no period",
+            "use daily, weekly or every_<duration>",
+            "shop/compose.yaml:7:18: services.api.pull_policy: invalid pull_policy `every_12x`",
+        ],
     );
 }
 

@@ -731,3 +731,48 @@ fn pull_policy_always_follows_a_re_pointed_tag() {
     assert_eq!(runs, b, "web does not run the re-pointed image");
     assert!(running);
 }
+
+#[test]
+fn pull_policy_every_pulls_again_only_once_the_copy_is_older_than_its_period() {
+    let Some(mut reg) = Registry::start(None) else {
+        return;
+    };
+    ensure_busybox();
+    let a = image_id(BUSYBOX_IMAGE).unwrap();
+    let image = reg.push(BUSYBOX_IMAGE, "refresh:v1");
+    let stack = Stack::new("reg-refresh");
+    let write = |policy: &str| {
+        stack.write(&format!(
+            "services:\n  web:\n    image: {image}\n    pull_policy: {policy}\n    command: {HTTPD}\n"
+        ))
+    };
+    write("every_1h");
+    let out = stack.reconcile(&reg.docker_config, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    let (before, runs, _) = container_info(&stack.container("web")).unwrap();
+    assert_eq!(runs, a);
+
+    // The tag moves in the registry; the copy here was tagged just now, so
+    // an hourly refresh leaves it alone.
+    let b = reg.variant(BUSYBOX_IMAGE);
+    reg.push(&b, "refresh:v1");
+    docker(&["tag", BUSYBOX_IMAGE, &image]);
+    let out = stack.reconcile(&reg.docker_config, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    let (same, runs, _) = container_info(&stack.container("web")).unwrap();
+    assert_eq!(
+        (same.as_str(), runs.as_str()),
+        (before.as_str(), a.as_str()),
+        "a fresh copy was pulled again"
+    );
+
+    // Once the copy is older than the period, the apply pulls and follows.
+    write("every_1s");
+    std::thread::sleep(Duration::from_millis(2100));
+    let out = stack.reconcile(&reg.docker_config, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    let (after, runs, running) = container_info(&stack.container("web")).unwrap();
+    assert_ne!(before, after, "web was not recreated");
+    assert_eq!(runs, b, "web does not run the refreshed image");
+    assert!(running);
+}
