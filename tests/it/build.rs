@@ -438,3 +438,33 @@ fn build_old_images_go_but_the_last_three_and_rollback_needs_no_build() {
     assert_eq!(s.image_of(&s.container("app")), ids[3]);
     assert_eq!(s.version("app"), "4");
 }
+
+#[test]
+fn build_tags_name_the_built_image_too() {
+    let s = BuildStack::new("build-tags");
+    s.context("app", "");
+    let extra = format!("{}-extra:v1", s.name);
+    s.set_compose(&format!(
+        "services:\n  app:\n    build:\n      context: app\n      tags: [\"{extra}\"]\n    stop_signal: SIGKILL\n"
+    ));
+    s.apply().expect(0);
+    let built = s
+        .id(&format!("{}-app", s.name))
+        .expect("the image is built");
+    assert_eq!(
+        s.id(&extra).as_deref(),
+        Some(built.as_str()),
+        "the extra tag names the build"
+    );
+    assert_eq!(s.image_of(&s.container("app")), built);
+    // A new build moves the extra tag along.
+    s.write("app/version.txt", "2\n");
+    s.apply().expect(0);
+    let rebuilt = s
+        .id(&format!("{}-app", s.name))
+        .expect("the image is built again");
+    assert_ne!(rebuilt, built);
+    assert_eq!(s.id(&extra).as_deref(), Some(rebuilt.as_str()));
+    s.plimsoll(&["reconcile", "--dry-run"], &[]).expect(0);
+    quiet(&["rmi", &extra]);
+}
