@@ -2571,47 +2571,18 @@ impl Cx<'_, '_> {
             match f {
                 "weight" => b.weight = self.blkio_weight(n, &fp).filter(|w| *w != 0),
                 "weight_device" => {
-                    let items = self.seq(n, &fp, "a list of `path` and `weight`");
-                    for (i, item) in items.iter().enumerate() {
-                        let ip = idx(&fp, i);
-                        let (entry, _) = self.fields(item, &ip, &["path", "weight"], &[]);
-                        let (mut dev, mut weight) = (None, None);
-                        for (k, v, _) in entry {
-                            let kp = join(&ip, k);
-                            if k == "path" {
-                                dev = self.string(v, &kp);
-                            } else {
-                                weight = self.blkio_weight(v, &kp);
-                            }
-                        }
-                        match (dev, weight) {
-                            (Some(path), Some(weight)) => {
-                                b.weight_device.push(WeightDevice { path, weight })
-                            }
-                            _ => self.needs_path_and(item, &ip, "weight"),
-                        }
-                    }
+                    let list = self.device_values(n, &fp, "weight", Self::blkio_weight);
+                    b.weight_device = list
+                        .into_iter()
+                        .map(|(path, weight)| WeightDevice { path, weight })
+                        .collect();
                 }
                 _ => {
-                    let items = self.seq(n, &fp, "a list of `path` and `rate`");
-                    let mut list = Vec::new();
-                    for (i, item) in items.iter().enumerate() {
-                        let ip = idx(&fp, i);
-                        let (entry, _) = self.fields(item, &ip, &["path", "rate"], &[]);
-                        let (mut dev, mut rate) = (None, None);
-                        for (k, v, _) in entry {
-                            let kp = join(&ip, k);
-                            if k == "path" {
-                                dev = self.string(v, &kp);
-                            } else {
-                                rate = self.bytes(v, &kp);
-                            }
-                        }
-                        match (dev, rate) {
-                            (Some(path), Some(rate)) => list.push(ThrottleDevice { path, rate }),
-                            _ => self.needs_path_and(item, &ip, "rate"),
-                        }
-                    }
+                    let list: Vec<ThrottleDevice> = self
+                        .device_values(n, &fp, "rate", Self::bytes)
+                        .into_iter()
+                        .map(|(path, rate)| ThrottleDevice { path, rate })
+                        .collect();
                     match f {
                         "device_read_bps" => b.device_read_bps = list,
                         "device_read_iops" => b.device_read_iops = list,
@@ -2639,14 +2610,42 @@ impl Cx<'_, '_> {
         Some(w as u16)
     }
 
-    /// Reports a missing `path` or `what` (an invalid one is reported already).
-    fn needs_path_and(&mut self, node: &Node, path: &str, what: &str) {
-        if node.as_map().is_some() && (node.get("path").is_none() || node.get(what).is_none()) {
-            self.err(node.mark, path, format!("needs `path:` and `{what}:`"))
-                .hint(format!(
-                    "write the device as `path: /dev/sda` and its `{what}:`"
-                ));
+    /// A list of `{path: DEVICE, <what>: VALUE}` entries, each value read by
+    /// `read`; a missing `path` or value is reported (an invalid one by `read`).
+    fn device_values<V>(
+        &mut self,
+        node: &Node,
+        path: &str,
+        what: &str,
+        mut read: impl FnMut(&mut Self, &Node, &str) -> Option<V>,
+    ) -> Vec<(String, V)> {
+        let items = self.seq(node, path, &format!("a list of `path` and `{what}`"));
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let ip = idx(path, i);
+            let (entry, _) = self.fields(item, &ip, &["path", what], &[]);
+            let (mut dev, mut value) = (None, None);
+            for (k, v, _) in entry {
+                let kp = join(&ip, k);
+                if k == "path" {
+                    dev = self.string(v, &kp);
+                } else {
+                    value = read(self, v, &kp);
+                }
+            }
+            let missing = item.get("path").is_none() || item.get(what).is_none();
+            match (dev, value) {
+                (Some(dev), Some(value)) => out.push((dev, value)),
+                _ if missing && item.as_map().is_some() => {
+                    self.err(item.mark, &ip, format!("needs `path:` and `{what}:`"))
+                        .hint(format!(
+                            "write the device as `path: /dev/sda` and its `{what}:`"
+                        ));
+                }
+                _ => {}
+            }
         }
+        out
     }
 
     fn long_device(&mut self, node: &Node, path: &str) -> Option<Device> {
