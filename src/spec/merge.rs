@@ -9,8 +9,9 @@
 //!   added; an `x-` key is replaced whole;
 //! - scalars are replaced; `null` in the override keeps the base value;
 //! - sequences are appended, then entries with the same identity are folded
-//!   into one (the later wins, in the place of the first): `ports` by their
-//!   text (long form: `host_ip:published:target/protocol`), `volumes` and
+//!   into one (the later wins, in the place of the first): `ports` by
+//!   `host_ip:published:target/protocol` of their long form (a short port is
+//!   read as its long form, so `80:80` and `80:80/tcp` are one), `volumes` and
 //!   `devices` by target, `secrets` and `configs` by target (default
 //!   `/run/secrets/<source>`, `/<source>`), `environment`, `labels`,
 //!   `annotations`, `sysctls`, `dns*`, `cap_add`, `cap_drop`, `links`,
@@ -467,17 +468,33 @@ fn key_of(item: &Node, index: Index, vars: &dyn Fn(&str) -> Option<String>) -> O
         Index::Port => match &item.value {
             Value::Map(_) => {
                 let target = item.get("target").and_then(text)?;
-                let Some(published) = item.get("published").and_then(text) else {
-                    return Some(target);
-                };
-                let host = item
-                    .get("host_ip")
-                    .and_then(text)
-                    .unwrap_or("0.0.0.0".into());
-                let protocol = item.get("protocol").and_then(text).unwrap_or("tcp".into());
-                Some(format!("{host}:{published}:{target}/{protocol}"))
+                let published = item.get("published").and_then(text);
+                let host = item.get("host_ip").and_then(text);
+                let protocol = item.get("protocol").and_then(text);
+                Some(port_key(&target, published, host, protocol))
             }
-            _ => text(item),
+            // Compose folds the long form of a short port (`80:80` is
+            // `80:80/tcp`); a range stands for all of its ports.
+            _ => {
+                let s = text(item)?;
+                match super::compose::parse_short_port(&s) {
+                    Ok(ports) => Some(
+                        ports
+                            .into_iter()
+                            .map(|p| {
+                                port_key(
+                                    &p.target.to_string(),
+                                    p.published,
+                                    p.host_ip,
+                                    Some(p.protocol),
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ),
+                    Err(_) => Some(s),
+                }
+            }
         },
         Index::Mount(default) => match &item.value {
             Value::Map(_) => item
@@ -490,6 +507,24 @@ fn key_of(item: &Node, index: Index, vars: &dyn Fn(&str) -> Option<String>) -> O
             Value::Map(_) => item.get("path").and_then(text),
             _ => text(item),
         },
+    }
+}
+
+/// compose-go's identity of a port: `host_ip:published:target/protocol`,
+/// or the target alone when nothing is published.
+fn port_key(
+    target: &str,
+    published: Option<String>,
+    host: Option<String>,
+    protocol: Option<String>,
+) -> String {
+    match published {
+        None => target.to_string(),
+        Some(published) => format!(
+            "{}:{published}:{target}/{}",
+            host.unwrap_or_else(|| "0.0.0.0".into()),
+            protocol.unwrap_or_else(|| "tcp".into())
+        ),
     }
 }
 
