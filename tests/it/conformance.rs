@@ -219,6 +219,7 @@ cases! {
     network_ipam => "network-ipam",
     build => "build",
     replicas => "replicas",
+    lifecycle_hooks => "lifecycle-hooks",
 }
 
 #[test]
