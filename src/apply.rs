@@ -645,7 +645,7 @@ impl Ctx<'_> {
         {
             self.progress.step(
                 subject,
-                &format!("{e}\n    stopping the container anyway"),
+                &format!("stopping the container anyway: {e}"),
                 Outcome::Warning,
             );
         }
