@@ -654,3 +654,56 @@ fn pre_stop_hooks_run_before_a_replacement_stops_the_old_container() {
     );
     s.dry_run().expect(0);
 }
+
+#[test]
+fn failing_post_start_hook_on_create_stops_the_container_for_the_next_apply() {
+    let s = KeysStack::new("hookcreate");
+    s.set_compose(&hooked("1", true));
+    let run = s.apply();
+    run.expect(1);
+    assert!(
+        run.all().contains("post_start[1] hook exited with code 3"),
+        "{run}"
+    );
+    assert!(run.all().contains("stopped again"), "{run}");
+    assert_eq!(s.inspect("web", "{{.State.Running}}"), "false");
+    // The next apply starts it and runs the hooks again.
+    let path = s.path().display().to_string();
+    let plan = s.plimsoll(&["reconcile", &path, "--dry-run", "--format", "json"]);
+    plan.expect(2);
+    assert_eq!(
+        crate::support::plan_actions(&plan.plan_json()),
+        vec![("start".to_string(), "web".to_string())]
+    );
+    s.set_compose(&hooked("1", false));
+    s.apply().expect(0);
+    assert_eq!(
+        docker(&["exec", &s.container("web"), "cat", "/tmp/second"]),
+        "hello-1 from /etc as 0"
+    );
+}
+
+#[test]
+fn pre_stop_hooks_run_before_a_scale_down() {
+    let s = KeysStack::new("prestopscale");
+    let out = temp_dir("plimsoll-it-prestop-");
+    let hook = r#"["sh", "-c", "touch /out/$$HOSTNAME"]"#;
+    let yaml = |scale: u32| {
+        pre_stopping(out.path(), "1", hook).replace(
+            "    stop_signal: SIGKILL\n",
+            &format!("    stop_signal: SIGKILL\n    scale: {scale}\n"),
+        )
+    };
+    s.set_compose(&yaml(2));
+    s.apply().expect(0);
+    let second = format!("{}-web-2", s.name);
+    let short = s.ids()[&second][..12].to_string();
+    s.set_compose(&yaml(1));
+    s.apply().expect(0);
+    let written: Vec<String> = std::fs::read_dir(out.path())
+        .expect("the hook's directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(written, vec![short]);
+    s.dry_run().expect(0);
+}
