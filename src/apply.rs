@@ -15,12 +15,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use bollard::exec::StartExecResults;
 use bollard::models::{
     ContainerCreateBody, DeviceMapping, DeviceRequest, EndpointIpamConfig, EndpointSettings,
-    HealthConfig, HostConfig, HostConfigLogConfig, Ipam, IpamConfig, Mount, MountBindOptions,
-    MountTmpfsOptions, MountType as EngineMountType, MountVolumeOptions, NetworkConnectRequest,
-    NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesBlkioWeightDevice,
-    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum, ThrottleDevice, VolumeCreateRequest,
+    ExecConfig, HealthConfig, HostConfig, HostConfigLogConfig, Ipam, IpamConfig, Mount,
+    MountBindOptions, MountTmpfsOptions, MountType as EngineMountType, MountVolumeOptions,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    ResourcesBlkioWeightDevice, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+    ThrottleDevice, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder,
@@ -36,7 +38,7 @@ use crate::events::{Outcome, Progress};
 use crate::graph::StackGraph;
 use crate::live::{Engine, EngineError, Live, LiveContainer, RunState};
 use crate::plan::{Action, ActionKind, Plan, desired_container, hashed_contents};
-use crate::spec::model::{Condition, MountType, Stack};
+use crate::spec::model::{Condition, Hook, MountType, Stack};
 use crate::spec::secrets::Masker;
 
 /// How many services of one wave are changed at once.
@@ -588,15 +590,103 @@ impl Ctx<'_> {
         while let Some(Ok(chunk)) = stream.next().await {
             out.push_str(&chunk.to_string());
         }
-        let out = out.trim();
-        if out.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "\n    last log lines:\n      {}",
-                out.replace('\n', "\n      ")
-            )
+        last_lines("log", &out)
+    }
+
+    /// Runs a service's `post_start` hooks in the container `id` it just
+    /// started. When one fails, the container is stopped again (without its
+    /// `pre_stop` hooks), so the next apply starts it and runs them again.
+    async fn post_start(
+        &self,
+        stack: &Stack,
+        service: &str,
+        number: u32,
+        id: &str,
+    ) -> Result<(), String> {
+        let subject = Self::replica_subject(stack, service, number);
+        let hooks = &stack.services[service].post_start;
+        let Err(e) = self
+            .run_hooks(stack, service, &subject, "post_start", hooks, id)
+            .await
+        else {
+            return Ok(());
+        };
+        let opts = StopContainerOptionsBuilder::default()
+            .t(stop_timeout(stack, service))
+            .build();
+        match self.engine.docker.stop_container(id, Some(opts)).await {
+            Ok(()) => Err(format!(
+                "{e}\n    the container was stopped again; the next apply starts it and runs its post_start hooks again"
+            )),
+            Err(stop) => Err(format!(
+                "{e}\n    stopping the container again failed: {}",
+                engine_msg(stop)
+            )),
         }
+    }
+
+    /// Runs a service's `pre_stop` hooks in its container `container`
+    /// before plimsoll stops it, if it is `running`. A failing hook is a
+    /// warning: the stop goes on.
+    async fn pre_stop(
+        &self,
+        stack: &Stack,
+        service: &str,
+        subject: &str,
+        container: &str,
+        running: bool,
+    ) {
+        let hooks = &stack.services[service].pre_stop;
+        if hooks.is_empty() || !running {
+            return;
+        }
+        if let Err(e) = self
+            .run_hooks(stack, service, subject, "pre_stop", hooks, container)
+            .await
+        {
+            self.progress.step(
+                subject,
+                &format!("stopping the container anyway: {e}"),
+                Outcome::Warning,
+            );
+        }
+    }
+
+    /// Runs `hooks` (`key`: `post_start` or `pre_stop`) one after another in
+    /// `container` through the exec API, each within the service's gate
+    /// timeout. The error names the hook, its exit code and its last output lines.
+    async fn run_hooks(
+        &self,
+        stack: &Stack,
+        service: &str,
+        subject: &str,
+        key: &str,
+        hooks: &[Hook],
+        container: &str,
+    ) -> Result<(), String> {
+        let timeout = gate_timeout(stack, service);
+        for (i, hook) in hooks.iter().enumerate() {
+            let what = format!("{key}[{i}] hook");
+            self.progress
+                .step(subject, &format!("running the {what}"), Outcome::Working);
+            match tokio::time::timeout(timeout, exec(&self.engine.docker, container, hook)).await {
+                Ok(Ok((0, _))) => {}
+                Ok(Ok((code, output))) => {
+                    return Err(format!(
+                        "the {what} exited with code {code}{}",
+                        last_lines("output", &output)
+                    ));
+                }
+                Ok(Err(e)) => return Err(format!("the {what} could not run: {e}")),
+                Err(_) => {
+                    return Err(format!(
+                        "the {what} did not finish within {}s (x-plimsoll.health_timeout sets the bound)",
+                        timeout.as_secs()
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn run_service(
@@ -646,32 +736,32 @@ impl Ctx<'_> {
         // rolled back and the replicas after it are not touched.
         for a in actions {
             let r = match a.action {
-                ActionKind::Create => self
-                    .create_and_start(
-                        stack,
-                        service,
-                        replica_number(stack, service, &a.target),
-                        None,
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(ServiceFailure::from),
+                ActionKind::Create => {
+                    let number = replica_number(stack, service, &a.target);
+                    match self.create_and_start(stack, service, number, None).await {
+                        Ok(id) => self.post_start(stack, service, number, &id).await,
+                        Err(e) => Err(e),
+                    }
+                    .map_err(ServiceFailure::from)
+                }
                 ActionKind::Recreate => self.recreate(stack, service, &a.target).await,
                 ActionKind::Start => {
                     self.progress.step(&subject, "starting", Outcome::Working);
-                    self.engine
-                        .docker
-                        .start_container(&a.target, None)
-                        .await
-                        .map_err(|e| engine_msg(e).into())
+                    let number = replica_number(stack, service, &a.target);
+                    match self.engine.docker.start_container(&a.target, None).await {
+                        Ok(()) => self.post_start(stack, service, number, &a.target).await,
+                        Err(e) => Err(engine_msg(e)),
+                    }
+                    .map_err(ServiceFailure::from)
                 }
                 ActionKind::Restart => {
                     self.progress.step(&subject, "restarting", Outcome::Working);
-                    self.engine
-                        .docker
-                        .restart_container(&a.target, None)
-                        .await
-                        .map_err(|e| engine_msg(e).into())
+                    let number = replica_number(stack, service, &a.target);
+                    match self.engine.docker.restart_container(&a.target, None).await {
+                        Ok(()) => self.post_start(stack, service, number, &a.target).await,
+                        Err(e) => Err(engine_msg(e)),
+                    }
+                    .map_err(ServiceFailure::from)
                 }
                 ActionKind::Remove => {
                     self.progress.step(
@@ -797,10 +887,16 @@ impl Ctx<'_> {
         service: &str,
         name: &str,
     ) -> Result<(), String> {
-        let timeout = stack.services[service]
-            .stop_grace_period
-            .map_or(10, |d| d.0.as_secs() as i32);
-        let opts = StopContainerOptionsBuilder::default().t(timeout).build();
+        let subject = Self::replica_subject(stack, service, replica_number(stack, service, name));
+        let running = self
+            .live
+            .containers
+            .iter()
+            .any(|c| c.name == name && c.state.is_running());
+        self.pre_stop(stack, service, &subject, name, running).await;
+        let opts = StopContainerOptionsBuilder::default()
+            .t(stop_timeout(stack, service))
+            .build();
         // A container that is already stopped (304) or gone is removed below or reported there.
         let _ = self.engine.docker.stop_container(name, Some(opts)).await;
         self.remove_managed(&stack.name, name).await
@@ -993,19 +1089,22 @@ impl Ctx<'_> {
                 .map_err(ServiceFailure::from)?,
         };
         let Some(old) = old else {
+            let id = self.create_and_start(stack, service, number, None).await?;
             return self
-                .create_and_start(stack, service, number, None)
+                .post_start(stack, service, number, &id)
                 .await
-                .map(|_| ())
                 .map_err(ServiceFailure::from);
         };
         let docker = &self.engine.docker;
         let old_was_running = old.state.is_running() || old.name.ends_with(OLD_SUFFIX);
         let parked = format!("{name}{OLD_SUFFIX}");
+        self.pre_stop(stack, service, &subject, &old.id, old.state.is_running())
+            .await;
         self.progress
             .step(&subject, "stopping the old container", Outcome::Working);
-        let timeout = svc.stop_grace_period.map_or(10, |d| d.0.as_secs() as i32);
-        let opts = StopContainerOptionsBuilder::default().t(timeout).build();
+        let opts = StopContainerOptionsBuilder::default()
+            .t(stop_timeout(stack, service))
+            .build();
         match docker.stop_container(&old.id, Some(opts)).await {
             Ok(())
             | Err(bollard::errors::Error::DockerResponseServerError {
@@ -1029,6 +1128,9 @@ impl Ctx<'_> {
         let attempt = async {
             let id = self
                 .create_and_start(stack, service, number, Some(&carry))
+                .await?;
+            let hooks = &svc.post_start;
+            self.run_hooks(stack, service, &subject, "post_start", hooks, &id)
                 .await?;
             let has_health = self.has_health(stack, service);
             let condition = if has_health {
@@ -1077,6 +1179,81 @@ impl Ctx<'_> {
                     Err(e) => Err(format!("{why}; rolling back failed: {e}").into()),
                 }
             }
+        }
+    }
+}
+
+/// How long the engine waits for a service's container to stop before it
+/// kills it: `stop_grace_period`, else 10 s.
+fn stop_timeout(stack: &Stack, service: &str) -> i32 {
+    stack.services[service]
+        .stop_grace_period
+        .map_or(10, |d| d.0.as_secs() as i32)
+}
+
+/// The last lines of `text` (a container's log, a hook's output) for a
+/// failure message, under "last WHAT lines:"; nothing when it is empty.
+fn last_lines(what: &str, text: &str) -> String {
+    let lines: Vec<&str> = text.trim().lines().collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let tail = &lines[lines.len().saturating_sub(5)..];
+    format!("\n    last {what} lines:\n      {}", tail.join("\n      "))
+}
+
+/// Runs one hook in a container through the exec API and waits for it to
+/// end: its exit code and what it printed (stdout and stderr, the last 64 KiB).
+async fn exec(
+    docker: &bollard::Docker,
+    container: &str,
+    hook: &Hook,
+) -> Result<(i64, String), String> {
+    let config = ExecConfig {
+        cmd: Some(hook.command.clone()),
+        user: hook.user.clone(),
+        privileged: Some(hook.privileged),
+        working_dir: hook.working_dir.clone(),
+        // `- NAME` without a value goes as `NAME`, as Compose sends it.
+        env: Some(
+            hook.environment
+                .iter()
+                .map(|(k, v)| match v {
+                    Some(v) => format!("{k}={v}"),
+                    None => k.clone(),
+                })
+                .collect(),
+        ),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        ..ExecConfig::default()
+    };
+    let created = docker
+        .create_exec(container, config)
+        .await
+        .map_err(engine_msg)?;
+    let mut output: Vec<u8> = Vec::new();
+    if let StartExecResults::Attached {
+        output: mut stream, ..
+    } = docker
+        .start_exec(&created.id, None)
+        .await
+        .map_err(engine_msg)?
+    {
+        const KEEP: usize = 64 << 10;
+        while let Some(chunk) = stream.next().await {
+            output.extend_from_slice(&chunk.map_err(engine_msg)?.into_bytes());
+            if output.len() > 2 * KEEP {
+                output.drain(..output.len() - KEEP);
+            }
+        }
+    }
+    // The exit code is set a moment after the output ends.
+    loop {
+        let inspected = docker.inspect_exec(&created.id).await.map_err(engine_msg)?;
+        match (inspected.running, inspected.exit_code) {
+            (Some(true), _) | (_, None) => tokio::time::sleep(POLL).await,
+            (_, Some(code)) => return Ok((code, String::from_utf8_lossy(&output).into_owned())),
         }
     }
 }

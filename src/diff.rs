@@ -39,6 +39,11 @@ pub mod labels {
     pub const REPOSITORY: &str = "io.plimsoll.repository";
     /// On the agent's image (so on its container): plimsoll's own, never an unknown container.
     pub const AGENT: &str = "io.plimsoll.agent";
+    /// A digest of the `post_start` hooks a container was created with (the
+    /// engine does not keep them); only on containers of services that have some.
+    pub const POST_START: &str = "io.plimsoll.post-start";
+    /// A digest of the `pre_stop` hooks, as for [`POST_START`].
+    pub const PRE_STOP: &str = "io.plimsoll.pre-stop";
     pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
     pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
     pub const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";
@@ -49,9 +54,13 @@ pub mod labels {
     pub const COMPOSE_NETWORK: &str = "com.docker.compose.network";
     pub const COMPOSE_VOLUME: &str = "com.docker.compose.volume";
 
-    /// Labels whose change is reported through the spec hash, not as a field.
+    /// Labels whose change is reported through the spec hash (or, for
+    /// hooks, by [`super::hook_changes`]), not as a field.
     pub fn is_bookkeeping(key: &str) -> bool {
-        matches!(key, SPEC_HASH | REVISION | COMPOSE_CONFIG_HASH | REPOSITORY)
+        matches!(
+            key,
+            SPEC_HASH | REVISION | COMPOSE_CONFIG_HASH | REPOSITORY | POST_START | PRE_STOP
+        )
     }
 }
 
@@ -769,6 +778,7 @@ pub fn desired_config(
         ..ContainerConfig::default()
     };
     c.labels.extend(managed_labels(stack, service, number));
+    c.labels.extend(hook_labels(svc));
     if let Some(repo) = &stack.source.repository {
         c.labels.insert(labels::REPOSITORY.into(), repo.clone());
     }
@@ -1095,6 +1105,51 @@ pub fn managed_labels(stack: &Stack, service: &str, number: u32) -> BTreeMap<Str
         stack.source.file.display().to_string(),
     );
     l
+}
+
+/// The labels that record a service's lifecycle hooks on its containers: a
+/// digest of its `post_start` and of its `pre_stop` hooks, each only when
+/// there are some (so containers without hooks keep their spec hash). The
+/// hooks themselves are not visible on a container; the labels put them in
+/// the spec hash and let [`hook_changes`] say which of them changed.
+pub fn hook_labels(svc: &Service) -> BTreeMap<String, String> {
+    [
+        (labels::POST_START, &svc.post_start),
+        (labels::PRE_STOP, &svc.pre_stop),
+    ]
+    .into_iter()
+    .filter(|(_, hooks)| !hooks.is_empty())
+    .map(|(label, hooks)| {
+        let json = serde_json::to_vec(hooks).expect("hooks serialize");
+        let digest = Sha256::digest(json);
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        (label.to_string(), hex)
+    })
+    .collect()
+}
+
+/// Which hooks differ between two containers' labels (live, desired), in
+/// words: `post_start hooks changed`, `pre_stop hooks added`. The digests
+/// are never shown (they are derived from hook environments, which may hold secrets).
+pub fn hook_changes(
+    live: &BTreeMap<String, String>,
+    desired: &BTreeMap<String, String>,
+) -> Vec<String> {
+    [
+        (labels::POST_START, "post_start"),
+        (labels::PRE_STOP, "pre_stop"),
+    ]
+    .into_iter()
+    .filter_map(|(label, key)| {
+        let what = match (live.get(label), desired.get(label)) {
+            (None, Some(_)) => "added",
+            (Some(_), None) => "removed",
+            (Some(a), Some(b)) if a != b => "changed",
+            _ => return None,
+        };
+        Some(format!("{key} hooks {what}"))
+    })
+    .collect()
 }
 
 /// The spec hash: changes whenever anything that shapes the container
@@ -1578,6 +1633,40 @@ mod tests {
                 desired: "02:42:ac:11:00:02".into(),
             }]
         );
+    }
+
+    /// Hooks are in the spec hash (through their labels) but no field line:
+    /// the engine does not show them. A service without hooks gets no hook
+    /// label, so its containers keep the hash they had before hooks existed.
+    #[test]
+    fn hooks_change_the_spec_hash_only_when_set() {
+        use crate::spec::model::Hook;
+        let plain = Service::default();
+        let hooked = Service {
+            post_start: vec![Hook {
+                command: vec!["touch".into(), "/ready".into()],
+                environment: BTreeMap::from([("API_TOKEN".into(), Some("tok-canary-1".into()))]),
+                ..Hook::default()
+            }],
+            ..Service::default()
+        };
+        let stack = stack_of(&[("web", plain.clone())]);
+        let config = |svc: &Service| desired_config(&stack, "web", svc, 1, None);
+        let json = serde_json::to_string(&config(&plain)).unwrap();
+        assert!(!json.contains("post-start") && !json.contains("pre-stop"));
+        assert_eq!(hook_labels(&plain), BTreeMap::new());
+        assert_ne!(
+            spec_hash(&config(&plain), &[]),
+            spec_hash(&config(&hooked), &[])
+        );
+        assert_eq!(config(&plain).fields(), config(&hooked).fields());
+        let mut other_secret = hooked.clone();
+        other_secret.post_start[0].environment =
+            BTreeMap::from([("API_TOKEN".into(), Some("tok-canary-2".into()))]);
+        let (a, b) = (config(&hooked).labels, config(&other_secret).labels);
+        assert_eq!(hook_changes(&a, &b), vec!["post_start hooks changed"]);
+        assert!(!b[labels::POST_START].contains("canary"));
+        assert_eq!(hook_changes(&a, &a), Vec::<String>::new());
     }
 
     /// The keys added later stay out of the serialized config while unset, so

@@ -19,6 +19,8 @@ pub enum Outcome {
     Working,
     Done,
     Failed,
+    /// Something failed and the step goes on (a `pre_stop` hook that failed).
+    Warning,
 }
 
 /// Receives progress of an apply.
@@ -57,6 +59,7 @@ impl Progress for LogProgress {
         }
         match outcome {
             Outcome::Failed => tracing::error!(target: "plimsoll::apply", subject, "{message}"),
+            Outcome::Warning => tracing::warn!(target: "plimsoll::apply", subject, "{message}"),
             _ => tracing::info!(target: "plimsoll::apply", subject, "{message}"),
         }
     }
@@ -95,6 +98,10 @@ impl Progress for TerminalProgress {
         });
         match outcome {
             Outcome::Working => bar.set_message(message),
+            // Printed above the live lines, so the next step does not overwrite it.
+            Outcome::Warning => {
+                let _ = self.multi.println(format!("⚠ {subject} {message}"));
+            }
             Outcome::Done => {
                 bar.set_style(
                     ProgressStyle::with_template("✔ {prefix:.bold} {wide_msg:.green}")

@@ -547,6 +547,7 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                     });
                     let mut reasons: Vec<String> =
                         changes.iter().map(|c| diff::reason(c, masker)).collect();
+                    reasons.extend(diff::hook_changes(&current.labels, &want.config.labels));
                     if current.name != name {
                         reasons.insert(0, format!("renamed by hand: {name} → {}", current.name));
                     }
@@ -1083,6 +1084,69 @@ mod tests {
             .map(|c| c.map(|c| c.id.as_str()))
             .collect();
         assert_eq!(got, want, "names {names:?}");
+    }
+
+    /// A hook that changes replaces the container, with the hook named in
+    /// the reason (the engine does not show hooks: their labels do); an
+    /// unchanged one is in sync.
+    #[test]
+    fn changed_hooks_recreate_with_their_reason() {
+        use crate::spec::model::{Hook, Service};
+        let hook = |cmd: &str| Hook {
+            command: vec!["sh".into(), "-c".into(), cmd.into()],
+            ..Hook::default()
+        };
+        let stack_with = |post_start: Vec<Hook>, pre_stop: Vec<Hook>| Stack {
+            name: "s".into(),
+            services: BTreeMap::from([(
+                "web".to_string(),
+                Service {
+                    image: Some("busybox:1".into()),
+                    post_start,
+                    pre_stop,
+                    ..Service::default()
+                },
+            )]),
+            networks: BTreeMap::new(),
+            volumes: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            extensions: BTreeMap::new(),
+            source: Default::default(),
+        };
+        let mut live = Live::default();
+        live.images.insert(
+            "busybox:1".into(),
+            Some(diff::ImageDefaults {
+                id: "sha256:1".into(),
+                ..Default::default()
+            }),
+        );
+        let applied = stack_with(vec![hook("echo a")], vec![]);
+        let want = desired_container(&applied, "web", 1, &live, &[]);
+        let mut c = container("a", "s-web-1", 1);
+        c.labels = want.config.labels.clone();
+        c.config = want.config;
+        live.containers.push(c);
+        let reasons = |stack: &Stack| -> Vec<Vec<String>> {
+            plan(&[stack], &live, &Builds::new(), &Masker::default())
+                .actions
+                .into_iter()
+                .map(|a| a.reasons)
+                .collect()
+        };
+        assert_eq!(reasons(&applied), Vec::<Vec<String>>::new());
+        assert_eq!(
+            reasons(&stack_with(vec![hook("echo b")], vec![hook("echo bye")])),
+            vec![vec![
+                "post_start hooks changed".to_string(),
+                "pre_stop hooks added".to_string()
+            ]]
+        );
+        assert_eq!(
+            reasons(&stack_with(vec![], vec![])),
+            vec![vec!["post_start hooks removed".to_string()]]
+        );
     }
 
     #[test]

@@ -617,6 +617,10 @@ fn service_changes(
     if build_context_changed {
         reasons.push("build context changed".into());
     }
+    reasons.extend(diff::hook_changes(
+        &diff::hook_labels(a),
+        &diff::hook_labels(b),
+    ));
     let (ca, cb) = (
         contents(old_stack, a, from.tree),
         contents(new_stack, b, to.tree),

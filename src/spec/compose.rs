@@ -88,6 +88,8 @@ pub const SERVICE_KEYS: &[&str] = &[
     "pid",
     "pids_limit",
     "platform",
+    "post_start",
+    "pre_stop",
     "runtime",
     "scale",
     "security_opt",
@@ -115,14 +117,6 @@ pub const SERVICE_UNSUPPORTED: &[(&str, &str)] = &[
     ),
     ("isolation", "a Windows-only setting"),
     ("models", MODELS),
-    (
-        "post_start",
-        "lifecycle hooks are not implemented yet (README, \"Compose keys\")",
-    ),
-    (
-        "pre_stop",
-        "lifecycle hooks are not implemented yet (README, \"Compose keys\")",
-    ),
     (
         "provider",
         "a provider service runs an external plugin instead of a container; plimsoll runs containers only",
@@ -197,6 +191,17 @@ const NETWORK_UNSUPPORTED: &[(&str, &str)] = &[(
     "needs Docker API 1.47 (Docker 28); plimsoll supports engines from API 1.41 on, where every network has IPv4",
 )];
 const VOLUME_KEYS: &[&str] = &["name", "driver", "driver_opts", "external", "labels"];
+
+/// Keys of one `post_start` / `pre_stop` hook.
+const HOOK_KEYS: &[&str] = &[
+    "command",
+    "user",
+    "privileged",
+    "working_dir",
+    "environment",
+];
+const HOOK_COMMAND_HINT: &str =
+    "give the command to run in the container, e.g. `command: [sh, -c, \"echo started\"]`";
 
 /// The inputs of one stack.
 pub struct StackInput<'a> {
@@ -1182,6 +1187,8 @@ impl Cx<'_, '_> {
                 "pids_limit" => svc.pids_limit = self.nonzero_int(n, &p),
                 "scale" => svc.scale = self.replicas(n, &p),
                 "platform" => svc.platform = self.opt_string(n, &p),
+                "post_start" => svc.post_start = self.hooks(n, &p),
+                "pre_stop" => svc.pre_stop = self.hooks(n, &p),
                 "runtime" => svc.runtime = self.opt_string(n, &p),
                 "security_opt" => svc.security_opt = self.string_list(n, &p),
                 "shm_size" => svc.shm_size = self.bytes(n, &p).filter(|b| b.0 != 0),
@@ -1344,6 +1351,63 @@ impl Cx<'_, '_> {
                 }
             }
         }
+    }
+
+    /// `post_start` / `pre_stop`: a list of hooks, each a mapping with a
+    /// `command` and optionally `user`, `privileged`, `working_dir` and
+    /// `environment`. Environment values are secret by the usual rules.
+    fn hooks(&mut self, node: &Node, path: &str) -> Vec<Hook> {
+        let mut out = Vec::new();
+        for (i, item) in self.seq(node, path, "a list of hooks").iter().enumerate() {
+            let p = idx(path, i);
+            if item.as_map().is_none() {
+                self.type_err(item, &p, "a mapping with `command:`");
+                continue;
+            }
+            let (fields, _) = self.fields(item, &p, HOOK_KEYS, &[]);
+            let mut hook = Hook::default();
+            let mut has_command = false;
+            for (f, n, _) in fields {
+                let fp = join(&p, f);
+                match f {
+                    "command" => {
+                        has_command = true;
+                        let words = if n.is_null() {
+                            Some(Vec::new())
+                        } else {
+                            self.command(n, &fp)
+                        };
+                        match words {
+                            Some(w) if w.is_empty() => {
+                                self.err(n.mark, &fp, "the hook's command is empty")
+                                    .hint(HOOK_COMMAND_HINT);
+                            }
+                            Some(w) => hook.command = w,
+                            // Unbalanced quotes, reported by `command`.
+                            None => {}
+                        }
+                    }
+                    "user" => hook.user = self.opt_string(n, &fp),
+                    "privileged" => hook.privileged = self.boolean(n, &fp).unwrap_or(false),
+                    "working_dir" => hook.working_dir = self.opt_string(n, &fp),
+                    "environment" => hook.environment = self.list_or_dict(n, &fp, true),
+                    _ => unreachable!("listed in HOOK_KEYS"),
+                }
+            }
+            if !has_command {
+                self.err(item.mark, &p, "a hook needs `command:`")
+                    .hint(HOOK_COMMAND_HINT);
+            }
+            for (k, v) in &hook.environment {
+                if let Some(v) = v {
+                    self.masker.observe(k, v);
+                }
+            }
+            if !hook.command.is_empty() {
+                out.push(hook);
+            }
+        }
+        out
     }
 
     fn env_files(&mut self, node: &Node, path: &str) -> Vec<(PathBuf, bool, Mark, String)> {
@@ -3330,6 +3394,36 @@ pub(crate) fn normalize_path(p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hooks as Compose reads them: a string command split into words,
+    /// interpolated; environment as a list or a map (`- NAME` stays without
+    /// a value); booleans as strings. Their secret values are masked.
+    #[test]
+    fn lifecycle_hooks() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("compose.yaml"),
+            "name: s\nservices:\n  a:\n    image: busybox\n    post_start:\n      - command: echo \"hi there\" ${TAG}\n        user: root\n        privileged: \"true\"\n        working_dir: /tmp\n        environment: [A=b, C]\n    pre_stop:\n      - command: [sh, -c, \"echo bye\"]\n        environment: {API_TOKEN: tok-canary-1}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(".env"), "TAG=v1\nC=not-used\n").unwrap();
+        let layout = crate::source::discover(dir.path()).unwrap();
+        let desired =
+            crate::spec::load(&layout, &crate::source::LocalFs, &Default::default(), &[]).unwrap();
+        let a = &desired.stacks[0].services["a"];
+        assert_eq!(
+            a.post_start,
+            vec![Hook {
+                command: vec!["echo".into(), "hi there".into(), "v1".into()],
+                user: Some("root".into()),
+                privileged: true,
+                working_dir: Some("/tmp".into()),
+                environment: BTreeMap::from([("A".into(), Some("b".into())), ("C".into(), None)]),
+            }]
+        );
+        assert_eq!(a.pre_stop[0].command, ["sh", "-c", "echo bye"]);
+        assert_eq!(desired.masker.mask("got tok-canary-1"), "got ********");
+    }
 
     #[test]
     fn short_ports() {

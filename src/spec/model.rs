@@ -217,6 +217,12 @@ pub struct Service {
     pub platform: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<Port>,
+    /// Commands run in each container right after plimsoll starts it, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub post_start: Vec<Hook>,
+    /// Commands run in a running container before plimsoll stops it, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pre_stop: Vec<Hook>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub privileged: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -328,6 +334,24 @@ impl Service {
                 Some(PullPolicy::Always) | Some(PullPolicy::Never)
             )
     }
+}
+
+/// A lifecycle hook (`post_start`, `pre_stop`): a command run inside the
+/// container through the engine's exec API.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
+pub struct Hook {
+    /// The command and its arguments (a string is split into words, as for `command:`).
+    pub command: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Variables set for the command; `None` for a `- NAME` entry (passed as
+    /// `NAME`, not looked up in the project environment, as in Compose).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment: BTreeMap<String, Option<String>>,
 }
 
 /// `build:` in long form, as `docker compose config` prints it.

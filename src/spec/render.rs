@@ -117,6 +117,30 @@ mod tests {
         assert_eq!(masker.mask("x:canary-pass-123@db"), "x:********@db");
     }
 
+    /// Hooks load back from a stored revision (a rollback runs them too),
+    /// their secret values still secret.
+    #[test]
+    fn stored_stacks_keep_hooks() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("compose.yaml"),
+            "name: s\nservices:\n  a:\n    image: busybox\n    post_start:\n      - command: echo $$HOME\n        environment: [DB_PASSWORD=canary-pass-123]\n    pre_stop:\n      - command: [\"true\"]\n        privileged: true\n",
+        )
+        .unwrap();
+        let layout = crate::source::discover(dir.path()).unwrap();
+        let desired = crate::spec::load(&layout, &LocalFs, &Default::default(), &[]).unwrap();
+        let stack = &desired.stacks[0];
+        let (back, masker) =
+            crate::spec::load_stored(&to_stored(stack, &desired.masker), &LocalFs).unwrap();
+        assert_eq!(
+            back.services["a"].post_start,
+            stack.services["a"].post_start
+        );
+        assert_eq!(back.services["a"].pre_stop, stack.services["a"].pre_stop);
+        assert_eq!(back.services["a"].post_start[0].command, ["echo", "$HOME"]);
+        assert_eq!(masker.mask("canary-pass-123"), "********");
+    }
+
     /// A stored revision holds seccomp profiles inline, so it loads (and
     /// gives the same containers) without the profile file.
     #[test]

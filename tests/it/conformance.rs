@@ -229,6 +229,7 @@ cases! {
     build => "build",
     replicas => "replicas",
     devices_blkio => "devices-blkio",
+    lifecycle_hooks => "lifecycle-hooks",
 }
 
 #[test]

@@ -6,7 +6,9 @@
 //! the engine holds what the file says; a second reconcile is a no-op; a
 //! changed key recreates only its service; drift by `docker update` is named
 //! and repaired, and a service that shares the replaced container's network
-//! stack follows it.
+//! stack follows it. Lifecycle hooks run in the container with their own
+//! user, directory and environment: `post_start` after a start (a failing
+//! one rolls a replacement back), `pre_stop` before a replaced container stops.
 //!
 //! Values avoid what this kind of CI host refuses: a negative
 //! `oom_score_adj` (not permitted inside the CI container), real-time CPU
@@ -499,6 +501,210 @@ fn replicas_scale_up_down_and_roll_one_at_a_time() {
     s.set_compose(&replicated("scale: 0", "2", true));
     s.apply().expect(0);
     assert!(web_replicas(&s).is_empty());
+    s.dry_run().expect(0);
+}
+
+/// A service with `post_start` hooks: `v` goes into the first hook's
+/// environment, `fail` makes the second hook fail after printing a secret.
+fn hooked(v: &str, fail: bool) -> String {
+    let second = if fail {
+        r#"["sh", "-c", "echo about to fail with $$API_TOKEN; exit 3"]"#
+    } else {
+        r#"["sh", "-c", "cat /tmp/hook-out > /tmp/second"]"#
+    };
+    format!(
+        r#"services:
+  web:
+    image: plimsoll-example/busybox:1
+    command: ["sleep", "3600"]
+    stop_signal: SIGKILL
+    user: "1000"
+    environment:
+      VERSION: "{v}"
+    post_start:
+      - command: sh -c 'echo "$$GREETING from $$(pwd) as $$(id -u)" > /tmp/hook-out'
+        user: root
+        working_dir: /etc
+        environment:
+          GREETING: hello-{v}
+      - command: {second}
+        environment:
+          API_TOKEN: tok-hook-canary-123
+"#
+    )
+}
+
+#[test]
+fn post_start_hooks_run_with_their_settings_and_converge() {
+    let s = KeysStack::new("hooks");
+    s.set_compose(&hooked("1", false));
+    s.apply().expect(0);
+    let web = s.container("web");
+    // The first hook ran as root in /etc with its variable; the second after it.
+    assert_eq!(
+        docker(&["exec", &web, "cat", "/tmp/hook-out"]),
+        "hello-1 from /etc as 0"
+    );
+    assert_eq!(
+        docker(&["exec", &web, "cat", "/tmp/second"]),
+        "hello-1 from /etc as 0"
+    );
+    // The container itself runs as the service's user; hooks leave no trace in its config.
+    assert_eq!(s.inspect("web", "{{.Config.User}}"), "1000");
+    s.dry_run().expect(0);
+
+    // A changed hook replaces the container, and the plan says why.
+    let before = s.ids()[&web].clone();
+    s.set_compose(&hooked("1", false).replace("hello-1", "hello-2"));
+    let plan = s.dry_run();
+    plan.expect(2);
+    assert!(plan.stdout.contains("post_start hooks changed"), "{plan}");
+    assert!(!plan.stdout.contains("settings changed in git"), "{plan}");
+    s.apply().expect(0);
+    assert_ne!(s.ids()[&web], before);
+    assert_eq!(
+        docker(&["exec", &web, "cat", "/tmp/hook-out"]),
+        "hello-2 from /etc as 0"
+    );
+    s.dry_run().expect(0);
+}
+
+#[test]
+fn failing_post_start_hook_rolls_back_to_the_old_container() {
+    let s = KeysStack::new("hookfail");
+    s.set_compose(&hooked("1", false));
+    s.apply().expect(0);
+    let web = s.container("web");
+    let old = s.ids()[&web].clone();
+
+    s.set_compose(&hooked("2", true));
+    let run = s.apply();
+    run.expect(1);
+    let all = run.all();
+    assert!(
+        all.contains("post_start[1] hook exited with code 3"),
+        "{run}"
+    );
+    assert!(all.contains("about to fail with ********"), "{run}");
+    assert!(!all.contains("tok-hook-canary-123"), "{run}");
+    assert!(all.contains("rolled back"), "{run}");
+    // The old container serves again under its name; the new one is gone.
+    let ids = s.ids();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(ids[&web], old);
+    assert_eq!(s.inspect("web", "{{.State.Status}}"), "running");
+    assert!(
+        s.inspect("web", "{{range .Config.Env}}{{.}} {{end}}")
+            .contains("VERSION=1")
+    );
+}
+
+/// `pre_stop` writes to a bind-mounted host directory; `tail` is appended to
+/// the service's settings (a change that replaces the container).
+fn pre_stopping(out: &Path, version: &str, hook: &str) -> String {
+    format!(
+        r#"services:
+  web:
+    image: plimsoll-example/busybox:1
+    command: ["sleep", "3600"]
+    stop_signal: SIGKILL
+    environment:
+      VERSION: "{version}"
+    volumes:
+      - {}:/out
+    pre_stop:
+      - command: {hook}
+"#,
+        out.display()
+    )
+}
+
+#[test]
+fn pre_stop_hooks_run_before_a_replacement_stops_the_old_container() {
+    let s = KeysStack::new("prestop");
+    let out = temp_dir("plimsoll-it-prestop-");
+    let hook = r#"["sh", "-c", "echo stopping $$VERSION >> /out/stopped"]"#;
+    s.set_compose(&pre_stopping(out.path(), "1", hook));
+    s.apply().expect(0);
+    assert!(!out.path().join("stopped").exists());
+    s.dry_run().expect(0);
+
+    // The old container ran the hook (with its own environment) before it stopped.
+    s.set_compose(&pre_stopping(out.path(), "2", hook));
+    s.apply().expect(0);
+    let written = std::fs::read_to_string(out.path().join("stopped")).expect("the hook's file");
+    assert_eq!(written, "stopping 1\n");
+
+    // A failing pre_stop hook is a warning: the replacement goes on.
+    let failing = r#"["sh", "-c", "echo cannot flush; exit 5"]"#;
+    s.set_compose(&pre_stopping(out.path(), "3", failing));
+    let run = s.apply();
+    run.expect(0);
+    assert!(
+        run.stderr.contains("pre_stop[0] hook exited with code 5"),
+        "{run}"
+    );
+    assert!(
+        run.stderr.contains("stopping the container anyway"),
+        "{run}"
+    );
+    assert!(
+        s.inspect("web", "{{range .Config.Env}}{{.}} {{end}}")
+            .contains("VERSION=3")
+    );
+    s.dry_run().expect(0);
+}
+
+#[test]
+fn failing_post_start_hook_on_create_stops_the_container_for_the_next_apply() {
+    let s = KeysStack::new("hookcreate");
+    s.set_compose(&hooked("1", true));
+    let run = s.apply();
+    run.expect(1);
+    assert!(
+        run.all().contains("post_start[1] hook exited with code 3"),
+        "{run}"
+    );
+    assert!(run.all().contains("stopped again"), "{run}");
+    assert_eq!(s.inspect("web", "{{.State.Running}}"), "false");
+    // The next apply starts it and runs the hooks again.
+    let path = s.path().display().to_string();
+    let plan = s.plimsoll(&["reconcile", &path, "--dry-run", "--format", "json"]);
+    plan.expect(2);
+    assert_eq!(
+        crate::support::plan_actions(&plan.plan_json()),
+        vec![("start".to_string(), "web".to_string())]
+    );
+    s.set_compose(&hooked("1", false));
+    s.apply().expect(0);
+    assert_eq!(
+        docker(&["exec", &s.container("web"), "cat", "/tmp/second"]),
+        "hello-1 from /etc as 0"
+    );
+}
+
+#[test]
+fn pre_stop_hooks_run_before_a_scale_down() {
+    let s = KeysStack::new("prestopscale");
+    let out = temp_dir("plimsoll-it-prestop-");
+    let hook = r#"["sh", "-c", "touch /out/$$HOSTNAME"]"#;
+    let yaml = |scale: u32| {
+        pre_stopping(out.path(), "1", hook).replace(
+            "    stop_signal: SIGKILL\n",
+            &format!("    stop_signal: SIGKILL\n    scale: {scale}\n"),
+        )
+    };
+    s.set_compose(&yaml(2));
+    s.apply().expect(0);
+    let second = format!("{}-web-2", s.name);
+    let short = s.ids()[&second][..12].to_string();
+    s.set_compose(&yaml(1));
+    s.apply().expect(0);
+    let written: Vec<String> = std::fs::read_dir(out.path())
+        .expect("the hook's directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(written, vec![short]);
     s.dry_run().expect(0);
 }
 

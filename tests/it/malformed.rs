@@ -595,6 +595,37 @@ fn pull_policy_refresh_without_a_period() {
     );
 }
 
+#[test]
+fn hook_without_command() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    post_start:\n      - user: root\n    pre_stop:\n      - command: []\n";
+    compose(
+        "hook_without_command",
+        yaml,
+        &[
+            "shop/compose.yaml:5:9: services.web.post_start[0]:",
+            "a hook needs `command:`",
+            "shop/compose.yaml:7:18: services.web.pre_stop[0].command:",
+            "the hook's command is empty",
+        ],
+    );
+}
+
+#[test]
+fn hook_unknown_key_and_bad_values() {
+    let yaml = "services:\n  web:\n    image: nginx:1.27\n    post_start:\n      - command: echo hi\n        workdir: /tmp\n        privileged: maybe\n      - echo hi\n    pre_stop:\n      command: [echo, bye]\n";
+    compose(
+        "hook_unknown_key_and_bad_values",
+        yaml,
+        &[
+            "shop/compose.yaml:6:9: services.web.post_start[0].workdir:",
+            "did you mean `working_dir`?",
+            "shop/compose.yaml:7:21: services.web.post_start[0].privileged:",
+            "shop/compose.yaml:8:9: services.web.post_start[1]:",
+            "shop/compose.yaml:10:7: services.web.pre_stop:",
+        ],
+    );
+}
+
 // -- namespaces, devices, limits, links (the remaining Compose service keys) --
 
 #[test]
