@@ -70,7 +70,9 @@ impl Observed<'_> {
 /// moved in the registry is followed: `always` images (when `always` is
 /// set: for a new revision), and `daily`/`weekly`/`every_<duration>` images
 /// whose copy on the host was pulled longer ago than their period. Images
-/// that are not on the host are left to the plan. Returns what was pulled.
+/// that are not on the host are left to the plan. A failed `always` pull is
+/// an error; a failed refresh is a warning (the copy on the host stays in
+/// use, and the next cycle tries again). Returns what was pulled.
 pub async fn pull_first(
     engine: &Engine,
     desired: &Desired,
@@ -78,7 +80,7 @@ pub async fn pull_first(
     progress: &dyn crate::events::Progress,
 ) -> Result<Vec<String>, String> {
     let now = jiff::Timestamp::now();
-    let mut due: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut due: BTreeMap<&str, &PullPolicy> = BTreeMap::new();
     let services = desired.stacks.iter().flat_map(|s| s.services.values());
     for svc in services.filter(|s| !s.builds()) {
         let (Some(image), Some(policy)) = (svc.image.as_deref(), &svc.pull_policy) else {
@@ -95,16 +97,28 @@ pub async fn pull_first(
             }
             _ => false,
         };
-        if pull {
-            due.insert(image, policy.as_str());
+        if pull && due.get(image) != Some(&&PullPolicy::Always) {
+            due.insert(image, policy);
         }
     }
-    for (image, policy) in &due {
-        crate::apply::pull(engine, image, progress)
-            .await
-            .map_err(|e| format!("pulling {image} (pull_policy: {policy}) failed: {e}"))?;
+    let mut pulled = Vec::new();
+    for (image, policy) in due {
+        match crate::apply::pull(engine, image, progress).await {
+            Ok(()) => pulled.push(image.to_string()),
+            Err(e) if *policy == PullPolicy::Always => {
+                return Err(format!("pulling {image} (pull_policy: always) failed: {e}"));
+            }
+            Err(e) => progress.step(
+                image,
+                &format!(
+                    "pulling again (pull_policy: {}) failed: {e}; the copy on this host stays in use",
+                    policy.as_str()
+                ),
+                crate::events::Outcome::Warning,
+            ),
+        }
     }
-    Ok(due.into_keys().map(String::from).collect())
+    Ok(pulled)
 }
 
 /// Whether an image pulled at `pulled` is due again after `period`.

@@ -258,10 +258,17 @@ impl Registry {
     }
 }
 
-impl Drop for Registry {
-    fn drop(&mut self) {
+impl Registry {
+    /// Stops the server (it is unreachable from then on); cleanup stays for drop.
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
         // Untag every local reference into this registry (tags, and digests
         // left when a pull moved a tag away), then remove the variants.
         let out = docker_output(&[
@@ -774,5 +781,19 @@ fn pull_policy_every_pulls_again_only_once_the_copy_is_older_than_its_period() {
     let (after, runs, running) = container_info(&stack.container("web")).unwrap();
     assert_ne!(before, after, "web was not recreated");
     assert_eq!(runs, b, "web does not run the refreshed image");
+    assert!(running);
+
+    // With the registry gone, a due refresh is a warning: the copy here stays.
+    reg.stop();
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = stack.reconcile(&reg.docker_config, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    assert!(
+        both(&out).contains("the copy on this host stays in use"),
+        "no warning: {}",
+        both(&out)
+    );
+    let (kept, runs, running) = container_info(&stack.container("web")).unwrap();
+    assert_eq!((kept, runs), (after, b));
     assert!(running);
 }
