@@ -19,8 +19,8 @@ use bollard::models::{
     ContainerCreateBody, DeviceMapping, EndpointIpamConfig, EndpointSettings, HealthConfig,
     HostConfig, HostConfigLogConfig, Ipam, IpamConfig, Mount, MountBindOptions, MountTmpfsOptions,
     MountType as EngineMountType, MountVolumeOptions, NetworkConnectRequest, NetworkCreateRequest,
-    NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
-    VolumeCreateRequest,
+    NetworkDisconnectRequest, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy,
+    RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder,
@@ -97,6 +97,9 @@ struct Ctx<'a> {
     live: &'a Live,
     progress: &'a dyn Progress,
     cancel: &'a Cancel,
+    /// Networks the plan recreates: a kept old container put back is
+    /// connected to the new one.
+    renewed: BTreeSet<String>,
 }
 
 /// Asks a running apply to stop: the current step finishes, a replacement
@@ -130,6 +133,12 @@ pub async fn apply(
         live,
         progress,
         cancel,
+        renewed: plan
+            .actions
+            .iter()
+            .filter(|a| a.action == ActionKind::RecreateNetwork)
+            .map(|a| a.target.clone())
+            .collect(),
     };
     let mut report = Report::default();
     let mut failures: Vec<String> = plan
@@ -170,6 +179,7 @@ pub async fn apply(
                 r
             }
             (ActionKind::CreateNetwork, Some(s)) => cx.create_network(s, &a.target).await,
+            (ActionKind::RecreateNetwork, Some(s)) => cx.recreate_network(s, &a.target).await,
             (ActionKind::CreateVolume, Some(s)) => cx.create_volume(s, &a.target).await,
             (ActionKind::PullImage, _) => {
                 // The platform a service of this stack asks for, if any.
@@ -426,6 +436,109 @@ impl Ctx<'_> {
                 Err(m)
             }
         }
+    }
+
+    /// Recreates a network whose settings changed in git (the engine cannot
+    /// change them in place, nor remove a network with endpoints): every
+    /// container attached is disconnected (only plimsoll's; labels re-read),
+    /// the network removed and created as git says. The attached services
+    /// are recreated in their waves; until then they are off this network.
+    async fn recreate_network(&self, stack: &Stack, name: &str) -> Result<(), String> {
+        let subject = Self::subject(stack, &format!("network {name}"));
+        let docker = &self.engine.docker;
+        let net = docker
+            .inspect_network(name, None)
+            .await
+            .map_err(engine_msg)?;
+        if net.labels.unwrap_or_default().get(labels::STACK) != Some(&stack.name) {
+            return Err(format!(
+                "refusing to recreate network {name}: it does not carry plimsoll's labels for stack {}",
+                stack.name
+            ));
+        }
+        // Running containers have endpoints; stopped ones only name the
+        // network in their settings, as the snapshot saw them.
+        let mut attached: BTreeSet<String> = net
+            .containers
+            .unwrap_or_default()
+            .into_values()
+            .filter_map(|c| c.name)
+            .collect();
+        if let Some(seen) = self.live.networks.get(name) {
+            attached.extend(seen.attached.iter().cloned());
+        }
+        self.progress.step(
+            &subject,
+            &format!("recreating: disconnecting {} containers", attached.len()),
+            Outcome::Working,
+        );
+        for container in &attached {
+            let c = match docker.inspect_container(container, None).await {
+                Ok(c) => c,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => continue,
+                Err(e) => return Err(engine_msg(e)),
+            };
+            let ours = c
+                .config
+                .and_then(|c| c.labels)
+                .is_some_and(|l| l.contains_key(labels::STACK));
+            if !ours {
+                return Err(format!(
+                    "refusing to recreate network {name}: {container} is attached and was not created by plimsoll; disconnect it (docker network disconnect {name} {container})"
+                ));
+            }
+            let connected = c
+                .network_settings
+                .and_then(|n| n.networks)
+                .is_some_and(|n| n.contains_key(name));
+            if !connected {
+                continue;
+            }
+            let req = NetworkDisconnectRequest {
+                container: container.clone(),
+                force: Some(true),
+            };
+            docker
+                .disconnect_network(name, req)
+                .await
+                .map_err(|e| format!("disconnecting {container}: {}", engine_msg(e)))?;
+            fault_point();
+        }
+        self.progress
+            .step(&subject, "recreating: removing", Outcome::Working);
+        docker.remove_network(name).await.map_err(engine_msg)?;
+        fault_point();
+        self.create_network(stack, name).await
+    }
+
+    /// Connects a kept old container that was put back to the networks
+    /// recreated under it, with the aliases it had.
+    async fn reconnect(&self, old: &LiveContainer) -> Result<(), String> {
+        for (net, aliases) in old
+            .config
+            .networks
+            .iter()
+            .filter(|(n, _)| self.renewed.contains(*n))
+        {
+            let req = NetworkConnectRequest {
+                container: old.id.clone(),
+                endpoint_config: Some(EndpointSettings {
+                    aliases: Some(aliases.iter().cloned().collect()),
+                    links: (!old.config.links.is_empty())
+                        .then(|| old.config.links.iter().cloned().collect()),
+                    ..Default::default()
+                }),
+            };
+            self.engine
+                .docker
+                .connect_network(net, req)
+                .await
+                .map_err(|e| format!("connecting to network {net}: {}", engine_msg(e)))?;
+            fault_point();
+        }
+        Ok(())
     }
 
     async fn create_volume(&self, stack: &Stack, name: &str) -> Result<(), String> {
@@ -1067,7 +1180,15 @@ impl Ctx<'_> {
                     "new container failed: rolling back",
                     Outcome::Working,
                 );
-                match restore(docker, &name, &old.id, old_was_running).await {
+                let restored = match restore(docker, &name, &old.id, old_was_running).await {
+                    Ok(()) => self.reconnect(&old).await.map_err(|e| {
+                        format!(
+                            "the old container runs again as {name}, but {e}; reconcile again to replace it"
+                        )
+                    }),
+                    Err(e) => Err(e),
+                };
+                match restored {
                     Ok(()) => Err(ServiceFailure {
                         message: format!(
                             "{why}\n    rolled back: the old container runs again as {name}"

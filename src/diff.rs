@@ -20,6 +20,8 @@ use sha2::{Digest, Sha256};
 use crate::spec::model::{Bytes, MountType, RestartPolicy, Service, Stack, Ulimit};
 use crate::spec::secrets::Masker;
 
+pub mod network;
+
 /// Labels plimsoll puts on everything it creates.
 pub mod labels {
     pub const STACK: &str = "io.plimsoll.stack";
