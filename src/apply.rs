@@ -1,6 +1,8 @@
 //! Applying a plan to the engine: networks and volumes first, then images,
 //! then services wave by wave in dependency order (services of one wave in
-//! parallel), each behind its dependencies' gates.
+//! parallel), each behind its dependencies' gates. A network whose settings
+//! changed is recreated before the waves (its containers disconnected
+//! first); the services on it are replaced in their waves.
 //!
 //! A recreate keeps the old container until the new one passes its gate:
 //! the old one is stopped and renamed `<name>-plimsoll-old`, the new one is
@@ -97,8 +99,8 @@ struct Ctx<'a> {
     live: &'a Live,
     progress: &'a dyn Progress,
     cancel: &'a Cancel,
-    /// Networks the plan recreates: a kept old container put back is
-    /// connected to the new one.
+    /// Networks the plan recreates: containers a failed service keeps are
+    /// connected to the new ones.
     renewed: BTreeSet<String>,
 }
 
@@ -469,7 +471,11 @@ impl Ctx<'_> {
         }
         self.progress.step(
             &subject,
-            &format!("recreating: disconnecting {} containers", attached.len()),
+            &format!(
+                "recreating: disconnecting {} container{}",
+                attached.len(),
+                if attached.len() == 1 { "" } else { "s" }
+            ),
             Outcome::Working,
         );
         for container in &attached {
@@ -511,34 +517,6 @@ impl Ctx<'_> {
         docker.remove_network(name).await.map_err(engine_msg)?;
         fault_point();
         self.create_network(stack, name).await
-    }
-
-    /// Connects a kept old container that was put back to the networks
-    /// recreated under it, with the aliases it had.
-    async fn reconnect(&self, old: &LiveContainer) -> Result<(), String> {
-        for (net, aliases) in old
-            .config
-            .networks
-            .iter()
-            .filter(|(n, _)| self.renewed.contains(*n))
-        {
-            let req = NetworkConnectRequest {
-                container: old.id.clone(),
-                endpoint_config: Some(EndpointSettings {
-                    aliases: Some(aliases.iter().cloned().collect()),
-                    links: (!old.config.links.is_empty())
-                        .then(|| old.config.links.iter().cloned().collect()),
-                    ..Default::default()
-                }),
-            };
-            self.engine
-                .docker
-                .connect_network(net, req)
-                .await
-                .map_err(|e| format!("connecting to network {net}: {}", engine_msg(e)))?;
-            fault_point();
-        }
-        Ok(())
     }
 
     async fn create_volume(&self, stack: &Stack, name: &str) -> Result<(), String> {
@@ -712,7 +690,87 @@ impl Ctx<'_> {
         }
     }
 
+    /// Runs a service's actions; when they fail, the containers the service
+    /// keeps (rolled back, or not reached) are connected again to the
+    /// networks recreated under them, so it is not left cut off.
     async fn run_service(
+        &self,
+        stack: &Stack,
+        graph: &StackGraph,
+        service: &str,
+        actions: &[&Action],
+        failed: &BTreeSet<String>,
+    ) -> Result<(), ServiceFailure> {
+        let mut r = self
+            .run_actions(stack, graph, service, actions, failed)
+            .await;
+        if let Err(f) = &mut r
+            && let Err(e) = self.reattach(stack, service).await
+        {
+            f.message = format!("{}\n    {e}", f.message);
+        }
+        r
+    }
+
+    /// Connects the containers of a service that are still there to the
+    /// networks recreated under them, with the aliases they had; those
+    /// already connected (replacements) are left as they are.
+    async fn reattach(&self, stack: &Stack, service: &str) -> Result<(), String> {
+        let docker = &self.engine.docker;
+        for old in self
+            .live
+            .containers
+            .iter()
+            .filter(|c| c.stack == stack.name && c.service == service)
+        {
+            let lost: Vec<(&String, &BTreeSet<String>)> = old
+                .config
+                .networks
+                .iter()
+                .filter(|(n, _)| self.renewed.contains(*n))
+                .collect();
+            if lost.is_empty() {
+                continue;
+            }
+            let now = match docker.inspect_container(&old.id, None).await {
+                Ok(c) => c,
+                // Replaced: its successor is on the new network.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => continue,
+                Err(e) => return Err(engine_msg(e)),
+            };
+            let connected = now
+                .network_settings
+                .and_then(|n| n.networks)
+                .unwrap_or_default();
+            for (net, aliases) in lost
+                .into_iter()
+                .filter(|(n, _)| !connected.contains_key(*n))
+            {
+                let req = NetworkConnectRequest {
+                    container: old.id.clone(),
+                    endpoint_config: Some(EndpointSettings {
+                        aliases: Some(aliases.iter().cloned().collect()),
+                        links: (!old.config.links.is_empty())
+                            .then(|| old.config.links.iter().cloned().collect()),
+                        ..Default::default()
+                    }),
+                };
+                docker.connect_network(net, req).await.map_err(|e| {
+                    format!(
+                        "connecting {} to the recreated network {net} failed: {}; it is off that network until the next reconcile replaces it",
+                        old.name.trim_end_matches(OLD_SUFFIX),
+                        engine_msg(e)
+                    )
+                })?;
+                fault_point();
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_actions(
         &self,
         stack: &Stack,
         graph: &StackGraph,
@@ -1180,15 +1238,7 @@ impl Ctx<'_> {
                     "new container failed: rolling back",
                     Outcome::Working,
                 );
-                let restored = match restore(docker, &name, &old.id, old_was_running).await {
-                    Ok(()) => self.reconnect(&old).await.map_err(|e| {
-                        format!(
-                            "the old container runs again as {name}, but {e}; reconcile again to replace it"
-                        )
-                    }),
-                    Err(e) => Err(e),
-                };
-                match restored {
+                match restore(docker, &name, &old.id, old_was_running).await {
                     Ok(()) => Err(ServiceFailure {
                         message: format!(
                             "{why}\n    rolled back: the old container runs again as {name}"

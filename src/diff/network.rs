@@ -51,6 +51,20 @@ fn pool_key(index: usize, what: &str) -> String {
     }
 }
 
+/// An address or `address/prefix` as the engine writes it (`FD00:0001::/64`
+/// is `fd00:1::/64`); anything that does not parse stays as it is.
+fn canonical(addr: &str) -> String {
+    let (ip, prefix) = match addr.split_once('/') {
+        Some((ip, prefix)) => (ip, Some(prefix)),
+        None => (addr, None),
+    };
+    match (ip.parse::<std::net::IpAddr>(), prefix) {
+        (Ok(ip), Some(prefix)) => format!("{ip}/{prefix}"),
+        (Ok(ip), None) => ip.to_string(),
+        (Err(_), _) => addr.to_string(),
+    }
+}
+
 fn is_ipv6(subnet: &str) -> bool {
     subnet.contains(':')
 }
@@ -62,8 +76,10 @@ fn pair_pools(declared: &[IpamPool], live: &[IpamPool]) -> Vec<Option<usize>> {
     let mut pairs: Vec<Option<usize>> = declared
         .iter()
         .map(|d| {
-            let i = (0..live.len())
-                .find(|&i| !used[i] && d.subnet.is_some() && live[i].subnet == d.subnet)?;
+            let subnet = d.subnet.as_deref().map(canonical)?;
+            let i = (0..live.len()).find(|&i| {
+                !used[i] && live[i].subnet.as_deref().map(canonical).as_ref() == Some(&subnet)
+            })?;
             used[i] = true;
             Some(i)
         })
@@ -95,18 +111,21 @@ fn pool_fields(
     if shape.subnet.is_some()
         && let Some(s) = &pool.subnet
     {
-        out.insert(pool_key(index, "subnet"), s.clone());
+        out.insert(pool_key(index, "subnet"), canonical(s));
     }
     if shape.gateway.is_some()
         && let Some(g) = &pool.gateway
     {
-        out.insert(pool_key(index, "gateway"), g.clone());
+        out.insert(pool_key(index, "gateway"), canonical(g));
     }
     if let Some(r) = &pool.ip_range {
-        out.insert(pool_key(index, "ip range"), r.clone());
+        out.insert(pool_key(index, "ip range"), canonical(r));
     }
     for (host, ip) in &pool.aux_addresses {
-        out.insert(pool_key(index, &format!("aux address {host}")), ip.clone());
+        out.insert(
+            pool_key(index, &format!("aux address {host}")),
+            canonical(ip),
+        );
     }
 }
 
@@ -185,7 +204,15 @@ pub fn live_fields(live: &NetworkConfig, declared: &Network) -> BTreeMap<String,
                     pool_fields(&mut out, i, l, Some(d));
                 }
             }
-            let extra = (0..live.ipam.config.len()).filter(|p| !pairs.contains(&Some(*p)));
+            // A pool of a family git declares none of is the engine's (an
+            // IPv6 pool it assigns for `enable_ipv6`); others were removed from git.
+            let declared_family = |l: &IpamPool| {
+                ipam.config
+                    .iter()
+                    .any(|d| d.subnet.as_deref().map(is_ipv6) == l.subnet.as_deref().map(is_ipv6))
+            };
+            let extra = (0..live.ipam.config.len())
+                .filter(|p| !pairs.contains(&Some(*p)) && declared_family(&live.ipam.config[*p]));
             for (i, p) in (ipam.config.len()..).zip(extra) {
                 pool_fields(&mut out, i, &live.ipam.config[p], None);
             }
@@ -361,11 +388,22 @@ mod tests {
             ["ipam pool 2 subnet fd00:1::/64 → fd00:2::/64"]
         );
         // A pool dropped from git, and one added.
-        let one = net(Some("10.1.0.0/24"));
-        assert_eq!(reasons(&one, &live), ["ipam pool 2 subnet removed"]);
+        let mut one = net(Some("10.1.0.0/24"));
+        let mut v4 = live.clone();
+        v4.ipam.config.push(pool("10.9.0.0/24"));
+        assert_eq!(reasons(&one, &v4), ["ipam pool 2 subnet removed"]);
         assert_eq!(
             reasons(&two, &engine(&one)),
             ["ipam pool 2 subnet added: fd00:1::/64"]
         );
+        // IPv6 spelled otherwise is the same subnet.
+        let mut spelled = two.clone();
+        spelled.ipam.as_mut().unwrap().config[1].subnet = Some("FD00:0001:0::/64".into());
+        assert_eq!(reasons(&spelled, &live), Vec::<String>::new());
+        // The IPv6 pool the engine assigns for `enable_ipv6` is its own.
+        one.enable_ipv6 = Some(true);
+        let mut assigned = engine(&one);
+        assigned.ipam.config.push(pool("fd8e:17::/64"));
+        assert_eq!(reasons(&one, &assigned), Vec::<String>::new());
     }
 }

@@ -508,7 +508,8 @@ fn replicas_scale_up_down_and_roll_one_at_a_time() {
 }
 
 /// A stack whose `web` (health-checked: healthy when `OK` is 1) and `client`
-/// are on network `back` with `subnet`; `apart` is on the default network.
+/// (waits for `web` to be healthy) are on network `back` with `subnet`;
+/// `apart` is on the default network.
 fn networked(subnet: &str, internal: bool, ok: &str) -> String {
     format!(
         r#"services:
@@ -531,6 +532,9 @@ fn networked(subnet: &str, internal: bool, ok: &str) -> String {
     command: ["sleep", "3600"]
     stop_signal: SIGKILL
     networks: [back]
+    depends_on:
+      web:
+        condition: service_healthy
   apart:
     image: plimsoll-example/busybox:1
     command: ["sleep", "3600"]
@@ -699,21 +703,24 @@ fn a_rolled_back_replacement_is_connected_to_the_recreated_network() {
     let ((old_subnet, _), (new_subnet, new_prefix)) = (subnet(216), subnet(217));
     s.set_compose(&networked(&old_subnet, false, "1"));
     s.apply().expect(0);
-    let web = s.container("web");
-    let old_web = s.ids()[&web].clone();
+    let before = s.ids();
 
-    // The new subnet, and a `web` that never turns healthy: it is rolled back.
+    // The new subnet, and a `web` that never turns healthy: it is rolled
+    // back, and `client`, which waits for it, is not touched.
     s.set_compose(&networked(&new_subnet, false, "0"));
     let run = s.apply();
     run.expect(1);
     assert!(run.all().contains("rolled back"), "{run}");
+    assert!(run.all().contains("dependency web failed"), "{run}");
     assert_eq!(s.back(), format!("false {new_subnet}"));
-    // The old container serves again, on the new network, under its alias.
-    assert_eq!(s.ids()[&web], old_web);
-    assert_eq!(s.inspect("web", "{{.State.Status}}"), "running");
-    let on = s.on_back(&web);
-    assert!(on.starts_with(&new_prefix), "{on}");
-    assert!(on.contains("\"web\""), "{on}");
+    // Both old containers serve again, on the new network, under their aliases.
+    assert_eq!(s.ids(), before);
+    for svc in ["web", "client"] {
+        assert_eq!(s.inspect(svc, "{{.State.Status}}"), "running", "{svc}");
+        let on = s.on_back(&s.container(svc));
+        assert!(on.starts_with(&new_prefix), "{svc}: {on}");
+        assert!(on.contains(&format!("\"{svc}\"")), "{svc}: {on}");
+    }
     let ping = docker_output(&["exec", &s.container("client"), "ping", "-c1", "-W2", "web"]);
     assert!(
         ping.status.success(),

@@ -22,7 +22,8 @@
 //!   namespace), one agent per host: each engine runs exactly its stacks; a moved stack moves.
 //! - `images`: the offline test images (busybox, PostgreSQL) really work on the engine.
 //! - `keys`: the remaining Compose service keys (namespaces, devices, sysctls, DNS, legacy
-//!   limits, links, volumes_from, ipam) applied, held, kept in sync and repaired on the engine.
+//!   limits, links, volumes_from, ipam) applied, held, kept in sync and repaired on the engine;
+//!   a changed network recreated with the services on it (rolled back, killed half way).
 //! - `malformed`: every malformed input exits 1 naming file, line and key, with a hint.
 //! - `reconcile`: `plimsoll reconcile` and `status` on the real engine: dry-run, ordered
 //!   apply, no-op, drift, conflicts, Compose visibility, secrets, JSON schema, rollback.
