@@ -1,6 +1,8 @@
 //! Applying a plan to the engine: networks and volumes first, then images,
 //! then services wave by wave in dependency order (services of one wave in
-//! parallel), each behind its dependencies' gates.
+//! parallel), each behind its dependencies' gates. A network whose settings
+//! changed is recreated before the waves (its containers disconnected
+//! first); the services on it are replaced in their waves.
 //!
 //! A recreate keeps the old container until the new one passes its gate:
 //! the old one is stopped and renamed `<name>-plimsoll-old`, the new one is
@@ -20,9 +22,9 @@ use bollard::models::{
     ContainerCreateBody, DeviceMapping, DeviceRequest, EndpointIpamConfig, EndpointSettings,
     ExecConfig, HealthConfig, HostConfig, HostConfigLogConfig, Ipam, IpamConfig, Mount,
     MountBindOptions, MountTmpfsOptions, MountType as EngineMountType, MountVolumeOptions,
-    NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
-    ResourcesBlkioWeightDevice, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
-    ThrottleDevice, VolumeCreateRequest,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig,
+    PortBinding, ResourcesBlkioWeightDevice, ResourcesUlimits, RestartPolicy,
+    RestartPolicyNameEnum, ThrottleDevice, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder,
@@ -99,6 +101,9 @@ struct Ctx<'a> {
     live: &'a Live,
     progress: &'a dyn Progress,
     cancel: &'a Cancel,
+    /// Networks the plan recreates: containers a failed service keeps are
+    /// connected to the new ones.
+    renewed: BTreeSet<String>,
 }
 
 /// Asks a running apply to stop: the current step finishes, a replacement
@@ -132,6 +137,12 @@ pub async fn apply(
         live,
         progress,
         cancel,
+        renewed: plan
+            .actions
+            .iter()
+            .filter(|a| a.action == ActionKind::RecreateNetwork)
+            .map(|a| a.target.clone())
+            .collect(),
     };
     let mut report = Report::default();
     let mut failures: Vec<String> = plan
@@ -172,6 +183,7 @@ pub async fn apply(
                 r
             }
             (ActionKind::CreateNetwork, Some(s)) => cx.create_network(s, &a.target).await,
+            (ActionKind::RecreateNetwork, Some(s)) => cx.recreate_network(s, &a.target).await,
             (ActionKind::CreateVolume, Some(s)) => cx.create_volume(s, &a.target).await,
             (ActionKind::PullImage, _) => {
                 // The platform a service of this stack asks for, if any.
@@ -428,6 +440,85 @@ impl Ctx<'_> {
                 Err(m)
             }
         }
+    }
+
+    /// Recreates a network whose settings changed in git (the engine cannot
+    /// change them in place, nor remove a network with endpoints): every
+    /// container attached is disconnected (only plimsoll's; labels re-read),
+    /// the network removed and created as git says. The attached services
+    /// are recreated in their waves; until then they are off this network.
+    async fn recreate_network(&self, stack: &Stack, name: &str) -> Result<(), String> {
+        let subject = Self::subject(stack, &format!("network {name}"));
+        let docker = &self.engine.docker;
+        let net = docker
+            .inspect_network(name, None)
+            .await
+            .map_err(engine_msg)?;
+        if net.labels.unwrap_or_default().get(labels::STACK) != Some(&stack.name) {
+            return Err(format!(
+                "refusing to recreate network {name}: it does not carry plimsoll's labels for stack {}",
+                stack.name
+            ));
+        }
+        // Running containers have endpoints; stopped ones only name the
+        // network in their settings, as the snapshot saw them.
+        let mut attached: BTreeSet<String> = net
+            .containers
+            .unwrap_or_default()
+            .into_values()
+            .filter_map(|c| c.name)
+            .collect();
+        if let Some(seen) = self.live.networks.get(name) {
+            attached.extend(seen.attached.iter().cloned());
+        }
+        self.progress.step(
+            &subject,
+            &format!(
+                "recreating: disconnecting {} container{}",
+                attached.len(),
+                if attached.len() == 1 { "" } else { "s" }
+            ),
+            Outcome::Working,
+        );
+        for container in &attached {
+            let c = match docker.inspect_container(container, None).await {
+                Ok(c) => c,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => continue,
+                Err(e) => return Err(engine_msg(e)),
+            };
+            let ours = c
+                .config
+                .and_then(|c| c.labels)
+                .is_some_and(|l| l.contains_key(labels::STACK));
+            if !ours {
+                return Err(format!(
+                    "refusing to recreate network {name}: {container} is attached and was not created by plimsoll; disconnect it (docker network disconnect {name} {container})"
+                ));
+            }
+            let connected = c
+                .network_settings
+                .and_then(|n| n.networks)
+                .is_some_and(|n| n.contains_key(name));
+            if !connected {
+                continue;
+            }
+            let req = NetworkDisconnectRequest {
+                container: container.clone(),
+                force: Some(true),
+            };
+            docker
+                .disconnect_network(name, req)
+                .await
+                .map_err(|e| format!("disconnecting {container}: {}", engine_msg(e)))?;
+            fault_point();
+        }
+        self.progress
+            .step(&subject, "recreating: removing", Outcome::Working);
+        docker.remove_network(name).await.map_err(engine_msg)?;
+        fault_point();
+        self.create_network(stack, name).await
     }
 
     async fn create_volume(&self, stack: &Stack, name: &str) -> Result<(), String> {
@@ -689,7 +780,87 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Runs a service's actions; when they fail, the containers the service
+    /// keeps (rolled back, or not reached) are connected again to the
+    /// networks recreated under them, so it is not left cut off.
     async fn run_service(
+        &self,
+        stack: &Stack,
+        graph: &StackGraph,
+        service: &str,
+        actions: &[&Action],
+        failed: &BTreeSet<String>,
+    ) -> Result<(), ServiceFailure> {
+        let mut r = self
+            .run_actions(stack, graph, service, actions, failed)
+            .await;
+        if let Err(f) = &mut r
+            && let Err(e) = self.reattach(stack, service).await
+        {
+            f.message = format!("{}\n    {e}", f.message);
+        }
+        r
+    }
+
+    /// Connects the containers of a service that are still there to the
+    /// networks recreated under them, with the aliases they had; those
+    /// already connected (replacements) are left as they are.
+    async fn reattach(&self, stack: &Stack, service: &str) -> Result<(), String> {
+        let docker = &self.engine.docker;
+        for old in self
+            .live
+            .containers
+            .iter()
+            .filter(|c| c.stack == stack.name && c.service == service)
+        {
+            let lost: Vec<(&String, &BTreeSet<String>)> = old
+                .config
+                .networks
+                .iter()
+                .filter(|(n, _)| self.renewed.contains(*n))
+                .collect();
+            if lost.is_empty() {
+                continue;
+            }
+            let now = match docker.inspect_container(&old.id, None).await {
+                Ok(c) => c,
+                // Replaced: its successor is on the new network.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => continue,
+                Err(e) => return Err(engine_msg(e)),
+            };
+            let connected = now
+                .network_settings
+                .and_then(|n| n.networks)
+                .unwrap_or_default();
+            for (net, aliases) in lost
+                .into_iter()
+                .filter(|(n, _)| !connected.contains_key(*n))
+            {
+                let req = NetworkConnectRequest {
+                    container: old.id.clone(),
+                    endpoint_config: Some(EndpointSettings {
+                        aliases: Some(aliases.iter().cloned().collect()),
+                        links: (!old.config.links.is_empty())
+                            .then(|| old.config.links.iter().cloned().collect()),
+                        ..Default::default()
+                    }),
+                };
+                docker.connect_network(net, req).await.map_err(|e| {
+                    format!(
+                        "connecting {} to the recreated network {net} failed: {}; it is off that network until the next reconcile replaces it",
+                        old.name.trim_end_matches(OLD_SUFFIX),
+                        engine_msg(e)
+                    )
+                })?;
+                fault_point();
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_actions(
         &self,
         stack: &Stack,
         graph: &StackGraph,

@@ -8,7 +8,8 @@
 //! Fields plimsoll always owns (restart policy, networks, ports, resources,
 //! labels in its namespace) are always compared. The config flattens into
 //! `key: value` lines ([`ContainerConfig::fields`]); changes, their reasons
-//! in words and the unified diff all come from those lines.
+//! in words and the unified diff all come from those lines. Networks are
+//! compared the same way in [`network`].
 //!
 //! Invariant: pure; knows nothing about bollard.
 
@@ -19,6 +20,8 @@ use sha2::{Digest, Sha256};
 
 use crate::spec::model::{Bytes, DeviceRequest, MountType, RestartPolicy, Service, Stack, Ulimit};
 use crate::spec::secrets::Masker;
+
+pub mod network;
 
 /// Labels plimsoll puts on everything it creates.
 pub mod labels {

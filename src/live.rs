@@ -20,7 +20,9 @@ use bollard::query_parameters::{
 use futures_util::future::join_all;
 use thiserror::Error;
 
+use crate::diff::network::NetworkConfig;
 use crate::diff::{ContainerConfig, Health, ImageDefaults, MountDesc, labels};
+use crate::spec::model::{Ipam, IpamPool};
 
 /// How many inspect calls run at once.
 const CONCURRENCY: usize = 16;
@@ -144,7 +146,27 @@ pub struct ForeignContainer {
     pub agent: bool,
 }
 
-/// A network or volume on the engine.
+/// A network on the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveNetwork {
+    pub name: String,
+    /// Its settings and labels, in the compared model.
+    pub config: NetworkConfig,
+    /// Every container (plimsoll's or not, running or not) with an endpoint on it, by name.
+    pub attached: BTreeSet<String>,
+}
+
+impl LiveNetwork {
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        &self.config.labels
+    }
+
+    pub fn stack(&self) -> Option<&str> {
+        self.config.labels.get(labels::STACK).map(String::as_str)
+    }
+}
+
+/// A volume on the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveObject {
     pub name: String,
@@ -164,7 +186,7 @@ pub struct Live {
     pub containers: Vec<LiveContainer>,
     /// Every other container on the engine (never touched).
     pub foreign: Vec<ForeignContainer>,
-    pub networks: BTreeMap<String, LiveObject>,
+    pub networks: BTreeMap<String, LiveNetwork>,
     pub volumes: BTreeMap<String, LiveObject>,
     /// Image reference or ID -> what it supplies; `None` when not on the host.
     pub images: BTreeMap<String, Option<ImageDefaults>>,
@@ -245,11 +267,34 @@ impl Engine {
         live.built.sort_by(|a, b| {
             (&a.stack, &a.service, b.created).cmp(&(&b.stack, &b.service, a.created))
         });
+        // The container list names each container's networks: who is attached
+        // to a network needs no inspect of it.
+        let mut attached: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        for s in &summaries {
+            let Some(name) = s.names.as_ref().and_then(|n| n.first()) else {
+                continue;
+            };
+            for net in s
+                .network_settings
+                .as_ref()
+                .and_then(|n| n.networks.as_ref())
+                .into_iter()
+                .flat_map(|n| n.keys())
+            {
+                attached
+                    .entry(net)
+                    .or_default()
+                    .insert(name.trim_start_matches('/').to_string());
+            }
+        }
         for n in networks {
-            let name = n.name.unwrap_or_default();
-            let labels = n.labels.unwrap_or_default().into_iter().collect();
-            live.networks
-                .insert(name.clone(), LiveObject { name, labels });
+            let name = n.name.clone().unwrap_or_default();
+            let network = LiveNetwork {
+                attached: attached.remove(name.as_str()).unwrap_or_default(),
+                config: network_config(n),
+                name: name.clone(),
+            };
+            live.networks.insert(name, network);
         }
         for v in volumes.volumes.unwrap_or_default() {
             let labels = v.labels.into_iter().collect();
@@ -396,6 +441,38 @@ impl Engine {
                 e,
             )),
         }
+    }
+}
+
+/// A network as the engine lists it, in the compared model.
+pub fn network_config(n: bollard::models::Network) -> NetworkConfig {
+    let ipam = n.ipam.unwrap_or_default();
+    NetworkConfig {
+        driver: n.driver.unwrap_or_default(),
+        options: n.options.unwrap_or_default().into_iter().collect(),
+        internal: n.internal.unwrap_or(false),
+        attachable: n.attachable.unwrap_or(false),
+        enable_ipv6: n.enable_ipv6.unwrap_or(false),
+        ipam: Ipam {
+            driver: ipam.driver,
+            config: ipam
+                .config
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| IpamPool {
+                    subnet: p.subnet.filter(|s| !s.is_empty()),
+                    gateway: p.gateway.filter(|g| !g.is_empty()),
+                    ip_range: p.ip_range.filter(|r| !r.is_empty()),
+                    aux_addresses: p
+                        .auxiliary_addresses
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect(),
+                })
+                .collect(),
+            options: ipam.options.unwrap_or_default().into_iter().collect(),
+        },
+        labels: n.labels.unwrap_or_default().into_iter().collect(),
     }
 }
 

@@ -28,6 +28,9 @@ use crate::spec::secrets::Masker;
 #[serde(rename_all = "snake_case")]
 pub enum ActionKind {
     CreateNetwork,
+    /// Remove a network and create it again: git changed settings the
+    /// engine cannot change in place; its containers are recreated.
+    RecreateNetwork,
     RemoveNetwork,
     CreateVolume,
     RemoveVolume,
@@ -46,6 +49,7 @@ impl ActionKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ActionKind::CreateNetwork => "create network",
+            ActionKind::RecreateNetwork => "recreate network",
             ActionKind::RemoveNetwork => "remove network",
             ActionKind::CreateVolume => "create volume",
             ActionKind::RemoveVolume => "remove volume",
@@ -317,12 +321,91 @@ fn builds_needed(
     out
 }
 
+/// Networks whose settings differ from git, to recreate: network name ->
+/// (its stack, reasons). Only a network plimsoll created for that stack is
+/// recreated, and only when every container attached to it is plimsoll's
+/// and is recreated with it (or no longer declared: it is disconnected);
+/// otherwise the difference is a conflict naming the network's owner or the
+/// containers in the way, and the network is left alone.
+fn networks_to_recreate(
+    stacks: &[&Stack],
+    live: &Live,
+    masker: &Masker,
+    conflicts: &mut Vec<Conflict>,
+) -> BTreeMap<String, (String, Vec<String>)> {
+    let declared = |c: &LiveContainer| {
+        stacks
+            .iter()
+            .any(|s| s.name == c.stack && s.services.contains_key(&c.service))
+    };
+    let mut out = BTreeMap::new();
+    for stack in stacks {
+        for net in stack.networks.values().filter(|n| !n.external) {
+            let Some(have) = live.networks.get(&net.name) else {
+                continue;
+            };
+            let changes = diff::network::changes(net, &have.config);
+            if changes.is_empty() {
+                continue;
+            }
+            let mut reasons: Vec<String> = changes
+                .iter()
+                .map(|c| diff::network::reason(c, masker))
+                .collect();
+            let name = &net.name;
+            let conflict = |reason: String| Conflict {
+                stack: stack.name.clone(),
+                service: None,
+                target: name.clone(),
+                reason,
+            };
+            if have.stack() != Some(stack.name.as_str()) {
+                let owner = match have.stack() {
+                    Some(other) => format!("belongs to stack {other}"),
+                    None => "was not created by plimsoll".into(),
+                };
+                conflicts.push(conflict(format!(
+                    "network `{name}` differs from git ({}) but {owner}, so plimsoll leaves it alone: remove it once no container uses it (docker network rm {name}) and plimsoll creates it as git says",
+                    reasons.join("; ")
+                )));
+                continue;
+            }
+            let mut blocking = Vec::new();
+            for attached in &have.attached {
+                match live.containers.iter().find(|c| &c.name == attached) {
+                    Some(c) if declared(c) => {}
+                    Some(_) => reasons.push(format!(
+                        "disconnects {attached} (no longer declared in git)"
+                    )),
+                    None if live.foreign.iter().any(|f| &f.name == attached) => {
+                        blocking.push(format!("{attached} (not created by plimsoll)"));
+                    }
+                    None => blocking.push(format!(
+                        "{attached} (of a stack this run does not reconcile)"
+                    )),
+                }
+            }
+            if !blocking.is_empty() {
+                conflicts.push(conflict(format!(
+                    "network `{name}` differs from git ({}) and must be recreated, but containers plimsoll does not change are attached to it: {}; disconnect them (docker network disconnect {name} CONTAINER) and plimsoll recreates it",
+                    reasons.join("; "),
+                    blocking.join(", ")
+                )));
+                continue;
+            }
+            out.insert(name.clone(), (stack.name.clone(), reasons));
+        }
+    }
+    out
+}
+
 /// Computes the plan that brings `live` to `stacks`; `builds` says what the
 /// images of services with `build:` should be built from.
 pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) -> Plan {
     let mut p = Plan::default();
     let foreign_by_name: BTreeMap<&str, _> =
         live.foreign.iter().map(|f| (f.name.as_str(), f)).collect();
+    let renewed = networks_to_recreate(stacks, live, masker, &mut p.conflicts);
     for stack in stacks {
         let sname = stack.name.clone();
         let mut images_to_pull: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -354,6 +437,17 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                     replica: None,
                 });
             }
+        }
+        for (net, (_, reasons)) in renewed.iter().filter(|(_, (s, _))| *s == sname) {
+            p.actions.push(Action {
+                action: ActionKind::RecreateNetwork,
+                stack: sname.clone(),
+                service: None,
+                target: net.clone(),
+                reasons: reasons.clone(),
+                diff: None,
+                replica: None,
+            });
         }
         for vol in stack.volumes.values() {
             if live.volumes.contains_key(&vol.name) {
@@ -551,6 +645,15 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                     if current.name != name {
                         reasons.insert(0, format!("renamed by hand: {name} → {}", current.name));
                     }
+                    // Its endpoint goes with the network.
+                    for net in current
+                        .config
+                        .networks
+                        .keys()
+                        .filter(|n| renewed.contains_key(*n))
+                    {
+                        reasons.push(format!("network {net} is recreated"));
+                    }
                     // A container that joined a replaced container's namespace must follow it.
                     for (what, mode) in [
                         ("network stack", &svc.network_mode),
@@ -705,7 +808,7 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
     }
     for n in live.networks.values() {
         let same_repo = live.repository.is_some()
-            && n.labels.get(labels::REPOSITORY) == live.repository.as_ref();
+            && n.labels().get(labels::REPOSITORY) == live.repository.as_ref();
         if let Some(s) = n.stack().filter(|s| same_repo && !declared.contains(s)) {
             p.would_prune.push(Orphan {
                 kind: "network".into(),
@@ -767,7 +870,7 @@ fn symbol(kind: ActionKind) -> (&'static str, &'static str) {
         ActionKind::PullImage => ("↓", "36"),
         ActionKind::Build => ("⚒", "36"),
         ActionKind::Start | ActionKind::Restart => ("▶", "36"),
-        ActionKind::Recreate => ("~", "33"),
+        ActionKind::Recreate | ActionKind::RecreateNetwork => ("~", "33"),
         ActionKind::Stop
         | ActionKind::Remove
         | ActionKind::RemoveNetwork
@@ -831,14 +934,14 @@ pub fn to_text(plan: &Plan, color: bool) -> String {
     for a in &plan.actions {
         let (sym, code) = symbol(a.action);
         out.push_str(&format!(
-            "{} {:<14} {:<24} {}\n",
+            "{} {:<16} {:<24} {}\n",
             paint(color, code, sym),
             paint(color, code, a.action.as_str()),
             subject(a),
             a.reasons.first().map(String::as_str).unwrap_or_default()
         ));
         for r in a.reasons.iter().skip(1) {
-            out.push_str(&format!("  {:<14} {:<24} {r}\n", "", ""));
+            out.push_str(&format!("  {:<16} {:<24} {r}\n", "", ""));
         }
         if let Some(d) = &a.diff {
             push_diff(&mut out, d, "      ", color);
@@ -850,7 +953,7 @@ pub fn to_text(plan: &Plan, color: bool) -> String {
             |s| format!("{}/{s}", c.stack),
         );
         out.push_str(&format!(
-            "{} {:<14} {who:<24} {}\n",
+            "{} {:<16} {who:<24} {}\n",
             paint(color, "31;1", "!"),
             paint(color, "31;1", "conflict"),
             c.reason
@@ -858,7 +961,7 @@ pub fn to_text(plan: &Plan, color: bool) -> String {
     }
     for o in &plan.would_prune {
         out.push_str(&format!(
-            "{} {:<14} {:<24} {} {} is no longer declared in git ({})\n",
+            "{} {:<16} {:<24} {} {} is no longer declared in git ({})\n",
             paint(color, "35", "?"),
             paint(color, "35", "would prune"),
             format!("{}/{}", o.stack, o.service.as_deref().unwrap_or(&o.target)),
@@ -1074,6 +1177,151 @@ mod tests {
             config: ContainerConfig::default(),
             anonymous_volumes: BTreeMap::new(),
         }
+    }
+
+    /// The stack `shop` in `dir`: `web` on network `backend` with `net` as
+    /// its settings, loaded as `reconcile` loads it.
+    fn shop(dir: &tempfile::TempDir, net: &str) -> crate::spec::Desired {
+        let compose = format!(
+            "name: shop\nservices:\n  web:\n    image: busybox:1\n    networks: [backend]\nnetworks:\n  backend:\n{net}"
+        );
+        std::fs::write(dir.path().join("compose.yaml"), compose).unwrap();
+        let layout = crate::source::discover(dir.path()).unwrap();
+        crate::spec::load(&layout, &crate::source::LocalFs, &BTreeMap::new(), &[]).unwrap()
+    }
+
+    /// The engine after applying `applied`: network `shop_backend` as the
+    /// engine made it, `web` running in sync and attached to it, and `others`
+    /// attached too.
+    fn applied(d: &crate::spec::Desired, others: &[&str]) -> Live {
+        use crate::diff::network::NetworkConfig;
+        let stack = &d.stacks[0];
+        let mut live = Live::default();
+        live.images.insert(
+            "busybox:1".into(),
+            Some(crate::diff::ImageDefaults {
+                id: "sha256:b".into(),
+                ..Default::default()
+            }),
+        );
+        let want = desired_container(stack, "web", 1, &live, &[]);
+        let mut web = container("id-web", "shop-web-1", 1);
+        web.stack = "shop".into();
+        web.labels = want.config.labels.clone();
+        web.config = want.config;
+        live.containers.push(web);
+        let net = &stack.networks["backend"];
+        let mut ipam = net.ipam.clone().unwrap_or_default();
+        if ipam.config.is_empty() {
+            ipam.config.push(crate::spec::model::IpamPool {
+                subnet: Some("172.18.0.0/16".into()),
+                gateway: Some("172.18.0.1".into()),
+                ..Default::default()
+            });
+        }
+        ipam.driver = Some("default".into());
+        let mut net_labels = net.labels.clone();
+        net_labels.insert(labels::STACK.into(), "shop".into());
+        live.networks.insert(
+            net.name.clone(),
+            crate::live::LiveNetwork {
+                name: net.name.clone(),
+                config: NetworkConfig {
+                    driver: "bridge".into(),
+                    internal: net.internal,
+                    ipam,
+                    labels: net_labels,
+                    ..Default::default()
+                },
+                attached: std::iter::once("shop-web-1")
+                    .chain(others.iter().copied())
+                    .map(String::from)
+                    .collect(),
+            },
+        );
+        live
+    }
+
+    const SUBNET_1: &str = "    ipam:\n      config:\n        - subnet: 10.1.0.0/24\n";
+    const SUBNET_2: &str =
+        "    internal: true\n    ipam:\n      config:\n        - subnet: 10.2.0.0/24\n";
+
+    #[test]
+    fn a_changed_network_is_recreated_with_its_services() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (shop(&dir, SUBNET_1), shop(&dir, SUBNET_2));
+        let live = applied(&old, &[]);
+        let plan_of = |d: &crate::spec::Desired, live: &Live| {
+            let stacks: Vec<&Stack> = d.stacks.iter().collect();
+            plan(&stacks, live, &Builds::new(), &d.masker)
+        };
+        // In sync as applied, with or without a declared subnet.
+        assert!(plan_of(&old, &live).is_noop());
+        let plain = shop(&dir, "    labels: {team: shop}\n");
+        assert!(plan_of(&plain, &applied(&plain, &[])).is_noop());
+
+        let p = plan_of(&new, &live);
+        assert_eq!(
+            to_text(&p, false),
+            "\
+~ recreate network shop/shop_backend        internal false → true
+                                            ipam subnet 10.1.0.0/24 → 10.2.0.0/24
+~ recreate         shop/web                 network shop_backend is recreated
+Plan: 1 to recreate network, 1 to recreate; 0 in sync.
+"
+        );
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["actions"][0]["action"], "recreate_network");
+        assert!(
+            to_markdown(&p).contains(
+                "| ~ | recreate network | shop |  | `shop_backend` | internal false → true; ipam subnet 10.1.0.0/24 → 10.2.0.0/24 |"
+            ),
+            "{}",
+            to_markdown(&p)
+        );
+
+        // A container plimsoll does not own on it: a conflict naming it, nothing recreated.
+        let mut held = applied(&old, &["by-hand"]);
+        held.foreign.push(crate::live::ForeignContainer {
+            id: "id-hand".into(),
+            name: "by-hand".into(),
+            image: "busybox:1".into(),
+            compose_project: None,
+            compose_service: None,
+            status: "running".into(),
+            agent: false,
+        });
+        let p = plan_of(&new, &held);
+        assert!(p.is_noop(), "{p:?}");
+        assert_eq!(p.conflicts.len(), 1);
+        assert!(
+            p.conflicts[0]
+                .reason
+                .contains("by-hand (not created by plimsoll)")
+                && p.conflicts[0]
+                    .reason
+                    .contains("docker network disconnect shop_backend CONTAINER"),
+            "{}",
+            p.conflicts[0].reason
+        );
+
+        // A network plimsoll did not create is left alone, and the plan says so.
+        let mut foreign = live.clone();
+        let n = foreign.networks.get_mut("shop_backend").unwrap();
+        n.config.labels.clear();
+        let p = plan_of(&new, &foreign);
+        assert!(p.is_noop(), "{p:?}");
+        assert!(
+            p.conflicts[0]
+                .reason
+                .contains("was not created by plimsoll, so plimsoll leaves it alone"),
+            "{}",
+            p.conflicts[0].reason
+        );
+        // Nor is an external one compared.
+        let external = shop(&dir, "    external: true\n    name: shop_backend\n");
+        assert!(plan_of(&external, &live).is_noop());
+        assert!(plan_of(&external, &live).conflicts.is_empty());
     }
 
     /// Which container each replica keeps, as IDs.

@@ -9,6 +9,9 @@
 //! stack follows it. Lifecycle hooks run in the container with their own
 //! user, directory and environment: `post_start` after a start (a failing
 //! one rolls a replacement back), `pre_stop` before a replaced container stops.
+//! A network whose settings change is recreated with the services attached to
+//! it (also when a replacement is rolled back, and when the run is killed half
+//! way); one that git leaves alone stays in sync.
 //!
 //! Values avoid what this kind of CI host refuses: a negative
 //! `oom_score_adj` (not permitted inside the CI container), real-time CPU
@@ -53,10 +56,13 @@ impl KeysStack {
     }
 
     fn plimsoll(&self, args: &[&str]) -> Run {
-        Run::of(
-            args,
-            &mut crate::support::plimsoll_command(self.state.path(), self.path(), args),
-        )
+        self.plimsoll_env(args, &[])
+    }
+
+    /// Like [`KeysStack::plimsoll`], with extra environment variables.
+    fn plimsoll_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = crate::support::plimsoll_command(self.state.path(), self.path(), args);
+        Run::of(args, cmd.envs(env.iter().copied()))
     }
 
     fn apply(&self) -> Run {
@@ -502,6 +508,276 @@ fn replicas_scale_up_down_and_roll_one_at_a_time() {
     s.apply().expect(0);
     assert!(web_replicas(&s).is_empty());
     s.dry_run().expect(0);
+}
+
+/// A stack whose `web` (health-checked: healthy when `OK` is 1) and `client`
+/// (waits for `web` to be healthy) are on network `back` with `subnet`;
+/// `apart` is on the default network.
+fn networked(subnet: &str, internal: bool, ok: &str) -> String {
+    format!(
+        r#"services:
+  web:
+    image: plimsoll-example/busybox:1
+    command: ["sh", "-c", "test $$OK = 1 && touch /tmp/ok; exec sleep 3600"]
+    stop_signal: SIGKILL
+    environment:
+      OK: "{ok}"
+    networks: [back]
+    healthcheck:
+      test: ["CMD", "test", "-f", "/tmp/ok"]
+      interval: 1s
+      timeout: 1s
+      retries: 2
+    x-plimsoll:
+      health_timeout: 8s
+  client:
+    image: plimsoll-example/busybox:1
+    command: ["sleep", "3600"]
+    stop_signal: SIGKILL
+    networks: [back]
+    depends_on:
+      web:
+        condition: service_healthy
+  apart:
+    image: plimsoll-example/busybox:1
+    command: ["sleep", "3600"]
+    stop_signal: SIGKILL
+networks:
+  back:
+    internal: {internal}
+    ipam:
+      config:
+        - subnet: {subnet}
+"#
+    )
+}
+
+/// A /24 of its own per test and process: `10.<second>.<pid-based>.0/24`.
+fn subnet(second: u8) -> (String, String) {
+    let third = std::process::id() % 200 + 20;
+    (
+        format!("10.{second}.{third}.0/24"),
+        format!("10.{second}.{third}."),
+    )
+}
+
+impl KeysStack {
+    /// `docker network inspect` of the stack's network `back`: `internal subnet`.
+    fn back(&self) -> String {
+        docker(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{.Internal}} {{range .IPAM.Config}}{{.Subnet}}{{end}}",
+            &format!("{}_back", self.name),
+        ])
+    }
+
+    /// A container's address and aliases on `back`, or `none` when it is not attached.
+    fn on_back(&self, container: &str) -> String {
+        let net = format!("{}_back", self.name);
+        self.inspect_container(
+            container,
+            &format!(
+                "{{{{with index .NetworkSettings.Networks \"{net}\"}}}}{{{{.IPAddress}}}} {{{{json .Aliases}}}}{{{{else}}}}none{{{{end}}}}"
+            ),
+        )
+    }
+}
+
+#[test]
+fn a_changed_network_is_recreated_with_the_services_on_it() {
+    let s = KeysStack::new("netchange");
+    let ((old_subnet, _), (new_subnet, new_prefix)) = (subnet(214), subnet(215));
+    s.set_compose(&networked(&old_subnet, false, "1"));
+    s.apply().expect(0);
+    let before = s.ids();
+    assert_eq!(s.back(), format!("false {old_subnet}"));
+    s.dry_run().expect(0);
+
+    // A new subnet and `internal`: the network and both services on it.
+    s.set_compose(&networked(&new_subnet, true, "1"));
+    let net = format!("{}_back", s.name);
+    let plan = s.dry_run();
+    plan.expect(2);
+    for want in [
+        format!("~ recreate network {}/{net}", s.name),
+        "internal false → true".to_string(),
+        format!("ipam subnet {old_subnet} → {new_subnet}"),
+        format!("network {net} is recreated"),
+        "1 to recreate network, 2 to recreate; 1 in sync".to_string(),
+    ] {
+        assert!(plan.stdout.contains(&want), "{want}\n{plan}");
+    }
+    let path = s.path().display().to_string();
+    let json = s.plimsoll(&["reconcile", &path, "--dry-run", "--format", "json"]);
+    json.expect(2);
+    let actions = crate::support::plan_actions(&json.plan_json());
+    assert_eq!(actions[0], ("recreate_network".to_string(), net.clone()));
+    let mut services: Vec<_> = actions[1..].to_vec();
+    services.sort();
+    assert_eq!(
+        services,
+        [
+            ("recreate".to_string(), "client".to_string()),
+            ("recreate".to_string(), "web".to_string())
+        ]
+    );
+    // A dry run changes nothing.
+    assert_eq!(s.back(), format!("false {old_subnet}"));
+    assert_eq!(s.ids(), before);
+
+    s.apply().expect(0);
+    assert_eq!(s.back(), format!("true {new_subnet}"));
+    let after = s.ids();
+    for svc in ["web", "client"] {
+        let name = s.container(svc);
+        assert_ne!(after[&name], before[&name], "{svc} is recreated");
+        assert_eq!(s.inspect(svc, "{{.State.Status}}"), "running", "{svc}");
+        let on = s.on_back(&name);
+        assert!(on.starts_with(&new_prefix), "{svc}: {on}");
+        assert!(
+            on.contains(&format!("\"{svc}\"")),
+            "{svc} keeps its alias: {on}"
+        );
+    }
+    assert_eq!(after[&s.container("apart")], before[&s.container("apart")]);
+    // The alias resolves on the new (internal) network.
+    let ping = docker_output(&["exec", &s.container("client"), "ping", "-c1", "-W2", "web"]);
+    assert!(
+        ping.status.success(),
+        "ping web from client: {}",
+        String::from_utf8_lossy(&ping.stderr)
+    );
+    let again = s.dry_run();
+    again.expect(0);
+    assert!(again.stdout.contains("3 in sync"), "{again}");
+}
+
+#[test]
+fn a_network_git_leaves_alone_stays_in_sync() {
+    let s = KeysStack::new("netsteady");
+    s.set_compose(
+        r#"services:
+  web:
+    image: plimsoll-example/busybox:1
+    command: ["sleep", "3600"]
+    stop_signal: SIGKILL
+    networks: [plain]
+  apart:
+    image: plimsoll-example/busybox:1
+    command: ["sleep", "3600"]
+    stop_signal: SIGKILL
+networks:
+  plain:
+    labels:
+      com.example.team: shop
+    driver_opts:
+      com.docker.network.driver.mtu: "1400"
+"#,
+    );
+    s.apply().expect(0);
+    let ids = s.ids();
+    let network_id = |key: &str| {
+        docker(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            &format!("{}_{key}", s.name),
+        ])
+    };
+    let (plain, default) = (network_id("plain"), network_id("default"));
+    // The engine assigned the subnets, gateways and IPAM driver: no difference.
+    for _ in 0..2 {
+        let again = s.dry_run();
+        again.expect(0);
+        assert!(again.stdout.contains("2 in sync"), "{again}");
+        s.apply().expect(0);
+    }
+    assert_eq!(network_id("plain"), plain);
+    assert_eq!(network_id("default"), default);
+    assert_eq!(s.ids(), ids);
+}
+
+#[test]
+fn a_rolled_back_replacement_is_connected_to_the_recreated_network() {
+    let s = KeysStack::new("netrollback");
+    let ((old_subnet, _), (new_subnet, new_prefix)) = (subnet(216), subnet(217));
+    s.set_compose(&networked(&old_subnet, false, "1"));
+    s.apply().expect(0);
+    let before = s.ids();
+
+    // The new subnet, and a `web` that never turns healthy: it is rolled
+    // back, and `client`, which waits for it, is not touched.
+    s.set_compose(&networked(&new_subnet, false, "0"));
+    let run = s.apply();
+    run.expect(1);
+    assert!(run.all().contains("rolled back"), "{run}");
+    assert!(run.all().contains("dependency web failed"), "{run}");
+    assert_eq!(s.back(), format!("false {new_subnet}"));
+    // Both old containers serve again, on the new network, under their aliases.
+    assert_eq!(s.ids(), before);
+    for svc in ["web", "client"] {
+        assert_eq!(s.inspect(svc, "{{.State.Status}}"), "running", "{svc}");
+        let on = s.on_back(&s.container(svc));
+        assert!(on.starts_with(&new_prefix), "{svc}: {on}");
+        assert!(on.contains(&format!("\"{svc}\"")), "{svc}: {on}");
+    }
+    let ping = docker_output(&["exec", &s.container("client"), "ping", "-c1", "-W2", "web"]);
+    assert!(
+        ping.status.success(),
+        "ping web from client: {}",
+        String::from_utf8_lossy(&ping.stderr)
+    );
+    // Back to a good revision: it converges.
+    s.set_compose(&networked(&new_subnet, false, "1"));
+    s.apply().expect(0);
+    s.dry_run().expect(0);
+}
+
+#[test]
+fn a_network_recreate_killed_at_every_step_converges() {
+    let s = KeysStack::new("netcrash");
+    let subnets = [subnet(218), subnet(219)];
+    s.set_compose(&networked(&subnets[0].0, false, "1"));
+    s.apply().expect(0);
+    let path = s.path().display().to_string();
+    let mut kill_points = 0;
+    for n in 1..=30u32 {
+        // Every round changes the subnet: the network and its services are replaced.
+        let (subnet, prefix) = &subnets[n as usize % 2];
+        s.set_compose(&networked(subnet, false, "1"));
+        let killed = s.plimsoll_env(
+            &["reconcile", &path],
+            &[("PLIMSOLL_FAULT_KILL_AFTER", &n.to_string())],
+        );
+        if killed.code == Some(0) {
+            break;
+        }
+        assert_eq!(
+            killed.code, None,
+            "killed by a signal at point {n}:\n{killed}"
+        );
+        kill_points += 1;
+        // Killed between removing and creating the network too: one run converges.
+        s.apply().expect(0);
+        assert_eq!(s.back(), format!("false {subnet}"), "after point {n}");
+        let ids = s.ids();
+        assert_eq!(ids.len(), 3, "one container per service: {ids:?}");
+        for svc in ["web", "client"] {
+            let on = s.on_back(&s.container(svc));
+            assert!(
+                on.starts_with(prefix.as_str()),
+                "{svc} after point {n}: {on}"
+            );
+        }
+        s.dry_run().expect(0);
+    }
+    assert!(
+        kill_points >= 8,
+        "only {kill_points} kill points were exercised"
+    );
 }
 
 /// A service with `post_start` hooks: `v` goes into the first hook's

@@ -24,6 +24,7 @@
 //! - `keys`: the remaining Compose service keys (namespaces, devices, sysctls, DNS, legacy
 //!   limits, links, volumes_from, ipam) applied, held, kept in sync and repaired on the engine;
 //!   lifecycle hooks (`post_start`, `pre_stop`) run, roll back and converge.
+//!   a changed network recreated with the services on it (rolled back, killed half way).
 //! - `malformed`: every malformed input exits 1 naming file, line and key, with a hint.
 //! - `reconcile`: `plimsoll reconcile` and `status` on the real engine: dry-run, ordered
 //!   apply, no-op, drift, conflicts, Compose visibility, secrets, JSON schema, rollback.

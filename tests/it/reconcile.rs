@@ -954,6 +954,15 @@ fn representative_plan() -> Plan {
                 &["network does not exist"],
             ),
             action(
+                ActionKind::RecreateNetwork,
+                None,
+                "shop_backend",
+                &[
+                    "internal false → true",
+                    "ipam subnet 10.1.0.0/24 → 10.2.0.0/24",
+                ],
+            ),
+            action(
                 ActionKind::CreateVolume,
                 None,
                 "shop_db-data",
