@@ -481,12 +481,8 @@ impl Ctx<'_> {
             Outcome::Working,
         );
         for container in &attached {
-            let c = match docker.inspect_container(container, None).await {
-                Ok(c) => c,
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => continue,
-                Err(e) => return Err(engine_msg(e)),
+            let Some(c) = inspect_if_there(docker, container).await? else {
+                continue;
             };
             let ours = c
                 .config
@@ -577,13 +573,8 @@ impl Ctx<'_> {
     }
 
     async fn inspect_state(&self, name: &str) -> Result<Option<RunState>, String> {
-        match self.engine.docker.inspect_container(name, None).await {
-            Ok(c) => Ok(Some(crate::live::normalize(c, &Default::default()).state)),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(None),
-            Err(e) => Err(engine_msg(e)),
-        }
+        let c = inspect_if_there(&self.engine.docker, name).await?;
+        Ok(c.map(|c| crate::live::normalize(c, &Default::default()).state))
     }
 
     /// Waits until the container `name` meets `condition`.
@@ -822,13 +813,9 @@ impl Ctx<'_> {
             if lost.is_empty() {
                 continue;
             }
-            let now = match docker.inspect_container(&old.id, None).await {
-                Ok(c) => c,
-                // Replaced: its successor is on the new network.
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => continue,
-                Err(e) => return Err(engine_msg(e)),
+            // Gone: replaced, and its successor is on the new network.
+            let Some(now) = inspect_if_there(docker, &old.id).await? else {
+                continue;
             };
             let connected = now
                 .network_settings
@@ -1351,6 +1338,20 @@ impl Ctx<'_> {
                 }
             }
         }
+    }
+}
+
+/// `docker inspect` of a container, `None` when it does not exist.
+async fn inspect_if_there(
+    docker: &bollard::Docker,
+    name: &str,
+) -> Result<Option<bollard::models::ContainerInspectResponse>, String> {
+    match docker.inspect_container(name, None).await {
+        Ok(c) => Ok(Some(c)),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(e) => Err(engine_msg(e)),
     }
 }
 
