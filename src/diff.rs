@@ -1356,9 +1356,7 @@ mod tests {
             "name: s\nservices:\n  a:\n    image: busybox\n    gpus: all\n    blkio_config:\n      weight: 300\n      device_read_bps: [{path: /dev/sda, rate: 1mb}]\n    networks:\n      back: {ipv4_address: 10.1.0.5, link_local_ips: [169.254.1.2]}\n    deploy:\n      resources:\n        reservations:\n          devices: [{capabilities: [tpu], driver: acme, count: 1}]\nnetworks:\n  back: {}\n",
         )
         .unwrap();
-        let layout = crate::source::discover(dir.path()).unwrap();
-        let desired = crate::spec::load(&layout, &crate::source::LocalFs, &BTreeMap::new(), &[])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let desired = crate::spec::load_path(dir.path());
         let stack = &desired.stacks[0];
         let svc = &stack.services["a"];
         let fields = desired_config(stack, "a", svc, 1, None).fields();

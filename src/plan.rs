@@ -1186,8 +1186,7 @@ mod tests {
             "name: shop\nservices:\n  web:\n    image: busybox:1\n    networks: [backend]\nnetworks:\n  backend:\n{net}"
         );
         std::fs::write(dir.path().join("compose.yaml"), compose).unwrap();
-        let layout = crate::source::discover(dir.path()).unwrap();
-        crate::spec::load(&layout, &crate::source::LocalFs, &BTreeMap::new(), &[]).unwrap()
+        crate::spec::load_path(dir.path())
     }
 
     /// The engine after applying `applied`: network `shop_backend` as the

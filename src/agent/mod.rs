@@ -1536,8 +1536,7 @@ mod tests {
         let stack = dir.path().join("stacks/shop");
         std::fs::create_dir_all(&stack).unwrap();
         std::fs::write(stack.join("compose.yaml"), compose).unwrap();
-        let layout = source::discover(dir.path()).unwrap();
-        spec::load(&layout, &LocalFs, &BTreeMap::new(), &[]).unwrap()
+        spec::load_path(dir.path())
     }
 
     #[test]

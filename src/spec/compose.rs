@@ -3407,9 +3407,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join(".env"), "TAG=v1\nC=not-used\n").unwrap();
-        let layout = crate::source::discover(dir.path()).unwrap();
-        let desired =
-            crate::spec::load(&layout, &crate::source::LocalFs, &Default::default(), &[]).unwrap();
+        let desired = crate::spec::load_path(dir.path());
         let a = &desired.stacks[0].services["a"];
         assert_eq!(
             a.post_start,

@@ -474,3 +474,12 @@ pub fn load_stored(bytes: &[u8], files: &dyn Files) -> Result<(Stack, Masker), L
         _ => Err(LoadError { diags }),
     }
 }
+
+/// Tests: loads the repository, stack directory or Compose file at `path`
+/// from the file system with an empty process environment, as `reconcile`
+/// would; panics with the diagnostics when it does not load.
+#[cfg(test)]
+pub(crate) fn load_path(path: &Path) -> Desired {
+    let layout = crate::source::discover(path).unwrap_or_else(|e| panic!("{e}"));
+    load(&layout, &crate::source::LocalFs, &BTreeMap::new(), &[]).unwrap_or_else(|e| panic!("{e}"))
+}

@@ -101,8 +101,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join(".env"), "PW=canary-pass-123\n").unwrap();
-        let layout = crate::source::discover(dir.path()).unwrap();
-        let desired = crate::spec::load(&layout, &LocalFs, &Default::default(), &[]).unwrap();
+        let desired = crate::spec::load_path(dir.path());
         let stack = &desired.stacks[0];
         let bytes = to_stored(stack, &desired.masker);
         let (back, masker) = crate::spec::load_stored(&bytes, &LocalFs).unwrap();
@@ -127,8 +126,7 @@ mod tests {
             "name: s\nservices:\n  a:\n    image: busybox\n    post_start:\n      - command: echo $$HOME\n        environment: [DB_PASSWORD=canary-pass-123]\n    pre_stop:\n      - command: [\"true\"]\n        privileged: true\n",
         )
         .unwrap();
-        let layout = crate::source::discover(dir.path()).unwrap();
-        let desired = crate::spec::load(&layout, &LocalFs, &Default::default(), &[]).unwrap();
+        let desired = crate::spec::load_path(dir.path());
         let stack = &desired.stacks[0];
         let (back, masker) =
             crate::spec::load_stored(&to_stored(stack, &desired.masker), &LocalFs).unwrap();
@@ -156,8 +154,7 @@ mod tests {
             "{ \"defaultAction\": \"SCMP_ACT_ALLOW\" }",
         )
         .unwrap();
-        let layout = crate::source::discover(dir.path()).unwrap();
-        let desired = crate::spec::load(&layout, &LocalFs, &Default::default(), &[]).unwrap();
+        let desired = crate::spec::load_path(dir.path());
         let stack = &desired.stacks[0];
         let bytes = to_stored(stack, &desired.masker);
         std::fs::remove_file(dir.path().join("p.json")).unwrap();
