@@ -34,6 +34,9 @@
 //!   whole stack without `--allow-empty`, volume data never lost, adoption from
 //!   Compose, the apply lock, rollback without the repository, no secret in the
 //!   state directory, malformed repositories change nothing, unknown containers.
+//! - `untrusted`: a repository written by an attacker (pull request or commit): every attack of
+//!   the threat model against validate, render, reconcile --dry-run, diff and the agent, with a
+//!   canary in the environment and a marker file outside the repository.
 //! - `support`: shared helpers for tests that drive the engine (unique names,
 //!   cleanup guards, building the offline test images on demand).
 
@@ -55,3 +58,4 @@ mod reconcile;
 mod registry;
 mod safety;
 mod support;
+mod untrusted;

@@ -1,0 +1,1 @@
+//! See `untrusted` (mod.rs): this module's part of the threat model.
