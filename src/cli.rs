@@ -87,6 +87,38 @@ pub struct Cli {
         value_name = "FILE"
     )]
     pub age_identity: Option<PathBuf>,
+    /// Also let the desired state read files under this host directory (repeatable; the
+    /// variable takes a comma-separated list), e.g. secret files kept on the host. Without it,
+    /// plimsoll reads only files inside the repository; /proc, /sys and /dev are never read.
+    #[arg(
+        long = "allow-read",
+        global = true,
+        env = "PLIMSOLL_ALLOW_READ",
+        value_delimiter = ',',
+        value_name = "DIR"
+    )]
+    pub allow_read: Vec<PathBuf>,
+    /// Pass this variable of the process environment to Compose files (repeatable; the
+    /// variable takes a comma-separated list). No other process variable is interpolated; a
+    /// passed value whose name looks secret is masked, as in `.env`.
+    #[arg(
+        long = "pass-env",
+        global = true,
+        env = "PLIMSOLL_PASS_ENV",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub pass_env: Vec<String>,
+    /// Pass this variable of the process environment to Compose files and mask its value as a
+    /// secret, whatever its name (repeatable; the variable takes a comma-separated list).
+    #[arg(
+        long = "pass-secret-env",
+        global = true,
+        env = "PLIMSOLL_PASS_SECRET_ENV",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub pass_secret_env: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -574,17 +606,51 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
+/// The whole process environment (the agent's notification URLs, `url_env`).
 fn process_env() -> BTreeMap<String, String> {
     std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect()
 }
 
+/// What the host lets the desired state see: the process variables it passes
+/// (`--pass-env`, `--pass-secret-env`) and the host directories it allows
+/// (`--allow-read`). Nothing in a repository widens these.
+#[derive(Debug, Clone, Default)]
+struct HostView {
+    pass_env: Vec<String>,
+    pass_secret_env: Vec<String>,
+    allow_read: Vec<PathBuf>,
+}
+
+impl HostView {
+    /// The passed variables that are set (a passed name that is unset stays unset).
+    fn env(&self) -> BTreeMap<String, String> {
+        self.pass_env
+            .iter()
+            .chain(&self.pass_secret_env)
+            .filter_map(|k| Some((k.clone(), std::env::var(k).ok()?)))
+            .collect()
+    }
+
+    /// The passed names the host marks secret.
+    fn secret_env(&self) -> std::collections::BTreeSet<String> {
+        self.pass_secret_env.iter().cloned().collect()
+    }
+
+    /// The file system, confined to the repository that holds `path`.
+    fn files(&self, path: &std::path::Path) -> Result<source::ConfinedFs> {
+        let confine = source::Confine::for_path(path, &self.allow_read)
+            .context("cannot find the repository root (or a directory of --allow-read)")?;
+        Ok(source::ConfinedFs::new(confine))
+    }
+}
+
 /// The load options of `--profile` (none given: plimsoll.yaml and `COMPOSE_PROFILES` decide).
 fn load_options(profiles: &[String]) -> spec::LoadOptions {
     spec::LoadOptions {
         profiles: (!profiles.is_empty()).then(|| profiles.to_vec()),
-        age: None,
+        ..Default::default()
     }
 }
 
@@ -592,22 +658,26 @@ fn load_options(profiles: &[String]) -> spec::LoadOptions {
 struct Loading {
     profiles: Vec<String>,
     age: secret::IdentitySource,
+    host: HostView,
 }
 
 impl Loading {
-    /// The loader's options: the profiles, and the age identity when there is one.
+    /// The loader's options: the profiles, the age identity when there is
+    /// one, and the passed variables the host marks secret.
     fn options(&self) -> Result<spec::LoadOptions> {
         let mut options = load_options(&self.profiles);
         options.age = self.age.identities()?;
+        options.secret_env = self.host.secret_env();
         Ok(options)
     }
 }
 
 /// Loads the desired state at `path`; prints warnings; an error lists every problem.
 fn load(path: &std::path::Path, stacks: &[String], loading: &Loading) -> Result<Desired> {
-    let layout = source::discover(path).context("cannot find the desired state")?;
+    let files = loading.host.files(path)?;
+    let layout = source::discover_in(&files, path).context("cannot find the desired state")?;
     let options = loading.options()?;
-    let desired = spec::load_with(&layout, &LocalFs, &process_env(), stacks, &options)?;
+    let desired = spec::load_with(&layout, &files, &loading.host.env(), stacks, &options)?;
     for w in &desired.warnings {
         eprintln!("{w}");
     }
@@ -633,6 +703,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         age: secret::IdentitySource {
             flag: cli.age_identity.clone(),
             state_dir: state_dir(cli.state_dir.clone()),
+        },
+        host: HostView {
+            pass_env: cli.pass_env.clone(),
+            pass_secret_env: cli.pass_secret_env.clone(),
+            allow_read: cli.allow_read.clone(),
         },
     };
     match cli.command {
@@ -739,7 +814,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
         } => {
             use crate::range::{self, RangeError};
-            let env = process_env();
+            let env = loading.host.env();
             let loaded = range::load(
                 &path,
                 (&from, &to),
@@ -775,6 +850,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut opts = agent_options(*args, state_dir(cli.state_dir.clone()))?;
             opts.profiles = load_options(&cli.profiles).profiles;
             opts.age = loading.age.identities()?;
+            opts.compose_env = loading.host.env();
+            opts.secret_env = loading.host.secret_env();
+            opts.allow_read = loading.host.allow_read.clone();
             runtime()?.block_on(async {
                 let (stop, shutdown) = tokio::sync::watch::channel(false);
                 let cancel = crate::apply::Cancel::default();
@@ -989,6 +1067,9 @@ fn agent_options(a: AgentArgs, state_dir: PathBuf) -> Result<crate::agent::Optio
         state_dir,
         lock_timeout: a.lock_timeout,
         env: process_env(),
+        compose_env: BTreeMap::new(),
+        secret_env: Default::default(),
+        allow_read: Vec::new(),
         profiles: None,
         age: None,
     })

@@ -7,6 +7,13 @@
 //! state; `spec` and [`discover_in`] read through [`Files`], so the same
 //! loader reads a checkout ([`LocalFs`]) or a commit's tree ([`GitTree`],
 //! for `plimsoll diff`) without checking it out.
+//!
+//! Reads are confined to the repository ([`Confine`]): [`ConfinedFs`] (the
+//! file system, for every command and the agent) and [`GitTree`] resolve a
+//! path, symlinks included, and refuse one that lies outside the repository
+//! root (or the host directories an operator allows with `--allow-read`) or
+//! under `/proc`, `/sys` or `/dev`, with a [`Refused`] error the loaders turn
+//! into a diagnostic naming the file, line, key and the resolved path.
 
 use std::fs;
 use std::io;
@@ -89,11 +96,246 @@ impl Files for LocalFs {
     }
 }
 
+/// Directories plimsoll never reads for the desired state, not even with `--allow-read`.
+pub const NEVER_READ: [&str; 3] = ["/proc", "/sys", "/dev"];
+
+/// The hint of a read refused because it lies outside the repository.
+pub const OUTSIDE_HINT: &str = "plimsoll reads only files inside the repository; keep the file in the repository, or an operator can allow a host directory with --allow-read DIR (PLIMSOLL_ALLOW_READ)";
+
+/// The hint of a read refused because it lies under `/proc`, `/sys` or `/dev`.
+pub const NEVER_HINT: &str =
+    "plimsoll never reads /proc, /sys or /dev for the desired state, not even with --allow-read";
+
+/// How many symlinks one path may pass through (Linux's `MAXSYMLINKS`).
+const MAX_SYMLINKS: usize = 40;
+
+/// A read of the desired state that would leave the repository.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Refused {
+    /// Resolved (symlinks followed) outside the repository and every allowed directory.
+    #[error("resolves to {}, outside the repository {}", resolved.display(), root.display())]
+    Outside { resolved: PathBuf, root: PathBuf },
+    /// Resolved under `/proc`, `/sys` or `/dev`.
+    #[error("resolves to {}, under {never}, which plimsoll never reads", resolved.display())]
+    Never {
+        resolved: PathBuf,
+        never: &'static str,
+    },
+    /// More symlinks than [`MAX_SYMLINKS`] (a loop).
+    #[error("too many levels of symbolic links")]
+    Loop,
+}
+
+impl Refused {
+    /// What to do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Refused::Outside { .. } => OUTSIDE_HINT,
+            Refused::Never { .. } => NEVER_HINT,
+            Refused::Loop => "fix the symbolic links of the repository: one points back at itself",
+        }
+    }
+}
+
+impl From<Refused> for io::Error {
+    fn from(r: Refused) -> io::Error {
+        io::Error::new(io::ErrorKind::PermissionDenied, r)
+    }
+}
+
+/// The refusal inside an I/O error of a confined [`Files`], if that is what it is.
+pub fn refused(e: &io::Error) -> Option<&Refused> {
+    e.get_ref()?.downcast_ref::<Refused>()
+}
+
+/// The hint for a failed read: the refusal's when the read was refused, else `otherwise`.
+pub fn read_hint<'a>(e: &io::Error, otherwise: &'a str) -> &'a str {
+    match refused(e) {
+        Some(r) => r.hint(),
+        None => otherwise,
+    }
+}
+
+/// Where the desired state may be read from: the repository root, and the
+/// host directories the operator allows (`--allow-read`). Never anything
+/// under [`NEVER_READ`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confine {
+    root: PathBuf,
+    allowed: Vec<PathBuf>,
+}
+
+impl Confine {
+    /// Confines to `root` and the `allowed` directories (each made absolute and
+    /// canonical: they must exist).
+    pub fn new(root: &Path, allowed: &[PathBuf]) -> Result<Confine, SourceError> {
+        let canon = |p: &Path| fs::canonicalize(p).map_err(io_err(p));
+        Ok(Confine {
+            root: canon(root)?,
+            allowed: allowed
+                .iter()
+                .map(|p| canon(p))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// The repository root of PATH: the top of the git work tree that holds
+    /// it; without git, the directory PATH names, or a Compose file's directory.
+    pub fn for_path(path: &Path, allowed: &[PathBuf]) -> Result<Confine, SourceError> {
+        let dir = match fs::metadata(path) {
+            Ok(m) if m.is_dir() => path.to_path_buf(),
+            Ok(_) => match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            },
+            Err(source) => {
+                return Err(SourceError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let root = match git2::Repository::discover(&dir) {
+            Ok(repo) => match repo.workdir() {
+                Some(w) => w.to_path_buf(),
+                None => dir,
+            },
+            Err(_) => dir,
+        };
+        Confine::new(&root, allowed)
+    }
+
+    /// The repository root (canonical).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether a resolved (absolute, symlink-free) path may be read.
+    pub fn check(&self, resolved: &Path) -> Result<(), Refused> {
+        if let Some(never) = NEVER_READ.iter().find(|n| resolved.starts_with(n)) {
+            return Err(Refused::Never {
+                resolved: resolved.to_path_buf(),
+                never,
+            });
+        }
+        if resolved.starts_with(&self.root) || self.allowed.iter().any(|a| resolved.starts_with(a)) {
+            return Ok(());
+        }
+        Err(Refused::Outside {
+            resolved: resolved.to_path_buf(),
+            root: self.root.clone(),
+        })
+    }
+}
+
+/// Resolves `path` as the kernel would, symlinks followed one component at a
+/// time through `link` (`Ok(Some(target))` for a symlink, `Ok(None)`
+/// otherwise; a missing component is not a symlink). Pure but for `link`.
+/// Past a missing component the rest is appended as written, `..` included,
+/// so the result names what a later create would name.
+fn resolve_with(
+    path: &Path,
+    mut link: impl FnMut(&Path) -> io::Result<Option<PathBuf>>,
+) -> io::Result<PathBuf> {
+    let mut todo: std::collections::VecDeque<std::ffi::OsString> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut cur = PathBuf::from("/");
+    let mut hops = 0;
+    while let Some(name) = todo.pop_front() {
+        if name == ".." {
+            cur.pop();
+            continue;
+        }
+        let next = cur.join(&name);
+        match link(&next)? {
+            Some(target) => {
+                hops += 1;
+                if hops > MAX_SYMLINKS {
+                    return Err(Refused::Loop.into());
+                }
+                if target.is_absolute() {
+                    cur = PathBuf::from("/");
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(n) => todo.push_front(n.to_os_string()),
+                        Component::ParentDir => todo.push_front("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            None => cur = next,
+        }
+    }
+    Ok(cur)
+}
+
+/// The local file system, confined to a repository ([`Confine`]): every path
+/// is resolved (symlinks followed) and read only when the result may be read.
+#[derive(Debug, Clone)]
+pub struct ConfinedFs {
+    confine: Confine,
+}
+
+impl ConfinedFs {
+    pub fn new(confine: Confine) -> ConfinedFs {
+        ConfinedFs { confine }
+    }
+
+    /// The confinement (root and allowed directories).
+    pub fn confine(&self) -> &Confine {
+        &self.confine
+    }
+
+    /// `path` (relative to the current directory) resolved and checked.
+    pub fn resolve(&self, path: &Path) -> io::Result<PathBuf> {
+        let abs = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir()?.join(path)
+        };
+        let resolved = resolve_with(&abs, |p| match fs::symlink_metadata(p) {
+            Ok(m) if m.file_type().is_symlink() => fs::read_link(p).map(Some),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => Ok(None),
+            Err(e) => Err(e),
+        })?;
+        self.confine.check(&resolved)?;
+        Ok(resolved)
+    }
+}
+
+impl Files for ConfinedFs {
+    fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        LocalFs.read(&self.resolve(path)?)
+    }
+
+    fn kind(&self, path: &Path) -> io::Result<Option<Kind>> {
+        LocalFs.kind(&self.resolve(path)?)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        LocalFs.list(&self.resolve(dir)?)
+    }
+
+    fn absolute(&self, path: &Path) -> io::Result<PathBuf> {
+        LocalFs.absolute(&self.resolve(path)?)
+    }
+}
+
 /// The tree of one git commit, read from the object database (no checkout).
 ///
 /// Paths are those of a checkout at `root` (the repository's work tree, or
 /// the directory of a bare repository): absolute ones under `root`, or
-/// relative to it. A path outside the repository does not exist.
+/// relative to it. Symlinks committed in the tree are followed inside it; a
+/// path that resolves outside the repository is [`Refused`].
 pub struct GitTree {
     /// `git2::Repository` is `Send` but not `Sync`; [`Files`] must be `Sync`.
     repo: Mutex<git2::Repository>,
@@ -167,28 +409,42 @@ impl GitTree {
         })
     }
 
-    /// The repository-relative form of `path`, `None` outside the repository.
-    fn relative(&self, path: &Path) -> Option<PathBuf> {
-        let rel = match path.strip_prefix(&self.root) {
-            Ok(r) => r,
-            Err(_) if path.is_absolute() => return None,
-            Err(_) => path,
-        };
-        let mut out = PathBuf::new();
-        for c in rel.components() {
-            match c {
-                Component::Normal(n) => out.push(n),
-                Component::CurDir => {}
-                Component::ParentDir if out.pop() => {}
-                _ => return None,
+    /// The repository-relative form of `path` (absolute under the root, or
+    /// relative to it), symlinks of the commit followed; refused when it
+    /// resolves outside the repository.
+    fn relative(&self, path: &Path) -> io::Result<PathBuf> {
+        let abs = self.root.join(path);
+        let resolved = resolve_with(&abs, |p| Ok(self.link_at(p)))?;
+        match resolved.strip_prefix(&self.root) {
+            Ok(rel) => Ok(rel.to_path_buf()),
+            Err(_) => Err(Refused::Outside {
+                resolved,
+                root: self.root.clone(),
             }
+            .into()),
         }
-        Some(out)
+    }
+
+    /// The target of the symlink at `path` in the commit, `None` when it is
+    /// no symlink (or absent, or outside the repository).
+    fn link_at(&self, path: &Path) -> Option<PathBuf> {
+        let rel = path.strip_prefix(&self.root).ok()?;
+        if rel.as_os_str().is_empty() {
+            return None;
+        }
+        let repo = self.repo.lock().unwrap_or_else(|e| e.into_inner());
+        let tree = repo.find_tree(self.tree).ok()?;
+        let entry = tree.get_path(rel).ok()?;
+        if entry.filemode() != i32::from(git2::FileMode::Link) {
+            return None;
+        }
+        let blob = repo.find_blob(entry.id()).ok()?;
+        Some(PathBuf::from(String::from_utf8_lossy(blob.content()).into_owned()))
     }
 
     /// The object id of the entry at `path` (a tree for a directory), `None` when absent.
     pub fn entry_id(&self, path: &Path) -> Option<String> {
-        let rel = self.relative(path)?;
+        let rel = self.relative(path).ok()?;
         let repo = self.repo.lock().unwrap_or_else(|e| e.into_inner());
         let tree = repo.find_tree(self.tree).ok()?;
         if rel.as_os_str().is_empty() {
@@ -199,9 +455,7 @@ impl GitTree {
 
     /// The entry at `path`: its object id and kind.
     fn entry(&self, path: &Path) -> io::Result<Option<(git2::Oid, Kind)>> {
-        let Some(rel) = self.relative(path) else {
-            return Ok(None);
-        };
+        let rel = self.relative(path)?;
         let repo = self.repo.lock().unwrap_or_else(|e| e.into_inner());
         let tree = repo.find_tree(self.tree).map_err(io::Error::other)?;
         if rel.as_os_str().is_empty() {
@@ -251,13 +505,7 @@ impl Files for GitTree {
     }
 
     fn absolute(&self, path: &Path) -> io::Result<PathBuf> {
-        match self.relative(path) {
-            Some(rel) => Ok(self.root.join(rel)),
-            None => Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "outside the repository",
-            )),
-        }
+        Ok(self.root.join(self.relative(path)?))
     }
 }
 
@@ -302,7 +550,7 @@ pub enum SourceError {
     NothingToLoad { path: PathBuf },
     #[error("{path}: git: {message}")]
     Git { path: PathBuf, message: String },
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {source}{}", refused(source).map(|r| format!("\n  hint: {}", r.hint())).unwrap_or_default())]
     Io {
         path: PathBuf,
         #[source]
@@ -353,13 +601,16 @@ pub fn discover_in(files: &dyn Files, path: &Path) -> Result<Layout, SourceError
     if config.is_some() || is(&stacks_dir, Kind::Dir) {
         let mut stacks = Vec::new();
         if is(&stacks_dir, Kind::Dir) {
-            let mut entries: Vec<PathBuf> = files
-                .list(&stacks_dir)
-                .map_err(io_err(&stacks_dir))?
-                .into_iter()
-                .map(|n| stacks_dir.join(n))
-                .filter(|p| is(p, Kind::Dir))
-                .collect();
+            let mut entries: Vec<PathBuf> = Vec::new();
+            for name in files.list(&stacks_dir).map_err(io_err(&stacks_dir))? {
+                let dir = stacks_dir.join(name);
+                match files.kind(&dir) {
+                    Ok(Some(Kind::Dir)) => entries.push(dir),
+                    // A stack directory that is a symlink out of the repository.
+                    Err(e) if refused(&e).is_some() => return Err(io_err(&dir)(e)),
+                    _ => {}
+                }
+            }
             entries.sort();
             for dir in entries {
                 if let Some(compose) = find_compose(files, &dir) {
@@ -489,14 +740,192 @@ mod tests {
             read(Path::new("stacks/a")),
             Err(io::ErrorKind::IsADirectory)
         );
-        assert_eq!(read(Path::new("../outside")), Ok(None));
-        assert_eq!(read(Path::new("/etc/passwd")), Ok(None));
+        assert_eq!(
+            read(Path::new("../outside")),
+            Err(io::ErrorKind::PermissionDenied)
+        );
+        assert_eq!(
+            read(Path::new("/etc/passwd")),
+            Err(io::ErrorKind::PermissionDenied)
+        );
         // A PATH that no longer exists on disk is still found in the commit.
         let rev = GitTree::resolve(&root.join("stacks/a"), "HEAD").unwrap();
         assert_eq!(rev.path, Path::new("stacks/a"));
         assert!(matches!(
             GitTree::resolve(root, "nope"),
             Err(SourceError::Git { .. })
+        ));
+    }
+}
+
+#[cfg(test)]
+mod confine_tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// `repo/` (with `a/file`, `a/inside -> ../b`, `a/out -> ../../outside`,
+    /// `a/file-out -> ../../outside/secret.txt`, `b/x`) beside `outside/secret.txt`.
+    fn tree() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let base = fs::canonicalize(t.path()).unwrap();
+        let (repo, outside) = (base.join("repo"), base.join("outside"));
+        fs::create_dir_all(repo.join("a")).unwrap();
+        fs::create_dir_all(repo.join("b")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(repo.join("a/file"), "in").unwrap();
+        fs::write(repo.join("b/x"), "x").unwrap();
+        fs::write(outside.join("secret.txt"), "secret").unwrap();
+        symlink("../b", repo.join("a/inside")).unwrap();
+        symlink("../../outside", repo.join("a/out")).unwrap();
+        symlink("../../outside/secret.txt", repo.join("a/file-out")).unwrap();
+        symlink("loop", repo.join("a/loop")).unwrap();
+        (t, repo, outside)
+    }
+
+    fn kind_of(r: io::Result<impl std::fmt::Debug>) -> Result<String, Refused> {
+        match r {
+            Ok(v) => Ok(format!("{v:?}")),
+            Err(e) => Err(refused(&e).cloned().unwrap_or(Refused::Loop)),
+        }
+    }
+
+    #[test]
+    fn resolve_follows_symlinks_one_component_at_a_time() {
+        let links: BTreeMapLinks = [("/r/l", "../o"), ("/r/abs", "/etc"), ("/r/d/up", "..")]
+            .into_iter()
+            .collect();
+        let resolve = |p: &str| resolve_with(Path::new(p), |q| Ok(links.get(q))).unwrap();
+        assert_eq!(resolve("/r/l/x"), Path::new("/o/x"));
+        assert_eq!(resolve("/r/abs/passwd"), Path::new("/etc/passwd"));
+        assert_eq!(resolve("/r/d/up/up/x"), Path::new("/r/up/x"));
+        assert_eq!(resolve("/r/missing/../l"), Path::new("/o"));
+        assert_eq!(resolve("/r/./a/../../../x"), Path::new("/x"));
+        let looping = resolve_with(Path::new("/x"), |_| Ok(Some(PathBuf::from("x"))));
+        assert_eq!(refused(&looping.unwrap_err()), Some(&Refused::Loop));
+    }
+
+    /// Symlink targets by path, for [`resolve_with`].
+    struct BTreeMapLinks(std::collections::BTreeMap<PathBuf, PathBuf>);
+
+    impl BTreeMapLinks {
+        fn get(&self, p: &Path) -> Option<PathBuf> {
+            self.0.get(p).cloned()
+        }
+    }
+
+    impl<'a> FromIterator<(&'a str, &'a str)> for BTreeMapLinks {
+        fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(it: I) -> Self {
+            BTreeMapLinks(
+                it.into_iter()
+                    .map(|(a, b)| (PathBuf::from(a), PathBuf::from(b)))
+                    .collect(),
+            )
+        }
+    }
+
+    #[test]
+    fn confined_fs_reads_inside_and_refuses_outside() {
+        let (_t, repo, outside) = tree();
+        let files = ConfinedFs::new(Confine::new(&repo, &[]).unwrap());
+        assert_eq!(files.read(&repo.join("a/file")).unwrap(), Some(b"in".to_vec()));
+        // A symlink inside the repository is followed.
+        assert_eq!(files.read(&repo.join("a/inside/x")).unwrap(), Some(b"x".to_vec()));
+        assert_eq!(files.read(&repo.join("a/none")).unwrap(), None);
+        let outside_secret = outside.join("secret.txt");
+        for p in [
+            outside_secret.clone(),
+            repo.join("a/out/secret.txt"),
+            repo.join("a/file-out"),
+            repo.join("a/../../outside/secret.txt"),
+            repo.join("a/none/../../../outside/secret.txt"),
+        ] {
+            assert_eq!(
+                kind_of(files.read(&p)),
+                Err(Refused::Outside {
+                    resolved: outside_secret.clone(),
+                    root: repo.clone(),
+                }),
+                "{}",
+                p.display()
+            );
+        }
+        assert!(matches!(kind_of(files.kind(&repo.join("a/out"))), Err(Refused::Outside { .. })));
+        assert!(matches!(kind_of(files.list(&repo.join("a/out"))), Err(Refused::Outside { .. })));
+        assert!(matches!(kind_of(files.absolute(&repo.join("a/out"))), Err(Refused::Outside { .. })));
+        assert_eq!(kind_of(files.read(&repo.join("a/loop"))), Err(Refused::Loop));
+        let err = files.read(&outside_secret).unwrap_err();
+        assert!(err.to_string().contains(&outside_secret.display().to_string()), "{err}");
+        assert_eq!(read_hint(&err, "other"), OUTSIDE_HINT);
+    }
+
+    #[test]
+    fn allowed_directories_are_readable_but_proc_sys_dev_never() {
+        let (_t, repo, outside) = tree();
+        let files = ConfinedFs::new(Confine::new(&repo, &[outside.clone()]).unwrap());
+        assert_eq!(
+            files.read(&repo.join("a/file-out")).unwrap(),
+            Some(b"secret".to_vec())
+        );
+        let files = ConfinedFs::new(
+            Confine::new(&repo, &[PathBuf::from("/proc"), PathBuf::from("/")]).unwrap(),
+        );
+        for p in ["/proc/self/environ", "/sys/kernel", "/dev/null", "/proc/1/status"] {
+            let r = kind_of(files.read(Path::new(p)));
+            assert!(matches!(r, Err(Refused::Never { .. })), "{p}: {r:?}");
+        }
+        let err = files.read(Path::new("/proc/self/environ")).unwrap_err();
+        assert_eq!(read_hint(&err, "other"), NEVER_HINT);
+        // A missing allowed directory is the host's mistake: an error at start.
+        assert!(Confine::new(&repo, &[repo.join("nope")]).is_err());
+    }
+
+    #[test]
+    fn the_root_is_the_git_work_tree_else_the_directory() {
+        let (_t, repo, _) = tree();
+        let c = Confine::for_path(&repo.join("a"), &[]).unwrap();
+        assert_eq!(c.root(), repo.join("a"));
+        let c = Confine::for_path(&repo.join("a/file"), &[]).unwrap();
+        assert_eq!(c.root(), repo.join("a"));
+        git2::Repository::init(&repo).unwrap();
+        let c = Confine::for_path(&repo.join("a/file"), &[]).unwrap();
+        assert_eq!(c.root(), repo);
+    }
+
+    #[test]
+    fn a_commit_s_symlinks_are_followed_inside_and_refused_outside() {
+        let (_t, repo, outside) = tree();
+        symlink(outside.join("secret.txt"), repo.join("abs")).unwrap();
+        fs::remove_file(repo.join("a/loop")).unwrap();
+        let g = git2::Repository::init(&repo).unwrap();
+        let mut index = g.index().unwrap();
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
+        let tree = g.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        g.commit(Some("HEAD"), &sig, &sig, "one", &tree, &[])
+            .unwrap();
+        let rev = GitTree::resolve(&repo, "HEAD").unwrap();
+        let files = &rev.files;
+        assert_eq!(
+            files.read(Path::new("a/inside/x")).unwrap(),
+            Some(b"x".to_vec())
+        );
+        assert_eq!(files.kind(Path::new("a/inside")).unwrap(), Some(Kind::Dir));
+        let secret = outside.join("secret.txt");
+        for p in ["a/out/secret.txt", "a/file-out", "abs", "../outside/secret.txt"] {
+            assert_eq!(
+                kind_of(files.read(Path::new(p))),
+                Err(Refused::Outside {
+                    resolved: secret.clone(),
+                    root: repo.clone(),
+                }),
+                "{p}"
+            );
+        }
+        assert!(matches!(
+            kind_of(files.read(Path::new("/proc/self/environ"))),
+            Err(Refused::Outside { .. })
         ));
     }
 }

@@ -34,7 +34,7 @@ use crate::events::LogProgress;
 use crate::live::{Engine, EngineError};
 use crate::plan::{Action, ActionKind, Plan};
 use crate::reconcile::{self, Observed};
-use crate::source::{self, LocalFs};
+use crate::source;
 use crate::spec::config::NotificationEvent;
 use crate::spec::{self, Desired};
 use crate::state::{StateDir, StateError};
@@ -103,8 +103,16 @@ pub struct Options {
     pub prune: Option<bool>,
     pub state_dir: PathBuf,
     pub lock_timeout: Duration,
-    /// The process environment (interpolation, notification URLs).
+    /// The process environment (notification URLs, `url_env`); never
+    /// interpolated into Compose files.
     pub env: BTreeMap<String, String>,
+    /// The variables of the process environment the host passes to Compose
+    /// files (`--pass-env`, `--pass-secret-env`).
+    pub compose_env: BTreeMap<String, String>,
+    /// Passed variables the host marks secret (`--pass-secret-env`).
+    pub secret_env: std::collections::BTreeSet<String>,
+    /// Host directories the desired state may read besides the clone (`--allow-read`).
+    pub allow_read: Vec<PathBuf>,
     /// The Compose profiles of `--profile` / `PLIMSOLL_PROFILES` (`None`: plimsoll.yaml, `COMPOSE_PROFILES`).
     pub profiles: Option<Vec<String>>,
     /// The host's age identities (`--age-identity`, `<state>/age.key`), to decrypt `*.age` files.
@@ -672,7 +680,7 @@ impl Agent {
                 unreachable!("a source is git or a directory")
             };
             let root = self.opts.path.as_ref().map_or(dir.clone(), |p| dir.join(p));
-            return match self.load(&root) {
+            return match self.load(&root, dir) {
                 Ok(desired) => {
                     let revision = local_revision(&desired);
                     self.accept(revision, desired);
@@ -781,25 +789,33 @@ impl Agent {
                 .map_err(|e| e.to_string())?
         };
         let root = self.opts.path.as_ref().map_or(dir.clone(), |p| dir.join(p));
-        let desired = self.load(&root)?;
+        let desired = self.load(&root, &dir)?;
         self.accept(sha.to_string(), desired);
         Ok(())
     }
 
-    /// Loads and checks a revision; the error lists every problem with file and line.
-    fn load(&self, root: &std::path::Path) -> Result<Desired, String> {
+    /// Loads and checks a revision at `root` (`--path` inside the checkout or
+    /// the watched directory `top`, which confines every read); the error
+    /// lists every problem with file and line.
+    fn load(&self, root: &std::path::Path, top: &std::path::Path) -> Result<Desired, String> {
         // Errors name files as the repository does (`stacks/shop/compose.yaml:5:9`),
         // not by where the agent checked it out.
         let relative = |e: String| e.replace(&format!("{}/", root.display()), "");
-        let layout = source::discover(root).map_err(|e| relative(e.to_string()))?;
+        // Reads stay inside the clone (or the watched directory): its root
+        // is the repository, whatever PATH inside it names.
+        let confine = source::Confine::new(top, &self.opts.allow_read)
+            .map_err(|e| relative(e.to_string()))?;
+        let files = source::ConfinedFs::new(confine);
+        let layout = source::discover_in(&files, root).map_err(|e| relative(e.to_string()))?;
         let options = spec::LoadOptions {
             profiles: self.opts.profiles.clone(),
             age: self.opts.age.clone(),
+            secret_env: self.opts.secret_env.clone(),
         };
         let mut desired = spec::load_with(
             &layout,
-            &LocalFs,
-            &self.opts.env,
+            &files,
+            &self.opts.compose_env,
             &self.opts.stacks,
             &options,
         )

@@ -214,8 +214,11 @@ pub struct StackInput<'a> {
     pub text: &'a str,
     /// `.env` of the stack directory and its text, when it exists.
     pub dotenv: Option<(&'a Path, &'a str)>,
-    /// The process environment; it overrides `.env`.
+    /// The variables of the process environment the host passes
+    /// (`--pass-env`); they override `.env`, and are masked as `.env`'s are.
     pub env: &'a BTreeMap<String, String>,
+    /// Passed variables the host marks secret (`--pass-secret-env`).
+    pub secret_env: &'a std::collections::BTreeSet<String>,
     pub files: &'a dyn Files,
     pub secret_names: &'a SecretNames,
     /// Override files (`compose.override.yaml`) and their text, merged onto
@@ -290,6 +293,12 @@ pub fn load_stack(input: &StackInput<'_>, diags: &mut Vec<Diag>) -> Option<Loade
         }
     }
     for (k, v) in input.env {
+        if input.secret_env.contains(k) {
+            masker.add_name(k);
+            masker.add_value(v);
+        } else {
+            masker.observe(k, v);
+        }
         vars.insert(k.clone(), v.clone());
     }
 
@@ -1021,8 +1030,21 @@ impl Cx<'_, '_> {
         }
     }
 
-    /// Reads secret files and secret variables so their values are masked everywhere.
+    /// Reads secret files and secret variables so their values are masked
+    /// everywhere; refuses config files outside the repository (read at apply).
     fn secret_files(&mut self, stack: &Stack) {
+        for (key, obj) in &stack.configs {
+            if let Some(file) = &obj.file
+                && let Err(e) = self.input.files.kind(Path::new(file))
+                && crate::source::refused(&e).is_some()
+            {
+                let path = format!("configs.{key}.file");
+                let mark = self.marks.get(&path).copied().unwrap_or_default();
+                let hint = crate::source::read_hint(&e, "");
+                self.err(mark, &path, format!("cannot read config file {file}: {e}"))
+                    .hint(hint);
+            }
+        }
         for (key, obj) in &stack.secrets {
             if let Some(file) = &obj.file {
                 match self.input.files.read(Path::new(file)) {
@@ -1038,8 +1060,12 @@ impl Cx<'_, '_> {
                     Err(e) => {
                         let path = format!("secrets.{key}.file");
                         let mark = self.marks.get(&path).copied().unwrap_or_default();
+                        let hint = crate::source::read_hint(
+                            &e,
+                            "point `file:` at a readable file (not a directory)",
+                        );
                         self.err(mark, &path, format!("cannot read secret file {file}: {e}"))
-                            .hint("point `file:` at a readable file (not a directory)");
+                            .hint(hint);
                     }
                 }
             }
@@ -1560,8 +1586,12 @@ impl Cx<'_, '_> {
                     .hint("create the file, or mark it optional with `required: false`");
                 }
                 Err(e) => {
+                    let hint = crate::source::read_hint(
+                        &e,
+                        "point env_file at a readable file: not a directory, and check its permissions",
+                    );
                     self.err(mark, &path, format!("cannot read env file {}: {e}", file.display()))
-                        .hint("point env_file at a readable file: not a directory, and check its permissions");
+                        .hint(hint);
                 }
             }
         }
@@ -2379,8 +2409,63 @@ pub fn check_builds(stack: &Stack, files: &dyn Files, diags: &mut Vec<Diag>) {
                 );
                 continue;
             }
+            Err(e) if crate::source::refused(&e).is_some() => {
+                diags.push(
+                    Diag::error(
+                        file,
+                        context_mark,
+                        key("context"),
+                        format!("the build context {}: {e}", b.context),
+                    )
+                    .hint(crate::source::read_hint(&e, "")),
+                );
+                continue;
+            }
             // Reading a directory fails: it exists.
             Err(_) => {}
+        }
+        // The build reads the context's `.dockerignore` and its Dockerfile
+        // from the file system (`build::scan`): neither may lead out of the
+        // repository through a symlink.
+        let ignore = dir.join(".dockerignore");
+        if let Err(e) = files.kind(&ignore) {
+            diags.push(
+                Diag::error(
+                    file,
+                    context_mark,
+                    key("context"),
+                    format!("{}: {e}", ignore.display()),
+                )
+                .hint(crate::source::read_hint(&e, "check that the file is readable")),
+            );
+        }
+        if b.dockerfile_inline.is_none() {
+            let path = normalize_path(&dir.join(b.dockerfile.as_deref().unwrap_or("Dockerfile")));
+            let written = stack
+                .source
+                .marks
+                .contains_key(&format!("services.{name}.build.dockerfile"));
+            let (mark, k) = if written {
+                (
+                    stack.source.mark(name, "build.dockerfile"),
+                    key("dockerfile"),
+                )
+            } else {
+                (context_mark, key("context"))
+            };
+            if let Err(e) = files.kind(&path)
+                && crate::source::refused(&e).is_some()
+            {
+                diags.push(
+                    Diag::error(
+                        file,
+                        mark,
+                        k.clone(),
+                        format!("the Dockerfile {}: {e}", path.display()),
+                    )
+                    .hint(crate::source::read_hint(&e, "")),
+                );
+            }
         }
         if let Some(df) = &b.dockerfile {
             let path = normalize_path(&dir.join(df));
@@ -2822,12 +2907,13 @@ impl Cx<'_, '_> {
                     .hint("create the file, or remove it from label_file");
                 }
                 Err(e) => {
+                    let hint = crate::source::read_hint(&e, "point label_file at a readable file");
                     self.err(
                         mark,
                         &path,
                         format!("cannot read label file {}: {e}", host.display()),
                     )
-                    .hint("point label_file at a readable file");
+                    .hint(hint);
                 }
             }
         }
@@ -2884,12 +2970,16 @@ impl Cx<'_, '_> {
                     continue;
                 }
                 Err(e) => {
+                    let hint = crate::source::read_hint(
+                        &e,
+                        "point seccomp= at a readable JSON profile file",
+                    );
                     self.err(
                         mark,
                         &key,
                         format!("cannot read seccomp profile {}: {e}", file.display()),
                     )
-                    .hint("point seccomp= at a readable JSON profile file");
+                    .hint(hint);
                     continue;
                 }
             };

@@ -209,7 +209,7 @@ fn read(inc: &mut Includes<'_>, path: &Path, mark: Mark, key: &str) -> Option<No
                 mark,
                 key.to_string(),
                 format!("cannot read {}: {e}", path.display()),
-                "check that the file exists and is readable",
+                crate::source::read_hint(&e, "check that the file exists and is readable"),
             );
         }
     };

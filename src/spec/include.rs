@@ -213,11 +213,11 @@ impl Includes<'_> {
                 }
                 Err(e) => {
                     return self.err(
-                        env_file,
-                        Mark::default(),
-                        "",
-                        format!("cannot read: {e}"),
-                        "check that the file exists and is readable",
+                        file,
+                        item.mark,
+                        key,
+                        format!("cannot read env file {}: {e}", env_file.display()),
+                        crate::source::read_hint(&e, "check that the file exists and is readable"),
                     );
                 }
             }
@@ -238,11 +238,11 @@ impl Includes<'_> {
                 }
                 Err(e) => {
                     return self.err(
-                        path,
-                        Mark::default(),
-                        "",
-                        format!("cannot read: {e}"),
-                        "check that the file exists and is readable",
+                        file,
+                        item.mark,
+                        key,
+                        format!("cannot read included file {}: {e}", path.display()),
+                        crate::source::read_hint(&e, "check that the file exists and is readable"),
                     );
                 }
             };

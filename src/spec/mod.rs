@@ -74,9 +74,9 @@ fn read_text(files: &dyn Files, path: &Path) -> Result<Option<String>, Diag> {
         Ok(Some(b)) => b,
         Ok(None) => return Ok(None),
         Err(e) => {
+            let hint = crate::source::read_hint(&e, "check that the file exists and is readable");
             return Err(
-                Diag::error(path, Mark::default(), "", format!("cannot read: {e}"))
-                    .hint("check that the file exists and is readable"),
+                Diag::error(path, Mark::default(), "", format!("cannot read: {e}")).hint(hint),
             );
         }
     };
@@ -94,6 +94,28 @@ fn read_text(files: &dyn Files, path: &Path) -> Result<Option<String>, Diag> {
     })
 }
 
+/// Where `key` is set in a dotenv text (its last assignment), for messages.
+fn dotenv_mark(text: &str, key: &str) -> Mark {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let l = l.trim_start();
+            let l = l.strip_prefix("export ").unwrap_or(l).trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(['=', ':']))
+        })
+        .last()
+        .map_or(Mark::default(), |(i, _)| Mark::new(i + 1, 1))
+}
+
+/// A problem reading a file that `key` of `file` names, reported at that key.
+fn named_by(d: Diag, file: &Path, mark: Mark, key: &str) -> Diag {
+    let message = format!("{}: {}", d.file.display(), d.message);
+    let mut named = Diag::error(file, mark, key, message);
+    named.hint = d.hint;
+    named
+}
+
 /// How to load, beyond the files and the environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadOptions {
@@ -104,11 +126,15 @@ pub struct LoadOptions {
     /// The host's age identities, to decrypt `*.age` files (`None`: a `*.age`
     /// file is an error saying how to give one).
     pub age: Option<std::sync::Arc<age::Identities>>,
+    /// Variables of the environment passed in that the host marks secret
+    /// (`--pass-secret-env`): masked whatever their names look like.
+    pub secret_env: std::collections::BTreeSet<String>,
 }
 
-/// Loads the repository, stack or file that `layout` describes. `env` is the
-/// process environment (it overrides each stack's `.env`); `stack_filter`
-/// keeps only the named stacks.
+/// Loads the repository, stack or file that `layout` describes. `env` holds
+/// the variables of the process environment the host passes to Compose files
+/// (`--pass-env`; it overrides each stack's `.env`), never the whole
+/// environment; `stack_filter` keeps only the named stacks.
 pub fn load(
     layout: &Layout,
     files: &dyn Files,
@@ -218,6 +244,7 @@ pub fn load_with(
                 }
             },
             Err(e) => {
+                let hint = crate::source::read_hint(&e, "check that the file is readable");
                 diags.push(
                     Diag::error(
                         &secret_dotenv_path,
@@ -225,7 +252,7 @@ pub fn load_with(
                         "",
                         format!("cannot read: {e}"),
                     )
-                    .hint("check that the file is readable"),
+                    .hint(hint),
                 );
                 continue;
             }
@@ -235,6 +262,8 @@ pub fn load_with(
         // The process environment's is not used: it would apply to every stack.
         let mut sf = sf.clone();
         let mut text = text;
+        // Where `COMPOSE_FILE` is set, for messages about the files it lists.
+        let mut compose_file_at: Option<Mark> = None;
         if !sf.named
             && let Some(vars) = dotenv
                 .as_deref()
@@ -252,6 +281,8 @@ pub fn load_with(
                 .filter(|p| !p.is_empty())
                 .map(|p| sf.dir.join(p))
                 .collect();
+            let at = dotenv_mark(dotenv.as_deref().unwrap_or_default(), "COMPOSE_FILE");
+            compose_file_at = Some(at);
             match read_text(files, &paths[0]) {
                 Ok(Some(t)) => {
                     text = t;
@@ -262,7 +293,7 @@ pub fn load_with(
                     diags.push(
                         Diag::error(
                             &sf.dotenv,
-                            Mark::default(),
+                            at,
                             "COMPOSE_FILE",
                             format!("{}: no such file", paths[0].display()),
                         )
@@ -271,7 +302,7 @@ pub fn load_with(
                     continue;
                 }
                 Err(d) => {
-                    diags.push(d);
+                    diags.push(named_by(d, &sf.dotenv, at, "COMPOSE_FILE"));
                     continue;
                 }
             }
@@ -285,7 +316,10 @@ pub fn load_with(
                     Diag::error(path, Mark::default(), "", "file not found")
                         .hint("fix COMPOSE_FILE in the stack's .env: it lists files relative to the stack directory"),
                 ),
-                Err(d) => diags.push(d),
+                Err(d) => diags.push(match compose_file_at {
+                    Some(at) => named_by(d, &sf.dotenv, at, "COMPOSE_FILE"),
+                    None => d,
+                }),
             }
         }
         let input = compose::StackInput {
@@ -303,6 +337,7 @@ pub fn load_with(
                 .map(|t| (secret_dotenv_path.as_path(), t)),
             age: options.age.as_deref(),
             stored: false,
+            secret_env: &options.secret_env,
         };
         let mut stack_diags = Vec::new();
         let mut sources = Vec::new();
@@ -438,6 +473,7 @@ pub fn load_stored(bytes: &[u8], files: &dyn Files) -> Result<(Stack, Masker), L
         secret_dotenv: None,
         age: None,
         stored: true,
+        secret_env: &Default::default(),
     };
     let mut diags = Vec::new();
     let loaded = compose::load_stack(&input, &mut diags);

@@ -90,7 +90,11 @@ fn compose_profiles_apply_without_flag_or_plimsoll_yaml() {
     write(t.path(), &[("compose.yaml", PROFILED)]);
     assert_eq!(services(t.path(), &[], &[]), ["app"]);
     assert_eq!(
-        services(t.path(), &[], &[("COMPOSE_PROFILES", "tools")]),
+        services(
+            t.path(),
+            &["--pass-env", "COMPOSE_PROFILES"],
+            &[("COMPOSE_PROFILES", "tools")]
+        ),
         ["app", "tools"]
     );
     // validate and graph take the flag too.

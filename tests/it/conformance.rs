@@ -312,7 +312,14 @@ fn text(b: &[u8]) -> String {
 }
 
 fn render(dir: &Path, home: &Path) -> Output {
+    // Compose interpolates the whole environment; plimsoll only what the host
+    // passes: pass the case's variables (and HOME, for `~`).
+    let passed: Vec<String> = std::iter::once("HOME".to_string())
+        .chain(process_env(dir).into_iter().map(|(k, _)| k))
+        .collect();
     controlled(Path::new(env!("CARGO_BIN_EXE_plimsoll")), dir, home)
+        .arg("--pass-env")
+        .arg(passed.join(","))
         .args(cli_args(dir))
         .arg("render")
         .arg(dir)
