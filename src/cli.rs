@@ -641,7 +641,7 @@ impl HostView {
     /// The file system, confined to the repository that holds `path`.
     fn files(&self, path: &std::path::Path) -> Result<source::ConfinedFs> {
         let confine = source::Confine::for_path(path, &self.allow_read)
-            .context("cannot find the repository root (or a directory of --allow-read)")?;
+            .context("cannot find the desired state")?;
         Ok(source::ConfinedFs::new(confine))
     }
 }

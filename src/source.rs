@@ -169,13 +169,18 @@ impl Confine {
     /// Confines to `root` and the `allowed` directories (each made absolute and
     /// canonical: they must exist).
     pub fn new(root: &Path, allowed: &[PathBuf]) -> Result<Confine, SourceError> {
-        let canon = |p: &Path| fs::canonicalize(p).map_err(io_err(p));
+        let allowed = allowed
+            .iter()
+            .map(|p| {
+                fs::canonicalize(p).map_err(|source| SourceError::AllowRead {
+                    path: p.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Confine {
-            root: canon(root)?,
-            allowed: allowed
-                .iter()
-                .map(|p| canon(p))
-                .collect::<Result<_, _>>()?,
+            root: fs::canonicalize(root).map_err(io_err(root))?,
+            allowed,
         })
     }
 
@@ -188,12 +193,12 @@ impl Confine {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                 _ => PathBuf::from("."),
             },
-            Err(source) => {
-                return Err(SourceError::Io {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(SourceError::NotFound {
                     path: path.to_path_buf(),
-                    source,
                 });
             }
+            Err(e) => return Err(io_err(path)(e)),
         };
         let root = match git2::Repository::discover(&dir) {
             Ok(repo) => match repo.workdir() {
@@ -548,6 +553,12 @@ pub enum SourceError {
         "{path}: no Compose file and no stacks/ directory here; expected plimsoll.yaml, stacks/<name>/compose.yaml, a stack directory with compose.yaml, or a Compose file"
     )]
     NothingToLoad { path: PathBuf },
+    #[error("--allow-read {path}: {source}\n  hint: give an existing directory of the host")]
+    AllowRead {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("{path}: git: {message}")]
     Git { path: PathBuf, message: String },
     #[error("{path}: cannot read: {source}{}", refused(source).map(|r| format!("\n  hint: {}", r.hint())).unwrap_or_default())]

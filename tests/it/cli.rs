@@ -238,6 +238,7 @@ fn obsolete_version_is_a_warning_on_stderr() {
 fn process_environment_overrides_dotenv() {
     let out = Command::new(env!("CARGO_BIN_EXE_plimsoll"))
         .args(["render", "examples/stacks/stacks/shop", "--format", "json"])
+        .args(["--pass-env", "API_PORT"])
         .current_dir(repo())
         .env_clear()
         .env("API_PORT", "8085")
