@@ -1590,8 +1590,12 @@ impl Cx<'_, '_> {
                         &e,
                         "point env_file at a readable file: not a directory, and check its permissions",
                     );
-                    self.err(mark, &path, format!("cannot read env file {}: {e}", file.display()))
-                        .hint(hint);
+                    self.err(
+                        mark,
+                        &path,
+                        format!("cannot read env file {}: {e}", file.display()),
+                    )
+                    .hint(hint);
                 }
             }
         }
@@ -2436,7 +2440,10 @@ pub fn check_builds(stack: &Stack, files: &dyn Files, diags: &mut Vec<Diag>) {
                     key("context"),
                     format!("{}: {e}", ignore.display()),
                 )
-                .hint(crate::source::read_hint(&e, "check that the file is readable")),
+                .hint(crate::source::read_hint(
+                    &e,
+                    "check that the file is readable",
+                )),
             );
         }
         if b.dockerfile_inline.is_none() {

@@ -59,7 +59,10 @@ fn assert_refused_at(runs: &[Run], file: &str, key: &str, resolved: &str) {
                 && l.contains(key)
                 && l.contains(resolved)
         });
-        assert!(located, "expected {file}:LINE ... {key} ... {resolved} on one line:\n{run}");
+        assert!(
+            located,
+            "expected {file}:LINE ... {key} ... {resolved} on one line:\n{run}"
+        );
         assert!(
             all.contains("--allow-read") || all.contains("never reads"),
             "expected the hint:\n{run}"
@@ -84,7 +87,12 @@ fn env_file_proc_self_environ_is_never_read() {
     refused_everywhere(&attack, "services.web.env_file", "/proc/self/environ");
     // Not even when the host allows /proc.
     let runs = local_commands(&attack, &["--allow-read", "/proc"], &[]);
-    assert_refused_at(&runs, "compose.yaml", "services.web.env_file", "never reads");
+    assert_refused_at(
+        &runs,
+        "compose.yaml",
+        "services.web.env_file",
+        "never reads",
+    );
     attack.assert_contained(&runs, &[]);
 }
 
@@ -150,7 +158,11 @@ fn committed_symlinks_out_of_the_repository_are_refused() {
     );
 
     let attack = Attack::new("reads-filelink");
-    symlink(attack.outside().join("secret.txt"), attack.stack_dir().join("token.txt")).unwrap();
+    symlink(
+        attack.outside().join("secret.txt"),
+        attack.stack_dir().join("token.txt"),
+    )
+    .unwrap();
     attack.compose(&service(
         "    secrets: [token]\n",
         "secrets:\n  token:\n    file: ./token.txt\n",
@@ -224,7 +236,11 @@ fn include_extends_label_file_and_compose_file_stay_inside() {
 #[test]
 fn build_contexts_and_dockerfiles_stay_inside() {
     let attack = Attack::new("reads-build-context");
-    std::fs::write(attack.outside().join("Dockerfile"), format!("FROM scratch\n# {MARKER}\n")).unwrap();
+    std::fs::write(
+        attack.outside().join("Dockerfile"),
+        format!("FROM scratch\n# {MARKER}\n"),
+    )
+    .unwrap();
     let outside = path_str(&attack.outside());
     attack.compose(&format!(
         "services:\n  web:\n    image: local/{}:1\n    build: {outside}\n",
@@ -233,7 +249,11 @@ fn build_contexts_and_dockerfiles_stay_inside() {
     refused_everywhere(&attack, "services.web.build.context", &outside);
 
     let attack = Attack::new("reads-dockerfile");
-    std::fs::write(attack.outside().join("Dockerfile"), format!("FROM scratch\n# {MARKER}\n")).unwrap();
+    std::fs::write(
+        attack.outside().join("Dockerfile"),
+        format!("FROM scratch\n# {MARKER}\n"),
+    )
+    .unwrap();
     attack.write("app/hello.txt", "hello\n");
     attack.compose(&format!(
         "services:\n  web:\n    image: local/{}:1\n    build: {{context: ./app, dockerfile: ../../../../outside/Dockerfile}}\n",
@@ -247,9 +267,17 @@ fn build_contexts_and_dockerfiles_stay_inside() {
 
     // A Dockerfile in the context that is a symlink out of the repository.
     let attack = Attack::new("reads-dockerfile-link");
-    std::fs::write(attack.outside().join("Dockerfile"), format!("FROM scratch\n# {MARKER}\n")).unwrap();
+    std::fs::write(
+        attack.outside().join("Dockerfile"),
+        format!("FROM scratch\n# {MARKER}\n"),
+    )
+    .unwrap();
     attack.write("app/hello.txt", "hello\n");
-    symlink(attack.outside().join("Dockerfile"), attack.stack_dir().join("app/Dockerfile")).unwrap();
+    symlink(
+        attack.outside().join("Dockerfile"),
+        attack.stack_dir().join("app/Dockerfile"),
+    )
+    .unwrap();
     attack.compose(&format!(
         "services:\n  web:\n    image: local/{}:1\n    build: ./app\n",
         attack.stack
@@ -336,7 +364,10 @@ fn a_passed_variable_the_host_marks_secret_is_masked() {
     attack.commit("read a passed variable");
     let value = [("DEPLOY_REF", CANARY)];
     // Its name does not look secret: passed plainly, it is shown...
-    let run = attack.run(&["--pass-env", "DEPLOY_REF", "render", "--format", "json"], &value);
+    let run = attack.run(
+        &["--pass-env", "DEPLOY_REF", "render", "--format", "json"],
+        &value,
+    );
     run.expect(0);
     assert_eq!(run.json()["services"]["web"]["environment"]["REF"], CANARY);
     // ...and marked secret by the host, it is masked everywhere.
@@ -346,14 +377,20 @@ fn a_passed_variable_the_host_marks_secret_is_masked() {
         vec!["render", "--format", "json"],
         vec!["reconcile", "--dry-run", "--format", "markdown"],
     ] {
-        let args: Vec<&str> = ["--pass-secret-env", "DEPLOY_REF"].into_iter().chain(args).collect();
+        let args: Vec<&str> = ["--pass-secret-env", "DEPLOY_REF"]
+            .into_iter()
+            .chain(args)
+            .collect();
         let run = attack.run(&args, &value);
         assert_ne!(run.code, Some(1), "{run}");
         runs.push(run);
     }
     let run = attack.run(
         &["diff", "--from", &attack.base, "--to", "HEAD"],
-        &[("DEPLOY_REF", CANARY), ("PLIMSOLL_PASS_SECRET_ENV", "DEPLOY_REF")],
+        &[
+            ("DEPLOY_REF", CANARY),
+            ("PLIMSOLL_PASS_SECRET_ENV", "DEPLOY_REF"),
+        ],
     );
     assert_eq!(run.code, Some(2), "{run}");
     runs.push(run);
@@ -383,10 +420,16 @@ fn agent_rejects_a_commit_that_reads_proc_self_environ() {
         reason.contains("/proc/self/environ") && reason.contains("env_file"),
         "the reason names the key and the file: {reason}"
     );
-    assert_eq!(status["revision"], attack.base, "the last good revision is kept: {status:#}");
+    assert_eq!(
+        status["revision"], attack.base,
+        "the last good revision is kept: {status:#}"
+    );
     let (log, status) = (agent.log(), status.to_string());
     for text in [&log, &status] {
-        assert!(!text.contains(CANARY) && !text.contains(MARKER), "leaked: {text}");
+        assert!(
+            !text.contains(CANARY) && !text.contains(MARKER),
+            "leaked: {text}"
+        );
     }
     drop(agent);
     remove_stack(&attack.stack);
