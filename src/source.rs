@@ -610,7 +610,12 @@ pub fn discover_in(files: &dyn Files, path: &Path) -> Result<Layout, SourceError
         });
     }
     let config = path.join(CONFIG_FILE);
-    let config = is(&config, Kind::File).then_some(config);
+    let config = match files.kind(&config) {
+        Ok(Some(Kind::File)) => Some(config),
+        // plimsoll.yaml a symlink out of the repository.
+        Err(e) if refused(&e).is_some() => return Err(io_err(&config)(e)),
+        _ => None,
+    };
     let stacks_dir = path.join("stacks");
     if config.is_some() || is(&stacks_dir, Kind::Dir) {
         let mut stacks = Vec::new();

@@ -435,3 +435,35 @@ fn agent_rejects_a_commit_that_reads_proc_self_environ() {
     remove_stack(&attack.stack);
     attack.assert_contained(&[], &[]);
 }
+
+#[test]
+fn a_stack_directory_or_plimsoll_yaml_symlinked_out_is_refused() {
+    let attack = Attack::new("reads-stack-link");
+    std::fs::write(
+        attack.outside().join("compose.yaml"),
+        format!("services:\n  x:\n    image: plimsoll-example/busybox:1\n    environment: {{M: {MARKER}}}\n"),
+    )
+    .unwrap();
+    symlink("../../outside", attack.repo().join("stacks/evil")).unwrap();
+    attack.commit("a stack from the host");
+    let runs = attack.ci_commands(&[]);
+    Attack::assert_refused(&runs, "stacks/evil");
+    Attack::assert_refused(&runs, "outside the repository");
+    attack.assert_contained(&runs, &[]);
+
+    let attack = Attack::new("reads-config-link");
+    std::fs::write(
+        attack.outside().join("plimsoll.yaml"),
+        format!("# {MARKER}\n"),
+    )
+    .unwrap();
+    symlink(
+        "../outside/plimsoll.yaml",
+        attack.repo().join("plimsoll.yaml"),
+    )
+    .unwrap();
+    attack.commit("plimsoll.yaml from the host");
+    let runs = attack.ci_commands(&[]);
+    Attack::assert_refused(&runs, &path_str(&attack.outside().join("plimsoll.yaml")));
+    attack.assert_contained(&runs, &[]);
+}
