@@ -256,3 +256,24 @@ fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
         .unwrap_or_default();
     !given.is_empty() && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn the_bearer_token_must_match_whole() {
+        assert!(bearer_matches(&auth("Bearer s3cret"), "s3cret"));
+        for wrong in ["Bearer s3cre", "Bearer s3cret2", "bearer s3cret", "s3cret", "Bearer "] {
+            assert!(!bearer_matches(&auth(wrong), "s3cret"), "{wrong}");
+        }
+        assert!(!bearer_matches(&HeaderMap::new(), "s3cret"));
+        assert!(!bearer_matches(&auth("Bearer "), ""), "an empty token never matches");
+    }
+}

@@ -96,7 +96,9 @@ pub async fn serve(
         .keep_alive(true);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
-    let stop = shutdown.wait_for(|stop| *stop);
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
+    };
     tokio::pin!(stop);
     let mut saturated = false;
     loop {
