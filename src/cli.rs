@@ -1005,10 +1005,11 @@ fn agent_options(a: AgentArgs, state_dir: PathBuf) -> Result<crate::agent::Optio
         http: crate::agent::listener::Limits {
             header_timeout: a.http_header_timeout,
             body_timeout: a.http_body_timeout,
-            max_connections: a.http_max_connections.map_or_else(
-                crate::agent::listener::default_max_connections,
-                |n| n as usize,
-            ),
+            max_connections: a
+                .http_max_connections
+                .map_or_else(crate::agent::listener::default_max_connections, |n| {
+                    n as usize
+                }),
         },
         webhook_secret: a
             .webhook_secret_file

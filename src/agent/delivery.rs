@@ -112,8 +112,14 @@ mod tests {
         );
         // GitLab's retries share the Idempotency-Key, not the event UUID.
         assert_eq!(
-            id(&headers(&[("Idempotency-Key", "k"), ("X-Gitlab-Event-UUID", "1")])),
-            id(&headers(&[("Idempotency-Key", "k"), ("X-Gitlab-Event-UUID", "2")]))
+            id(&headers(&[
+                ("Idempotency-Key", "k"),
+                ("X-Gitlab-Event-UUID", "1")
+            ])),
+            id(&headers(&[
+                ("Idempotency-Key", "k"),
+                ("X-Gitlab-Event-UUID", "2")
+            ]))
         );
     }
 

@@ -46,9 +46,7 @@ pub fn router(shared: Arc<Shared>, endpoints: Endpoints) -> Router {
             .route("/status", get(status));
     }
     if endpoints != Endpoints::Observe {
-        app = app
-            .route("/webhook", post(hook))
-            .route("/sync", post(sync));
+        app = app.route("/webhook", post(hook)).route("/sync", post(sync));
     }
     app.layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
@@ -61,7 +59,11 @@ pub async fn listen(
     shared: Arc<Shared>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
-    let main = bind(opts.listen.as_deref().unwrap_or(DEFAULT_LISTEN), "--listen (or PLIMSOLL_LISTEN)").await?;
+    let main = bind(
+        opts.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+        "--listen (or PLIMSOLL_LISTEN)",
+    )
+    .await?;
     let observe = match &opts.metrics_listen {
         Some(addr) => Some(bind(addr, "--metrics-listen (or PLIMSOLL_METRICS_LISTEN)").await?),
         None => None,
@@ -270,10 +272,19 @@ mod tests {
     #[test]
     fn the_bearer_token_must_match_whole() {
         assert!(bearer_matches(&auth("Bearer s3cret"), "s3cret"));
-        for wrong in ["Bearer s3cre", "Bearer s3cret2", "bearer s3cret", "s3cret", "Bearer "] {
+        for wrong in [
+            "Bearer s3cre",
+            "Bearer s3cret2",
+            "bearer s3cret",
+            "s3cret",
+            "Bearer ",
+        ] {
             assert!(!bearer_matches(&auth(wrong), "s3cret"), "{wrong}");
         }
         assert!(!bearer_matches(&HeaderMap::new(), "s3cret"));
-        assert!(!bearer_matches(&auth("Bearer "), ""), "an empty token never matches");
+        assert!(
+            !bearer_matches(&auth("Bearer "), ""),
+            "an empty token never matches"
+        );
     }
 }

@@ -211,7 +211,9 @@ mod tests {
         };
         let (addr, _stop) = limited(limits).await;
         let mut slow = TcpStream::connect(addr).await.unwrap();
-        slow.write_all(b"POST / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        slow.write_all(b"POST / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
         // Wait until the slow client holds the only permit: then one more is refused.
         let refused = loop {
             let mut other = TcpStream::connect(addr).await.unwrap();
@@ -224,11 +226,16 @@ mod tests {
         until_closed(&mut slow).await;
         // The permit is back: a whole request is served.
         let mut ok = TcpStream::connect(addr).await.unwrap();
-        ok.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc")
-            .await
-            .unwrap();
+        ok.write_all(
+            b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc",
+        )
+        .await
+        .unwrap();
         let text = until_closed(&mut ok).await;
-        assert!(text.starts_with("HTTP/1.1 200 ") && text.ends_with('3'), "{text}");
+        assert!(
+            text.starts_with("HTTP/1.1 200 ") && text.ends_with('3'),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -132,9 +132,7 @@ pub enum AgentError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Git(#[from] git::GitError),
-    #[error(
-        "cannot listen on {addr}: {source}; pick another address with {flag}"
-    )]
+    #[error("cannot listen on {addr}: {source}; pick another address with {flag}")]
     Listen {
         addr: String,
         flag: &'static str,

@@ -278,7 +278,13 @@ pub(crate) struct Response {
 /// One request with `Connection: close`. The body is written from another
 /// thread while the answer is read, so an early answer (413) is seen even
 /// when the server stops reading.
-pub(crate) fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+pub(crate) fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))

@@ -33,7 +33,10 @@ fn metrics_addr(agent: &Agent) -> String {
             let rest = &log[at + marker.len()..];
             return rest.split_whitespace().next().unwrap().to_string();
         }
-        assert!(Instant::now() < deadline, "no metrics listener logged:\n{log}");
+        assert!(
+            Instant::now() < deadline,
+            "no metrics listener logged:\n{log}"
+        );
         thread::sleep(Duration::from_millis(20));
     }
 }
@@ -171,7 +174,10 @@ fn slow_clients_are_closed_within_the_header_and_body_timeouts() {
             sent < head.len(),
             "the head was sent whole ({sent} bytes) before the agent closed"
         );
-        assert!(!answer.contains(" 200 "), "a partial head was answered: {answer}");
+        assert!(
+            !answer.contains(" 200 "),
+            "a partial head was answered: {answer}"
+        );
     }
 
     // A body that stops after 2 of 100 bytes: 408, closed.
@@ -228,12 +234,17 @@ fn held_connections_are_capped_and_stop_neither_healthz_nor_a_webhook_sync() {
     );
     let addr = agent.addr.clone();
     let observe = metrics_addr(&agent);
-    wait_status_at(&agent, &observe, None, "v1 applied", |s| s["revision"] == v1.as_str());
+    wait_status_at(&agent, &observe, None, "v1 applied", |s| {
+        s["revision"] == v1.as_str()
+    });
 
     // 300 connections held open (the test process's descriptor limit is
     // checked first: each costs one).
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-    assert!(limit.is_none_or(|l| l > 400), "the descriptor limit {limit:?} is too low for this test");
+    assert!(
+        limit.is_none_or(|l| l > 400),
+        "the descriptor limit {limit:?} is too low for this test"
+    );
     let held: Vec<TcpStream> = (0..300)
         .map(|i| TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connection {i}: {e}")))
         .collect();
@@ -257,11 +268,16 @@ fn held_connections_are_capped_and_stop_neither_healthz_nor_a_webhook_sync() {
             Some(202) => break answer.unwrap(),
             other => answers.push(other),
         }
-        assert!(Instant::now() < deadline, "the webhook never got through: {answers:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the webhook never got through: {answers:?}"
+        );
         thread::sleep(Duration::from_millis(100));
     };
     assert!(accepted.contains("sync queued"), "{accepted}");
-    wait_status_at(&agent, &observe, None, "v2 applied", |s| s["revision"] == v2.as_str());
+    wait_status_at(&agent, &observe, None, "v2 applied", |s| {
+        s["revision"] == v2.as_str()
+    });
 
     // Of the 300, those beyond the cap were refused with a 503 at once; the
     // others were closed by the header timeout without an answer.
@@ -272,14 +288,24 @@ fn held_connections_are_capped_and_stop_neither_healthz_nor_a_webhook_sync() {
             assert!(answer.contains("too many connections"), "{answer}");
             refused += 1;
         } else {
-            assert!(answer.is_empty(), "a request-less connection was answered: {answer}");
+            assert!(
+                answer.is_empty(),
+                "a request-less connection was answered: {answer}"
+            );
         }
     }
-    assert!(refused >= 1, "no connection beyond the cap of 64 was refused");
+    eprintln!("{refused} of the 300 held connections were refused");
+    assert!(
+        refused >= 1,
+        "no connection beyond the cap of 64 was refused"
+    );
     let r = agent.get("/healthz");
     assert_eq!(r.code, 200, "{r:?}");
     let log = agent.log();
-    assert!(log.contains("refusing new ones"), "the cap is logged:\n{log}");
+    assert!(
+        log.contains("refusing new ones"),
+        "the cap is logged:\n{log}"
+    );
 }
 
 /// A delivery replayed after a new commit is answered "duplicate delivery"
@@ -292,7 +318,12 @@ fn a_replayed_webhook_delivery_triggers_nothing() {
     let secret = s.path("webhook.secret");
     std::fs::write(&secret, SECRET).unwrap();
     let agent = s.deploy(
-        &["--interval", "1h", "--webhook-secret-file", secret.to_str().unwrap()],
+        &[
+            "--interval",
+            "1h",
+            "--webhook-secret-file",
+            secret.to_str().unwrap(),
+        ],
         &[],
         &v1,
     );
@@ -315,7 +346,11 @@ fn a_replayed_webhook_delivery_triggers_nothing() {
     wait_running(&s.web, BOUND);
     let status = agent.status();
     assert_eq!(status["revision"], v2.as_str(), "{status:#}");
-    assert_ne!(status["fetched"], v3.as_str(), "the replay fetched: {status:#}");
+    assert_ne!(
+        status["fetched"],
+        v3.as_str(),
+        "the replay fetched: {status:#}"
+    );
 
     // A new delivery of the same push is not a replay.
     let answer = exchange(&addr, &push_request(&addr, &v3, "replayed-delivery-2")).unwrap();
@@ -335,7 +370,12 @@ fn status_and_metrics_want_the_token_and_move_to_the_metrics_listener() {
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
     let token_arg = token.to_str().unwrap();
 
-    let mut agent = Agent::start(&s.state, &s.repo.url(), &["--status-token-file", token_arg], &[]);
+    let mut agent = Agent::start(
+        &s.state,
+        &s.repo.url(),
+        &["--status-token-file", token_arg],
+        &[],
+    );
     let addr = agent.addr.clone();
     for path in ["/status", "/metrics"] {
         for wrong in [None, Some("wrong"), Some("")] {
@@ -356,7 +396,12 @@ fn status_and_metrics_want_the_token_and_move_to_the_metrics_listener() {
     let mut agent = Agent::start(
         &s.state,
         &s.repo.url(),
-        &["--status-token-file", token_arg, "--metrics-listen", "127.0.0.1:0"],
+        &[
+            "--status-token-file",
+            token_arg,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
         &[],
     );
     let addr = agent.addr.clone();
@@ -365,7 +410,10 @@ fn status_and_metrics_want_the_token_and_move_to_the_metrics_listener() {
         let r = get(&addr, path, Some(TOKEN));
         assert_eq!(r.code, 404, "{path} on the main port: {r:?}");
         let r = get(&observe, path, None);
-        assert_eq!(r.code, 401, "{path} on the metrics port without the token: {r:?}");
+        assert_eq!(
+            r.code, 401,
+            "{path} on the metrics port without the token: {r:?}"
+        );
         let r = get(&observe, path, Some(TOKEN));
         assert_eq!(r.code, 200, "{path} on the metrics port: {r:?}");
     }
@@ -373,7 +421,13 @@ fn status_and_metrics_want_the_token_and_move_to_the_metrics_listener() {
         let r = get(a, "/healthz", None);
         assert_eq!(r.code, 200, "/healthz on {a}: {r:?}");
     }
-    let r = http(&observe, "POST", "/webhook", &[("X-GitHub-Event", "ping")], b"{}");
+    let r = http(
+        &observe,
+        "POST",
+        "/webhook",
+        &[("X-GitHub-Event", "ping")],
+        b"{}",
+    );
     assert_eq!(r.code, 404, "no webhooks on the metrics port: {r:?}");
     agent.cli(&["healthcheck", "--listen", &addr]).expect(0);
     assert_eq!(agent.terminate().code(), Some(0), "{}", agent.log());
