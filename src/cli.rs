@@ -477,6 +477,24 @@ pub struct AgentArgs {
     /// File holding the bearer token of `POST /sync`.
     #[arg(long, env = "PLIMSOLL_SYNC_TOKEN_FILE", value_name = "FILE")]
     pub sync_token_file: Option<PathBuf>,
+    /// Serve `/status` and `/metrics` on this address only (`/healthz` on both), so that
+    /// the --listen port (webhooks) can be published alone.
+    #[arg(long, env = "PLIMSOLL_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// File holding a bearer token that `/status` and `/metrics` then want (`/healthz` stays open).
+    #[arg(long, env = "PLIMSOLL_STATUS_TOKEN_FILE", value_name = "FILE")]
+    pub status_token_file: Option<PathBuf>,
+    /// How long a client may take to send a request's headers; also how long an idle
+    /// keep-alive connection stays open.
+    #[arg(long, env = "PLIMSOLL_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub http_header_timeout: std::time::Duration,
+    /// How long a client may take to send a request's body once its headers arrived.
+    #[arg(long, env = "PLIMSOLL_HTTP_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub http_body_timeout: std::time::Duration,
+    /// HTTP connections open at once, per listener; more are refused with 503 (default:
+    /// a quarter of the file-descriptor limit, at most 256).
+    #[arg(long, env = "PLIMSOLL_HTTP_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub http_max_connections: Option<u32>,
     /// File holding the https token of the repository (or set PLIMSOLL_GIT_TOKEN).
     #[arg(long, env = "PLIMSOLL_GIT_TOKEN_FILE", value_name = "FILE")]
     pub git_token_file: Option<PathBuf>,
@@ -1045,12 +1063,32 @@ fn agent_options(a: AgentArgs, state_dir: PathBuf) -> Result<crate::agent::Optio
             Source::Directory(dir)
         }
     };
+    if a.http_header_timeout.is_zero() || a.http_body_timeout.is_zero() {
+        anyhow::bail!(
+            "--http-header-timeout and --http-body-timeout must be longer than 0s (the defaults are 10s and 30s)"
+        );
+    }
     Ok(Options {
         source,
         path: a.path,
         interval: a.interval,
         resync: a.resync,
         listen: a.listen,
+        metrics_listen: a.metrics_listen,
+        status_token: a
+            .status_token_file
+            .as_ref()
+            .map(|f| read("status token", f))
+            .transpose()?,
+        http: crate::agent::listener::Limits {
+            header_timeout: a.http_header_timeout,
+            body_timeout: a.http_body_timeout,
+            max_connections: a
+                .http_max_connections
+                .map_or_else(crate::agent::listener::default_max_connections, |n| {
+                    n as usize
+                }),
+        },
         webhook_secret: a
             .webhook_secret_file
             .as_ref()

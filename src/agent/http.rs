@@ -1,9 +1,17 @@
 //! The agent's HTTP endpoint (axum): `GET /healthz`, `GET /metrics`,
 //! `GET /status`, `POST /webhook`, `POST /sync`. Handlers only read the
 //! shared status and send triggers; they never change the host themselves.
+//!
+//! With `--metrics-listen`, `/status` and `/metrics` are served only on that
+//! second address (`/healthz` on both), so the webhook port can be published
+//! alone. With `--status-token-file`, `/status` and `/metrics` want the bearer
+//! token; `/healthz` stays open for the container's health check. A webhook
+//! delivery whose id was seen before is answered and triggers nothing.
+//! Connections are accepted by [`super::listener`] (timeouts, connection cap).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -11,44 +19,95 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tokio::net::TcpListener;
 
 use super::webhook::{self, Hook, WebhookError};
-use super::{Shared, Trigger};
+use super::{AgentError, DEFAULT_LISTEN, Options, Shared, Trigger, delivery, listener};
 
 /// Webhook bodies larger than this are refused with 413.
 pub const MAX_BODY: usize = 1 << 20;
 
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/status", get(status))
-        .route("/webhook", post(hook))
-        .route("/sync", post(sync))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+/// Which endpoints a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoints {
+    /// Everything: the one listener of an agent without `--metrics-listen`.
+    All,
+    /// `/healthz`, `POST /webhook`, `POST /sync` (`--listen` beside `--metrics-listen`).
+    Triggers,
+    /// `/healthz`, `/status`, `/metrics` (`--metrics-listen`).
+    Observe,
+}
+
+pub fn router(shared: Arc<Shared>, endpoints: Endpoints) -> Router {
+    let mut app = Router::new().route("/healthz", get(healthz));
+    if endpoints != Endpoints::Triggers {
+        app = app
+            .route("/metrics", get(metrics))
+            .route("/status", get(status));
+    }
+    if endpoints != Endpoints::Observe {
+        app = app.route("/webhook", post(hook)).route("/sync", post(sync));
+    }
+    app.layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
 }
 
-/// Serves until `shutdown` turns true.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Binds `--listen` (and `--metrics-listen`), logs where, and serves each
+/// until `shutdown` turns true.
+pub async fn listen(
+    opts: &Options,
     shared: Arc<Shared>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let app = router(shared);
-    let stop = async move {
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                break;
-            }
-        }
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    let main = bind(
+        opts.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+        "--listen (or PLIMSOLL_LISTEN)",
+    )
+    .await?;
+    let observe = match &opts.metrics_listen {
+        Some(addr) => Some(bind(addr, "--metrics-listen (or PLIMSOLL_METRICS_LISTEN)").await?),
+        None => None,
     };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        tracing::error!("the HTTP endpoint failed: {e}");
+    let endpoints = if observe.is_some() {
+        Endpoints::Triggers
+    } else {
+        Endpoints::All
+    };
+    tracing::info!(
+        "listening on http://{} ({})",
+        address(&main),
+        match endpoints {
+            Endpoints::Triggers => "/healthz, POST /webhook, POST /sync",
+            _ => "/healthz, /metrics, /status, POST /webhook, POST /sync",
+        }
+    );
+    if let Some(observe) = observe {
+        tracing::info!(
+            "serving /status and /metrics on http://{} (and /healthz)",
+            address(&observe)
+        );
+        let app = router(shared.clone(), Endpoints::Observe);
+        tokio::spawn(listener::serve(observe, app, opts.http, shutdown.clone()));
     }
+    let app = router(shared, endpoints);
+    tokio::spawn(listener::serve(main, app, opts.http, shutdown));
+    Ok(())
+}
+
+async fn bind(addr: &str, flag: &'static str) -> Result<TcpListener, AgentError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AgentError::Listen {
+            addr: addr.to_string(),
+            flag,
+            source,
+        })
+}
+
+fn address(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|e| format!("(unknown address: {e})"), |a| a.to_string())
 }
 
 fn json<T: serde::Serialize>(code: StatusCode, body: &T) -> Response {
@@ -76,7 +135,10 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = status_token_refusal(&shared, &headers) {
+        return refused;
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)],
@@ -85,7 +147,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-async fn status(State(shared): State<Arc<Shared>>) -> Response {
+async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = status_token_refusal(&shared, &headers) {
+        return refused;
+    }
     let s = shared
         .status
         .lock()
@@ -106,6 +171,19 @@ async fn hook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     if let Err(e) = webhook::authenticate(&headers, &body, secret) {
         tracing::warn!("webhook refused: {e}");
         return rejection(e);
+    }
+    if let Some(id) = delivery::id(&headers)
+        && shared
+            .deliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replayed(id, Instant::now())
+    {
+        tracing::info!("webhook: a delivery already received came again; nothing to do");
+        return message(
+            StatusCode::OK,
+            "duplicate delivery: already received, nothing done",
+        );
     }
     match webhook::parse(&headers, &body) {
         Err(e) => rejection(e),
@@ -141,13 +219,7 @@ async fn sync(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response
             "POST /sync is off: start the agent with --sync-token-file",
         );
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    use subtle::ConstantTimeEq as _;
-    if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) || given.is_empty() {
+    if !bearer_matches(&headers, token) {
         return message(
             StatusCode::UNAUTHORIZED,
             "missing or wrong token: send `Authorization: Bearer <the token in --sync-token-file>`",
@@ -156,4 +228,63 @@ async fn sync(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response
     let _ = shared.triggers.send(Trigger::Fetch("POST /sync"));
     let _ = shared.triggers.send(Trigger::Resync);
     message(StatusCode::ACCEPTED, "sync queued")
+}
+
+/// `Some(401)` when `--status-token-file` is set and the request does not carry it.
+fn status_token_refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let token = shared.status_token.as_ref()?;
+    (!bearer_matches(headers, token)).then(|| {
+        let mut r = message(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token: send `Authorization: Bearer <the token in --status-token-file>` \
+             (Prometheus: `authorization: {credentials_file: FILE}`)",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        r
+    })
+}
+
+/// Whether `Authorization: Bearer <token>` names `token`, compared in
+/// constant time; an empty token never matches.
+fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    !given.is_empty() && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn the_bearer_token_must_match_whole() {
+        assert!(bearer_matches(&auth("Bearer s3cret"), "s3cret"));
+        for wrong in [
+            "Bearer s3cre",
+            "Bearer s3cret2",
+            "bearer s3cret",
+            "s3cret",
+            "Bearer ",
+        ] {
+            assert!(!bearer_matches(&auth(wrong), "s3cret"), "{wrong}");
+        }
+        assert!(!bearer_matches(&HeaderMap::new(), "s3cret"));
+        assert!(
+            !bearer_matches(&auth("Bearer "), ""),
+            "an empty token never matches"
+        );
+    }
 }

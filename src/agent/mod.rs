@@ -12,9 +12,11 @@
 //! change goes through the same plan/apply path and the state-directory lock
 //! as `plimsoll reconcile`.
 
+pub mod delivery;
 pub mod git;
 pub mod heal;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod notify;
 pub mod watch;
@@ -96,6 +98,12 @@ pub struct Options {
     pub interval: Option<Duration>,
     pub resync: Option<Duration>,
     pub listen: Option<String>,
+    /// A second address serving `/status` and `/metrics` (then not on `listen`).
+    pub metrics_listen: Option<String>,
+    /// Bearer token `/status` and `/metrics` want (`--status-token-file`).
+    pub status_token: Option<String>,
+    /// Timeouts and the connection cap of each listener.
+    pub http: listener::Limits,
     pub webhook_secret: Option<Vec<u8>>,
     pub sync_token: Option<String>,
     pub stacks: Vec<String>,
@@ -132,11 +140,10 @@ pub enum AgentError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Git(#[from] git::GitError),
-    #[error(
-        "cannot listen on {addr}: {source}; pick another address with --listen (or PLIMSOLL_LISTEN)"
-    )]
+    #[error("cannot listen on {addr}: {source}; pick another address with {flag}")]
     Listen {
         addr: String,
+        flag: &'static str,
         #[source]
         source: std::io::Error,
     },
@@ -226,6 +233,9 @@ pub struct Shared {
     pub alive: std::sync::atomic::AtomicBool,
     pub webhook_secret: Option<Vec<u8>>,
     pub sync_token: Option<String>,
+    pub status_token: Option<String>,
+    /// Webhook deliveries already received (their ids), to answer replays.
+    pub deliveries: Mutex<delivery::Recent>,
     /// The ref a push must name to matter (`refs/heads/main`); `None` = any.
     pub followed_ref: Option<String>,
     pub triggers: UnboundedSender<Trigger>,
@@ -321,21 +331,12 @@ pub async fn run(
         alive: std::sync::atomic::AtomicBool::new(true),
         webhook_secret: opts.webhook_secret.clone(),
         sync_token: opts.sync_token.clone(),
+        status_token: opts.status_token.clone(),
+        deliveries: Mutex::new(delivery::Recent::default()),
         followed_ref,
         triggers: tx.clone(),
     });
-    let listen = opts.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.into());
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .map_err(|source| AgentError::Listen {
-            addr: listen.clone(),
-            source,
-        })?;
-    tracing::info!(
-        "listening on http://{} (/healthz, /metrics, /status, POST /webhook, POST /sync)",
-        listener.local_addr().map_or(listen, |a| a.to_string())
-    );
-    tokio::spawn(http::serve(listener, shared.clone(), shutdown.clone()));
+    http::listen(&opts, shared.clone(), shutdown.clone()).await?;
     tokio::spawn(watch::engine_events(engine.clone(), tx.clone()));
 
     let (git, _watcher) = match &opts.source {

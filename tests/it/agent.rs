@@ -45,7 +45,7 @@ const POLL: Duration = Duration::from_millis(100);
 pub(crate) struct Agent {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
-    addr: String,
+    pub(crate) addr: String,
     state: PathBuf,
 }
 
@@ -127,11 +127,11 @@ impl Agent {
         self.log_lines().join("\n")
     }
 
-    fn get(&self, path: &str) -> Response {
+    pub(crate) fn get(&self, path: &str) -> Response {
         http(&self.addr, "GET", path, &[], b"")
     }
 
-    fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub(crate) fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
         http(&self.addr, "POST", path, headers, body)
     }
 
@@ -185,7 +185,7 @@ impl Agent {
     }
 
     /// SIGTERM, then waits (20 s at most) for the exit.
-    fn terminate(&mut self) -> ExitStatus {
+    pub(crate) fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
         let ok = Command::new("kill")
             .args(["-TERM", &pid])
@@ -207,7 +207,7 @@ impl Agent {
     }
 
     /// `plimsoll --state-dir <this agent's> ARGS` (the CLI next to the agent).
-    fn cli(&self, args: &[&str]) -> crate::support::Run {
+    pub(crate) fn cli(&self, args: &[&str]) -> crate::support::Run {
         plimsoll(&self.state, args)
     }
 }
@@ -269,16 +269,22 @@ fn audited(state: &Path, revision: &str, outcome: &str) -> usize {
 // ---- a minimal HTTP/1.1 client and receiver -----------------------------------
 
 #[derive(Debug)]
-struct Response {
-    code: u16,
-    head: String,
-    body: String,
+pub(crate) struct Response {
+    pub(crate) code: u16,
+    pub(crate) head: String,
+    pub(crate) body: String,
 }
 
 /// One request with `Connection: close`. The body is written from another
 /// thread while the answer is read, so an early answer (413) is seen even
 /// when the server stops reading.
-fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+pub(crate) fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -522,18 +528,18 @@ fn compose_path(stack: &str) -> String {
 /// volumes removed at the end, by panic too), and a temporary directory with
 /// an empty config repository (`repo/`) and the agent's state directory
 /// (`state/`). Declare the test's [`Agent`] after it.
-struct Scenario {
-    stack: String,
+pub(crate) struct Scenario {
+    pub(crate) stack: String,
     /// The container of the stack's service `web` (see [`web_stack`]).
-    web: String,
-    repo: GitRepo,
-    state: PathBuf,
+    pub(crate) web: String,
+    pub(crate) repo: GitRepo,
+    pub(crate) state: PathBuf,
     tmp: tempfile::TempDir,
     _cleanup: Cleanup,
 }
 
 impl Scenario {
-    fn new(what: &str) -> Scenario {
+    pub(crate) fn new(what: &str) -> Scenario {
         ensure_busybox();
         let mut cleanup = Cleanup::new();
         let stack = cleanup.stack(what);
@@ -550,7 +556,7 @@ impl Scenario {
     }
 
     /// `name` in the temporary directory.
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.tmp.path().join(name)
     }
 
@@ -565,14 +571,14 @@ impl Scenario {
 
     /// Commits the web stack with `GREETING=<greeting>` (also the commit
     /// message); returns the SHA.
-    fn commit_greeting(&self, greeting: &str) -> String {
+    pub(crate) fn commit_greeting(&self, greeting: &str) -> String {
         self.write_web(&[("GREETING", greeting)], "");
         self.repo.commit(greeting)
     }
 
     /// Starts the agent on the repository with `args` and `env`, and waits
     /// until `revision` is applied.
-    fn deploy(&self, args: &[&str], env: &[(&str, &str)], revision: &str) -> Agent {
+    pub(crate) fn deploy(&self, args: &[&str], env: &[(&str, &str)], revision: &str) -> Agent {
         let agent = Agent::start(&self.state, &self.repo.url(), args, env);
         agent.wait_revision(revision, Duration::from_secs(30));
         agent
@@ -589,7 +595,7 @@ fn inspect(name: &str, format: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn running(name: &str) -> bool {
+pub(crate) fn running(name: &str) -> bool {
     inspect(name, "{{.State.Running}}").as_deref() == Some("true")
 }
 
@@ -610,7 +616,7 @@ fn has_greeting(name: &str, greeting: &str) -> bool {
 
 /// Waits until the container runs with `GREETING=<greeting>`.
 #[track_caller]
-fn wait_greeting(name: &str, greeting: &str, timeout: Duration) {
+pub(crate) fn wait_greeting(name: &str, greeting: &str, timeout: Duration) {
     wait_for(
         &format!("{name} running with GREETING={greeting}"),
         timeout,
@@ -620,7 +626,7 @@ fn wait_greeting(name: &str, greeting: &str, timeout: Duration) {
 }
 
 #[track_caller]
-fn wait_running(name: &str, timeout: Duration) {
+pub(crate) fn wait_running(name: &str, timeout: Duration) {
     wait_for(
         &format!("{name} running"),
         timeout,
@@ -656,13 +662,13 @@ fn service<'a>(status: &'a Value, stack: &str, service: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
-fn sign(secret: &str, body: &[u8]) -> String {
+pub(crate) fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-fn push_payload(git_ref: &str, after: &str) -> String {
+pub(crate) fn push_payload(git_ref: &str, after: &str) -> String {
     serde_json::json!({
         "ref": git_ref,
         "before": "0".repeat(40),
