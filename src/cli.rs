@@ -87,6 +87,10 @@ pub struct Cli {
         value_name = "FILE"
     )]
     pub age_identity: Option<PathBuf>,
+    /// The host's policy: a file with the keys of `policy:` in plimsoll.yaml, checked
+    /// besides the repository's. The repository can add rules, never remove or relax these.
+    #[arg(long, global = true, env = "PLIMSOLL_POLICY", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -585,13 +589,31 @@ fn load_options(profiles: &[String]) -> spec::LoadOptions {
     spec::LoadOptions {
         profiles: (!profiles.is_empty()).then(|| profiles.to_vec()),
         age: None,
+        host_policy: None,
     }
 }
 
-/// What every loading command shares: the profiles and the age identity.
+/// Reads the host policy of `--policy` / `PLIMSOLL_POLICY`.
+fn host_policy(
+    file: Option<&std::path::Path>,
+) -> Result<Option<std::sync::Arc<spec::policy::HostPolicy>>> {
+    let Some(file) = file else { return Ok(None) };
+    let text = std::fs::read_to_string(file).with_context(|| {
+        format!(
+            "cannot read the host policy {} (--policy, PLIMSOLL_POLICY); check the path",
+            file.display()
+        )
+    })?;
+    let policy =
+        spec::policy::HostPolicy::parse(file, &text).map_err(|d| anyhow::anyhow!("{d}"))?;
+    Ok(Some(std::sync::Arc::new(policy)))
+}
+
+/// What every loading command shares: the profiles, the age identity and the host policy.
 struct Loading {
     profiles: Vec<String>,
     age: secret::IdentitySource,
+    host_policy: Option<std::sync::Arc<spec::policy::HostPolicy>>,
 }
 
 impl Loading {
@@ -599,6 +621,7 @@ impl Loading {
     fn options(&self) -> Result<spec::LoadOptions> {
         let mut options = load_options(&self.profiles);
         options.age = self.age.identities()?;
+        options.host_policy = self.host_policy.clone();
         Ok(options)
     }
 }
@@ -634,6 +657,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             flag: cli.age_identity.clone(),
             state_dir: state_dir(cli.state_dir.clone()),
         },
+        host_policy: host_policy(cli.policy.as_deref())?,
     };
     match cli.command {
         Command::Secret(command) => secret::run(command, &loading.age)?,
@@ -775,6 +799,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut opts = agent_options(*args, state_dir(cli.state_dir.clone()))?;
             opts.profiles = load_options(&cli.profiles).profiles;
             opts.age = loading.age.identities()?;
+            opts.host_policy = loading.host_policy.clone();
             runtime()?.block_on(async {
                 let (stop, shutdown) = tokio::sync::watch::channel(false);
                 let cancel = crate::apply::Cancel::default();
@@ -991,6 +1016,7 @@ fn agent_options(a: AgentArgs, state_dir: PathBuf) -> Result<crate::agent::Optio
         env: process_env(),
         profiles: None,
         age: None,
+        host_policy: None,
     })
 }
 
