@@ -51,7 +51,7 @@ fn ways_to_root() -> Vec<(&'static str, &'static str, &'static str)> {
 }
 
 /// A Compose file with one busybox service per way to root; each service's
-/// setting is on line `4 + 4 * index`, column 5.
+/// setting is on line `5 + 4 * index`, column 5.
 fn compose_of(ways: &[(&str, &str, &str)]) -> String {
     let mut text = String::from("services:\n");
     for (name, setting, _) in ways {
@@ -74,7 +74,7 @@ fn every_way_to_root_is_refused_naming_file_line_key_and_rule() {
     for run in &runs {
         let out = run.all();
         for (i, (name, _, key)) in ways.iter().enumerate() {
-            let line = 4 + 4 * i;
+            let line = 5 + 4 * i;
             let place = format!("compose.yaml:{line}:5: services.{name}.{key}: ");
             assert!(out.contains(&place), "{place:?} not named in:\n{run}");
         }
@@ -207,7 +207,7 @@ fn audit_settings_cannot_erase_the_history() {
     let rounds = 4;
     for round in 0..rounds {
         attack.compose(&format!(
-            "services:\n  web:\n    image: plimsoll-example/busybox:1\n    command: [sleep, infinity]\n    environment: {{ROUND: '{round}'}}\n"
+            "services:\n  web:\n    image: plimsoll-example/busybox:1\n    command: [sleep, infinity]\n    stop_grace_period: 1s\n    environment: {{ROUND: '{round}'}}\n"
         ));
         attack.commit(&format!("round {round}"));
         let run = attack.run(&["reconcile"], &[]);
