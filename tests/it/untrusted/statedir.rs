@@ -120,7 +120,7 @@ fn revision_names_are_keyed_and_history_says_who_and_where() {
     assert!(!id.is_empty());
     // Without SUDO_USER or USER: the numeric user id, never `unknown`.
     attack.compose(
-        "services:\n  web:\n    image: plimsoll-example/busybox:1\n    command: [sleep, '1000']\n",
+        "services:\n  web:\n    image: plimsoll-example/busybox:1\n    command: [sleep, infinity]\n  other:\n    image: plimsoll-example/busybox:1\n    command: [sleep, infinity]\n",
     );
     attack.commit("change");
     attack.run(&["reconcile"], &[]).expect(0);
