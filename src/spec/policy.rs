@@ -62,12 +62,13 @@ impl RuleSource<'_> {
             .unwrap_or_default()
     }
 
-    /// Where to exempt a service from `rule`, for hints.
+    /// Where to exempt a service from `rule`, for hints:
+    /// `plimsoll.yaml: policy.privileged.allow`.
     fn where_to_allow(&self, rule: &str) -> String {
         if self.root.is_empty() {
-            format!("{rule}.allow in the host policy {}", self.file.display())
+            format!("the host policy {}: {rule}.allow", self.file.display())
         } else {
-            format!("policy.{rule}.allow in plimsoll.yaml")
+            format!("plimsoll.yaml: policy.{rule}.allow")
         }
     }
 }
@@ -478,8 +479,12 @@ pub fn check_stack(
                     "privileged",
                     way.what,
                     format!(
-                        "remove `{}`, or allow the service by name: {}: [{qualified}]",
-                        way.key,
+                        "remove `{}`, or allow the service by name in {}: [{qualified}]",
+                        if way.key == "privileged" {
+                            "privileged: true"
+                        } else {
+                            way.key
+                        },
                         rules.where_to_allow("privileged")
                     ),
                 );
@@ -524,7 +529,7 @@ pub fn check_stack(
                         "registries",
                         format!("image `{image}`{place} comes from registry `{reg}`"),
                         format!(
-                            "use an image from {}, or add `{reg}` to {}",
+                            "use an image from {}, or add `{reg}` in {}",
                             rule.allow.join(", "),
                             rules.where_to_allow("registries")
                         ),
@@ -1069,7 +1074,7 @@ mod tests {
                 out.contains("violates host policy `privileged` (/etc/plimsoll/policy.yaml:1)"),
                 "{out}"
             );
-            assert!(out.contains("privileged.allow in the host policy"), "{out}");
+            assert!(out.contains("in the host policy /etc/plimsoll/policy.yaml: privileged.allow: [s/web]"), "{out}");
             let image = "services:\n  web:\n    image: evil.example.com/x\n";
             let out = check(config, image, &[], Some(host));
             assert!(out.contains("violates host policy `registries`"), "{out}");
