@@ -1074,7 +1074,12 @@ mod tests {
                 out.contains("violates host policy `privileged` (/etc/plimsoll/policy.yaml:1)"),
                 "{out}"
             );
-            assert!(out.contains("in the host policy /etc/plimsoll/policy.yaml: privileged.allow: [s/web]"), "{out}");
+            assert!(
+                out.contains(
+                    "in the host policy /etc/plimsoll/policy.yaml: privileged.allow: [s/web]"
+                ),
+                "{out}"
+            );
             let image = "services:\n  web:\n    image: evil.example.com/x\n";
             let out = check(config, image, &[], Some(host));
             assert!(out.contains("violates host policy `registries`"), "{out}");
