@@ -119,6 +119,10 @@ pub struct Cli {
         value_name = "NAME"
     )]
     pub pass_secret_env: Vec<String>,
+    /// The host's policy: a file with the keys of `policy:` in plimsoll.yaml, checked
+    /// besides the repository's. The repository can add rules, never remove or relax these.
+    #[arg(long, global = true, env = "PLIMSOLL_POLICY", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -672,11 +676,28 @@ fn load_options(profiles: &[String]) -> spec::LoadOptions {
     }
 }
 
-/// What every loading command shares: the profiles and the age identity.
+/// Reads the host policy of `--policy` / `PLIMSOLL_POLICY`.
+fn host_policy(
+    file: Option<&std::path::Path>,
+) -> Result<Option<std::sync::Arc<spec::policy::HostPolicy>>> {
+    let Some(file) = file else { return Ok(None) };
+    let text = std::fs::read_to_string(file).with_context(|| {
+        format!(
+            "cannot read the host policy {} (--policy, PLIMSOLL_POLICY); check the path",
+            file.display()
+        )
+    })?;
+    let policy =
+        spec::policy::HostPolicy::parse(file, &text).map_err(|d| anyhow::anyhow!("{d}"))?;
+    Ok(Some(std::sync::Arc::new(policy)))
+}
+
+/// What every loading command shares: the profiles, the age identity and the host policy.
 struct Loading {
     profiles: Vec<String>,
     age: secret::IdentitySource,
     host: HostView,
+    host_policy: Option<std::sync::Arc<spec::policy::HostPolicy>>,
 }
 
 impl Loading {
@@ -686,6 +707,7 @@ impl Loading {
         let mut options = load_options(&self.profiles);
         options.age = self.age.identities()?;
         options.secret_env = self.host.secret_env();
+        options.host_policy = self.host_policy.clone();
         Ok(options)
     }
 }
@@ -727,6 +749,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             pass_secret_env: cli.pass_secret_env.clone(),
             allow_read: cli.allow_read.clone(),
         },
+        host_policy: host_policy(cli.policy.as_deref())?,
     };
     match cli.command {
         Command::Secret(command) => secret::run(command, &loading.age)?,
@@ -871,6 +894,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             opts.compose_env = loading.host.env();
             opts.secret_env = loading.host.secret_env();
             opts.allow_read = loading.host.allow_read.clone();
+            opts.host_policy = loading.host_policy.clone();
             runtime()?.block_on(async {
                 let (stop, shutdown) = tokio::sync::watch::channel(false);
                 let cancel = crate::apply::Cancel::default();
@@ -1110,6 +1134,7 @@ fn agent_options(a: AgentArgs, state_dir: PathBuf) -> Result<crate::agent::Optio
         allow_read: Vec::new(),
         profiles: None,
         age: None,
+        host_policy: None,
     })
 }
 

@@ -508,14 +508,16 @@ pub async fn apply_recorded(
             })
         })
         .collect();
+    let engine = engine_identity(observed).await;
     let mut record = serde_json::json!({
         "time": crate::state::now(),
         "revision": origin.revision,
         "source": origin.source,
         "rollback": origin.rollback,
-        "user": std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into()),
+        "user": crate::state::invoking_user(),
         "host": crate::state::hostname(),
-        "engine": observed.host,
+        "engine": engine.name,
+        "engine_id": engine.id,
         "outcome": if result.is_ok() { "applied" } else { "failed" },
         "error": error,
         "seconds": started.elapsed().as_secs_f64(),
@@ -546,15 +548,8 @@ pub async fn apply_recorded(
             origin.revision.clone()
         };
         record["revision"] = serde_json::json!(revision);
-        let max = origin
-            .audit
-            .max_size_mib
-            .map_or(crate::state::AUDIT_MAX_BYTES, |m| m << 20);
-        state.audit(
-            &record,
-            max,
-            origin.audit.keep.unwrap_or(crate::state::AUDIT_KEEP),
-        )?;
+        // At least the minimums, whatever the repository says (`AuditConfig`).
+        state.audit(&record, origin.audit.max_bytes(), origin.audit.keep())?;
         for (stack, hash) in stored {
             let outcome = if failed_stacks.contains(&stack.name) {
                 "failed"
@@ -591,6 +586,30 @@ pub async fn apply_recorded(
         tracing::warn!("the apply succeeded, but removing old images failed: {e}");
     }
     result
+}
+
+/// Which engine an apply ran on, for the audit log.
+struct EngineIdentity {
+    name: String,
+    id: String,
+}
+
+/// The engine's name and id from its `/info` (the host name plimsoll.yaml
+/// knows it by when `/info` fails).
+async fn engine_identity(observed: &Observed<'_>) -> EngineIdentity {
+    match observed.engine.docker.info().await {
+        Ok(info) => EngineIdentity {
+            name: info.name.unwrap_or_else(|| observed.host.clone()),
+            id: info.id.unwrap_or_default(),
+        },
+        Err(e) => {
+            tracing::warn!("reading the engine's name and id for the audit log: {e}");
+            EngineIdentity {
+                name: observed.host.clone(),
+                id: String::new(),
+            }
+        }
+    }
 }
 
 /// The revision `plimsoll rollback` re-applies for `stack`: the one named by

@@ -3,9 +3,10 @@
 //! ```text
 //! <state>/VERSION                 format version (migrated on upgrade)
 //! <state>/lock                    advisory lock: one apply at a time per host
-//! <state>/host.key                key that encrypts stored revisions (0600)
+//! <state>/host.key                key that encrypts stored revisions and keys their names
 //! <state>/audit.jsonl[.N]         append-only audit log, rotated by size
-//! <state>/revisions/<hash>.bin    applied desired states, content-addressed, encrypted
+//! <state>/revisions/<name>.bin    applied desired states, encrypted, named by an HMAC of
+//!                                 their content under a key derived from host.key
 //! <state>/revisions.jsonl         which revision of which stack was applied when, and how it went
 //! <state>/paused.json             `plimsoll pause`: stacks (or the whole host) frozen by hand
 //! <state>/agent.json              the agent's last good and rejected revisions
@@ -17,21 +18,28 @@
 //! serializes both. Invariants: the audit log and revision index are only
 //! appended to; a record is one line, so a crash mid-write leaves at most one
 //! unreadable last line, which readers skip; secrets never reach these files
-//! in clear (records are masked, stored revisions are encrypted).
+//! in clear (records are masked, stored revisions are encrypted, and their
+//! names are keyed so a guessed secret cannot be confirmed from a file name).
+//! The directory is 0700 and every file plimsoll writes 0600 (tightened on
+//! open, for directories made by older versions); no state file is opened
+//! through a symbolic link: a link planted at one is refused, never followed.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead as _, BufReader, Write as _};
+use std::io::{self, BufRead as _, BufReader, Read as _, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chacha20poly1305::aead::{Aead, Generate, Key, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use hmac::{Hmac, Mac as _};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-/// The format version this build writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes. 2: modes tightened (0700/0600),
+/// revision files named by a keyed HMAC (version 1's SHA-256 names stay readable).
+pub const FORMAT_VERSION: u32 = 2;
 /// The audit log rotates when it grows past this.
 pub const AUDIT_MAX_BYTES: u64 = 10 << 20;
 /// How many rotated audit files are kept.
@@ -61,13 +69,95 @@ pub enum StateError {
     },
     #[error("revision {hash} cannot be read: {why}")]
     Revision { hash: String, why: String },
+    #[error(
+        "{path} is a symbolic link: plimsoll never follows links in its state directory (one planted there could make it read or write another file); remove the link"
+    )]
+    Symlink { path: PathBuf },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
-    move |source| StateError::Io {
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        if source.raw_os_error() == Some(libc::ELOOP) {
+            StateError::Symlink {
+                path: path.to_path_buf(),
+            }
+        } else {
+            StateError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
     }
+}
+
+/// Opens an existing file for reading, refusing a symbolic link (`O_NOFOLLOW`).
+fn open_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Reads a whole file without following a symbolic link; a missing file is `None`.
+fn read_nofollow(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
+    let mut bytes = Vec::new();
+    match open_nofollow(path).and_then(|mut f| f.read_to_end(&mut bytes)) {
+        Ok(_) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+/// Whether `name`, an entry of the state directory, is a file plimsoll writes
+/// there (others, such as an operator's `age.key`, are left as they are).
+fn is_state_file(name: &str) -> bool {
+    matches!(
+        name,
+        "VERSION"
+            | "lock"
+            | "host.key"
+            | "revisions"
+            | "revisions.jsonl"
+            | "paused.json"
+            | "agent.json"
+            | "heal.json"
+    ) || name.starts_with("audit.jsonl")
+        || (name.starts_with('.') && name.ends_with(".tmp"))
+}
+
+/// Makes the directory 0700 and plimsoll's files in it (and in `revisions/`)
+/// 0600; a symbolic link in place of one of them is refused.
+fn tighten(root: &Path) -> Result<(), StateError> {
+    let chmod = |path: &Path, meta: &fs::Metadata, mode: u32| {
+        if meta.permissions().mode() & 0o777 != mode
+            && let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        {
+            tracing::warn!(
+                "cannot make {} mode {mode:o}: {e}; make it so by hand",
+                path.display()
+            );
+        }
+    };
+    let meta = fs::metadata(root).map_err(io_err(root))?;
+    chmod(root, &meta, 0o700);
+    let revisions = root.join("revisions");
+    for (dir, all) in [(root.to_path_buf(), false), (revisions, true)] {
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let entry = entry.map_err(io_err(&dir))?;
+            let name = entry.file_name();
+            if !all && !is_state_file(&name.to_string_lossy()) {
+                continue;
+            }
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
+            if meta.file_type().is_symlink() {
+                return Err(StateError::Symlink { path });
+            }
+            let mode = if meta.is_dir() { 0o700 } else { 0o600 };
+            chmod(&path, &meta, mode);
+        }
+    }
+    Ok(())
 }
 
 /// An open state directory.
@@ -83,12 +173,19 @@ pub struct Lock {
 }
 
 impl StateDir {
-    /// Opens (creating it if needed) and migrates the state directory.
+    /// Opens (creating it 0700 if needed), tightens and migrates the state directory.
     pub fn open(root: &Path) -> Result<StateDir, StateError> {
-        fs::create_dir_all(root.join("revisions")).map_err(io_err(root))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root.join("revisions"))
+            .map_err(io_err(root))?;
+        tighten(root)?;
         let version_file = root.join("VERSION");
-        match fs::read_to_string(&version_file) {
-            Ok(text) => {
+        match read_nofollow(&version_file)
+            .map(|b| b.map(|b| String::from_utf8_lossy(&b).into_owned()))
+        {
+            Ok(Some(text)) => {
                 let found: u32 = text.trim().parse().unwrap_or(0);
                 if found > FORMAT_VERSION {
                     return Err(StateError::TooNew {
@@ -100,8 +197,8 @@ impl StateDir {
                     migrate(root, found)?;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => migrate(root, 0)?,
-            Err(e) => return Err(io_err(&version_file)(e)),
+            Ok(None) => migrate(root, 0)?,
+            Err(e) => return Err(e),
         }
         Ok(StateDir {
             root: root.to_path_buf(),
@@ -116,13 +213,12 @@ impl StateDir {
     /// a missing file is the default value.
     pub fn read_json<T: DeserializeOwned + Default>(&self, name: &str) -> Result<T, StateError> {
         let path = self.root.join(name);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Io {
+        match read_nofollow(&path)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Io {
                 path: path.clone(),
                 source: io::Error::new(io::ErrorKind::InvalidData, e),
             }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(T::default()),
-            Err(e) => Err(io_err(&path)(e)),
+            None => Ok(T::default()),
         }
     }
 
@@ -168,6 +264,8 @@ impl StateDir {
             .truncate(false)
             .read(true)
             .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io_err(&path))?;
         let started = Instant::now();
@@ -176,10 +274,11 @@ impl StateDir {
             match file.try_lock() {
                 Ok(()) => break,
                 Err(fs::TryLockError::WouldBlock) => {
-                    let holder = fs::read_to_string(&path)
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string();
+                    let holder = read_nofollow(&path)
+                        .ok()
+                        .flatten()
+                        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+                        .unwrap_or_default();
                     let holder = if holder.is_empty() {
                         "unknown process".into()
                     } else {
@@ -207,30 +306,59 @@ impl StateDir {
         Ok(Lock { _file: file })
     }
 
+    /// The host's key, made on first use (`create_new`: never over an existing file).
     fn key(&self) -> Result<Key<ChaCha20Poly1305>, StateError> {
         let path = self.root.join("host.key");
-        match fs::read(&path) {
-            Ok(bytes) if bytes.len() == 32 => {
+        match read_nofollow(&path)? {
+            Some(bytes) if bytes.len() == 32 => {
                 Ok(Key::<ChaCha20Poly1305>::try_from(bytes.as_slice()).expect("32 bytes"))
             }
-            Ok(_) => Err(StateError::Revision {
+            Some(_) => Err(StateError::Revision {
                 hash: String::new(),
                 why: format!("{} is not a 32-byte key", path.display()),
             }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            None => {
                 let key = Key::<ChaCha20Poly1305>::generate();
-                write_private(&path, key.as_slice())?;
-                Ok(key)
+                match create_private(&path, key.as_slice()) {
+                    Ok(()) => Ok(key),
+                    // Another process made it first: use theirs.
+                    Err(StateError::Io { source, .. })
+                        if source.kind() == io::ErrorKind::AlreadyExists =>
+                    {
+                        self.key()
+                    }
+                    Err(e) => Err(e),
+                }
             }
-            Err(e) => Err(io_err(&path)(e)),
         }
     }
 
-    /// Stores a desired state (its canonical bytes) encrypted; returns its content hash.
+    /// The name a revision is stored under: an HMAC-SHA-256 of its content
+    /// under a key derived from `host.key`, hex. Unlike a plain hash, it
+    /// cannot confirm a guess of the content without the key.
+    pub fn revision_name(&self, plaintext: &[u8]) -> Result<String, StateError> {
+        let key = self.key()?;
+        let mut derive = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key.as_slice())
+            .expect("HMAC accepts keys of any length");
+        derive.update(b"plimsoll revision names v1");
+        let names = derive.finalize().into_bytes();
+        let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&names)
+            .expect("HMAC accepts keys of any length");
+        mac.update(plaintext);
+        Ok(mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    }
+
+    /// Stores a desired state (its canonical bytes) encrypted; returns its name
+    /// ([`StateDir::revision_name`]).
     pub fn store_revision(&self, plaintext: &[u8]) -> Result<String, StateError> {
-        let hash = content_hash(plaintext);
+        let hash = self.revision_name(plaintext)?;
         let path = self.root.join("revisions").join(format!("{hash}.bin"));
-        if path.exists() {
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
             return Ok(hash);
         }
         let cipher = ChaCha20Poly1305::new(&self.key()?);
@@ -251,11 +379,28 @@ impl StateDir {
 
     /// Reads a stored desired state back.
     pub fn load_revision(&self, hash: &str) -> Result<Vec<u8>, StateError> {
+        if hash.is_empty() || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StateError::Revision {
+                hash: hash.into(),
+                why: "a revision name is hexadecimal".into(),
+            });
+        }
         let path = self.root.join("revisions").join(format!("{hash}.bin"));
-        let bytes = fs::read(&path).map_err(|e| StateError::Revision {
-            hash: hash.into(),
-            why: e.to_string(),
-        })?;
+        let bytes = match read_nofollow(&path) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return Err(StateError::Revision {
+                    hash: hash.into(),
+                    why: "it is not stored on this host".into(),
+                });
+            }
+            Err(e) => {
+                return Err(StateError::Revision {
+                    hash: hash.into(),
+                    why: e.to_string(),
+                });
+            }
+        };
         if bytes.len() < 12 {
             return Err(StateError::Revision {
                 hash: hash.into(),
@@ -292,7 +437,7 @@ impl StateDir {
         keep: usize,
     ) -> Result<(), StateError> {
         let path = self.root.join("audit.jsonl");
-        if fs::metadata(&path).is_ok_and(|m| m.len() > max_bytes) {
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() > max_bytes) {
             rotate(&path, keep.max(1))?;
         }
         append_line(&path, rec)
@@ -302,7 +447,9 @@ impl StateDir {
     pub fn audit_records(&self) -> Result<Vec<serde_json::Value>, StateError> {
         let mut out = Vec::new();
         let rotated = (1..)
-            .take_while(|i| self.root.join(format!("audit.jsonl.{i}")).exists())
+            .take_while(|i| {
+                fs::symlink_metadata(self.root.join(format!("audit.jsonl.{i}"))).is_ok()
+            })
             .count();
         for i in (1..=rotated).rev() {
             out.extend(read_lines(&self.root.join(format!("audit.jsonl.{i}")))?);
@@ -349,6 +496,20 @@ pub fn content_hash(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// Who runs this process, for records: the user `sudo` ran it for
+/// (`SUDO_USER`), else `USER`, else the numeric user id.
+pub fn invoking_user() -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let named = |var: &str| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
+    named("SUDO_USER")
+        .or_else(|| named("USER"))
+        .or_else(|| named("LOGNAME"))
+        .unwrap_or_else(|| match fs::metadata("/proc/self") {
+            Ok(m) => format!("uid {}", m.uid()),
+            Err(_) => "unknown".into(),
+        })
+}
+
 /// This host's name, for records.
 pub fn hostname() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
@@ -362,17 +523,35 @@ pub fn now() -> String {
 }
 
 fn migrate(root: &Path, from: u32) -> Result<(), StateError> {
-    // Version 0 is "no VERSION file": a new or pre-release directory; nothing to convert.
+    // Version 0 is "no VERSION file": a new or pre-release directory. Version 1
+    // had 0755/0644 modes (tightened by `open` on every run) and SHA-256
+    // revision names, which stay readable: records name the file they wrote.
     let _ = from;
     let path = root.join("VERSION");
-    fs::write(&path, format!("{FORMAT_VERSION}\n")).map_err(io_err(&path))
+    let tmp = root.join(".VERSION.tmp");
+    write_private(&tmp, format!("{FORMAT_VERSION}\n").as_bytes())?;
+    fs::rename(&tmp, &path).map_err(io_err(&path))
 }
 
+/// Writes a file 0600, refusing a symbolic link at `path`.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
     let mut f = OpenOptions::new()
         .create(true)
         .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(io_err(path))
+}
+
+/// Creates a new file 0600 (`O_EXCL`: never over an existing file or link).
+fn create_private(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let mut f = OpenOptions::new()
+        .create_new(true)
         .write(true)
         .mode(0o600)
         .open(path)
@@ -383,13 +562,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
 }
 
 fn append_line<T: Serialize>(path: &Path, rec: &T) -> Result<(), StateError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
     let mut line = serde_json::to_string(rec).expect("records serialize");
     line.push('\n');
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(io_err(path))?;
     // A torn last line from a crash would glue onto this record: start on a fresh line.
@@ -397,7 +576,7 @@ fn append_line<T: Serialize>(path: &Path, rec: &T) -> Result<(), StateError> {
     if len > 0 {
         let mut last = [0u8; 1];
         use std::os::unix::fs::FileExt as _;
-        let read = File::open(path)
+        let read = open_nofollow(path)
             .and_then(|r| r.read_at(&mut last, len - 1))
             .map_err(io_err(path))?;
         if read == 1 && last[0] != b'\n' {
@@ -410,7 +589,7 @@ fn append_line<T: Serialize>(path: &Path, rec: &T) -> Result<(), StateError> {
 }
 
 fn read_lines<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, StateError> {
-    let f = match File::open(path) {
+    let f = match open_nofollow(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io_err(path)(e)),
@@ -436,7 +615,7 @@ fn rotate(path: &Path, keep: usize) -> Result<(), StateError> {
     let name = |i: usize| PathBuf::from(format!("{}.{i}", path.display()));
     let _ = fs::remove_file(name(keep));
     for i in (1..keep).rev() {
-        if name(i).exists() {
+        if fs::symlink_metadata(name(i)).is_ok() {
             fs::rename(name(i), name(i + 1)).map_err(io_err(path))?;
         }
     }
@@ -453,7 +632,7 @@ mod tests {
         StateDir::open(t.path()).unwrap();
         assert_eq!(
             fs::read_to_string(t.path().join("VERSION")).unwrap().trim(),
-            "1"
+            FORMAT_VERSION.to_string()
         );
         fs::write(t.path().join("VERSION"), "99\n").unwrap();
         assert!(matches!(
@@ -468,7 +647,10 @@ mod tests {
         let s = StateDir::open(t.path()).unwrap();
         let secret = b"{\"env\": \"canary-s3cret-value\"}";
         let hash = s.store_revision(secret).unwrap();
-        assert_eq!(hash, content_hash(secret));
+        // Keyed: the name does not confirm a guess of the content.
+        assert_ne!(hash, content_hash(secret));
+        assert_eq!(hash, s.revision_name(secret).unwrap());
+        assert_eq!(hash.len(), 64);
         let raw = fs::read(t.path().join("revisions").join(format!("{hash}.bin"))).unwrap();
         assert!(!raw.windows(6).any(|w| w == b"canary"), "stored in clear");
         assert_eq!(s.load_revision(&hash).unwrap(), secret);
@@ -516,6 +698,122 @@ mod tests {
             ]
         );
         assert!(!t.path().join("audit.jsonl.3").exists());
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn modes_are_private_and_old_directories_are_tightened() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("state");
+        let s = StateDir::open(&root).unwrap();
+        s.store_revision(b"x").unwrap();
+        s.audit(&serde_json::json!({"n": 1}), AUDIT_MAX_BYTES, AUDIT_KEEP)
+            .unwrap();
+        s.write_json("heal.json", &serde_json::json!({})).unwrap();
+        drop(s.lock(Duration::from_secs(1), &|_| {}).unwrap());
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join("revisions")), 0o700);
+        for f in ["VERSION", "host.key", "audit.jsonl", "heal.json", "lock"] {
+            assert_eq!(mode(&root.join(f)), 0o600, "{f}");
+        }
+        // A version-1 directory: world-readable, a SHA-256 revision name.
+        let old = t.path().join("old");
+        fs::create_dir_all(old.join("revisions")).unwrap();
+        fs::write(old.join("VERSION"), "1\n").unwrap();
+        fs::copy(root.join("host.key"), old.join("host.key")).unwrap();
+        let sealed = fs::read(
+            root.join("revisions")
+                .join(format!("{}.bin", s.revision_name(b"x").unwrap())),
+        )
+        .unwrap();
+        let sha = content_hash(b"x");
+        fs::write(old.join("revisions").join(format!("{sha}.bin")), sealed).unwrap();
+        fs::write(old.join("audit.jsonl"), "{}\n").unwrap();
+        fs::write(old.join("age.key"), "operator's").unwrap();
+        for p in [&old, &old.join("revisions")] {
+            fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        for f in ["VERSION", "host.key", "audit.jsonl", "age.key"] {
+            fs::set_permissions(old.join(f), fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let o = StateDir::open(&old).unwrap();
+        assert_eq!(mode(&old), 0o700);
+        assert_eq!(mode(&old.join("revisions")), 0o700);
+        assert_eq!(mode(&old.join("audit.jsonl")), 0o600);
+        assert_eq!(mode(&old.join("host.key")), 0o600);
+        assert_eq!(
+            mode(&old.join("revisions").join(format!("{sha}.bin"))),
+            0o600
+        );
+        assert_eq!(mode(&old.join("age.key")), 0o644, "not plimsoll's file");
+        assert_eq!(fs::read_to_string(old.join("VERSION")).unwrap().trim(), "2");
+        assert_eq!(
+            o.load_revision(&sha).unwrap(),
+            b"x",
+            "old names stay readable"
+        );
+        assert!(o.load_revision("../../etc/passwd").is_err());
+    }
+
+    #[test]
+    fn symlinks_are_refused_not_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let target = t.path().join("outside");
+        fs::write(&target, "untouched").unwrap();
+        for name in [
+            "audit.jsonl",
+            "host.key",
+            "revisions.jsonl",
+            "lock",
+            "agent.json",
+        ] {
+            let root = t.path().join(format!("state-{name}"));
+            let s = StateDir::open(&root).unwrap();
+            std::os::unix::fs::symlink(&target, root.join(name)).unwrap();
+            let e = StateDir::open(&root).unwrap_err();
+            assert!(matches!(e, StateError::Symlink { .. }), "{name}: {e}");
+            assert!(e.to_string().contains("symbolic link"), "{e}");
+            // Planted after open: each use refuses it too.
+            let refused = match name {
+                "audit.jsonl" => s
+                    .audit(&serde_json::json!({}), AUDIT_MAX_BYTES, AUDIT_KEEP)
+                    .err(),
+                "host.key" => s.store_revision(b"y").err(),
+                "revisions.jsonl" => s.revisions().err(),
+                "lock" => s.lock(Duration::from_secs(1), &|_| {}).err(),
+                _ => s.read_json::<serde_json::Value>(name).err(),
+            };
+            assert!(
+                matches!(refused, Some(StateError::Symlink { .. })),
+                "{name}: {refused:?}"
+            );
+            assert_eq!(fs::read_to_string(&target).unwrap(), "untouched", "{name}");
+        }
+    }
+
+    #[test]
+    fn host_key_is_never_written_over() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::open(t.path()).unwrap();
+        let key = [7u8; 32];
+        create_private(&t.path().join("host.key"), &key).unwrap();
+        let e = create_private(&t.path().join("host.key"), &[8u8; 32]).unwrap_err();
+        assert!(
+            matches!(e, StateError::Io { ref source, .. } if source.kind() == io::ErrorKind::AlreadyExists),
+            "{e}"
+        );
+        let name = s.store_revision(b"z").unwrap();
+        assert_eq!(fs::read(t.path().join("host.key")).unwrap(), key);
+        assert_eq!(s.load_revision(&name).unwrap(), b"z");
+    }
+
+    #[test]
+    fn invoking_user_is_named() {
+        let user = invoking_user();
+        assert!(!user.is_empty() && user != "unknown", "{user}");
     }
 
     #[test]

@@ -125,6 +125,8 @@ pub struct Options {
     pub profiles: Option<Vec<String>>,
     /// The host's age identities (`--age-identity`, `<state>/age.key`), to decrypt `*.age` files.
     pub age: Option<std::sync::Arc<crate::spec::age::Identities>>,
+    /// The host's policy (`--policy`), checked on every revision besides the repository's.
+    pub host_policy: Option<std::sync::Arc<crate::spec::policy::HostPolicy>>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9300";
@@ -812,6 +814,7 @@ impl Agent {
             profiles: self.opts.profiles.clone(),
             age: self.opts.age.clone(),
             secret_env: self.opts.secret_env.clone(),
+            host_policy: self.opts.host_policy.clone(),
         };
         let mut desired = spec::load_with(
             &layout,
@@ -868,7 +871,7 @@ impl Agent {
             "revision": revision,
             "source": self.source_name,
             "rollback": false,
-            "user": "plimsoll agent",
+            "user": format!("plimsoll agent ({})", crate::state::invoking_user()),
             "host": crate::state::hostname(),
             "outcome": "rejected",
             "error": masked,

@@ -118,16 +118,38 @@ impl ImagesConfig {
     }
 }
 
-/// `audit:`: how the audit log rotates.
+/// `audit:`: how the audit log rotates. The defaults are also the minimums:
+/// a repository may keep more history, never less (a commit must not be able
+/// to erase the record of what was applied).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
-    /// Rotate `audit.jsonl` when it grows past this many MiB (default 10).
+    /// Rotate `audit.jsonl` when it grows past this many MiB (default and minimum 10).
     #[serde(default)]
     pub max_size_mib: Option<u64>,
-    /// How many rotated files to keep (default 5).
+    /// How many rotated files to keep (default and minimum 5).
     #[serde(default)]
     pub keep: Option<usize>,
+}
+
+impl AuditConfig {
+    /// The least `max_size_mib` takes effect.
+    pub const MIN_SIZE_MIB: u64 = 10;
+    /// The least `keep` takes effect.
+    pub const MIN_KEEP: usize = 5;
+
+    /// The size at which the log rotates, in bytes: the setting, at least the minimum.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_size_mib
+            .unwrap_or(Self::MIN_SIZE_MIB)
+            .clamp(Self::MIN_SIZE_MIB, u64::MAX >> 20)
+            << 20
+    }
+
+    /// How many rotated files stay: the setting, at least the minimum.
+    pub fn keep(&self) -> usize {
+        self.keep.unwrap_or(Self::MIN_KEEP).max(Self::MIN_KEEP)
+    }
 }
 
 /// Settings of one stack.
@@ -206,13 +228,21 @@ pub struct Policy {
     pub unknown_containers: UnknownContainers,
 }
 
-/// `policy.privileged`.
+/// `policy.privileged`: every way a container gets root on the host —
+/// `privileged: true`, bind mounts of the engine's socket or of `/`, `/etc`,
+/// `/proc`, `/sys`, `/dev`, `/var/lib/docker`, capabilities beyond Docker's
+/// default set, the host's pid/ipc/uts/user/cgroup/network namespaces,
+/// devices, and `security_opt` that turn confinement off.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrivilegedRule {
-    /// `stack/service` names allowed to run privileged.
+    /// `stack/service` names allowed any of it.
     #[serde(default)]
     pub allow: Vec<String>,
+    /// Capabilities `cap_add` may add beyond Docker's default set (e.g. `NET_ADMIN`);
+    /// `ALL` is never allowed this way.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
 }
 
 /// `policy.registries`.
@@ -252,8 +282,10 @@ pub enum PortSpec {
     Range(String),
 }
 
-/// `policy.unknown_containers`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// `policy.unknown_containers` (ordered from the least to the most strict).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum UnknownContainers {
     /// List them in plans and status.

@@ -117,7 +117,7 @@ fn named_by(d: Diag, file: &Path, mark: Mark, key: &str) -> Diag {
 }
 
 /// How to load, beyond the files and the environment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LoadOptions {
     /// The active profiles (`--profile`, `PLIMSOLL_PROFILES`). `None`: each
     /// stack's `profiles` in plimsoll.yaml, else `COMPOSE_PROFILES` (process
@@ -129,6 +129,8 @@ pub struct LoadOptions {
     /// Variables of the environment passed in that the host marks secret
     /// (`--pass-secret-env`): masked whatever their names look like.
     pub secret_env: std::collections::BTreeSet<String>,
+    /// The host's policy (`--policy FILE`), checked besides the repository's.
+    pub host_policy: Option<std::sync::Arc<policy::HostPolicy>>,
 }
 
 /// Loads the repository, stack or file that `layout` describes. `env` holds
@@ -187,8 +189,21 @@ pub fn load_with(
     let rules = policy::RuleSource {
         file: &config_path,
         node: config_node.as_ref(),
+        root: &["policy"],
     };
     let immutable = policy::check_config(&config, &rules, &mut diags);
+    let host = options.host_policy.as_deref();
+    let host_immutable = host.and_then(|h| {
+        h.policy
+            .pinned_images
+            .as_ref()?
+            .immutable_tag
+            .as_deref()
+            .and_then(|t| regex::Regex::new(t).ok())
+    });
+    if let Some(h) = host {
+        policy::apply_host_settings(&mut config, h);
+    }
     for (i, r) in config.secrets.age_recipients.iter().enumerate() {
         if let Err(message) = age::parse_recipients([r.as_str()]) {
             let mark = config_node
@@ -364,12 +379,23 @@ pub fn load_with(
             validate::check_stack(&stack, &mut stack_diags);
             compose::check_builds(&stack, files, &mut stack_diags);
             policy::check_stack(
-                &config,
+                &config.policy,
                 immutable.as_ref(),
                 &rules,
                 &stack,
+                files,
                 &mut stack_diags,
             );
+            if let Some(h) = host {
+                policy::check_stack(
+                    &h.policy,
+                    host_immutable.as_ref(),
+                    &h.rules(),
+                    &stack,
+                    files,
+                    &mut stack_diags,
+                );
+            }
             stacks.push(stack);
         }
         // A place in another file (override, include) is marked with its index: name that file.

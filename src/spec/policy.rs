@@ -1,61 +1,178 @@
-//! The policy of `plimsoll.yaml`, checked on the desired state before any
-//! change: privileged containers, registries, pinned images, host ports,
-//! required labels and variables, restart policies.
+//! The policy, checked on the desired state before any change: privileged
+//! containers and every other way to root on the host (`privileged`),
+//! registries (of `image:` and of a build's `FROM` lines), pinned images,
+//! host ports, required labels and variables, restart policies.
+//!
+//! Two policies apply: the repository's (`policy:` in `plimsoll.yaml`) and the
+//! host's (`--policy FILE`, [`HostPolicy`]). Each is checked on its own, so a
+//! service must pass both: the repository can add rules but never remove or
+//! relax the host's, and only the host's own `allow:` lists exempt from a
+//! host rule.
 //!
 //! A violation names the Compose file, line and key that break the rule, and
-//! the rule with its own line in `plimsoll.yaml`. Invariant: pure.
+//! the rule with its own line in the file that set it. Invariant: pure (files
+//! are read through [`Files`]).
 
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
-use super::config::{Config, PortSpec};
+use super::config::{AuditConfig, Config, Policy, PortSpec};
 use super::diag::{Diag, Mark};
-use super::model::Stack;
+use super::model::{MountType, Service, Stack};
 use super::yaml::Node;
+use crate::source::Files;
 
 /// Where the rules were written, to cite them.
 pub struct RuleSource<'a> {
     pub file: &'a Path,
     pub node: Option<&'a Node>,
+    /// The keys above the rules in that file: `["policy"]` in plimsoll.yaml,
+    /// none in a host policy file.
+    pub root: &'a [&'a str],
 }
 
 impl RuleSource<'_> {
     fn cite(&self, rule: &str) -> String {
+        let path: Vec<&str> = self.root.iter().copied().chain([rule]).collect();
         let line = self
             .node
-            .and_then(|n| n.lookup_key(&["policy", rule]))
+            .and_then(|n| n.lookup_key(&path))
             .map(|n| n.mark.line)
             .unwrap_or(0);
-        if line > 0 {
-            format!("policy `{rule}` ({}:{line})", self.file.display())
+        let what = if self.root.is_empty() {
+            "host policy"
         } else {
-            format!("policy `{rule}`")
+            "policy"
+        };
+        if line > 0 {
+            format!("{what} `{rule}` ({}:{line})", self.file.display())
+        } else {
+            format!("{what} `{rule}` ({})", self.file.display())
         }
     }
 
-    /// Where the value at `path` (under `policy`) was written.
+    /// Where the value at `path` (under the rules) was written.
     fn mark(&self, path: &[&str]) -> Mark {
-        let path: Vec<&str> = ["policy"].iter().chain(path).copied().collect();
+        let path: Vec<&str> = self.root.iter().chain(path).copied().collect();
         self.node
             .and_then(|n| n.lookup(&path))
             .map(|n| n.mark)
             .unwrap_or_default()
     }
+
+    /// Where to exempt a service from `rule`, for hints:
+    /// `plimsoll.yaml: policy.privileged.allow`.
+    fn where_to_allow(&self, rule: &str) -> String {
+        if self.root.is_empty() {
+            format!("the host policy {}: {rule}.allow", self.file.display())
+        } else {
+            format!("plimsoll.yaml: policy.{rule}.allow")
+        }
+    }
 }
 
-/// Checks the rules that do not depend on any stack (e.g. that patterns compile).
+/// The host's policy (`--policy FILE`): the schema of `policy:` in
+/// plimsoll.yaml, applied on top of the repository's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostPolicy {
+    pub file: PathBuf,
+    pub policy: Policy,
+    node: Node,
+}
+
+impl HostPolicy {
+    /// Parses a host policy file (its text; the caller reads it). An empty file is no rule.
+    pub fn parse(file: &Path, text: &str) -> Result<HostPolicy, Diag> {
+        let node = super::yaml::parse(text, file)?;
+        let policy = if node.is_null() {
+            Policy::default()
+        } else {
+            super::yaml::from_node::<Policy>(&node).map_err(|e| {
+                e.into_diag(file).hint(
+                    "a host policy has the keys of `policy:` in plimsoll.yaml (see `plimsoll schema plimsoll`)",
+                )
+            })?
+        };
+        let host = HostPolicy {
+            file: file.to_path_buf(),
+            policy,
+            node,
+        };
+        let mut diags = Vec::new();
+        check_rules(&host.policy, &host.rules(), &mut diags);
+        match diags.into_iter().next() {
+            Some(d) => Err(d),
+            None => Ok(host),
+        }
+    }
+
+    /// Where its rules were written.
+    pub fn rules(&self) -> RuleSource<'_> {
+        RuleSource {
+            file: &self.file,
+            node: Some(&self.node),
+            root: &[],
+        }
+    }
+}
+
+/// The stricter of the two policies' settings that are one value, not a
+/// rule per service (`unknown_containers`), written into `config`.
+pub fn apply_host_settings(config: &mut Config, host: &HostPolicy) {
+    let p = &mut config.policy;
+    p.unknown_containers = p.unknown_containers.max(host.policy.unknown_containers);
+}
+
+/// Checks the rules that do not depend on any stack (e.g. that patterns
+/// compile) and warns about audit settings below the minimums.
 pub fn check_config(
     config: &Config,
     rules: &RuleSource<'_>,
     diags: &mut Vec<Diag>,
 ) -> Option<Regex> {
-    let pattern = config
-        .policy
-        .pinned_images
-        .as_ref()?
-        .immutable_tag
-        .as_ref()?;
+    let audit = &config.audit;
+    let low = [
+        (
+            "max_size_mib",
+            audit
+                .max_size_mib
+                .filter(|m| *m < AuditConfig::MIN_SIZE_MIB)
+                .map(|m| (m.to_string(), AuditConfig::MIN_SIZE_MIB.to_string())),
+        ),
+        (
+            "keep",
+            audit
+                .keep
+                .filter(|k| *k < AuditConfig::MIN_KEEP)
+                .map(|k| (k.to_string(), AuditConfig::MIN_KEEP.to_string())),
+        ),
+    ];
+    for (key, found) in low {
+        if let Some((value, min)) = found {
+            let mark = rules
+                .node
+                .and_then(|n| n.lookup(&["audit", key]))
+                .map(|n| n.mark)
+                .unwrap_or_default();
+            diags.push(
+                Diag::warning(
+                    rules.file,
+                    mark,
+                    format!("audit.{key}"),
+                    format!("{value} is below the minimum {min}: the audit log keeps at least that much history"),
+                )
+                .hint(format!("remove `audit.{key}` or set it to {min} or more")),
+            );
+        }
+    }
+    check_rules(&config.policy, rules, diags)
+}
+
+/// Compiles the policy's patterns; an invalid one is an error.
+fn check_rules(policy: &Policy, rules: &RuleSource<'_>, diags: &mut Vec<Diag>) -> Option<Regex> {
+    let pattern = policy.pinned_images.as_ref()?.immutable_tag.as_ref()?;
     match Regex::new(pattern) {
         Ok(r) => Some(r),
         Err(e) => {
@@ -70,7 +187,13 @@ pub fn check_config(
                 Diag::error(
                     rules.file,
                     rules.mark(&["pinned_images", "immutable_tag"]),
-                    "policy.pinned_images.immutable_tag",
+                    rules
+                        .root
+                        .iter()
+                        .copied()
+                        .chain(["pinned_images", "immutable_tag"])
+                        .collect::<Vec<_>>()
+                        .join("."),
                     format!("invalid regular expression `{pattern}`: {why}"),
                 )
                 .hint("write a regular expression, e.g. ^v\\d+\\.\\d+\\.\\d+$"),
@@ -112,15 +235,219 @@ fn port_allowed(port: u16, allow: &[PortSpec]) -> bool {
     })
 }
 
-/// Checks one stack against the policy; violations go to `diags`.
+/// Capabilities a container has unless `cap_drop` removes them (Docker's default set).
+pub const DEFAULT_CAPABILITIES: [&str; 14] = [
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "NET_RAW",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+];
+
+/// Host paths whose bind mount gives root on the host, as are their ancestors
+/// (a bind of `/var/run` holds the socket). Everything under the ones marked
+/// `true` counts too.
+const ROOT_PATHS: [(&str, bool); 11] = [
+    ("/etc", false),
+    ("/dev", false),
+    ("/proc", true),
+    ("/sys", true),
+    ("/var/lib/docker", true),
+    ("/var/lib/containerd", true),
+    ("/run/containerd", true),
+    ("/run/docker.sock", false),
+    ("/var/run/docker.sock", false),
+    ("/run/podman/podman.sock", false),
+    ("/run/docker", true),
+];
+
+/// `path` with `.` and `..` resolved lexically (`..` at `/` stays at `/`).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Why binding the host path `source` (absolute) into a container gives root, if it does.
+pub fn root_bind(source: &Path) -> Option<&'static str> {
+    let path = lexical(source);
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name.ends_with("docker.sock")
+        || name.ends_with("containerd.sock")
+        || name.ends_with("podman.sock")
+    {
+        return Some("the container engine's socket");
+    }
+    if path == Path::new("/") {
+        return Some("the host's root file system");
+    }
+    for (root, below) in ROOT_PATHS {
+        let root = Path::new(root);
+        if root.starts_with(&path) || (below && path.starts_with(root)) {
+            return Some(if root.starts_with(&path) && root != path {
+                "a host directory that holds a protected path"
+            } else {
+                "a protected host path"
+            });
+        }
+    }
+    None
+}
+
+/// A capability as Docker spells it (`sys_admin`, `CAP_SYS_ADMIN` → `SYS_ADMIN`).
+fn capability(name: &str) -> String {
+    let upper = name.trim().to_ascii_uppercase();
+    upper.strip_prefix("CAP_").unwrap_or(&upper).to_string()
+}
+
+/// Whether a `security_opt` entry turns confinement off.
+fn unconfined(opt: &str) -> bool {
+    let opt = opt.trim().to_ascii_lowercase();
+    let Some((key, value)) = opt.split_once(['=', ':']) else {
+        return false;
+    };
+    matches!(
+        (key, value),
+        ("seccomp" | "apparmor" | "systempaths", "unconfined") | ("label", "disable")
+    )
+}
+
+/// One way to root a service takes: the key (relative to the service) and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootWay {
+    pub key: &'static str,
+    pub what: String,
+}
+
+/// Every way to root on the host that `svc` takes; `capabilities` are the
+/// ones `cap_add` may add beyond Docker's default set. Relative bind sources
+/// are already absolute (the loader resolved them); `resolve` gives a host
+/// path's target when it is a symbolic link the repository holds.
+pub fn root_ways(
+    stack: &Stack,
+    svc: &Service,
+    capabilities: &[String],
+    resolve: &dyn Fn(&Path) -> Option<PathBuf>,
+) -> Vec<RootWay> {
+    let mut ways = Vec::new();
+    let mut way = |key: &'static str, what: String| ways.push(RootWay { key, what });
+    if svc.privileged {
+        way("privileged", "privileged container".into());
+    }
+    let bind = |source: &str| -> Option<String> {
+        let path = Path::new(source);
+        let why = root_bind(path).or_else(|| resolve(path).as_deref().and_then(root_bind))?;
+        Some(format!("bind mount of {why} `{source}`"))
+    };
+    for m in &svc.volumes {
+        let Some(source) = &m.source else { continue };
+        let found = match m.kind {
+            MountType::Bind => bind(source),
+            // A named volume of the local driver with `o: bind` is a bind mount of `device`.
+            MountType::Volume => stack.volumes.get(source).and_then(|v| {
+                let binds = v
+                    .driver_opts
+                    .get("o")
+                    .is_some_and(|o| o.split(',').any(|o| matches!(o.trim(), "bind" | "rbind")));
+                let device = v.driver_opts.get("device").filter(|_| binds)?;
+                let device = stack.source.dir.join(device);
+                bind(&device.to_string_lossy())
+                    .map(|w| format!("volume `{source}` (driver_opts o: bind): {w}"))
+            }),
+            MountType::Tmpfs => None,
+        };
+        if let Some(what) = found {
+            way("volumes", what);
+        }
+    }
+    let default: BTreeSet<&str> = DEFAULT_CAPABILITIES.into_iter().collect();
+    for cap in &svc.cap_add {
+        let c = capability(cap);
+        if c == "ALL" {
+            way("cap_add", "`cap_add: ALL` (every capability)".into());
+        } else if !default.contains(c.as_str()) && !capabilities.iter().any(|a| capability(a) == c)
+        {
+            way(
+                "cap_add",
+                format!("capability `{c}` beyond Docker's default set"),
+            );
+        }
+    }
+    let namespaces = [
+        ("pid", &svc.pid),
+        ("ipc", &svc.ipc),
+        ("uts", &svc.uts),
+        ("userns_mode", &svc.userns_mode),
+        ("network_mode", &svc.network_mode),
+        ("cgroup", &svc.cgroup),
+    ];
+    for (key, value) in namespaces {
+        if value
+            .as_deref()
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("host"))
+        {
+            way(key, format!("the host's namespace (`{key}: host`)"));
+        }
+    }
+    if let Some(d) = svc.devices.first() {
+        way("devices", format!("host device `{}`", d.source));
+    }
+    if let Some(r) = svc.device_cgroup_rules.first() {
+        way("device_cgroup_rules", format!("device cgroup rule `{r}`"));
+    }
+    for opt in svc.security_opt.iter().filter(|o| unconfined(o)) {
+        way(
+            "security_opt",
+            format!("`security_opt: {opt}` turns confinement off"),
+        );
+    }
+    // A seccomp profile that allows every system call is no confinement either.
+    for (file, profile) in &svc.seccomp_profiles {
+        let allows_all = serde_json::from_str::<serde_json::Value>(profile)
+            .is_ok_and(|p| p["defaultAction"] == "SCMP_ACT_ALLOW");
+        if allows_all {
+            way(
+                "security_opt",
+                format!("seccomp profile `{file}` allows every system call"),
+            );
+        }
+    }
+    for (key, hooks) in [("post_start", &svc.post_start), ("pre_stop", &svc.pre_stop)] {
+        if hooks.iter().any(|h| h.privileged) {
+            way(key, format!("a privileged `{key}` hook"));
+        }
+    }
+    ways
+}
+
+/// Checks one stack against one policy (`rules` says where it was written);
+/// violations go to `diags`. Run once with the repository's policy and once
+/// with the host's: a service must pass both.
 pub fn check_stack(
-    config: &Config,
+    policy: &Policy,
     immutable: Option<&Regex>,
     rules: &RuleSource<'_>,
     stack: &Stack,
+    files: &dyn Files,
     diags: &mut Vec<Diag>,
 ) {
-    let policy = &config.policy;
     let file = &stack.source.file;
     let mut violation = |service: &str, key: &str, rule: &str, msg: String, hint: String| {
         let path = if key.is_empty() {
@@ -138,106 +465,97 @@ pub fn check_stack(
             .hint(hint),
         );
     };
+    // A symbolic link in the repository that a bind source names: where it points.
+    let resolve = |p: &Path| files.absolute(p).ok().filter(|a| a != p);
     for (name, svc) in &stack.services {
         let qualified = format!("{}/{name}", stack.name);
         if let Some(rule) = &policy.privileged
-            && svc.privileged
             && !rule.allow.contains(&qualified)
         {
-            violation(
-                name,
-                "privileged",
-                "privileged",
-                "privileged container".into(),
-                format!(
-                    "remove `privileged: true`, or allow it by name in plimsoll.yaml: policy.privileged.allow: [{qualified}]"
-                ),
-            );
+            for way in root_ways(stack, svc, &rule.capabilities, &resolve) {
+                violation(
+                    name,
+                    way.key,
+                    "privileged",
+                    way.what,
+                    format!(
+                        "remove `{}`, or allow the service by name in {}: [{qualified}]",
+                        if way.key == "privileged" {
+                            "privileged: true"
+                        } else {
+                            way.key
+                        },
+                        rules.where_to_allow("privileged")
+                    ),
+                );
+            }
         }
-        // An image built on the host comes from the repository, not a registry.
-        if let Some(image) = svc.image.as_ref().filter(|_| !svc.builds()) {
-            if let Some(rule) = &policy.registries {
-                let reg = registry_of(image);
+        if let Some(rule) = &policy.registries {
+            let mut images: Vec<(&'static str, String, String)> = Vec::new();
+            // An image built on the host comes from its Dockerfile's `FROM` lines.
+            match (svc.builds(), &svc.image, &svc.build) {
+                (true, _, Some(b)) => match base_images(b, files) {
+                    Ok(froms) => {
+                        let key = if b.dockerfile_inline.is_some() {
+                            "build.dockerfile_inline"
+                        } else {
+                            "build"
+                        };
+                        for f in froms {
+                            images.push((
+                                key,
+                                f.image,
+                                format!(" (FROM in {}:{})", f.file, f.line),
+                            ));
+                        }
+                    }
+                    Err(why) => violation(
+                        name,
+                        "build",
+                        "registries",
+                        format!("the base images of the build cannot be checked: {why}"),
+                        "make the Dockerfile readable in the repository".into(),
+                    ),
+                },
+                (false, Some(image), _) => images.push(("image", image.clone(), String::new())),
+                _ => {}
+            }
+            for (key, image, place) in images {
+                let reg = registry_of(&image);
                 if !rule.allow.iter().any(|r| r == reg) {
                     violation(
                         name,
-                        "image",
+                        key,
                         "registries",
-                        format!("image `{image}` comes from registry `{reg}`"),
+                        format!("image `{image}`{place} comes from registry `{reg}`"),
                         format!(
-                            "use an image from {}, or add `{reg}` to policy.registries.allow",
-                            rule.allow.join(", ")
+                            "use an image from {}, or add `{reg}` in {}",
+                            rule.allow.join(", "),
+                            rules.where_to_allow("registries")
                         ),
                     );
                 }
             }
-            if let Some(rule) = &policy.pinned_images
-                && (rule.stacks.is_empty() || rule.stacks.contains(&stack.name))
-                && !is_pinned(image, immutable)
-            {
-                let what = if rule.immutable_tag.is_some() {
-                    "a digest (@sha256:...) or an immutable tag"
-                } else {
-                    "a digest (@sha256:...)"
-                };
-                violation(
-                    name,
-                    "image",
-                    "pinned_images",
-                    format!("image `{image}` is not pinned"),
-                    format!("pin it by {what}"),
-                );
-            }
         }
-        if let Some(rule) = &policy.host_ports {
-            for p in &svc.ports {
-                if let Some((a, b)) = p.published_range()
-                    && let Some(bad) = (a..=b).find(|port| !port_allowed(*port, &rule.allow))
-                {
-                    violation(
-                        name,
-                        "ports",
-                        "host_ports",
-                        format!("host port {bad} is not allowed"),
-                        "publish a port that policy.host_ports.allow lists, or add it there".into(),
-                    );
-                }
-            }
+        if let Some(image) = svc.image.as_ref().filter(|_| !svc.builds())
+            && let Some(rule) = &policy.pinned_images
+            && (rule.stacks.is_empty() || rule.stacks.contains(&stack.name))
+            && !is_pinned(image, immutable)
+        {
+            let what = if rule.immutable_tag.is_some() {
+                "a digest (@sha256:...) or an immutable tag"
+            } else {
+                "a digest (@sha256:...)"
+            };
+            violation(
+                name,
+                "image",
+                "pinned_images",
+                format!("image `{image}` is not pinned"),
+                format!("pin it by {what}"),
+            );
         }
-        for label in &policy.required_labels {
-            if !svc.labels.contains_key(label) {
-                violation(
-                    name,
-                    "labels",
-                    "required_labels",
-                    format!("label `{label}` is missing"),
-                    format!("add `{label}` under the service's labels"),
-                );
-            }
-        }
-        if !policy.restart.is_empty() {
-            match svc.restart {
-                Some(r)
-                    if policy
-                        .restart
-                        .iter()
-                        .any(|a| a == r.name() || *a == r.to_string()) => {}
-                Some(r) => violation(
-                    name,
-                    "restart",
-                    "restart",
-                    format!("restart policy `{r}` is not allowed"),
-                    format!("use one of: {}", policy.restart.join(", ")),
-                ),
-                None => violation(
-                    name,
-                    "",
-                    "restart",
-                    "no restart policy".into(),
-                    format!("set `restart:` to one of: {}", policy.restart.join(", ")),
-                ),
-            }
-        }
+        check_service_rules(policy, name, svc, &mut violation);
     }
     for var in &policy.required_variables {
         if stack.source.variables.get(var).is_none_or(|v| v.is_empty()) {
@@ -258,6 +576,253 @@ pub fn check_stack(
             );
         }
     }
+}
+
+/// Host ports, required labels and restart policies of one service.
+fn check_service_rules(
+    policy: &Policy,
+    name: &str,
+    svc: &Service,
+    violation: &mut dyn FnMut(&str, &str, &str, String, String),
+) {
+    if let Some(rule) = &policy.host_ports {
+        for p in &svc.ports {
+            if let Some((a, b)) = p.published_range()
+                && let Some(bad) = (a..=b).find(|port| !port_allowed(*port, &rule.allow))
+            {
+                violation(
+                    name,
+                    "ports",
+                    "host_ports",
+                    format!("host port {bad} is not allowed"),
+                    "publish a port that policy.host_ports.allow lists, or add it there".into(),
+                );
+            }
+        }
+    }
+    for label in &policy.required_labels {
+        if !svc.labels.contains_key(label) {
+            violation(
+                name,
+                "labels",
+                "required_labels",
+                format!("label `{label}` is missing"),
+                format!("add `{label}` under the service's labels"),
+            );
+        }
+    }
+    if !policy.restart.is_empty() {
+        match svc.restart {
+            Some(r)
+                if policy
+                    .restart
+                    .iter()
+                    .any(|a| a == r.name() || *a == r.to_string()) => {}
+            Some(r) => violation(
+                name,
+                "restart",
+                "restart",
+                format!("restart policy `{r}` is not allowed"),
+                format!("use one of: {}", policy.restart.join(", ")),
+            ),
+            None => violation(
+                name,
+                "",
+                "restart",
+                "no restart policy".into(),
+                format!("set `restart:` to one of: {}", policy.restart.join(", ")),
+            ),
+        }
+    }
+}
+
+/// An image a build starts from: a `FROM` (or `COPY --from`) that names no earlier stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseImage {
+    pub image: String,
+    /// The Dockerfile (`dockerfile_inline` for an inline one) and the line.
+    pub file: String,
+    pub line: usize,
+}
+
+/// The images a build pulls: its Dockerfile (read through `files`, or the
+/// inline one) parsed for `FROM` and `COPY --from=`. `scratch` and earlier
+/// stages are not images; `ARG`s before the first `FROM` and the build's
+/// `args` are substituted.
+pub fn base_images(
+    build: &super::model::Build,
+    files: &dyn Files,
+) -> Result<Vec<BaseImage>, String> {
+    let (file, text) = match (&build.dockerfile_inline, &build.dockerfile) {
+        (Some(inline), _) => ("dockerfile_inline".to_string(), inline.clone()),
+        (None, Some(df)) => {
+            let path = super::compose::normalize_path(&Path::new(&build.context).join(df));
+            match files.read(&path) {
+                Ok(Some(bytes)) => (
+                    path.display().to_string(),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                ),
+                Ok(None) => return Err(format!("{} does not exist", path.display())),
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            }
+        }
+        (None, None) => return Ok(Vec::new()),
+    };
+    Ok(parse_froms(&text, &build.args)
+        .into_iter()
+        .map(|(line, image)| BaseImage {
+            image,
+            file: file.clone(),
+            line,
+        })
+        .collect())
+}
+
+/// `(line, image)` of each image a Dockerfile pulls.
+pub fn parse_froms(text: &str, args: &BTreeMap<String, String>) -> Vec<(usize, String)> {
+    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    let mut stages: BTreeSet<String> = BTreeSet::new();
+    let mut stage_count = 0usize;
+    let mut out = Vec::new();
+    for (line, instruction) in instructions(text) {
+        let mut words = instruction.split_whitespace();
+        let Some(cmd) = words.next() else { continue };
+        let rest: Vec<&str> = words.collect();
+        match cmd.to_ascii_uppercase().as_str() {
+            // Only the ARGs before the first FROM apply to FROM lines.
+            "ARG" if stage_count == 0 => {
+                for decl in &rest {
+                    let (name, default) = match decl.split_once('=') {
+                        Some((n, d)) => (n, Some(unquote(d))),
+                        None => (*decl, None),
+                    };
+                    let value = args
+                        .get(name)
+                        .cloned()
+                        .or(default.map(|d| substitute(&d, &vars)));
+                    vars.insert(name.to_string(), value.unwrap_or_default());
+                }
+            }
+            "FROM" => {
+                stage_count += 1;
+                let mut plain = rest.iter().filter(|w| !w.starts_with("--"));
+                let Some(image) = plain.next() else { continue };
+                let image = substitute(image, &vars);
+                if let (Some(as_), Some(alias)) = (plain.next(), plain.next())
+                    && as_.eq_ignore_ascii_case("as")
+                {
+                    stages.insert(alias.to_ascii_lowercase());
+                }
+                let lower = image.to_ascii_lowercase();
+                if lower != "scratch" && !stages.contains(&lower) || image.is_empty() {
+                    out.push((line, image));
+                }
+                // Registered after the check: `FROM x AS x` still pulls x.
+            }
+            "COPY" | "ADD" | "RUN" => {
+                for flag in &rest {
+                    let from = flag
+                        .strip_prefix("--from=")
+                        .or_else(|| flag.strip_prefix("--mount=").and_then(mount_from));
+                    let Some(from) = from else { continue };
+                    let from = substitute(from, &vars);
+                    let lower = from.to_ascii_lowercase();
+                    let index = from.parse::<usize>().is_ok_and(|i| i < stage_count);
+                    if !index && !stages.contains(&lower) && lower != "scratch" {
+                        out.push((line, from));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The `from=` of a `RUN --mount=…` value.
+fn mount_from(value: &str) -> Option<&str> {
+    value.split(',').find_map(|kv| kv.strip_prefix("from="))
+}
+
+fn unquote(s: &str) -> String {
+    let s = s.trim();
+    s.strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .or_else(|| s.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')))
+        .unwrap_or(s)
+        .to_string()
+}
+
+/// `$NAME`, `${NAME}`, `${NAME:-default}`, `${NAME:+alt}` as the Dockerfile reads them.
+fn substitute(word: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut chars = word.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'{') {
+            chars.next();
+            let inner: String = chars.by_ref().take_while(|c| *c != '}').collect();
+            let (name, op) = match inner.find(':') {
+                Some(i) => (&inner[..i], Some(&inner[i..])),
+                None => (inner.as_str(), None),
+            };
+            let value = vars.get(name).filter(|v| !v.is_empty());
+            match (op, value) {
+                (Some(op), None) if op.starts_with(":-") => {
+                    out.push_str(&substitute(&op[2..], vars))
+                }
+                (Some(op), Some(_)) if op.starts_with(":+") => {
+                    out.push_str(&substitute(&op[2..], vars))
+                }
+                (Some(op), None) if op.starts_with(":+") => {}
+                (_, Some(v)) => out.push_str(v),
+                (_, None) => {}
+            }
+        } else {
+            let mut name = String::new();
+            while let Some(c) = chars
+                .peek()
+                .filter(|c| c.is_ascii_alphanumeric() || **c == '_')
+            {
+                name.push(*c);
+                chars.next();
+            }
+            if name.is_empty() {
+                out.push('$');
+            } else if let Some(v) = vars.get(&name) {
+                out.push_str(v);
+            }
+        }
+    }
+    out
+}
+
+/// The instructions of a Dockerfile with the line each starts on: comments
+/// dropped, `\` continuations joined.
+fn instructions(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut current: Option<(usize, String)> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let trimmed = raw.trim();
+        if trimmed.starts_with('#') {
+            continue;
+        }
+        let (body, more) = match trimmed.strip_suffix('\\') {
+            Some(b) => (b, true),
+            None => (trimmed, false),
+        };
+        let entry = current.get_or_insert_with(|| (i + 1, String::new()));
+        entry.1.push(' ');
+        entry.1.push_str(body);
+        if !more && let Some(done) = current.take() {
+            out.push(done);
+        }
+    }
+    out.extend(current);
+    out
 }
 
 #[cfg(test)]
@@ -281,6 +846,298 @@ mod tests {
         assert!(!is_pinned("reg:5000/app", Some(&re)));
         assert!(!is_pinned("app:latest", Some(&re)));
         assert!(!is_pinned("app:v1.2.3", None));
+    }
+
+    /// Loads `compose` as stack `s` in a temporary directory with `plimsoll.yaml`
+    /// (and `extra` files), and a host policy when given; the error text, or "ok".
+    fn check(config: &str, compose: &str, extra: &[(&str, &str)], host: Option<&str>) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("plimsoll.yaml"), config).unwrap();
+        let stack = dir.path().join("stacks/s");
+        std::fs::create_dir_all(&stack).unwrap();
+        std::fs::write(stack.join("compose.yaml"), compose).unwrap();
+        for (f, t) in extra {
+            std::fs::write(stack.join(f), t).unwrap();
+        }
+        let layout = crate::source::discover(dir.path()).unwrap();
+        let options = crate::spec::LoadOptions {
+            host_policy: host.map(|h| {
+                std::sync::Arc::new(
+                    HostPolicy::parse(Path::new("/etc/plimsoll/policy.yaml"), h).unwrap(),
+                )
+            }),
+            ..Default::default()
+        };
+        match crate::spec::load_with(
+            &layout,
+            &crate::source::LocalFs,
+            &BTreeMap::new(),
+            &[],
+            &options,
+        ) {
+            Ok(_) => "ok".into(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const STRICT: &str = "policy:\n  privileged:\n    allow: []\n";
+
+    fn service(body: &str) -> String {
+        format!("services:\n  web:\n    image: busybox\n{body}")
+    }
+
+    #[test]
+    fn every_way_to_root_is_refused() {
+        let cases = [
+            (
+                "    privileged: true\n",
+                "privileged",
+                "privileged container",
+            ),
+            (
+                "    volumes: [/var/run/docker.sock:/var/run/docker.sock]\n",
+                "volumes",
+                "socket",
+            ),
+            (
+                "    volumes: [/run/user/1000/docker.sock:/s]\n",
+                "volumes",
+                "socket",
+            ),
+            ("    volumes: [/:/host]\n", "volumes", "root file system"),
+            ("    volumes: [/etc:/x]\n", "volumes", "protected"),
+            ("    volumes: [/proc/1/root:/x]\n", "volumes", "protected"),
+            ("    volumes: [/sys:/x]\n", "volumes", "protected"),
+            (
+                "    volumes: [/var/lib/docker/volumes:/x]\n",
+                "volumes",
+                "protected",
+            ),
+            (
+                "    volumes: [/var/run:/x]\n",
+                "volumes",
+                "holds a protected path",
+            ),
+            (
+                "    volumes: [../../../../../../../../../:/x]\n",
+                "volumes",
+                "root file system",
+            ),
+            ("    volumes: [/tmp/../etc:/x]\n", "volumes", "protected"),
+            (
+                "    volumes:\n      - {type: bind, source: /, target: /host}\n",
+                "volumes",
+                "root file system",
+            ),
+            ("    cap_add: [SYS_ADMIN]\n", "cap_add", "SYS_ADMIN"),
+            ("    cap_add: [cap_sys_ptrace]\n", "cap_add", "SYS_PTRACE"),
+            ("    cap_add: [ALL]\n", "cap_add", "ALL"),
+            ("    pid: host\n", "pid", "pid: host"),
+            ("    ipc: host\n", "ipc", "ipc: host"),
+            ("    uts: host\n", "uts", "uts: host"),
+            (
+                "    userns_mode: host\n",
+                "userns_mode",
+                "userns_mode: host",
+            ),
+            ("    cgroup: host\n", "cgroup", "cgroup: host"),
+            (
+                "    network_mode: host\n",
+                "network_mode",
+                "network_mode: host",
+            ),
+            ("    devices: [/dev/sda:/dev/sda]\n", "devices", "/dev/sda"),
+            (
+                "    device_cgroup_rules: ['b 8:* rmw']\n",
+                "device_cgroup_rules",
+                "b 8:*",
+            ),
+            (
+                "    security_opt: [seccomp=unconfined]\n",
+                "security_opt",
+                "unconfined",
+            ),
+            (
+                "    security_opt: ['apparmor:unconfined']\n",
+                "security_opt",
+                "unconfined",
+            ),
+            (
+                "    security_opt: [label=disable]\n",
+                "security_opt",
+                "label=disable",
+            ),
+            (
+                "    security_opt: [systempaths=unconfined]\n",
+                "security_opt",
+                "unconfined",
+            ),
+        ];
+        for (body, key, what) in cases {
+            let out = check(STRICT, &service(body), &[], None);
+            assert!(
+                out.contains(&format!("compose.yaml:4:5: services.web.{key}")),
+                "{body}: {out}"
+            );
+            assert!(out.contains(what), "{body}: {out}");
+            assert!(
+                out.contains("violates policy `privileged` ("),
+                "{body}: {out}"
+            );
+            assert!(out.contains("plimsoll.yaml:2)"), "{body}: {out}");
+            // Exempted by name, it passes.
+            let exempt = "policy:\n  privileged:\n    allow: [s/web]\n";
+            assert_eq!(check(exempt, &service(body), &[], None), "ok", "{body}");
+        }
+        // Harmless settings pass.
+        for body in [
+            "    volumes: [./data:/data, /etc/localtime:/etc/localtime:ro, /srv/x:/x]\n",
+            "    cap_add: [NET_BIND_SERVICE, chown]\n    cap_drop: [ALL]\n",
+            "    security_opt: [no-new-privileges:true]\n    network_mode: bridge\n",
+        ] {
+            assert_eq!(check(STRICT, &service(body), &[], None), "ok", "{body}");
+        }
+        // A capability the rule allows passes; ALL never does.
+        let caps = "policy:\n  privileged:\n    capabilities: [NET_ADMIN, ALL]\n";
+        assert_eq!(
+            check(caps, &service("    cap_add: [NET_ADMIN]\n"), &[], None),
+            "ok"
+        );
+        assert!(
+            check(caps, &service("    cap_add: [ALL]\n"), &[], None).contains("every capability")
+        );
+    }
+
+    #[test]
+    fn bind_volumes_and_links_are_seen_through() {
+        let named = "services:\n  web:\n    image: busybox\n    volumes: [root:/host]\nvolumes:\n  root:\n    driver_opts: {type: none, o: bind, device: /}\n";
+        assert!(check(STRICT, named, &[], None).contains("driver_opts o: bind"));
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/", dir.path().join("link")).unwrap();
+        let linked = service(&format!(
+            "    volumes: ['{}/link:/x']\n",
+            dir.path().display()
+        ));
+        assert!(check(STRICT, &linked, &[], None).contains("root file system"));
+        assert_eq!(root_bind(Path::new("/srv/data")), None);
+        assert!(root_bind(Path::new("/var")).is_some());
+        assert!(root_bind(Path::new("/home/u/.docker/run/docker.sock")).is_some());
+    }
+
+    #[test]
+    fn dockerfile_from_lines() {
+        let args = BTreeMap::from([("REG".to_string(), "ghcr.io".to_string())]);
+        let text = "# syntax=docker/dockerfile:1\nARG BASE=evil.example.com/x:1\nARG REG\nFROM --platform=$BUILDPLATFORM ${BASE} AS build\nFROM build AS again\nFROM $REG/org/app \\\n  AS second\nFROM scratch\nCOPY --from=build /a /a\nCOPY --from=quay.io/other:1 /b /b\nRUN --mount=type=bind,from=docker.io/library/alpine,target=/m true\nFROM ${MISSING:-busybox}\n";
+        let froms = parse_froms(text, &args);
+        assert_eq!(
+            froms,
+            vec![
+                (4, "evil.example.com/x:1".to_string()),
+                (6, "ghcr.io/org/app".to_string()),
+                (10, "quay.io/other:1".to_string()),
+                (11, "docker.io/library/alpine".to_string()),
+                (12, "busybox".to_string()),
+            ]
+        );
+        let policy = "policy:\n  registries:\n    allow: [docker.io]\n";
+        let build = "services:\n  web:\n    build: .\n";
+        let out = check(
+            policy,
+            build,
+            &[("Dockerfile", "FROM evil.example.com/x\n")],
+            None,
+        );
+        assert!(out.contains("services.web.build"), "{out}");
+        assert!(out.contains("evil.example.com/x` (FROM in "), "{out}");
+        assert!(out.contains("Dockerfile:1)"), "{out}");
+        assert_eq!(
+            check(policy, build, &[("Dockerfile", "FROM busybox\n")], None),
+            "ok"
+        );
+        let inline = "services:\n  web:\n    build:\n      context: .\n      dockerfile_inline: |\n        FROM evil.example.com/x\n";
+        let out = check(policy, inline, &[], None);
+        assert!(
+            out.contains("services.web.build.dockerfile_inline"),
+            "{out}"
+        );
+        assert!(out.contains("dockerfile_inline:1"), "{out}");
+    }
+
+    #[test]
+    fn the_host_policy_cannot_be_relaxed() {
+        let host = "privileged:\n  allow: []\nregistries:\n  allow: [docker.io]\nunknown_containers: fail\n";
+        // The repository exempts the service, or says nothing: the host's rule holds.
+        let relaxed = "policy:\n  privileged:\n    allow: [s/web]\n  registries:\n    allow: [docker.io, evil.example.com]\n";
+        for config in [relaxed, "agent: {}\n", "policy: {}\n"] {
+            let out = check(config, &service("    pid: host\n"), &[], Some(host));
+            assert!(
+                out.contains("violates host policy `privileged` (/etc/plimsoll/policy.yaml:1)"),
+                "{out}"
+            );
+            assert!(
+                out.contains(
+                    "in the host policy /etc/plimsoll/policy.yaml: privileged.allow: [s/web]"
+                ),
+                "{out}"
+            );
+            let image = "services:\n  web:\n    image: evil.example.com/x\n";
+            let out = check(config, image, &[], Some(host));
+            assert!(out.contains("violates host policy `registries`"), "{out}");
+        }
+        // The host's own allow list exempts; the repository can still add rules.
+        let host_allows = "privileged:\n  allow: [s/web]\n";
+        assert_eq!(
+            check(
+                "agent: {}\n",
+                &service("    pid: host\n"),
+                &[],
+                Some(host_allows)
+            ),
+            "ok"
+        );
+        assert!(
+            check(STRICT, &service("    pid: host\n"), &[], Some(host_allows))
+                .contains("violates policy `privileged`")
+        );
+        // The stricter of single settings.
+        let mut c = Config::default();
+        apply_host_settings(&mut c, &HostPolicy::parse(Path::new("p"), host).unwrap());
+        assert_eq!(
+            c.policy.unknown_containers,
+            crate::spec::config::UnknownContainers::Fail
+        );
+        // A bad host policy names its file and line.
+        let e =
+            HostPolicy::parse(Path::new("/etc/p.yaml"), "privileged:\n  alow: []\n").unwrap_err();
+        assert!(e.to_string().contains("/etc/p.yaml:2"), "{e}");
+    }
+
+    #[test]
+    fn audit_minimums() {
+        let audit = AuditConfig {
+            max_size_mib: Some(0),
+            keep: Some(1),
+        };
+        assert_eq!(audit.max_bytes(), AuditConfig::MIN_SIZE_MIB << 20);
+        assert_eq!(audit.keep(), AuditConfig::MIN_KEEP);
+        let more = AuditConfig {
+            max_size_mib: Some(100),
+            keep: Some(20),
+        };
+        assert_eq!((more.max_bytes(), more.keep()), (100 << 20, 20));
+        let mut diags = Vec::new();
+        let config = Config {
+            audit,
+            ..Config::default()
+        };
+        let rules = RuleSource {
+            file: Path::new("plimsoll.yaml"),
+            node: None,
+            root: &["policy"],
+        };
+        check_config(&config, &rules, &mut diags);
+        assert_eq!(diags.len(), 2);
+        assert!(diags.iter().all(|d| !d.is_error()));
     }
 
     #[test]
