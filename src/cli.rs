@@ -457,6 +457,18 @@ pub struct AgentArgs {
     /// Extra CA certificates (PEM) trusted for https repositories.
     #[arg(long, env = "PLIMSOLL_GIT_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Accept http:// and git:// repositories, which are neither encrypted nor authenticated
+    /// (refused without it).
+    #[arg(long, env = "PLIMSOLL_ALLOW_INSECURE_TRANSPORT")]
+    pub allow_insecure_transport: bool,
+    /// Apply only commits signed by an SSH key of this allowed_signers file (the format of
+    /// git's gpg.ssh.allowedSignersFile).
+    #[arg(long, env = "PLIMSOLL_ALLOWED_SIGNERS", value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+    /// Apply only commits signed by one of these OpenPGP public keys (ASCII-armored, as
+    /// `gpg --export --armor` writes them).
+    #[arg(long, env = "PLIMSOLL_TRUSTED_KEYS", value_name = "FILE")]
+    pub trusted_keys: Option<PathBuf>,
     /// Only these stacks (repeatable; the variable takes a comma-separated list).
     #[arg(
         long = "stack",
@@ -946,18 +958,34 @@ fn agent_options(a: AgentArgs, state_dir: PathBuf) -> Result<crate::agent::Optio
             .ok()
             .filter(|t| !t.is_empty()),
     };
+    let trust = crate::agent::signing::Trust::load(
+        a.allowed_signers.as_deref(),
+        a.trusted_keys.as_deref(),
+    )?
+    .map(std::sync::Arc::new);
     let source = match git::classify(&a.repo)? {
-        git::RepoKind::Git(url) => Source::Git {
-            url,
-            reference,
-            auth: git::GitAuth {
-                token,
-                ssh_key: a.ssh_key,
-                known_hosts: a.known_hosts,
-                ca_file: a.ca_file,
-            },
-        },
+        git::RepoKind::Git(url) => {
+            git::check_transport(&url, a.allow_insecure_transport)?;
+            Source::Git {
+                url,
+                reference,
+                auth: git::GitAuth {
+                    token,
+                    ssh_key: a.ssh_key,
+                    known_hosts: a.known_hosts,
+                    ca_file: a.ca_file,
+                    allow_insecure: a.allow_insecure_transport,
+                    trust,
+                },
+            }
+        }
         git::RepoKind::Directory(dir) => {
+            if trust.is_some() {
+                anyhow::bail!(
+                    "{} is a directory, not a git repository: --allowed-signers and --trusted-keys check commit signatures and need a git repository",
+                    dir.display()
+                );
+            }
             if !matches!(reference, git::GitRef::Default) {
                 anyhow::bail!(
                     "{} is a directory, not a git repository: --branch, --tag and --rev need a git repository",

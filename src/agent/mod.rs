@@ -17,6 +17,7 @@ pub mod heal;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod signing;
 pub mod watch;
 pub mod webhook;
 
@@ -745,7 +746,7 @@ impl Agent {
         if self.target.as_ref().is_some_and(|t| t.revision == sha) {
             return Ok(());
         }
-        match self.checkout_and_load(&git, &sha).await {
+        match self.checkout_verified(&git, &sha).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.reject(&sha, e.clone());
@@ -765,6 +766,28 @@ impl Agent {
                 Err(e)
             }
         }
+    }
+
+    /// A new revision: its signature checked (with trusted keys), then
+    /// checked out and loaded. Err = why it is rejected.
+    async fn checkout_verified(
+        &mut self,
+        git: &Arc<Mutex<git::GitSource>>,
+        sha: &str,
+    ) -> Result<(), String> {
+        let verdict = {
+            let git = git.clone();
+            let sha = sha.to_string();
+            tokio::task::spawn_blocking(move || {
+                git.lock().expect("git source lock").verify_commit(&sha)
+            })
+            .await
+            .expect("verifying a signature does not panic")?
+        };
+        if let Some(signer) = verdict {
+            tracing::info!(revision = sha, "signature verified: {signer}");
+        }
+        self.checkout_and_load(git, sha).await
     }
 
     async fn checkout_and_load(
