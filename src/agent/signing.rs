@@ -477,8 +477,8 @@ fn parse_ssh_time(s: &str) -> Result<i64, String> {
     } else {
         jiff::tz::TimeZone::system()
     };
-    dt.to_zoned(tz)
-        .map(|z| z.timestamp().as_second())
+    tz.to_timestamp(dt)
+        .map(|t| t.as_second())
         .map_err(|_| bad())
 }
 
@@ -571,7 +571,8 @@ mod tests {
             (format!("a valid-after=\"2024\" {ED}"), "invalid time"),
             ("a ssh-ed25519 !!!notbase64".to_string(), "does not parse"),
             ("a".to_string(), "no key"),
-            ("a b c".to_string(), "not a key type"),
+            ("a namespaces=\"git\" c".to_string(), "not a key type"),
+            ("a b c".to_string(), "unknown option \"b\""),
             (format!("a \"namespaces=git {ED}"), "unclosed"),
         ] {
             let text = format!("# first\n{text}\n");
