@@ -1259,7 +1259,7 @@ impl GitSource {
                 )
             } else {
                 // No user: an https user is often the token itself.
-                "the server rejected the credentials (HTTP 401): check the token (the \
+                "the server rejected the token (HTTP 401): check the token (of \
                  --git-token-file, or the user and password of the URL), that it has not \
                  expired or been revoked, and that it may read this repository"
                     .to_string()
