@@ -271,6 +271,7 @@ pub enum Command {
     #[command(after_long_help = examples!(
         "Follow the branch `main` over https, with a token and a signed webhook" => "plimsoll agent --repo https://git.example.com/ops/hosts.git --branch main \\\n      --git-token-file /run/secrets/git-token --webhook-secret-file /run/secrets/webhook",
         "Follow a tag over ssh; the server's key must be in the known_hosts file" => "plimsoll agent --repo git@git.example.com:ops/hosts.git --tag v1.4.0 \\\n      --ssh-key /run/secrets/deploy-key --known-hosts /etc/plimsoll/known_hosts",
+        "Apply only commits signed by an SSH key of the ops team (git's allowed_signers format)" => "plimsoll agent --repo https://git.example.com/ops/hosts.git \\\n      --git-token-file /run/secrets/git-token --allowed-signers /etc/plimsoll/allowed_signers",
         "Only the stacks of this host in a monorepo's subdirectory, pruning what git drops" => "plimsoll agent --repo https://git.example.com/ops/fleet.git --path hosts/web-1 \\\n      --host web-1 --prune",
         "Development: watch a local directory and apply every change" => "plimsoll agent --repo ./examples/stacks --interval 5s --listen 127.0.0.1:9301",
     ))]

@@ -15,10 +15,14 @@
 //!   `refs/plimsoll/checkout` is removed before a checkout starts and written
 //!   when it has finished, so a crash mid-way reads as "nothing checked out".
 //!
-//! Transports: https and http (a token as HTTP basic auth, an extra CA
-//! bundle), ssh (a key file, and a strict known_hosts check done here: plain
-//! and hashed entries, `[host]:port`, wildcards, negations, `@revoked`), and
-//! local repositories (`file://`, paths). Fetches are shallow (depth 1) except
+//! Transports: https (a token as HTTP basic auth, an extra CA bundle), ssh
+//! (a key file, and a strict known_hosts check done here: plain and hashed
+//! entries, `[host]:port`, wildcards, negations, `@revoked`), and local
+//! repositories (`file://`, paths). `http://` and `git://` (unencrypted,
+//! unauthenticated) only with `GitAuth::allow_insecure`
+//! (`--allow-insecure-transport`); refused otherwise ([`check_transport`]).
+//! Credentials (token, URL user and password, ssh key) are given only to the
+//! configured server (transport, host, port): a redirect elsewhere gets none. Fetches are shallow (depth 1) except
 //! on the local transport, where libgit2 refuses a depth.
 //!
 //! Process-global libgit2 settings (libgit2 has no per-remote ones), set by
@@ -28,9 +32,14 @@
 //! source (`GIT_OPT_SET_SSL_CERT_LOCATIONS` adds the bundle to the OpenSSL
 //! trust store of the whole process; it is never removed).
 //!
-//! Secrets: the token is never part of the URL handed to libgit2 (nor of the
-//! URL stored in the clone's config), never logged (`GitAuth`'s `Debug`
-//! masks it), and scrubbed from every error text. Remote errors therefore
+//! Secrets: the token and the URL's userinfo are never part of the URL handed
+//! to libgit2 for http(s) (nor of the URL stored in the clone's config), never
+//! logged (`GitAuth`'s `Debug` masks the token), and scrubbed from every error
+//! text (the token, the URL's password and http(s) user, their percent and
+//! basic-auth encodings); no message names the http user (often the token).
+//!
+//! Signed commits: [`GitSource::verify_commit`] checks a fetched commit's
+//! signature against `GitAuth::trust` (see [`super::signing`]). Remote errors therefore
 //! carry libgit2's message as scrubbed text rather than as a `#[source]`.
 
 use std::cell::RefCell;
@@ -1063,10 +1072,10 @@ impl GitSource {
         cb.credentials(move |url, user_from_url, allowed| {
             let mut s = s.borrow_mut();
             if !same_server(&self.endpoint, url) {
-                s.foreign = Some(parse_endpoint(url).map_or_else(
-                    |_| "an unparsable URL".to_string(),
-                    |e| server_name(&e),
-                ));
+                s.foreign = Some(
+                    parse_endpoint(url)
+                        .map_or_else(|_| "an unparsable URL".to_string(), |e| server_name(&e)),
+                );
                 return Err(git2::Error::from_str(
                     "credentials are only given to the configured server",
                 ));
@@ -1246,7 +1255,10 @@ impl GitSource {
             return GitError::Auth { url, detail };
         }
         if s.rejected || e.code() == ErrorCode::Auth || lower.contains("status code: 401") {
-            let user = s.user.clone().unwrap_or_else(|| DEFAULT_SSH_USER.to_string());
+            let user = s
+                .user
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SSH_USER.to_string());
             let detail = if ssh {
                 format!(
                     "the server rejected the ssh key {} for user {user:?}: check the key, and \
@@ -1366,7 +1378,12 @@ impl GitSource {
 /// basic-auth encoding. An http(s) user shorter than 4 characters is left
 /// out (a name such as `git` is no secret, and scrubbing it would garble
 /// messages); messages never name the http user.
-fn secrets_of(endpoint: &Endpoint, raw_url: &str, token: Option<&str>, http_user: &str) -> Vec<String> {
+fn secrets_of(
+    endpoint: &Endpoint,
+    raw_url: &str,
+    token: Option<&str>,
+    http_user: &str,
+) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut add = |v: &str| {
         if !v.is_empty() && !out.iter().any(|o| o == v) {
@@ -2140,9 +2157,12 @@ mod tests {
     #[test]
     fn http_and_git_urls_need_the_insecure_flag() {
         let tmp = tempfile::tempdir().unwrap();
-        for url in ["http://u:pw-s3cret@example.com/r.git", "git://example.com/r.git"] {
-            let err = GitSource::open(url, GitRef::Default, GitAuth::default(), tmp.path())
-                .unwrap_err();
+        for url in [
+            "http://u:pw-s3cret@example.com/r.git",
+            "git://example.com/r.git",
+        ] {
+            let err =
+                GitSource::open(url, GitRef::Default, GitAuth::default(), tmp.path()).unwrap_err();
             assert!(matches!(err, GitError::Insecure { .. }), "{err}");
             let text = err.to_string();
             assert!(
@@ -2161,11 +2181,17 @@ mod tests {
     fn credentials_go_only_to_the_configured_server() {
         let https = parse_endpoint("https://tok@git.example.com/o/r.git").unwrap();
         assert!(same_server(&https, "https://git.example.com/o/r.git"));
-        assert!(same_server(&https, "https://GIT.example.com:443/other/path"));
+        assert!(same_server(
+            &https,
+            "https://GIT.example.com:443/other/path"
+        ));
         assert!(!same_server(&https, "https://evil.example.net/o/r.git"));
         assert!(!same_server(&https, "https://git.example.com:8443/o/r.git"));
         assert!(!same_server(&https, "http://git.example.com/o/r.git"));
-        assert!(!same_server(&https, "https://git.example.com.evil.net/o/r.git"));
+        assert!(!same_server(
+            &https,
+            "https://git.example.com.evil.net/o/r.git"
+        ));
         assert!(!same_server(&https, "not a url"));
         let ssh = parse_endpoint("git@github.com:o/r.git").unwrap();
         assert!(same_server(&ssh, "ssh://git@github.com:22/o/r.git"));

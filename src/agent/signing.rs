@@ -120,12 +120,13 @@ impl Trust {
         };
         let mut trust = Trust::default();
         if let Some(path) = allowed_signers {
-            let signers = parse_allowed_signers(&read("allowed signers", path)?)
-                .map_err(|(line, reason)| SigningError::AllowedSigners {
+            let signers = parse_allowed_signers(&read("allowed signers", path)?).map_err(
+                |(line, reason)| SigningError::AllowedSigners {
                     path: path.to_path_buf(),
                     line,
                     reason,
-                })?;
+                },
+            )?;
             if signers.is_empty() {
                 return Err(SigningError::Empty {
                     path: path.to_path_buf(),
@@ -190,9 +191,15 @@ impl Trust {
         names.join(" or ")
     }
 
-    fn verify_ssh(&self, sha: &str, text: &str, commit: &CommitSignature) -> Result<String, String> {
-        let sig = SshSig::from_pem(text.trim())
-            .map_err(|e| format!("commit {sha} has a malformed SSH signature ({e}): sign it again"))?;
+    fn verify_ssh(
+        &self,
+        sha: &str,
+        text: &str,
+        commit: &CommitSignature,
+    ) -> Result<String, String> {
+        let sig = SshSig::from_pem(text.trim()).map_err(|e| {
+            format!("commit {sha} has a malformed SSH signature ({e}): sign it again")
+        })?;
         let fp = sig.public_key().fingerprint(HashAlg::Sha256);
         let Some((path, signers)) = &self.allowed_signers else {
             return Err(format!(
@@ -346,13 +353,14 @@ fn parse_signer_line(line: &str) -> Result<AllowedSigner, String> {
             let value = || value.clone().ok_or(format!("option {name} needs a value"));
             match name.as_str() {
                 "cert-authority" => {
-                    return Err("cert-authority lines (SSH certificates) are not supported: \
+                    return Err(
+                        "cert-authority lines (SSH certificates) are not supported: \
                                 list the signing keys themselves"
-                        .into());
+                            .into(),
+                    );
                 }
                 "namespaces" => {
-                    namespaces =
-                        Some(value()?.split(',').map(|s| s.trim().to_string()).collect());
+                    namespaces = Some(value()?.split(',').map(|s| s.trim().to_string()).collect());
                 }
                 "valid-after" => valid_after = Some(parse_ssh_time(&value()?)?),
                 "valid-before" => valid_before = Some(parse_ssh_time(&value()?)?),
@@ -536,7 +544,8 @@ fn parse_trusted_keys(text: &str) -> Result<Vec<SignedPublicKey>, String> {
 mod tests {
     use super::*;
 
-    const ED: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPcSfbJ6RT+DAhG3rlcbpzlTbFu8A58WGoVl+aRD3qQc";
+    const ED: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPcSfbJ6RT+DAhG3rlcbpzlTbFu8A58WGoVl+aRD3qQc";
 
     #[test]
     fn allowed_signers_lines_parse() {
@@ -548,7 +557,10 @@ mod tests {
         );
         let s = parse_allowed_signers(&text).unwrap();
         assert_eq!(s.len(), 3);
-        assert_eq!((s[0].line, s[0].principals.as_str()), (3, "alice@example.com"));
+        assert_eq!(
+            (s[0].line, s[0].principals.as_str()),
+            (3, "alice@example.com")
+        );
         assert_eq!(s[0].namespaces, None);
         assert!(s[0].allows_namespace("git") && s[0].valid_at(0));
         assert_eq!(s[1].line, 4);
@@ -600,7 +612,10 @@ mod tests {
         assert!(Trust::load(None, None).unwrap().is_none());
         let missing = tmp.path().join("missing");
         let err = Trust::load(Some(&missing), None).unwrap_err().to_string();
-        assert!(err.contains("cannot read the allowed signers file"), "{err}");
+        assert!(
+            err.contains("cannot read the allowed signers file"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -619,11 +634,13 @@ mod tests {
         commit.signature = Some(b"-----BEGIN SIGNED MESSAGE-----".to_vec());
         let err = trust.verify("abc123", &commit).unwrap_err();
         assert!(err.contains("cannot read"), "{err}");
-        commit.signature = Some(
-            b"-----BEGIN PGP SIGNATURE-----\n\nAAAA\n-----END PGP SIGNATURE-----\n".to_vec(),
-        );
+        commit.signature =
+            Some(b"-----BEGIN PGP SIGNATURE-----\n\nAAAA\n-----END PGP SIGNATURE-----\n".to_vec());
         let err = trust.verify("abc123", &commit).unwrap_err();
-        assert!(err.contains("OpenPGP") || err.contains("malformed"), "{err}");
+        assert!(
+            err.contains("OpenPGP") || err.contains("malformed"),
+            "{err}"
+        );
     }
 
     #[test]

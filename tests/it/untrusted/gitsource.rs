@@ -61,12 +61,21 @@ fn assert_nowhere(needle: &str, attack: &Attack, agent: &Agent, receiver: Option
     let status = agent.status().to_string();
     assert!(!status.contains(needle), "{needle:?} in /status: {status}");
     let log = agent.log();
-    assert!(!log.contains(needle), "{needle:?} in the agent's log:\n{log}");
+    assert!(
+        !log.contains(needle),
+        "{needle:?} in the agent's log:\n{log}"
+    );
     let history = attack.run(&["history", "--format", "json"], &[]);
-    assert!(!history.all().contains(needle), "{needle:?} in the history:\n{history}");
+    assert!(
+        !history.all().contains(needle),
+        "{needle:?} in the history:\n{history}"
+    );
     if let Some(receiver) = receiver {
         let notes = serde_json::to_string(&receiver.all()).unwrap();
-        assert!(!notes.contains(needle), "{needle:?} in a notification: {notes}");
+        assert!(
+            !notes.contains(needle),
+            "{needle:?} in a notification: {notes}"
+        );
     }
     for (path, bytes) in files_under(&attack.state()) {
         assert!(
@@ -95,7 +104,12 @@ impl GitDaemon {
                 .unwrap()
                 .port();
             let mut child = Command::new(&git)
-                .args(["daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1"])
+                .args([
+                    "daemon",
+                    "--export-all",
+                    "--reuseaddr",
+                    "--listen=127.0.0.1",
+                ])
                 .arg(format!("--port={port}"))
                 .arg(format!("--base-path={}", base.display()))
                 .arg(base)
@@ -114,7 +128,10 @@ impl GitDaemon {
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     return GitDaemon { child, port };
                 }
-                assert!(Instant::now() < deadline, "git daemon did not listen on {port}");
+                assert!(
+                    Instant::now() < deadline,
+                    "git daemon did not listen on {port}"
+                );
                 thread::sleep(Duration::from_millis(25));
             }
         }
@@ -150,8 +167,14 @@ fn insecure_transports_are_refused_at_start() {
     let attack = Attack::new("git-insecure");
     let mut runs = Vec::new();
     for (url, scheme) in [
-        (format!("http://{CANARY}:x-oauth-basic@127.0.0.1:9/r.git"), "http://"),
-        (format!("http://x-oauth-basic:{CANARY}@127.0.0.1:9/r.git"), "http://"),
+        (
+            format!("http://{CANARY}:x-oauth-basic@127.0.0.1:9/r.git"),
+            "http://",
+        ),
+        (
+            format!("http://x-oauth-basic:{CANARY}@127.0.0.1:9/r.git"),
+            "http://",
+        ),
         ("git://127.0.0.1:9/r.git".to_string(), "git://"),
     ] {
         let run = attack.run(&["agent", "--repo", &url, "--listen", "127.0.0.1:0"], &[]);
@@ -162,7 +185,10 @@ fn insecure_transports_are_refused_at_start() {
                 && text.contains(&format!("refusing {scheme}127.0.0.1:9/r.git")),
             "the refusal names the URL and the flag:\n{run}"
         );
-        assert!(!text.contains("listening on"), "refused before it starts:\n{run}");
+        assert!(
+            !text.contains("listening on"),
+            "refused before it starts:\n{run}"
+        );
         runs.push(run);
     }
     attack.assert_contained(&runs, &["x-oauth-basic"]);
@@ -189,7 +215,9 @@ fn a_git_daemon_remote_works_with_allow_insecure_transport() {
     let status = agent.wait_revision(&sha, WAIT);
     assert_eq!(status["source"], url, "{status:#}");
     assert!(
-        agent.log().contains("allowed by --allow-insecure-transport"),
+        agent
+            .log()
+            .contains("allowed by --allow-insecure-transport"),
         "the log warns:\n{}",
         agent.log()
     );
@@ -216,7 +244,10 @@ fn a_credential_in_the_url_reaches_no_message() {
     let args = ["--interval", "1s", "--ca-file", ca.as_str()];
 
     // The token as the user: 401.
-    let url = format!("https://{CANARY}:x-oauth-basic@127.0.0.1:{}/git/r.git", server.port);
+    let url = format!(
+        "https://{CANARY}:x-oauth-basic@127.0.0.1:{}/git/r.git",
+        server.port
+    );
     let agent = Agent::start(&attack.state(), &url, &args, &[]);
     let status = agent.wait_status("the authentication error", WAIT, |s| {
         s["source_error"].is_string()
@@ -234,7 +265,10 @@ fn a_credential_in_the_url_reaches_no_message() {
 
     // The token as the password: it works; a broken revision is rejected
     // and notified, and still nothing shows the token.
-    let url = format!("https://plimsoll:{CANARY}@127.0.0.1:{}/git/r.git", server.port);
+    let url = format!(
+        "https://plimsoll:{CANARY}@127.0.0.1:{}/git/r.git",
+        server.port
+    );
     let agent = Agent::start(&attack.state(), &url, &args, &[]);
     agent.wait_revision(&good, WAIT);
     attack.compose("services: [unclosed\n");
@@ -256,7 +290,10 @@ enum Signer<'a> {
     /// `gpg.format=ssh` with this private key file.
     Ssh(&'a Path),
     /// OpenPGP with this key (fingerprint) of the keyring in `home`.
-    Gpg { home: &'a Path, key: &'a str },
+    Gpg {
+        home: &'a Path,
+        key: &'a str,
+    },
 }
 
 /// Commits everything in the attack's repository, signed by `git` itself as
@@ -264,7 +301,12 @@ enum Signer<'a> {
 fn commit_signed(attack: &Attack, message: &str, signer: &Signer<'_>) -> String {
     let mut cmd = Command::new("git");
     cmd.arg("-C").arg(attack.repo());
-    cmd.args(["-c", "user.name=ops", "-c", "user.email=ops@plimsoll.invalid"]);
+    cmd.args([
+        "-c",
+        "user.name=ops",
+        "-c",
+        "user.email=ops@plimsoll.invalid",
+    ]);
     cmd.env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_CONFIG_NOSYSTEM", "1");
     match signer {
@@ -308,7 +350,11 @@ fn enforces_signatures(
     all_args.extend_from_slice(args);
     let agent = Agent::start(&attack.state(), &repo, &all_args, &[]);
     agent.wait_revision(&first, WAIT);
-    assert!(agent.log().contains("signature verified"), "{}", agent.log());
+    assert!(
+        agent.log().contains("signature verified"),
+        "{}",
+        agent.log()
+    );
 
     for (i, (what, signer, why)) in bad.iter().enumerate() {
         attack.compose(&web(&format!("bad {i}")));
@@ -318,9 +364,15 @@ fn enforces_signatures(
         });
         let reason = status["rejected"]["reason"].as_str().unwrap_or_default();
         assert!(reason.contains(why), "{what}: {reason}");
-        assert_eq!(status["revision"], first, "{what}: the last good one stays: {status:#}");
+        assert_eq!(
+            status["revision"], first,
+            "{what}: the last good one stays: {status:#}"
+        );
         let note = receiver.wait_event("revision_rejected", WAIT, |n| n["revision"] == sha);
-        assert!(note["message"].as_str().unwrap_or_default().contains(why), "{note:#}");
+        assert!(
+            note["message"].as_str().unwrap_or_default().contains(why),
+            "{note:#}"
+        );
         // Not retried: audited once, never applied, however many polls pass.
         thread::sleep(Duration::from_millis(1500));
         assert_eq!(audited(attack, &sha, "rejected"), 1, "{what}");
@@ -359,7 +411,11 @@ fn only_commits_signed_by_an_allowed_ssh_key_are_applied() {
         &Signer::Ssh(&trusted),
         &[
             ("unsigned", &Signer::None, "is not signed"),
-            ("signed by another key", &Signer::Ssh(&other), "does not list"),
+            (
+                "signed by another key",
+                &Signer::Ssh(&other),
+                "does not list",
+            ),
         ],
     );
 }
@@ -373,7 +429,10 @@ impl GnuPg {
     fn new() -> GnuPg {
         require_on_path("gpg", "gnupg");
         // Short: gpg-agent's socket path must fit in a sockaddr_un.
-        let home = tempfile::Builder::new().prefix("gpg").tempdir_in("/tmp").unwrap();
+        let home = tempfile::Builder::new()
+            .prefix("gpg")
+            .tempdir_in("/tmp")
+            .unwrap();
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         GnuPg { home }
@@ -381,7 +440,14 @@ impl GnuPg {
 
     fn gpg(&self, args: &[&str]) -> String {
         run(Command::new("gpg")
-            .args(["--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args([
+                "--batch",
+                "--quiet",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
             .args(args)
             .env("GNUPGHOME", self.home.path()))
     }
@@ -426,11 +492,22 @@ fn only_commits_signed_by_a_trusted_openpgp_key_are_applied() {
     enforces_signatures(
         &attack,
         &["--trusted-keys", &file],
-        &Signer::Gpg { home, key: &trusted },
+        &Signer::Gpg {
+            home,
+            key: &trusted,
+        },
         &[
             ("unsigned", &Signer::None, "is not signed"),
-            ("signed by another key", &Signer::Gpg { home, key: &other }, "does not verify"),
-            ("signed with ssh", &Signer::Ssh(&ssh_key), "no --allowed-signers file"),
+            (
+                "signed by another key",
+                &Signer::Gpg { home, key: &other },
+                "does not verify",
+            ),
+            (
+                "signed with ssh",
+                &Signer::Ssh(&ssh_key),
+                "no --allowed-signers file",
+            ),
         ],
     );
 }
