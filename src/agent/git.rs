@@ -2174,6 +2174,20 @@ mod tests {
                 ..GitAuth::default()
             };
             GitSource::open(url, GitRef::Default, allowed, tmp.path()).unwrap();
+            let err = check_transport(url, false).unwrap_err().to_string();
+            assert!(
+                err.contains("refusing") && !err.contains("pw-s3cret"),
+                "{err}"
+            );
+            check_transport(url, true).unwrap();
+        }
+        for url in [
+            "https://h/r.git",
+            "ssh://git@h/r.git",
+            "git@h:r.git",
+            "file:///r",
+        ] {
+            check_transport(url, false).unwrap();
         }
     }
 
