@@ -777,12 +777,20 @@ impl Agent {
     ) -> Result<(), String> {
         let verdict = {
             let git = git.clone();
-            let sha = sha.to_string();
-            tokio::task::spawn_blocking(move || {
-                git.lock().expect("git source lock").verify_commit(&sha)
-            })
-            .await
-            .expect("verifying a signature does not panic")?
+            let owned = sha.to_string();
+            // The signature is the pusher's input: a verifier that panics on it
+            // rejects the revision instead of taking the agent down.
+            let task = tokio::task::spawn_blocking(move || {
+                git.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .verify_commit(&owned)
+            });
+            task.await.unwrap_or_else(|_| {
+                Err(format!(
+                    "the signature of commit {sha} could not be checked (the verifier failed on it): \
+                     sign the commit again"
+                ))
+            })?
         };
         if let Some(signer) = verdict {
             tracing::info!(revision = sha, "signature verified: {signer}");
