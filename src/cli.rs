@@ -307,6 +307,7 @@ pub enum Command {
     #[command(after_long_help = examples!(
         "Follow the branch `main` over https, with a token and a signed webhook" => "plimsoll agent --repo https://git.example.com/ops/hosts.git --branch main \\\n      --git-token-file /run/secrets/git-token --webhook-secret-file /run/secrets/webhook",
         "Follow a tag over ssh; the server's key must be in the known_hosts file" => "plimsoll agent --repo git@git.example.com:ops/hosts.git --tag v1.4.0 \\\n      --ssh-key /run/secrets/deploy-key --known-hosts /etc/plimsoll/known_hosts",
+        "Apply only commits signed by an SSH key of the ops team (git's allowed_signers format)" => "plimsoll agent --repo https://git.example.com/ops/hosts.git \\\n      --git-token-file /run/secrets/git-token --allowed-signers /etc/plimsoll/allowed_signers",
         "Only the stacks of this host in a monorepo's subdirectory, pruning what git drops" => "plimsoll agent --repo https://git.example.com/ops/fleet.git --path hosts/web-1 \\\n      --host web-1 --prune",
         "Development: watch a local directory and apply every change" => "plimsoll agent --repo ./examples/stacks --interval 5s --listen 127.0.0.1:9301",
     ))]
@@ -511,6 +512,18 @@ pub struct AgentArgs {
     /// Extra CA certificates (PEM) trusted for https repositories.
     #[arg(long, env = "PLIMSOLL_GIT_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Accept http:// and git:// repositories, which are neither encrypted nor authenticated
+    /// (refused without it).
+    #[arg(long, env = "PLIMSOLL_ALLOW_INSECURE_TRANSPORT")]
+    pub allow_insecure_transport: bool,
+    /// Apply only commits signed by an SSH key of this allowed_signers file (the format of
+    /// git's gpg.ssh.allowedSignersFile).
+    #[arg(long, env = "PLIMSOLL_ALLOWED_SIGNERS", value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+    /// Apply only commits signed by one of these OpenPGP public keys (ASCII-armored, as
+    /// `gpg --export --armor` writes them).
+    #[arg(long, env = "PLIMSOLL_TRUSTED_KEYS", value_name = "FILE")]
+    pub trusted_keys: Option<PathBuf>,
     /// Only these stacks (repeatable; the variable takes a comma-separated list).
     #[arg(
         long = "stack",
@@ -1066,18 +1079,34 @@ fn agent_options(a: AgentArgs, state_dir: PathBuf) -> Result<crate::agent::Optio
             .ok()
             .filter(|t| !t.is_empty()),
     };
+    let trust = crate::agent::signing::Trust::load(
+        a.allowed_signers.as_deref(),
+        a.trusted_keys.as_deref(),
+    )?
+    .map(std::sync::Arc::new);
     let source = match git::classify(&a.repo)? {
-        git::RepoKind::Git(url) => Source::Git {
-            url,
-            reference,
-            auth: git::GitAuth {
-                token,
-                ssh_key: a.ssh_key,
-                known_hosts: a.known_hosts,
-                ca_file: a.ca_file,
-            },
-        },
+        git::RepoKind::Git(url) => {
+            git::check_transport(&url, a.allow_insecure_transport)?;
+            Source::Git {
+                url,
+                reference,
+                auth: git::GitAuth {
+                    token,
+                    ssh_key: a.ssh_key,
+                    known_hosts: a.known_hosts,
+                    ca_file: a.ca_file,
+                    allow_insecure: a.allow_insecure_transport,
+                    trust,
+                },
+            }
+        }
         git::RepoKind::Directory(dir) => {
+            if trust.is_some() {
+                anyhow::bail!(
+                    "{} is a directory, not a git repository: --allowed-signers and --trusted-keys check commit signatures and need a git repository",
+                    dir.display()
+                );
+            }
             if !matches!(reference, git::GitRef::Default) {
                 anyhow::bail!(
                     "{} is a directory, not a git repository: --branch, --tag and --rev need a git repository",

@@ -15,10 +15,14 @@
 //!   `refs/plimsoll/checkout` is removed before a checkout starts and written
 //!   when it has finished, so a crash mid-way reads as "nothing checked out".
 //!
-//! Transports: https and http (a token as HTTP basic auth, an extra CA
-//! bundle), ssh (a key file, and a strict known_hosts check done here: plain
-//! and hashed entries, `[host]:port`, wildcards, negations, `@revoked`), and
-//! local repositories (`file://`, paths). Fetches are shallow (depth 1) except
+//! Transports: https (a token as HTTP basic auth, an extra CA bundle), ssh
+//! (a key file, and a strict known_hosts check done here: plain and hashed
+//! entries, `[host]:port`, wildcards, negations, `@revoked`), and local
+//! repositories (`file://`, paths). `http://` and `git://` (unencrypted,
+//! unauthenticated) only with `GitAuth::allow_insecure`
+//! (`--allow-insecure-transport`); refused otherwise ([`check_transport`]).
+//! Credentials (token, URL user and password, ssh key) are given only to the
+//! configured server (transport, host, port): a redirect elsewhere gets none. Fetches are shallow (depth 1) except
 //! on the local transport, where libgit2 refuses a depth.
 //!
 //! Process-global libgit2 settings (libgit2 has no per-remote ones), set by
@@ -28,9 +32,14 @@
 //! source (`GIT_OPT_SET_SSL_CERT_LOCATIONS` adds the bundle to the OpenSSL
 //! trust store of the whole process; it is never removed).
 //!
-//! Secrets: the token is never part of the URL handed to libgit2 (nor of the
-//! URL stored in the clone's config), never logged (`GitAuth`'s `Debug`
-//! masks it), and scrubbed from every error text. Remote errors therefore
+//! Secrets: the token and the URL's userinfo are never part of the URL handed
+//! to libgit2 for http(s) (nor of the URL stored in the clone's config), never
+//! logged (`GitAuth`'s `Debug` masks the token), and scrubbed from every error
+//! text (the token, the URL's password and http(s) user, their percent and
+//! basic-auth encodings); no message names the http user (often the token).
+//!
+//! Signed commits: [`GitSource::verify_commit`] checks a fetched commit's
+//! signature against `GitAuth::trust` (see [`super::signing`]). Remote errors therefore
 //! carry libgit2's message as scrubbed text rather than as a `#[source]`.
 
 use std::cell::RefCell;
@@ -46,6 +55,8 @@ use git2::{
     FetchOptions, Oid, RemoteCallbacks, Repository,
 };
 use sha2::{Digest as _, Sha256};
+
+use super::signing;
 
 /// The last fetched tip of the followed ref.
 const FETCHED_REF: &str = "refs/plimsoll/fetched";
@@ -99,6 +110,12 @@ pub struct GitAuth {
     /// https: an extra PEM CA bundle to trust (an internal Gitea, say).
     /// Process-global once set (see the module docs).
     pub ca_file: Option<PathBuf>,
+    /// Accept `http://` and `git://` remotes (unencrypted, unauthenticated
+    /// servers): `--allow-insecure-transport`. Refused without it.
+    pub allow_insecure: bool,
+    /// With trusted keys, only commits whose signature verifies are applied
+    /// (`--allowed-signers`, `--trusted-keys`).
+    pub trust: Option<std::sync::Arc<super::signing::Trust>>,
 }
 
 impl fmt::Debug for GitAuth {
@@ -108,6 +125,8 @@ impl fmt::Debug for GitAuth {
             .field("ssh_key", &self.ssh_key)
             .field("known_hosts", &self.known_hosts)
             .field("ca_file", &self.ca_file)
+            .field("allow_insecure", &self.allow_insecure)
+            .field("trust", &self.trust)
             .finish()
     }
 }
@@ -119,6 +138,14 @@ pub enum GitError {
     /// A `--repo` value or URL that cannot be used.
     #[error("invalid repository {value}: {reason}")]
     InvalidRepo { value: String, reason: String },
+    /// `http://` or `git://` without `--allow-insecure-transport`.
+    #[error(
+        "refusing {url}: {scheme}:// is not encrypted nor authenticated, so anyone on the \
+         network path can read the token and change what the agent applies as root; use an \
+         https:// or ssh:// URL, or, if this network is trusted, pass \
+         --allow-insecure-transport (or PLIMSOLL_ALLOW_INSECURE_TRANSPORT=true)"
+    )]
+    Insecure { url: String, scheme: &'static str },
     /// An unusable setting: a malformed `--rev`, a missing key or CA file.
     #[error("{0}")]
     Config(String),
@@ -244,6 +271,31 @@ pub fn classify(repo: &str) -> Result<RepoKind, GitError> {
     Err(invalid(
         "no such directory, and not a git URL (https://, ssh://, user@host:path, file://)".into(),
     ))
+}
+
+/// Refuses an `http://` or `git://` URL unless `allow_insecure`
+/// (`--allow-insecure-transport`): the agent calls it before anything else
+/// starts, [`GitSource::open`] again.
+pub fn check_transport(url: &str, allow_insecure: bool) -> Result<(), GitError> {
+    let Ok(endpoint) = parse_endpoint(url.trim()) else {
+        // Not a URL this module can parse: `open` says why.
+        return Ok(());
+    };
+    match insecure_scheme(&endpoint) {
+        Some(scheme) if !allow_insecure => Err(GitError::Insecure {
+            url: endpoint.display,
+            scheme,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn insecure_scheme(endpoint: &Endpoint) -> Option<&'static str> {
+    match endpoint.transport {
+        Transport::Http => Some("http"),
+        Transport::Git => Some("git"),
+        _ => None,
+    }
 }
 
 /// A `file://` URL for an absolute path, percent-encoding what libgit2 would
@@ -470,6 +522,10 @@ pub struct GitSource {
     token: Option<String>,
     /// HTTP basic-auth user.
     http_user: String,
+    /// What [`GitSource::scrub`] removes: the token, the URL's password and
+    /// http(s) user (a token is often given as the user), their percent
+    /// encodings and the basic-auth encoding.
+    secrets: Vec<String>,
     dir: PathBuf,
     /// Serialises fetch and checkout on this clone.
     lock: Mutex<()>,
@@ -499,6 +555,9 @@ struct Session {
     host_key: Option<String>,
     /// The user of the last credential offered.
     user: Option<String>,
+    /// A server other than the configured one asked for credentials (a
+    /// redirect): its scheme, host and port.
+    foreign: Option<String>,
 }
 
 type Shared = Rc<RefCell<Session>>;
@@ -518,6 +577,15 @@ impl GitSource {
             value: redact_userinfo(url),
             reason,
         })?;
+        let scheme = insecure_scheme(&endpoint);
+        if let Some(scheme) = scheme
+            && !auth.allow_insecure
+        {
+            return Err(GitError::Insecure {
+                url: endpoint.display.clone(),
+                scheme,
+            });
+        }
         let follow = match &reference {
             GitRef::Default => Follow::Default,
             GitRef::Branch(b) => Follow::Named {
@@ -555,12 +623,14 @@ impl GitSource {
             _ => None,
         }
         .unwrap_or_else(|| DEFAULT_HTTP_USER.to_string());
-        if endpoint.transport == Transport::Http && token.is_some() {
+        if let Some(scheme) = scheme {
             tracing::warn!(
                 url = %endpoint.display,
-                "a token over plain http travels unencrypted: use https"
+                "{scheme}:// is allowed by --allow-insecure-transport: the repository (and any \
+                 token) travels unencrypted and unauthenticated; use https:// or ssh://"
             );
         }
+        let secrets = secrets_of(&endpoint, url.trim(), token.as_deref(), &http_user);
         let source = GitSource {
             endpoint,
             reference,
@@ -568,6 +638,7 @@ impl GitSource {
             auth,
             token,
             http_user,
+            secrets,
             dir: dir.to_path_buf(),
             lock: Mutex::new(()),
         };
@@ -652,6 +723,45 @@ impl GitSource {
         let repo = Repository::open_bare(self.repo_path()).ok()?;
         let r = repo.find_reference(CHECKOUT_REF).ok()?;
         r.target().map(|o| o.to_string())
+    }
+
+    /// The signature (`gpgsig` header) of a fetched commit, the data it
+    /// signs and the committer's time.
+    pub fn commit_signature(&self, sha: &str) -> Result<signing::CommitSignature, GitError> {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let repo = self.open_repo()?;
+        let not_fetched = || GitError::NotFetched {
+            url: self.endpoint.display.clone(),
+            sha: sha.to_string(),
+            path: self.repo_path(),
+        };
+        let oid = Oid::from_str(sha).map_err(|_| not_fetched())?;
+        let commit = repo.find_commit(oid).map_err(|_| not_fetched())?;
+        let committer_time = commit.committer().when().seconds();
+        match repo.extract_signature(&oid, None) {
+            Ok((signature, data)) => Ok(signing::CommitSignature {
+                signature: Some(signature.to_vec()),
+                signed_data: data.to_vec(),
+                committer_time,
+            }),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(signing::CommitSignature {
+                signature: None,
+                signed_data: Vec::new(),
+                committer_time,
+            }),
+            Err(e) => Err(self.store_err(&format!("read the signature of {sha}"), e)),
+        }
+    }
+
+    /// With trusted keys (`--allowed-signers`, `--trusted-keys`): Ok(Some(who
+    /// signed)) when commit `sha`'s signature verifies, Err(why) when it does
+    /// not (the revision is to be rejected). Ok(None) without trusted keys.
+    pub fn verify_commit(&self, sha: &str) -> Result<Option<String>, String> {
+        let Some(trust) = &self.auth.trust else {
+            return Ok(None);
+        };
+        let commit = self.commit_signature(sha).map_err(|e| e.to_string())?;
+        trust.verify(sha, &commit).map(Some)
     }
 
     fn repo_path(&self) -> PathBuf {
@@ -959,8 +1069,18 @@ impl GitSource {
     fn callbacks<'a>(&'a self, session: &Shared) -> RemoteCallbacks<'a> {
         let mut cb = RemoteCallbacks::new();
         let s = session.clone();
-        cb.credentials(move |_url, user_from_url, allowed| {
-            self.credential(&mut s.borrow_mut(), user_from_url, allowed)
+        cb.credentials(move |url, user_from_url, allowed| {
+            let mut s = s.borrow_mut();
+            if !same_server(&self.endpoint, url) {
+                s.foreign = Some(
+                    parse_endpoint(url)
+                        .map_or_else(|_| "an unparsable URL".to_string(), |e| server_name(&e)),
+                );
+                return Err(git2::Error::from_str(
+                    "credentials are only given to the configured server",
+                ));
+            }
+            self.credential(&mut s, user_from_url, allowed)
         });
         let s = session.clone();
         cb.certificate_check(move |cert, _host| match cert.as_hostkey() {
@@ -1109,6 +1229,16 @@ impl GitSource {
                 detail: self.scrub(why),
             };
         }
+        if let Some(other) = &s.foreign {
+            return GitError::Auth {
+                url,
+                detail: format!(
+                    "{other} asked for credentials (the server redirected there), and plimsoll \
+                     gives them only to {}: use the URL the repository really lives at",
+                    server_name(&self.endpoint)
+                ),
+            };
+        }
         if let Some(what) = s.missing {
             let detail = if ssh {
                 format!(
@@ -1125,7 +1255,10 @@ impl GitSource {
             return GitError::Auth { url, detail };
         }
         if s.rejected || e.code() == ErrorCode::Auth || lower.contains("status code: 401") {
-            let user = s.user.clone().unwrap_or_else(|| self.http_user.clone());
+            let user = s
+                .user
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SSH_USER.to_string());
             let detail = if ssh {
                 format!(
                     "the server rejected the ssh key {} for user {user:?}: check the key, and \
@@ -1137,11 +1270,11 @@ impl GitSource {
                         .map_or_else(|| "(none)".into(), |p| p.display().to_string())
                 )
             } else {
-                format!(
-                    "the server rejected the token for user {user:?} (HTTP 401): check the \
-                     token, that it has not expired or been revoked, and that it may read this \
-                     repository"
-                )
+                // No user: an https user is often the token itself.
+                "the server rejected the token (HTTP 401): check the token (of \
+                 --git-token-file, or the user and password of the URL), that it has not \
+                 expired or been revoked, and that it may read this repository"
+                    .to_string()
             };
             return GitError::Auth { url, detail };
         }
@@ -1216,14 +1349,9 @@ impl GitSource {
         }
     }
 
-    /// Removes the token (and its basic-auth encoding) from a text.
+    /// Removes every credential (see `secrets`) from a text.
     fn scrub(&self, text: &str) -> String {
-        let Some(token) = self.token.as_deref().filter(|t| !t.is_empty()) else {
-            return text.to_string();
-        };
-        let basic =
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:{token}", self.http_user));
-        text.replace(token, "***").replace(&basic, "***")
+        scrub_with(&self.secrets, text)
     }
 
     fn store_err(&self, what: &str, source: git2::Error) -> GitError {
@@ -1243,6 +1371,106 @@ impl GitSource {
             source,
         }
     }
+}
+
+/// The credentials of a remote, as they may appear in a text: the token,
+/// the URL's password and (http(s)) user, raw and percent-encoded, and the
+/// basic-auth encoding. An http(s) user shorter than 4 characters is left
+/// out (a name such as `git` is no secret, and scrubbing it would garble
+/// messages); messages never name the http user.
+fn secrets_of(
+    endpoint: &Endpoint,
+    raw_url: &str,
+    token: Option<&str>,
+    http_user: &str,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |v: &str| {
+        if !v.is_empty() && !out.iter().any(|o| o == v) {
+            out.push(v.to_string());
+        }
+    };
+    if let Some(t) = token {
+        add(t);
+        add(&base64::engine::general_purpose::STANDARD.encode(format!("{http_user}:{t}")));
+    }
+    if let Some(p) = &endpoint.password {
+        add(p);
+    }
+    let http = matches!(endpoint.transport, Transport::Https | Transport::Http);
+    if http && let Some(u) = endpoint.user.as_deref().filter(|u| u.chars().count() >= 4) {
+        add(u);
+    }
+    // The raw (percent-encoded) userinfo of the URL as given.
+    if let Some((_, rest)) = raw_url.split_once("://") {
+        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+        if let Some(at) = authority.rfind('@') {
+            let userinfo = &authority[..at];
+            match userinfo.split_once(':') {
+                Some((u, p)) => {
+                    add(p);
+                    if http && u.chars().count() >= 4 {
+                        add(u);
+                    }
+                }
+                None if http && userinfo.chars().count() >= 4 => add(userinfo),
+                None => {}
+            }
+        }
+    }
+    // Longest first, so that a secret containing another is removed whole.
+    out.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    out
+}
+
+/// Replaces every secret in `text` with `***`.
+fn scrub_with(secrets: &[String], text: &str) -> String {
+    let mut out = text.to_string();
+    for secret in secrets {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), "***");
+        }
+    }
+    out
+}
+
+/// `scheme://host:port` of an endpoint (no user), for messages.
+fn server_name(e: &Endpoint) -> String {
+    let scheme = match e.transport {
+        Transport::Https => "https",
+        Transport::Http => "http",
+        Transport::Ssh => "ssh",
+        Transport::Git => "git",
+        Transport::Local => "file",
+    };
+    let host = if e.host.contains(':') {
+        format!("[{}]", e.host)
+    } else {
+        e.host.clone()
+    };
+    format!("{scheme}://{host}:{}", effective_port(e))
+}
+
+fn effective_port(e: &Endpoint) -> u16 {
+    e.port.unwrap_or(match e.transport {
+        Transport::Https => 443,
+        Transport::Http => 80,
+        Transport::Ssh => 22,
+        Transport::Git => 9418,
+        Transport::Local => 0,
+    })
+}
+
+/// Whether `url` (what libgit2 asks credentials for: after a redirect, the
+/// new location) is the configured server: same transport, host (case
+/// insensitive) and port. Credentials go to nothing else.
+fn same_server(configured: &Endpoint, url: &str) -> bool {
+    let Ok(asked) = parse_endpoint(url) else {
+        return false;
+    };
+    asked.transport == configured.transport
+        && asked.host.eq_ignore_ascii_case(&configured.host)
+        && effective_port(&asked) == effective_port(configured)
 }
 
 /// The advertised refs of a connection, as (name, id).
@@ -1440,7 +1668,7 @@ impl HostEntry {
 }
 
 /// `*` and `?` globbing, as in OpenSSH's `match_pattern`.
-fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
+pub(super) fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
@@ -1923,6 +2151,119 @@ mod tests {
         assert_eq!(
             repo.config().unwrap().get_string(URL_KEY).unwrap(),
             "https://b.example/r.git"
+        );
+    }
+
+    #[test]
+    fn http_and_git_urls_need_the_insecure_flag() {
+        let tmp = tempfile::tempdir().unwrap();
+        for url in [
+            "http://u:pw-s3cret@example.com/r.git",
+            "git://example.com/r.git",
+        ] {
+            let err =
+                GitSource::open(url, GitRef::Default, GitAuth::default(), tmp.path()).unwrap_err();
+            assert!(matches!(err, GitError::Insecure { .. }), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.contains("--allow-insecure-transport") && !text.contains("pw-s3cret"),
+                "{text}"
+            );
+            let allowed = GitAuth {
+                allow_insecure: true,
+                ..GitAuth::default()
+            };
+            GitSource::open(url, GitRef::Default, allowed, tmp.path()).unwrap();
+            let err = check_transport(url, false).unwrap_err().to_string();
+            assert!(
+                err.contains("refusing") && !err.contains("pw-s3cret"),
+                "{err}"
+            );
+            check_transport(url, true).unwrap();
+        }
+        for url in [
+            "https://h/r.git",
+            "ssh://git@h/r.git",
+            "git@h:r.git",
+            "file:///r",
+        ] {
+            check_transport(url, false).unwrap();
+        }
+    }
+
+    #[test]
+    fn credentials_go_only_to_the_configured_server() {
+        let https = parse_endpoint("https://tok@git.example.com/o/r.git").unwrap();
+        assert!(same_server(&https, "https://git.example.com/o/r.git"));
+        assert!(same_server(
+            &https,
+            "https://GIT.example.com:443/other/path"
+        ));
+        assert!(!same_server(&https, "https://evil.example.net/o/r.git"));
+        assert!(!same_server(&https, "https://git.example.com:8443/o/r.git"));
+        assert!(!same_server(&https, "http://git.example.com/o/r.git"));
+        assert!(!same_server(
+            &https,
+            "https://git.example.com.evil.net/o/r.git"
+        ));
+        assert!(!same_server(&https, "not a url"));
+        let ssh = parse_endpoint("git@github.com:o/r.git").unwrap();
+        assert!(same_server(&ssh, "ssh://git@github.com:22/o/r.git"));
+        assert!(same_server(&ssh, "git@github.com:o/r.git"));
+        assert!(!same_server(&ssh, "ssh://git@gitlab.com/o/r.git"));
+        let v6 = parse_endpoint("ssh://git@[::1]:2222/srv/r.git").unwrap();
+        assert!(same_server(&v6, "ssh://git@[::1]:2222/srv/r.git"));
+        assert_eq!(server_name(&v6), "ssh://[::1]:2222");
+        assert_eq!(server_name(&https), "https://git.example.com:443");
+    }
+
+    #[test]
+    fn url_userinfo_is_scrubbed_everywhere() {
+        let tmp = tempfile::tempdir().unwrap();
+        // GitHub's form: the token is the user.
+        let src = GitSource::open(
+            "https://ghp_T0ken%2Bvalue:x-oauth-basic@example.com/r.git",
+            GitRef::Default,
+            GitAuth::default(),
+            tmp.path(),
+        )
+        .unwrap();
+        let text = "user ghp_T0ken+value raw ghp_T0ken%2Bvalue pass x-oauth-basic";
+        assert_eq!(src.scrub(text), "user *** raw *** pass ***");
+        assert!(!format!("{src:?}").contains("ghp_T0ken"));
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode("ghp_T0ken+value:x-oauth-basic");
+        assert_eq!(src.scrub(&basic), "***");
+        // A token file wins over the URL's password; both are secret.
+        let auth = GitAuth {
+            token: Some("file-t0ken".into()),
+            ..GitAuth::default()
+        };
+        let src = GitSource::open(
+            "https://bob:url-pass@example.com/r.git",
+            GitRef::Default,
+            auth,
+            tmp.path(),
+        )
+        .unwrap();
+        assert_eq!(src.scrub("file-t0ken url-pass bob"), "*** *** bob");
+        // Short users and ssh users are names, not secrets.
+        let e = parse_endpoint("ssh://git@example.com/r.git").unwrap();
+        assert!(secrets_of(&e, "ssh://git@example.com/r.git", None, "plimsoll").is_empty());
+        let rejected = src.remote_err(
+            git2::Error::new(ErrorCode::Auth, ErrorClass::Http, "status code: 401"),
+            &Shared::default(),
+        );
+        assert!(!rejected.to_string().contains("bob"), "{rejected}");
+        let session = Shared::default();
+        session.borrow_mut().foreign = Some("https://evil.example.net:443".into());
+        let redirected = src
+            .remote_err(git2::Error::from_str("x"), &session)
+            .to_string();
+        assert!(
+            redirected.contains("https://evil.example.net:443")
+                && redirected.contains("gives them only to https://example.com:443"),
+            "{redirected}"
         );
     }
 

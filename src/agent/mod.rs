@@ -19,6 +19,7 @@ pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod notify;
+pub mod signing;
 pub mod watch;
 pub mod webhook;
 
@@ -756,7 +757,7 @@ impl Agent {
         if self.target.as_ref().is_some_and(|t| t.revision == sha) {
             return Ok(());
         }
-        match self.checkout_and_load(&git, &sha).await {
+        match self.checkout_verified(&git, &sha).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.reject(&sha, e.clone());
@@ -776,6 +777,36 @@ impl Agent {
                 Err(e)
             }
         }
+    }
+
+    /// A new revision: its signature checked (with trusted keys), then
+    /// checked out and loaded. Err = why it is rejected.
+    async fn checkout_verified(
+        &mut self,
+        git: &Arc<Mutex<git::GitSource>>,
+        sha: &str,
+    ) -> Result<(), String> {
+        let verdict = {
+            let git = git.clone();
+            let owned = sha.to_string();
+            // The signature is the pusher's input: a verifier that panics on it
+            // rejects the revision instead of taking the agent down.
+            let task = tokio::task::spawn_blocking(move || {
+                git.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .verify_commit(&owned)
+            });
+            task.await.unwrap_or_else(|_| {
+                Err(format!(
+                    "the signature of commit {sha} could not be checked (the verifier failed on it): \
+                     sign the commit again"
+                ))
+            })?
+        };
+        if let Some(signer) = verdict {
+            tracing::info!(revision = sha, "signature verified: {signer}");
+        }
+        self.checkout_and_load(git, sha).await
     }
 
     async fn checkout_and_load(

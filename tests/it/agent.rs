@@ -354,13 +354,13 @@ fn dechunk(mut s: &str) -> String {
 
 /// A notification receiver on 127.0.0.1: answers 200 to every POST and keeps
 /// the bodies (JSON, or the raw text).
-struct Receiver {
+pub(crate) struct Receiver {
     port: u16,
     got: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Receiver {
-    fn start() -> Receiver {
+    pub(crate) fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the receiver");
         let port = listener.local_addr().unwrap().port();
         let got: Arc<Mutex<Vec<Value>>> = Arc::default();
@@ -380,20 +380,25 @@ impl Receiver {
     }
 
     /// The `notifications:` of a `plimsoll.yaml` that sends JSON here.
-    fn notifications(&self) -> String {
+    pub(crate) fn notifications(&self) -> String {
         format!(
             "notifications:\n  - {{url: \"{}\", format: json}}\n",
             self.url()
         )
     }
 
-    fn all(&self) -> Vec<Value> {
+    pub(crate) fn all(&self) -> Vec<Value> {
         self.got.lock().unwrap().clone()
     }
 
     /// Waits for a notification of `event` for which `check` holds.
     #[track_caller]
-    fn wait_event(&self, event: &str, timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_event(
+        &self,
+        event: &str,
+        timeout: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         wait_for(
             &format!("a `{event}` notification (got: {:?})", self.all()),
             timeout,
