@@ -32,7 +32,9 @@ mod statedir;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{Run, files_under, plimsoll_command, remove_stack, stack_containers, temp_dir, unique_name};
+use crate::support::{
+    Run, files_under, plimsoll_command, remove_stack, stack_containers, temp_dir, unique_name,
+};
 
 /// The CI job's token: in the process environment of every command an attack runs.
 pub const CANARY: &str = "canaryTok-7f3a91c2e5";
@@ -130,14 +132,23 @@ impl Attack {
         let out = Command::new("git")
             .arg("-C")
             .arg(self.repo())
-            .args(["-c", "user.name=attacker", "-c", "user.email=a@plimsoll.invalid"])
+            .args([
+                "-c",
+                "user.name=attacker",
+                "-c",
+                "user.email=a@plimsoll.invalid",
+            ])
             .args(["-c", "commit.gpgsign=false"])
             .args(args)
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .output()
             .expect("run git");
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -166,7 +177,10 @@ impl Attack {
         ];
         for format in ["text", "json", "markdown"] {
             runs.push(self.run(&["reconcile", "--dry-run", "--format", format], env));
-            runs.push(self.run(&["diff", "--from", base, "--to", "HEAD", "--format", format], env));
+            runs.push(self.run(
+                &["diff", "--from", base, "--to", "HEAD", "--format", format],
+                env,
+            ));
         }
         runs
     }
@@ -176,16 +190,26 @@ impl Attack {
     /// the stack exists on the engine.
     #[track_caller]
     pub fn assert_contained(&self, runs: &[Run], extra: &[&str]) {
-        let needles: Vec<&str> = [CANARY, MARKER].into_iter().chain(extra.iter().copied()).collect();
+        let needles: Vec<&str> = [CANARY, MARKER]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
         for run in runs {
             for needle in &needles {
-                assert!(!run.all().contains(needle), "{needle:?} leaked into the output:\n{run}");
+                assert!(
+                    !run.all().contains(needle),
+                    "{needle:?} leaked into the output:\n{run}"
+                );
             }
         }
         for (path, bytes) in files_under(&self.state()) {
             let text = String::from_utf8_lossy(&bytes);
             for needle in &needles {
-                assert!(!text.contains(needle), "{needle:?} leaked into {}", path.display());
+                assert!(
+                    !text.contains(needle),
+                    "{needle:?} leaked into {}",
+                    path.display()
+                );
             }
         }
         assert!(
