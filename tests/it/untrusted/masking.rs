@@ -114,7 +114,7 @@ fn markdown_in_values_is_escaped_in_the_comment() {
         ),
     ];
     for run in &runs {
-        run.expect(0);
+        run.expect(2);
         assert_inert(&run.stdout);
     }
     // The diff shows the new label (escaped in the table, verbatim in the code block).
@@ -185,7 +185,7 @@ fn a_rotated_password_reads_as_hidden_values_only() {
         ],
         &[],
     );
-    markdown.expect(0);
+    markdown.expect(2);
     assert!(
         markdown.stdout.contains("only hidden values changed"),
         "{markdown}"
