@@ -1004,17 +1004,26 @@ pub fn to_text(plan: &Plan, color: bool) -> String {
 }
 
 /// Text from the repository (names, values, reasons) as inert Markdown for
-/// a pull-request comment, in prose and in table cells: every character
-/// Markdown or GitHub gives a meaning (links, images, emphasis, code, HTML,
-/// entities, table pipes) is backslash-escaped, a mention (`@org/team`) is
-/// broken by a zero-width space, and a line break becomes a space.
+/// a pull-request comment, in prose and in table cells: the characters that
+/// open links, images, emphasis, code, entities and table cells are
+/// backslash-escaped, `<` and `>` written as entities (no HTML), a mention
+/// (`@org/team`) broken by a zero-width space, a line break made a space.
 pub(crate) fn md_escape(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
+    for (i, &c) in chars.iter().enumerate() {
+        let inside_word = |i: usize| {
+            i > 0
+                && chars[i - 1].is_alphanumeric()
+                && chars.get(i + 1).is_some_and(|n| n.is_alphanumeric())
+        };
         match c {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '!' | '#' | '~' | '|' | '&' => {
+            // Inside a word (`DB_PASSWORD`), `_` emphasizes nothing.
+            '_' if inside_word(i) => out.push(c),
+            // `(` and `!` mean something only after `]` or before `[`, both escaped.
+            '\\' | '`' | '*' | '_' | '[' | ']' | '~' | '|' | '&' => {
                 out.push('\\');
                 out.push(c);
             }
@@ -1264,7 +1273,7 @@ mod tests {
         for raw in ["[x]", "](", "![", "<img", "@org", "```", "a|b"] {
             assert!(!e.contains(raw), "{raw} in {e}");
         }
-        assert_eq!(md_escape("a_b@c"), "a\\_b@&#8203;c");
+        assert_eq!(md_escape("a_b@c _x_"), "a_b@&#8203;c \\_x\\_");
         assert_eq!(html_escape("<b>@x"), "&lt;b&gt;@&#8203;x");
         // A fence longer than any run of backticks inside.
         let f = md_fence("diff", "+label a: ```\n");

@@ -797,8 +797,8 @@ pub fn to_markdown(d: &RangeDiff) -> String {
     let short = |c: &str| c.chars().take(12).collect::<String>();
     let mut out = format!(
         "### plimsoll diff {} → {}\n\n`{}` → `{}`\n\n",
-        md_escape(&d.from.rev),
-        md_escape(&d.to.rev),
+        md_code(&d.from.rev),
+        md_code(&d.to.rev),
         short(&d.from.commit),
         short(&d.to.commit)
     );

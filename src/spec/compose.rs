@@ -530,27 +530,31 @@ impl Cx<'_, '_> {
         }
     }
 
-    /// Records in the masker every field built from a secret variable (see
-    /// [`field_path`]) and, when long enough, its whole value, so the field
-    /// is masked whole wherever it is shown.
+    /// Records in the masker every field built from a secret variable whose
+    /// value masking by value would not hide (see [`field_path`]): one that
+    /// interpolates a secret shorter than [`super::secrets::MIN_MASKED_LEN`],
+    /// or uses a secret without holding it (`${TOKEN:+on}`). Such a field is
+    /// masked whole wherever it is shown, and its whole value, when long
+    /// enough, by value too. A field that holds long secrets only keeps
+    /// the rest of its text visible (`postgres://shop:********@db/shop`).
     fn secret_fields(&mut self, stack: &str) {
         for r in std::mem::take(&mut self.references) {
-            let secret: Vec<&String> = r
+            let values: Vec<&String> = r
                 .names
                 .iter()
                 .filter(|n| self.masker.is_secret_name(n))
+                .filter_map(|n| self.vars.get(n))
+                .filter(|v| !v.is_empty())
                 .collect();
-            if secret.is_empty() {
+            let masked_by_value = values.iter().all(|v| {
+                v.chars().count() >= super::secrets::MIN_MASKED_LEN && r.value.contains(v.as_str())
+            });
+            if masked_by_value {
                 continue;
             }
             self.masker
                 .add_field(stack, field_path(&r.at, &r.raw, &r.value));
-            let holds = secret.iter().any(|n| {
-                self.vars
-                    .get(*n)
-                    .is_some_and(|v| !v.is_empty() && r.value.contains(v.as_str()))
-            });
-            if holds {
+            if values.iter().any(|v| r.value.contains(v.as_str())) {
                 self.masker.add_value(&r.value);
             }
         }
@@ -1633,6 +1637,7 @@ impl Cx<'_, '_> {
                             }
                         }
                     }
+                    let parsed = dotenv::parse_into(&text, &mut acc, &lookup);
                     // A line that interpolates a variable: its entry may be built from a secret.
                     for line in text.lines() {
                         let names = super::interpolate::referenced_variables(line);
@@ -1647,10 +1652,10 @@ impl Cx<'_, '_> {
                                 .to_vec(),
                             names,
                             raw: line.to_string(),
-                            value: String::new(),
+                            value: acc.get(key).cloned().unwrap_or_default(),
                         });
                     }
-                    if let Err(e) = dotenv::parse_into(&text, &mut acc, &lookup) {
+                    if let Err(e) = parsed {
                         // The line number only: the message of a decrypted file may quote it.
                         let message = if encrypted {
                             "invalid line in the decrypted env file".to_string()
@@ -3623,10 +3628,14 @@ mod tests {
     #[test]
     fn fields_built_from_secret_variables_are_recorded() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(".env"), "PIN_TOKEN=Zq\nPORT=80\n").unwrap();
+        std::fs::write(
+            dir.path().join(".env"),
+            "PIN_TOKEN=Zq\nPORT=80\nLONG_TOKEN=long-secret-1\n",
+        )
+        .unwrap();
         std::fs::write(
             dir.path().join("compose.yaml"),
-            "name: s\nservices:\n  a:\n    image: busybox:${PIN_TOKEN}\n    command: \"echo ${PIN_TOKEN}\"\n    ports: [\"${PORT}:80\"]\n    labels: [\"pin=${PIN_TOKEN}\", \"port=${PORT}\"]\n    environment: {X: \"a${PIN_TOKEN}\"}\n    healthcheck: {test: [CMD, \"${PIN_TOKEN}\"]}\n",
+            "name: s\nservices:\n  a:\n    image: busybox:${PIN_TOKEN}\n    command: \"echo ${PIN_TOKEN}\"\n    ports: [\"${PORT}:80\"]\n    labels: [\"pin=${PIN_TOKEN}\", \"port=${PORT}\"]\n    environment: {X: \"a${PIN_TOKEN}\", Y: \"u:${LONG_TOKEN}@h\"}\n    healthcheck: {test: [CMD, \"${PIN_TOKEN}\"]}\n",
         )
         .unwrap();
         let desired = crate::spec::load_path(dir.path());
@@ -3641,6 +3650,9 @@ mod tests {
                 "services.a.labels.pin",
             ]
         );
+        // A long secret is masked by value, the rest of its field shown.
+        let render = crate::spec::render::to_value(&desired.stacks[0], &desired.masker, false);
+        assert_eq!(render["services"]["a"]["environment"]["Y"], "u:********@h");
         // Long enough, the whole value is masked by value too.
         assert_eq!(desired.masker.mask("pull busybox:Zq"), "pull ********");
         assert_eq!(desired.masker.mask("Zq"), "Zq");

@@ -8,12 +8,15 @@
 //! characters, so short values never blank out ordinary text; a shorter secret
 //! is masked only in its own variable.
 //!
-//! A *field built from a secret variable* (any string of a Compose file that
-//! interpolates one: `command: [echo, "$DB_PASSWORD"]`, a label, the image
-//! tag, a health check) is recorded by where it stands ([`Masker::add_field`]:
-//! stack and key path), and every output shows that field whole as [`MASK`],
-//! however short the value, on both sides of a diff. Where a field is shown,
-//! its parts are masked before they are joined or quoted.
+//! A *field built from a secret variable* (any string of a Compose file or
+//! env file that interpolates one: `command: [echo, "$DB_PASSWORD"]`, a
+//! label, the image tag, a health check) that masking by value would not
+//! hide (the secret is shorter than [`MIN_MASKED_LEN`], or used without being
+//! held, `${TOKEN:+on}`) is recorded by where it stands
+//! ([`Masker::add_field`]: stack and key path), and every output shows that
+//! field whole as [`MASK`], however short the value, on both sides of a
+//! diff. Where a field is shown, its words are masked before they are
+//! joined or quoted, so quoting cannot change a secret out of reach.
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;

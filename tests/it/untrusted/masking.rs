@@ -136,8 +136,19 @@ fn assert_inert(md: &str) {
             Some(_) => {}
             None if ticks.len() >= 3 => fence = Some(ticks),
             None => {
-                for raw in ["](http", "![", "<img", "@org/team", "```", "a|b"] {
-                    assert!(!line.contains(raw), "{raw:?} unescaped in {line:?}:\n{md}");
+                // What is left once the escaped characters are taken out.
+                let bare = ["\\[", "\\]", "\\`", "\\|"]
+                    .iter()
+                    .fold(line.to_string(), |l, e| l.replace(e, " "));
+                for raw in ["](", "![", "<img", "@org/team", "a|b"] {
+                    assert!(!bare.contains(raw), "{raw:?} unescaped in {line:?}:\n{md}");
+                }
+                // No code span opened by a value.
+                if line.contains("evil") {
+                    assert!(
+                        !bare.contains('`'),
+                        "a backtick unescaped in {line:?}:\n{md}"
+                    );
                 }
             }
         }
