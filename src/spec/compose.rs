@@ -488,10 +488,12 @@ impl Cx<'_, '_> {
         match &mut node.value {
             Value::Str(s) => {
                 let vars = self.vars;
-                let names = super::interpolate::referenced_variables(s);
-                let raw = (!names.is_empty()).then(|| s.clone());
-                match interpolate(s, &|k| vars.get(k).cloned()) {
-                    Ok(v) => *s = v,
+                let raw = s.contains('$').then(|| s.clone());
+                let done = match interpolate(s, &|k| vars.get(k).cloned()) {
+                    Ok(v) => {
+                        *s = v;
+                        true
+                    }
                     Err(e) => {
                         let hint = if matches!(e, InterpolateError::Invalid { .. }) {
                             "write ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message} or ${VAR:+alternative}, and $$ for a literal $"
@@ -499,9 +501,16 @@ impl Cx<'_, '_> {
                             "set the variable in the stack's .env file or the environment, or give it a default: ${VAR:-default}"
                         };
                         self.err(node.mark, path, e.to_string()).hint(hint);
+                        false
                     }
-                }
-                if let Some(raw) = raw {
+                };
+                // Only once interpolation accepted the string (and its depth).
+                let names = raw
+                    .as_deref()
+                    .filter(|_| done)
+                    .map(super::interpolate::referenced_variables)
+                    .unwrap_or_default();
+                if let Some(raw) = raw.filter(|_| !names.is_empty()) {
                     self.references.push(Reference {
                         at: at.clone(),
                         names,
@@ -1639,7 +1648,7 @@ impl Cx<'_, '_> {
                     }
                     let parsed = dotenv::parse_into(&text, &mut acc, &lookup);
                     // A line that interpolates a variable: its entry may be built from a secret.
-                    for line in text.lines() {
+                    for line in text.lines().filter(|_| parsed.is_ok()) {
                         let names = super::interpolate::referenced_variables(line);
                         let Some((key, _)) = line.split_once('=').filter(|_| !names.is_empty())
                         else {

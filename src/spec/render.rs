@@ -137,6 +137,29 @@ mod tests {
         assert_eq!(masker.mask("x:canary-pass-123@db"), "x:********@db");
     }
 
+    /// A field built from a short secret stays masked whole after a rollback.
+    #[test]
+    fn stored_stacks_keep_their_secret_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("compose.yaml"),
+            "name: s\nservices:\n  a:\n    image: busybox\n    labels: {pin: \"${PIN_TOKEN}\"}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(".env"), "PIN_TOKEN=Zq\n").unwrap();
+        let desired = crate::spec::load_path(dir.path());
+        let bytes = to_stored(&desired.stacks[0], &desired.masker);
+        let (back, masker) = crate::spec::load_stored(&bytes, &LocalFs).unwrap();
+        assert_eq!(
+            to_value(&back, &masker, false)["services"]["a"]["labels"]["pin"],
+            super::super::secrets::MASK
+        );
+        assert_eq!(
+            to_value(&back, &masker, true)["services"]["a"]["labels"]["pin"],
+            "Zq"
+        );
+    }
+
     /// Hooks load back from a stored revision (a rollback runs them too),
     /// their secret values still secret.
     #[test]
