@@ -258,3 +258,61 @@ fn a_changed_health_check_names_its_part() {
     );
     assert!(diff.contains("+healthcheck interval: 10s"), "{diff}");
 }
+
+/// Applied, then rotated: the plan, the audit log (`history`), `status` and
+/// the JSON logs keep fields built from short secrets masked.
+#[test]
+fn applied_short_secrets_stay_masked_in_history_status_and_logs() {
+    crate::support::ensure_busybox();
+    let attack = Attack::new("mask-applied");
+    attack
+        .write(".env", "PIN_TOKEN=Wv9\n")
+        .compose("services:\n  web:\n    image: plimsoll-example/busybox:1\n    command: [sh, -c, \"sleep 3600 # ${PIN_TOKEN}\"]\n    labels:\n      pin: \"${PIN_TOKEN}\"\n    environment:\n      SHORT: \"${PIN_TOKEN}\"\n");
+    attack.commit("a short secret");
+    let mut runs = vec![attack.run(&["--log-format", "json", "reconcile"], &[])];
+    runs[0].expect(0);
+    attack.write(".env", "PIN_TOKEN=Qx8\n");
+    attack.commit("rotate it");
+    let plan = attack.run(&["reconcile", "--dry-run", "--format", "json"], &[]);
+    plan.expect(2);
+    let json = plan.json();
+    let web: Vec<&serde_json::Value> = json["actions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["service"] == "web")
+        .collect();
+    assert_eq!(web.len(), 1, "{plan}");
+    assert_eq!(
+        web[0]["reasons"],
+        serde_json::json!(["only hidden values changed: command, env SHORT, label pin"]),
+        "{plan}"
+    );
+    runs.push(plan);
+    runs.push(attack.run(&["--log-format", "json", "reconcile"], &[]));
+    runs.last().unwrap().expect(0);
+    for args in [
+        &["history"][..],
+        &["history", "--format", "json"],
+        &["status"],
+        &["status", "--format", "json"],
+    ] {
+        runs.push(attack.run(args, &[]));
+        runs.last().unwrap().expect(0);
+    }
+    for run in &runs {
+        for secret in ["Wv9", "Qx8", CANARY] {
+            assert!(!run.all().contains(secret), "{secret:?} leaked:\n{run}");
+        }
+    }
+    for (path, bytes) in crate::support::files_under(&attack.state()) {
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in ["Wv9", "Qx8"] {
+            assert!(
+                !text.contains(secret),
+                "{secret:?} leaked into {}",
+                path.display()
+            );
+        }
+    }
+}
