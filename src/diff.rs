@@ -477,6 +477,17 @@ impl ContainerConfig {
 
     /// The config as `key: value` lines, the unit of comparison and of the diff.
     pub fn fields(&self) -> BTreeMap<String, String> {
+        self.fields_with(&|w| w.to_string())
+    }
+
+    /// [`ContainerConfig::fields`] with each word of the command, the
+    /// entrypoint and the health check's test passed through `word` before
+    /// they are joined and quoted (to mask a secret before quoting can change it).
+    pub fn fields_with(&self, word: &dyn Fn(&str) -> String) -> BTreeMap<String, String> {
+        let join_words = |words: &[String]| {
+            let words: Vec<String> = words.iter().map(|w| word(w)).collect();
+            join_words(&words)
+        };
         let mut f = BTreeMap::new();
         let mut put = |k: String, v: String| {
             f.insert(k, v);
@@ -540,7 +551,10 @@ impl ContainerConfig {
             put("pids limit".into(), self.pids_limit.to_string());
         }
         if let Some(h) = &self.healthcheck {
-            put("healthcheck".into(), format_health(h));
+            put("healthcheck".into(), join_words(&h.test));
+            for (k, v) in health_parts(h) {
+                put(format!("healthcheck {k}"), v);
+            }
         }
         let optional = [
             ("user", &self.user),
@@ -719,25 +733,27 @@ fn format_cpus(nano: i64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-fn format_health(h: &Health) -> String {
+/// The settings of a health check beside its test, as lines
+/// (`healthcheck interval: 5s`), so a change names the part that changed.
+fn health_parts(h: &Health) -> Vec<(&'static str, String)> {
     let d = |ns: i64| {
         crate::spec::model::GoDuration(std::time::Duration::from_nanos(ns.max(0) as u64))
             .to_string()
     };
-    let mut s = join_words(&h.test);
+    let mut parts = Vec::new();
     for (k, v) in [
         ("interval", h.interval),
         ("timeout", h.timeout),
         ("start period", h.start_period),
     ] {
         if v > 0 {
-            s.push_str(&format!(", {k} {}", d(v)));
+            parts.push((k, d(v)));
         }
     }
     if h.retries > 0 {
-        s.push_str(&format!(", retries {}", h.retries));
+        parts.push(("retries", h.retries.to_string()));
     }
-    s
+    parts
 }
 
 /// The desired container of replica `number` (1-based) of a service: the
@@ -1254,9 +1270,10 @@ pub fn reason(change: &Change, masker: &Masker) -> String {
 }
 
 /// One change in words without saying where each side is (`env FOO changed:
-/// 1 → 2`, `env DB_PASSWORD changed (value hidden)`, `cpus added: 0.5`):
-/// the words of [`reason`] that fit two revisions of git as well as live
-/// and git.
+/// 1 → 2`, `env DB_PASSWORD changed (value hidden)`, `cpus added: 0.5`,
+/// `healthcheck interval 5s → 10s`): the words of [`reason`] that fit two
+/// revisions of git as well as live and git. Values already shown (see
+/// [`Shown`]) pass through unchanged.
 pub fn change_words(change: &Change, masker: &Masker) -> String {
     let show = |key: &str, value: &str| match key.strip_prefix("env ") {
         Some(name) => masker.mask_var(name, value).into_owned(),
@@ -1265,11 +1282,16 @@ pub fn change_words(change: &Change, masker: &Masker) -> String {
     // A value that holds a secret hides both sides: the live one may hold an
     // old secret the masker never saw (`DATABASE_URL=postgres://u:<old>@db`).
     let hidden = |key: &str, a: &str, b: &str| {
-        show(key, a) != a || show(key, b) != b || show(key, a) == show(key, b)
+        let (x, y) = (show(key, a), show(key, b));
+        x != a || y != b || x == y || x.contains(MASK) || y.contains(MASK)
     };
     match change {
         Change::Changed { key, live, desired } if hidden(key, live, desired) => {
             format!("{key} changed (value hidden)")
+        }
+        // A part of a setting: the part is named, its two values follow.
+        Change::Changed { key, live, desired } if names_its_part(key) => {
+            format!("{key} {} → {}", show(key, live), show(key, desired))
         }
         Change::Changed { key, live, desired } => format!(
             "{key} changed: {} → {}",
@@ -1281,57 +1303,249 @@ pub fn change_words(change: &Change, masker: &Masker) -> String {
     }
 }
 
-/// Hides live values that differ from a git value holding a secret: the live
-/// value most likely holds the old secret, which the masker never saw.
-pub fn hide_old_secrets(
-    live: &mut BTreeMap<String, String>,
-    desired: &BTreeMap<String, String>,
-    masker: &Masker,
-) {
-    for (k, v) in live.iter_mut() {
-        let Some(want) = desired.get(k).filter(|want| *want != v) else {
-            continue;
+/// Lines whose change reads `key old → new` (`restart on-failure:3 → always`).
+fn names_its_part(key: &str) -> bool {
+    (key.starts_with("healthcheck ") && key != "healthcheck")
+        || matches!(
+            key,
+            "restart"
+                | "memory limit"
+                | "memory reservation"
+                | "memory swap"
+                | "cpus"
+                | "pids limit"
+        )
+}
+
+use crate::spec::secrets::MASK;
+
+/// How the settings of one service are shown: the masker, and which of the
+/// service's fields were built from secret variables (masked whole, both sides).
+#[derive(Clone, Copy)]
+pub struct Shown<'a> {
+    pub masker: &'a Masker,
+    pub stack: &'a str,
+    pub service: &'a str,
+}
+
+/// Lines whose key carries a value of the field (`extra host db:10.0.0.2`):
+/// when the field is hidden, the key is shown as `<prefix> ********`.
+const VALUE_KEYS: &[&str] = &[
+    "extra host ",
+    "cap add ",
+    "cap drop ",
+    "group add ",
+    "security opt ",
+    "device cgroup rule ",
+    "device ",
+    "tmpfs ",
+    "mount ",
+    "port ",
+    "network ",
+    "ulimit ",
+];
+
+impl Shown<'_> {
+    /// The Compose keys (relative to the service) a line comes from.
+    fn compose_keys(key: &str) -> Vec<Vec<&str>> {
+        let entry = |prefix: &str, of: &'static str| {
+            key.strip_prefix(prefix).map(|name| vec![vec![of, name]])
         };
-        let shown = match k.strip_prefix("env ") {
-            Some(name) => masker.mask_var(name, want),
-            None => masker.mask(want),
-        };
-        if shown != want.as_str() {
-            *v = crate::spec::secrets::MASK.into();
+        if let Some(k) = entry("env ", "environment")
+            .or_else(|| entry("label ", "labels"))
+            .or_else(|| entry("sysctl ", "sysctls"))
+            .or_else(|| entry("storage opt ", "storage_opt"))
+        {
+            return k;
         }
+        let whole: &[&str] = match key {
+            k if k.starts_with("healthcheck") => &["healthcheck"],
+            "image" | "image id" => &["image"],
+            "restart" => &["restart", "deploy"],
+            "replicas" => &["scale", "deploy"],
+            "memory limit" => &["mem_limit", "deploy"],
+            "memory reservation" => &["mem_reservation", "deploy"],
+            "cpus" => &["cpus", "deploy"],
+            "pids limit" => &["pids_limit", "deploy"],
+            "working dir" => &["working_dir"],
+            "stop grace period" => &["stop_grace_period"],
+            "logging" => &["logging"],
+            k if k.starts_with("extra host ") => &["extra_hosts"],
+            k if k.starts_with("cap add ") => &["cap_add"],
+            k if k.starts_with("cap drop ") => &["cap_drop"],
+            k if k.starts_with("group add ") => &["group_add"],
+            k if k.starts_with("security opt") => &["security_opt"],
+            k if k.starts_with("device cgroup rule ") => &["device_cgroup_rules"],
+            k if k.starts_with("device request") => &["gpus", "deploy"],
+            k if k.starts_with("device ") => &["devices"],
+            k if k.starts_with("mount ") => &["volumes", "tmpfs"],
+            k if k.starts_with("tmpfs ") => &["tmpfs"],
+            k if k.starts_with("port ") => &["ports"],
+            k if k.starts_with("network ") => &["networks", "network_mode"],
+            k if k.starts_with("ulimit ") => &["ulimits"],
+            k if k.starts_with("blkio ") => &["blkio_config"],
+            k if k.starts_with("dns") => &["dns", "dns_search", "dns_opt"],
+            _ => return vec![vec![key]],
+        };
+        whole.iter().map(|k| vec![*k]).collect()
+    }
+
+    /// Whether line `key` shows a field built from a secret variable.
+    pub fn hides(&self, key: &str) -> bool {
+        let simple = key.replace(' ', "_");
+        let mut candidates = Self::compose_keys(key);
+        candidates.push(vec![simple.as_str()]);
+        candidates.iter().any(|k| {
+            let path: Vec<&str> = ["services", self.service]
+                .into_iter()
+                .chain(k.iter().copied())
+                .collect();
+            self.masker.hides_field(self.stack, &path)
+        })
+    }
+
+    /// The key line `key` is shown under.
+    pub fn key(&self, key: &str) -> String {
+        match VALUE_KEYS.iter().find(|p| key.starts_with(*p)) {
+            Some(prefix) if self.hides(key) => format!("{prefix}{MASK}"),
+            _ => key.to_string(),
+        }
+    }
+
+    /// One line's value as shown: hidden whole when built from a secret
+    /// variable, by name for a secret variable, else masked by value.
+    pub fn value(&self, key: &str, value: &str) -> String {
+        if self.hides(key) {
+            return MASK.into();
+        }
+        match key.strip_prefix("env ") {
+            Some(name) => self.masker.mask_var(name, value).into_owned(),
+            None => self.masker.mask(value).into_owned(),
+        }
+    }
+
+    /// A container's lines as shown: words masked before they are joined,
+    /// then each line by [`Shown::value`].
+    pub fn config(&self, config: &ContainerConfig) -> BTreeMap<String, String> {
+        self.lines(&config.fields_with(&|w| self.masker.mask(w).into_owned()))
+    }
+
+    /// Lines as shown (see [`Shown::config`] for a container's, whose words
+    /// are masked before they are joined).
+    pub fn lines(&self, fields: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        fields
+            .iter()
+            .map(|(k, v)| (self.key(k), self.value(k, v)))
+            .collect()
+    }
+
+    /// The live side's lines as shown beside git's (`desired`, real values):
+    /// a live value that differs from a git value holding a masked secret most
+    /// likely holds the old secret, which the masker never saw; it is shown
+    /// like git's where the text around the secret matches, else hidden.
+    pub fn live_lines(
+        &self,
+        live: &BTreeMap<String, String>,
+        desired: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
+        let shown = self.lines(desired);
+        let mut out = self.lines(live);
+        for (k, v) in live {
+            let (Some(want), Some(want_shown)) = (desired.get(k), shown.get(&self.key(k))) else {
+                continue;
+            };
+            if want != v && want_shown != want {
+                out.insert(self.key(k), self.masker.mask_like(v, want, want_shown));
+            }
+        }
+        out
+    }
+
+    /// The changes (computed on real values) as shown: keys and values of
+    /// both sides taken from the shown lines.
+    pub fn changes(
+        &self,
+        changes: &[Change],
+        old: &BTreeMap<String, String>,
+        new: &BTreeMap<String, String>,
+    ) -> Vec<Change> {
+        let get = |m: &BTreeMap<String, String>, k: &str| m.get(k).cloned().unwrap_or(MASK.into());
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for c in changes {
+            let key = match c {
+                Change::Added { key, .. }
+                | Change::Removed { key, .. }
+                | Change::Changed { key, .. } => self.key(key),
+            };
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            out.push(match c {
+                Change::Added { .. } => Change::Added {
+                    value: get(new, &key),
+                    key,
+                },
+                Change::Removed { .. } => Change::Removed {
+                    value: get(old, &key),
+                    key,
+                },
+                Change::Changed { .. } => Change::Changed {
+                    live: get(old, &key),
+                    desired: get(new, &key),
+                    key,
+                },
+            });
+        }
+        out
     }
 }
 
-/// A unified diff of two sets of lines (`old` → `new`, headed by `names`),
-/// secrets masked on both sides and old values of secrets hidden.
+/// Changes (as shown) that show nothing: a value that changed where only
+/// hidden parts differ.
+pub fn hidden_only(change: &Change) -> bool {
+    matches!(change, Change::Changed { live, desired, .. } if live == desired)
+}
+
+/// The reasons for shown `changes`, worded by `words`; when every change
+/// is a hidden value, one reason says so and names them
+/// (`only hidden values changed: env DB_PASSWORD`).
+pub fn reasons_for(changes: &[Change], words: impl Fn(&Change) -> String) -> Vec<String> {
+    if !changes.is_empty() && changes.iter().all(hidden_only) {
+        let keys: Vec<&str> = changes
+            .iter()
+            .map(|c| match c {
+                Change::Added { key, .. }
+                | Change::Removed { key, .. }
+                | Change::Changed { key, .. } => key.as_str(),
+            })
+            .collect();
+        return vec![format!("only hidden values changed: {}", keys.join(", "))];
+    }
+    changes.iter().map(words).collect()
+}
+
+/// A unified diff of two sets of lines already shown (`old` → `new`,
+/// headed by `names`); `None` when they read the same.
 pub fn unified(
     old: &BTreeMap<String, String>,
     new: &BTreeMap<String, String>,
     names: (&str, &str),
-    masker: &Masker,
-) -> String {
-    let mut seen = old.clone();
-    hide_old_secrets(&mut seen, new, masker);
-    let a = render_lines(&seen, masker);
-    let b = render_lines(new, masker);
-    similar::TextDiff::from_lines(&a, &b)
-        .unified_diff()
-        .context_radius(2)
-        .header(names.0, names.1)
-        .to_string()
-}
-
-/// The lines as text for a unified diff, secrets masked.
-pub fn render_lines(fields: &BTreeMap<String, String>, masker: &Masker) -> String {
-    let mut out = String::new();
-    for (k, v) in fields {
-        let v = match k.strip_prefix("env ") {
-            Some(name) => masker.mask_var(name, v).into_owned(),
-            None => masker.mask(v).into_owned(),
-        };
-        out.push_str(&format!("{k}: {v}\n"));
-    }
-    out
+) -> Option<String> {
+    let text = |fields: &BTreeMap<String, String>| {
+        fields
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\n"))
+            .collect::<String>()
+    };
+    let (a, b) = (text(old), text(new));
+    (a != b).then(|| {
+        similar::TextDiff::from_lines(&a, &b)
+            .unified_diff()
+            .context_radius(2)
+            .header(names.0, names.1)
+            .to_string()
+    })
 }
 
 #[cfg(test)]
@@ -1463,6 +1677,138 @@ mod tests {
                 "env DB_PASSWORD changed (value hidden)",
                 "env FOO changed: 1 → 2",
                 "memory limit 256 MiB on the host, 128 MiB in git",
+            ]
+        );
+    }
+
+    /// A field built from a secret variable is hidden whole on both sides,
+    /// however short; words are masked before quoting could change them.
+    #[test]
+    fn secret_fields_are_hidden_whole_on_both_sides() {
+        let mut m = Masker::new(Default::default());
+        m.add_field("s", ["services", "a", "command"].map(String::from).to_vec());
+        m.add_field(
+            "s",
+            ["services", "a", "labels", "pin"]
+                .map(String::from)
+                .to_vec(),
+        );
+        m.add_field(
+            "s",
+            ["services", "a", "extra_hosts"].map(String::from).to_vec(),
+        );
+        m.observe("API_TOKEN", "it's-a-long-secret");
+        let shown = Shown {
+            masker: &m,
+            stack: "s",
+            service: "a",
+        };
+        let mut live = cfg();
+        live.command = Some(vec!["run".into(), "Zq".into()]);
+        live.labels.insert("pin".into(), "Wx".into());
+        live.labels.insert("team".into(), "web".into());
+        live.entrypoint = Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "echo it's-a-long-secret".into(),
+        ]);
+        let mut desired = live.clone();
+        desired.command = Some(vec!["run".into(), "Kv".into()]);
+        desired.labels.insert("pin".into(), "Yy".into());
+        desired.extra_hosts.insert("Q1:10.0.0.2".into());
+        let (old, new) = (
+            shown.live_lines(&live.fields(), &desired.fields()),
+            shown.config(&desired),
+        );
+        assert_eq!(new["command"], MASK);
+        assert_eq!(old["command"], MASK);
+        assert_eq!(new["label pin"], MASK);
+        assert_eq!(new["label team"], "web");
+        assert_eq!(new["extra host ********"], MASK);
+        // Quoting would have turned the secret into `'it'"'"'s-a-long-secret'`.
+        assert_eq!(new["entrypoint"], "sh -c 'echo ********'");
+        let changes = shown.changes(&compare(&live.fields(), &desired.fields()), &old, &new);
+        let reasons = reasons_for(&changes, |c| change_words(c, &m));
+        assert_eq!(
+            reasons,
+            vec![
+                "command changed (value hidden)",
+                "extra host ******** added: ********",
+                "label pin changed (value hidden)",
+            ]
+        );
+        let text = format!("{reasons:?}{:?}", unified(&old, &new, ("live", "git")));
+        for leak in ["Zq", "Kv", "Wx", "Yy", "Q1", "long-secret"] {
+            assert!(!text.contains(leak), "{leak} in {text}");
+        }
+    }
+
+    /// Only hidden values changed: said so, and no diff to show.
+    #[test]
+    fn only_hidden_values_changed_is_said() {
+        let mut m = Masker::new(Default::default());
+        m.observe("DB_PASSWORD", "new-secret-1");
+        m.observe("DB_PASSWORD", "old-secret-1");
+        let shown = Shown {
+            masker: &m,
+            stack: "s",
+            service: "a",
+        };
+        let mut old = cfg();
+        old.env.insert("DB_PASSWORD".into(), "old-secret-1".into());
+        old.env
+            .insert("URL".into(), "postgres://u:old-secret-1@db/x".into());
+        let mut new = cfg();
+        new.env.insert("DB_PASSWORD".into(), "new-secret-1".into());
+        new.env
+            .insert("URL".into(), "postgres://u:new-secret-1@db/x".into());
+        let (a, b) = (shown.config(&old), shown.config(&new));
+        assert_eq!(a["env URL"], "postgres://u:********@db/x");
+        assert_eq!(a["env URL"], b["env URL"]);
+        let changes = shown.changes(&compare(&old.fields(), &new.fields()), &a, &b);
+        assert_eq!(
+            reasons_for(&changes, |c| change_words(c, &m)),
+            vec!["only hidden values changed: env DB_PASSWORD, env URL"]
+        );
+        assert_eq!(unified(&a, &b, ("a", "b")), None);
+        // The live side's old secret, which the masker never saw, is shown like git's.
+        let mut seen = Masker::new(Default::default());
+        seen.observe("DB_PASSWORD", "new-secret-1");
+        let shown = Shown {
+            masker: &seen,
+            ..shown
+        };
+        let live = shown.live_lines(&old.fields(), &new.fields());
+        assert_eq!(live["env URL"], "postgres://u:********@db/x");
+    }
+
+    /// A health check, restart policy or limit names the part that changed.
+    #[test]
+    fn changed_parts_are_named() {
+        let m = Masker::new(Default::default());
+        let mut a = cfg();
+        a.healthcheck = Some(Health {
+            test: vec!["CMD".into(), "true".into()],
+            interval: 5_000_000_000,
+            retries: 3,
+            ..Health::default()
+        });
+        a.restart = "on-failure:3".into();
+        a.memory = 256 << 20;
+        let mut b = a.clone();
+        b.healthcheck.as_mut().unwrap().interval = 10_000_000_000;
+        b.restart = "always".into();
+        b.memory = 512 << 20;
+        let words: Vec<String> = compare(&a.fields(), &b.fields())
+            .iter()
+            .map(|c| change_words(c, &m))
+            .collect();
+        assert_eq!(
+            words,
+            vec![
+                "healthcheck interval 5s → 10s",
+                "memory limit 256 MiB → 512 MiB",
+                "restart on-failure:3 → always",
             ]
         );
     }

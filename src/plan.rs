@@ -200,8 +200,22 @@ pub fn hashed_contents(stack: &Stack, service: &str) -> Vec<String> {
     out
 }
 
-fn unified(live: &ContainerConfig, desired: &ContainerConfig, masker: &Masker) -> String {
-    diff::unified(&live.fields(), &desired.fields(), ("live", "git"), masker)
+/// What changed between a live container and git's, as shown: the reasons
+/// in words and the unified diff (`None` when only hidden values changed).
+fn shown_changes(
+    shown: &diff::Shown<'_>,
+    changes: &[Change],
+    live: &ContainerConfig,
+    desired: &ContainerConfig,
+) -> (Vec<String>, Option<String>) {
+    let old = shown.live_lines(
+        &live.fields_with(&|w| shown.masker.mask(w).into_owned()),
+        &desired.fields_with(&|w| shown.masker.mask(w).into_owned()),
+    );
+    let new = shown.config(desired);
+    let changes = shown.changes(changes, &old, &new);
+    let reasons = diff::reasons_for(&changes, |c| diff::reason(c, shown.masker));
+    (reasons, diff::unified(&old, &new, ("live", "git")))
 }
 
 /// Which live container each replica keeps (`names[i]` is replica i + 1's
@@ -521,6 +535,12 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                     .filter(|c| c.stack == sname && c.service == service)
                     .collect();
                 let image_ref = svc.image_ref(&sname, &service);
+                // An image reference built from a secret variable is shown masked.
+                let image_shown = if masker.hides_field(&sname, &["services", &service, "image"]) {
+                    crate::spec::secrets::MASK.to_string()
+                } else {
+                    image_ref.clone()
+                };
                 let image_missing = live.images.get(&image_ref).cloned().flatten().is_none();
                 let rebuilt = to_build.get(&image_ref).map(|(_, r)| r[0].as_str());
                 let fetch = if built_here.contains(&image_ref) {
@@ -610,7 +630,7 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                         }
                         if image_missing {
                             reasons.push(format!(
-                                "image {image_ref} is not on this host: it will be {fetch}"
+                                "image {image_shown} is not on this host: it will be {fetch}"
                             ));
                         }
                         service_actions.push(Action {
@@ -639,8 +659,13 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                         Change::Changed { key, .. } if key == "name" => false,
                         _ => true,
                     });
-                    let mut reasons: Vec<String> =
-                        changes.iter().map(|c| diff::reason(c, masker)).collect();
+                    let shown = diff::Shown {
+                        masker,
+                        stack: &sname,
+                        service: &service,
+                    };
+                    let (mut reasons, unified) =
+                        shown_changes(&shown, &changes, &seen, &want.config);
                     reasons.extend(diff::hook_changes(&current.labels, &want.config.labels));
                     if current.name != name {
                         reasons.insert(0, format!("renamed by hand: {name} → {}", current.name));
@@ -667,7 +692,7 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                         }
                     }
                     if let Some(why) = rebuilt.filter(|_| !image_missing) {
-                        reasons.push(format!("image {image_ref} is built again ({why})"));
+                        reasons.push(format!("image {image_shown} is built again ({why})"));
                     }
                     let live_hash = current.labels.get(labels::SPEC_HASH).map(String::as_str);
                     if reasons.is_empty() && live_hash != Some(want.hash.as_str()) {
@@ -678,7 +703,7 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                     }
                     if image_missing && (!reasons.is_empty() || rebuilt.is_some()) {
                         reasons.push(format!(
-                            "image {image_ref} is not on this host: it will be {fetch}"
+                            "image {image_shown} is not on this host: it will be {fetch}"
                         ));
                     }
                     if !reasons.is_empty() {
@@ -688,8 +713,7 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                             service: Some(service.clone()),
                             target: name,
                             reasons,
-                            diff: Some(unified(&seen, &want.config, masker))
-                                .filter(|d| !d.is_empty()),
+                            diff: unified,
                             replica,
                         });
                         recreated.insert(service.clone());
@@ -979,8 +1003,93 @@ pub fn to_text(plan: &Plan, color: bool) -> String {
     out
 }
 
+/// Text from the repository (names, values, reasons) as inert Markdown for
+/// a pull-request comment, in prose and in table cells: the characters that
+/// open links, images, emphasis, code, entities and table cells are
+/// backslash-escaped, `<` and `>` written as entities (no HTML), a mention
+/// (`@org/team`) broken by a zero-width space, a line break made a space.
 pub(crate) fn md_escape(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len());
+    for (i, &c) in chars.iter().enumerate() {
+        let inside_word = |i: usize| {
+            i > 0
+                && chars[i - 1].is_alphanumeric()
+                && chars.get(i + 1).is_some_and(|n| n.is_alphanumeric())
+        };
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            // Inside a word (`DB_PASSWORD`), `_` emphasizes nothing.
+            '_' if inside_word(i) => out.push(c),
+            // `(` and `!` mean something only after `]` or before `[`, both escaped.
+            '\\' | '`' | '*' | '_' | '[' | ']' | '~' | '|' | '&' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '@' => out.push_str("@&#8203;"),
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `s` as an inline code span in a table cell (inert: no link, HTML or
+/// mention inside code): delimited by more backticks than any run inside,
+/// pipes escaped as GitHub's tables need even in code.
+pub(crate) fn md_code(s: &str) -> String {
+    let mut longest = 0;
+    let mut run = 0;
+    for c in s.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    let ticks = "`".repeat(longest + 1);
+    let pad = if s.starts_with('`') || s.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    let body = s.replace('|', "\\|").replace(['\n', '\r'], " ");
+    format!("{ticks}{pad}{body}{pad}{ticks}")
+}
+
+/// Text inside an HTML element of a pull-request comment (`<summary>`),
+/// where Markdown's backslash escapes do not apply: HTML-escaped, mentions broken.
+pub(crate) fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '@' => out.push_str("@&#8203;"),
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `text` as a fenced code block of `lang`: the fence is longer than any
+/// run of backticks inside, so a value holding ```` ``` ```` cannot close it.
+pub(crate) fn md_fence(lang: &str, text: &str) -> String {
+    let mut longest = 0;
+    let mut run = 0;
+    for c in text.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    let fence = "`".repeat(longest.max(2) + 1);
+    let body = if text.ends_with('\n') || text.is_empty() {
+        text.to_string()
+    } else {
+        format!("{text}\n")
+    };
+    format!("{fence}{lang}\n{body}{fence}")
 }
 
 /// The plan as a pull-request comment: a table, and each diff in a collapsible section.
@@ -994,21 +1103,21 @@ pub fn to_markdown(plan: &Plan) -> String {
         );
         for a in &plan.actions {
             out.push_str(&format!(
-                "| {} | {} | {} | {} | `{}` | {} |\n",
+                "| {} | {} | {} | {} | {} | {} |\n",
                 symbol(a.action).0,
                 a.action.as_str(),
-                a.stack,
-                a.service.as_deref().unwrap_or(""),
-                a.target,
+                md_escape(&a.stack),
+                md_escape(a.service.as_deref().unwrap_or("")),
+                md_code(&a.target),
                 md_escape(&a.reasons.join("; "))
             ));
         }
         for c in &plan.conflicts {
             out.push_str(&format!(
-                "| ! | **conflict** | {} | {} | `{}` | {} |\n",
-                c.stack,
-                c.service.as_deref().unwrap_or(""),
-                c.target,
+                "| ! | **conflict** | {} | {} | {} | {} |\n",
+                md_escape(&c.stack),
+                md_escape(c.service.as_deref().unwrap_or("")),
+                md_code(&c.target),
                 md_escape(&c.reason)
             ));
         }
@@ -1016,10 +1125,10 @@ pub fn to_markdown(plan: &Plan) -> String {
     }
     for a in plan.actions.iter().filter(|a| a.diff.is_some()) {
         out.push_str(&format!(
-            "<details><summary>{} {}</summary>\n\n```diff\n{}```\n\n</details>\n\n",
+            "<details><summary>{} {}</summary>\n\n{}\n\n</details>\n\n",
             a.action.as_str(),
-            subject(a),
-            a.diff.as_deref().unwrap_or_default()
+            html_escape(&subject(a)),
+            md_fence("diff", a.diff.as_deref().unwrap_or_default())
         ));
     }
     if !plan.would_prune.is_empty() {
@@ -1027,7 +1136,7 @@ pub fn to_markdown(plan: &Plan) -> String {
         let items: Vec<String> = plan
             .would_prune
             .iter()
-            .map(|o| format!("{} `{}`", o.kind, o.target))
+            .map(|o| format!("{} {}", o.kind, md_code(&o.target)))
             .collect();
         out.push_str(&items.join(", "));
         out.push_str("\n\n");
@@ -1156,6 +1265,22 @@ pub fn is_prune(a: &Action, stacks: &[&Stack]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// Text from the repository is inert in the pull-request comment.
+    #[test]
+    fn markdown_from_the_repository_is_escaped() {
+        let evil = "[x](http://evil) ![i](http://evil/p.png) <img src=x> @org/team ``` a|b";
+        assert_eq!(
+            md_escape(evil),
+            "\\[x\\](http://evil) !\\[i\\](http://evil/p.png) &lt;img src=x&gt; @&#8203;org/team \\`\\`\\` a\\|b"
+        );
+        assert_eq!(md_escape("a_b@c _x_"), "a_b@&#8203;c \\_x\\_");
+        assert_eq!(html_escape("<b>@x"), "&lt;b&gt;@&#8203;x");
+        // A fence longer than any run of backticks inside.
+        let f = md_fence("diff", "+label a: ```\n");
+        assert!(f.starts_with("````diff\n") && f.ends_with("\n````"), "{f}");
+        assert_eq!(md_code("a`b|c"), "``a`b\\|c``");
+    }
+
     use super::*;
     use crate::live::RunState;
 

@@ -19,7 +19,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::diff::{self, labels};
-use crate::plan::{md_escape, paint, push_diff};
+use crate::plan::{html_escape, md_code, md_escape, md_fence, paint, push_diff};
 use crate::source::{self, Files, GitTree, SourceError};
 use crate::spec::config::Config;
 use crate::spec::model::{FileObject, Service, Stack};
@@ -418,13 +418,20 @@ fn settings_changes(old: &Config, new: &Config, stack: &str) -> Vec<String> {
 
 /// The lines compared for a service: replica 1's settings without the labels
 /// plimsoll derives from names and paths, its replicas and build settings.
-fn service_fields(stack: &Stack, name: &str, svc: &Service) -> BTreeMap<String, String> {
+/// `word` passes each word of the command, entrypoint and health check
+/// test before they are joined (see [`diff::ContainerConfig::fields_with`]).
+fn service_fields(
+    stack: &Stack,
+    name: &str,
+    svc: &Service,
+    word: &dyn Fn(&str) -> String,
+) -> BTreeMap<String, String> {
     let mut c = diff::desired_config(stack, name, svc, 1, None);
     for k in diff::managed_labels(stack, name, 1).keys() {
         c.labels.remove(k);
     }
     c.labels.remove(labels::REPOSITORY);
-    let mut f = c.fields();
+    let mut f = c.fields_with(word);
     // No engine: there is no image id to compare.
     f.remove("image id");
     if svc.replicas() != 1 {
@@ -491,17 +498,24 @@ fn added_service(
     names: (&str, &str),
     masker: &Masker,
 ) -> ServiceDiff {
-    let fields = service_fields(stack, name, svc);
+    let shown = diff::Shown {
+        masker,
+        stack: &stack.name,
+        service: name,
+    };
+    let fields = shown.lines(&service_fields(stack, name, svc, &|w| {
+        masker.mask(w).into_owned()
+    }));
     ServiceDiff {
         service: name.to_string(),
         change: ChangeKind::Added,
         reasons: vec![format!(
             "image {}",
-            masker.mask(&svc.image_ref(&stack.name, name))
+            shown.value("image", &svc.image_ref(&stack.name, name))
         )],
         replicas: None,
         build_context_changed: false,
-        diff: Some(diff::unified(&BTreeMap::new(), &fields, names, masker)),
+        diff: diff::unified(&BTreeMap::new(), &fields, names),
     }
 }
 
@@ -589,22 +603,33 @@ fn service_changes(
     names: (&str, &str),
     masker: &Masker,
 ) -> Option<ServiceDiff> {
+    let real = |w: &str| w.to_string();
     let (fa, fb) = (
-        service_fields(old_stack, name, a),
-        service_fields(new_stack, name, b),
+        service_fields(old_stack, name, a, &real),
+        service_fields(new_stack, name, b, &real),
+    );
+    // Both revisions' secrets are known: each side is masked with both
+    // maskers (the union), the same way.
+    let shown = diff::Shown {
+        masker,
+        stack: &new_stack.name,
+        service: name,
+    };
+    let word = |w: &str| masker.mask(w).into_owned();
+    let (sa, sb) = (
+        shown.lines(&service_fields(old_stack, name, a, &word)),
+        shown.lines(&service_fields(new_stack, name, b, &word)),
     );
     let replicas = (a.replicas() != b.replicas()).then_some((a.replicas(), b.replicas()));
-    let mut reasons: Vec<String> = diff::compare(&fa, &fb)
-        .iter()
-        .map(|c| match (c, replicas) {
-            (diff::Change::Added { key, .. } | diff::Change::Removed { key, .. }, Some((x, y)))
-                if key == "replicas" =>
-            {
-                format!("replicas changed: {x} → {y}")
-            }
-            _ => diff::change_words(c, masker),
-        })
-        .collect();
+    let changes = shown.changes(&diff::compare(&fa, &fb), &sa, &sb);
+    let mut reasons: Vec<String> = diff::reasons_for(&changes, |c| match (c, replicas) {
+        (diff::Change::Added { key, .. } | diff::Change::Removed { key, .. }, Some((x, y)))
+            if key == "replicas" =>
+        {
+            format!("replicas changed: {x} → {y}")
+        }
+        _ => diff::change_words(c, masker),
+    });
     let context = |svc: &Service, side: &Side<'_>| {
         svc.build
             .as_ref()
@@ -633,7 +658,7 @@ fn service_changes(
     if reasons.is_empty() {
         return None;
     }
-    let diff = (fa != fb).then(|| diff::unified(&fa, &fb, names, masker));
+    let diff = diff::unified(&sa, &sb, names);
     Some(ServiceDiff {
         service: name.to_string(),
         change: ChangeKind::Changed,
@@ -771,9 +796,9 @@ pub fn to_text(d: &RangeDiff, color: bool) -> String {
 pub fn to_markdown(d: &RangeDiff) -> String {
     let short = |c: &str| c.chars().take(12).collect::<String>();
     let mut out = format!(
-        "### plimsoll diff `{}` → `{}`\n\n`{}` → `{}`\n\n",
-        d.from.rev,
-        d.to.rev,
+        "### plimsoll diff {} → {}\n\n`{}` → `{}`\n\n",
+        md_code(&d.from.rev),
+        md_code(&d.to.rev),
         short(&d.from.commit),
         short(&d.to.commit)
     );
@@ -787,7 +812,10 @@ pub fn to_markdown(d: &RangeDiff) -> String {
             "| | host | stack | service | change | details |\n|---|---|---|---|---|---|\n",
         );
         for h in &d.hosts {
-            let host = h.host.as_deref().unwrap_or("*all hosts*");
+            let host = h
+                .host
+                .as_deref()
+                .map_or_else(|| "*all hosts*".to_string(), md_escape);
             for s in &h.stacks {
                 let notes: Vec<String> = s
                     .moved
@@ -799,7 +827,7 @@ pub fn to_markdown(d: &RangeDiff) -> String {
                 out.push_str(&format!(
                     "| {} | {host} | {} | | {} | {} |\n",
                     s.change.symbol().0,
-                    s.stack,
+                    md_escape(&s.stack),
                     s.change.as_str(),
                     md_escape(&note)
                 ));
@@ -807,8 +835,8 @@ pub fn to_markdown(d: &RangeDiff) -> String {
                     out.push_str(&format!(
                         "| {} | {host} | {} | {} | {} | {} |\n",
                         v.change.symbol().0,
-                        s.stack,
-                        v.service,
+                        md_escape(&s.stack),
+                        md_escape(&v.service),
                         v.change.as_str(),
                         md_escape(&v.reasons.join("; "))
                     ));
@@ -816,10 +844,10 @@ pub fn to_markdown(d: &RangeDiff) -> String {
                 for (kind, list) in [("network", &s.networks), ("volume", &s.volumes)] {
                     for o in list {
                         out.push_str(&format!(
-                            "| {} | {host} | {} | {kind} `{}` | {} | |\n",
+                            "| {} | {host} | {} | {kind} {} | {} | |\n",
                             o.change.symbol().0,
-                            s.stack,
-                            o.name,
+                            md_escape(&s.stack),
+                            md_code(&o.name),
                             o.change.as_str()
                         ));
                     }
@@ -832,12 +860,12 @@ pub fn to_markdown(d: &RangeDiff) -> String {
         for s in &h.stacks {
             for v in s.services.iter().filter(|v| v.diff.is_some()) {
                 out.push_str(&format!(
-                    "<details><summary>{} {}/{} ({})</summary>\n\n```diff\n{}```\n\n</details>\n\n",
+                    "<details><summary>{} {}/{} ({})</summary>\n\n{}\n\n</details>\n\n",
                     v.change.as_str(),
-                    s.stack,
-                    v.service,
-                    host_title(h),
-                    v.diff.as_deref().unwrap_or_default()
+                    html_escape(&s.stack),
+                    html_escape(&v.service),
+                    html_escape(&host_title(h)),
+                    md_fence("diff", v.diff.as_deref().unwrap_or_default())
                 ));
             }
         }

@@ -348,6 +348,7 @@ pub fn load_stack(input: &StackInput<'_>, diags: &mut Vec<Diag>) -> Option<Loade
             vars: &vars,
             masker: &mut masker,
             marks: BTreeMap::new(),
+            references: Vec::new(),
         };
         cx.stack(root)
     } else {
@@ -401,6 +402,54 @@ struct Cx<'a, 'i> {
     vars: &'a BTreeMap<String, String>,
     masker: &'a mut Masker,
     marks: BTreeMap<String, Mark>,
+    /// Strings that referenced variables, for [`Cx::secret_fields`].
+    references: Vec<Reference>,
+}
+
+/// A string of the Compose file that referenced variables.
+struct Reference {
+    /// Where it stands: map keys, and `[i]` for sequence items.
+    at: Vec<String>,
+    names: Vec<String>,
+    /// As written.
+    raw: String,
+    /// Interpolated.
+    value: String,
+}
+
+/// Keys whose list form is `KEY=value` items and map form `KEY: value`: a
+/// secret in one entry hides that entry only.
+const ENTRY_KEYS: &[&str] = &["environment", "labels", "annotations", "sysctls"];
+
+/// The key path of the field a string built from a secret variable hides,
+/// in Compose's canonical form (as `render` prints it): an entry of
+/// `environment`, `labels`, `annotations` or `sysctls` (by its name, in
+/// list form too), else the whole key of the service (`command`,
+/// `healthcheck`, `image`, `extra_hosts`, `deploy`, ...), or the top-level
+/// object (`networks.x`).
+fn field_path(at: &[String], raw: &str, value: &str) -> Vec<String> {
+    let is_index = |s: &str| s.starts_with('[');
+    let mut path: Vec<String> = Vec::new();
+    if at.first().map(String::as_str) == Some("services") && at.len() >= 3 {
+        path.extend(at[..3].iter().cloned());
+        let key = at[2].as_str();
+        if ENTRY_KEYS.contains(&key) {
+            match at.get(3) {
+                Some(entry) if !is_index(entry) => path.push(entry.clone()),
+                // `- NAME=value`: the name as written, unless the name itself holds a variable.
+                Some(_) if at.len() == 4 => {
+                    let name = raw.split('=').next().unwrap_or_default();
+                    if !name.contains('$') {
+                        path.push(value.split('=').next().unwrap_or_default().to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    } else {
+        path.extend(at.iter().take(2).filter(|c| !is_index(c)).cloned());
+    }
+    path
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -441,12 +490,19 @@ impl Cx<'_, '_> {
     // -- interpolation ------------------------------------------------------
 
     /// Interpolates every string value of the tree (keys are left as written).
-    fn interpolate(&mut self, node: &mut Node, path: &str) {
+    /// `at` is `path` as key components; a string that references a variable
+    /// is remembered with them, to record the fields built from secret
+    /// variables once every secret name is known ([`Cx::secret_fields`]).
+    fn interpolate(&mut self, node: &mut Node, path: &str, at: &mut Vec<String>) {
         match &mut node.value {
             Value::Str(s) => {
                 let vars = self.vars;
-                match interpolate(s, &|k| vars.get(k).cloned()) {
-                    Ok(v) => *s = v,
+                let raw = s.contains('$').then(|| s.clone());
+                let done = match interpolate(s, &|k| vars.get(k).cloned()) {
+                    Ok(v) => {
+                        *s = v;
+                        true
+                    }
                     Err(e) => {
                         let hint = if matches!(e, InterpolateError::Invalid { .. }) {
                             "write ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message} or ${VAR:+alternative}, and $$ for a literal $"
@@ -454,21 +510,71 @@ impl Cx<'_, '_> {
                             "set the variable in the stack's .env file or the environment, or give it a default: ${VAR:-default}"
                         };
                         self.err(node.mark, path, e.to_string()).hint(hint);
+                        false
                     }
+                };
+                // Only once interpolation accepted the string (and its depth).
+                let names = raw
+                    .as_deref()
+                    .filter(|_| done)
+                    .map(super::interpolate::referenced_variables)
+                    .unwrap_or_default();
+                if let Some(raw) = raw.filter(|_| !names.is_empty()) {
+                    self.references.push(Reference {
+                        at: at.clone(),
+                        names,
+                        raw,
+                        value: s.clone(),
+                    });
                 }
             }
             Value::Seq(items) => {
                 for (i, item) in items.iter_mut().enumerate() {
-                    self.interpolate(item, &idx(path, i));
+                    at.push(format!("[{i}]"));
+                    self.interpolate(item, &idx(path, i), at);
+                    at.pop();
                 }
             }
             Value::Map(entries) => {
                 for (k, v) in entries.iter_mut() {
-                    let key = join(path, &k.scalar_string().unwrap_or_default());
-                    self.interpolate(v, &key);
+                    let name = k.scalar_string().unwrap_or_default();
+                    let key = join(path, &name);
+                    at.push(name);
+                    self.interpolate(v, &key, at);
+                    at.pop();
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Records in the masker every field built from a secret variable whose
+    /// value masking by value would not hide (see [`field_path`]): one that
+    /// interpolates a secret shorter than [`super::secrets::MIN_MASKED_LEN`],
+    /// or uses a secret without holding it (`${TOKEN:+on}`). Such a field is
+    /// masked whole wherever it is shown, and its whole value, when long
+    /// enough, by value too. A field that holds long secrets only keeps
+    /// the rest of its text visible (`postgres://shop:********@db/shop`).
+    fn secret_fields(&mut self, stack: &str) {
+        for r in std::mem::take(&mut self.references) {
+            let values: Vec<&String> = r
+                .names
+                .iter()
+                .filter(|n| self.masker.is_secret_name(n))
+                .filter_map(|n| self.vars.get(n))
+                .filter(|v| !v.is_empty())
+                .collect();
+            let masked_by_value = values.iter().all(|v| {
+                v.chars().count() >= super::secrets::MIN_MASKED_LEN && r.value.contains(v.as_str())
+            });
+            if masked_by_value {
+                continue;
+            }
+            self.masker
+                .add_field(stack, field_path(&r.at, &r.raw, &r.value));
+            if values.iter().any(|v| r.value.contains(v.as_str())) {
+                self.masker.add_value(&r.value);
+            }
         }
     }
 
@@ -707,7 +813,7 @@ impl Cx<'_, '_> {
             .hint("a Compose file is a mapping with a `services:` key at the top, e.g. `services:` then `  web:` then `    image: nginx`");
             return None;
         }
-        self.interpolate(&mut root, "");
+        self.interpolate(&mut root, "", &mut Vec::new());
         let (fields, extensions) = self.fields(&root, "", TOP_KEYS, TOP_UNSUPPORTED);
         let mut name = None;
         let mut services_node = None;
@@ -801,6 +907,8 @@ impl Cx<'_, '_> {
         }
         self.decrypt_file_objects(&mut stack);
         self.secret_files(&stack);
+        let name = stack.name.clone();
+        self.secret_fields(&name);
         stack.source = StackSource {
             dir: self.input.dir.to_path_buf(),
             file: self.file.to_path_buf(),
@@ -1251,7 +1359,7 @@ impl Cx<'_, '_> {
         for var in &svc.plimsoll.secret_env {
             self.masker.add_name(var);
         }
-        svc.environment = self.environment(env_files, environment);
+        svc.environment = self.environment(name, env_files, environment);
         self.label_files(&mut svc, label_files);
         self.seccomp_profiles(&path, &mut svc);
         self.implied_dependencies(&path, &mut svc);
@@ -1494,6 +1602,7 @@ impl Cx<'_, '_> {
     /// their value from the project environment (Compose's rule).
     fn environment(
         &mut self,
+        service: &str,
         env_files: Vec<(PathBuf, bool, Mark, String)>,
         environment: BTreeMap<String, Option<String>>,
     ) -> BTreeMap<String, Option<String>> {
@@ -1563,7 +1672,25 @@ impl Cx<'_, '_> {
                             }
                         }
                     }
-                    if let Err(e) = dotenv::parse_into(&text, &mut acc, &lookup) {
+                    let parsed = dotenv::parse_into(&text, &mut acc, &lookup);
+                    // A line that interpolates a variable: its entry may be built from a secret.
+                    for line in text.lines().filter(|_| parsed.is_ok()) {
+                        let names = super::interpolate::referenced_variables(line);
+                        let Some((key, _)) = line.split_once('=').filter(|_| !names.is_empty())
+                        else {
+                            continue;
+                        };
+                        let key = key.trim().trim_start_matches("export ").trim();
+                        self.references.push(Reference {
+                            at: ["services", service, "environment", key]
+                                .map(String::from)
+                                .to_vec(),
+                            names,
+                            raw: line.to_string(),
+                            value: acc.get(key).cloned().unwrap_or_default(),
+                        });
+                    }
+                    if let Err(e) = parsed {
                         // The line number only: the message of a decrypted file may quote it.
                         let message = if encrypted {
                             "invalid line in the decrypted env file".to_string()
@@ -3600,5 +3727,40 @@ mod tests {
         assert!(valid_project_name("shop-1"));
         assert!(!valid_project_name("Shop"));
         assert!(!valid_project_name("-x"));
+    }
+
+    /// A string that interpolates a secret variable records its field, by
+    /// the key `render` prints it under; other strings record nothing.
+    #[test]
+    fn fields_built_from_secret_variables_are_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(".env"),
+            "PIN_TOKEN=Zq\nPORT=80\nLONG_TOKEN=long-secret-1\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("compose.yaml"),
+            "name: s\nservices:\n  a:\n    image: busybox:${PIN_TOKEN}\n    command: \"echo ${PIN_TOKEN}\"\n    ports: [\"${PORT}:80\"]\n    labels: [\"pin=${PIN_TOKEN}\", \"port=${PORT}\"]\n    environment: {X: \"a${PIN_TOKEN}\", Y: \"u:${LONG_TOKEN}@h\"}\n    healthcheck: {test: [CMD, \"${PIN_TOKEN}\"]}\n",
+        )
+        .unwrap();
+        let desired = crate::spec::load_path(dir.path());
+        let fields: Vec<String> = desired.masker.fields_of("s").map(|p| p.join(".")).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "services.a.command",
+                "services.a.environment.X",
+                "services.a.healthcheck",
+                "services.a.image",
+                "services.a.labels.pin",
+            ]
+        );
+        // A long secret is masked by value, the rest of its field shown.
+        let render = crate::spec::render::to_value(&desired.stacks[0], &desired.masker, false);
+        assert_eq!(render["services"]["a"]["environment"]["Y"], "u:********@h");
+        // Long enough, the whole value is masked by value too.
+        assert_eq!(desired.masker.mask("pull busybox:Zq"), "pull ********");
+        assert_eq!(desired.masker.mask("Zq"), "Zq");
     }
 }

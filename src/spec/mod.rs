@@ -513,6 +513,16 @@ pub fn load_stored(bytes: &[u8], files: &dyn Files) -> Result<(Stack, Masker), L
             {
                 l.masker.add_value(v);
             }
+            for path in stored["secret_fields"].as_array().into_iter().flatten() {
+                let path: Vec<String> = path
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.as_str().map(str::to_string))
+                    .collect();
+                let name = l.stack.name.clone();
+                l.masker.add_field(&name, path);
+            }
             // The labels that name the project directory and file stay those of the original.
             if let Some(d) = stored["dir"].as_str() {
                 l.stack.source.dir = PathBuf::from(d);

@@ -12,6 +12,15 @@ pub fn to_value(stack: &Stack, masker: &Masker, show_secrets: bool) -> serde_jso
     let mut value = serde_json::to_value(stack).expect("the model serializes to JSON");
     if !show_secrets {
         masker.mask_json(&mut value);
+        // Fields built from secret variables are masked whole, however short.
+        for path in masker.fields_of(&stack.name) {
+            if let Some(v) = path
+                .iter()
+                .try_fold(&mut value, |v, k| v.get_mut(k.as_str()))
+            {
+                mask_whole(v);
+            }
+        }
         // Decrypted content is masked whole, even when too short to mask by value.
         for (kind, objects) in [("secrets", &stack.secrets), ("configs", &stack.configs)] {
             for (key, _) in objects.iter().filter(|(_, o)| o.encrypted) {
@@ -22,6 +31,17 @@ pub fn to_value(stack: &Stack, masker: &Masker, show_secrets: bool) -> serde_jso
         }
     }
     value
+}
+
+/// Every string (and number, boolean) of a JSON value replaced by the mask.
+fn mask_whole(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(mask_whole),
+        Value::Object(map) => map.values_mut().for_each(mask_whole),
+        Value::Null => {}
+        v => *v = Value::String(super::secrets::MASK.into()),
+    }
 }
 
 /// A JSON value as YAML text.
@@ -52,6 +72,7 @@ pub fn to_stored_built(
     let mut stored = serde_json::json!({
         "stack": value,
         "secrets": masker.values(),
+        "secret_fields": masker.fields_of(&stack.name).collect::<Vec<_>>(),
         "dir": stack.source.dir,
         "file": stack.source.file,
         "repository": stack.source.repository,
@@ -114,6 +135,29 @@ mod tests {
             "echo $HOME"
         );
         assert_eq!(masker.mask("x:canary-pass-123@db"), "x:********@db");
+    }
+
+    /// A field built from a short secret stays masked whole after a rollback.
+    #[test]
+    fn stored_stacks_keep_their_secret_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("compose.yaml"),
+            "name: s\nservices:\n  a:\n    image: busybox\n    labels: {pin: \"${PIN_TOKEN}\"}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(".env"), "PIN_TOKEN=Zq\n").unwrap();
+        let desired = crate::spec::load_path(dir.path());
+        let bytes = to_stored(&desired.stacks[0], &desired.masker);
+        let (back, masker) = crate::spec::load_stored(&bytes, &LocalFs).unwrap();
+        assert_eq!(
+            to_value(&back, &masker, false)["services"]["a"]["labels"]["pin"],
+            super::super::secrets::MASK
+        );
+        assert_eq!(
+            to_value(&back, &masker, true)["services"]["a"]["labels"]["pin"],
+            "Zq"
+        );
     }
 
     /// Hooks load back from a stored revision (a rollback runs them too),

@@ -7,6 +7,16 @@
 //! Masking by value elsewhere applies to values of [`MIN_MASKED_LEN`] or more
 //! characters, so short values never blank out ordinary text; a shorter secret
 //! is masked only in its own variable.
+//!
+//! A *field built from a secret variable* (any string of a Compose file or
+//! env file that interpolates one: `command: [echo, "$DB_PASSWORD"]`, a
+//! label, the image tag, a health check) that masking by value would not
+//! hide (the secret is shorter than [`MIN_MASKED_LEN`], or used without being
+//! held, `${TOKEN:+on}`) is recorded by where it stands
+//! ([`Masker::add_field`]: stack and key path), and every output shows that
+//! field whole as [`MASK`], however short the value, on both sides of a
+//! diff. Where a field is shown, its words are masked before they are
+//! joined or quoted, so quoting cannot change a secret out of reach.
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -83,6 +93,9 @@ pub struct Masker {
     names: SecretNames,
     /// Variables named secret in `x-plimsoll.secret_env`, whatever their names look like.
     extra_names: BTreeSet<String>,
+    /// Fields built from secret variables: stack name and key path
+    /// (`["services", "web", "labels", "token"]`), masked whole.
+    fields: BTreeSet<(String, Vec<String>)>,
 }
 
 impl Masker {
@@ -91,7 +104,32 @@ impl Masker {
             values: Vec::new(),
             names,
             extra_names: BTreeSet::new(),
+            fields: BTreeSet::new(),
         }
+    }
+
+    /// Records that the value at `path` of stack `stack` was built from a
+    /// secret variable: it is shown as [`MASK`] whole, whatever its length.
+    pub fn add_field(&mut self, stack: &str, path: Vec<String>) {
+        self.fields.insert((stack.to_string(), path));
+    }
+
+    /// The fields of `stack` built from secret variables (key paths).
+    pub fn fields_of<'a>(&'a self, stack: &'a str) -> impl Iterator<Item = &'a [String]> + 'a {
+        self.fields
+            .iter()
+            .filter(move |(s, _)| s == stack)
+            .map(|(_, p)| p.as_slice())
+    }
+
+    /// Whether the value at `path` of `stack` holds a field built from a
+    /// secret variable: a recorded field is `path` itself, contains it, or
+    /// lies inside it.
+    pub fn hides_field(&self, stack: &str, path: &[&str]) -> bool {
+        self.fields_of(stack).any(|f| {
+            let n = f.len().min(path.len());
+            f[..n].iter().zip(&path[..n]).all(|(a, b)| a == b)
+        })
     }
 
     /// Records a secret value (the content of a secret file, a secret variable's value).
@@ -133,6 +171,35 @@ impl Masker {
             self.add_value(v);
         }
         self.extra_names.extend(other.extra_names.iter().cloned());
+        self.fields.extend(other.fields.iter().cloned());
+    }
+
+    /// [`Masker::mask`] for a value shown in place of `shown` elsewhere: a
+    /// value that differs from `known` (whose masked form is `shown`) but
+    /// has the same text around the masked parts is shown the same way
+    /// (`postgres://u:<old>@db` as `postgres://u:********@db` beside the
+    /// new one); any other value is hidden whole. For the live side of a
+    /// diff, whose old secret the masker never saw.
+    pub fn mask_like(&self, value: &str, known: &str, shown: &str) -> String {
+        if value == known || shown == known {
+            return self.mask(value).into_owned();
+        }
+        let parts: Vec<&str> = shown.split(MASK).collect();
+        let (first, last) = (parts[0], parts[parts.len() - 1]);
+        if value.len() < first.len() + last.len()
+            || !value.starts_with(first)
+            || !value.ends_with(last)
+        {
+            return MASK.into();
+        }
+        let mut rest = &value[first.len()..value.len() - last.len()];
+        for part in &parts[1..parts.len() - 1] {
+            match rest.find(part) {
+                Some(i) if !part.is_empty() => rest = &rest[i + part.len()..],
+                _ => return MASK.into(),
+            }
+        }
+        shown.to_string()
     }
 
     /// The text with every known secret value replaced by [`MASK`].
@@ -226,6 +293,25 @@ mod tests {
             j,
             serde_json::json!({"environment": {"PIN_TOKEN": MASK, "URL": "x:********"}, "command": [MASK]})
         );
+    }
+
+    #[test]
+    fn fields_and_values_seen_elsewhere() {
+        let mut m = Masker::new(SecretNames::default());
+        m.add_field(
+            "s",
+            vec!["services".into(), "a".into(), "healthcheck".into()],
+        );
+        assert!(m.hides_field("s", &["services", "a", "healthcheck", "test"]));
+        assert!(m.hides_field("s", &["services", "a"]));
+        assert!(!m.hides_field("s", &["services", "b", "healthcheck"]));
+        assert!(!m.hides_field("t", &["services", "a", "healthcheck"]));
+        m.observe("DB_PASSWORD", "new-secret");
+        let known = "postgres://u:new-secret@db/x";
+        let shown = m.mask(known).into_owned();
+        assert_eq!(m.mask_like("postgres://u:old@db/x", known, &shown), shown);
+        assert_eq!(m.mask_like("mysql://u:old@db/x", known, &shown), MASK);
+        assert_eq!(m.mask_like("anything", "plain", "plain"), "anything");
     }
 
     #[test]
