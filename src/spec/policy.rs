@@ -270,6 +270,33 @@ const ROOT_PATHS: [(&str, bool); 11] = [
     ("/run/docker", true),
 ];
 
+/// Host paths under which a *writable* bind mount gives root on the host
+/// (cron, sudoers, systemd units, binaries and libraries root runs, a
+/// sudoer's shell startup files or authorized keys). Read-only binds there
+/// (`/etc/localtime:/etc/localtime:ro`, `/etc/ssl/certs:…:ro`) pass.
+const WRITABLE_ROOT_PATHS: [&str; 10] = [
+    "/etc",
+    "/root",
+    "/home",
+    "/boot",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib64",
+    "/var/spool/cron",
+];
+
+/// Host paths whose content is the host's own secrets: any bind of them or
+/// under them counts, read-only too.
+const SECRET_PATHS: [&str; 5] = [
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/sudoers",
+    "/etc/ssh",
+    "/root",
+];
+
 /// `path` with `.` and `..` resolved lexically (`..` at `/` stays at `/`).
 fn lexical(path: &Path) -> PathBuf {
     let mut out = PathBuf::from("/");
@@ -286,7 +313,7 @@ fn lexical(path: &Path) -> PathBuf {
 }
 
 /// Why binding the host path `source` (absolute) into a container gives root, if it does.
-pub fn root_bind(source: &Path) -> Option<&'static str> {
+pub fn root_bind(source: &Path, read_only: bool) -> Option<&'static str> {
     let path = lexical(source);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     if name.ends_with("docker.sock")
@@ -307,6 +334,12 @@ pub fn root_bind(source: &Path) -> Option<&'static str> {
                 "a protected host path"
             });
         }
+    }
+    if SECRET_PATHS.iter().any(|p| path.starts_with(p)) {
+        return Some("the host's own secrets");
+    }
+    if !read_only && WRITABLE_ROOT_PATHS.iter().any(|p| path.starts_with(p)) {
+        return Some("a host path root reads or runs (writable)");
     }
     None
 }
@@ -351,15 +384,16 @@ pub fn root_ways(
     if svc.privileged {
         way("privileged", "privileged container".into());
     }
-    let bind = |source: &str| -> Option<String> {
+    let bind = |source: &str, read_only: bool| -> Option<String> {
         let path = Path::new(source);
-        let why = root_bind(path).or_else(|| resolve(path).as_deref().and_then(root_bind))?;
+        let why = root_bind(path, read_only)
+            .or_else(|| resolve(path).and_then(|p| root_bind(&p, read_only)))?;
         Some(format!("bind mount of {why} `{source}`"))
     };
     for m in &svc.volumes {
         let Some(source) = &m.source else { continue };
         let found = match m.kind {
-            MountType::Bind => bind(source),
+            MountType::Bind => bind(source, m.read_only),
             // A named volume of the local driver with `o: bind` is a bind mount of `device`.
             MountType::Volume => stack.volumes.get(source).and_then(|v| {
                 let binds = v
@@ -368,7 +402,7 @@ pub fn root_ways(
                     .is_some_and(|o| o.split(',').any(|o| matches!(o.trim(), "bind" | "rbind")));
                 let device = v.driver_opts.get("device").filter(|_| binds)?;
                 let device = stack.source.dir.join(device);
-                bind(&device.to_string_lossy())
+                bind(&device.to_string_lossy(), m.read_only)
                     .map(|w| format!("volume `{source}` (driver_opts o: bind): {w}"))
             }),
             MountType::Tmpfs => None,
@@ -1019,9 +1053,33 @@ mod tests {
             dir.path().display()
         ));
         assert!(check(STRICT, &linked, &[], None).contains("root file system"));
-        assert_eq!(root_bind(Path::new("/srv/data")), None);
-        assert!(root_bind(Path::new("/var")).is_some());
-        assert!(root_bind(Path::new("/home/u/.docker/run/docker.sock")).is_some());
+        assert_eq!(root_bind(Path::new("/srv/data"), false), None);
+        assert!(root_bind(Path::new("/var"), true).is_some());
+        assert!(root_bind(Path::new("/home/u/.docker/run/docker.sock"), true).is_some());
+        // Writable binds where root reads or runs files; read-only ones pass, but
+        // for the host's own secrets.
+        for writable in [
+            "/etc/cron.d",
+            "/etc/sudoers.d",
+            "/root/.ssh",
+            "/home/u/.ssh",
+            "/usr/local/bin",
+            "/var/spool/cron/crontabs",
+        ] {
+            assert!(
+                root_bind(Path::new(writable), false).is_some(),
+                "{writable}"
+            );
+        }
+        assert_eq!(root_bind(Path::new("/etc/localtime"), true), None);
+        assert_eq!(root_bind(Path::new("/etc/ssl/certs"), true), None);
+        for secret in [
+            "/etc/shadow",
+            "/etc/ssh/ssh_host_ed25519_key",
+            "/root/.docker/config.json",
+        ] {
+            assert!(root_bind(Path::new(secret), true).is_some(), "{secret}");
+        }
     }
 
     #[test]
