@@ -641,13 +641,6 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
-/// The whole process environment (the agent's notification URLs, `url_env`).
-fn process_env() -> BTreeMap<String, String> {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect()
-}
-
 /// What the host lets the desired state see: the process variables it passes
 /// (`--pass-env`, `--pass-secret-env`) and the host directories it allows
 /// (`--allow-read`). Nothing in a repository widens these.
@@ -1157,7 +1150,6 @@ fn agent_options(a: AgentArgs, state_dir: PathBuf) -> Result<crate::agent::Optio
         prune: a.prune.then_some(true),
         state_dir,
         lock_timeout: a.lock_timeout,
-        env: process_env(),
         compose_env: BTreeMap::new(),
         secret_env: Default::default(),
         allow_read: Vec::new(),

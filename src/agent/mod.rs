@@ -112,11 +112,9 @@ pub struct Options {
     pub prune: Option<bool>,
     pub state_dir: PathBuf,
     pub lock_timeout: Duration,
-    /// The process environment (notification URLs, `url_env`); never
-    /// interpolated into Compose files.
-    pub env: BTreeMap<String, String>,
     /// The variables of the process environment the host passes to Compose
-    /// files (`--pass-env`, `--pass-secret-env`).
+    /// files (`--pass-env`, `--pass-secret-env`); also the only ones a
+    /// notification's `url_env` may name.
     pub compose_env: BTreeMap<String, String>,
     /// Passed variables the host marks secret (`--pass-secret-env`).
     pub secret_env: std::collections::BTreeSet<String>,
@@ -862,7 +860,7 @@ impl Agent {
             desired.stacks.retain(|s| only.contains(&s.name));
         }
         self.notifier
-            .configure(&desired.config.notifications, &self.opts.env)
+            .configure(&desired.config.notifications, &self.opts.compose_env)
             .map_err(|e| format!("plimsoll.yaml: {e}"))?;
         for w in &desired.warnings {
             tracing::warn!("{w}");

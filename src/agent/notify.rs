@@ -158,7 +158,8 @@ impl Notifier {
     }
 
     /// Replaces the targets with `notifications:` of the current revision,
-    /// resolving `url_env` from `env`. A target unchanged (same URL and
+    /// resolving `url_env` from `env` (the variables the host passes: a
+    /// repository names a variable, the host decides which ones it may see). A target unchanged (same URL and
     /// format) keeps its queue and delivery task. Targets that cannot be used
     /// are left out and reported together in the error; the others are
     /// configured all the same, so notifications keep flowing.
@@ -361,8 +362,9 @@ fn resolve(
             Some(v) => (v.as_str(), format!("the value of {var} (from `url_env`)")),
             None => {
                 return Err(format!(
-                    "notifications[{index}]: `url_env` names {var}, which is not set in the \
-                     agent's environment; set {var} for the agent or correct `url_env`"
+                    "notifications[{index}]: `url_env` names {var}, which the host does not \
+                     pass or which is not set; start the agent with --pass-secret-env {var} \
+                     (PLIMSOLL_PASS_SECRET_ENV) and {var} set, or correct `url_env`"
                 ));
             }
         },
@@ -1026,7 +1028,7 @@ mod tests {
         let want = [
             "notifications[0]: no URL",
             "notifications[1]: both `url` and `url_env`",
-            "notifications[2]: `url_env` names MISSING_HOOK_URL, which is not set",
+            "notifications[2]: `url_env` names MISSING_HOOK_URL, which the host does not pass or which is not set",
             "notifications[3]: the value of BAD_URL (from `url_env`) is not an http:// or https:// URL",
             "notifications[4]: `url` is not an http:// or https:// URL",
         ];
