@@ -507,7 +507,7 @@ impl Cx<'_, '_> {
                         let hint = if matches!(e, InterpolateError::Invalid { .. }) {
                             "write ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message} or ${VAR:+alternative}, and $$ for a literal $"
                         } else {
-                            "set the variable in the stack's .env file or the environment, or give it a default: ${VAR:-default}"
+                            "set the variable in the stack's .env file, pass it from the environment (--pass-env NAME), or give it a default: ${VAR:-default}"
                         };
                         self.err(node.mark, path, e.to_string()).hint(hint);
                         false
