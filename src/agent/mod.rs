@@ -10,7 +10,11 @@
 //! rejected, recorded and not retried until a new commit arrives; the last
 //! good revision stays the target; nothing is pruned on a failed load; every
 //! change goes through the same plan/apply path and the state-directory lock
-//! as `plimsoll reconcile`.
+//! as `plimsoll reconcile`. A revision whose loading killed the process (out
+//! of memory, a stack overflow, a panic) is rejected after the restart: the
+//! agent writes (and fsyncs) "loading X" to `agent.json` before it checks X
+//! out and loads it, and clears it after; a restart that finds the mark
+//! rejects X without loading it again instead of crash-looping on it.
 
 pub mod git;
 pub mod heal;
@@ -147,7 +151,14 @@ pub struct Revisions {
     pub last_good: Option<String>,
     /// The newest revision that was rejected, and why.
     pub rejected: Option<Rejected>,
+    /// The revision being checked out and loaded: set (and fsynced) before,
+    /// cleared after. Found set at start, the agent died loading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loading: Option<String>,
 }
+
+/// Why a revision found in [`Revisions::loading`] at start is rejected.
+pub const DIED_LOADING: &str = "the agent died while loading this revision (out of memory, a stack overflow or a crash); it is not loaded again: push a fixed commit";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejected {
@@ -362,7 +373,8 @@ pub async fn run(
         _ => String::new(),
     };
     shared.status.lock().expect("status lock").source = source_name.clone();
-    let revisions: Revisions = state.read_json(AGENT_FILE)?;
+    let mut revisions: Revisions = state.read_json(AGENT_FILE)?;
+    let died_loading = revisions.loading.take();
     let mut agent = Agent {
         opts,
         state,
@@ -384,7 +396,9 @@ pub async fn run(
         settling: BTreeSet::new(),
         triggers: tx.clone(),
         cancel,
+        unsent: None,
     };
+    agent.died_loading(died_loading);
     let _alive = AliveGuard(shared);
     agent.main_loop(rx, shutdown, tx).await;
     agent.notifier.flush(NOTIFY_FLUSH).await;
@@ -424,6 +438,9 @@ struct Agent {
     settling: BTreeSet<String>,
     triggers: UnboundedSender<Trigger>,
     cancel: Cancel,
+    /// A rejection notified once a revision is loaded (its notification
+    /// targets and masker come with it): a revision rejected at start.
+    unsent: Option<Notification>,
 }
 
 /// The work one cycle does, coalesced from triggers.
@@ -772,6 +789,49 @@ impl Agent {
         git: &Arc<Mutex<git::GitSource>>,
         sha: &str,
     ) -> Result<(), String> {
+        self.mark_loading(Some(sha));
+        let loaded = self.checkout_and_load_unmarked(git, sha).await;
+        self.mark_loading(None);
+        loaded
+    }
+
+    /// Records (`Some`) or clears (`None`) the revision being loaded in
+    /// `agent.json`, durably, so a crash while loading it is known at restart.
+    fn mark_loading(&mut self, revision: Option<&str>) {
+        if self.revisions.loading.as_deref() == revision {
+            return;
+        }
+        self.revisions.loading = revision.map(str::to_string);
+        if let Err(e) = self.state.write_json(AGENT_FILE, &self.revisions) {
+            tracing::error!("{e}");
+        }
+    }
+
+    /// At start: a revision the previous process was loading when it died is
+    /// rejected (unless it is the last good one, which loaded before: the
+    /// cause was elsewhere).
+    fn died_loading(&mut self, revision: Option<String>) {
+        let Some(revision) = revision else {
+            return;
+        };
+        if self.revisions.last_good.as_ref() == Some(&revision) {
+            tracing::warn!(
+                revision,
+                "the agent stopped while loading the last good revision; loading it again"
+            );
+            if let Err(e) = self.state.write_json(AGENT_FILE, &self.revisions) {
+                tracing::error!("{e}");
+            }
+            return;
+        }
+        self.reject(&revision, DIED_LOADING.to_string());
+    }
+
+    async fn checkout_and_load_unmarked(
+        &mut self,
+        git: &Arc<Mutex<git::GitSource>>,
+        sha: &str,
+    ) -> Result<(), String> {
         let dir = {
             let git = git.clone();
             let sha = sha.to_string();
@@ -791,6 +851,7 @@ impl Agent {
         // Errors name files as the repository does (`stacks/shop/compose.yaml:5:9`),
         // not by where the agent checked it out.
         let relative = |e: String| e.replace(&format!("{}/", root.display()), "");
+        fault_while_loading(root);
         let layout = source::discover(root).map_err(|e| relative(e.to_string()))?;
         let options = spec::LoadOptions {
             profiles: self.opts.profiles.clone(),
@@ -825,6 +886,9 @@ impl Agent {
         }
         tracing::info!(revision, "loaded a new revision");
         self.shared.metrics.set_revision(&revision);
+        if let Some(note) = self.unsent.take() {
+            self.notifier.send(note, &desired.masker);
+        }
         self.target = Some(Arc::new(Target { revision, desired }));
     }
 
@@ -868,18 +932,18 @@ impl Agent {
         let rejected = self.revisions.rejected.clone();
         self.set_status(|s| s.rejected = rejected);
         // The notification names the rejected revision, not the one that keeps running.
-        if let Some(target) = &self.target {
-            self.notifier.send(
-                Notification {
-                    event: NotificationEvent::RevisionRejected,
-                    host: self.host.clone().unwrap_or_else(crate::state::hostname),
-                    revision: Some(revision.to_string()),
-                    stack: None,
-                    service: None,
-                    message: format!("revision {revision} rejected: {masked}"),
-                },
-                &target.desired.masker,
-            );
+        let note = Notification {
+            event: NotificationEvent::RevisionRejected,
+            host: self.host.clone().unwrap_or_else(crate::state::hostname),
+            revision: Some(revision.to_string()),
+            stack: None,
+            service: None,
+            message: format!("revision {revision} rejected: {masked}"),
+        };
+        match &self.target {
+            Some(target) => self.notifier.send(note, &target.desired.masker),
+            // Rejected at start: sent once the last good revision is loaded.
+            None => self.unsent = Some(note),
         }
     }
 
@@ -1359,6 +1423,23 @@ impl Agent {
 }
 
 /// A directory's revision: the hash of what it declares.
+/// Fault injection for the crash-loop test: with
+/// `PLIMSOLL_FAULT_KILL_WHILE_LOADING=NAME` the process kills itself with
+/// SIGKILL while it loads a revision whose root holds a file `NAME`, as the
+/// kernel's out-of-memory killer or a stack overflow would. Only the host sets
+/// it (an environment variable); a repository cannot.
+fn fault_while_loading(root: &std::path::Path) {
+    let Some(name) = std::env::var_os("PLIMSOLL_FAULT_KILL_WHILE_LOADING") else {
+        return;
+    };
+    if !name.is_empty() && root.join(&name).exists() {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &std::process::id().to_string()])
+            .status();
+        std::process::abort();
+    }
+}
+
 fn local_revision(desired: &Desired) -> String {
     let mut all = Vec::new();
     for s in &desired.stacks {

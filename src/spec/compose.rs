@@ -432,17 +432,40 @@ impl Cx<'_, '_> {
     // -- interpolation ------------------------------------------------------
 
     /// Interpolates every string value of the tree (keys are left as written).
-    fn interpolate(&mut self, node: &mut Node, path: &str) {
+    /// `budget`: the bytes the strings may still grow to together
+    /// ([`super::interpolate::MAX_TOTAL_BYTES`]); past it, one error and no more.
+    fn interpolate(&mut self, node: &mut Node, path: &str, budget: &mut usize) {
         match &mut node.value {
             Value::Str(s) => {
                 let vars = self.vars;
                 match interpolate(s, &|k| vars.get(k).cloned()) {
-                    Ok(v) => *s = v,
+                    Ok(v) if v.len() > *budget => {
+                        *budget = 0;
+                        self.err(
+                            node.mark,
+                            path,
+                            format!(
+                                "the file's values interpolate to more than {} bytes (64 MiB) together",
+                                super::interpolate::MAX_TOTAL_BYTES
+                            ),
+                        )
+                        .hint("use long variables in fewer places: this looks like an attempt to exhaust memory");
+                    }
+                    Ok(v) => {
+                        *budget -= v.len();
+                        *s = v;
+                    }
                     Err(e) => {
-                        let hint = if matches!(e, InterpolateError::Invalid { .. }) {
-                            "write ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message} or ${VAR:+alternative}, and $$ for a literal $"
-                        } else {
-                            "set the variable in the stack's .env file or the environment, or give it a default: ${VAR:-default}"
+                        let hint = match e {
+                            InterpolateError::Invalid { .. } => {
+                                "write ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message} or ${VAR:+alternative}, and $$ for a literal $"
+                            }
+                            InterpolateError::Budget { .. } => {
+                                "nest fewer ${...} expressions in one value, and keep values under 1 MiB"
+                            }
+                            InterpolateError::Required { .. } => {
+                                "set the variable in the stack's .env file or the environment, or give it a default: ${VAR:-default}"
+                            }
                         };
                         self.err(node.mark, path, e.to_string()).hint(hint);
                     }
@@ -450,13 +473,19 @@ impl Cx<'_, '_> {
             }
             Value::Seq(items) => {
                 for (i, item) in items.iter_mut().enumerate() {
-                    self.interpolate(item, &idx(path, i));
+                    if *budget == 0 {
+                        return;
+                    }
+                    self.interpolate(item, &idx(path, i), budget);
                 }
             }
             Value::Map(entries) => {
                 for (k, v) in entries.iter_mut() {
+                    if *budget == 0 {
+                        return;
+                    }
                     let key = join(path, &k.scalar_string().unwrap_or_default());
-                    self.interpolate(v, &key);
+                    self.interpolate(v, &key, budget);
                 }
             }
             _ => {}
@@ -698,7 +727,11 @@ impl Cx<'_, '_> {
             .hint("a Compose file is a mapping with a `services:` key at the top, e.g. `services:` then `  web:` then `    image: nginx`");
             return None;
         }
-        self.interpolate(&mut root, "");
+        self.interpolate(
+            &mut root,
+            "",
+            &mut super::interpolate::MAX_TOTAL_BYTES.clone(),
+        );
         let (fields, extensions) = self.fields(&root, "", TOP_KEYS, TOP_UNSUPPORTED);
         let mut name = None;
         let mut services_node = None;

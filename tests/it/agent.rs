@@ -206,6 +206,23 @@ impl Agent {
         }
     }
 
+    /// Waits (`timeout` at most) for the agent to exit by itself.
+    #[track_caller]
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the agent") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not exit within {timeout:?}:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `plimsoll --state-dir <this agent's> ARGS` (the CLI next to the agent).
     fn cli(&self, args: &[&str]) -> crate::support::Run {
         plimsoll(&self.state, args)
@@ -348,13 +365,13 @@ fn dechunk(mut s: &str) -> String {
 
 /// A notification receiver on 127.0.0.1: answers 200 to every POST and keeps
 /// the bodies (JSON, or the raw text).
-struct Receiver {
+pub(crate) struct Receiver {
     port: u16,
     got: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Receiver {
-    fn start() -> Receiver {
+    pub(crate) fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the receiver");
         let port = listener.local_addr().unwrap().port();
         let got: Arc<Mutex<Vec<Value>>> = Arc::default();
@@ -374,7 +391,7 @@ impl Receiver {
     }
 
     /// The `notifications:` of a `plimsoll.yaml` that sends JSON here.
-    fn notifications(&self) -> String {
+    pub(crate) fn notifications(&self) -> String {
         format!(
             "notifications:\n  - {{url: \"{}\", format: json}}\n",
             self.url()
@@ -387,7 +404,12 @@ impl Receiver {
 
     /// Waits for a notification of `event` for which `check` holds.
     #[track_caller]
-    fn wait_event(&self, event: &str, timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_event(
+        &self,
+        event: &str,
+        timeout: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         wait_for(
             &format!("a `{event}` notification (got: {:?})", self.all()),
             timeout,
