@@ -34,10 +34,14 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module \
 -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares \
 -Cdebug-assertions -Coverflow-checks"
-echo "fuzz: building ${TARGETS[*]} (release, instrumented)" >&2
+# An explicit --target keeps RUSTFLAGS off build scripts and proc macros
+# (they run on the host and do not link libFuzzer's runtime).
+HOST="$(rustc -vV | sed -n 's/^host: //p')"
+echo "fuzz: building ${TARGETS[*]} for $HOST (release, instrumented)" >&2
 bins=()
 for t in "${TARGETS[@]}"; do bins+=(--bin "$t"); done
-cargo build --release --locked "${bins[@]}"
+cargo build --release --locked --target "$HOST" "${bins[@]}"
+BIN="$FUZZ/target/$HOST/release"
 
 status=0
 for t in "${TARGETS[@]}"; do
@@ -45,7 +49,7 @@ for t in "${TARGETS[@]}"; do
     artifacts="$FUZZ/artifacts/$t"
     mkdir -p "$work" "$artifacts"
     echo "fuzz: $t for ${SECONDS_PER_TARGET}s (rss ${RSS_MB} MiB, ${TIMEOUT}s per input)" >&2
-    if ! "$FUZZ/target/release/$t" "$work" "$FUZZ/corpus/$t" \
+    if ! "$BIN/$t" "$work" "$FUZZ/corpus/$t" \
         -max_total_time="$SECONDS_PER_TARGET" \
         -rss_limit_mb="$RSS_MB" \
         -malloc_limit_mb="$RSS_MB" \

@@ -102,7 +102,8 @@ mod tests {
     #[test]
     fn the_fuzz_corpus_runs_clean() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-        let targets: [(&str, fn(&[u8])); 4] = [
+        type Target = fn(&[u8]);
+        let targets: [(&str, Target); 4] = [
             ("yaml", yaml),
             ("interpolate", interpolate),
             ("dotenv", dotenv),

@@ -439,7 +439,7 @@ struct Agent {
     triggers: UnboundedSender<Trigger>,
     cancel: Cancel,
     /// A rejection notified once a revision is loaded (its notification
-    /// targets and masker come with it): a revision rejected at start.
+    /// targets and masker come with it): the revision the agent died loading.
     unsent: Option<Notification>,
 }
 
@@ -825,6 +825,9 @@ impl Agent {
             return;
         }
         self.reject(&revision, DIED_LOADING.to_string());
+        // No revision is loaded yet (nor the notification targets): notified
+        // once the last good one is.
+        self.unsent = Some(self.rejection(&revision, DIED_LOADING));
     }
 
     async fn checkout_and_load_unmarked(
@@ -932,18 +935,21 @@ impl Agent {
         let rejected = self.revisions.rejected.clone();
         self.set_status(|s| s.rejected = rejected);
         // The notification names the rejected revision, not the one that keeps running.
-        let note = Notification {
+        if let Some(target) = &self.target {
+            self.notifier
+                .send(self.rejection(revision, &masked), &target.desired.masker);
+        }
+    }
+
+    /// The notification of a rejected revision.
+    fn rejection(&self, revision: &str, masked: &str) -> Notification {
+        Notification {
             event: NotificationEvent::RevisionRejected,
             host: self.host.clone().unwrap_or_else(crate::state::hostname),
             revision: Some(revision.to_string()),
             stack: None,
             service: None,
             message: format!("revision {revision} rejected: {masked}"),
-        };
-        match &self.target {
-            Some(target) => self.notifier.send(note, &target.desired.masker),
-            // Rejected at start: sent once the last good revision is loaded.
-            None => self.unsent = Some(note),
         }
     }
 
