@@ -9,6 +9,8 @@ pub mod build;
 pub mod cli;
 pub mod diff;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod graph;
 pub mod images;
 pub mod live;

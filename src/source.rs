@@ -39,6 +39,51 @@ pub const COMPOSE_FILE_NAMES: [&str; 4] = [
     "docker-compose.yml",
 ];
 
+/// The largest file the desired state reads (16 MiB): Compose files, `.env`,
+/// env files, secret and config files, `plimsoll.yaml`. [`Files::read`] of a
+/// larger file is an error of kind [`io::ErrorKind::FileTooLarge`] (a
+/// [`TooLarge`]), found from the size before the bytes are read. YAML and
+/// `.env` bodies have lower limits of their own (`spec::yaml::MAX_YAML_BYTES`).
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// A file larger than [`MAX_FILE_BYTES`], the error inside the `io::Error`.
+#[derive(Debug, Error)]
+#[error(
+    "the file is {size} bytes, more than the {limit} bytes (16 MiB) plimsoll reads for the desired state; keep large files out of the repository"
+)]
+pub struct TooLarge {
+    pub size: u64,
+    pub limit: u64,
+}
+
+fn too_large(size: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::FileTooLarge,
+        TooLarge {
+            size,
+            limit: MAX_FILE_BYTES,
+        },
+    )
+}
+
+/// Reads at most [`MAX_FILE_BYTES`] of `path`, refusing a larger file before
+/// reading it (and one that grows while it is read, or reports no size, like
+/// the files of `/proc`).
+fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    if size > MAX_FILE_BYTES {
+        return Err(too_large(size));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 /// The name of the repository-level configuration file.
 pub const CONFIG_FILE: &str = "plimsoll.yaml";
 
@@ -52,7 +97,7 @@ pub enum Kind {
 /// Read access to the files of the desired state.
 pub trait Files: Sync {
     /// The bytes of a file, `Ok(None)` when it does not exist. Reading a
-    /// directory is an error.
+    /// directory is an error, and so is a file above [`MAX_FILE_BYTES`].
     fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>>;
     /// Whether `path` is a file or a directory, `Ok(None)` when it does not exist.
     fn kind(&self, path: &Path) -> io::Result<Option<Kind>>;
@@ -69,7 +114,7 @@ pub struct LocalFs;
 
 impl Files for LocalFs {
     fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
-        match fs::read(path) {
+        match read_bounded(path) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -490,6 +535,14 @@ impl Files for GitTree {
             )),
             Some((id, Kind::File)) => {
                 let repo = self.repo.lock().unwrap_or_else(|e| e.into_inner());
+                // The size from the object's header, before it is inflated.
+                let (size, _) = repo
+                    .odb()
+                    .and_then(|odb| odb.read_header(id))
+                    .map_err(io::Error::other)?;
+                if size as u64 > MAX_FILE_BYTES {
+                    return Err(too_large(size as u64));
+                }
                 let blob = repo.find_blob(id).map_err(io::Error::other)?;
                 Ok(Some(blob.content().to_vec()))
             }

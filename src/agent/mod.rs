@@ -10,7 +10,11 @@
 //! rejected, recorded and not retried until a new commit arrives; the last
 //! good revision stays the target; nothing is pruned on a failed load; every
 //! change goes through the same plan/apply path and the state-directory lock
-//! as `plimsoll reconcile`.
+//! as `plimsoll reconcile`. A revision whose loading killed the process (out
+//! of memory, a stack overflow, a panic) is rejected after the restart: the
+//! agent writes (and fsyncs) "loading X" to `agent.json` before it checks X
+//! out and loads it, and clears it after; a restart that finds the mark
+//! rejects X without loading it again instead of crash-looping on it.
 
 pub mod delivery;
 pub mod git;
@@ -163,7 +167,14 @@ pub struct Revisions {
     pub last_good: Option<String>,
     /// The newest revision that was rejected, and why.
     pub rejected: Option<Rejected>,
+    /// The revision being checked out and loaded: set (and fsynced) before,
+    /// cleared after. Found set at start, the agent died loading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loading: Option<String>,
 }
+
+/// Why a revision found in [`Revisions::loading`] at start is rejected.
+pub const DIED_LOADING: &str = "the agent died while loading this revision (out of memory, a stack overflow or a crash); it is not loaded again: push a fixed commit";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejected {
@@ -372,7 +383,8 @@ pub async fn run(
         _ => String::new(),
     };
     shared.status.lock().expect("status lock").source = source_name.clone();
-    let revisions: Revisions = state.read_json(AGENT_FILE)?;
+    let mut revisions: Revisions = state.read_json(AGENT_FILE)?;
+    let died_loading = revisions.loading.take();
     let mut agent = Agent {
         opts,
         state,
@@ -394,7 +406,9 @@ pub async fn run(
         settling: BTreeSet::new(),
         triggers: tx.clone(),
         cancel,
+        unsent: None,
     };
+    agent.died_loading(died_loading);
     let _alive = AliveGuard(shared);
     agent.main_loop(rx, shutdown, tx).await;
     agent.notifier.flush(NOTIFY_FLUSH).await;
@@ -434,6 +448,9 @@ struct Agent {
     settling: BTreeSet<String>,
     triggers: UnboundedSender<Trigger>,
     cancel: Cancel,
+    /// A rejection notified once a revision is loaded (its notification
+    /// targets and masker come with it): the revision the agent died loading.
+    unsent: Option<Notification>,
 }
 
 /// The work one cycle does, coalesced from triggers.
@@ -812,6 +829,52 @@ impl Agent {
         git: &Arc<Mutex<git::GitSource>>,
         sha: &str,
     ) -> Result<(), String> {
+        self.mark_loading(Some(sha));
+        let loaded = self.checkout_and_load_unmarked(git, sha).await;
+        self.mark_loading(None);
+        loaded
+    }
+
+    /// Records (`Some`) or clears (`None`) the revision being loaded in
+    /// `agent.json`, durably, so a crash while loading it is known at restart.
+    fn mark_loading(&mut self, revision: Option<&str>) {
+        if self.revisions.loading.as_deref() == revision {
+            return;
+        }
+        self.revisions.loading = revision.map(str::to_string);
+        if let Err(e) = self.state.write_json(AGENT_FILE, &self.revisions) {
+            tracing::error!("{e}");
+        }
+    }
+
+    /// At start: a revision the previous process was loading when it died is
+    /// rejected (unless it is the last good one, which loaded before: the
+    /// cause was elsewhere).
+    fn died_loading(&mut self, revision: Option<String>) {
+        let Some(revision) = revision else {
+            return;
+        };
+        if self.revisions.last_good.as_ref() == Some(&revision) {
+            tracing::warn!(
+                revision,
+                "the agent stopped while loading the last good revision; loading it again"
+            );
+            if let Err(e) = self.state.write_json(AGENT_FILE, &self.revisions) {
+                tracing::error!("{e}");
+            }
+            return;
+        }
+        self.reject(&revision, DIED_LOADING.to_string());
+        // No revision is loaded yet (nor the notification targets): notified
+        // once the last good one is.
+        self.unsent = Some(self.rejection(&revision, DIED_LOADING));
+    }
+
+    async fn checkout_and_load_unmarked(
+        &mut self,
+        git: &Arc<Mutex<git::GitSource>>,
+        sha: &str,
+    ) -> Result<(), String> {
         let dir = {
             let git = git.clone();
             let sha = sha.to_string();
@@ -833,6 +896,7 @@ impl Agent {
         // Errors name files as the repository does (`stacks/shop/compose.yaml:5:9`),
         // not by where the agent checked it out.
         let relative = |e: String| e.replace(&format!("{}/", root.display()), "");
+        fault_while_loading(root);
         // Reads stay inside the clone (or the watched directory): its root
         // is the repository, whatever PATH inside it names.
         let confine = source::Confine::new(top, &self.opts.allow_read)
@@ -874,6 +938,9 @@ impl Agent {
         }
         tracing::info!(revision, "loaded a new revision");
         self.shared.metrics.set_revision(&revision);
+        if let Some(note) = self.unsent.take() {
+            self.notifier.send(note, &desired.masker);
+        }
         self.target = Some(Arc::new(Target { revision, desired }));
     }
 
@@ -918,17 +985,20 @@ impl Agent {
         self.set_status(|s| s.rejected = rejected);
         // The notification names the rejected revision, not the one that keeps running.
         if let Some(target) = &self.target {
-            self.notifier.send(
-                Notification {
-                    event: NotificationEvent::RevisionRejected,
-                    host: self.host.clone().unwrap_or_else(crate::state::hostname),
-                    revision: Some(revision.to_string()),
-                    stack: None,
-                    service: None,
-                    message: format!("revision {revision} rejected: {masked}"),
-                },
-                &target.desired.masker,
-            );
+            self.notifier
+                .send(self.rejection(revision, &masked), &target.desired.masker);
+        }
+    }
+
+    /// The notification of a rejected revision.
+    fn rejection(&self, revision: &str, masked: &str) -> Notification {
+        Notification {
+            event: NotificationEvent::RevisionRejected,
+            host: self.host.clone().unwrap_or_else(crate::state::hostname),
+            revision: Some(revision.to_string()),
+            stack: None,
+            service: None,
+            message: format!("revision {revision} rejected: {masked}"),
         }
     }
 
@@ -1408,6 +1478,23 @@ impl Agent {
 }
 
 /// A directory's revision: the hash of what it declares.
+/// Fault injection for the crash-loop test: with
+/// `PLIMSOLL_FAULT_KILL_WHILE_LOADING=NAME` the process kills itself with
+/// SIGKILL while it loads a revision whose root holds a file `NAME`, as the
+/// kernel's out-of-memory killer or a stack overflow would. Only the host sets
+/// it (an environment variable); a repository cannot.
+fn fault_while_loading(root: &std::path::Path) {
+    let Some(name) = std::env::var_os("PLIMSOLL_FAULT_KILL_WHILE_LOADING") else {
+        return;
+    };
+    if !name.is_empty() && root.join(&name).exists() {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &std::process::id().to_string()])
+            .status();
+        std::process::abort();
+    }
+}
+
 fn local_revision(desired: &Desired) -> String {
     let mut all = Vec::new();
     for s in &desired.stacks {

@@ -596,4 +596,25 @@ mod tests {
         let m = bad_request(parse(&headers(&[]), b"{}"));
         assert!(m.contains("no event header"), "{m}");
     }
+
+    /// A body nested 500,000 deep (within the 1 MiB cap) is refused by
+    /// serde_json's recursion limit (128), never a stack overflow.
+    #[test]
+    fn deeply_nested_bodies_are_refused() {
+        let h = headers(&[
+            ("X-GitHub-Event", "push"),
+            ("Content-Type", "application/json"),
+        ]);
+        for open in [b'[', b'{'] {
+            let body = vec![open; 500_000];
+            let m = bad_request(parse(&h, &body));
+            assert!(m.contains("not valid JSON"), "{m}");
+        }
+        let mut body = b"{\"ref\":".to_vec();
+        body.extend(std::iter::repeat_n(b'[', 200));
+        body.extend(std::iter::repeat_n(b']', 200));
+        body.push(b'}');
+        let m = bad_request(parse(&h, &body));
+        assert!(m.contains("not valid JSON"), "{m}");
+    }
 }

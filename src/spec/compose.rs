@@ -493,21 +493,49 @@ impl Cx<'_, '_> {
     /// `at` is `path` as key components; a string that references a variable
     /// is remembered with them, to record the fields built from secret
     /// variables once every secret name is known ([`Cx::secret_fields`]).
-    fn interpolate(&mut self, node: &mut Node, path: &str, at: &mut Vec<String>) {
+    /// `budget`: the bytes the strings may still grow to together
+    /// ([`super::interpolate::MAX_TOTAL_BYTES`]); past it, one error and no more.
+    fn interpolate(
+        &mut self,
+        node: &mut Node,
+        path: &str,
+        at: &mut Vec<String>,
+        budget: &mut usize,
+    ) {
         match &mut node.value {
             Value::Str(s) => {
                 let vars = self.vars;
                 let raw = s.contains('$').then(|| s.clone());
                 let done = match interpolate(s, &|k| vars.get(k).cloned()) {
+                    Ok(v) if v.len() > *budget => {
+                        *budget = 0;
+                        self.err(
+                            node.mark,
+                            path,
+                            format!(
+                                "the file's values interpolate to more than {} bytes (64 MiB) together",
+                                super::interpolate::MAX_TOTAL_BYTES
+                            ),
+                        )
+                        .hint("use long variables in fewer places: this looks like an attempt to exhaust memory");
+                        false
+                    }
                     Ok(v) => {
+                        *budget -= v.len();
                         *s = v;
                         true
                     }
                     Err(e) => {
-                        let hint = if matches!(e, InterpolateError::Invalid { .. }) {
-                            "write ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message} or ${VAR:+alternative}, and $$ for a literal $"
-                        } else {
-                            "set the variable in the stack's .env file, pass it from the environment (--pass-env NAME), or give it a default: ${VAR:-default}"
+                        let hint = match e {
+                            InterpolateError::Invalid { .. } => {
+                                "write ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message} or ${VAR:+alternative}, and $$ for a literal $"
+                            }
+                            InterpolateError::Budget { .. } => {
+                                "nest fewer ${...} expressions in one value, and keep values under 1 MiB"
+                            }
+                            InterpolateError::Required { .. } => {
+                                "set the variable in the stack's .env file, pass it from the environment (--pass-env NAME), or give it a default: ${VAR:-default}"
+                            }
                         };
                         self.err(node.mark, path, e.to_string()).hint(hint);
                         false
@@ -530,17 +558,23 @@ impl Cx<'_, '_> {
             }
             Value::Seq(items) => {
                 for (i, item) in items.iter_mut().enumerate() {
+                    if *budget == 0 {
+                        return;
+                    }
                     at.push(format!("[{i}]"));
-                    self.interpolate(item, &idx(path, i), at);
+                    self.interpolate(item, &idx(path, i), at, budget);
                     at.pop();
                 }
             }
             Value::Map(entries) => {
                 for (k, v) in entries.iter_mut() {
+                    if *budget == 0 {
+                        return;
+                    }
                     let name = k.scalar_string().unwrap_or_default();
                     let key = join(path, &name);
                     at.push(name);
-                    self.interpolate(v, &key, at);
+                    self.interpolate(v, &key, at, budget);
                     at.pop();
                 }
             }
@@ -813,7 +847,12 @@ impl Cx<'_, '_> {
             .hint("a Compose file is a mapping with a `services:` key at the top, e.g. `services:` then `  web:` then `    image: nginx`");
             return None;
         }
-        self.interpolate(&mut root, "", &mut Vec::new());
+        self.interpolate(
+            &mut root,
+            "",
+            &mut Vec::new(),
+            &mut super::interpolate::MAX_TOTAL_BYTES.clone(),
+        );
         let (fields, extensions) = self.fields(&root, "", TOP_KEYS, TOP_UNSUPPORTED);
         let mut name = None;
         let mut services_node = None;

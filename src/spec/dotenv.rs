@@ -54,6 +54,11 @@
 //! one line too few after a key-only line with trailing blanks (`KEY  `);
 //! this module names the line where the statement starts in all cases.
 //!
+//! Budgets (plimsoll's, compose-go has none): a value is at most
+//! [`MAX_VALUE_BYTES`] long, the values of one body add up to at most
+//! [`MAX_TOTAL_BYTES`], and the text of a line quoted in an error is cut at
+//! [`QUOTE_CHARS`] characters; each is an error naming the line.
+//!
 //! Verified by differential testing against the Docker Compose v2.40.3 binary
 //! (an `env_file` read by `docker compose config`): about 2,800 bodies,
 //! hand-written and fuzzed from keys, separators, quotes, backslash escapes,
@@ -71,6 +76,35 @@ pub struct DotenvError {
     /// 1-based line where the offending statement starts.
     pub line: usize,
     pub message: String,
+}
+
+/// The longest value (128 KiB): Linux refuses an environment variable longer
+/// than that (`MAX_ARG_STRLEN`) when the container starts.
+pub const MAX_VALUE_BYTES: usize = 128 << 10;
+
+/// What the values of one body may add up to (16 MiB), so that a short
+/// `B=$A$A$A` repeated on many lines cannot exhaust memory.
+pub const MAX_TOTAL_BYTES: usize = 16 << 20;
+
+/// How many characters of a line an error message quotes.
+pub const QUOTE_CHARS: usize = 80;
+
+fn value_too_long(line: usize, len: usize) -> DotenvError {
+    DotenvError {
+        line,
+        message: format!(
+            "the value is {len} bytes, longer than {MAX_VALUE_BYTES} bytes (128 KiB, the longest environment variable Linux passes to a process)"
+        ),
+    }
+}
+
+/// The first line of `src`, cut at [`QUOTE_CHARS`] characters (with `...`).
+fn first_line(src: &str) -> String {
+    let line = src.split('\n').next().unwrap_or_default();
+    match line.char_indices().nth(QUOTE_CHARS) {
+        Some((at, _)) => format!("{}...", &line[..at]),
+        None => line.to_string(),
+    }
 }
 
 /// Parse a .env / env_file body. `lookup` resolves variables not (yet) defined in this file
@@ -116,6 +150,7 @@ pub fn parse_into(
 ) -> Result<(), DotenvError> {
     let src = src.strip_prefix('\u{feff}').unwrap_or(src);
     let mut parser = Parser { line: 1 };
+    let mut total = 0usize;
     let mut cutset = parser.statement_start(src);
     while !cutset.is_empty() {
         let (key, left, inherited) = parser.locate_key_name(cutset)?;
@@ -129,7 +164,18 @@ pub fn parse_into(
             cutset = parser.statement_start(left);
             continue;
         }
+        let line = parser.line;
         let (value, left) = parser.extract_var_value(left, vars, lookup)?;
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(value_too_long(line, value.len()));
+        }
+        total += value.len();
+        if total > MAX_TOTAL_BYTES {
+            return Err(DotenvError {
+                line,
+                message: format!("the values add up to more than {MAX_TOTAL_BYTES} bytes (16 MiB)"),
+            });
+        }
         vars.insert(key.to_string(), value);
         cutset = parser.statement_start(left);
     }
@@ -216,11 +262,10 @@ impl Parser {
                 }
                 c if is_valid_key_char(c) => {}
                 c => {
-                    let first_line = src.split('\n').next().unwrap_or_default();
                     return Err(self.error(format!(
                         "unexpected character {} in variable name {}",
                         go_quote(c.encode_utf8(&mut [0; 4])),
-                        go_quote(first_line)
+                        go_quote(&first_line(src))
                     )));
                 }
             }
@@ -251,6 +296,9 @@ impl Parser {
     ) -> Result<(String, &'a str), DotenvError> {
         let statement_line = self.line;
         let expand = |value: &str| {
+            if value.len() > MAX_VALUE_BYTES {
+                return Err(value_too_long(statement_line, value.len()));
+            }
             let resolve = |name: &str| lookup(name).or_else(|| vars.get(name).cloned());
             interpolate(value, &resolve).map_err(|err| DotenvError {
                 line: statement_line,
@@ -270,10 +318,9 @@ impl Parser {
         };
 
         let Some((value, rest)) = self.extract_quoted_value(src, quote) else {
-            let first_line = src.split('\n').next().unwrap_or_default();
             return Err(DotenvError {
                 line: statement_line,
-                message: format!("unterminated quoted value {first_line}"),
+                message: format!("unterminated quoted value {}", first_line(src)),
             });
         };
         if quote == '"' {
@@ -385,6 +432,29 @@ fn octal_char(digits: &str) -> Option<char> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn budgets_name_the_line() {
+        let none = |_: &str| None;
+        let long = format!("A=1\nB={}\n", "x".repeat(MAX_VALUE_BYTES + 1));
+        let e = parse(&long, &none).unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("128 KiB"), "{e}");
+        assert!(e.to_string().len() < 300, "the value is not quoted whole");
+        // Many short lines that each expand an earlier long value.
+        let mut src = format!("A={}\n", "x".repeat(100 << 10));
+        for i in 0..200 {
+            src.push_str(&format!("B{i}=$A\n"));
+        }
+        let e = parse(&src, &none).unwrap_err();
+        assert!(e.message.contains("16 MiB"), "{e}");
+        assert!(e.line > 100 && e.line < 200, "{e}");
+        // An error quotes at most a short prefix of a huge line.
+        let e = parse(&format!("A=\"{}", "y".repeat(4 << 20)), &none).unwrap_err();
+        assert!(e.to_string().len() < 200, "{}", &e.to_string()[..200]);
+        let e = parse(&format!("{}!=1", "k".repeat(4 << 20)), &none).unwrap_err();
+        assert!(e.to_string().len() < 300);
+    }
+
     use super::*;
 
     type Env<'a> = &'a [(&'a str, &'a str)];

@@ -285,7 +285,12 @@ impl Includes<'_> {
             return false;
         }
         let before = self.diags.len();
-        self.interpolate(&mut included, "", &own);
+        self.interpolate(
+            &mut included,
+            "",
+            &own,
+            &mut super::interpolate::MAX_TOTAL_BYTES.clone(),
+        );
         if self.diags.len() > before {
             return false;
         }
@@ -294,10 +299,37 @@ impl Includes<'_> {
     }
 
     /// Interpolates every string value and escapes `$` again (see the module docs).
-    fn interpolate(&mut self, node: &mut Node, path: &str, vars: &BTreeMap<String, String>) {
+    /// `budget`: the bytes the strings may still grow to together
+    /// ([`super::interpolate::MAX_TOTAL_BYTES`]); past it, one error and no more.
+    fn interpolate(
+        &mut self,
+        node: &mut Node,
+        path: &str,
+        vars: &BTreeMap<String, String>,
+        budget: &mut usize,
+    ) {
         match &mut node.value {
             Value::Str(s) => match interpolate(s, &|k| vars.get(k).cloned()) {
-                Ok(v) => *s = v.replace('$', "$$"),
+                Ok(v) if v.len() > *budget => {
+                    *budget = 0;
+                    let file = self.file_of(node.mark);
+                    self.diags.push(
+                        Diag::error(
+                            &file,
+                            node.mark,
+                            path,
+                            format!(
+                                "the file's values interpolate to more than {} bytes (64 MiB) together",
+                                super::interpolate::MAX_TOTAL_BYTES
+                            ),
+                        )
+                        .hint("use long variables in fewer places: this looks like an attempt to exhaust memory"),
+                    );
+                }
+                Ok(v) => {
+                    *budget -= v.len();
+                    *s = v.replace('$', "$$");
+                }
                 Err(e) => {
                     let file = self.file_of(node.mark);
                     self.diags.push(
@@ -309,18 +341,24 @@ impl Includes<'_> {
             },
             Value::Seq(items) => {
                 for (i, item) in items.iter_mut().enumerate() {
-                    self.interpolate(item, &format!("{path}[{i}]"), vars);
+                    if *budget == 0 {
+                        return;
+                    }
+                    self.interpolate(item, &format!("{path}[{i}]"), vars, budget);
                 }
             }
             Value::Map(entries) => {
                 for (k, v) in entries.iter_mut() {
+                    if *budget == 0 {
+                        return;
+                    }
                     let name = k.scalar_string().unwrap_or_default();
                     let p = if path.is_empty() {
                         name
                     } else {
                         format!("{path}.{name}")
                     };
-                    self.interpolate(v, &p, vars);
+                    self.interpolate(v, &p, vars, budget);
                 }
             }
             _ => {}

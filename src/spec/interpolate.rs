@@ -62,6 +62,12 @@
 //! <path>.\nYou may need to escape any $ with another $.\n<template>` and
 //! `error while interpolating <path>: <error>`; that is the caller's job.)
 //!
+//! Budgets (plimsoll's, compose-go has none): operands nest, and `${...}`
+//! expressions chain after a default, at most [`MAX_DEPTH`] levels deep, and
+//! one string interpolates to at most [`MAX_OUTPUT_BYTES`] bytes; beyond either
+//! the result is [`InterpolateError::Budget`], so `${A:-${A:-...}}` nested
+//! 50,000 deep is an error instead of a stack overflow.
+//!
 //! Verified by differential testing against the Docker Compose v2.40.3 binary
 //! (`docker compose config`): about 3,100 strings, hand-written and fuzzed
 //! from `$ { } : - ? +` and names, gave the same values, the same
@@ -87,6 +93,34 @@ pub enum InterpolateError {
     /// which string `template` is).
     #[error("Invalid template: {}", go_quote(.template))]
     Invalid { template: String },
+    /// A string that nests `${...}` deeper than [`MAX_DEPTH`] or interpolates
+    /// to more than [`MAX_OUTPUT_BYTES`] bytes (plimsoll's limits).
+    #[error("{what}")]
+    Budget { what: String },
+}
+
+/// How deep operands may nest (`${A:-${B:-...}}`), counting the expressions
+/// that follow a `${VAR<op>...}` in the same string as one level each.
+pub const MAX_DEPTH: usize = 100;
+
+/// The longest string one interpolation may produce (1 MiB; the kernel refuses
+/// an environment variable above 128 KiB anyway).
+pub const MAX_OUTPUT_BYTES: usize = 1 << 20;
+
+/// What the strings of one file may interpolate to together (64 MiB): a caller
+/// that interpolates many strings charges each result against it.
+pub const MAX_TOTAL_BYTES: usize = 64 << 20;
+
+fn too_deep() -> InterpolateError {
+    InterpolateError::Budget {
+        what: format!("`${{...}}` expressions are nested more than {MAX_DEPTH} levels deep"),
+    }
+}
+
+fn too_long() -> InterpolateError {
+    InterpolateError::Budget {
+        what: format!("the value interpolates to more than {MAX_OUTPUT_BYTES} bytes (1 MiB)"),
+    }
 }
 
 /// Interpolates `input` the way Docker Compose v2 does (compose-go `template.Substitute`).
@@ -96,7 +130,56 @@ pub fn interpolate(
     input: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, InterpolateError> {
-    substitute(input, lookup)
+    // Deep nesting fails before any matching (which would cost a pass per level).
+    if nesting(input) > MAX_DEPTH {
+        return Err(too_deep());
+    }
+    substitute(input, lookup, 0)
+}
+
+/// The names after every `$` and `${` of `s` (`$$` is an escape).
+fn every_name(s: &str, names: &mut Vec<String>) {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        if bytes.get(i + 1) == Some(&b'$') {
+            i += 2;
+            continue;
+        }
+        let start = i + 1 + usize::from(bytes.get(i + 1) == Some(&b'{'));
+        let len = bytes[start.min(bytes.len())..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+            .count();
+        if len > 0 && !bytes[start].is_ascii_digit() {
+            names.push(s[start..start + len].to_string());
+        }
+        i = start + len;
+    }
+}
+
+/// How deep `${` ... `}` pairs nest in `s` (`$$` is an escape, not a `$`).
+fn nesting(s: &str) -> usize {
+    let bytes = s.as_bytes();
+    let (mut depth, mut max, mut i) = (0usize, 0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'$' if bytes.get(i + 1) == Some(&b'$') => i += 1,
+            b'$' if bytes.get(i + 1) == Some(&b'{') => {
+                depth += 1;
+                max = max.max(depth);
+                i += 1;
+            }
+            b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    max
 }
 
 /// Names of all variables a string references (for "required variables" policy and for secret masking).
@@ -110,7 +193,13 @@ pub fn interpolate(
 /// in order of first appearance.
 pub fn referenced_variables(input: &str) -> Vec<String> {
     let mut names = Vec::new();
-    collect_variables(input, &mut names);
+    if nesting(input) > MAX_DEPTH {
+        // Interpolating it is an error; name what `$NAME` and `${NAME` say
+        // instead of walking a level per nesting.
+        every_name(input, &mut names);
+    } else {
+        collect_variables(input, &mut names, 0);
+    }
     let mut seen = std::collections::HashSet::new();
     names.retain(|name| seen.insert(name.clone()));
     names
@@ -140,12 +229,20 @@ fn required_text(variable: &str, message: &str) -> String {
 
 /// compose-go `SubstituteWithOptions`: replace every match of the pattern, and
 /// stamp this call's input on an `Invalid` error that carries no template yet.
-fn substitute(template: &str, lookup: Lookup<'_>) -> Result<String, InterpolateError> {
-    let mut out = String::with_capacity(template.len());
+fn substitute(
+    template: &str,
+    lookup: Lookup<'_>,
+    depth: usize,
+) -> Result<String, InterpolateError> {
+    if depth > MAX_DEPTH {
+        return Err(too_deep());
+    }
+    let mut out = String::with_capacity(template.len().min(MAX_OUTPUT_BYTES));
     let mut last = 0;
     for found in PATTERN.find_iter(template) {
         out.push_str(&template[last..found.start()]);
-        match replace(found.as_str(), lookup) {
+        match replace(found.as_str(), lookup, depth) {
+            Ok(value) if out.len() + value.len() > MAX_OUTPUT_BYTES => return Err(too_long()),
             Ok(value) => out.push_str(&value),
             Err(InterpolateError::Invalid { template: t }) if t.is_empty() => {
                 return Err(InterpolateError::Invalid {
@@ -157,11 +254,14 @@ fn substitute(template: &str, lookup: Lookup<'_>) -> Result<String, InterpolateE
         last = found.end();
     }
     out.push_str(&template[last..]);
+    if out.len() > MAX_OUTPUT_BYTES {
+        return Err(too_long());
+    }
     Ok(out)
 }
 
 /// compose-go `DefaultReplacementAppliedFunc`: the replacement of one match.
-fn replace(substring: &str, lookup: Lookup<'_>) -> Result<String, InterpolateError> {
+fn replace(substring: &str, lookup: Lookup<'_>, depth: usize) -> Result<String, InterpolateError> {
     // The operator is chosen on the whole match, before it is cut at the balanced brace.
     let operator = first_operator(substring);
     let (head, rest) = match first_brace_closing_index(substring) {
@@ -189,8 +289,8 @@ fn replace(substring: &str, lookup: Lookup<'_>) -> Result<String, InterpolateErr
     if let Some(operator) = operator
         && let Some((name, operand)) = braced.split_once(operator)
     {
-        let value = apply(operator, name, operand, lookup)?;
-        return Ok(value + &substitute(rest, lookup)?);
+        let value = apply(operator, name, operand, lookup, depth)?;
+        return Ok(value + &substitute(rest, lookup, depth + 1)?);
     }
     Ok(lookup(braced).unwrap_or_default())
 }
@@ -243,8 +343,9 @@ fn apply(
     name: &str,
     operand: &str,
     lookup: Lookup<'_>,
+    depth: usize,
 ) -> Result<String, InterpolateError> {
-    let operand = substitute(operand, lookup)?;
+    let operand = substitute(operand, lookup, depth + 1)?;
     let value = lookup(name);
     let non_empty = matches!(&value, Some(v) if !v.is_empty());
     match operator {
@@ -270,7 +371,11 @@ fn apply(
 }
 
 /// compose-go `extractVariable` (template/variables.go).
-fn collect_variables(s: &str, names: &mut Vec<String>) {
+/// Like interpolation, it descends at most [`MAX_DEPTH`] levels.
+fn collect_variables(s: &str, names: &mut Vec<String>, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
     for groups in PATTERN.captures_iter(s) {
         if groups.name("escaped").is_some_and(|m| !m.is_empty()) {
             continue;
@@ -297,10 +402,10 @@ fn collect_variables(s: &str, names: &mut Vec<String>) {
             let tail = &value[end..];
             let operand = OPERATORS.iter().find_map(|op| tail.strip_prefix(op));
             if let Some(operand) = operand {
-                collect_variables(operand, names);
+                collect_variables(operand, names, depth + 1);
             }
         }
-        collect_variables(rest, names);
+        collect_variables(rest, names, depth + 1);
     }
 }
 
@@ -367,6 +472,37 @@ fn go_is_print(c: char) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = "${A:-".repeat(50_000) + "x" + &"}".repeat(50_000);
+        let e = interpolate(&deep, &|_| None).unwrap_err();
+        assert!(matches!(e, InterpolateError::Budget { .. }), "{e}");
+        assert!(e.to_string().contains("nested more than 100"), "{e}");
+        assert!(referenced_variables(&deep) == ["A"]);
+        // Chained expressions count as levels too, and within the limit they work.
+        let chain = "${A:-x}".repeat(MAX_DEPTH);
+        assert_eq!(
+            interpolate(&chain, &|_| None).unwrap(),
+            "x".repeat(MAX_DEPTH)
+        );
+        let chain = "${A:-x}".repeat(20_000);
+        assert!(interpolate(&chain, &|_| None).is_err());
+        let nested = "${A:-".repeat(MAX_DEPTH) + "x" + &"}".repeat(MAX_DEPTH);
+        assert_eq!(interpolate(&nested, &|_| None).unwrap(), "x");
+    }
+
+    #[test]
+    fn output_is_bounded() {
+        let big = "v".repeat(64 << 10);
+        let lookup = |_: &str| Some(big.clone());
+        let e = interpolate(&"$A".repeat(17), &lookup).unwrap_err();
+        assert!(e.to_string().contains("more than 1048576 bytes"), "{e}");
+        assert_eq!(
+            interpolate(&"$A".repeat(16), &lookup).unwrap().len(),
+            16 * big.len()
+        );
+    }
+
     use super::*;
 
     type Env<'a> = &'a [(&'a str, &'a str)];

@@ -73,6 +73,12 @@ fn read_text(files: &dyn Files, path: &Path) -> Result<Option<String>, Diag> {
     let bytes = match files.read(path) {
         Ok(Some(b)) => b,
         Ok(None) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
+            return Err(
+                Diag::error(path, Mark::new(1, 1), "", format!("cannot read: {e}"))
+                    .hint("a desired-state file this large is not a real one: remove it or keep it out of the repository"),
+            );
+        }
         Err(e) => {
             let hint = crate::source::read_hint(&e, "check that the file exists and is readable");
             return Err(

@@ -3,9 +3,16 @@
 //! Every node keeps the line and column where it starts, through interpolation
 //! and normalization, so every later error can name its place. This module owns
 //! the YAML rules Compose relies on: anchors and aliases (expansion is bounded
-//! by a node budget, so an alias bomb fails in microseconds), `<<` merge keys,
+//! by a node budget and a byte budget, so an alias bomb fails in microseconds),
+//! `<<` merge keys,
 //! duplicate keys (an error), and the core-schema typing of plain scalars that
 //! Compose's YAML library (go-yaml v3) uses.
+//!
+//! Budgets (each an error naming the file, line and key, never an
+//! out-of-memory or a stack overflow): a document is at most [`MAX_YAML_BYTES`]
+//! long, nests lists and mappings at most [`MAX_DEPTH`] deep, and expands to at
+//! most [`NODE_BUDGET`] nodes holding at most [`BYTE_BUDGET`] bytes of scalar
+//! text, aliases included.
 //!
 //! Invariant: no I/O; the input is a `&str` the caller has read.
 
@@ -23,6 +30,18 @@ use super::diag::{Diag, Mark};
 /// A real Compose file has a few thousand; a "billion laughs" file asks for
 /// hundreds of millions and is refused before any of them is built.
 pub const NODE_BUDGET: usize = 1_000_000;
+
+/// At most this many bytes of scalar text may exist after alias expansion
+/// (32 MiB): one 64 KiB scalar aliased 100,000 times asks for 6.4 GB.
+pub const BYTE_BUDGET: usize = 32 << 20;
+
+/// The longest YAML document read (4 MiB); a real Compose file is a few KiB.
+pub const MAX_YAML_BYTES: usize = 4 << 20;
+
+/// How deep lists and mappings may nest (a Compose file nests about six
+/// levels). Deeper documents are refused before the recursive builder, the
+/// recursive walks of later stages or dropping the tree could run out of stack.
+pub const MAX_DEPTH: usize = 64;
 
 /// A YAML node and where it starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,6 +196,18 @@ pub fn format_float(f: f64) -> String {
 /// Parses one YAML document into a node tree. An empty document is `Null`.
 pub fn parse(src: &str, file: &Path) -> Result<Node, Diag> {
     let src = src.strip_prefix('\u{feff}').unwrap_or(src);
+    if src.len() > MAX_YAML_BYTES {
+        return Err(Diag::error(
+            file,
+            Mark::new(1, 1),
+            "",
+            format!(
+                "the YAML file is {} bytes, more than the {MAX_YAML_BYTES} bytes (4 MiB) plimsoll reads",
+                src.len()
+            ),
+        )
+        .hint("a Compose or plimsoll.yaml file this large is not a real one: split it, or remove what was generated into it"));
+    }
     if let Some(d) = forbidden_character(src, file) {
         return Err(d);
     }
@@ -185,6 +216,8 @@ pub fn parse(src: &str, file: &Path) -> Result<Node, Diag> {
         file,
         anchors: HashMap::new(),
         budget: NODE_BUDGET,
+        bytes: BYTE_BUDGET,
+        depth: 0,
         src,
         last_end: 0,
         flows: Vec::new(),
@@ -226,9 +259,15 @@ fn forbidden_character(src: &str, file: &Path) -> Option<Diag> {
 struct Builder<'a> {
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
     file: &'a Path,
-    /// Anchored nodes with their sizes, so an alias is charged before it is copied.
-    anchors: HashMap<usize, (Node, usize)>,
+    /// Anchored nodes with their sizes (nodes, bytes of scalar text), so an
+    /// alias is charged before it is copied.
+    anchors: HashMap<usize, (Node, Size)>,
+    /// Nodes left to build.
     budget: usize,
+    /// Bytes of scalar text left to build.
+    bytes: usize,
+    /// Lists and mappings open around the node being built.
+    depth: usize,
     src: &'a str,
     /// Where (in characters) the last event the parser returned ends.
     last_end: usize,
@@ -238,6 +277,51 @@ struct Builder<'a> {
     path: Vec<String>,
     /// (character index, byte offset) of the last [`Builder::char_at`] lookup.
     cursor: (usize, usize),
+}
+
+/// What a subtree costs against the budgets: its nodes and its bytes of scalar text.
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    nodes: usize,
+    bytes: usize,
+    /// Levels of lists and mappings (0 for a scalar).
+    height: usize,
+}
+
+impl Size {
+    const ONE: Size = Size {
+        nodes: 1,
+        bytes: 0,
+        height: 0,
+    };
+
+    fn of(node: &Node) -> Size {
+        let mut size = Size {
+            nodes: 1,
+            height: usize::from(matches!(node.value, Value::Seq(_) | Value::Map(_))),
+            bytes: match &node.value {
+                Value::Str(s) => s.len(),
+                // Typed scalars print in a few bytes; charge a word for them.
+                Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) => 8,
+                Value::Seq(_) | Value::Map(_) => 0,
+            },
+        };
+        let mut add = |child: &Node| {
+            let s = Size::of(child);
+            size.nodes += s.nodes;
+            size.bytes += s.bytes;
+            size.height = size.height.max(s.height + 1);
+        };
+        match &node.value {
+            Value::Seq(items) => items.iter().for_each(&mut add),
+            Value::Map(entries) => entries.iter().for_each(|(k, v)| {
+                add(k);
+                add(v);
+            }),
+            _ => {}
+        }
+        size
+    }
 }
 
 fn mark_of(span: &Span) -> Mark {
@@ -407,7 +491,22 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn charge(&mut self, n: usize, mark: Mark) -> Result<(), Diag> {
+    fn charge(&mut self, size: Size, mark: Mark) -> Result<(), Diag> {
+        let Size {
+            nodes: n, bytes, ..
+        } = size;
+        if bytes > self.bytes {
+            return Err(Diag::error(
+                self.file,
+                mark,
+                self.key(),
+                format!("YAML aliases expand to more than {BYTE_BUDGET} bytes (32 MiB) of text"),
+            )
+            .hint(
+                "this looks like an alias bomb; write the values out or alias fewer and shorter values",
+            ));
+        }
+        self.bytes -= bytes;
         if n > self.budget {
             return Err(Diag::error(
                 self.file,
@@ -425,8 +524,29 @@ impl<'a> Builder<'a> {
 
     fn remember(&mut self, anchor: usize, node: &Node) {
         if anchor > 0 {
-            self.anchors.insert(anchor, (node.clone(), node.size()));
+            self.anchors.insert(anchor, (node.clone(), Size::of(node)));
         }
+    }
+
+    /// Enters a list or mapping; refused beyond [`MAX_DEPTH`].
+    fn enter(&mut self, mark: Mark) -> Result<(), Diag> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.too_deep(mark));
+        }
+        Ok(())
+    }
+
+    fn too_deep(&self, mark: Mark) -> Diag {
+        Diag::error(
+            self.file,
+            mark,
+            self.key(),
+            format!(
+                "invalid YAML: lists and mappings are nested more than {MAX_DEPTH} levels deep"
+            ),
+        )
+        .hint("nest fewer levels of lists and mappings (a Compose file needs about six)")
     }
 
     fn node(&mut self, ev: Event<'a>, span: Span) -> Result<Node, Diag> {
@@ -444,13 +564,24 @@ impl<'a> Builder<'a> {
                 };
                 let size = *size;
                 self.charge(size, mark)?;
+                if self.depth + size.height > MAX_DEPTH {
+                    // The copy would nest deeper than the limit where it stands.
+                    return Err(self.too_deep(mark));
+                }
                 let mut node = self.anchors[&id].0.clone();
                 // The copy is reported where the alias stands.
                 node.mark = mark;
                 Ok(node)
             }
             Event::Scalar(text, style, anchor, tag) => {
-                self.charge(1, mark)?;
+                self.charge(
+                    Size {
+                        nodes: 1,
+                        bytes: text.len(),
+                        height: 0,
+                    },
+                    mark,
+                )?;
                 let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
                 let merge = merge_tag(tag.as_deref());
                 let value = match tag.as_deref() {
@@ -488,7 +619,8 @@ impl<'a> Builder<'a> {
                 let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
                 let merge = merge_tag(tag.as_deref());
                 self.reject_tag(tag.filter(|_| merge == Tag::None), "!!seq", mark)?;
-                self.charge(1, mark)?;
+                self.charge(Size::ONE, mark)?;
+                self.enter(mark)?;
                 let flow = self.open_flow(&span);
                 let mut items = Vec::new();
                 loop {
@@ -503,6 +635,7 @@ impl<'a> Builder<'a> {
                 if flow {
                     self.flows.pop();
                 }
+                self.depth -= 1;
                 let mut node = Node::new(Value::Seq(items), mark);
                 node.tag = merge;
                 self.remember(anchor, &node);
@@ -512,13 +645,15 @@ impl<'a> Builder<'a> {
                 let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
                 let merge = merge_tag(tag.as_deref());
                 self.reject_tag(tag.filter(|_| merge == Tag::None), "!!map", mark)?;
-                self.charge(1, mark)?;
+                self.charge(Size::ONE, mark)?;
+                self.enter(mark)?;
                 let flow = self.open_flow(&span);
                 let mut node = self.mapping(mark)?;
                 node.tag = merge;
                 if flow {
                     self.flows.pop();
                 }
+                self.depth -= 1;
                 self.remember(anchor, &node);
                 Ok(node)
             }
@@ -1121,6 +1256,55 @@ mod tests {
         let e = p(&src).unwrap_err();
         assert!(e.message.contains("aliases expand"), "{e}");
         assert!(t.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn alias_bomb_in_bytes_is_refused() {
+        // One 64 KiB scalar aliased 100,000 times: 6.4 GB of text, 100,001 nodes.
+        let mut src = format!("x-big: &big \"{}\"\nx-bomb:\n", "a".repeat(64 << 10));
+        for _ in 0..100_000 {
+            src.push_str("  - *big\n");
+        }
+        let e = p(&src).unwrap_err();
+        assert!(e.message.contains("more than 33554432 bytes"), "{e}");
+        // The anchored scalar and 510 aliases fit in 32 MiB; the 511th does not.
+        assert_eq!(e.key, "x-bomb[510]", "{e}");
+        assert_eq!(e.mark.line, 3 + 510, "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_at_its_line() {
+        for src in [
+            "[".repeat(100_000),
+            "{a: ".repeat(100_000),
+            "- ".repeat(100_000) + "x",
+            (0..100).map(|i| format!("{}k:\n", " ".repeat(i))).collect(),
+        ] {
+            let e = p(&src).unwrap_err();
+            assert!(e.message.contains("nested"), "{e}");
+            assert!(e.mark.line >= 1, "{e}");
+        }
+        // Sixty-four levels are fine.
+        let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(p(&ok).is_ok());
+        // An alias does not nest a deep anchor deeper than the limit.
+        let half = "[".repeat(40) + &"]".repeat(40);
+        let e = p(&format!(
+            "a: &a {half}\nb: {}*a{}\n",
+            "[".repeat(30),
+            "]".repeat(30)
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("nested"), "{e}");
+        assert_eq!(e.mark.line, 2, "{e}");
+    }
+
+    #[test]
+    fn a_huge_document_is_refused_before_parsing() {
+        let src = format!("a: 1\n{}", "#".repeat(MAX_YAML_BYTES));
+        let e = p(&src).unwrap_err();
+        assert_eq!(e.mark.line, 1, "{e}");
+        assert!(e.message.contains("4 MiB"), "{e}");
     }
 
     #[test]

@@ -206,6 +206,23 @@ impl Agent {
         }
     }
 
+    /// Waits (`timeout` at most) for the agent to exit by itself.
+    #[track_caller]
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the agent") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not exit within {timeout:?}:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `plimsoll --state-dir <this agent's> ARGS` (the CLI next to the agent).
     pub(crate) fn cli(&self, args: &[&str]) -> crate::support::Run {
         plimsoll(&self.state, args)
