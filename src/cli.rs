@@ -1006,7 +1006,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 state_dir: state_dir(cli.state_dir.clone()),
                 lock_timeout,
             };
-            return runtime()?.block_on(rollback_cmd(stack.as_deref(), to.as_deref(), &run));
+            return runtime()?.block_on(rollback_cmd(
+                stack.as_deref(),
+                to.as_deref(),
+                &run,
+                loading.host_policy.as_deref(),
+            ));
         }
         Command::History { limit, format } => {
             let state = StateDir::open(&state_dir(cli.state_dir.clone()))?;
@@ -1428,7 +1433,12 @@ fn finish(
     }
 }
 
-async fn rollback_cmd(stack: Option<&str>, to: Option<&str>, run: &Run) -> Result<ExitCode> {
+async fn rollback_cmd(
+    stack: Option<&str>,
+    to: Option<&str>,
+    run: &Run,
+    host_policy: Option<&spec::policy::HostPolicy>,
+) -> Result<ExitCode> {
     let (state, _lock) = take_lock(run)?;
     let records = state.revisions()?;
     let stacks: Vec<String> = match stack {
@@ -1456,6 +1466,16 @@ async fn rollback_cmd(stack: Option<&str>, to: Option<&str>, run: &Run) -> Resul
         };
         let bytes = state.load_revision(&target.hash)?;
         let (stack, masker) = spec::load_stored(&bytes, &LocalFs)?;
+        if let Some(host) = host_policy {
+            spec::check_host_policy(&stack, host, &LocalFs).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}\nstack {name}: revision {} violates the host policy; roll back to another \
+                     revision (--to REV, see `plimsoll history`) or fix the stack in git",
+                    masker.mask(&e.to_string()),
+                    target.revision
+                )
+            })?;
+        }
         eprintln!(
             "{name}: rolling back to {} (applied {})",
             target.revision, target.time

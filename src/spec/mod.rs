@@ -199,14 +199,7 @@ pub fn load_with(
     };
     let immutable = policy::check_config(&config, &rules, &mut diags);
     let host = options.host_policy.as_deref();
-    let host_immutable = host.and_then(|h| {
-        h.policy
-            .pinned_images
-            .as_ref()?
-            .immutable_tag
-            .as_deref()
-            .and_then(|t| regex::Regex::new(t).ok())
-    });
+    let host_immutable = host.and_then(policy::HostPolicy::immutable_tag);
     if let Some(h) = host {
         policy::apply_host_settings(&mut config, h);
     }
@@ -476,6 +469,29 @@ pub fn load_with(
 }
 
 /// A stack stored by `render::to_stored`, loaded again (for `plimsoll rollback`).
+/// Checks a stack against the host's policy alone: `rollback` re-applies a
+/// stored revision, which passed the repository's policy when it was
+/// applied, while the host's policy (`--policy`) may be newer and stricter.
+pub fn check_host_policy(
+    stack: &Stack,
+    host: &policy::HostPolicy,
+    files: &dyn Files,
+) -> Result<(), LoadError> {
+    let mut diags = Vec::new();
+    policy::check_stack(
+        &host.policy,
+        host.immutable_tag().as_ref(),
+        &host.rules(),
+        stack,
+        files,
+        &mut diags,
+    );
+    if diags.iter().any(Diag::is_error) {
+        return Err(LoadError { diags });
+    }
+    Ok(())
+}
+
 pub fn load_stored(bytes: &[u8], files: &dyn Files) -> Result<(Stack, Masker), LoadError> {
     let fail = |message: String| LoadError {
         diags: vec![Diag::error(

@@ -108,6 +108,16 @@ impl HostPolicy {
         }
     }
 
+    /// The compiled `pinned_images.immutable_tag` pattern (checked when parsed).
+    pub fn immutable_tag(&self) -> Option<Regex> {
+        self.policy
+            .pinned_images
+            .as_ref()?
+            .immutable_tag
+            .as_deref()
+            .and_then(|t| Regex::new(t).ok())
+    }
+
     /// Where its rules were written.
     pub fn rules(&self) -> RuleSource<'_> {
         RuleSource {

@@ -1,7 +1,8 @@
 //! `policy`: every way to root is refused by `policy.privileged` (and only
 //! the service named in `allow:` is exempt); `policy.registries` reads the
 //! `FROM` lines of a build; the host policy (`--policy`) cannot be relaxed by
-//! the repository; `audit:` cannot erase the history.
+//! the repository, nor by a `rollback` to an older revision; `audit:` cannot
+//! erase the history.
 
 use super::{Attack, path_str};
 use crate::support::ensure_busybox;
@@ -235,4 +236,40 @@ fn audit_settings_cannot_erase_the_history() {
         !attack.state().join("audit.jsonl.1").exists(),
         "nothing rotated away"
     );
+}
+
+/// `rollback` re-applies a stored revision without git: the host's policy,
+/// which may be newer than the revision, still refuses it.
+#[test]
+fn rollback_cannot_bring_back_what_the_host_policy_forbids() {
+    ensure_busybox();
+    let attack = Attack::new("rollback-host-policy");
+    let web = |extra: &str| {
+        format!(
+            "services:\n  web:\n    image: plimsoll-example/busybox:1\n    command: [sleep, infinity]\n    stop_grace_period: 1s\n{extra}"
+        )
+    };
+    attack.compose(&web("    cap_add: [SYS_ADMIN]\n"));
+    attack.commit("a capability beyond the default set");
+    attack.run(&["reconcile"], &[]).expect(0);
+    attack.compose(&web(""));
+    attack.commit("no extra capability");
+    attack.run(&["reconcile"], &[]).expect(0);
+    let before = crate::support::stack_containers(&attack.stack);
+    let host = attack.outside().join("host-policy.yaml");
+    std::fs::write(&host, "privileged:\n  allow: []\n").unwrap();
+    let host = host.display().to_string();
+    let run = attack.run(&["--policy", &host, "rollback", &attack.stack], &[]);
+    run.expect(1);
+    assert!(
+        run.stderr.contains("SYS_ADMIN") && run.stderr.contains("violates the host policy"),
+        "{run}"
+    );
+    assert_eq!(
+        crate::support::stack_containers(&attack.stack),
+        before,
+        "a refused rollback changes nothing"
+    );
+    // Without the host policy the same rollback goes ahead.
+    attack.run(&["rollback", &attack.stack], &[]).expect(0);
 }
