@@ -670,6 +670,12 @@ pub fn discover_in(files: &dyn Files, path: &Path) -> Result<Layout, SourceError
         _ => None,
     };
     let stacks_dir = path.join("stacks");
+    // `stacks/` a symlink out of the repository.
+    if let Err(e) = files.kind(&stacks_dir)
+        && refused(&e).is_some()
+    {
+        return Err(io_err(&stacks_dir)(e));
+    }
     if config.is_some() || is(&stacks_dir, Kind::Dir) {
         let mut stacks = Vec::new();
         if is(&stacks_dir, Kind::Dir) {

@@ -466,4 +466,20 @@ fn a_stack_directory_or_plimsoll_yaml_symlinked_out_is_refused() {
     let runs = attack.ci_commands(&[]);
     Attack::assert_refused(&runs, &path_str(&attack.outside().join("plimsoll.yaml")));
     attack.assert_contained(&runs, &[]);
+
+    // `stacks/` itself a symlink out: refused, not "no stacks found".
+    let attack = Attack::new("reads-stacks-link");
+    let stack_dir = attack.outside().join("stacks").join(&attack.stack);
+    std::fs::create_dir_all(&stack_dir).unwrap();
+    std::fs::write(
+        stack_dir.join("compose.yaml"),
+        format!("services:\n  x:\n    image: plimsoll-example/busybox:1\n    environment: {{M: {MARKER}}}\n"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(attack.repo().join("stacks")).unwrap();
+    symlink("../outside/stacks", attack.repo().join("stacks")).unwrap();
+    attack.commit("every stack from the host");
+    let runs = attack.ci_commands(&[]);
+    Attack::assert_refused(&runs, "outside the repository");
+    attack.assert_contained(&runs, &[]);
 }
