@@ -16,12 +16,15 @@
 //!   the host policy (`--policy`), audit retention minimums.
 //! - `http`: the agent's HTTP server (timeouts, connection cap, tokens, delivery ids).
 //! - `gitsource`: insecure transports, credentials, signed commits.
+//! - `commits`: the attacks as commits the agent applies, one after the other:
+//!   each rejected (or, for short secrets, applied masked), nothing leaked.
 //! - `statedir`: modes of the state directory and its files, symlinks, the audit's who and where.
 
 // Some helpers serve only some of the modules below.
 #![allow(dead_code)]
 
 mod budgets;
+mod commits;
 mod gitsource;
 mod http;
 mod masking;
