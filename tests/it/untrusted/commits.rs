@@ -24,8 +24,15 @@ fn web(extra: &str) -> String {
     )
 }
 
-/// The attacks: (what, the stack's compose.yaml, extra files to write).
-fn attacks(attack: &Attack) -> Vec<(&'static str, String, Vec<(String, String)>)> {
+/// One attack as a commit: the stack's compose.yaml, and where its `.env`
+/// points (a symlink out of the repository) when it does.
+struct Commit {
+    what: &'static str,
+    compose: String,
+    env_link: Option<String>,
+}
+
+fn attacks(attack: &Attack) -> Vec<Commit> {
     let outside = attack.outside().display().to_string();
     let big = "x".repeat(64 * 1024);
     let bomb = format!(
@@ -38,32 +45,37 @@ fn attacks(attack: &Attack) -> Vec<(&'static str, String, Vec<(String, String)>)
         "${A:-".repeat(50_000),
         "}".repeat(50_000)
     ));
+    let commit = |what, compose, env_link| Commit {
+        what,
+        compose,
+        env_link,
+    };
     vec![
-        (
+        commit(
             "env_file /proc/self/environ",
             web("    env_file: /proc/self/environ\n"),
-            vec![],
+            None,
         ),
-        (
+        commit(
             "a secret file outside the repository",
             format!(
                 "{}    secrets: [leak]\nsecrets:\n  leak:\n    file: {outside}/secret.txt\n",
                 web("")
             ),
-            vec![],
+            None,
         ),
-        (
+        commit(
             "a .env symlinked to a host file",
             web(""),
-            vec![(".env".into(), format!("@symlink {outside}/.env"))],
+            Some(format!("{outside}/.env")),
         ),
-        (
+        commit(
             "the Docker socket",
             web("    volumes: [/var/run/docker.sock:/var/run/docker.sock]\n"),
-            vec![],
+            None,
         ),
-        ("an alias bomb in bytes", bomb, vec![]),
-        ("interpolation 50,000 deep", deep, vec![]),
+        commit("an alias bomb in bytes", bomb, None),
+        commit("interpolation 50,000 deep", deep, None),
     ]
 }
 
@@ -93,15 +105,17 @@ fn every_attack_commit_is_rejected_or_masked_and_leaks_nothing() {
         "the agent's environment is not the repository's: {env}"
     );
 
-    for (what, compose, files) in attacks(&attack) {
+    for Commit {
+        what,
+        compose,
+        env_link,
+    } in attacks(&attack)
+    {
         attack.compose(&compose);
-        for (file, text) in &files {
-            let path = attack.stack_dir().join(file);
-            let _ = std::fs::remove_file(&path);
-            match text.strip_prefix("@symlink ") {
-                Some(target) => std::os::unix::fs::symlink(target, &path).unwrap(),
-                None => std::fs::write(&path, text).unwrap(),
-            }
+        let dotenv = attack.stack_dir().join(".env");
+        if let Some(target) = &env_link {
+            std::fs::remove_file(&dotenv).unwrap();
+            std::os::unix::fs::symlink(target, &dotenv).unwrap();
         }
         let bad = attack.commit(what);
         let status = agent.wait_status(&format!("{what} rejected"), WAIT, |s| {
@@ -112,10 +126,10 @@ fn every_attack_commit_is_rejected_or_masked_and_leaks_nothing() {
             "{what}: the last good revision stays"
         );
         receiver.wait_event("revision_rejected", WAIT, |n| n.to_string().contains(&bad));
-        for (file, _) in &files {
-            std::fs::remove_file(attack.stack_dir().join(file)).unwrap();
+        if env_link.is_some() {
+            std::fs::remove_file(&dotenv).unwrap();
+            attack.write(".env", &format!("PIN_TOKEN={PIN}\n"));
         }
-        attack.write(".env", &format!("PIN_TOKEN={PIN}\n"));
     }
 
     // Rotating the short secret applies, masked.
