@@ -2612,20 +2612,21 @@ pub fn check_builds(stack: &Stack, files: &dyn Files, diags: &mut Vec<Diag>) {
                 )),
             );
         }
+        // The Dockerfile: reported at `dockerfile:` where it is written, else at `context:`.
+        let written = stack
+            .source
+            .marks
+            .contains_key(&format!("services.{name}.build.dockerfile"));
+        let (mark, k) = if written {
+            (
+                stack.source.mark(name, "build.dockerfile"),
+                key("dockerfile"),
+            )
+        } else {
+            (context_mark, key("context"))
+        };
         if b.dockerfile_inline.is_none() {
             let path = normalize_path(&dir.join(b.dockerfile.as_deref().unwrap_or("Dockerfile")));
-            let written = stack
-                .source
-                .marks
-                .contains_key(&format!("services.{name}.build.dockerfile"));
-            let (mark, k) = if written {
-                (
-                    stack.source.mark(name, "build.dockerfile"),
-                    key("dockerfile"),
-                )
-            } else {
-                (context_mark, key("context"))
-            };
             if let Err(e) = files.kind(&path)
                 && crate::source::refused(&e).is_some()
             {
@@ -2643,18 +2644,6 @@ pub fn check_builds(stack: &Stack, files: &dyn Files, diags: &mut Vec<Diag>) {
         if let Some(df) = &b.dockerfile {
             let path = normalize_path(&dir.join(df));
             if let Ok(None) = files.read(&path) {
-                let written = stack
-                    .source
-                    .marks
-                    .contains_key(&format!("services.{name}.build.dockerfile"));
-                let (mark, k) = if written {
-                    (
-                        stack.source.mark(name, "build.dockerfile"),
-                        key("dockerfile"),
-                    )
-                } else {
-                    (context_mark, key("context"))
-                };
                 diags.push(
                     Diag::error(
                         file,
