@@ -211,6 +211,10 @@ pub enum GitError {
         #[source]
         source: std::io::Error,
     },
+    /// A commit whose signature the trusted keys refuse (the message names
+    /// the commit and the key).
+    #[error(transparent)]
+    Rejected(#[from] Box<signing::Rejected>),
 }
 
 impl GitError {
@@ -756,12 +760,12 @@ impl GitSource {
     /// With trusted keys (`--allowed-signers`, `--trusted-keys`): Ok(Some(who
     /// signed)) when commit `sha`'s signature verifies, Err(why) when it does
     /// not (the revision is to be rejected). Ok(None) without trusted keys.
-    pub fn verify_commit(&self, sha: &str) -> Result<Option<String>, String> {
+    pub fn verify_commit(&self, sha: &str) -> Result<Option<String>, GitError> {
         let Some(trust) = &self.auth.trust else {
             return Ok(None);
         };
-        let commit = self.commit_signature(sha).map_err(|e| e.to_string())?;
-        trust.verify(sha, &commit).map(Some)
+        let commit = self.commit_signature(sha)?;
+        Ok(Some(trust.verify(sha, &commit).map_err(Box::new)?))
     }
 
     fn repo_path(&self) -> PathBuf {

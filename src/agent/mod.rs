@@ -810,6 +810,7 @@ impl Agent {
                 git.lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .verify_commit(&owned)
+                    .map_err(|e| e.to_string())
             });
             task.await.unwrap_or_else(|_| {
                 Err(format!(

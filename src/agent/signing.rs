@@ -42,16 +42,200 @@ pub enum SigningError {
     AllowedSigners {
         path: PathBuf,
         line: usize,
-        reason: String,
+        // Not a `#[source]`: the message holds it whole, and `{:#}` would print it twice.
+        reason: Box<ParseError>,
     },
     #[error(
         "{}: {reason} (give OpenPGP public keys in ASCII armor, as `gpg --export --armor KEYID` \
          writes them)",
         path.display()
     )]
-    TrustedKeys { path: PathBuf, reason: String },
+    TrustedKeys {
+        path: PathBuf,
+        // Not a `#[source]`, as above.
+        reason: Box<ParseError>,
+    },
     #[error("{} holds no key: {hint}", path.display())]
     Empty { path: PathBuf, hint: &'static str },
+}
+
+/// Why a line of an `allowed_signers` file, or a trusted keys file, does
+/// not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("an empty line")]
+    EmptyLine,
+    #[error("no key after the principals")]
+    NoKey,
+    #[error("no key after the options")]
+    NoKeyAfterOptions,
+    #[error("option {option} needs a value")]
+    NeedsValue { option: String },
+    #[error(
+        "cert-authority lines (SSH certificates) are not supported: list the signing keys \
+         themselves"
+    )]
+    CertAuthority,
+    #[error(
+        "unknown option {option:?} (known: namespaces, valid-after, valid-before, \
+         cert-authority)"
+    )]
+    UnknownOption { option: String },
+    #[error("{field:?} is not a key type (ssh-ed25519, ecdsa-sha2-nistp256, ssh-rsa, …)")]
+    NotKeyType { field: String },
+    #[error("no base64 key after the key type")]
+    NoBase64Key,
+    #[error("the {key_type} key does not parse ({source})")]
+    SshKey {
+        key_type: String,
+        #[source]
+        source: ssh_key::Error,
+    },
+    #[error("unclosed double quote")]
+    UnclosedQuote,
+    #[error("an empty option in {options:?}")]
+    EmptyOption { options: String },
+    #[error("unbalanced quotes in {value:?}")]
+    UnbalancedQuotes { value: String },
+    #[error(
+        "invalid time {value:?}: use YYYYMMDD, YYYYMMDDHHMM or YYYYMMDDHHMMSS (a trailing Z \
+         for UTC)"
+    )]
+    InvalidTime {
+        value: String,
+        #[source]
+        source: Option<jiff::Error>,
+    },
+    #[error("an armored block has no END line")]
+    NoEndLine,
+    #[error("a public key block does not parse ({source})")]
+    PgpBlock {
+        #[source]
+        source: pgp::errors::Error,
+    },
+    #[error("a public key does not parse ({source})")]
+    PgpKey {
+        #[source]
+        source: pgp::errors::Error,
+    },
+    #[error("the key {fingerprint} has a self-signature that does not verify ({source})")]
+    SelfSignature {
+        fingerprint: String,
+        #[source]
+        source: pgp::errors::Error,
+    },
+    #[error("it holds a private key: give the public key only")]
+    PrivateKey,
+}
+
+/// A line of an `allowed_signers` file that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct LineError {
+    /// 1-based line number.
+    pub line: usize,
+    // Not a `#[source]`: the message holds it whole.
+    pub reason: ParseError,
+}
+
+/// Why a commit is refused (said to the operator: what is wrong and what to do).
+#[derive(Debug, thiserror::Error)]
+pub enum Rejected {
+    #[error(
+        "commit {sha} is not signed, and this agent applies only commits signed by a key \
+         of {files}: sign it (`git commit -S`, or `git commit --amend -S`) with a trusted \
+         key and push"
+    )]
+    Unsigned { sha: String, files: String },
+    #[error(
+        "commit {sha} carries a signature plimsoll cannot read (neither SSH nor OpenPGP, \
+         an X.509/gpgsm one perhaps): sign with an SSH key or an OpenPGP key of {files}"
+    )]
+    UnsupportedKind { sha: String, files: String },
+    #[error("commit {sha} has a malformed SSH signature ({source}): sign it again")]
+    MalformedSsh {
+        sha: String,
+        #[source]
+        source: ssh_key::Error,
+    },
+    #[error(
+        "commit {sha} is signed with the SSH key {fingerprint}, but no --allowed-signers file \
+         is configured (only OpenPGP keys are trusted): sign with a trusted OpenPGP key, or \
+         list that key in an allowed_signers file"
+    )]
+    NoAllowedSigners { sha: String, fingerprint: String },
+    #[error(
+        "commit {sha} is signed with the SSH key {fingerprint}, which {} does not list: sign \
+         with an allowed key, or add that key to the file if you trust it",
+        path.display()
+    )]
+    UnknownSshKey {
+        sha: String,
+        fingerprint: String,
+        path: PathBuf,
+    },
+    #[error(
+        "commit {sha} is signed with the SSH key {fingerprint}, which {}:{line} allows for \
+         other namespaces than \"git\" only: add git to its namespaces=",
+        path.display()
+    )]
+    NamespaceNotAllowed {
+        sha: String,
+        fingerprint: String,
+        path: PathBuf,
+        line: usize,
+    },
+    #[error(
+        "commit {sha} is signed with the SSH key {fingerprint} at a committer time outside the \
+         valid-after/valid-before of {}:{line}: sign with a key valid now",
+        path.display()
+    )]
+    OutsideValidity {
+        sha: String,
+        fingerprint: String,
+        path: PathBuf,
+        line: usize,
+    },
+    #[error(
+        "commit {sha} carries an SSH signature of namespace {namespace:?}, not \"git\": it was \
+         not made by git for a commit; sign it with `git commit -S`"
+    )]
+    WrongNamespace { sha: String, namespace: String },
+    #[error(
+        "the SSH signature of commit {sha} by the key {fingerprint} does not verify ({source}): \
+         the commit was changed after it was signed; do not apply it, and sign a commit you \
+         checked"
+    )]
+    BadSshSignature {
+        sha: String,
+        fingerprint: String,
+        #[source]
+        source: ssh_key::Error,
+    },
+    #[error("commit {sha} has a malformed OpenPGP signature ({source}): sign it again")]
+    MalformedPgp {
+        sha: String,
+        #[source]
+        source: pgp::errors::Error,
+    },
+    #[error(
+        "commit {sha} is signed with the OpenPGP key {issuer}, but no --trusted-keys file \
+         is configured (only SSH keys are trusted): sign with an allowed SSH key, or \
+         export that OpenPGP key into a trusted keys file"
+    )]
+    NoTrustedKeys { sha: String, issuer: String },
+    #[error(
+        "the OpenPGP signature of commit {sha} (key {issuer}) does not verify against \
+         {}: the key is not trusted there (or revoked), or the commit was changed after it \
+         was signed; sign with a trusted key, or add that public key to the file if you \
+         trust it",
+        path.display()
+    )]
+    BadPgpSignature {
+        sha: String,
+        issuer: String,
+        path: PathBuf,
+    },
 }
 
 /// One usable line of an `allowed_signers` file.
@@ -121,10 +305,10 @@ impl Trust {
         let mut trust = Trust::default();
         if let Some(path) = allowed_signers {
             let signers = parse_allowed_signers(&read("allowed signers", path)?).map_err(
-                |(line, reason)| SigningError::AllowedSigners {
+                |LineError { line, reason }| SigningError::AllowedSigners {
                     path: path.to_path_buf(),
                     line,
-                    reason,
+                    reason: Box::new(reason),
                 },
             )?;
             if signers.is_empty() {
@@ -140,7 +324,7 @@ impl Trust {
             let keys = parse_trusted_keys(&read("trusted keys", path)?).map_err(|reason| {
                 SigningError::TrustedKeys {
                     path: path.to_path_buf(),
-                    reason,
+                    reason: Box::new(reason),
                 }
             })?;
             if keys.is_empty() {
@@ -157,14 +341,12 @@ impl Trust {
     /// Ok with who signed (a key fingerprint and the file line, for the
     /// log), or Err with why the commit is refused (said to the operator:
     /// what is wrong and what to do).
-    pub fn verify(&self, sha: &str, commit: &CommitSignature) -> Result<String, String> {
-        let files = self.files();
+    pub fn verify(&self, sha: &str, commit: &CommitSignature) -> Result<String, Rejected> {
         let Some(signature) = &commit.signature else {
-            return Err(format!(
-                "commit {sha} is not signed, and this agent applies only commits signed by a key \
-                 of {files}: sign it (`git commit -S`, or `git commit --amend -S`) with a trusted \
-                 key and push"
-            ));
+            return Err(Rejected::Unsigned {
+                sha: sha.to_string(),
+                files: self.files(),
+            });
         };
         let text = String::from_utf8_lossy(signature);
         if text.contains("-----BEGIN SSH SIGNATURE-----") {
@@ -172,10 +354,10 @@ impl Trust {
         } else if text.contains("-----BEGIN PGP SIGNATURE-----") {
             self.verify_pgp(sha, &text, &commit.signed_data)
         } else {
-            Err(format!(
-                "commit {sha} carries a signature plimsoll cannot read (neither SSH nor OpenPGP, \
-                 an X.509/gpgsm one perhaps): sign with an SSH key or an OpenPGP key of {files}"
-            ))
+            Err(Rejected::UnsupportedKind {
+                sha: sha.to_string(),
+                files: self.files(),
+            })
         }
     }
 
@@ -196,74 +378,72 @@ impl Trust {
         sha: &str,
         text: &str,
         commit: &CommitSignature,
-    ) -> Result<String, String> {
-        let sig = SshSig::from_pem(text.trim()).map_err(|e| {
-            format!("commit {sha} has a malformed SSH signature ({e}): sign it again")
+    ) -> Result<String, Rejected> {
+        let sig = SshSig::from_pem(text.trim()).map_err(|source| Rejected::MalformedSsh {
+            sha: sha.to_string(),
+            source,
         })?;
         let fp = sig.public_key().fingerprint(HashAlg::Sha256);
         let Some((path, signers)) = &self.allowed_signers else {
-            return Err(format!(
-                "commit {sha} is signed with the SSH key {fp}, but no --allowed-signers file is \
-                 configured (only OpenPGP keys are trusted): sign with a trusted OpenPGP key, or \
-                 list that key in an allowed_signers file"
-            ));
+            return Err(Rejected::NoAllowedSigners {
+                sha: sha.to_string(),
+                fingerprint: fp.to_string(),
+            });
         };
         let listed: Vec<&AllowedSigner> = signers
             .iter()
             .filter(|s| s.key.key_data() == sig.public_key())
             .collect();
         if listed.is_empty() {
-            return Err(format!(
-                "commit {sha} is signed with the SSH key {fp}, which {} does not list: sign \
-                 with an allowed key, or add that key to the file if you trust it",
-                path.display()
-            ));
+            return Err(Rejected::UnknownSshKey {
+                sha: sha.to_string(),
+                fingerprint: fp.to_string(),
+                path: path.clone(),
+            });
         }
         let usable: Vec<&&AllowedSigner> = listed
             .iter()
             .filter(|s| s.allows_namespace(GIT_NAMESPACE))
             .collect();
         let Some(first) = usable.first() else {
-            return Err(format!(
-                "commit {sha} is signed with the SSH key {fp}, which {}:{} allows for other \
-                 namespaces than \"git\" only: add git to its namespaces=",
-                path.display(),
-                listed[0].line
-            ));
+            return Err(Rejected::NamespaceNotAllowed {
+                sha: sha.to_string(),
+                fingerprint: fp.to_string(),
+                path: path.clone(),
+                line: listed[0].line,
+            });
         };
         let Some(signer) = usable.iter().find(|s| s.valid_at(commit.committer_time)) else {
-            return Err(format!(
-                "commit {sha} is signed with the SSH key {fp} at a committer time outside the \
-                 valid-after/valid-before of {}:{}: sign with a key valid now",
-                path.display(),
-                first.line
-            ));
+            return Err(Rejected::OutsideValidity {
+                sha: sha.to_string(),
+                fingerprint: fp.to_string(),
+                path: path.clone(),
+                line: first.line,
+            });
         };
         if sig.namespace() != GIT_NAMESPACE {
-            return Err(format!(
-                "commit {sha} carries an SSH signature of namespace {:?}, not \"git\": it was \
-                 not made by git for a commit; sign it with `git commit -S`",
-                sig.namespace()
-            ));
+            return Err(Rejected::WrongNamespace {
+                sha: sha.to_string(),
+                namespace: sig.namespace().to_string(),
+            });
         }
         signer
             .key
             .verify(GIT_NAMESPACE, &commit.signed_data, &sig)
-            .map_err(|e| {
-                format!(
-                    "the SSH signature of commit {sha} by the key {fp} does not verify ({e}): \
-                     the commit was changed after it was signed; do not apply it, and sign a \
-                     commit you checked"
-                )
+            .map_err(|source| Rejected::BadSshSignature {
+                sha: sha.to_string(),
+                fingerprint: fp.to_string(),
+                source,
             })?;
         Ok(format!("SSH key {fp} ({}:{})", path.display(), signer.line))
     }
 
-    fn verify_pgp(&self, sha: &str, text: &str, data: &[u8]) -> Result<String, String> {
+    fn verify_pgp(&self, sha: &str, text: &str, data: &[u8]) -> Result<String, Rejected> {
         let sig = DetachedSignature::from_string(text)
             .map(|(s, _)| s)
-            .map_err(|e| {
-                format!("commit {sha} has a malformed OpenPGP signature ({e}): sign it again")
+            .map_err(|source| Rejected::MalformedPgp {
+                sha: sha.to_string(),
+                source,
             })?;
         let issuers: Vec<String> = sig
             .signature
@@ -282,11 +462,10 @@ impl Trust {
             .cloned()
             .unwrap_or_else(|| "an unnamed key".into());
         let Some((path, keys)) = &self.trusted_keys else {
-            return Err(format!(
-                "commit {sha} is signed with the OpenPGP key {issuer}, but no --trusted-keys file \
-                 is configured (only SSH keys are trusted): sign with an allowed SSH key, or \
-                 export that OpenPGP key into a trusted keys file"
-            ));
+            return Err(Rejected::NoTrustedKeys {
+                sha: sha.to_string(),
+                issuer,
+            });
         };
         for key in keys {
             if key.details.revocation_signatures.is_empty() && sig.verify(key, data).is_ok() {
@@ -298,13 +477,11 @@ impl Trust {
                 }
             }
         }
-        Err(format!(
-            "the OpenPGP signature of commit {sha} (key {issuer}) does not verify against \
-             {}: the key is not trusted there (or revoked), or the commit was changed after it \
-             was signed; sign with a trusted key, or add that public key to the file if you \
-             trust it",
-            path.display()
-        ))
+        Err(Rejected::BadPgpSignature {
+            sha: sha.to_string(),
+            issuer,
+            path: path.clone(),
+        })
     }
 }
 
@@ -320,8 +497,8 @@ impl AllowedSigner {
     }
 }
 
-/// Parses an OpenSSH `allowed_signers` file; Err is (line, reason).
-pub fn parse_allowed_signers(text: &str) -> Result<Vec<AllowedSigner>, (usize, String)> {
+/// Parses an OpenSSH `allowed_signers` file; Err names the line.
+pub fn parse_allowed_signers(text: &str) -> Result<Vec<AllowedSigner>, LineError> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
@@ -329,7 +506,7 @@ pub fn parse_allowed_signers(text: &str) -> Result<Vec<AllowedSigner>, (usize, S
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        out.push(parse_signer_line(trimmed).map_err(|reason| (line, reason))?);
+        out.push(parse_signer_line(trimmed).map_err(|reason| LineError { line, reason })?);
         if let Some(s) = out.last_mut() {
             s.line = line;
         }
@@ -337,11 +514,11 @@ pub fn parse_allowed_signers(text: &str) -> Result<Vec<AllowedSigner>, (usize, S
     Ok(out)
 }
 
-fn parse_signer_line(line: &str) -> Result<AllowedSigner, String> {
+fn parse_signer_line(line: &str) -> Result<AllowedSigner, ParseError> {
     let fields = split_fields(line)?;
     let mut it = fields.iter().map(String::as_str);
-    let principals = it.next().ok_or("an empty line")?.to_string();
-    let mut next = it.next().ok_or("no key after the principals")?;
+    let principals = it.next().ok_or(ParseError::EmptyLine)?.to_string();
+    let mut next = it.next().ok_or(ParseError::NoKey)?;
     let mut namespaces = None;
     let (mut valid_after, mut valid_before) = (None, None);
     if !is_key_type(next) {
@@ -350,38 +527,38 @@ fn parse_signer_line(line: &str) -> Result<AllowedSigner, String> {
                 Some((n, v)) => (n.to_ascii_lowercase(), Some(unquote(v)?)),
                 None => (option.to_ascii_lowercase(), None),
             };
-            let value = || value.clone().ok_or(format!("option {name} needs a value"));
+            let value = || {
+                value.clone().ok_or_else(|| ParseError::NeedsValue {
+                    option: name.clone(),
+                })
+            };
             match name.as_str() {
-                "cert-authority" => {
-                    return Err(
-                        "cert-authority lines (SSH certificates) are not supported: \
-                                list the signing keys themselves"
-                            .into(),
-                    );
-                }
+                "cert-authority" => return Err(ParseError::CertAuthority),
                 "namespaces" => {
                     namespaces = Some(value()?.split(',').map(|s| s.trim().to_string()).collect());
                 }
                 "valid-after" => valid_after = Some(parse_ssh_time(&value()?)?),
                 "valid-before" => valid_before = Some(parse_ssh_time(&value()?)?),
                 other => {
-                    return Err(format!(
-                        "unknown option {other:?} (known: namespaces, valid-after, \
-                         valid-before, cert-authority)"
-                    ));
+                    return Err(ParseError::UnknownOption {
+                        option: other.to_string(),
+                    });
                 }
             }
         }
-        next = it.next().ok_or("no key after the options")?;
+        next = it.next().ok_or(ParseError::NoKeyAfterOptions)?;
     }
     if !is_key_type(next) {
-        return Err(format!(
-            "{next:?} is not a key type (ssh-ed25519, ecdsa-sha2-nistp256, ssh-rsa, …)"
-        ));
+        return Err(ParseError::NotKeyType {
+            field: next.to_string(),
+        });
     }
-    let b64 = it.next().ok_or("no base64 key after the key type")?;
-    let key = PublicKey::from_openssh(&format!("{next} {b64}"))
-        .map_err(|e| format!("the {next} key does not parse ({e})"))?;
+    let b64 = it.next().ok_or(ParseError::NoBase64Key)?;
+    let key =
+        PublicKey::from_openssh(&format!("{next} {b64}")).map_err(|source| ParseError::SshKey {
+            key_type: next.to_string(),
+            source,
+        })?;
     Ok(AllowedSigner {
         line: 0,
         principals,
@@ -397,7 +574,7 @@ fn is_key_type(s: &str) -> bool {
 }
 
 /// Whitespace-separated fields; double quotes group (and are kept).
-fn split_fields(line: &str) -> Result<Vec<String>, String> {
+fn split_fields(line: &str) -> Result<Vec<String>, ParseError> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
@@ -416,7 +593,7 @@ fn split_fields(line: &str) -> Result<Vec<String>, String> {
         }
     }
     if quoted {
-        return Err("unclosed double quote".into());
+        return Err(ParseError::UnclosedQuote);
     }
     if !cur.is_empty() {
         out.push(cur);
@@ -425,7 +602,7 @@ fn split_fields(line: &str) -> Result<Vec<String>, String> {
 }
 
 /// Comma-separated options; commas inside double quotes stay.
-fn split_options(s: &str) -> Result<Vec<String>, String> {
+fn split_options(s: &str) -> Result<Vec<String>, ParseError> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
@@ -441,45 +618,48 @@ fn split_options(s: &str) -> Result<Vec<String>, String> {
     }
     out.push(cur);
     if out.iter().any(String::is_empty) {
-        return Err(format!("an empty option in {s:?}"));
+        return Err(ParseError::EmptyOption {
+            options: s.to_string(),
+        });
     }
     Ok(out)
 }
 
-fn unquote(v: &str) -> Result<String, String> {
+fn unquote(v: &str) -> Result<String, ParseError> {
     match v.strip_prefix('"') {
-        Some(rest) => rest
-            .strip_suffix('"')
-            .map(str::to_string)
-            .ok_or_else(|| format!("unbalanced quotes in {v:?}")),
+        Some(rest) => {
+            rest.strip_suffix('"')
+                .map(str::to_string)
+                .ok_or_else(|| ParseError::UnbalancedQuotes {
+                    value: v.to_string(),
+                })
+        }
         None => Ok(v.to_string()),
     }
 }
 
 /// `YYYYMMDD[HHMM[SS]][Z]`, as ssh-keygen reads valid-after/valid-before:
 /// UTC with a trailing `Z`, the system's time zone without.
-fn parse_ssh_time(s: &str) -> Result<i64, String> {
-    let bad = || {
-        format!(
-            "invalid time {s:?}: use YYYYMMDD, YYYYMMDDHHMM or YYYYMMDDHHMMSS (a trailing Z \
-             for UTC)"
-        )
+fn parse_ssh_time(s: &str) -> Result<i64, ParseError> {
+    let bad = |source: Option<jiff::Error>| ParseError::InvalidTime {
+        value: s.to_string(),
+        source,
     };
     let (digits, utc) = match s.strip_suffix(['Z', 'z']) {
         Some(d) => (d, true),
         None => (s, false),
     };
     if !matches!(digits.len(), 8 | 12 | 14) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
+        return Err(bad(None));
     }
     let num = |r: std::ops::Range<usize>| digits.get(r).map_or(Ok(0), str::parse::<i16>);
     let (y, mo, d) = (num(0..4), num(4..6), num(6..8));
     let (h, mi, sec) = (num(8..10), num(10..12), num(12..14));
     let (Ok(y), Ok(mo), Ok(d), Ok(h), Ok(mi), Ok(sec)) = (y, mo, d, h, mi, sec) else {
-        return Err(bad());
+        return Err(bad(None));
     };
     let dt = jiff::civil::DateTime::new(y, mo as i8, d as i8, h as i8, mi as i8, sec as i8, 0)
-        .map_err(|_| bad())?;
+        .map_err(|e| bad(Some(e)))?;
     let tz = if utc {
         jiff::tz::TimeZone::UTC
     } else {
@@ -487,7 +667,7 @@ fn parse_ssh_time(s: &str) -> Result<i64, String> {
     };
     tz.to_timestamp(dt)
         .map(|t| t.as_second())
-        .map_err(|_| bad())
+        .map_err(|e| bad(Some(e)))
 }
 
 /// OpenSSH's `match_pattern_list` for a list already split: `*`/`?`
@@ -510,7 +690,7 @@ fn pattern_list_match(patterns: &[String], name: &str) -> bool {
 }
 
 /// Every public key of every armored block of the file.
-fn parse_trusted_keys(text: &str) -> Result<Vec<SignedPublicKey>, String> {
+fn parse_trusted_keys(text: &str) -> Result<Vec<SignedPublicKey>, ParseError> {
     const BEGIN: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
     let mut keys = Vec::new();
     let mut rest = text;
@@ -518,24 +698,23 @@ fn parse_trusted_keys(text: &str) -> Result<Vec<SignedPublicKey>, String> {
         let block = &rest[start..];
         let end = block
             .find("-----END PGP PUBLIC KEY BLOCK-----")
-            .ok_or("an armored block has no END line")?;
+            .ok_or(ParseError::NoEndLine)?;
         let end = end + "-----END PGP PUBLIC KEY BLOCK-----".len();
         let (parsed, _) = SignedPublicKey::from_string_many(&block[..end])
-            .map_err(|e| format!("a public key block does not parse ({e})"))?;
+            .map_err(|source| ParseError::PgpBlock { source })?;
         for key in parsed {
-            let key = key.map_err(|e| format!("a public key does not parse ({e})"))?;
-            key.verify_bindings().map_err(|e| {
-                format!(
-                    "the key {} has a self-signature that does not verify ({e})",
-                    hex::encode_upper(key.primary_key.fingerprint().as_bytes())
-                )
-            })?;
+            let key = key.map_err(|source| ParseError::PgpKey { source })?;
+            key.verify_bindings()
+                .map_err(|source| ParseError::SelfSignature {
+                    fingerprint: hex::encode_upper(key.primary_key.fingerprint().as_bytes()),
+                    source,
+                })?;
             keys.push(key);
         }
         rest = &block[end..];
     }
     if keys.is_empty() && text.contains("-----BEGIN PGP PRIVATE KEY BLOCK-----") {
-        return Err("it holds a private key: give the public key only".into());
+        return Err(ParseError::PrivateKey);
     }
     Ok(keys)
 }
@@ -588,7 +767,8 @@ mod tests {
             (format!("a \"namespaces=git {ED}"), "unclosed"),
         ] {
             let text = format!("# first\n{text}\n");
-            let (line, reason) = parse_allowed_signers(&text).unwrap_err();
+            let LineError { line, reason } = parse_allowed_signers(&text).unwrap_err();
+            let reason = reason.to_string();
             assert_eq!(line, 2, "{text}");
             assert!(reason.contains(want), "{text}: {reason}");
         }
@@ -629,14 +809,14 @@ mod tests {
             signed_data: b"tree x\n".to_vec(),
             committer_time: 0,
         };
-        let err = trust.verify("abc123", &commit).unwrap_err();
+        let err = trust.verify("abc123", &commit).unwrap_err().to_string();
         assert!(err.contains("commit abc123 is not signed"), "{err}");
         commit.signature = Some(b"-----BEGIN SIGNED MESSAGE-----".to_vec());
-        let err = trust.verify("abc123", &commit).unwrap_err();
+        let err = trust.verify("abc123", &commit).unwrap_err().to_string();
         assert!(err.contains("cannot read"), "{err}");
         commit.signature =
             Some(b"-----BEGIN PGP SIGNATURE-----\n\nAAAA\n-----END PGP SIGNATURE-----\n".to_vec());
-        let err = trust.verify("abc123", &commit).unwrap_err();
+        let err = trust.verify("abc123", &commit).unwrap_err().to_string();
         assert!(
             err.contains("OpenPGP") || err.contains("malformed"),
             "{err}"

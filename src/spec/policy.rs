@@ -680,6 +680,19 @@ fn check_service_rules(
     }
 }
 
+/// Why the Dockerfile of a build cannot be read for its base images.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseImagesError {
+    #[error("{} does not exist", path.display())]
+    Missing { path: PathBuf },
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// An image a build starts from: a `FROM` (or `COPY --from`) that names no earlier stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseImage {
@@ -696,7 +709,7 @@ pub struct BaseImage {
 pub fn base_images(
     build: &super::model::Build,
     files: &dyn Files,
-) -> Result<Vec<BaseImage>, String> {
+) -> Result<Vec<BaseImage>, BaseImagesError> {
     let (file, text) = match (&build.dockerfile_inline, &build.dockerfile) {
         (Some(inline), _) => ("dockerfile_inline".to_string(), inline.clone()),
         (None, Some(df)) => {
@@ -706,8 +719,8 @@ pub fn base_images(
                     path.display().to_string(),
                     String::from_utf8_lossy(&bytes).into_owned(),
                 ),
-                Ok(None) => return Err(format!("{} does not exist", path.display())),
-                Err(e) => return Err(format!("{}: {e}", path.display())),
+                Ok(None) => return Err(BaseImagesError::Missing { path }),
+                Err(source) => return Err(BaseImagesError::Read { path, source }),
             }
         }
         (None, None) => return Ok(Vec::new()),
