@@ -210,6 +210,17 @@ pub struct Confine {
     allowed: Vec<PathBuf>,
 }
 
+/// The top of the git work tree that holds `dir`: the nearest ancestor with a
+/// `.git` entry (a directory, or the file of a linked worktree or submodule),
+/// as git finds it. Found by looking, not through libgit2, whose first call
+/// loads the system's CA certificates (most of a `validate`'s time).
+fn work_tree_of(dir: &Path) -> Option<PathBuf> {
+    let dir = fs::canonicalize(dir).ok()?;
+    dir.ancestors()
+        .find(|d| fs::symlink_metadata(d.join(".git")).is_ok())
+        .map(Path::to_path_buf)
+}
+
 impl Confine {
     /// Confines to `root` and the `allowed` directories (each made absolute and
     /// canonical: they must exist).
@@ -245,13 +256,7 @@ impl Confine {
             }
             Err(e) => return Err(io_err(path)(e)),
         };
-        let root = match git2::Repository::discover(&dir) {
-            Ok(repo) => match repo.workdir() {
-                Some(w) => w.to_path_buf(),
-                None => dir,
-            },
-            Err(_) => dir,
-        };
+        let root = work_tree_of(&dir).unwrap_or(dir);
         Confine::new(&root, allowed)
     }
 
@@ -996,6 +1001,10 @@ mod confine_tests {
         git2::Repository::init(&repo).unwrap();
         let c = Confine::for_path(&repo.join("a/file"), &[]).unwrap();
         assert_eq!(c.root(), repo);
+        // A linked worktree or a submodule: `.git` is a file.
+        fs::write(repo.join("a/.git"), "gitdir: /elsewhere/.git/worktrees/a\n").unwrap();
+        let c = Confine::for_path(&repo.join("a/file"), &[]).unwrap();
+        assert_eq!(c.root(), repo.join("a"));
     }
 
     #[test]
