@@ -668,13 +668,7 @@ impl Agent {
             }
             return;
         }
-        let result = self.converge(deploy).await;
-        if !self.is_deploy() && !self.target_rejected() {
-            let applied = self.target.clone().zip(self.host.clone());
-            self.healer
-                .set_applied(applied.map(|(target, host)| Applied { target, host }));
-        }
-        match result {
+        match self.converge(deploy).await {
             Ok(()) => self.finish(started, "succeeded", &trigger, None),
             Err(e) => self.finish(started, "failed", &trigger, Some(e)),
         }
@@ -1045,7 +1039,14 @@ impl Agent {
         let exclusive = deploy || self.recover_due;
         let _lock = self.lock(exclusive).await?;
         let target = self.target.clone().expect("converge runs with a target");
-        self.converge_locked(&target, deploy, exclusive).await
+        let result = self.converge_locked(&target, deploy, exclusive).await;
+        // Still under the lock: heals waiting for it heal to the revision applied now.
+        if !self.is_deploy() && !self.target_rejected() {
+            let applied = self.target.clone().zip(self.host.clone());
+            self.healer
+                .set_applied(applied.map(|(target, host)| Applied { target, host }));
+        }
+        result
     }
 
     async fn converge_locked(
@@ -1199,7 +1200,12 @@ impl Agent {
             self.idle_at = Some(target.revision.clone());
         }
         // Report what the host looks like now.
-        let after = self.observe(desired, host.as_deref()).await.ok();
+        // A check changed nothing (its heals report when they end).
+        let after = if deploy {
+            self.observe(desired, host.as_deref()).await.ok()
+        } else {
+            None
+        };
         self.publish(target, after.as_ref().unwrap_or(&observed), &book);
         if deploy && let Err(e) = &result {
             self.fail_revision(&target.revision, e.clone()).await;
