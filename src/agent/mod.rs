@@ -23,12 +23,12 @@
 pub mod delivery;
 pub mod git;
 pub mod heal;
-pub mod healer;
+mod healer;
 pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod notify;
-pub mod settle;
+mod settle;
 pub mod signing;
 pub mod watch;
 pub mod webhook;
