@@ -548,7 +548,8 @@ impl Healer {
     }
 
     /// Logs, counts and notifies drift of the whole host not reported before
-    /// (a full check); drift no longer seen is forgotten.
+    /// (a full check); drift no longer seen is forgotten. A service being
+    /// healed is its heal's to report (half replaced, it looks drifted).
     pub fn report_all(&self, applied: &Applied, observed: &Observed<'_>, plan: &Plan) {
         let mut now: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for a in &plan.actions {
@@ -556,7 +557,21 @@ impl Healer {
             now.insert(heal::key(&a.stack, service), a.reasons.clone());
         }
         let new: Vec<(String, Vec<String>)> = {
+            let busy: BTreeSet<String> = self
+                .0
+                .slots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .cloned()
+                .collect();
             let mut reported = self.0.reported.lock().unwrap_or_else(|e| e.into_inner());
+            for key in &busy {
+                match reported.get(key) {
+                    Some(r) => now.insert(key.clone(), r.clone()),
+                    None => now.remove(key),
+                };
+            }
             let new = now
                 .iter()
                 .filter(|(k, r)| reported.get(*k) != Some(r))
