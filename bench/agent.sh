@@ -9,6 +9,10 @@
 #       event of the container (its own timestamp; detection polls `docker
 #       inspect`); median and p90 (goal: median < 1 s). Between trials the
 #       agent is left to finish (svc17 healthy, the heal's cycle ended).
+#   (a2) the same with one crash-looping service on the host (another stack,
+#       "$id-crash": healthy for 3 s after each start, then unhealthy; it
+#       ignores SIGTERM, so each of its heals, a restart, waits its 10 s stop
+#       timeout, then its health gate): measured last, after (c).
 #   (b) idle memory of the agent managing the 50 services, SETTLE seconds
 #       after the first apply (and again at the end): VmRSS (and the peak,
 #       VmHWM) from /proc/PID/status (goal: VmRSS < 20 MB); also RssAnon
@@ -33,9 +37,10 @@
 # keeps the work directory (repository, state, agent log).
 # Needs: docker, git, curl, openssl, jq.
 #
-# The agent keeps default settings except `crash_loop_heals: 1000` in
-# plimsoll.yaml: stopping one container 20 times in a row is otherwise, rightly,
-# a crash loop that backs off. Everything created is named plbench-agent-<pid>*
+# The agent keeps default settings except `crash_loop_heals: 1000`,
+# `heal_attempts: 1000` and `heal_backoff: 1s` in plimsoll.yaml: stopping one
+# container 20 times in a row is otherwise, rightly, a crash loop that backs
+# off, and the crash-looping service of (a2) would be given up on. Everything created is named plbench-agent-<pid>*
 # and removed on exit (trap), Ctrl-C included; only the agent this script
 # started is stopped. Not a test: the machine is shared and noisy, read the numbers.
 set -euo pipefail
@@ -74,11 +79,12 @@ agent_addr=
 
 # remove_stack: every container, network and volume labelled with the stack.
 remove_stack() {
-  local kind ids all
+  local kind ids all stack
+  for stack in "$S" "$S-crash"; do
   for kind in container network volume; do
     all=()
     [ "$kind" = container ] && all=(-a)
-    ids=$(docker "$kind" ls -q "${all[@]}" --filter "label=io.plimsoll.stack=$S" 2>/dev/null | sort -u | grep -v '^$' || true)
+    ids=$(docker "$kind" ls -q "${all[@]}" --filter "label=io.plimsoll.stack=$stack" 2>/dev/null | sort -u | grep -v '^$' || true)
     [ -z "$ids" ] && continue
     case $kind in
       # Few at a time (moby/moby#42119, see bench/reconcile.sh).
@@ -86,6 +92,7 @@ remove_stack() {
       network) for n in $ids; do docker network rm "$n" >/dev/null 2>&1 || sleep 2; docker network rm "$n" >/dev/null 2>&1 || true; done ;;
       volume) echo "$ids" | xargs -r docker volume rm -f >/dev/null 2>&1 || true ;;
     esac
+  done
   done
 }
 stop_agent() {
@@ -188,7 +195,7 @@ echo "plimsoll $("$plimsoll" --version | awk '{print $2}'), engine" \
 # ---- the repository and the first apply ---------------------------------------
 mkdir -p "$repo/stacks/$S"
 git -C "$repo" init -q -b main
-printf 'agent: {crash_loop_heals: 1000}\n' >"$repo/plimsoll.yaml"
+printf 'agent: {crash_loop_heals: 1000, heal_attempts: 1000, heal_backoff: 1s}\n' >"$repo/plimsoll.yaml"
 { echo "name: $S"; bench/gen-stack.sh 50 --runnable 300s 17; } >"$repo/stacks/$S/compose.yaml"
 printf 'DEPLOYMENT_ENV=bench\nDB_PASSWORD=bench-password\n' >"$repo/stacks/$S/.env"
 git -C "$repo" add -A
@@ -213,24 +220,29 @@ file_idle=$(rss_kb "$agent_pid" RssFile)
 echo "(b) VmRSS $(mb "$rss_idle") MB (RssAnon $(mb "$anon_idle"), RssFile $(mb "$file_idle")), VmHWM $(mb "$hwm_idle") MB" >&2
 
 # ---- (a) stop -> running -------------------------------------------------------------
+# stop_trials: TRIALS x stop -> running of svc17, into sr (ms).
+stop_trials() {
+  local i prev before t0
+  sr=()
+  for i in $(seq "$trials"); do
+    prev=$(status | jq -r .last_sync.time)
+    before=$(date +%s%N)
+    docker stop -t 0 "$c17" >/dev/null
+    t0=$(date +%s%N)
+    wait_until 30 "$c17 running again (trial $i)" running "$c17"
+    # Events since before the stop: a start before the command returned counts (negative).
+    sr+=("$(awk -v e="$(start_event_ms "$before" "container=$c17")" -v d="$(( (t0 - before) / 1000 ))" \
+      'BEGIN { printf "%.1f\n", e - d / 1000 }')")
+    # The heal's cycle waits for the health check: until it ends, /status is
+    # stale and another stop would land in it (and count as a failed heal).
+    wait_until 60 "svc17 healthy again" healthy "$c17"
+    wait_until 60 "the heal's cycle to end" cycle_after "$prev"
+    wait_until 60 "svc17 healthy and in sync again" svc17_settled
+    sleep 0.5
+  done
+}
 echo "(a) $trials x docker stop -t 0 $c17 ..." >&2
-sr=()
-for i in $(seq "$trials"); do
-  prev=$(status | jq -r .last_sync.time)
-  before=$(date +%s%N)
-  docker stop -t 0 "$c17" >/dev/null
-  t0=$(date +%s%N)
-  wait_until 30 "$c17 running again (trial $i)" running "$c17"
-  # Events since before the stop: a start before the command returned counts (negative).
-  sr+=("$(awk -v e="$(start_event_ms "$before" "container=$c17")" -v d="$(( (t0 - before) / 1000 ))" \
-    'BEGIN { printf "%.1f\n", e - d / 1000 }')")
-  # The heal's cycle waits for the health check: until it ends, /status is
-  # stale and another stop would land in it (and count as a failed heal).
-  wait_until 60 "svc17 healthy again" healthy "$c17"
-  wait_until 60 "the heal's cycle to end" cycle_after "$prev"
-  wait_until 60 "svc17 healthy and in sync again" svc17_settled
-  sleep 0.5
-done
+stop_trials
 stop_median=$(printf '%s\n' "${sr[@]}" | median)
 stop_p90=$(printf '%s\n' "${sr[@]}" | percentile 90)
 echo "(a) ${sr[*]} ms" >&2
@@ -280,6 +292,34 @@ done
 poll_median=$(printf '%s\n' "${pr[@]}" | median)
 poll_done=$(printf '%s\n' "${pd[@]}" | median)
 echo "(c) poll: running ${pr[*]} ms; applied ${pd[*]} ms" >&2
+
+# ---- (a2) stop -> running while another service crash-loops ------------------------------
+mkdir -p "$repo/stacks/$S-crash"
+cat >"$repo/stacks/$S-crash/compose.yaml" <<YAML
+name: $S-crash
+services:
+  sick:
+    image: plimsoll-example/busybox:1
+    command: ["sh", "-c", "trap '' TERM; sleep 3; touch /tmp/sick; while true; do sleep 1; done"]
+    stop_grace_period: 10s
+    healthcheck:
+      test: ["CMD", "sh", "-c", "! test -e /tmp/sick"]
+      interval: 1s
+      timeout: 1s
+      retries: 1
+YAML
+git -C "$repo" add -A
+crash=$(commit "a crash-looping service")
+wait_until 120 "the crash-looping stack applied" revision_is "$crash"
+sick_restarts() { grep -c "restarting.*$S-crash/sick\|$S-crash/sick.*restarting" "$alog" || true; }
+restarting() { [ "$(sick_restarts)" -gt 0 ]; }
+wait_until 60 "the first heal of the crash-looping service" restarting
+echo "(a2) $trials x docker stop -t 0 $c17 while $S-crash/sick crash-loops ..." >&2
+stop_trials
+crash_median=$(printf '%s\n' "${sr[@]}" | median)
+crash_p90=$(printf '%s\n' "${sr[@]}" | percentile 90)
+crash_heals=$(sick_restarts)
+echo "(a2) ${sr[*]} ms; $crash_heals restarts of the crash-looping service" >&2
 rss_end=$(rss_kb "$agent_pid" VmRSS)
 hwm_end=$(rss_kb "$agent_pid" VmHWM)
 anon_end=$(rss_kb "$agent_pid" RssAnon)
@@ -289,6 +329,7 @@ echo
 echo "plimsoll agent, release build, one 50-service stack"
 printf '%-58s %s\n' "first apply of 50 services (agent start -> revision applied)" "$first_apply ms"
 printf '%-58s median %s ms, p90 %s ms\n' "(a) stop -> running ($trials x docker stop -t 0 svc17)" "$stop_median" "$stop_p90"
+printf '%-58s median %s ms, p90 %s ms (%s restarts of it)\n' "(a2) the same, another service crash-looping" "$crash_median" "$crash_p90" "$crash_heals"
 printf '%-58s VmRSS %s MB (peak VmHWM %s MB)\n' "(b) idle memory, $settle s after the first apply" "$(mb "$rss_idle")" "$(mb "$hwm_idle")"
 printf '%-58s RssAnon %s MB + RssFile %s MB (mapped binary, libraries)\n' "    of which" "$(mb "$anon_idle")" "$(mb "$file_idle")"
 printf '%-58s VmRSS %s MB (peak VmHWM %s MB, RssAnon %s MB)\n' "    at the end (restarted agent, after (c))" "$(mb "$rss_end")" "$(mb "$hwm_end")" "$(mb "$anon_end")"
@@ -296,5 +337,6 @@ printf '%-58s new container %s ms, revision applied %s ms\n' "(c) push -> conver
 printf '%-58s new container %s ms, revision applied %s ms\n' "    push -> converged, polling --interval $poll_interval ($push_runs runs)" "$poll_median" "$poll_done"
 echo
 awk -v m="$stop_median" 'BEGIN { printf "goal (a) median stop -> running < 1000 ms: %s\n", (m < 1000) ? "met" : "NOT met" }'
+awk -v m="$stop_median" -v c="$crash_median" 'BEGIN { printf "goal (a2) median with a crash loop < 300 ms and within 1.5x of (a): %s\n", (c < 300 && c < 1.5 * m + 50) ? "met" : "NOT met" }'
 awk -v k="$rss_idle" 'BEGIN { printf "goal (b) idle VmRSS < 20 MB: %s\n", (k / 1024 < 20) ? "met" : "NOT met" }'
 echo "total $((SECONDS - started)) s"

@@ -155,6 +155,9 @@ pub async fn after_apply(
     config: ImagesConfig,
     progress: &dyn Progress,
 ) -> Result<Vec<String>, String> {
+    // The agent's heals apply concurrently: one read-modify-write of the history at a time.
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _serial = SERIAL.lock().await;
     let mut history: History = state.read_json(FILE).map_err(|e| e.to_string())?;
     let pulled: BTreeSet<&str> = plan
         .actions

@@ -221,6 +221,21 @@ impl Engine {
         repository: Option<&str>,
         images: &BTreeSet<String>,
     ) -> Result<Live, EngineError> {
+        self.snapshot_of(stacks, repository, images, None).await
+    }
+
+    /// [`Engine::snapshot`], where `only` (stack, service) limits the
+    /// containers inspected to that service's (the agent's heal of one
+    /// service): the other managed containers are left out of
+    /// [`Live::containers`]; foreign containers, networks, volumes and built
+    /// images are listed as usual (one call each).
+    pub async fn snapshot_of(
+        &self,
+        stacks: &BTreeSet<String>,
+        repository: Option<&str>,
+        images: &BTreeSet<String>,
+        only: Option<(&str, &str)>,
+    ) -> Result<Live, EngineError> {
         let opts = ListContainersOptionsBuilder::default().all(true).build();
         let built_filter = ListImagesOptionsBuilder::default()
             .filters(&std::collections::HashMap::from([(
@@ -316,8 +331,17 @@ impl Engine {
             if let Some(n) = s.names.as_ref().and_then(|n| n.first()) {
                 names.insert(id.clone(), n.trim_start_matches('/').to_string());
             }
+            let wanted = |stack: &String| {
+                only.is_none_or(|(s, svc)| {
+                    stack == s && labels.get(labels::SERVICE).map(String::as_str) == Some(svc)
+                })
+            };
             match labels.get(labels::STACK) {
-                Some(stack) if stacks.contains(stack) => managed_ids.push(id),
+                Some(stack) if stacks.contains(stack) => {
+                    if wanted(stack) {
+                        managed_ids.push(id)
+                    }
+                }
                 Some(_)
                     if repository.is_some()
                         && labels.get(labels::REPOSITORY).map(String::as_str) == repository =>

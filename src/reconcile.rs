@@ -194,6 +194,69 @@ pub async fn observe_on<'a>(
     })
 }
 
+/// [`observe_on`] narrowed to one service of one stack (the agent's heal of
+/// the service an engine event named): only that service's containers and
+/// image are inspected, instead of every managed container on the host. The
+/// plan holds that service's actions, the pull of its image and the creation
+/// of its stack's missing networks and volumes; nothing else. A stack that
+/// does not run on `host` (or a service it does not declare) gives an empty plan.
+pub async fn observe_service<'a>(
+    engine: Engine,
+    desired: &'a Desired,
+    host: &str,
+    stack: &str,
+    service: &str,
+) -> Result<Observed<'a>, EngineError> {
+    let config = &desired.config;
+    let found = desired
+        .stacks
+        .iter()
+        .find(|s| s.name == stack && config.runs_on(&s.name, host))
+        .filter(|s| s.services.contains_key(service));
+    let stacks: Vec<&Stack> = found.into_iter().collect();
+    let image = found.map(|s| s.services[service].image_ref(stack, service));
+    let images: BTreeSet<String> = image.iter().filter(|i| !i.is_empty()).cloned().collect();
+    let names: BTreeSet<String> = stacks.iter().map(|s| s.name.clone()).collect();
+    let live = if stacks.is_empty() {
+        Live::default()
+    } else {
+        engine
+            .snapshot_of(&names, None, &images, Some((stack, service)))
+            .await?
+    };
+    let builds = match found {
+        Some(s) if s.services[service].builds() => build_hashes(&stacks).await,
+        _ => plan::Builds::default(),
+    };
+    let mut plan = plan::plan(&stacks, &live, &builds, &desired.masker);
+    plan.actions
+        .retain(|a| match (a.service.as_deref(), a.action) {
+            (Some(s), _) => s == service,
+            (None, ActionKind::PullImage) => image.as_deref() == Some(a.target.as_str()),
+            (None, ActionKind::CreateNetwork | ActionKind::CreateVolume) => true,
+            (None, _) => false,
+        });
+    plan.conflicts
+        .retain(|c| c.service.as_deref() == Some(service));
+    plan.in_sync.retain(|k| *k == format!("{stack}/{service}"));
+    plan.would_prune.clear();
+    let paused = names
+        .iter()
+        .filter(|s| config.is_paused(s, host))
+        .cloned()
+        .collect();
+    Ok(Observed {
+        engine,
+        host: host.to_string(),
+        stacks,
+        paused,
+        elsewhere: BTreeSet::new(),
+        live,
+        plan,
+        builds,
+    })
+}
+
 /// What each service that builds its image would build now: its context is
 /// scanned (after `.dockerignore`) and hashed with its build settings, off
 /// the async threads.
@@ -571,8 +634,14 @@ pub async fn apply_recorded(
     if let Err(e) = write() {
         tracing::error!("the apply ran, but recording it in the state directory failed: {e}");
     }
-    // Old images go only after everything succeeded.
+    // Old images go only after everything succeeded. Starting or restarting
+    // containers (most heals) changes no image: nothing to record or remove.
+    let images_may_change = plan
+        .actions
+        .iter()
+        .any(|a| !matches!(a.action, ActionKind::Start | ActionKind::Restart));
     if result.is_ok()
+        && images_may_change
         && let Err(e) = crate::images::after_apply(
             &observed.engine,
             state,

@@ -160,6 +160,10 @@ fn tighten(root: &Path) -> Result<(), StateError> {
     Ok(())
 }
 
+/// Serializes this process's appends to the state directory's logs (the
+/// agent's heals run concurrently under the shared lock).
+static APPENDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// An open state directory.
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -258,6 +262,28 @@ impl StateDir {
 
     /// Takes the host's apply lock, waiting up to `timeout`; `waiting` is told once who holds it.
     pub fn lock(&self, timeout: Duration, waiting: &dyn Fn(&str)) -> Result<Lock, StateError> {
+        self.lock_as(false, timeout, waiting)
+    }
+
+    /// Takes the host's lock shared (`flock(LOCK_SH)`): holders of shared
+    /// locks run together (the agent's heals of different services), and
+    /// exclude, and are excluded by, the exclusive lock of [`StateDir::lock`]
+    /// (a `plimsoll reconcile`, the agent applying a new revision). A shared
+    /// holder does not write its name in the lock file (several hold it).
+    pub fn lock_shared(
+        &self,
+        timeout: Duration,
+        waiting: &dyn Fn(&str),
+    ) -> Result<Lock, StateError> {
+        self.lock_as(true, timeout, waiting)
+    }
+
+    fn lock_as(
+        &self,
+        shared: bool,
+        timeout: Duration,
+        waiting: &dyn Fn(&str),
+    ) -> Result<Lock, StateError> {
         let path = self.root.join("lock");
         let mut file = OpenOptions::new()
             .create(true)
@@ -271,7 +297,12 @@ impl StateDir {
         let started = Instant::now();
         let mut told = false;
         loop {
-            match file.try_lock() {
+            let attempt = if shared {
+                file.try_lock_shared()
+            } else {
+                file.try_lock()
+            };
+            match attempt {
                 Ok(()) => break,
                 Err(fs::TryLockError::WouldBlock) => {
                     let holder = read_nofollow(&path)
@@ -299,6 +330,9 @@ impl StateDir {
                 }
                 Err(fs::TryLockError::Error(e)) => return Err(io_err(&path)(e)),
             }
+        }
+        if shared {
+            return Ok(Lock { _file: file });
         }
         file.set_len(0).map_err(io_err(&path))?;
         let host = hostname();
@@ -358,6 +392,7 @@ impl StateDir {
     pub fn store_revision(&self, plaintext: &[u8]) -> Result<String, StateError> {
         let hash = self.revision_name(plaintext)?;
         let path = self.root.join("revisions").join(format!("{hash}.bin"));
+        let _serial = APPENDS.lock().unwrap_or_else(|e| e.into_inner());
         if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
             return Ok(hash);
         }
@@ -420,6 +455,7 @@ impl StateDir {
 
     /// Appends a record to the revision index.
     pub fn record_revision(&self, rec: &RevisionRecord) -> Result<(), StateError> {
+        let _serial = APPENDS.lock().unwrap_or_else(|e| e.into_inner());
         append_line(&self.root.join("revisions.jsonl"), rec)
     }
 
@@ -437,6 +473,8 @@ impl StateDir {
         keep: usize,
     ) -> Result<(), StateError> {
         let path = self.root.join("audit.jsonl");
+        // The agent's heals record concurrently (under the shared lock): one at a time.
+        let _serial = APPENDS.lock().unwrap_or_else(|e| e.into_inner());
         if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() > max_bytes) {
             rotate(&path, keep.max(1))?;
         }

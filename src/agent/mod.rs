@@ -2,10 +2,14 @@
 //! this host converged: polls, webhooks, Docker events, bounded self-heal,
 //! an HTTP endpoint for health, metrics and status, and notifications.
 //!
-//! One loop owns every decision. Timers, the HTTP endpoint, the engine's
-//! event stream and the directory watcher only send [`Trigger`]s; the loop
-//! coalesces what arrived and runs one cycle: fetch (when asked) → load →
-//! observe → plan → apply (deploy) or heal (drift) → record → report.
+//! One loop owns every decision about revisions. Timers, the HTTP endpoint,
+//! the engine's event stream and the directory watcher only send
+//! [`Trigger`]s; the loop coalesces what arrived and runs one cycle: fetch
+//! (when asked) → load → observe → plan → apply (deploy) or hand drift to the
+//! heals → record → report. Drift of a service an engine event names goes
+//! straight to that service's heal ([`healer`]): services heal independently,
+//! each observing only itself, sharing the host's lock among themselves while
+//! a revision's apply takes it alone.
 //! Invariants: a revision that does not load, or whose apply fails, is
 //! rejected, recorded and not retried until a new commit arrives; the last
 //! good revision stays the target; nothing is pruned on a failed load; every
@@ -19,10 +23,12 @@
 pub mod delivery;
 pub mod git;
 pub mod heal;
+mod healer;
 pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod notify;
+mod settle;
 pub mod signing;
 pub mod watch;
 pub mod webhook;
@@ -39,13 +45,13 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use crate::apply::Cancel;
 use crate::events::LogProgress;
 use crate::live::{Engine, EngineError};
-use crate::plan::{Action, ActionKind, Plan};
 use crate::reconcile::{self, Observed};
 use crate::source;
 use crate::spec::config::NotificationEvent;
 use crate::spec::{self, Desired};
 use crate::state::{StateDir, StateError};
-use heal::{Decision, HealBook, HealPolicy, Recorded};
+use heal::HealBook;
+use healer::{Applied, Healer, Held};
 use notify::{Notification, Notifier};
 
 /// Something that asks the loop to do work.
@@ -53,33 +59,17 @@ use notify::{Notification, Notifier};
 pub enum Trigger {
     /// Look for a new revision (poll, webhook, `POST /sync`, files changed).
     Fetch(&'static str),
-    /// A managed container of `stack` changed: check for drift now.
-    Event { stack: String, kind: &'static str },
+    /// A managed container of `stack` (of `service`, by its label) changed:
+    /// heal that service (or check everything, without a service).
+    Event {
+        stack: String,
+        service: Option<String>,
+        kind: &'static str,
+    },
     /// Check everything (periodic, or events may have been missed).
     Resync,
-    /// A heal's verdict, from the task that watched the healed container.
-    Settled(Box<Settled>),
-}
-
-/// How a healed service turned out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settled {
-    pub stack: String,
-    pub service: String,
-    /// Why it was healed.
-    pub reasons: Vec<String>,
-    pub verdict: Verdict,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Running (and healthy) and staying up.
-    Healed,
-    Failed(String),
-    /// Removed by hand meanwhile: new drift, not a failed heal.
-    Gone,
-    /// The agent is stopping: no verdict.
-    Interrupted,
+    /// A heal of this `stack/service` ended or found drift: the status is stale.
+    Publish(String),
 }
 
 /// Where the desired state comes from.
@@ -294,16 +284,6 @@ fn self_heal(desired: &Desired, stack: &str, service: Option<&str>) -> bool {
         .unwrap_or(stack_level)
 }
 
-/// The drift kind an action stands for.
-fn drift_kind(a: &Action) -> &'static str {
-    match a.action {
-        ActionKind::Create => "missing",
-        ActionKind::Start => "stopped",
-        ActionKind::Restart if a.reasons.iter().any(|r| r.starts_with("unhealthy")) => "unhealthy",
-        _ => "changed",
-    }
-}
-
 /// A random number (std's per-process random hash keys; not for secrets).
 fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
@@ -385,32 +365,44 @@ pub async fn run(
     shared.status.lock().expect("status lock").source = source_name.clone();
     let mut revisions: Revisions = state.read_json(AGENT_FILE)?;
     let died_loading = revisions.loading.take();
+    let notifier = Notifier::start();
+    let healer = Healer::new(
+        engine.clone(),
+        state.clone(),
+        shared.clone(),
+        notifier.clone(),
+        cancel.clone(),
+        opts.lock_timeout,
+        source_name.clone(),
+        tx.clone(),
+    );
     let mut agent = Agent {
         opts,
         state,
         engine,
         shared: shared.clone(),
-        notifier: Notifier::start(),
+        notifier,
+        healer,
         git,
         source_name,
         target: None,
         revisions,
         host: None,
         engine_name: None,
-        reported_drift: BTreeMap::new(),
         reported_unknown: BTreeSet::new(),
         next_fetch: Instant::now(),
         idle_at: None,
         fetch_backoff: None,
         retry_at: None,
-        settling: BTreeSet::new(),
-        triggers: tx.clone(),
+        recover_due: false,
         cancel,
         unsent: None,
     };
     agent.died_loading(died_loading);
     let _alive = AliveGuard(shared);
     agent.main_loop(rx, shutdown, tx).await;
+    // Heals applying now finish (or roll back); those watching a container stop.
+    let _quiet = agent.healer.quiesce().await;
     agent.notifier.flush(NOTIFY_FLUSH).await;
     Ok(())
 }
@@ -424,6 +416,8 @@ struct Agent {
     engine: Engine,
     shared: Arc<Shared>,
     notifier: Notifier,
+    /// Heals each drifted service in its own task ([`healer`]).
+    healer: Healer,
     git: Option<Arc<Mutex<git::GitSource>>>,
     source_name: String,
     target: Option<Arc<Target>>,
@@ -433,8 +427,6 @@ struct Agent {
     /// The engine's name (`docker info`), asked once: the host's name when
     /// neither `--host` nor `agent.host` names it.
     engine_name: Option<String>,
-    /// Drift already reported, by `stack/service`, so a lasting drift is notified once.
-    reported_drift: BTreeMap<String, Vec<String>>,
     reported_unknown: BTreeSet<String>,
     next_fetch: Instant,
     /// The revision at which this host had no stacks and nothing to prune:
@@ -444,9 +436,9 @@ struct Agent {
     fetch_backoff: Option<Duration>,
     /// A check is due then (a heal backing off, the lock was busy).
     retry_at: Option<Instant>,
-    /// Services whose heal is being watched (`stack/service`): not healed again meanwhile.
-    settling: BTreeSet<String>,
-    triggers: UnboundedSender<Trigger>,
+    /// A killed run left a replacement half done: the next check takes the
+    /// host exclusively (no heal meanwhile) to finish or undo it.
+    recover_due: bool,
     cancel: Cancel,
     /// A rejection notified once a revision is loaded (its notification
     /// targets and masker come with it): the revision the agent died loading.
@@ -459,7 +451,8 @@ struct Work {
     fetch: bool,
     check: bool,
     reasons: BTreeSet<String>,
-    settled: Vec<Settled>,
+    /// Only the status is stale (a heal ended).
+    publish: bool,
 }
 
 impl Work {
@@ -469,7 +462,7 @@ impl Work {
                 self.fetch = true;
                 self.reasons.insert(why.to_string());
             }
-            Trigger::Event { stack, kind } => {
+            Trigger::Event { stack, kind, .. } => {
                 self.check = true;
                 self.reasons.insert(format!("{kind} in {stack}"));
             }
@@ -477,11 +470,9 @@ impl Work {
                 self.check = true;
                 self.reasons.insert("resync".into());
             }
-            Trigger::Settled(s) => {
-                self.check = true;
-                self.reasons
-                    .insert(format!("heal of {}/{} settled", s.stack, s.service));
-                self.settled.push(*s);
+            Trigger::Publish(key) => {
+                self.publish = true;
+                self.reasons.insert(format!("heal of {key}"));
             }
         }
     }
@@ -554,8 +545,19 @@ impl Agent {
             }
             let mut work = Work::default();
             for t in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
-                if self.concerns(&t) {
-                    work.add(t);
+                match t {
+                    // A service's drift is its heal's business, not the loop's.
+                    Trigger::Event {
+                        stack,
+                        service: Some(service),
+                        ..
+                    } if self.healer.is_active() => {
+                        if self.concerns(&stack) {
+                            self.healer.request(&stack, &service);
+                        }
+                    }
+                    Trigger::Event { ref stack, .. } if !self.concerns(stack) => {}
+                    t => work.add(t),
                 }
             }
             if work.reasons.is_empty() {
@@ -583,13 +585,10 @@ impl Agent {
     }
 
     /// Events of stacks this agent does not manage (another agent's, a test's) are not its business.
-    fn concerns(&self, t: &Trigger) -> bool {
-        match (t, &self.target) {
-            (Trigger::Event { stack, .. }, Some(target)) => {
-                target.desired.stacks.iter().any(|s| &s.name == stack)
-            }
-            _ => true,
-        }
+    fn concerns(&self, stack: &str) -> bool {
+        self.target
+            .as_ref()
+            .is_none_or(|t| t.desired.stacks.iter().any(|s| s.name == stack))
     }
 
     fn notify(
@@ -647,14 +646,8 @@ impl Agent {
         });
     }
 
-    async fn cycle(&mut self, mut work: Work) {
+    async fn cycle(&mut self, work: Work) {
         let started = Instant::now();
-        let settled = std::mem::take(&mut work.settled);
-        if !settled.is_empty()
-            && let Err(e) = self.record_settled(settled).await
-        {
-            tracing::error!("recording heal outcomes failed: {e}");
-        }
         let trigger = work.reasons.iter().cloned().collect::<Vec<_>>().join(", ");
         if work.fetch
             && let Err(rejected) = self.refresh().await
@@ -669,12 +662,28 @@ impl Agent {
         }
         let deploy = self.is_deploy();
         if !deploy && !work.check && !work.fetch {
+            if work.publish {
+                self.refresh_status().await;
+                self.finish(started, "succeeded", &trigger, None);
+            }
             return;
         }
         match self.converge(deploy).await {
             Ok(()) => self.finish(started, "succeeded", &trigger, None),
             Err(e) => self.finish(started, "failed", &trigger, Some(e)),
         }
+    }
+
+    /// Observes the host (changing nothing, so without the lock) and publishes its status.
+    async fn refresh_status(&mut self) {
+        let Some(target) = self.target.clone() else {
+            return;
+        };
+        let Ok(observed) = self.observe(&target.desired, self.host.as_deref()).await else {
+            return;
+        };
+        let book: HealBook = self.state.read_json(heal::FILE).unwrap_or_default();
+        self.publish(&target, &observed, &book);
     }
 
     /// The target is a revision not yet applied (and not rejected).
@@ -1003,32 +1012,49 @@ impl Agent {
         }
     }
 
-    /// Takes the host's lock (waiting off the loop's thread); when it is busy
-    /// too long, a retry is scheduled.
-    async fn lock(&mut self) -> Result<crate::state::Lock, String> {
-        let state = self.state.clone();
-        let timeout = self.opts.lock_timeout;
-        let lock = tokio::task::spawn_blocking(move || {
-            state.lock(timeout, &|holder| {
-                tracing::info!("waiting for the lock held by {holder}")
-            })
-        })
-        .await
-        .expect("locking does not panic");
-        lock.map_err(|e| {
+    /// Takes the host's lock: exclusive (no heal meanwhile) to apply a
+    /// revision or recover, else shared with the heals. When it is busy too
+    /// long, a retry is scheduled.
+    async fn lock(&mut self, exclusive: bool) -> Result<Held, String> {
+        let held = if exclusive {
+            self.healer
+                .exclusive()
+                .await
+                .map(|h| Held::Exclusive { _held: h })
+        } else {
+            self.healer
+                .shared()
+                .await
+                .map(|h| Held::Shared { _held: h })
+        };
+        held.map_err(|e| {
             self.retry_at = Some(Instant::now() + Duration::from_secs(5));
             e.to_string()
         })
     }
 
-    /// Observes, plans and applies under the host's lock. Err = the sync failed (message).
+    /// Observes, plans and applies a revision under the host's lock, or
+    /// checks for drift and hands it to the heals. Err = the sync failed (message).
     async fn converge(&mut self, deploy: bool) -> Result<(), String> {
-        let _lock = self.lock().await?;
+        let exclusive = deploy || self.recover_due;
+        let _lock = self.lock(exclusive).await?;
         let target = self.target.clone().expect("converge runs with a target");
-        self.converge_locked(&target, deploy).await
+        let result = self.converge_locked(&target, deploy, exclusive).await;
+        // Still under the lock: heals waiting for it heal to the revision applied now.
+        if !self.is_deploy() && !self.target_rejected() {
+            let applied = self.target.clone().zip(self.host.clone());
+            self.healer
+                .set_applied(applied.map(|(target, host)| Applied { target, host }));
+        }
+        result
     }
 
-    async fn converge_locked(&mut self, target: &Target, deploy: bool) -> Result<(), String> {
+    async fn converge_locked(
+        &mut self,
+        target: &Arc<Target>,
+        deploy: bool,
+        exclusive: bool,
+    ) -> Result<(), String> {
         let desired = &target.desired;
         let masker = &desired.masker;
         let host = match self
@@ -1054,11 +1080,24 @@ impl Agent {
         // `always` images for a new revision; refresh policies on every cycle.
         reconcile::pull_first(&self.engine, desired, deploy, &progress).await?;
         let mut observed = self.observe(desired, host.as_deref()).await?;
-        let repaired = crate::apply::recover(&observed.engine, &observed.live, &progress)
-            .await
-            .map_err(|e| format!("recovering from an interrupted run failed: {e}"))?;
-        if repaired > 0 {
-            observed = self.observe(desired, host.as_deref()).await?;
+        let parked = observed
+            .live
+            .containers
+            .iter()
+            .any(|c| c.name.ends_with(crate::apply::OLD_SUFFIX));
+        // A heal replacing a container parks the old one too: recovering
+        // waits for the host alone.
+        if parked && !exclusive {
+            self.recover_due = true;
+            self.retry_at = Some(Instant::now() + Duration::from_secs(1));
+        } else if parked {
+            self.recover_due = false;
+            let repaired = crate::apply::recover(&observed.engine, &observed.live, &progress)
+                .await
+                .map_err(|e| format!("recovering from an interrupted run failed: {e}"))?;
+            if repaired > 0 {
+                observed = self.observe(desired, host.as_deref()).await?;
+            }
         }
         self.host = Some(observed.host.clone());
         self.report_unknown(&observed)?;
@@ -1080,44 +1119,21 @@ impl Agent {
             &desired.config,
             &pruning,
         );
-        let now = unix_now();
-        let mut heals: Vec<Action> = Vec::new();
         if !deploy {
-            let unhealthy = unhealthy_restarts(&observed, &observed.plan);
+            // Drift: reported here, healed by each service's own heal.
+            let unhealthy = settle::unhealthy_restarts(&observed, &observed.plan);
             let mut all = observed.plan.clone();
             all.actions.extend(unhealthy.iter().cloned());
-            self.report_drift(&observed, &all);
+            let applied = Applied {
+                target: target.clone(),
+                host: observed.host.clone(),
+            };
+            self.healer.report_all(&applied, &observed, &all);
             plan.actions.extend(unhealthy);
-            let mut keep = Vec::new();
-            for a in std::mem::take(&mut plan.actions) {
-                if !self_heal(desired, &a.stack, a.service.as_deref()) {
-                    continue;
-                }
-                let Some(service) = a.service.as_deref() else {
-                    keep.push(a);
-                    continue;
-                };
-                let key = heal::key(&a.stack, service);
-                if self.settling.contains(&key) {
-                    continue;
-                }
-                match book.decide(&key, now) {
-                    Decision::Heal => {
-                        heals.push(a.clone());
-                        keep.push(a);
-                    }
-                    Decision::Wait(t) => {
-                        let at = Instant::now() + Duration::from_secs((t - now).max(1) as u64);
-                        self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
-                    }
-                    Decision::GaveUp => {}
-                }
-            }
-            // Networks and volumes alone are healed with the services that need them.
-            if heals.is_empty() {
-                keep.clear();
-            }
-            plan.actions = keep;
+            // This check's revision is the one applied: what heals converge to.
+            self.healer.set_applied(Some(applied));
+            self.healer.heal_drift(&plan);
+            plan.actions.clear();
         }
         let nothing_to_do = plan.is_noop() && plan.conflicts.is_empty();
         let result = if nothing_to_do {
@@ -1127,9 +1143,6 @@ impl Agent {
             }
             Ok(())
         } else {
-            for a in &heals {
-                self.shared.metrics.drift_detected(drift_kind(a));
-            }
             let origin = reconcile::Origin {
                 revision: target.revision.clone(),
                 source: self.source_name.clone(),
@@ -1150,8 +1163,8 @@ impl Agent {
             .map(|_| ())
             .map_err(|e| masker.mask(&e.to_string()).into_owned())
         };
-        self.watch_heals(&observed, &heals);
-        if let Err(e) = self.state.write_json(heal::FILE, &book) {
+        // Only a revision's apply (exclusive) writes the heal book here; heals write their own.
+        if deploy && let Err(e) = self.state.write_json(heal::FILE, &book) {
             tracing::error!("{e}");
         }
         if deploy {
@@ -1187,7 +1200,12 @@ impl Agent {
             self.idle_at = Some(target.revision.clone());
         }
         // Report what the host looks like now.
-        let after = self.observe(desired, host.as_deref()).await.ok();
+        // A check changed nothing (its heals report when they end).
+        let after = if deploy {
+            self.observe(desired, host.as_deref()).await.ok()
+        } else {
+            None
+        };
         self.publish(target, after.as_ref().unwrap_or(&observed), &book);
         if deploy && let Err(e) = &result {
             self.fail_revision(&target.revision, e.clone()).await;
@@ -1272,147 +1290,6 @@ impl Agent {
             ));
         }
         Ok(())
-    }
-
-    /// Logs, counts and notifies drift that was not reported before.
-    fn report_drift(&mut self, observed: &Observed<'_>, plan: &Plan) {
-        let mut now: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for a in &plan.actions {
-            let Some(service) = &a.service else { continue };
-            now.insert(heal::key(&a.stack, service), a.reasons.clone());
-        }
-        for (key, reasons) in &now {
-            if self.reported_drift.get(key) == Some(reasons) {
-                continue;
-            }
-            let (stack, service) = key.split_once('/').expect("keys are stack/service");
-            let paused = observed.paused.contains(stack);
-            let message = format!(
-                "{key} drifted: {}{}",
-                reasons.join("; "),
-                if paused { " (paused: not changed)" } else { "" }
-            );
-            tracing::warn!("{message}");
-            self.notify(
-                NotificationEvent::DriftDetected,
-                Some(stack),
-                Some(service),
-                message,
-            );
-        }
-        self.reported_drift = now;
-    }
-
-    /// Watches each healed service in the background until it runs (and is
-    /// healthy) or fails; the verdict comes back as a trigger, so a slow
-    /// health check never holds up the loop.
-    fn watch_heals(&mut self, observed: &Observed<'_>, heals: &[Action]) {
-        for a in heals {
-            let Some(service) = a.service.clone() else {
-                continue;
-            };
-            let stack = observed.stacks.iter().find(|s| s.name == a.stack);
-            let name = a.target.clone();
-            let timeout = stack.map_or(Duration::from_secs(60), |s| {
-                crate::apply::gate_timeout(s, &service)
-            });
-            self.settling.insert(heal::key(&a.stack, &service));
-            let engine = self.engine.clone();
-            let cancel = self.cancel.clone();
-            let tx = self.triggers.clone();
-            let (stack, reasons) = (a.stack.clone(), a.reasons.clone());
-            tokio::spawn(async move {
-                let verdict = match settled(&engine, &name, timeout, &cancel).await {
-                    Ok(()) => Verdict::Healed,
-                    // `docker rm -f` sends kill and die before destroy.
-                    Err(_) if removed(&engine, &name).await => Verdict::Gone,
-                    Err(_) if cancel.is_cancelled() => Verdict::Interrupted,
-                    Err(e) => Verdict::Failed(e),
-                };
-                let _ = tx.send(Trigger::Settled(Box::new(Settled {
-                    stack,
-                    service,
-                    reasons,
-                    verdict,
-                })));
-            });
-        }
-    }
-
-    /// Records heal verdicts in the counters (under the lock, like every
-    /// change of the state directory); gave-up services raise an alert.
-    async fn record_settled(&mut self, settled: Vec<Settled>) -> Result<(), String> {
-        for s in &settled {
-            self.settling.remove(&heal::key(&s.stack, &s.service));
-        }
-        let Some(target) = self.target.clone() else {
-            return Ok(());
-        };
-        let _lock = self.lock().await?;
-        let desired = &target.desired;
-        let policy = HealPolicy::from_config(&desired.config.agent);
-        let mut book: HealBook = self
-            .state
-            .read_json(heal::FILE)
-            .map_err(|e| e.to_string())?;
-        let now = unix_now();
-        for a in settled {
-            let key = heal::key(&a.stack, &a.service);
-            let service = a.service.as_str();
-            let result = match a.verdict {
-                Verdict::Healed => Ok(()),
-                Verdict::Failed(e) => Err(e),
-                Verdict::Gone => {
-                    tracing::info!("{key}: removed while it was being healed; checking again");
-                    continue;
-                }
-                Verdict::Interrupted => continue,
-            };
-            let masked = result.map_err(|e| desired.masker.mask(&e).into_owned());
-            let ok = masked.is_ok();
-            self.shared
-                .metrics
-                .heal_attempt(if ok { "succeeded" } else { "failed" });
-            match book.record(&key, now, masked.clone(), &policy) {
-                Recorded::Healed => tracing::info!("{key}: healed ({})", a.reasons.join("; ")),
-                Recorded::CrashLoop => {
-                    let wait = book.services[&key].not_before.unwrap_or(now) - now;
-                    tracing::warn!(
-                        "{key}: healed again, but it keeps drifting (crash loop): next heal in {wait}s at the earliest"
-                    );
-                    self.retry_at = Some(Instant::now() + Duration::from_secs(wait.max(1) as u64));
-                }
-                Recorded::Failed => {
-                    let s = &book.services[&key];
-                    let wait = s.not_before.unwrap_or(now) - now;
-                    tracing::warn!(
-                        "{key}: heal attempt {} of {} failed: {}; next attempt in {wait}s",
-                        s.failures,
-                        policy.attempts,
-                        masked.as_ref().err().map_or("", String::as_str)
-                    );
-                    let at = Instant::now() + Duration::from_secs(wait.max(1) as u64);
-                    self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
-                }
-                Recorded::GaveUp => {
-                    let error = masked.err().unwrap_or_default();
-                    let message = format!(
-                        "{key}: self-heal gave up after {} failed attempts (last: {error}); fix it in git or by hand, then `plimsoll heal --reset {key}`",
-                        policy.attempts
-                    );
-                    tracing::error!(alert = true, "{message}");
-                    self.notify(
-                        NotificationEvent::SelfHealGaveUp,
-                        Some(&a.stack),
-                        Some(service),
-                        message,
-                    );
-                }
-            }
-        }
-        self.state
-            .write_json(heal::FILE, &book)
-            .map_err(|e| e.to_string())
     }
 
     /// Publishes status and gauges from an observation.
@@ -1504,165 +1381,6 @@ fn local_revision(desired: &Desired) -> String {
     format!("local:{}", &crate::state::content_hash(&all)[..12])
 }
 
-/// Restarts for running, in-sync containers that Docker reports unhealthy.
-fn unhealthy_restarts(observed: &Observed<'_>, plan: &Plan) -> Vec<Action> {
-    observed
-        .live
-        .containers
-        .iter()
-        .filter(|c| c.state.is_running() && c.state.health.as_deref() == Some("unhealthy"))
-        .filter(|c| !observed.paused.contains(&c.stack))
-        .filter_map(|c| {
-            let svc = observed
-                .stacks
-                .iter()
-                .find(|s| s.name == c.stack)?
-                .services
-                .get(&c.service)?;
-            Some((c, (svc.replicas() > 1).then_some(c.number)))
-        })
-        .filter(|(c, _)| {
-            !plan
-                .actions
-                .iter()
-                .any(|a| a.stack == c.stack && a.target == c.name)
-        })
-        .map(|(c, replica)| Action {
-            action: ActionKind::Restart,
-            stack: c.stack.clone(),
-            service: Some(c.service.clone()),
-            target: c.name.clone(),
-            reasons: vec![format!(
-                "unhealthy: {}",
-                c.state
-                    .health_log
-                    .clone()
-                    .unwrap_or_else(|| "health check failing".into())
-            )],
-            diff: None,
-            replica,
-        })
-        .collect()
-}
-
-/// Whether container `name` is gone or being removed.
-async fn removed(engine: &Engine, name: &str) -> bool {
-    use bollard::models::ContainerStateStatusEnum;
-    match engine
-        .docker
-        .inspect_container(
-            name,
-            None::<bollard::query_parameters::InspectContainerOptions>,
-        )
-        .await
-    {
-        Ok(c) => c
-            .state
-            .and_then(|s| s.status)
-            .is_some_and(|s| s == ContainerStateStatusEnum::REMOVING),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => true,
-        Err(_) => false,
-    }
-}
-
-/// The state of container `name`. A failed call to the engine (a dropped
-/// connection, the engine restarting) is no verdict on the container: it is
-/// retried until `deadline`; "no such container" is returned at once.
-async fn inspect_state(
-    engine: &Engine,
-    name: &str,
-    deadline: Instant,
-    cancel: &Cancel,
-) -> Result<bollard::models::ContainerState, String> {
-    loop {
-        match engine
-            .docker
-            .inspect_container(
-                name,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-        {
-            Ok(c) => return Ok(c.state.unwrap_or_default()),
-            Err(
-                e @ bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                },
-            ) => {
-                return Err(format!("{name}: {e}"));
-            }
-            Err(e) if Instant::now() >= deadline || cancel.is_cancelled() => {
-                return Err(format!("{name}: {e}"));
-            }
-            Err(e) => {
-                tracing::debug!("inspecting {name} failed, retrying: {e}");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
-    }
-}
-
-/// Whether container `name` runs (and, with a health check, is healthy)
-/// within `timeout` and stays up; Err says why not.
-async fn settled(
-    engine: &Engine,
-    name: &str,
-    timeout: Duration,
-    cancel: &Cancel,
-) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let state = inspect_state(engine, name, deadline, cancel).await?;
-        let running = state.running.unwrap_or(false);
-        let restarting = state.restarting.unwrap_or(false);
-        let health = state
-            .health
-            .as_ref()
-            .and_then(|h| h.status)
-            .map(|s| s.to_string());
-        match health.as_deref() {
-            Some("healthy") if running => return Ok(()),
-            Some("unhealthy") => return Err(format!("{name} is unhealthy")),
-            None | Some("none") | Some("") if running => {
-                // Without a health check, running a moment later counts.
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let retry_until = deadline.max(Instant::now() + Duration::from_secs(5));
-                let state = inspect_state(engine, name, retry_until, cancel).await?;
-                return if state.running.unwrap_or(false) {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "{name} stopped again right after it was started (exit code {})",
-                        state.exit_code.unwrap_or_default()
-                    ))
-                };
-            }
-            _ if !running
-                && !restarting
-                && state.status.map(|s| s.to_string()).as_deref() != Some("created") =>
-            {
-                return Err(format!(
-                    "{name} is not running (exit code {})",
-                    state.exit_code.unwrap_or_default()
-                ));
-            }
-            _ => {}
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "{name} did not become healthy within {}s",
-                timeout.as_secs()
-            ));
-        }
-        if cancel.is_cancelled() {
-            return Err(format!("interrupted while waiting for {name}"));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1697,6 +1415,7 @@ mod tests {
         w.add(Trigger::Fetch("webhook"));
         w.add(Trigger::Event {
             stack: "shop".into(),
+            service: None,
             kind: "stopped",
         });
         w.add(Trigger::Resync);
@@ -1704,32 +1423,6 @@ mod tests {
         assert_eq!(
             w.reasons.into_iter().collect::<Vec<_>>(),
             ["resync", "stopped in shop", "webhook"]
-        );
-    }
-
-    #[test]
-    fn drift_kinds_from_actions() {
-        let action = |kind, reason: &str| Action {
-            action: kind,
-            stack: "s".into(),
-            service: Some("a".into()),
-            target: "s-a-1".into(),
-            reasons: vec![reason.into()],
-            diff: None,
-            replica: None,
-        };
-        assert_eq!(
-            drift_kind(&action(ActionKind::Create, "missing")),
-            "missing"
-        );
-        assert_eq!(
-            drift_kind(&action(ActionKind::Start, "stopped by hand")),
-            "stopped"
-        );
-        assert_eq!(drift_kind(&action(ActionKind::Recreate, "env")), "changed");
-        assert_eq!(
-            drift_kind(&action(ActionKind::Restart, "unhealthy: exit 1")),
-            "unhealthy"
         );
     }
 }

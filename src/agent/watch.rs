@@ -85,6 +85,7 @@ pub async fn engine_events(engine: Engine, tx: UnboundedSender<Trigger>) {
                     );
                     let event = Trigger::Event {
                         stack: stack.clone(),
+                        service: attrs.get(crate::diff::labels::SERVICE).cloned(),
                         kind,
                     };
                     if tx.send(event).is_err() {

@@ -18,6 +18,8 @@
 //!   sshd with its own host key, lighttpd + `git http-backend` over TLS with a test CA).
 //! - `container`: the agent's image built offline, run as a container against a git
 //!   repository: deploys, turns healthy, runs as uid 10001, logs JSON, stops cleanly.
+//! - `heal`: the agent's heals are independent: a service restarting behind its gate
+//!   never delays the heal of an unrelated one; a dependent waits for its dependency's heal.
 //! - `hosts`: one repository, two real engines (a second `dockerd` in its own network
 //!   namespace), one agent per host: each engine runs exactly its stacks; a moved stack moves.
 //! - `images`: the offline test images (busybox, PostgreSQL) really work on the engine.
@@ -50,6 +52,7 @@ mod container;
 mod diff;
 mod git;
 mod gitserve;
+mod heal;
 mod hosts;
 mod images;
 mod keys;
