@@ -462,6 +462,7 @@ pub async fn apply_recorded(
     origin: &Origin,
     progress: &dyn crate::events::Progress,
     cancel: &crate::apply::Cancel,
+    parallel: crate::apply::Parallel,
 ) -> Result<crate::apply::Report, crate::apply::ApplyError> {
     let started = std::time::Instant::now();
     let stacks = observed.changeable();
@@ -473,6 +474,7 @@ pub async fn apply_recorded(
         masker,
         progress,
         cancel,
+        parallel,
     )
     .await;
     let (outcomes, error) = match &result {

@@ -1,6 +1,7 @@
 //! Applying a plan to the engine: networks and volumes first, then images,
-//! then services wave by wave in dependency order (services of one wave in
-//! parallel), each behind its dependencies' gates. A network whose settings
+//! then services wave by wave in dependency order (the services of one wave
+//! in parallel, as many at once as [`Parallel`] allows: all by default, as
+//! `docker compose up`), each behind its dependencies' gates. A network whose settings
 //! changed is recreated before the waves (its containers disconnected
 //! first); the services on it are replaced in their waves.
 //!
@@ -28,14 +29,12 @@ mod replace;
 mod setup;
 mod waves;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
 use thiserror::Error;
 
 use crate::events::Progress;
-use crate::graph::StackGraph;
 use crate::live::{Engine, EngineError, Live};
 use crate::plan::{Action, ActionKind, Plan};
 use crate::spec::model::Stack;
@@ -45,9 +44,8 @@ pub use body::create_body;
 pub use gates::gate_timeout;
 pub use recover::recover;
 pub use setup::{pull, pull_for};
+pub use waves::Parallel;
 
-/// How many services of one wave are changed at once.
-const PARALLEL: usize = 4;
 /// How often a gate looks at a container.
 const POLL: Duration = Duration::from_millis(100);
 /// The suffix of an old container kept during a recreate.
@@ -124,8 +122,9 @@ impl Cancel {
     }
 }
 
-/// Applies `plan` (computed from `stacks` and `live`). Services whose names
-/// conflict with foreign containers are not in the plan and fail the apply.
+/// Applies `plan` (computed from `stacks` and `live`), changing at most
+/// `parallel` services of a wave at once. Services whose names conflict with
+/// foreign containers are not in the plan and fail the apply.
 pub async fn apply(
     engine: &Engine,
     stacks: &[&Stack],
@@ -134,6 +133,7 @@ pub async fn apply(
     masker: &Masker,
     progress: &dyn Progress,
     cancel: &Cancel,
+    parallel: Parallel,
 ) -> Result<Report, ApplyError> {
     let cx = Ctx {
         engine,
@@ -231,68 +231,8 @@ pub async fn apply(
     };
 
     for stack in stacks {
-        let Ok(graph) = StackGraph::build(stack) else {
-            continue;
-        };
-        let actions: BTreeMap<String, Vec<&Action>> = plan
-            .actions
-            .iter()
-            .filter(|a| a.stack == stack.name && a.service.is_some())
-            .filter(|a| a.action != ActionKind::Build)
-            .fold(BTreeMap::new(), |mut m, a| {
-                m.entry(a.service.clone().unwrap_or_default())
-                    .or_default()
-                    .push(a);
-                m
-            });
-        let conflicted: BTreeSet<String> = plan
-            .conflicts
-            .iter()
-            .filter(|c| c.stack == stack.name)
-            .filter_map(|c| c.service.clone())
-            .collect();
-        let mut failed: BTreeSet<String> = conflicted.clone();
-        for wave in graph.waves() {
-            let todo: Vec<&String> = wave.iter().filter(|s| actions.contains_key(*s)).collect();
-            for chunk in todo.chunks(PARALLEL) {
-                let runs = chunk.iter().map(|service| {
-                    let acts = actions[*service].clone();
-                    let failed = &failed;
-                    let graph = &graph;
-                    let cx = &cx;
-                    async move {
-                        let started = Instant::now();
-                        let r = cx.run_service(stack, graph, service, &acts, failed).await;
-                        (service.to_string(), acts, r, started.elapsed())
-                    }
-                });
-                for (service, acts, r, duration) in join_all(runs).await {
-                    let (result, rolled_back) = match r {
-                        Ok(()) => (Ok(()), false),
-                        Err(ServiceFailure {
-                            message,
-                            rolled_back,
-                        }) => {
-                            failed.insert(service.clone());
-                            failures.push(format!(
-                                "{}/{service}: {}",
-                                stack.name,
-                                masker.mask(&message)
-                            ));
-                            (Err(message), rolled_back)
-                        }
-                    };
-                    for a in acts {
-                        report.outcomes.push(ActionOutcome {
-                            action: a.clone(),
-                            result: result.clone(),
-                            duration,
-                            rolled_back,
-                        });
-                    }
-                }
-            }
-        }
+        cx.run_waves(stack, plan, masker, parallel, &mut report, &mut failures)
+            .await;
     }
     // Prune runs last, and only when everything before it succeeded.
     if failures.is_empty() {
