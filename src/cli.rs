@@ -240,12 +240,12 @@ pub enum Command {
         /// Allow prune to remove named volumes of stacks that opt in with `prune_volumes: true` in plimsoll.yaml.
         #[arg(long)]
         prune_volumes: bool,
-        /// How many services of one wave to change at once (default: all of them, as `docker
-        /// compose up`; -1 or `unlimited` for no limit).
+        /// How many services of one wave to change at once; a service starts as soon as another
+        /// finishes. -1 (or `unlimited`): every service of the wave at once, as `docker compose up`.
         #[arg(
             long,
             env = "PLIMSOLL_PARALLEL",
-            default_value = "unlimited",
+            default_value = "64",
             allow_negative_numbers = true,
             value_name = "N"
         )]
@@ -270,12 +270,12 @@ pub enum Command {
         /// How long to wait for another plimsoll's apply on this host to finish.
         #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
         lock_timeout: std::time::Duration,
-        /// How many services of one wave to change at once (default: all of them, as `docker
-        /// compose up`; -1 or `unlimited` for no limit).
+        /// How many services of one wave to change at once; a service starts as soon as another
+        /// finishes. -1 (or `unlimited`): every service of the wave at once, as `docker compose up`.
         #[arg(
             long,
             env = "PLIMSOLL_PARALLEL",
-            default_value = "unlimited",
+            default_value = "64",
             allow_negative_numbers = true,
             value_name = "N"
         )]
@@ -561,12 +561,12 @@ pub struct AgentArgs {
     /// How long to wait for another plimsoll's apply on this host.
     #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
     pub lock_timeout: std::time::Duration,
-    /// How many services of one wave to change at once (default: all of them, as `docker
-    /// compose up`; -1 or `unlimited` for no limit).
+    /// How many services of one wave to change at once; a service starts as soon as another
+    /// finishes. -1 (or `unlimited`): every service of the wave at once, as `docker compose up`.
     #[arg(
         long,
         env = "PLIMSOLL_PARALLEL",
-        default_value = "unlimited",
+        default_value = "64",
         allow_negative_numbers = true,
         value_name = "N"
     )]

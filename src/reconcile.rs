@@ -454,6 +454,7 @@ pub struct Origin {
 /// Applies the plan and records it: one audit record (plan, outcome, per
 /// action timings, rollbacks; masked) and, per stack, the stored revision
 /// with its outcome, so `plimsoll rollback` can re-apply a good one.
+#[allow(clippy::too_many_arguments)]
 pub async fn apply_recorded(
     observed: &Observed<'_>,
     plan: &Plan,

@@ -1,7 +1,7 @@
 //! Applying a plan to the engine: networks and volumes first, then images,
 //! then services wave by wave in dependency order (the services of one wave
-//! in parallel, as many at once as [`Parallel`] allows: all by default, as
-//! `docker compose up`), each behind its dependencies' gates. A network whose settings
+//! in parallel, as many at once as [`Parallel`] allows: 64 by default), each
+//! behind its dependencies' gates. A network whose settings
 //! changed is recreated before the waves (its containers disconnected
 //! first); the services on it are replaced in their waves.
 //!
@@ -44,7 +44,7 @@ pub use body::create_body;
 pub use gates::gate_timeout;
 pub use recover::recover;
 pub use setup::{pull, pull_for};
-pub use waves::Parallel;
+pub use waves::{DEFAULT_PARALLEL, Parallel};
 
 /// How often a gate looks at a container.
 const POLL: Duration = Duration::from_millis(100);
@@ -125,6 +125,9 @@ impl Cancel {
 /// Applies `plan` (computed from `stacks` and `live`), changing at most
 /// `parallel` services of a wave at once. Services whose names conflict with
 /// foreign containers are not in the plan and fail the apply.
+// The arguments are what each caller has at hand; a struct for them would
+// only be built to be taken apart here.
+#[allow(clippy::too_many_arguments)]
 pub async fn apply(
     engine: &Engine,
     stacks: &[&Stack],

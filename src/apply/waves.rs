@@ -1,7 +1,7 @@
 //! The services of a stack, wave by wave: the services of one wave in a
-//! sliding window of [`Parallel`] (a service starts as soon as any running one
-//! finishes, as `docker compose up` does), each first waiting on its
-//! dependencies' gates, then running its actions in order.
+//! sliding window of [`Parallel`] services (a service starts as soon as any
+//! running one finishes), each first waiting on its dependencies' gates, then
+//! running its actions in order.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -20,15 +20,26 @@ use crate::plan::{Action, ActionKind, Plan};
 use crate::spec::model::Stack;
 use crate::spec::secrets::Masker;
 
-/// How many services of one wave an apply changes at once: every service of
-/// the wave (the default, as `docker compose up` without `--parallel`), or at
-/// most N. `--parallel N` / `PLIMSOLL_PARALLEL`; `-1` or `unlimited` for no
-/// limit, as Compose's `--parallel -1`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How many services of one wave an apply changes at once (`--parallel N`,
+/// `PLIMSOLL_PARALLEL`): at most [`DEFAULT_PARALLEL`] by default, or `-1`
+/// (`unlimited`) for every service of the wave at once, as Compose v2's
+/// `--parallel -1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Parallel {
-    #[default]
     Unlimited,
     AtMost(NonZeroUsize),
+}
+
+/// The default window: Compose's `COMPOSE_PARALLEL_LIMIT` default before v2.
+/// Enough to keep an engine busy (its own work, not the services' stop grace
+/// periods, bounds a big wave then), and few enough that a slow engine answers
+/// each call within the client's timeout: 500 calls at once on 2 cores did not.
+pub const DEFAULT_PARALLEL: usize = 64;
+
+impl Default for Parallel {
+    fn default() -> Self {
+        Parallel::AtMost(NonZeroUsize::new(DEFAULT_PARALLEL).unwrap_or(NonZeroUsize::MIN))
+    }
 }
 
 impl Parallel {
@@ -304,7 +315,8 @@ mod tests {
             let e = bad.parse::<Parallel>().unwrap_err();
             assert!(e.contains("unlimited"), "{e}");
         }
-        assert_eq!(Parallel::default(), Parallel::Unlimited);
+        assert_eq!(Parallel::default().window(500), DEFAULT_PARALLEL);
+        assert_eq!(Parallel::default().to_string(), "64");
         assert_eq!(Parallel::Unlimited.window(500), 500);
         assert_eq!(Parallel::Unlimited.window(0), 1);
         assert_eq!("4".parse::<Parallel>().unwrap().window(500), 4);

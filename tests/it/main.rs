@@ -27,7 +27,7 @@
 //!   a changed network recreated with the services on it (rolled back, killed half way).
 //! - `malformed`: every malformed input exits 1 naming file, line and key, with a hint.
 //! - `parallel`: how many services of a wave an apply changes at once (`--parallel`,
-//!   `PLIMSOLL_PARALLEL`): all by default, one at a time, a sliding window.
+//!   `PLIMSOLL_PARALLEL`): a whole wave at once (default 64), one at a time, a sliding window.
 //! - `reconcile`: `plimsoll reconcile` and `status` on the real engine: dry-run, ordered
 //!   apply, no-op, drift, conflicts, Compose visibility, secrets, JSON schema, rollback.
 //! - `registry`: pulls from a real registry on 127.0.0.1 (`docker-registry`):

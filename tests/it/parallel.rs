@@ -1,5 +1,5 @@
 //! How many services of one wave an apply changes at once (`--parallel`,
-//! `PLIMSOLL_PARALLEL`; default: all of them, as `docker compose up`).
+//! `PLIMSOLL_PARALLEL`; default 64, a sliding window).
 //!
 //! The evidence is the order of the apply's own progress events (`--log-format
 //! json` on stderr), never a wall-clock threshold: a service is in flight from
