@@ -240,6 +240,16 @@ pub enum Command {
         /// Allow prune to remove named volumes of stacks that opt in with `prune_volumes: true` in plimsoll.yaml.
         #[arg(long)]
         prune_volumes: bool,
+        /// How many services of one wave to change at once; a service starts as soon as another
+        /// finishes. -1 (or `unlimited`): every service of the wave at once, as `docker compose up`.
+        #[arg(
+            long,
+            env = "PLIMSOLL_PARALLEL",
+            default_value = "64",
+            allow_negative_numbers = true,
+            value_name = "N"
+        )]
+        parallel: crate::apply::Parallel,
     },
     /// Re-apply a stack's last good (or a named) revision, without git.
     ///
@@ -260,6 +270,16 @@ pub enum Command {
         /// How long to wait for another plimsoll's apply on this host to finish.
         #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
         lock_timeout: std::time::Duration,
+        /// How many services of one wave to change at once; a service starts as soon as another
+        /// finishes. -1 (or `unlimited`): every service of the wave at once, as `docker compose up`.
+        #[arg(
+            long,
+            env = "PLIMSOLL_PARALLEL",
+            default_value = "64",
+            allow_negative_numbers = true,
+            value_name = "N"
+        )]
+        parallel: crate::apply::Parallel,
     },
     /// Show the audit log: every apply, its revision and outcome.
     ///
@@ -541,6 +561,16 @@ pub struct AgentArgs {
     /// How long to wait for another plimsoll's apply on this host.
     #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
     pub lock_timeout: std::time::Duration,
+    /// How many services of one wave to change at once; a service starts as soon as another
+    /// finishes. -1 (or `unlimited`): every service of the wave at once, as `docker compose up`.
+    #[arg(
+        long,
+        env = "PLIMSOLL_PARALLEL",
+        default_value = "64",
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
+    pub parallel: crate::apply::Parallel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -952,6 +982,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 log_format: cli.log_format,
                 state_dir: state_dir(cli.state_dir.clone()),
                 lock_timeout,
+                parallel: Default::default(),
             };
             let (state, _lock) = take_lock(&run)?;
             let mut book: crate::agent::heal::HealBook =
@@ -973,6 +1004,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             prune,
             allow_empty,
             prune_volumes,
+            parallel,
         } => {
             let desired = load(&path, &stacks, &loading)?;
             let state_dir = state_dir(cli.state_dir.clone());
@@ -981,6 +1013,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 log_format: cli.log_format,
                 state_dir,
                 lock_timeout,
+                parallel,
             };
             let pruning = reconcile::Pruning {
                 flag: prune,
@@ -999,12 +1032,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             stack,
             to,
             lock_timeout,
+            parallel,
         } => {
             let run = Run {
                 format: plan::Format::Text,
                 log_format: cli.log_format,
                 state_dir: state_dir(cli.state_dir.clone()),
                 lock_timeout,
+                parallel,
             };
             return runtime()?.block_on(rollback_cmd(
                 stack.as_deref(),
@@ -1155,6 +1190,7 @@ fn agent_options(a: AgentArgs, state_dir: PathBuf) -> Result<crate::agent::Optio
         prune: a.prune.then_some(true),
         state_dir,
         lock_timeout: a.lock_timeout,
+        parallel: a.parallel,
         compose_env: BTreeMap::new(),
         secret_env: Default::default(),
         allow_read: Vec::new(),
@@ -1230,6 +1266,8 @@ struct Run {
     log_format: LogFormat,
     state_dir: PathBuf,
     lock_timeout: std::time::Duration,
+    /// How many services of a wave an apply changes at once.
+    parallel: crate::apply::Parallel,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -1391,6 +1429,7 @@ async fn reconcile_cmd(
             &origin,
             progress.as_ref(),
             &interrupts(),
+            run.parallel,
         )
         .await,
         masker,
@@ -1511,6 +1550,7 @@ async fn rollback_cmd(
                 &origin,
                 progress.as_ref(),
                 &interrupts(),
+                run.parallel,
             )
             .await,
             &masker,

@@ -517,6 +517,7 @@ pub struct Origin {
 /// Applies the plan and records it: one audit record (plan, outcome, per
 /// action timings, rollbacks; masked) and, per stack, the stored revision
 /// with its outcome, so `plimsoll rollback` can re-apply a good one.
+#[allow(clippy::too_many_arguments)]
 pub async fn apply_recorded(
     observed: &Observed<'_>,
     plan: &Plan,
@@ -525,6 +526,7 @@ pub async fn apply_recorded(
     origin: &Origin,
     progress: &dyn crate::events::Progress,
     cancel: &crate::apply::Cancel,
+    parallel: crate::apply::Parallel,
 ) -> Result<crate::apply::Report, crate::apply::ApplyError> {
     let started = std::time::Instant::now();
     let stacks = observed.changeable();
@@ -536,6 +538,7 @@ pub async fn apply_recorded(
         masker,
         progress,
         cancel,
+        parallel,
     )
     .await;
     let (outcomes, error) = match &result {

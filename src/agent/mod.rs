@@ -106,6 +106,8 @@ pub struct Options {
     pub prune: Option<bool>,
     pub state_dir: PathBuf,
     pub lock_timeout: Duration,
+    /// How many services of a wave an apply changes at once (`--parallel`).
+    pub parallel: crate::apply::Parallel,
     /// The variables of the process environment the host passes to Compose
     /// files (`--pass-env`, `--pass-secret-env`); also the only ones a
     /// notification's `url_env` may name.
@@ -1158,6 +1160,7 @@ impl Agent {
                 &origin,
                 &progress,
                 &self.cancel,
+                self.opts.parallel,
             )
             .await
             .map(|_| ())

@@ -28,6 +28,8 @@
 //!   lifecycle hooks (`post_start`, `pre_stop`) run, roll back and converge.
 //!   a changed network recreated with the services on it (rolled back, killed half way).
 //! - `malformed`: every malformed input exits 1 naming file, line and key, with a hint.
+//! - `parallel`: how many services of a wave an apply changes at once (`--parallel`,
+//!   `PLIMSOLL_PARALLEL`): a whole wave at once (default 64), one at a time, a sliding window.
 //! - `reconcile`: `plimsoll reconcile` and `status` on the real engine: dry-run, ordered
 //!   apply, no-op, drift, conflicts, Compose visibility, secrets, JSON schema, rollback.
 //! - `registry`: pulls from a real registry on 127.0.0.1 (`docker-registry`):
@@ -57,6 +59,7 @@ mod hosts;
 mod images;
 mod keys;
 mod malformed;
+mod parallel;
 mod reconcile;
 mod registry;
 mod safety;

@@ -1,0 +1,378 @@
+//! Applying a plan to the engine: networks and volumes first, then images,
+//! then services wave by wave in dependency order (the services of one wave
+//! in parallel, as many at once as [`Parallel`] allows: 64 by default), each
+//! behind its dependencies' gates. A network whose settings
+//! changed is recreated before the waves (its containers disconnected
+//! first); the services on it are replaced in their waves.
+//!
+//! A recreate keeps the old container until the new one passes its gate:
+//! the old one is stopped and renamed `<name>-plimsoll-old`, the new one is
+//! created and started; if it does not become running (and healthy, where it
+//! has a health check) in time, it is removed, the old one is renamed back
+//! and started, and the service's dependents are not touched.
+//!
+//! Invariant: only this module, `live`, `build` and `images` talk to the
+//! engine; every object created carries plimsoll's labels; nothing without
+//! them is changed.
+
+//! The module by concern: `setup` (networks, volumes, images), `waves` (one
+//! service: its dependencies' gates, then its actions), `gates`, `hooks`,
+//! `replace` (recreate and rollback), `remove` (prune, scale-down), `body`
+//! (the engine's create body) and `recover` (after a killed run).
+
+mod body;
+mod gates;
+mod hooks;
+mod recover;
+mod remove;
+mod replace;
+mod setup;
+mod waves;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::events::Progress;
+use crate::live::{Engine, EngineError, Live};
+use crate::plan::{Action, ActionKind, Plan};
+use crate::spec::model::Stack;
+use crate::spec::secrets::Masker;
+
+pub use body::create_body;
+pub use gates::gate_timeout;
+pub use recover::recover;
+pub use setup::{pull, pull_for};
+pub use waves::{DEFAULT_PARALLEL, Parallel};
+
+/// How often a gate looks at a container.
+const POLL: Duration = Duration::from_millis(100);
+/// The suffix of an old container kept during a recreate.
+pub const OLD_SUFFIX: &str = "-plimsoll-old";
+
+#[derive(Debug, Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("pulling {image} failed: {message}; nothing was changed")]
+    Pull { image: String, message: String },
+    #[error("building {image} for {stack}/{service} failed: {message}\n    nothing was changed")]
+    Build {
+        stack: String,
+        service: String,
+        image: String,
+        message: String,
+    },
+    #[error("{}", failure_text(failures))]
+    Services {
+        failures: Vec<String>,
+        /// What was done before and despite the failures.
+        report: Report,
+    },
+}
+
+fn failure_text(failures: &[String]) -> String {
+    let n = if failures.len() == 1 {
+        "1 service".to_string()
+    } else {
+        format!("{} services", failures.len())
+    };
+    let lines: Vec<String> = failures.iter().map(|f| format!("  {f}")).collect();
+    format!("{n} failed:\n{}", lines.join("\n"))
+}
+
+/// What happened to one action.
+#[derive(Debug, Clone)]
+pub struct ActionOutcome {
+    pub action: Action,
+    pub result: Result<(), String>,
+    pub duration: Duration,
+    pub rolled_back: bool,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub outcomes: Vec<ActionOutcome>,
+}
+
+struct Ctx<'a> {
+    engine: &'a Engine,
+    live: &'a Live,
+    progress: &'a dyn Progress,
+    cancel: &'a Cancel,
+    /// Networks the plan recreates: containers a failed service keeps are
+    /// connected to the new ones.
+    renewed: BTreeSet<String>,
+}
+
+/// Asks a running apply to stop: the current step finishes, a replacement
+/// whose gate is being waited for is rolled back, nothing new starts.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Applies `plan` (computed from `stacks` and `live`), changing at most
+/// `parallel` services of a wave at once. Services whose names conflict with
+/// foreign containers are not in the plan and fail the apply.
+// The arguments are what each caller has at hand; a struct for them would
+// only be built to be taken apart here.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply(
+    engine: &Engine,
+    stacks: &[&Stack],
+    plan: &Plan,
+    live: &Live,
+    masker: &Masker,
+    progress: &dyn Progress,
+    cancel: &Cancel,
+    parallel: Parallel,
+) -> Result<Report, ApplyError> {
+    let cx = Ctx {
+        engine,
+        live,
+        progress,
+        cancel,
+        renewed: plan
+            .actions
+            .iter()
+            .filter(|a| a.action == ActionKind::RecreateNetwork)
+            .map(|a| a.target.clone())
+            .collect(),
+    };
+    let mut report = Report::default();
+    let mut failures: Vec<String> = plan
+        .conflicts
+        .iter()
+        .map(|c| {
+            format!(
+                "{}/{}: {}",
+                c.stack,
+                c.service.as_deref().unwrap_or(&c.target),
+                c.reason
+            )
+        })
+        .collect();
+
+    // Conflicts fail only their own services (and dependents); the others still apply.
+    let conflicts = failures.len();
+
+    // Images, networks and volumes first, in plan order (pulls lead, then
+    // builds, so a failed pull or build changes nothing).
+    let mut built: Vec<String> = Vec::new();
+    for a in &plan.actions {
+        let stack = stacks.iter().find(|s| s.name == a.stack).copied();
+        let started = Instant::now();
+        let result = match (a.action, stack) {
+            (ActionKind::Build, Some(s)) => {
+                let service = a.service.clone().unwrap_or_default();
+                let r = cx.build(s, &service, &a.target).await;
+                if let Err(message) = &r {
+                    return Err(ApplyError::Build {
+                        stack: s.name.clone(),
+                        service,
+                        image: a.target.clone(),
+                        message: masker.mask(message).into_owned(),
+                    });
+                }
+                built.push(a.target.clone());
+                r
+            }
+            (ActionKind::CreateNetwork, Some(s)) => cx.create_network(s, &a.target).await,
+            (ActionKind::RecreateNetwork, Some(s)) => cx.recreate_network(s, &a.target).await,
+            (ActionKind::CreateVolume, Some(s)) => cx.create_volume(s, &a.target).await,
+            (ActionKind::PullImage, _) => {
+                // The platform a service of this stack asks for, if any.
+                let platform = stack.and_then(|s| {
+                    s.services
+                        .iter()
+                        .filter(|(n, svc)| svc.image_ref(&s.name, n) == a.target)
+                        .find_map(|(_, svc)| svc.platform.as_deref())
+                });
+                let r = cx.pull(&a.target, platform).await;
+                if let Err(message) = &r {
+                    return Err(ApplyError::Pull {
+                        image: a.target.clone(),
+                        message: masker.mask(message).into_owned(),
+                    });
+                }
+                r
+            }
+            _ => continue,
+        };
+        record(&mut report, &mut failures, a, result, started);
+    }
+    if failures.len() > conflicts {
+        return Err(ApplyError::Services { failures, report });
+    }
+    // Containers are created from what the images built just now supply.
+    let refreshed;
+    let cx = if built.is_empty() {
+        cx
+    } else {
+        let mut fresh = live.clone();
+        for image in &built {
+            fresh
+                .images
+                .insert(image.clone(), engine.image_defaults(image).await?);
+        }
+        refreshed = fresh;
+        Ctx {
+            live: &refreshed,
+            ..cx
+        }
+    };
+
+    for stack in stacks {
+        cx.run_waves(stack, plan, masker, parallel, &mut report, &mut failures)
+            .await;
+    }
+    // Prune runs last, and only when everything before it succeeded.
+    if failures.is_empty() {
+        for a in plan
+            .actions
+            .iter()
+            .filter(|a| crate::plan::is_prune(a, stacks))
+        {
+            let started = Instant::now();
+            let result = cx.prune(a).await;
+            record(&mut report, &mut failures, a, result, started);
+        }
+    }
+    if failures.is_empty() {
+        Ok(report)
+    } else {
+        Err(ApplyError::Services { failures, report })
+    }
+}
+
+/// Records the outcome of a setup or prune step.
+fn record(
+    report: &mut Report,
+    failures: &mut Vec<String>,
+    a: &Action,
+    result: Result<(), String>,
+    started: Instant,
+) {
+    if let Err(e) = &result {
+        failures.push(format!("{}/{}: {e}", a.stack, a.target));
+    }
+    fault_point();
+    report.outcomes.push(ActionOutcome {
+        action: a.clone(),
+        result,
+        duration: started.elapsed(),
+        rolled_back: false,
+    });
+}
+
+/// Why one service failed, and whether its old container is serving again.
+struct ServiceFailure {
+    message: String,
+    rolled_back: bool,
+}
+
+impl From<String> for ServiceFailure {
+    fn from(message: String) -> Self {
+        ServiceFailure {
+            message,
+            rolled_back: false,
+        }
+    }
+}
+
+fn engine_msg(e: bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message,
+        other => other.to_string(),
+    }
+}
+
+impl Ctx<'_> {
+    fn subject(stack: &Stack, what: &str) -> String {
+        format!("{}/{what}", stack.name)
+    }
+
+    /// The progress subject of one replica: `stack/service`, or
+    /// `stack/service.N` when the service runs several (as Swarm names tasks).
+    fn replica_subject(stack: &Stack, service: &str, number: u32) -> String {
+        if stack.services[service].replicas() > 1 {
+            Self::subject(stack, &format!("{service}.{number}"))
+        } else {
+            Self::subject(stack, service)
+        }
+    }
+}
+
+/// `docker inspect` of a container, `None` when it does not exist.
+async fn inspect_if_there(
+    docker: &bollard::Docker,
+    name: &str,
+) -> Result<Option<bollard::models::ContainerInspectResponse>, String> {
+    match docker.inspect_container(name, None).await {
+        Ok(c) => Ok(Some(c)),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(e) => Err(engine_msg(e)),
+    }
+}
+
+/// How long the engine waits for a service's container to stop before it
+/// kills it: `stop_grace_period`, else 10 s.
+fn stop_timeout(stack: &Stack, service: &str) -> i32 {
+    stack.services[service]
+        .stop_grace_period
+        .map_or(10, |d| d.0.as_secs() as i32)
+}
+
+/// The last lines of `text` (a container's log, a hook's output) for a
+/// failure message, under "last WHAT lines:"; nothing when it is empty.
+fn last_lines(what: &str, text: &str) -> String {
+    let lines: Vec<&str> = text.trim().lines().collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let tail = &lines[lines.len().saturating_sub(5)..];
+    format!("\n    last {what} lines:\n      {}", tail.join("\n      "))
+}
+
+/// The replica a container name of a service belongs to (1 for a name that
+/// is none of them).
+fn replica_number(stack: &Stack, service: &str, name: &str) -> u32 {
+    let svc = &stack.services[service];
+    (1..=svc.replicas())
+        .find(|n| crate::diff::replica_name(stack, service, svc, *n) == name)
+        .unwrap_or(1)
+}
+
+/// Fault injection for the crash-safety tests: with `PLIMSOLL_FAULT_KILL_AFTER=N`
+/// the process kills itself with SIGKILL right after its N-th changing engine
+/// call, as a power cut or `kill -9` would.
+fn fault_point() {
+    static LIMIT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let Some(limit) = *LIMIT.get_or_init(|| {
+        std::env::var("PLIMSOLL_FAULT_KILL_AFTER")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    }) else {
+        return;
+    };
+    if CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == limit {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &std::process::id().to_string()])
+            .status();
+        std::process::abort();
+    }
+}
