@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::build::BuildHash;
 use crate::diff::{self, Change, ContainerConfig, labels};
 use crate::graph::StackGraph;
+use crate::hostpath::{self, Unmappable};
 use crate::live::{Live, LiveContainer};
 use crate::spec::model::{Condition, PullPolicy, Stack};
 use crate::spec::secrets::Masker;
@@ -144,24 +145,26 @@ pub struct DesiredContainer {
 }
 
 /// The desired container of replica `number` of a service, normalized
-/// against its image.
+/// against its image, with repository paths as the engine's host sees them
+/// ([`crate::hostpath`]); an error when one is on no mount the engine sees.
 pub fn desired_container(
     stack: &Stack,
     service: &str,
     number: u32,
     live: &Live,
     masker_values: &[String],
-) -> DesiredContainer {
+) -> Result<DesiredContainer, Unmappable> {
     let svc = &stack.services[service];
     let image_ref = svc.image_ref(&stack.name, service);
     let image = live.images.get(&image_ref).cloned().flatten();
-    let raw = diff::desired_config(
+    let mut raw = diff::desired_config(
         stack,
         service,
         svc,
         number,
         image.as_ref().map(|i| i.id.clone()),
     );
+    live.paths.apply(&mut raw, hostpath::stack_root(stack))?;
     // The hash sees the spec before image defaults are stripped, and the
     // content of secrets (as part of `extra`), so changing either changes it.
     let extra: Vec<&str> = masker_values.iter().map(String::as_str).collect();
@@ -174,7 +177,25 @@ pub fn desired_container(
     if let Some(image) = &image {
         config.strip_defaults(image);
     }
-    DesiredContainer { config, hash }
+    Ok(DesiredContainer { config, hash })
+}
+
+/// A stack whose repository files cannot be given to the engine (plimsoll
+/// runs in a container whose checkout is on no volume or bind mount): a
+/// conflict, so that nothing of that stack changes.
+fn unmappable(stack: &Stack, live: &Live) -> Option<Conflict> {
+    if live.paths.is_identity() {
+        return None;
+    }
+    stack.services.keys().find_map(|service| {
+        let e = desired_container(stack, service, 1, live, &[]).err()?;
+        Some(Conflict {
+            stack: stack.name.clone(),
+            service: Some(service.clone()),
+            target: e.path.display().to_string(),
+            reason: e.to_string(),
+        })
+    })
 }
 
 /// Contents the spec hash must see for a service: secrets and configs that
@@ -422,6 +443,10 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
     let renewed = networks_to_recreate(stacks, live, masker, &mut p.conflicts);
     for stack in stacks {
         let sname = stack.name.clone();
+        if let Some(c) = unmappable(stack, live) {
+            p.conflicts.push(c);
+            continue;
+        }
         let mut images_to_pull: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for net in stack.networks.values() {
             if live.networks.contains_key(&net.name) {
@@ -526,9 +551,13 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                 let svc = &stack.services[&service];
                 let replicas = svc.replicas();
                 let contents = hashed_contents(stack, &service);
-                let wants: Vec<DesiredContainer> = (1..=replicas)
+                // Checked for the whole stack by `unmappable` above.
+                let Ok(wants) = (1..=replicas)
                     .map(|n| desired_container(stack, &service, n, live, &contents))
-                    .collect();
+                    .collect::<Result<Vec<DesiredContainer>, _>>()
+                else {
+                    continue;
+                };
                 let mine: Vec<&LiveContainer> = live
                     .containers
                     .iter()
@@ -1328,7 +1357,7 @@ mod tests {
                 ..Default::default()
             }),
         );
-        let want = desired_container(stack, "web", 1, &live, &[]);
+        let want = desired_container(stack, "web", 1, &live, &[]).unwrap();
         let mut web = container("id-web", "shop-web-1", 1);
         web.stack = "shop".into();
         web.labels = want.config.labels.clone();
@@ -1495,7 +1524,7 @@ Plan: 1 to recreate network, 1 to recreate; 0 in sync.
             }),
         );
         let applied = stack_with(vec![hook("echo a")], vec![]);
-        let want = desired_container(&applied, "web", 1, &live, &[]);
+        let want = desired_container(&applied, "web", 1, &live, &[]).unwrap();
         let mut c = container("a", "s-web-1", 1);
         c.labels = want.config.labels.clone();
         c.config = want.config;
