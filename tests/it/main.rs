@@ -17,7 +17,9 @@
 //! - `git`, `gitserve`: the agent's git source against real servers on loopback (file://,
 //!   sshd with its own host key, lighttpd + `git http-backend` over TLS with a test CA).
 //! - `container`: the agent's image built offline, run as a container against a git
-//!   repository: deploys, turns healthy, runs as uid 10001, logs JSON, stops cleanly.
+//!   repository: deploys, turns healthy, runs as uid 10001, logs JSON, stops cleanly;
+//!   repository files a stack bind-mounts reach the engine as host paths of the state
+//!   volume, and without a volume such a stack is a conflict with a hint.
 //! - `hosts`: one repository, two real engines (a second `dockerd` in its own network
 //!   namespace), one agent per host: each engine runs exactly its stacks; a moved stack moves.
 //! - `images`: the offline test images (busybox, PostgreSQL) really work on the engine.
@@ -26,6 +28,10 @@
 //!   lifecycle hooks (`post_start`, `pre_stop`) run, roll back and converge.
 //!   a changed network recreated with the services on it (rolled back, killed half way).
 //! - `malformed`: every malformed input exits 1 naming file, line and key, with a hint.
+//! - `readme_container`: the README's "As a container" steps followed literally on
+//!   `examples/stacks` (image built offline, deploy/agent/compose.yaml with `.env` and
+//!   secrets, `docker compose up -d`, an HTTPS git server on loopback): healthy, a changed
+//!   page served after one sync, a stopped service healed while another crash-loops.
 //! - `reconcile`: `plimsoll reconcile` and `status` on the real engine: dry-run, ordered
 //!   apply, no-op, drift, conflicts, Compose visibility, secrets, JSON schema, rollback.
 //! - `registry`: pulls from a real registry on 127.0.0.1 (`docker-registry`):
@@ -54,6 +60,7 @@ mod hosts;
 mod images;
 mod keys;
 mod malformed;
+mod readme_container;
 mod reconcile;
 mod registry;
 mod safety;
