@@ -343,13 +343,15 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The first 64-hex-digit run after `containers/` in the root of a mount
-/// (the engine's `containers/<id>/hostname` and friends).
+/// The container ID in the root of a mount of the engine's
+/// `containers/<id>/hostname` and friends (podman's
+/// `overlay-containers/<id>/userdata/hostname` too).
 fn id_from_mountinfo(text: &str) -> Option<String> {
     text.lines().find_map(|line| {
         let root = line.split(' ').nth(3)?;
         let (_, rest) = root.split_once("containers/")?;
         let (id, file) = rest.split_once('/')?;
+        let file = file.rsplit('/').next().unwrap_or(file);
         (is_id(id) && matches!(file, "hostname" | "hosts" | "resolv.conf"))
             .then(|| id.to_string())
     })
