@@ -352,8 +352,7 @@ fn id_from_mountinfo(text: &str) -> Option<String> {
         let (_, rest) = root.split_once("containers/")?;
         let (id, file) = rest.split_once('/')?;
         let file = file.rsplit('/').next().unwrap_or(file);
-        (is_id(id) && matches!(file, "hostname" | "hosts" | "resolv.conf"))
-            .then(|| id.to_string())
+        (is_id(id) && matches!(file, "hostname" | "hosts" | "resolv.conf")).then(|| id.to_string())
     })
 }
 
@@ -410,8 +409,10 @@ mod tests {
     fn the_longest_mount_holding_a_path_maps_it() {
         let m = agent();
         assert_eq!(
-            m.map(Path::new("/var/lib/plimsoll/git/worktree/stacks/shop/nginx.conf"))
-                .unwrap(),
+            m.map(Path::new(
+                "/var/lib/plimsoll/git/worktree/stacks/shop/nginx.conf"
+            ))
+            .unwrap(),
             Path::new(
                 "/var/lib/docker/volumes/plimsoll_state/_data/git/worktree/stacks/shop/nginx.conf"
             )
@@ -439,7 +440,10 @@ mod tests {
     fn outside_a_container_paths_stay() {
         let m = PathMap::identity();
         assert!(m.is_identity());
-        assert_eq!(m.map(Path::new("/srv/ops/x")).unwrap(), Path::new("/srv/ops/x"));
+        assert_eq!(
+            m.map(Path::new("/srv/ops/x")).unwrap(),
+            Path::new("/srv/ops/x")
+        );
         let mut c = config("/srv/ops");
         let before = c.clone();
         m.apply(&mut c, Path::new("/srv/ops")).unwrap();
@@ -512,7 +516,9 @@ mod tests {
             local(&[("/", "overlay"), ("/var/lib/plimsoll/git", "tmpfs")]),
         );
         assert_eq!(
-            m.map(Path::new("/var/lib/plimsoll/git/x")).unwrap_err().place,
+            m.map(Path::new("/var/lib/plimsoll/git/x"))
+                .unwrap_err()
+                .place,
             "a tmpfs mounted at /var/lib/plimsoll/git"
         );
         let m = PathMap::new("agent", vec![], local(&[("/", "overlay")]));
@@ -535,8 +541,10 @@ mod tests {
             "/run/secrets/key".into(),
             bind(&format!("{root}/stacks/web/key.txt"), true),
         );
-        c.mounts
-            .insert("/var/run/docker.sock".into(), bind("/var/run/docker.sock", false));
+        c.mounts.insert(
+            "/var/run/docker.sock".into(),
+            bind("/var/run/docker.sock", false),
+        );
         c.mounts.insert("/etc/ssl".into(), bind("/etc/ssl", true));
         c.mounts.insert(
             "/data".into(),
@@ -565,7 +573,10 @@ mod tests {
         let host = "/var/lib/docker/volumes/plimsoll_state/_data/git/worktree";
         let source = |t: &str| c.mounts[t].source.clone().unwrap();
         assert_eq!(source("/www"), format!("{host}/stacks/web/www"));
-        assert_eq!(source("/run/secrets/key"), format!("{host}/stacks/web/key.txt"));
+        assert_eq!(
+            source("/run/secrets/key"),
+            format!("{host}/stacks/web/key.txt")
+        );
         assert!(c.mounts["/www"].read_only);
         // Host paths the Compose file names literally, and volumes, stay.
         assert_eq!(source("/var/run/docker.sock"), "/var/run/docker.sock");
@@ -591,8 +602,10 @@ mod tests {
         assert_eq!(c, before);
         // Labels alone never fail: they stay as they are.
         let mut c = ContainerConfig::default();
-        c.labels
-            .insert(labels::COMPOSE_WORKING_DIR.into(), "/repo/stacks/web".into());
+        c.labels.insert(
+            labels::COMPOSE_WORKING_DIR.into(),
+            "/repo/stacks/web".into(),
+        );
         agent().apply(&mut c, Path::new(root)).unwrap();
         assert_eq!(c.labels[labels::COMPOSE_WORKING_DIR], "/repo/stacks/web");
     }
@@ -618,7 +631,10 @@ mod tests {
             id_from_cgroup(&format!("12:memory:/docker/{id}\n")),
             Some(id.clone())
         );
-        assert_eq!(id_from_cgroup("0::/\n4:memory:/process_api/6c0333c2f5b989b7\n"), None);
+        assert_eq!(
+            id_from_cgroup("0::/\n4:memory:/process_api/6c0333c2f5b989b7\n"),
+            None
+        );
         let points = parse_mountinfo(&format!(
             "{mountinfo}700 600 0:50 / /var/lib/my\\040state rw - tmpfs tmpfs rw\n"
         ));

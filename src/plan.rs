@@ -1575,4 +1575,63 @@ Plan: 1 to recreate network, 1 to recreate; 0 in sync.
         check(&three[..1], &live, &[Some("a")]);
         check(&three[..2], &live, &[Some("a"), None]);
     }
+
+    /// Under a container whose checkout is on no mount the engine sees, a
+    /// stack that bind-mounts a repository file is one conflict with the
+    /// hint and nothing else; a stack that does not still plans.
+    #[test]
+    fn a_stack_whose_repository_files_cannot_be_mapped_is_a_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        for (stack, volumes) in [
+            (
+                "files",
+                "    volumes: [\"./www:/www:ro\"]\n    networks: [back]\nnetworks:\n  back: {}\n",
+            ),
+            ("plain", "    volumes: [\"/etc/ssl:/etc/ssl:ro\"]\n"),
+        ] {
+            let d = dir.path().join("stacks").join(stack);
+            std::fs::create_dir_all(d.join("www")).unwrap();
+            std::fs::write(
+                d.join("compose.yaml"),
+                format!("services:\n  web:\n    image: busybox:1\n{volumes}"),
+            )
+            .unwrap();
+        }
+        let d = crate::spec::load_path(dir.path());
+        assert_eq!(d.stacks.len(), 2);
+        let stacks: Vec<&Stack> = d.stacks.iter().collect();
+        let live = Live {
+            paths: crate::hostpath::PathMap::new(
+                "agent",
+                vec![crate::hostpath::HostMount {
+                    destination: "/var/lib/plimsoll".into(),
+                    kind: "volume".into(),
+                    source: Some("/var/lib/docker/volumes/s/_data".into()),
+                    name: Some("s".into()),
+                }],
+                None,
+            ),
+            ..Live::default()
+        };
+        let p = plan(&stacks, &live, &Builds::new(), &d.masker);
+        assert_eq!(p.conflicts.len(), 1, "{p:#?}");
+        let c = &p.conflicts[0];
+        assert_eq!(
+            (c.stack.as_str(), c.service.as_deref()),
+            ("files", Some("web"))
+        );
+        assert!(c.target.ends_with("stacks/files/www"), "{c:?}");
+        assert!(c.reason.contains("state:/var/lib/plimsoll"), "{c:?}");
+        assert!(p.actions.iter().all(|a| a.stack == "plain"), "{p:#?}");
+        assert!(
+            p.actions
+                .iter()
+                .any(|a| a.action == ActionKind::Create && a.stack == "plain"),
+            "{p:#?}"
+        );
+        // Outside a container the same stacks plan as before.
+        let p = plan(&stacks, &Live::default(), &Builds::new(), &d.masker);
+        assert!(p.conflicts.is_empty(), "{p:#?}");
+        assert!(p.actions.iter().any(|a| a.stack == "files"), "{p:#?}");
+    }
 }

@@ -566,7 +566,10 @@ fn container_agent_mounts_repository_files_from_its_state_volume() {
     repo.commit(
         &[
             (&format!("{dir}/compose.yaml"), Some(&compose)),
-            (&format!("{dir}/www/index.html"), Some("<h1>from git</h1>\n")),
+            (
+                &format!("{dir}/www/index.html"),
+                Some("<h1>from git</h1>\n"),
+            ),
             (&format!("{dir}/motd.txt"), Some("motd-v1\n")),
             (&format!("{dir}/token.txt"), Some("token-v1\n")),
         ],
@@ -612,7 +615,10 @@ fn container_agent_mounts_repository_files_from_its_state_volume() {
         );
     }
     let labels = &c["Config"]["Labels"];
-    assert_eq!(labels["com.docker.compose.project.working_dir"], worktree.as_str());
+    assert_eq!(
+        labels["com.docker.compose.project.working_dir"],
+        worktree.as_str()
+    );
     assert_eq!(
         labels["com.docker.compose.project.config_files"],
         format!("{worktree}/compose.yaml").as_str()
