@@ -590,10 +590,6 @@ fn container_agent_mounts_repository_files_from_its_state_volume() {
         Duration::from_secs(90),
         || stack_container(&stack),
     );
-    wait_healthy(&container, Duration::from_secs(60));
-    let (code, body) = http_get(web_port, "/index.html").expect("the service answers");
-    assert_eq!((code, body.as_str()), (200, "<h1>from git</h1>\n"));
-
     // The engine got host paths in the state volume, Compose's labels too.
     let mountpoint = inspect(&volume)["Mountpoint"]
         .as_str()
@@ -623,6 +619,10 @@ fn container_agent_mounts_repository_files_from_its_state_volume() {
         labels["com.docker.compose.project.config_files"],
         format!("{worktree}/compose.yaml").as_str()
     );
+
+    wait_healthy(&container, Duration::from_secs(60));
+    let (code, body) = http_get(web_port, "/index.html").expect("the service answers");
+    assert_eq!((code, body.as_str()), (200, "<h1>from git</h1>\n"));
 
     // The CLI in the agent's container maps the same way: nothing to change.
     let (code, out) = plimsoll_in(
