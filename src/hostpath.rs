@@ -360,8 +360,7 @@ fn id_from_mountinfo(text: &str) -> Option<String> {
 fn id_from_cgroup(text: &str) -> Option<String> {
     text.lines()
         .flat_map(|l| l.split(|c: char| !c.is_ascii_hexdigit()))
-        .filter(|t| is_id(t))
-        .last()
+        .rfind(|t| is_id(t))
         .map(str::to_string)
 }
 

@@ -719,3 +719,59 @@ fn container_agent_without_a_state_volume_refuses_stacks_that_mount_repository_f
     assert!(out.contains("state:/var/lib/plimsoll"), "{out}");
     drop(agent);
 }
+
+/// The CLI outside a container is unchanged: a stack's repository files
+/// reach the engine at the paths they have here, and the Compose labels name
+/// the stack's directory and file as they are.
+#[test]
+fn container_cli_outside_a_container_mounts_repository_files_as_they_are() {
+    ensure_busybox();
+    let mut cleanup = Cleanup::new();
+    let stack = cleanup.stack("cli-files");
+    let state = support::temp_dir("plimsoll-cli-files-state");
+    let repo = support::temp_dir("plimsoll-cli-files-repo");
+    let root = repo.path().canonicalize().unwrap();
+    let dir = root.join("stacks").join(&stack);
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/index.html"), "hello\n").unwrap();
+    std::fs::write(dir.join("motd.txt"), "motd\n").unwrap();
+    std::fs::write(
+        dir.join("compose.yaml"),
+        format!(
+            "services:\n  web:\n    image: {}\n    command: [\"sleep\", \"3600\"]\n    init: true\n    \
+             volumes:\n      - ./www:/www:ro\n      - ./motd.txt:/etc/motd.txt:ro\n",
+            support::BUSYBOX_IMAGE
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = support::plimsoll_command(state.path(), &root, args);
+        support::Run::of(args, &mut cmd)
+    };
+    run(&["reconcile", "."]).expect(0);
+    let container = stack_container(&stack).expect("the stack's container runs");
+    let c = inspect(&container);
+    let mounts = c["Mounts"].as_array().unwrap();
+    for (target, source) in [
+        ("/www", dir.join("www")),
+        ("/etc/motd.txt", dir.join("motd.txt")),
+    ] {
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m["Destination"] == target && m["Source"] == source.to_str().unwrap()),
+            "{target} from {}: {mounts:#?}",
+            source.display()
+        );
+    }
+    let labels = &c["Config"]["Labels"];
+    assert_eq!(
+        labels["com.docker.compose.project.working_dir"],
+        dir.to_str().unwrap()
+    );
+    assert_eq!(
+        docker(&["exec", &container, "cat", "/www/index.html"]),
+        "hello\n"
+    );
+    run(&["reconcile", "--dry-run", "."]).expect(0);
+}
