@@ -251,13 +251,18 @@ impl PathMap {
 }
 
 /// The root a stack's repository paths are mapped under: its repository,
-/// else its directory.
-pub fn stack_root(stack: &crate::spec::model::Stack) -> &Path {
-    stack
+/// else its directory (absolute: bind sources are).
+pub fn stack_root(stack: &crate::spec::model::Stack) -> std::borrow::Cow<'_, Path> {
+    let root = stack
         .source
         .repository
         .as_deref()
-        .map_or(stack.source.dir.as_path(), Path::new)
+        .map_or(stack.source.dir.as_path(), Path::new);
+    if root.is_absolute() {
+        std::borrow::Cow::Borrowed(root)
+    } else {
+        std::borrow::Cow::Owned(std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()))
+    }
 }
 
 /// What may name this process's own container, most reliable first: the

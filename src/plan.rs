@@ -164,7 +164,7 @@ pub fn desired_container(
         number,
         image.as_ref().map(|i| i.id.clone()),
     );
-    live.paths.apply(&mut raw, hostpath::stack_root(stack))?;
+    live.paths.apply(&mut raw, &hostpath::stack_root(stack))?;
     // The hash sees the spec before image defaults are stripped, and the
     // content of secrets (as part of `extra`), so changing either changes it.
     let extra: Vec<&str> = masker_values.iter().map(String::as_str).collect();
