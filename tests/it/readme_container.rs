@@ -264,6 +264,9 @@ fn readme_container_steps_run_the_example_stacks() {
         started.elapsed().as_secs_f64()
     );
     wait_revision(&agent, &first, Duration::from_secs(30));
+    // The agent's own container is plimsoll's, never an unknown one.
+    let status = agent_status(AGENT_PORT).unwrap_or_default();
+    assert_eq!(status["unknown"], serde_json::json!([]), "{status:#}");
     let (code, body) = http_get(STATUS_PORT, "/").expect("monitoring/status answers");
     assert_eq!((code, body.as_str()), (200, "<h1>status: ok</h1>\n"));
 
