@@ -9,6 +9,11 @@
 //! volume, a read-only root, no capabilities), following a local repository
 //! bind-mounted read-only; `--network host` and a free port on 127.0.0.1 keep
 //! its endpoint on loopback and clear of parallel tests.
+//!
+//! Repository files a stack bind-mounts reach the engine as host paths: in
+//! the state volume under the agent's container, as they are for the CLI
+//! outside a container; with the state directory on a tmpfs such a stack is a
+//! conflict that says how to mount it.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
