@@ -22,6 +22,7 @@ use thiserror::Error;
 
 use crate::diff::network::NetworkConfig;
 use crate::diff::{ContainerConfig, Health, ImageDefaults, MountDesc, labels};
+use crate::hostpath::{self, Candidate, PathMap};
 use crate::spec::model::{Ipam, IpamPool};
 
 /// How many inspect calls run at once.
@@ -63,6 +64,8 @@ impl EngineError {
 pub struct Engine {
     pub docker: Docker,
     pub host: String,
+    /// Where this process's paths are on the engine's host, found once.
+    paths: std::sync::Arc<tokio::sync::OnceCell<PathMap>>,
 }
 
 impl Engine {
@@ -92,7 +95,51 @@ impl Engine {
                     host: host.clone(),
                     source,
                 })?;
-        Ok(Engine { docker, host })
+        Ok(Engine {
+            docker,
+            host,
+            paths: Default::default(),
+        })
+    }
+
+    /// Where paths of this process are on the engine's host: the mounts of
+    /// its own container when it runs in one of this engine's containers,
+    /// else the identity. Found on the first call (one inspect), then kept.
+    pub async fn paths(&self) -> Result<PathMap, EngineError> {
+        self.paths
+            .get_or_try_init(|| self.find_own_container())
+            .await
+            .cloned()
+    }
+
+    async fn find_own_container(&self) -> Result<PathMap, EngineError> {
+        for candidate in hostpath::own_container_candidates() {
+            let (Candidate::Id(key) | Candidate::Hostname(key)) = &candidate;
+            match self.docker.inspect_container(key, None).await {
+                Ok(c) => {
+                    let same = match &candidate {
+                        Candidate::Id(id) => c.id.as_deref() == Some(id),
+                        Candidate::Hostname(h) => {
+                            c.config.as_ref().and_then(|c| c.hostname.as_deref())
+                                == Some(h.as_str())
+                                && c.id.as_deref().is_some_and(|id| id.starts_with(h.as_str()))
+                        }
+                    };
+                    if same {
+                        return Ok(PathMap::from_inspect(&c, hostpath::local_mounts()));
+                    }
+                }
+                // Not a container of this engine (another engine, or not in a container).
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404 | 400,
+                    ..
+                }) => {}
+                Err(e) => {
+                    return Err(EngineError::call("inspecting plimsoll's own container")(e));
+                }
+            }
+        }
+        Ok(PathMap::identity())
     }
 }
 
@@ -194,6 +241,10 @@ pub struct Live {
     pub repository: Option<String>,
     /// Every image plimsoll built on this engine (it carries `io.plimsoll.build`), newest first per service.
     pub built: Vec<BuiltImage>,
+    /// Where paths of plimsoll's own container are on the engine's host
+    /// (the identity outside a container): repository files a service
+    /// bind-mounts are given to the engine as host paths.
+    pub paths: PathMap,
 }
 
 /// An image plimsoll built, by its labels.
@@ -256,6 +307,7 @@ impl Engine {
 
         let mut live = Live {
             repository: repository.map(str::to_string),
+            paths: self.paths().await?,
             ..Live::default()
         };
         for i in built {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::build::BuildHash;
 use crate::diff::{self, Change, ContainerConfig, labels};
 use crate::graph::StackGraph;
+use crate::hostpath::{self, Unmappable};
 use crate::live::{Live, LiveContainer};
 use crate::spec::model::{Condition, PullPolicy, Stack};
 use crate::spec::secrets::Masker;
@@ -144,24 +145,26 @@ pub struct DesiredContainer {
 }
 
 /// The desired container of replica `number` of a service, normalized
-/// against its image.
+/// against its image, with repository paths as the engine's host sees them
+/// ([`crate::hostpath`]); an error when one is on no mount the engine sees.
 pub fn desired_container(
     stack: &Stack,
     service: &str,
     number: u32,
     live: &Live,
     masker_values: &[String],
-) -> DesiredContainer {
+) -> Result<DesiredContainer, Unmappable> {
     let svc = &stack.services[service];
     let image_ref = svc.image_ref(&stack.name, service);
     let image = live.images.get(&image_ref).cloned().flatten();
-    let raw = diff::desired_config(
+    let mut raw = diff::desired_config(
         stack,
         service,
         svc,
         number,
         image.as_ref().map(|i| i.id.clone()),
     );
+    live.paths.apply(&mut raw, &hostpath::stack_root(stack))?;
     // The hash sees the spec before image defaults are stripped, and the
     // content of secrets (as part of `extra`), so changing either changes it.
     let extra: Vec<&str> = masker_values.iter().map(String::as_str).collect();
@@ -174,7 +177,25 @@ pub fn desired_container(
     if let Some(image) = &image {
         config.strip_defaults(image);
     }
-    DesiredContainer { config, hash }
+    Ok(DesiredContainer { config, hash })
+}
+
+/// A stack whose repository files cannot be given to the engine (plimsoll
+/// runs in a container whose checkout is on no volume or bind mount): a
+/// conflict, so that nothing of that stack changes.
+fn unmappable(stack: &Stack, live: &Live) -> Option<Conflict> {
+    if live.paths.is_identity() {
+        return None;
+    }
+    stack.services.keys().find_map(|service| {
+        let e = desired_container(stack, service, 1, live, &[]).err()?;
+        Some(Conflict {
+            stack: stack.name.clone(),
+            service: Some(service.clone()),
+            target: e.path.display().to_string(),
+            reason: e.to_string(),
+        })
+    })
 }
 
 /// Contents the spec hash must see for a service: secrets and configs that
@@ -422,6 +443,10 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
     let renewed = networks_to_recreate(stacks, live, masker, &mut p.conflicts);
     for stack in stacks {
         let sname = stack.name.clone();
+        if let Some(c) = unmappable(stack, live) {
+            p.conflicts.push(c);
+            continue;
+        }
         let mut images_to_pull: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for net in stack.networks.values() {
             if live.networks.contains_key(&net.name) {
@@ -526,9 +551,13 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                 let svc = &stack.services[&service];
                 let replicas = svc.replicas();
                 let contents = hashed_contents(stack, &service);
-                let wants: Vec<DesiredContainer> = (1..=replicas)
+                // Checked for the whole stack by `unmappable` above.
+                let Ok(wants) = (1..=replicas)
                     .map(|n| desired_container(stack, &service, n, live, &contents))
-                    .collect();
+                    .collect::<Result<Vec<DesiredContainer>, _>>()
+                else {
+                    continue;
+                };
                 let mine: Vec<&LiveContainer> = live
                     .containers
                     .iter()
@@ -1328,7 +1357,7 @@ mod tests {
                 ..Default::default()
             }),
         );
-        let want = desired_container(stack, "web", 1, &live, &[]);
+        let want = desired_container(stack, "web", 1, &live, &[]).unwrap();
         let mut web = container("id-web", "shop-web-1", 1);
         web.stack = "shop".into();
         web.labels = want.config.labels.clone();
@@ -1495,7 +1524,7 @@ Plan: 1 to recreate network, 1 to recreate; 0 in sync.
             }),
         );
         let applied = stack_with(vec![hook("echo a")], vec![]);
-        let want = desired_container(&applied, "web", 1, &live, &[]);
+        let want = desired_container(&applied, "web", 1, &live, &[]).unwrap();
         let mut c = container("a", "s-web-1", 1);
         c.labels = want.config.labels.clone();
         c.config = want.config;
@@ -1545,5 +1574,64 @@ Plan: 1 to recreate network, 1 to recreate; 0 in sync.
         let live = [container("a", "s-web-1", 1), container("b", "copy", 1)];
         check(&three[..1], &live, &[Some("a")]);
         check(&three[..2], &live, &[Some("a"), None]);
+    }
+
+    /// Under a container whose checkout is on no mount the engine sees, a
+    /// stack that bind-mounts a repository file is one conflict with the
+    /// hint and nothing else; a stack that does not still plans.
+    #[test]
+    fn a_stack_whose_repository_files_cannot_be_mapped_is_a_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        for (stack, volumes) in [
+            (
+                "files",
+                "    volumes: [\"./www:/www:ro\"]\n    networks: [back]\nnetworks:\n  back: {}\n",
+            ),
+            ("plain", "    volumes: [\"/etc/ssl:/etc/ssl:ro\"]\n"),
+        ] {
+            let d = dir.path().join("stacks").join(stack);
+            std::fs::create_dir_all(d.join("www")).unwrap();
+            std::fs::write(
+                d.join("compose.yaml"),
+                format!("services:\n  web:\n    image: busybox:1\n{volumes}"),
+            )
+            .unwrap();
+        }
+        let d = crate::spec::load_path(dir.path());
+        assert_eq!(d.stacks.len(), 2);
+        let stacks: Vec<&Stack> = d.stacks.iter().collect();
+        let live = Live {
+            paths: crate::hostpath::PathMap::new(
+                "agent",
+                vec![crate::hostpath::HostMount {
+                    destination: "/var/lib/plimsoll".into(),
+                    kind: "volume".into(),
+                    source: Some("/var/lib/docker/volumes/s/_data".into()),
+                    name: Some("s".into()),
+                }],
+                None,
+            ),
+            ..Live::default()
+        };
+        let p = plan(&stacks, &live, &Builds::new(), &d.masker);
+        assert_eq!(p.conflicts.len(), 1, "{p:#?}");
+        let c = &p.conflicts[0];
+        assert_eq!(
+            (c.stack.as_str(), c.service.as_deref()),
+            ("files", Some("web"))
+        );
+        assert!(c.target.ends_with("stacks/files/www"), "{c:?}");
+        assert!(c.reason.contains("state:/var/lib/plimsoll"), "{c:?}");
+        assert!(p.actions.iter().all(|a| a.stack == "plain"), "{p:#?}");
+        assert!(
+            p.actions
+                .iter()
+                .any(|a| a.action == ActionKind::Create && a.stack == "plain"),
+            "{p:#?}"
+        );
+        // Outside a container the same stacks plan as before.
+        let p = plan(&stacks, &Live::default(), &Builds::new(), &d.masker);
+        assert!(p.conflicts.is_empty(), "{p:#?}");
+        assert!(p.actions.iter().any(|a| a.stack == "files"), "{p:#?}");
     }
 }

@@ -431,7 +431,14 @@ pub fn status(o: &Observed<'_>) -> Status {
             });
         }
     }
-    let unknown = o.live.foreign.iter().map(|f| f.name.clone()).collect();
+    // A plimsoll agent's own container (`io.plimsoll.agent`) is plimsoll's.
+    let unknown = o
+        .live
+        .foreign
+        .iter()
+        .filter(|f| !f.agent)
+        .map(|f| f.name.clone())
+        .collect();
     Status {
         host: o.host.clone(),
         services,

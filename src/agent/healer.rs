@@ -84,6 +84,8 @@ struct Inner {
     cancel: Cancel,
     lock_timeout: Duration,
     source_name: String,
+    /// How many services of a wave an apply changes at once (`--parallel`).
+    parallel: crate::apply::Parallel,
     host: Arc<RwLock<()>>,
     /// `heal.json` read-modify-write, one at a time.
     book: tokio::sync::Mutex<()>,
@@ -109,6 +111,7 @@ impl Healer {
         cancel: Cancel,
         lock_timeout: Duration,
         source_name: String,
+        parallel: crate::apply::Parallel,
         triggers: UnboundedSender<Trigger>,
     ) -> Healer {
         Healer(Arc::new(Inner {
@@ -119,6 +122,7 @@ impl Healer {
             cancel,
             lock_timeout,
             source_name,
+            parallel,
             host: Arc::new(RwLock::new(())),
             book: tokio::sync::Mutex::new(()),
             observes: Semaphore::new(OBSERVES),
@@ -445,6 +449,7 @@ impl Healer {
             &origin,
             &progress,
             &self.0.cancel,
+            self.0.parallel,
         )
         .await
         .map(|_| ())

@@ -307,6 +307,7 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     let state = StateDir::open(&opts.state_dir)?;
     let engine = Engine::connect().await?;
+    log_host_paths(&engine, state.path()).await;
     let (tx, rx) = unbounded_channel();
     let followed_ref = match &opts.source {
         Source::Git {
@@ -376,6 +377,7 @@ pub async fn run(
         cancel.clone(),
         opts.lock_timeout,
         source_name.clone(),
+        opts.parallel,
         tx.clone(),
     );
     let mut agent = Agent {
@@ -407,6 +409,33 @@ pub async fn run(
     let _quiet = agent.healer.quiesce().await;
     agent.notifier.flush(NOTIFY_FLUSH).await;
     Ok(())
+}
+
+/// Says where the state directory (and so the clone) is on the engine's
+/// host when the agent runs in a container, or warns that it is on no
+/// volume, so stacks that mount repository files will be conflicts.
+async fn log_host_paths(engine: &Engine, state_dir: &std::path::Path) {
+    let paths = match engine.paths().await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("cannot find the agent's own container: {e}");
+            return;
+        }
+    };
+    let Some(container) = paths.container() else {
+        return;
+    };
+    match paths.map(state_dir) {
+        Ok(host) => tracing::info!(
+            container,
+            host_path = %host.display(),
+            "running in a container: repository files are mounted from the state directory's host path"
+        ),
+        Err(e) => tracing::warn!(
+            container,
+            "stacks that mount files from the repository cannot be applied: {e}"
+        ),
+    }
 }
 
 /// How long a stopping agent waits for queued notifications to be delivered.

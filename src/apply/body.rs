@@ -24,6 +24,16 @@ pub fn create_body(
     let svc = &stack.services[service];
     let mut binds = Vec::new();
     let mut mounts = Vec::new();
+    // A bind mount's source as the desired config has it: a repository path
+    // mapped onto the engine's host (`hostpath`).
+    let bind_source = |m: &crate::spec::model::Mount| {
+        config
+            .mounts
+            .get(&m.target)
+            .filter(|d| d.kind == "bind")
+            .and_then(|d| d.source.clone())
+            .or_else(|| m.source.clone())
+    };
     for m in &svc.volumes {
         match m.kind {
             MountType::Bind if m.bind.as_ref().is_none_or(|b| b.create_host_path) => {
@@ -35,7 +45,7 @@ pub fn create_body(
                     opts.extend(b.selinux.as_deref());
                     opts.extend(b.propagation.as_deref());
                 }
-                let src = m.source.clone().unwrap_or_default();
+                let src = bind_source(m).unwrap_or_default();
                 binds.push(if opts.is_empty() {
                     format!("{src}:{}", m.target)
                 } else {
@@ -44,7 +54,7 @@ pub fn create_body(
             }
             MountType::Bind => mounts.push(Mount {
                 target: Some(m.target.clone()),
-                source: m.source.clone(),
+                source: bind_source(m),
                 typ: Some(EngineMountType::BIND),
                 read_only: Some(m.read_only),
                 bind_options: m.bind.as_ref().map(|b| MountBindOptions {

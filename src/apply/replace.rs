@@ -114,7 +114,8 @@ impl Ctx<'_> {
             number,
             self.live,
             &hashed_contents(stack, service),
-        );
+        )
+        .map_err(|e| e.to_string())?;
         let name = want.config.name.clone();
         self.progress.step(&subject, "creating", Outcome::Working);
         let (body, extra_networks) = create_body(

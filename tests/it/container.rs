@@ -9,6 +9,11 @@
 //! volume, a read-only root, no capabilities), following a local repository
 //! bind-mounted read-only; `--network host` and a free port on 127.0.0.1 keep
 //! its endpoint on loopback and clear of parallel tests.
+//!
+//! Repository files a stack bind-mounts reach the engine as host paths: in
+//! the state volume under the agent's container, as they are for the CLI
+//! outside a container; with the state directory on a tmpfs such a stack is a
+//! conflict that says how to mount it.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -30,7 +35,7 @@ const AGENT_UID: u32 = 10001;
 
 /// An image built for this run; removed on drop (after the containers, which
 /// are dropped first: declare it before them).
-struct Image(String);
+pub struct Image(pub String);
 
 impl Drop for Image {
     fn drop(&mut self) {
@@ -40,7 +45,7 @@ impl Drop for Image {
 
 /// A running agent container, removed on drop before anything else of the
 /// test, so that it cannot heal a stack container the cleanup removes.
-struct Agent(String);
+pub struct Agent(pub String);
 
 impl Drop for Agent {
     fn drop(&mut self) {
@@ -49,7 +54,7 @@ impl Drop for Agent {
 }
 
 /// Builds `Dockerfile.runtime` with this run's plimsoll binary, offline.
-fn build_runtime_image() -> Image {
+pub fn build_runtime_image() -> Image {
     ensure_debian();
     let ctx = tempfile::tempdir().expect("temp dir");
     std::fs::copy(
@@ -93,7 +98,7 @@ fn build_runtime_image() -> Image {
 
 /// The Docker socket the tests' engine listens on (`DOCKER_HOST`, else the
 /// default), to mount into the agent.
-fn docker_socket() -> PathBuf {
+pub fn docker_socket() -> PathBuf {
     match std::env::var("DOCKER_HOST") {
         Ok(h) if !h.is_empty() => PathBuf::from(h.strip_prefix("unix://").unwrap_or_else(|| {
             panic!("DOCKER_HOST={h}: the container test needs a unix socket to mount")
@@ -103,7 +108,7 @@ fn docker_socket() -> PathBuf {
 }
 
 /// `GET path` on 127.0.0.1:port: the status code and the body.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
@@ -116,7 +121,7 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// The agent's `/status`, when it answers with JSON.
-fn agent_status(port: u16) -> Option<Value> {
+pub fn agent_status(port: u16) -> Option<Value> {
     match http_get(port, "/status")? {
         (200, body) => serde_json::from_str(&body).ok(),
         _ => None,
@@ -126,7 +131,7 @@ fn agent_status(port: u16) -> Option<Value> {
 /// Waits for `check`, failing early with the agent's logs when its container
 /// stops running, and with its logs and last status on timeout.
 #[track_caller]
-fn wait_agent<T>(
+pub fn wait_agent<T>(
     what: &str,
     agent: &str,
     port: u16,
@@ -161,7 +166,7 @@ fn wait_agent<T>(
 }
 
 /// `docker inspect` of one object as JSON.
-fn inspect(what: &str) -> Value {
+pub fn inspect(what: &str) -> Value {
     let out = docker(&["inspect", what]);
     let v: Value = serde_json::from_str(&out).expect("docker inspect prints JSON");
     v[0].clone()
@@ -474,4 +479,308 @@ fn container_compose_file_runs_the_agent_as_documented() {
         agent["security_opt"],
         serde_json::json!(["no-new-privileges:true"])
     );
+}
+
+/// Runs the agent image as the first test does (`--network host`, the
+/// socket and its group, the hardening of deploy/agent/compose.yaml),
+/// following the local repository `repo` bind-mounted at /repo, with `state`
+/// as the arguments that provide its state directory.
+fn run_agent(image: &Image, name: &str, repo: &TestRepo, port: u16, state: &[&str]) -> Agent {
+    let socket = docker_socket();
+    let socket_gid = std::fs::metadata(&socket)
+        .unwrap_or_else(|e| panic!("{}: {e}", socket.display()))
+        .gid()
+        .to_string();
+    let mut args = vec![
+        "run".to_string(),
+        "-d".into(),
+        "--name".into(),
+        name.into(),
+        "--network".into(),
+        "host".into(),
+        "-v".into(),
+        format!("{}:/var/run/docker.sock", socket.display()),
+        "--group-add".into(),
+        socket_gid,
+        "-v".into(),
+        format!("{}:/repo:ro", repo.path().display()),
+        "-e".into(),
+        "PLIMSOLL_REPO=file:///repo".into(),
+        "-e".into(),
+        format!("PLIMSOLL_LISTEN=127.0.0.1:{port}"),
+        "--read-only".into(),
+        "--cap-drop".into(),
+        "ALL".into(),
+        "--security-opt".into(),
+        "no-new-privileges:true".into(),
+    ];
+    args.extend(state.iter().map(|s| s.to_string()));
+    args.push(image.0.clone());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    docker(&args);
+    Agent(name.to_string())
+}
+
+/// The running container of a plimsoll stack's service, once there is one.
+fn stack_container(stack: &str) -> Option<String> {
+    let label = format!("label=io.plimsoll.stack={stack}");
+    let out = docker_output(&["ps", "-q", "--no-trunc", "--filter", &label]);
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!id.is_empty() && !id.contains('\n')).then_some(id)
+}
+
+/// `plimsoll ARGS` inside the agent's container (`docker compose exec agent
+/// plimsoll ...` in the README): its exit code and everything it printed.
+fn plimsoll_in(agent: &str, args: &[&str]) -> (i32, String) {
+    let mut all = vec!["exec", agent, "plimsoll"];
+    all.extend_from_slice(args);
+    let out = docker_output(&all);
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A stack that serves a directory of the repository, mounts a single file
+/// and a `secrets:` `file:` from it: under the agent's container, the engine
+/// gets their host paths (in the state volume), so the service turns healthy
+/// and serves the repository's content.
+#[test]
+fn container_agent_mounts_repository_files_from_its_state_volume() {
+    ensure_busybox();
+    let image = build_runtime_image();
+    let mut cleanup = Cleanup::new();
+    let stack = cleanup.stack("agent-files");
+    let volume = cleanup.volume("agent-state");
+    let name = cleanup.container("agent");
+    let web_port = free_port();
+    let repo = TestRepo::new();
+    let compose = format!(
+        "services:\n  web:\n    image: {image}\n    command: httpd -f -p {web_port} -h /www\n    \
+         ports: [\"127.0.0.1:{web_port}:{web_port}\"]\n    volumes:\n      - ./www:/www:ro\n      \
+         - ./motd.txt:/etc/motd.txt:ro\n    secrets: [token]\n    healthcheck:\n      \
+         test: [\"CMD-SHELL\", \"wget -q -O /dev/null http://127.0.0.1:{web_port}/ && grep -q motd-v1 /etc/motd.txt && grep -q token-v1 /run/secrets/token\"]\n      \
+         interval: 1s\n      retries: 60\nsecrets:\n  token:\n    file: ./token.txt\n",
+        image = support::BUSYBOX_IMAGE
+    );
+    let dir = format!("stacks/{stack}");
+    repo.commit(
+        &[
+            (&format!("{dir}/compose.yaml"), Some(&compose)),
+            (
+                &format!("{dir}/www/index.html"),
+                Some("<h1>from git</h1>\n"),
+            ),
+            (&format!("{dir}/motd.txt"), Some("motd-v1\n")),
+            (&format!("{dir}/token.txt"), Some("token-v1\n")),
+        ],
+        "a stack with files",
+    );
+    let port = free_port();
+    let agent = run_agent(
+        &image,
+        &name,
+        &repo,
+        port,
+        &["-v", &format!("{volume}:/var/lib/plimsoll")],
+    );
+    let container = wait_agent(
+        "the stack's container to run",
+        &agent.0,
+        port,
+        Duration::from_secs(90),
+        || stack_container(&stack),
+    );
+    // The engine got host paths in the state volume, Compose's labels too.
+    let mountpoint = inspect(&volume)["Mountpoint"]
+        .as_str()
+        .expect("the volume's mountpoint")
+        .to_string();
+    let worktree = format!("{mountpoint}/git/worktree/{dir}");
+    let c = inspect(&container);
+    let mounts = c["Mounts"].as_array().unwrap();
+    for (target, source) in [
+        ("/www", format!("{worktree}/www")),
+        ("/etc/motd.txt", format!("{worktree}/motd.txt")),
+        ("/run/secrets/token", format!("{worktree}/token.txt")),
+    ] {
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m["Destination"] == target && m["Source"] == source.as_str()),
+            "{target} from {source}: {mounts:#?}"
+        );
+    }
+    let labels = &c["Config"]["Labels"];
+    assert_eq!(
+        labels["com.docker.compose.project.working_dir"],
+        worktree.as_str()
+    );
+    assert_eq!(
+        labels["com.docker.compose.project.config_files"],
+        format!("{worktree}/compose.yaml").as_str()
+    );
+
+    wait_healthy(&container, Duration::from_secs(60));
+    let (code, body) = http_get(web_port, "/index.html").expect("the service answers");
+    assert_eq!((code, body.as_str()), (200, "<h1>from git</h1>\n"));
+
+    // The CLI in the agent's container maps the same way: nothing to change.
+    let (code, out) = plimsoll_in(
+        &agent.0,
+        &["reconcile", "--dry-run", "/var/lib/plimsoll/git/worktree"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("recreate"), "{out}");
+    drop(agent);
+}
+
+/// The agent with its state directory on a tmpfs: a stack that mounts a
+/// repository file is a conflict that says how to mount the state directory,
+/// and nothing of it is created; a stack without such mounts still applies.
+#[test]
+fn container_agent_without_a_state_volume_refuses_stacks_that_mount_repository_files() {
+    ensure_busybox();
+    let image = build_runtime_image();
+    let mut cleanup = Cleanup::new();
+    let files = cleanup.stack("agent-tmpfs-files");
+    let plain = cleanup.stack("agent-tmpfs-plain");
+    let name = cleanup.container("agent");
+    let repo = TestRepo::new();
+    let busybox = support::BUSYBOX_IMAGE;
+    let sleeper = "command: [\"sleep\", \"3600\"]\n    init: true\n";
+    repo.commit(
+        &[
+            (
+                &format!("stacks/{files}/compose.yaml"),
+                Some(&format!(
+                    "services:\n  web:\n    image: {busybox}\n    {sleeper}    volumes:\n      - ./www:/www:ro\n"
+                )),
+            ),
+            (&format!("stacks/{files}/www/index.html"), Some("hello\n")),
+            (
+                &format!("stacks/{plain}/compose.yaml"),
+                Some(&format!(
+                    "services:\n  web:\n    image: {busybox}\n    {sleeper}    volumes:\n      - /etc/hostname:/host-name:ro\n"
+                )),
+            ),
+        ],
+        "two stacks",
+    );
+    let port = free_port();
+    let agent = run_agent(
+        &image,
+        &name,
+        &repo,
+        port,
+        &["--tmpfs", "/var/lib/plimsoll:uid=10001,gid=10001,mode=0750"],
+    );
+    // The other stack applies (its bind mount names a host path literally).
+    wait_agent(
+        "the stack without repository mounts to run",
+        &agent.0,
+        port,
+        Duration::from_secs(90),
+        || stack_container(&plain),
+    );
+    let status = wait_agent(
+        "the sync to report the conflict",
+        &agent.0,
+        port,
+        Duration::from_secs(60),
+        || {
+            let s = agent_status(port)?;
+            let error = s["last_sync"]["error"].as_str()?.to_string();
+            error.contains(&files).then_some(error)
+        },
+    );
+    for hint in [
+        "/var/lib/plimsoll/git/worktree/stacks/",
+        "a tmpfs mounted at /var/lib/plimsoll",
+        "state:/var/lib/plimsoll",
+        "deploy/agent/compose.yaml",
+    ] {
+        assert!(status.contains(hint), "{hint:?} in {status}");
+    }
+    assert!(
+        support::labelled_ids("container", &format!("io.plimsoll.stack={files}")).is_empty(),
+        "nothing of the conflicting stack is created"
+    );
+    let logs = container_logs(&agent.0);
+    assert!(
+        logs.contains("stacks that mount files from the repository cannot be applied"),
+        "{logs}"
+    );
+    // The CLI in the container says the same.
+    let (code, out) = plimsoll_in(
+        &agent.0,
+        &["reconcile", "--dry-run", "/var/lib/plimsoll/git/worktree"],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("state:/var/lib/plimsoll"), "{out}");
+    drop(agent);
+}
+
+/// The CLI outside a container is unchanged: a stack's repository files
+/// reach the engine at the paths they have here, and the Compose labels name
+/// the stack's directory and file as they are.
+#[test]
+fn container_cli_outside_a_container_mounts_repository_files_as_they_are() {
+    ensure_busybox();
+    let mut cleanup = Cleanup::new();
+    let stack = cleanup.stack("cli-files");
+    let state = support::temp_dir("plimsoll-cli-files-state");
+    let repo = support::temp_dir("plimsoll-cli-files-repo");
+    let root = repo.path().canonicalize().unwrap();
+    let dir = root.join("stacks").join(&stack);
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/index.html"), "hello\n").unwrap();
+    std::fs::write(dir.join("motd.txt"), "motd\n").unwrap();
+    std::fs::write(
+        dir.join("compose.yaml"),
+        format!(
+            "services:\n  web:\n    image: {}\n    command: [\"sleep\", \"3600\"]\n    init: true\n    \
+             volumes:\n      - ./www:/www:ro\n      - ./motd.txt:/etc/motd.txt:ro\n",
+            support::BUSYBOX_IMAGE
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = support::plimsoll_command(state.path(), &root, args);
+        support::Run::of(args, &mut cmd)
+    };
+    run(&["reconcile", "."]).expect(0);
+    let container = stack_container(&stack).expect("the stack's container runs");
+    let c = inspect(&container);
+    let mounts = c["Mounts"].as_array().unwrap();
+    for (target, source) in [
+        ("/www", dir.join("www")),
+        ("/etc/motd.txt", dir.join("motd.txt")),
+    ] {
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m["Destination"] == target && m["Source"] == source.to_str().unwrap()),
+            "{target} from {}: {mounts:#?}",
+            source.display()
+        );
+    }
+    // As given on the command line (here relative to the working directory).
+    let working_dir = c["Config"]["Labels"]["com.docker.compose.project.working_dir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        working_dir.ends_with(&format!("stacks/{stack}")) && !working_dir.contains("/var/lib/"),
+        "{working_dir}"
+    );
+    assert_eq!(
+        docker(&["exec", &container, "cat", "/www/index.html"]).trim_end(),
+        "hello"
+    );
+    run(&["reconcile", "--dry-run", "."]).expect(0);
 }

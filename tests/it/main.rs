@@ -17,7 +17,9 @@
 //! - `git`, `gitserve`: the agent's git source against real servers on loopback (file://,
 //!   sshd with its own host key, lighttpd + `git http-backend` over TLS with a test CA).
 //! - `container`: the agent's image built offline, run as a container against a git
-//!   repository: deploys, turns healthy, runs as uid 10001, logs JSON, stops cleanly.
+//!   repository: deploys, turns healthy, runs as uid 10001, logs JSON, stops cleanly;
+//!   repository files a stack bind-mounts reach the engine as host paths of the state
+//!   volume, and without a volume such a stack is a conflict with a hint.
 //! - `heal`: the agent's heals are independent: a service restarting behind its gate
 //!   never delays the heal of an unrelated one; a dependent waits for its dependency's heal.
 //! - `hosts`: one repository, two real engines (a second `dockerd` in its own network
@@ -30,6 +32,10 @@
 //! - `malformed`: every malformed input exits 1 naming file, line and key, with a hint.
 //! - `parallel`: how many services of a wave an apply changes at once (`--parallel`,
 //!   `PLIMSOLL_PARALLEL`): a whole wave at once (default 64), one at a time, a sliding window.
+//! - `readme_container`: the README's "As a container" steps followed literally on
+//!   `examples/stacks` (image built offline, deploy/agent/compose.yaml with `.env` and
+//!   secrets, `docker compose up -d`, an HTTPS git server on loopback): healthy, a changed
+//!   page served after one sync, a stopped service healed while another crash-loops.
 //! - `reconcile`: `plimsoll reconcile` and `status` on the real engine: dry-run, ordered
 //!   apply, no-op, drift, conflicts, Compose visibility, secrets, JSON schema, rollback.
 //! - `registry`: pulls from a real registry on 127.0.0.1 (`docker-registry`):
@@ -60,6 +66,7 @@ mod images;
 mod keys;
 mod malformed;
 mod parallel;
+mod readme_container;
 mod reconcile;
 mod registry;
 mod safety;
