@@ -39,6 +39,7 @@ use crate::diff::{ContainerConfig, labels};
 use crate::events::{Outcome, Progress};
 use crate::graph::StackGraph;
 use crate::live::{Engine, EngineError, Live, LiveContainer, RunState};
+use crate::mounts::Mounts;
 use crate::plan::{Action, ActionKind, Plan, desired_container, hashed_contents};
 use crate::spec::model::{Condition, Hook, MountType, Stack};
 use crate::spec::secrets::Masker;
@@ -104,6 +105,8 @@ struct Ctx<'a> {
     /// Networks the plan recreates: containers a failed service keeps are
     /// connected to the new ones.
     renewed: BTreeSet<String>,
+    /// The content hashes of the repository files services mount (labels of the containers created).
+    mounts: &'a Mounts,
 }
 
 /// Asks a running apply to stop: the current step finishes, a replacement
@@ -128,6 +131,7 @@ pub async fn apply(
     stacks: &[&Stack],
     plan: &Plan,
     live: &Live,
+    mounts: &Mounts,
     masker: &Masker,
     progress: &dyn Progress,
     cancel: &Cancel,
@@ -137,6 +141,7 @@ pub async fn apply(
         live,
         progress,
         cancel,
+        mounts,
         renewed: plan
             .actions
             .iter()
@@ -1108,12 +1113,21 @@ impl Ctx<'_> {
         carry: Option<&BTreeMap<String, String>>,
     ) -> Result<String, String> {
         let subject = Self::replica_subject(stack, service, number);
+        let mounted = self
+            .mounts
+            .get(&(stack.name.clone(), service.to_string()))
+            .and_then(|r| r.as_ref().ok())
+            .cloned()
+            .unwrap_or_default();
+        // Created from the paths of the checkout at hand (not re-rooted).
         let want = desired_container(
             stack,
             service,
             number,
             self.live,
             &hashed_contents(stack, service),
+            &mounted,
+            None,
         );
         let name = want.config.name.clone();
         self.progress.step(&subject, "creating", Outcome::Working);

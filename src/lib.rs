@@ -14,6 +14,7 @@ pub mod fuzzing;
 pub mod graph;
 pub mod images;
 pub mod live;
+pub mod mounts;
 pub mod plan;
 pub mod range;
 pub mod reconcile;

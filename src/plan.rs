@@ -10,6 +10,7 @@
 //! applying a plan and planning again gives an empty plan.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,8 @@ use crate::build::BuildHash;
 use crate::diff::{self, Change, ContainerConfig, labels};
 use crate::graph::StackGraph;
 use crate::live::{Live, LiveContainer};
-use crate::spec::model::{Condition, PullPolicy, Stack};
+use crate::mounts::{self, Mounts, ServiceMounts};
+use crate::spec::model::{Condition, OnMountChange, PullPolicy, Stack};
 use crate::spec::secrets::Masker;
 
 /// What one action does.
@@ -144,24 +146,33 @@ pub struct DesiredContainer {
 }
 
 /// The desired container of replica `number` of a service, normalized
-/// against its image.
+/// against its image. `mounted` holds the content hashes of the repository
+/// files it mounts (kept as labels); with `reroot_to` (the root a live
+/// container was created from), paths under the repository root are moved
+/// there, to compare with that container ([`mounts::reroot`]). A container
+/// is created from the config without `reroot_to`.
 pub fn desired_container(
     stack: &Stack,
     service: &str,
     number: u32,
     live: &Live,
     masker_values: &[String],
+    mounted: &ServiceMounts,
+    reroot_to: Option<&Path>,
 ) -> DesiredContainer {
     let svc = &stack.services[service];
     let image_ref = svc.image_ref(&stack.name, service);
     let image = live.images.get(&image_ref).cloned().flatten();
-    let raw = diff::desired_config(
+    let mut raw = diff::desired_config(
         stack,
         service,
         svc,
         number,
         image.as_ref().map(|i| i.id.clone()),
     );
+    if let (Some(from), Some(to)) = (mounts::desired_root(stack), reroot_to) {
+        mounts::reroot(&mut raw, from, to);
+    }
     // The hash sees the spec before image defaults are stripped, and the
     // content of secrets (as part of `extra`), so changing either changes it.
     let extra: Vec<&str> = masker_values.iter().map(String::as_str).collect();
@@ -171,6 +182,9 @@ pub fn desired_container(
     config
         .labels
         .insert(labels::COMPOSE_CONFIG_HASH.into(), hash.clone());
+    for (target, m) in mounted {
+        config.labels.insert(mounts::label(target), m.hash.clone());
+    }
     if let Some(image) = &image {
         config.strip_defaults(image);
     }
@@ -415,7 +429,13 @@ fn networks_to_recreate(
 
 /// Computes the plan that brings `live` to `stacks`; `builds` says what the
 /// images of services with `build:` should be built from.
-pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) -> Plan {
+pub fn plan(
+    stacks: &[&Stack],
+    live: &Live,
+    builds: &Builds,
+    mounts: &Mounts,
+    masker: &Masker,
+) -> Plan {
     let mut p = Plan::default();
     let foreign_by_name: BTreeMap<&str, _> =
         live.foreign.iter().map(|f| (f.name.as_str(), f)).collect();
@@ -526,8 +546,21 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                 let svc = &stack.services[&service];
                 let replicas = svc.replicas();
                 let contents = hashed_contents(stack, &service);
+                let mounted = match mounts.get(&(sname.clone(), service.clone())) {
+                    Some(Err(why)) => {
+                        p.conflicts.push(Conflict {
+                            stack: sname.clone(),
+                            service: Some(service.clone()),
+                            target: diff::container_name(stack, &service, svc),
+                            reason: format!("cannot compare the files it mounts: {why}"),
+                        });
+                        continue;
+                    }
+                    Some(Ok(m)) => m.clone(),
+                    None => ServiceMounts::new(),
+                };
                 let wants: Vec<DesiredContainer> = (1..=replicas)
-                    .map(|n| desired_container(stack, &service, n, live, &contents))
+                    .map(|n| desired_container(stack, &service, n, live, &contents, &mounted, None))
                     .collect();
                 let mine: Vec<&LiveContainer> = live
                     .containers
@@ -645,6 +678,24 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                         recreated.insert(service.clone());
                         continue;
                     };
+                    // Compared as if created from the checkout the live container was.
+                    let rerooted;
+                    let working_dir = current.labels.get(labels::COMPOSE_WORKING_DIR);
+                    let want = match mounts::live_root(stack, working_dir.map(String::as_str)) {
+                        Some(to) if Some(to.as_path()) != mounts::desired_root(stack) => {
+                            rerooted = desired_container(
+                                stack,
+                                &service,
+                                n,
+                                live,
+                                &contents,
+                                &mounted,
+                                Some(&to),
+                            );
+                            &rerooted
+                        }
+                        _ => want,
+                    };
                     let mut seen = current.config.clone();
                     seen.align_to(&want.config);
                     let mut changes = diff::compare(&seen.fields(), &want.config.fields());
@@ -701,6 +752,13 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                             None => "container has no spec hash (created by an older plimsoll)".into(),
                         });
                     }
+                    let content = mounts::changes(&current.labels, &mounted);
+                    let restart_for_content = !content.is_empty()
+                        && reasons.is_empty()
+                        && svc.plimsoll.on_mount_change == Some(OnMountChange::Restart);
+                    if !restart_for_content {
+                        reasons.extend(content.iter().cloned());
+                    }
                     if image_missing && (!reasons.is_empty() || rebuilt.is_some()) {
                         reasons.push(format!(
                             "image {image_shown} is not on this host: it will be {fetch}"
@@ -721,6 +779,19 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                     }
                     if image_missing {
                         images_to_pull.remove(&image_ref);
+                    }
+                    if restart_for_content {
+                        // x-plimsoll: {on_mount_change: restart}; apply records the new hashes.
+                        service_actions.push(Action {
+                            action: ActionKind::Restart,
+                            stack: sname.clone(),
+                            service: Some(service.clone()),
+                            target: name,
+                            reasons: content,
+                            diff: None,
+                            replica,
+                        });
+                        continue;
                     }
                     let done_ok = current.state.status == "exited"
                         && current.state.exit_code == 0
@@ -1328,7 +1399,7 @@ mod tests {
                 ..Default::default()
             }),
         );
-        let want = desired_container(stack, "web", 1, &live, &[]);
+        let want = desired_container(stack, "web", 1, &live, &[], &ServiceMounts::new(), None);
         let mut web = container("id-web", "shop-web-1", 1);
         web.stack = "shop".into();
         web.labels = want.config.labels.clone();
@@ -1377,7 +1448,7 @@ mod tests {
         let live = applied(&old, &[]);
         let plan_of = |d: &crate::spec::Desired, live: &Live| {
             let stacks: Vec<&Stack> = d.stacks.iter().collect();
-            plan(&stacks, live, &Builds::new(), &d.masker)
+            plan(&stacks, live, &Builds::new(), &Mounts::new(), &d.masker)
         };
         // In sync as applied, with or without a declared subnet.
         assert!(plan_of(&old, &live).is_noop());
@@ -1495,17 +1566,23 @@ Plan: 1 to recreate network, 1 to recreate; 0 in sync.
             }),
         );
         let applied = stack_with(vec![hook("echo a")], vec![]);
-        let want = desired_container(&applied, "web", 1, &live, &[]);
+        let want = desired_container(&applied, "web", 1, &live, &[], &ServiceMounts::new(), None);
         let mut c = container("a", "s-web-1", 1);
         c.labels = want.config.labels.clone();
         c.config = want.config;
         live.containers.push(c);
         let reasons = |stack: &Stack| -> Vec<Vec<String>> {
-            plan(&[stack], &live, &Builds::new(), &Masker::default())
-                .actions
-                .into_iter()
-                .map(|a| a.reasons)
-                .collect()
+            plan(
+                &[stack],
+                &live,
+                &Builds::new(),
+                &Mounts::new(),
+                &Masker::default(),
+            )
+            .actions
+            .into_iter()
+            .map(|a| a.reasons)
+            .collect()
         };
         assert_eq!(reasons(&applied), Vec::<Vec<String>>::new());
         assert_eq!(
