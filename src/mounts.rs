@@ -438,3 +438,211 @@ pub fn changes(live: &BTreeMap<String, String>, want: &ServiceMounts) -> Vec<Str
         .map(|(_, m)| reason(m))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::diff::MountDesc;
+    use crate::source::{Confine, ConfinedFs, GitTree, LocalFs};
+
+    fn bind(source: &str) -> MountDesc {
+        MountDesc {
+            kind: "bind",
+            source: Some(source.into()),
+            read_only: true,
+        }
+    }
+
+    #[test]
+    fn reroot_moves_paths_under_the_root_only() {
+        let mut c = ContainerConfig::default();
+        c.mounts
+            .insert("/etc/app.conf".into(), bind("/a/repo/stacks/shop/app.conf"));
+        c.mounts.insert("/etc/ssl".into(), bind("/etc/ssl"));
+        c.mounts.insert("/x".into(), bind("/a/repo2/x"));
+        c.mounts.insert(
+            "/data".into(),
+            MountDesc {
+                kind: "volume",
+                source: Some("/a/repo/data".into()),
+                read_only: false,
+            },
+        );
+        c.labels.insert(
+            labels::COMPOSE_WORKING_DIR.into(),
+            "/a/repo/stacks/shop".into(),
+        );
+        c.labels.insert(
+            labels::COMPOSE_CONFIG_FILES.into(),
+            "/a/repo/stacks/shop/compose.yaml,/a/repo/stacks/shop/compose.override.yaml".into(),
+        );
+        c.labels.insert("other".into(), "/a/repo/x".into());
+        reroot(
+            &mut c,
+            Path::new("/a/repo"),
+            Path::new("/var/lib/plimsoll/git/worktree"),
+        );
+        let src = |t: &str| c.mounts[t].source.clone().unwrap();
+        assert_eq!(
+            src("/etc/app.conf"),
+            "/var/lib/plimsoll/git/worktree/stacks/shop/app.conf"
+        );
+        assert_eq!(src("/etc/ssl"), "/etc/ssl", "host paths stay");
+        assert_eq!(
+            src("/x"),
+            "/a/repo2/x",
+            "a sibling directory is not under the root"
+        );
+        assert_eq!(src("/data"), "/a/repo/data", "volumes are names, not paths");
+        assert_eq!(
+            c.labels[labels::COMPOSE_WORKING_DIR],
+            "/var/lib/plimsoll/git/worktree/stacks/shop"
+        );
+        assert_eq!(
+            c.labels[labels::COMPOSE_CONFIG_FILES],
+            "/var/lib/plimsoll/git/worktree/stacks/shop/compose.yaml,/var/lib/plimsoll/git/worktree/stacks/shop/compose.override.yaml"
+        );
+        assert_eq!(c.labels["other"], "/a/repo/x");
+    }
+
+    fn stack_at(root: &str, dir: &str) -> Stack {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("compose.yaml"), "name: s\nservices: {}\n").unwrap();
+        let mut s = crate::spec::load_path(t.path()).stacks.remove(0);
+        s.source.root = Some(root.into());
+        s.source.abs_dir = dir.into();
+        s
+    }
+
+    #[test]
+    fn the_live_root_is_the_working_dir_without_the_stack_s_place() {
+        let s = stack_at("/a/repo", "/a/repo/stacks/shop");
+        let live = |wd: &str| live_root(&s, Some(wd));
+        assert_eq!(
+            live("/var/lib/plimsoll/git/worktree/stacks/shop"),
+            Some("/var/lib/plimsoll/git/worktree".into())
+        );
+        assert_eq!(live("/a/repo/stacks/shop"), Some("/a/repo".into()));
+        assert_eq!(
+            live("/srv/other/shop"),
+            None,
+            "no suffix match: compared as they are"
+        );
+        assert_eq!(
+            live("stacks/shop"),
+            None,
+            "a relative label is not re-rooted"
+        );
+        assert_eq!(live_root(&s, None), None);
+        // A stack at the root: the whole label is the root.
+        let s = stack_at("/a/shop", "/a/shop");
+        assert_eq!(live_root(&s, Some("/b/shop")), Some("/b/shop".into()));
+        let mut none = stack_at("/a", "/a");
+        none.source.root = None;
+        assert_eq!(live_root(&none, Some("/b")), None);
+    }
+
+    /// A tree with a file, a nested file, an empty directory and a symlink,
+    /// committed; returns (tempdir, canonical root).
+    fn tree() -> (tempfile::TempDir, PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(t.path()).unwrap();
+        fs::create_dir_all(root.join("www/css")).unwrap();
+        fs::create_dir_all(root.join("www/empty")).unwrap();
+        fs::write(root.join("www/index.html"), "<p>hi</p>").unwrap();
+        fs::write(root.join("www/css/site.css"), "p {}").unwrap();
+        std::os::unix::fs::symlink("index.html", root.join("www/home.html")).unwrap();
+        fs::write(root.join("nginx.conf"), "events {}").unwrap();
+        let repo = git2::Repository::init(&root).unwrap();
+        let mut index = repo.index().unwrap();
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        repo.commit(Some("HEAD"), &sig, &sig, "one", &tree, &[])
+            .unwrap();
+        (t, root)
+    }
+
+    #[test]
+    fn a_checkout_and_its_commit_hash_the_same() {
+        let (_t, root) = tree();
+        let confined = ConfinedFs::new(Confine::new(&root, &[]).unwrap());
+        let git = GitTree::resolve(&root, "HEAD").unwrap().files;
+        for path in ["www", "nginx.conf"] {
+            let p = root.join(path);
+            let local = hash(&LocalFs, &p).unwrap();
+            assert!(local.is_some());
+            assert_eq!(hash(&confined, &p).unwrap(), local, "{path}");
+            assert_eq!(hash(&git, &p).unwrap(), local, "{path}");
+        }
+        assert_eq!(hash(&LocalFs, &root.join("www")).unwrap().unwrap().0, true);
+        assert_eq!(hash(&LocalFs, &root.join("missing")).unwrap(), None);
+        // Modes and empty directories are not content; a changed byte or link is.
+        let before = hash(&LocalFs, &root.join("www")).unwrap();
+        fs::create_dir_all(root.join("www/more/empty")).unwrap();
+        assert_eq!(hash(&LocalFs, &root.join("www")).unwrap(), before);
+        fs::remove_file(root.join("www/home.html")).unwrap();
+        std::os::unix::fs::symlink("css/site.css", root.join("www/home.html")).unwrap();
+        assert_ne!(hash(&LocalFs, &root.join("www")).unwrap(), before);
+        let file = hash(&LocalFs, &root.join("nginx.conf")).unwrap();
+        fs::write(root.join("nginx.conf"), "events { }").unwrap();
+        assert_ne!(hash(&LocalFs, &root.join("nginx.conf")).unwrap(), file);
+    }
+
+    #[test]
+    fn a_tree_beyond_the_budget_is_an_error_naming_the_mount() {
+        let t = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(t.path()).unwrap();
+        let big = root.join("big");
+        fs::create_dir_all(&big).unwrap();
+        for i in 0..=MAX_ENTRIES {
+            fs::write(big.join(i.to_string()), "").unwrap();
+        }
+        fs::write(
+            root.join("compose.yaml"),
+            "name: s\nservices:\n  web:\n    image: busybox\n    volumes:\n      - ./big:/big\n",
+        )
+        .unwrap();
+        let d = crate::spec::load_path(&root);
+        let m = stack_mounts(&[&d.stacks[0]], &LocalFs);
+        let err = m[&("s".to_string(), "web".to_string())]
+            .clone()
+            .unwrap_err();
+        assert!(err.contains("compose.yaml:"), "{err}");
+        assert!(err.contains("services.web.volumes"), "{err}");
+        assert!(err.contains(&format!("more than {MAX_ENTRIES}")), "{err}");
+        assert!(err.contains("hint:"), "{err}");
+    }
+
+    #[test]
+    fn services_get_the_hashes_of_what_they_mount_inside_the_root() {
+        let (_t, root) = tree();
+        fs::write(
+            root.join("compose.yaml"),
+            "name: s\nservices:\n  web:\n    image: busybox\n    volumes:\n      - ./www:/www:ro\n      - ./nginx.conf:/etc/nginx.conf\n      - /etc/hostname:/h:ro\n      - ./absent:/absent\n    configs: [site]\nconfigs:\n  site:\n    file: ./nginx.conf\n",
+        )
+        .unwrap();
+        let d = crate::spec::load_path(&root);
+        let m = stack_mounts(&[&d.stacks[0]], &LocalFs);
+        let web = m[&("s".to_string(), "web".to_string())].clone().unwrap();
+        let keys: Vec<&str> = web.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["/etc/nginx.conf", "/site", "/www"]);
+        assert_eq!(web["/www"].shown, "www");
+        assert!(web["/www"].dir);
+        assert_eq!(web["/site"].hash, web["/etc/nginx.conf"].hash);
+        assert_eq!(
+            reason(&web["/etc/nginx.conf"]),
+            "mounted file nginx.conf changed"
+        );
+        assert_eq!(reason(&web["/www"]), "mounted directory www changed");
+        let mut live = BTreeMap::new();
+        assert!(changes(&live, &web).is_empty(), "no label: not compared");
+        live.insert(label("/www"), web["/www"].hash.clone());
+        live.insert(label("/etc/nginx.conf"), "0".into());
+        assert_eq!(changes(&live, &web), ["mounted file nginx.conf changed"]);
+    }
+}

@@ -26,6 +26,9 @@
 //!   lifecycle hooks (`post_start`, `pre_stop`) run, roll back and converge.
 //!   a changed network recreated with the services on it (rolled back, killed half way).
 //! - `malformed`: every malformed input exits 1 naming file, line and key, with a hint.
+//! - `mounts`: repository files services bind-mount: the same repository at three paths plans
+//!   no changes; a changed mounted file or directory recreates (or, where asked, restarts) its
+//!   container, which then sees the new content.
 //! - `reconcile`: `plimsoll reconcile` and `status` on the real engine: dry-run, ordered
 //!   apply, no-op, drift, conflicts, Compose visibility, secrets, JSON schema, rollback.
 //! - `registry`: pulls from a real registry on 127.0.0.1 (`docker-registry`):
@@ -54,6 +57,7 @@ mod hosts;
 mod images;
 mod keys;
 mod malformed;
+mod mounts;
 mod reconcile;
 mod registry;
 mod safety;
