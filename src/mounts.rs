@@ -329,10 +329,13 @@ pub fn jobs(stack: &Stack) -> Vec<Job> {
 
 /// Hashes `jobs` with `files_for` (the files of a root; an error: the root
 /// is gone, nothing under it is compared), each source once.
-pub fn run(jobs: Vec<Job>, files_for: &dyn Fn(&Path) -> Result<Box<dyn Files>, String>) -> Mounts {
+pub fn run<'f>(
+    jobs: Vec<Job>,
+    files_for: &dyn Fn(&Path) -> Result<Box<dyn Files + 'f>, String>,
+) -> Mounts {
     let mut out = Mounts::new();
     let mut done: BTreeMap<PathBuf, Result<Option<(bool, String)>, String>> = BTreeMap::new();
-    let mut roots: BTreeMap<PathBuf, Result<Box<dyn Files>, String>> = BTreeMap::new();
+    let mut roots: BTreeMap<PathBuf, Result<Box<dyn Files + 'f>, String>> = BTreeMap::new();
     for job in jobs {
         let hashed = done
             .entry(job.source.clone())
@@ -376,7 +379,9 @@ pub fn run(jobs: Vec<Job>, files_for: &dyn Fn(&Path) -> Result<Box<dyn Files>, S
 /// The mounts of `stacks`, read through `files` (a commit's tree, or one checkout).
 pub fn stack_mounts(stacks: &[&Stack], files: &dyn Files) -> Mounts {
     let jobs = stacks.iter().flat_map(|s| jobs(s)).collect();
-    run(jobs, &|_| Ok(Box::new(Borrowed(files)) as Box<dyn Files>))
+    run(jobs, &|_| {
+        Ok(Box::new(Borrowed(files)) as Box<dyn Files + '_>)
+    })
 }
 
 /// The mounts of one service of `stack`, read through `files`.
@@ -389,9 +394,11 @@ pub fn service_mounts(
         .into_iter()
         .filter(|j| j.service == service)
         .collect();
-    run(jobs, &|_| Ok(Box::new(Borrowed(files)) as Box<dyn Files>))
-        .remove(&(stack.name.clone(), service.to_string()))
-        .unwrap_or_else(|| Ok(ServiceMounts::new()))
+    run(jobs, &|_| {
+        Ok(Box::new(Borrowed(files)) as Box<dyn Files + '_>)
+    })
+    .remove(&(stack.name.clone(), service.to_string()))
+    .unwrap_or_else(|| Ok(ServiceMounts::new()))
 }
 
 /// [`Files`] through a reference (so [`run`] can hand out one it does not own).
