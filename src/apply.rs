@@ -124,18 +124,26 @@ impl Cancel {
     }
 }
 
-/// Applies `plan` (computed from `stacks` and `live`). Services whose names
+/// What a plan was computed from besides the stacks: the engine's state and
+/// the content hashes of the repository files services mount.
+#[derive(Clone, Copy)]
+pub struct Observed<'a> {
+    pub live: &'a Live,
+    pub mounts: &'a Mounts,
+}
+
+/// Applies `plan` (computed from `stacks` and `seen`). Services whose names
 /// conflict with foreign containers are not in the plan and fail the apply.
 pub async fn apply(
     engine: &Engine,
     stacks: &[&Stack],
     plan: &Plan,
-    live: &Live,
-    mounts: &Mounts,
+    seen: Observed<'_>,
     masker: &Masker,
     progress: &dyn Progress,
     cancel: &Cancel,
 ) -> Result<Report, ApplyError> {
+    let Observed { live, mounts } = seen;
     let cx = Ctx {
         engine,
         live,

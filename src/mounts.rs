@@ -57,6 +57,9 @@ pub struct MountHash {
     pub shown: String,
 }
 
+/// The files of a root, for [`run`] (an error: the root is gone).
+pub type FilesFor<'a, 'f> = &'a dyn Fn(&Path) -> Result<Box<dyn Files + 'f>, String>;
+
 /// Mount target -> what is mounted there, for one service.
 pub type ServiceMounts = BTreeMap<String, MountHash>;
 
@@ -329,10 +332,7 @@ pub fn jobs(stack: &Stack) -> Vec<Job> {
 
 /// Hashes `jobs` with `files_for` (the files of a root; an error: the root
 /// is gone, nothing under it is compared), each source once.
-pub fn run<'f>(
-    jobs: Vec<Job>,
-    files_for: &dyn Fn(&Path) -> Result<Box<dyn Files + 'f>, String>,
-) -> Mounts {
+pub fn run<'f>(jobs: Vec<Job>, files_for: FilesFor<'_, 'f>) -> Mounts {
     let mut out = Mounts::new();
     let mut done: BTreeMap<PathBuf, Result<Option<(bool, String)>, String>> = BTreeMap::new();
     let mut roots: BTreeMap<PathBuf, Result<Box<dyn Files + 'f>, String>> = BTreeMap::new();
@@ -586,7 +586,7 @@ mod tests {
             assert_eq!(hash(&confined, &p).unwrap(), local, "{path}");
             assert_eq!(hash(&git, &p).unwrap(), local, "{path}");
         }
-        assert_eq!(hash(&LocalFs, &root.join("www")).unwrap().unwrap().0, true);
+        assert!(hash(&LocalFs, &root.join("www")).unwrap().unwrap().0);
         assert_eq!(hash(&LocalFs, &root.join("missing")).unwrap(), None);
         // Modes and empty directories are not content; a changed byte or link is.
         let before = hash(&LocalFs, &root.join("www")).unwrap();

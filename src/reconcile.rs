@@ -572,8 +572,10 @@ pub async fn apply_recorded(
         &observed.engine,
         &stacks,
         plan,
-        &observed.live,
-        &observed.mounts,
+        crate::apply::Observed {
+            live: &observed.live,
+            mounts: &observed.mounts,
+        },
         masker,
         progress,
         cancel,
