@@ -55,6 +55,8 @@ pub struct MountHash {
     pub hash: String,
     /// The source as written, relative to the stack directory (`nginx.conf`, `www`).
     pub shown: String,
+    /// Mounted through `volumes:` (else a `secrets:`/`configs:` `file:`).
+    pub volume: bool,
 }
 
 /// The files of a root, for [`run`] (an error: the root is gone).
@@ -365,6 +367,7 @@ pub fn run<'f>(jobs: Vec<Job>, files_for: FilesFor<'_, 'f>) -> Mounts {
                     MountHash {
                         dir,
                         hash,
+                        volume: job.key.ends_with(".volumes"),
                         shown: job.shown,
                     },
                 );

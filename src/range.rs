@@ -664,7 +664,8 @@ fn service_changes(
         (_, Err(e)) => reasons.push(format!("cannot compare the files it mounts: {e}")),
         (Ok(ma), Ok(mb)) => reasons.extend(
             mb.iter()
-                .filter(|(t, m)| ma.get(*t).is_some_and(|o| o.hash != m.hash))
+                // Secrets and configs say so above, by name.
+                .filter(|(t, m)| m.volume && ma.get(*t).is_some_and(|o| o.hash != m.hash))
                 .map(|(_, m)| mounts::reason(m)),
         ),
         (Err(_), Ok(_)) => {}
