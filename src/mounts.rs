@@ -9,7 +9,9 @@
 //!   directory's path under the root stripped as a suffix ([`live_root`]).
 //!   Before a desired container is compared with its live one (fields and
 //!   spec hash), [`reroot`] moves every bind-mount source under the desired
-//!   root, and Compose's two path labels, onto the live root. The same
+//!   root, and Compose's two path labels, onto the live root
+//!   ([`live_mapping`]; where the label does not end so, the stack
+//!   directory onto the label: a stack directory applied on its own). The same
 //!   repository checked out elsewhere then compares equal, and so does a
 //!   container created by an older plimsoll from another checkout. A
 //!   container is created from the paths of the checkout at hand.
@@ -87,16 +89,42 @@ fn strip_suffix(path: &Path, suffix: &Path) -> Option<PathBuf> {
 
 /// The root a live container of `stack` was created from: its working-dir
 /// label (`working_dir`) with the stack directory's path relative to the
-/// desired root stripped as a suffix. `None` (compare paths as they are)
+/// repository root stripped as a suffix. `None` (compare paths as they are)
 /// without a desired root, or when the label does not end so.
 pub fn live_root(stack: &Stack, working_dir: Option<&str>) -> Option<PathBuf> {
-    let root = desired_root(stack)?;
-    let rel = stack.source.abs_dir.strip_prefix(root).ok()?;
+    let rel = stack_in_root(stack)?;
     let wd = Path::new(working_dir?);
     if !wd.is_absolute() {
         return None;
     }
-    strip_suffix(wd, rel)
+    strip_suffix(wd, &rel)
+}
+
+/// The stack directory relative to the root it was read from.
+fn stack_in_root(stack: &Stack) -> Option<PathBuf> {
+    let root = stack.source.root.as_deref()?;
+    Some(stack.source.abs_dir.strip_prefix(root).ok()?.to_path_buf())
+}
+
+/// How to move the desired side's paths onto a live container's, as
+/// (from, to) for [`reroot`]: the desired root onto the [`live_root`]; where
+/// the label does not end with the stack's place in the repository (a stack
+/// directory applied on its own, `plimsoll reconcile /srv/ops/big`, then from
+/// a repository's `stacks/big`), the stack directory onto the working
+/// directory. `None`: nothing to move (no root, no absolute label, or the
+/// same place).
+pub fn live_mapping(stack: &Stack, working_dir: Option<&str>) -> Option<(PathBuf, PathBuf)> {
+    let root = desired_root(stack)?;
+    let rel = stack_in_root(stack)?;
+    let wd = Path::new(working_dir?);
+    if !wd.is_absolute() {
+        return None;
+    }
+    let (from, to) = match strip_suffix(wd, &rel) {
+        Some(live) => (root.to_path_buf(), live),
+        None => (root.join(&rel), wd.to_path_buf()),
+    };
+    (from != to).then_some((from, to))
 }
 
 /// `path` moved from under `from` to under `to`, `None` when it is not under `from`.
@@ -552,6 +580,22 @@ mod tests {
         let mut none = stack_at("/a", "/a");
         none.source.root = None;
         assert_eq!(live_root(&none, Some("/b")), None);
+    }
+
+    #[test]
+    fn a_stack_applied_from_elsewhere_maps_its_directory() {
+        let s = stack_at("/a/repo", "/a/repo/stacks/big");
+        let map = |wd: &str| live_mapping(&s, Some(wd));
+        assert_eq!(
+            map("/var/lib/plimsoll/git/worktree/stacks/big"),
+            Some(("/a/repo".into(), "/var/lib/plimsoll/git/worktree".into()))
+        );
+        assert_eq!(
+            map("/srv/ops/big"),
+            Some(("/a/repo/stacks/big".into(), "/srv/ops/big".into()))
+        );
+        assert_eq!(map("/a/repo/stacks/big"), None, "the same place");
+        assert_eq!(map("big"), None);
     }
 
     /// A tree with a file, a nested file, an empty directory and a symlink,

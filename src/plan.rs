@@ -147,10 +147,10 @@ pub struct DesiredContainer {
 
 /// The desired container of replica `number` of a service, normalized
 /// against its image. `mounted` holds the content hashes of the repository
-/// files it mounts (kept as labels); with `reroot_to` (the root a live
-/// container was created from), paths under the repository root are moved
-/// there, to compare with that container ([`mounts::reroot`]). A container
-/// is created from the config without `reroot_to`.
+/// files it mounts (kept as labels); with `reroot` (from, to: see
+/// [`mounts::live_mapping`]), paths under the repository are moved to where a
+/// live container was created from, to compare with it
+/// ([`mounts::reroot`]). A container is created from the config without.
 pub fn desired_container(
     stack: &Stack,
     service: &str,
@@ -158,7 +158,7 @@ pub fn desired_container(
     live: &Live,
     masker_values: &[String],
     mounted: &ServiceMounts,
-    reroot_to: Option<&Path>,
+    reroot: Option<(&Path, &Path)>,
 ) -> DesiredContainer {
     let svc = &stack.services[service];
     let image_ref = svc.image_ref(&stack.name, service);
@@ -170,7 +170,7 @@ pub fn desired_container(
         number,
         image.as_ref().map(|i| i.id.clone()),
     );
-    if let (Some(from), Some(to)) = (mounts::desired_root(stack), reroot_to) {
+    if let Some((from, to)) = reroot {
         mounts::reroot(&mut raw, from, to);
     }
     // The hash sees the spec before image defaults are stripped, and the
@@ -681,8 +681,8 @@ pub fn plan(
                     // Compared as if created from the checkout the live container was.
                     let rerooted;
                     let working_dir = current.labels.get(labels::COMPOSE_WORKING_DIR);
-                    let want = match mounts::live_root(stack, working_dir.map(String::as_str)) {
-                        Some(to) if Some(to.as_path()) != mounts::desired_root(stack) => {
+                    let want = match mounts::live_mapping(stack, working_dir.map(String::as_str)) {
+                        Some((from, to)) => {
                             rerooted = desired_container(
                                 stack,
                                 &service,
@@ -690,11 +690,11 @@ pub fn plan(
                                 live,
                                 &contents,
                                 &mounted,
-                                Some(&to),
+                                Some((&from, &to)),
                             );
                             &rerooted
                         }
-                        _ => want,
+                        None => want,
                     };
                     let mut seen = current.config.clone();
                     seen.align_to(&want.config);
