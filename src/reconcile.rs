@@ -213,6 +213,9 @@ pub fn with_applied_mounts(
         };
         for (target, hash) in hashes {
             let label = crate::mounts::label(target);
+            if c.labels.get(&label) == Some(hash) {
+                continue;
+            }
             c.labels.insert(label.clone(), hash.clone());
             c.config.labels.insert(label, hash.clone());
             changed = true;
