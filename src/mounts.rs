@@ -218,7 +218,8 @@ fn hex(digest: &[u8]) -> String {
 }
 
 /// The content hash of the file or directory at `path` (symbolic links to
-/// it followed, as the engine does), `Ok(None)` when it does not exist.
+/// it followed, as the engine does), `Ok(None)` when it does not exist or
+/// resolves outside the repository.
 /// Returns whether it is a directory, and the hash.
 pub fn hash(files: &dyn Files, path: &Path) -> Result<Option<(bool, String)>, HashError> {
     let read_err = |source| HashError::Read {
@@ -230,7 +231,13 @@ pub fn hash(files: &dyn Files, path: &Path) -> Result<Option<(bool, String)>, Ha
         entries: 0,
         bytes: 0,
     };
-    match files.kind(path).map_err(read_err)? {
+    let kind = match files.kind(path) {
+        // A link out of the repository (`./certs` -> /etc/letsencrypt): a host
+        // path, compared by path only.
+        Err(e) if crate::source::refused(&e).is_some() => return Ok(None),
+        other => other.map_err(read_err)?,
+    };
+    match kind {
         None => Ok(None),
         Some(Kind::File) => Ok(budget
             .read(files, path)?
@@ -635,6 +642,13 @@ mod tests {
         }
         assert!(hash(&LocalFs, &root.join("www")).unwrap().unwrap().0);
         assert_eq!(hash(&LocalFs, &root.join("missing")).unwrap(), None);
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("certs")).unwrap();
+        assert_eq!(
+            hash(&confined, &root.join("certs")).unwrap(),
+            None,
+            "a host path"
+        );
         // Modes and empty directories are not content; a changed byte or link is.
         let before = hash(&LocalFs, &root.join("www")).unwrap();
         fs::create_dir_all(root.join("www/more/empty")).unwrap();
