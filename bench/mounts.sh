@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 files=${1:-10000}
 size_mb=${2:-200}
 runs=${3:-5}
-release_binary bench/mounts.sh docker head
+release_binary bench/mounts.sh docker head dd
 
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
@@ -33,8 +33,8 @@ for d in $(seq 0 99); do
 done
 head -c $(( size_mb * 1024 * 1024 + 1024 * 1024 )) /dev/urandom >"$dir/blob"
 for i in $(seq 0 $(( files - 1 ))); do
-  tail -c +$(( i * per_file + 1 )) "$dir/blob" | head -c "$per_file" \
-    >"$dir/big/stacks/mounts-bench/data/d$(( i % 100 ))/f$i"
+  dd if="$dir/blob" of="$dir/big/stacks/mounts-bench/data/d$(( i % 100 ))/f$i" \
+    bs="$per_file" skip="$i" count=1 status=none
 done
 rm "$dir/blob"
 echo "mounted tree: $(find "$dir/big/stacks/mounts-bench/data" -type f | wc -l) files, $(du -sm "$dir/big/stacks/mounts-bench/data" | cut -f1) MB"
