@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 files=${1:-10000}
 size_mb=${2:-200}
 runs=${3:-5}
-release_binary bench/mounts.sh docker head dd
+release_binary bench/mounts.sh docker head dd /usr/bin/time
 
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
@@ -45,18 +45,25 @@ dry_run() {
   # 2: changes planned (the stack is not applied), as expected.
   [ "$rc" = 0 ] || [ "$rc" = 2 ] || { echo "dry run failed ($rc)" >&2; exit 1; }
 }
+# measure PATH: "<median wall ms> <median CPU ms (user + system)>" of dry runs.
+# CPU time is the steadier number on a loaded machine.
 measure() {
-  local t0
+  local t0 wall=() cpu=() out
   for _ in $(seq "$runs"); do
     t0=$(now_us)
-    dry_run "$1"
-    elapsed_ms "$t0"
-  done | median
+    /usr/bin/time -o "$dir/time" -f '%U %S' \
+      "$plimsoll" --state-dir "$dir/state" reconcile "$1" --dry-run >/dev/null 2>&1 || true
+    out=$(tail -n 1 "$dir/time")
+    wall+=("$(elapsed_ms "$t0")")
+    cpu+=("$(awk '{ printf "%.1f\n", ($1 + $2) * 1000 }' <<<"$out")")
+  done
+  echo "$(printf '%s\n' "${wall[@]}" | median) $(printf '%s\n' "${cpu[@]}" | median)"
 }
 dry_run "$dir/big/stacks/mounts-bench"   # warm the page cache
-big=$(measure "$dir/big/stacks/mounts-bench")
-small=$(measure "$dir/small/stacks/mounts-bench")
-echo "reconcile --dry-run, median of $runs runs"
-printf '  mounting %5d files / %4d MB  %8.1f ms\n' "$files" "$size_mb" "$big"
-printf '  mounting one small file         %8.1f ms\n' "$small"
-awk -v b="$big" -v s="$small" 'BEGIN { printf "  hashing cost                    %8.1f ms\n", b - s }'
+read -r big big_cpu <<<"$(measure "$dir/big/stacks/mounts-bench")"
+read -r small small_cpu <<<"$(measure "$dir/small/stacks/mounts-bench")"
+echo "reconcile --dry-run, median of $runs runs (wall / CPU)"
+printf '  mounting %5d files / %4d MB  %8.1f ms / %8.1f ms\n' "$files" "$size_mb" "$big" "$big_cpu"
+printf '  mounting one small file         %8.1f ms / %8.1f ms\n' "$small" "$small_cpu"
+awk -v b="$big" -v s="$small" -v bc="$big_cpu" -v sc="$small_cpu" \
+  'BEGIN { printf "  hashing cost                    %8.1f ms / %8.1f ms\n", b - s, bc - sc }'
