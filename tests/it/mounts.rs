@@ -255,3 +255,27 @@ fn on_mount_change_restart_restarts_the_same_container() {
     assert_eq!(kind, "restart");
     assert_eq!(reasons, vec!["mounted directory www changed"]);
 }
+
+#[test]
+fn a_stack_directory_applied_on_its_own_then_from_the_repository_plans_no_changes() {
+    let c = Checkouts::new("mounts-alone", "");
+    // The stack directory copied out of the repository (no git: its own root),
+    // as `plimsoll reconcile /srv/ops/big` before an agent took over.
+    let alone = tempfile::Builder::new()
+        .prefix("plimsoll-it-mounts-alone-")
+        .tempdir()
+        .expect("tempdir");
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(c.dir(0))
+        .arg(alone.path())
+        .status()
+        .expect("run cp")
+        .success();
+    assert!(ok, "cp -a failed");
+    let dir = alone.path().join(&c.name).display().to_string();
+    c.plimsoll(0, &["reconcile", &dir]).expect(0);
+    let run = c.dry_run(0);
+    run.expect(0);
+    assert!(plan_actions(&run.plan_json()).is_empty(), "{run}");
+}
