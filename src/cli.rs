@@ -1071,6 +1071,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let mut observed = reconcile::observe(&desired, None).await?;
                 if let Some(state) = &state {
                     observed = frozen(observed, state)?;
+                    let applied = state.applied_mounts()?;
+                    reconcile::with_applied_mounts(&mut observed, &applied, &desired.masker);
                 }
                 Ok::<_, anyhow::Error>((
                     reconcile::status(&observed),
@@ -1353,7 +1355,10 @@ async fn reconcile_cmd(
 ) -> Result<ExitCode> {
     let masker = &desired.masker;
     if dry_run {
-        let observed = reconcile::observe(desired, None).await?;
+        let mut observed = reconcile::observe(desired, None).await?;
+        // Read as it is: a dry run creates nothing in the state directory.
+        let applied = crate::state::applied_mounts_at(&run.state_dir)?;
+        reconcile::with_applied_mounts(&mut observed, &applied, masker);
         check_unknown(desired, &observed)?;
         let plan = reconcile::pruned(observed.plan.clone(), &observed, &desired.config, pruning);
         print(&masker.mask(&render_plan(&plan, run.format)?))?;
@@ -1397,6 +1402,7 @@ async fn reconcile_cmd(
     if repaired > 0 {
         observed = frozen(reconcile::observe(desired, None).await?, &state)?;
     }
+    reconcile::with_applied_mounts(&mut observed, &state.applied_mounts()?, masker);
     check_unknown(desired, &observed)?;
     for p in &observed.paused {
         eprintln!("{p}: paused; changes are shown, not applied");
@@ -1528,7 +1534,9 @@ async fn rollback_cmd(
             warnings: Vec::new(),
             complete: None,
         };
-        let observed = reconcile::observe(&desired, None).await?;
+        let mut observed = reconcile::observe(&desired, None).await?;
+        let applied = crate::state::applied_mounts_at(&run.state_dir)?;
+        reconcile::with_applied_mounts(&mut observed, &applied, &masker);
         print(&masker.mask(&render_plan(&observed.plan, run.format)?))?;
         if observed.plan.is_noop() && observed.plan.conflicts.is_empty() {
             continue;

@@ -56,14 +56,19 @@ pub mod labels {
     pub const COMPOSE_CONFIG_FILES: &str = "com.docker.compose.project.config_files";
     pub const COMPOSE_NETWORK: &str = "com.docker.compose.network";
     pub const COMPOSE_VOLUME: &str = "com.docker.compose.volume";
+    /// `io.plimsoll.mount.<target>`: the content hash of the repository file
+    /// or directory bind-mounted at `<target>` when the container was created
+    /// (see `crate::mounts`); not in the spec hash.
+    pub const MOUNT_PREFIX: &str = "io.plimsoll.mount.";
 
     /// Labels whose change is reported through the spec hash (or, for
-    /// hooks, by [`super::hook_changes`]), not as a field.
+    /// hooks, by [`super::hook_changes`], for mounted content by
+    /// `crate::mounts::changes`), not as a field.
     pub fn is_bookkeeping(key: &str) -> bool {
         matches!(
             key,
             SPEC_HASH | REVISION | COMPOSE_CONFIG_HASH | REPOSITORY | POST_START | PRE_STOP
-        )
+        ) || key.starts_with(MOUNT_PREFIX)
     }
 }
 

@@ -250,14 +250,17 @@ impl PathMap {
     }
 }
 
-/// The root a stack's repository paths are mapped under: its repository,
+/// The root a stack's repository paths are mapped under: the root its reads
+/// were confined to ([`crate::mounts::desired_root`]), else its repository,
 /// else its directory (absolute: bind sources are).
 pub fn stack_root(stack: &crate::spec::model::Stack) -> std::borrow::Cow<'_, Path> {
-    let root = stack
-        .source
-        .repository
-        .as_deref()
-        .map_or(stack.source.dir.as_path(), Path::new);
+    let root = crate::mounts::desired_root(stack).unwrap_or_else(|| {
+        stack
+            .source
+            .repository
+            .as_deref()
+            .map_or(stack.source.dir.as_path(), Path::new)
+    });
     if root.is_absolute() {
         std::borrow::Cow::Borrowed(root)
     } else {

@@ -15,6 +15,7 @@ pub mod graph;
 pub mod hostpath;
 pub mod images;
 pub mod live;
+pub mod mounts;
 pub mod plan;
 pub mod range;
 pub mod reconcile;

@@ -10,6 +10,7 @@
 //! applying a plan and planning again gives an empty plan.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,8 @@ use crate::diff::{self, Change, ContainerConfig, labels};
 use crate::graph::StackGraph;
 use crate::hostpath::{self, Unmappable};
 use crate::live::{Live, LiveContainer};
-use crate::spec::model::{Condition, PullPolicy, Stack};
+use crate::mounts::{self, Mounts, ServiceMounts};
+use crate::spec::model::{Condition, OnMountChange, PullPolicy, Stack};
 use crate::spec::secrets::Masker;
 
 /// What one action does.
@@ -146,13 +148,20 @@ pub struct DesiredContainer {
 
 /// The desired container of replica `number` of a service, normalized
 /// against its image, with repository paths as the engine's host sees them
-/// ([`crate::hostpath`]); an error when one is on no mount the engine sees.
+/// ([`crate::hostpath`]; an error when one is on no mount the engine sees).
+/// `mounted` holds the content hashes of the repository files it mounts
+/// (kept as labels); with `reroot` (from, to: see [`mounts::live_mapping`]),
+/// paths under the repository are then moved to where a live container was
+/// created from, to compare with it ([`mounts::reroot`]). A container is
+/// created from the config without.
 pub fn desired_container(
     stack: &Stack,
     service: &str,
     number: u32,
     live: &Live,
     masker_values: &[String],
+    mounted: &ServiceMounts,
+    reroot: Option<(&Path, &Path)>,
 ) -> Result<DesiredContainer, Unmappable> {
     let svc = &stack.services[service];
     let image_ref = svc.image_ref(&stack.name, service);
@@ -165,6 +174,9 @@ pub fn desired_container(
         image.as_ref().map(|i| i.id.clone()),
     );
     live.paths.apply(&mut raw, &hostpath::stack_root(stack))?;
+    if let Some((from, to)) = reroot {
+        mounts::reroot(&mut raw, from, to);
+    }
     // The hash sees the spec before image defaults are stripped, and the
     // content of secrets (as part of `extra`), so changing either changes it.
     let extra: Vec<&str> = masker_values.iter().map(String::as_str).collect();
@@ -174,6 +186,9 @@ pub fn desired_container(
     config
         .labels
         .insert(labels::COMPOSE_CONFIG_HASH.into(), hash.clone());
+    for (target, m) in mounted {
+        config.labels.insert(mounts::label(target), m.hash.clone());
+    }
     if let Some(image) = &image {
         config.strip_defaults(image);
     }
@@ -188,7 +203,8 @@ fn unmappable(stack: &Stack, live: &Live) -> Option<Conflict> {
         return None;
     }
     stack.services.keys().find_map(|service| {
-        let e = desired_container(stack, service, 1, live, &[]).err()?;
+        let e =
+            desired_container(stack, service, 1, live, &[], &ServiceMounts::new(), None).err()?;
         Some(Conflict {
             stack: stack.name.clone(),
             service: Some(service.clone()),
@@ -436,7 +452,13 @@ fn networks_to_recreate(
 
 /// Computes the plan that brings `live` to `stacks`; `builds` says what the
 /// images of services with `build:` should be built from.
-pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) -> Plan {
+pub fn plan(
+    stacks: &[&Stack],
+    live: &Live,
+    builds: &Builds,
+    mounts: &Mounts,
+    masker: &Masker,
+) -> Plan {
     let mut p = Plan::default();
     let foreign_by_name: BTreeMap<&str, _> =
         live.foreign.iter().map(|f| (f.name.as_str(), f)).collect();
@@ -551,9 +573,22 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                 let svc = &stack.services[&service];
                 let replicas = svc.replicas();
                 let contents = hashed_contents(stack, &service);
+                let mounted = match mounts.get(&(sname.clone(), service.clone())) {
+                    Some(Err(why)) => {
+                        p.conflicts.push(Conflict {
+                            stack: sname.clone(),
+                            service: Some(service.clone()),
+                            target: diff::container_name(stack, &service, svc),
+                            reason: format!("cannot compare the files it mounts: {why}"),
+                        });
+                        continue;
+                    }
+                    Some(Ok(m)) => m.clone(),
+                    None => ServiceMounts::new(),
+                };
                 // Checked for the whole stack by `unmappable` above.
                 let Ok(wants) = (1..=replicas)
-                    .map(|n| desired_container(stack, &service, n, live, &contents))
+                    .map(|n| desired_container(stack, &service, n, live, &contents, &mounted, None))
                     .collect::<Result<Vec<DesiredContainer>, _>>()
                 else {
                     continue;
@@ -674,6 +709,29 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                         recreated.insert(service.clone());
                         continue;
                     };
+                    // Compared as if created from the checkout the live container was.
+                    let rerooted;
+                    let working_dir = current.labels.get(labels::COMPOSE_WORKING_DIR);
+                    let mapping =
+                        mounts::live_mapping(stack, working_dir.map(String::as_str), &live.paths);
+                    let want = match mapping.and_then(|(from, to)| {
+                        desired_container(
+                            stack,
+                            &service,
+                            n,
+                            live,
+                            &contents,
+                            &mounted,
+                            Some((&from, &to)),
+                        )
+                        .ok()
+                    }) {
+                        Some(r) => {
+                            rerooted = r;
+                            &rerooted
+                        }
+                        None => want,
+                    };
                     let mut seen = current.config.clone();
                     seen.align_to(&want.config);
                     let mut changes = diff::compare(&seen.fields(), &want.config.fields());
@@ -730,6 +788,13 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                             None => "container has no spec hash (created by an older plimsoll)".into(),
                         });
                     }
+                    let content = mounts::changes(&current.labels, &mounted);
+                    let restart_for_content = !content.is_empty()
+                        && reasons.is_empty()
+                        && svc.plimsoll.on_mount_change == Some(OnMountChange::Restart);
+                    if !restart_for_content {
+                        reasons.extend(content.iter().cloned());
+                    }
                     if image_missing && (!reasons.is_empty() || rebuilt.is_some()) {
                         reasons.push(format!(
                             "image {image_shown} is not on this host: it will be {fetch}"
@@ -750,6 +815,19 @@ pub fn plan(stacks: &[&Stack], live: &Live, builds: &Builds, masker: &Masker) ->
                     }
                     if image_missing {
                         images_to_pull.remove(&image_ref);
+                    }
+                    if restart_for_content {
+                        // x-plimsoll: {on_mount_change: restart}; apply records the new hashes.
+                        service_actions.push(Action {
+                            action: ActionKind::Restart,
+                            stack: sname.clone(),
+                            service: Some(service.clone()),
+                            target: name,
+                            reasons: content,
+                            diff: None,
+                            replica,
+                        });
+                        continue;
                     }
                     let done_ok = current.state.status == "exited"
                         && current.state.exit_code == 0
@@ -1357,7 +1435,8 @@ mod tests {
                 ..Default::default()
             }),
         );
-        let want = desired_container(stack, "web", 1, &live, &[]).unwrap();
+        let want =
+            desired_container(stack, "web", 1, &live, &[], &ServiceMounts::new(), None).unwrap();
         let mut web = container("id-web", "shop-web-1", 1);
         web.stack = "shop".into();
         web.labels = want.config.labels.clone();
@@ -1406,7 +1485,7 @@ mod tests {
         let live = applied(&old, &[]);
         let plan_of = |d: &crate::spec::Desired, live: &Live| {
             let stacks: Vec<&Stack> = d.stacks.iter().collect();
-            plan(&stacks, live, &Builds::new(), &d.masker)
+            plan(&stacks, live, &Builds::new(), &Mounts::new(), &d.masker)
         };
         // In sync as applied, with or without a declared subnet.
         assert!(plan_of(&old, &live).is_noop());
@@ -1524,17 +1603,24 @@ Plan: 1 to recreate network, 1 to recreate; 0 in sync.
             }),
         );
         let applied = stack_with(vec![hook("echo a")], vec![]);
-        let want = desired_container(&applied, "web", 1, &live, &[]).unwrap();
+        let want =
+            desired_container(&applied, "web", 1, &live, &[], &ServiceMounts::new(), None).unwrap();
         let mut c = container("a", "s-web-1", 1);
         c.labels = want.config.labels.clone();
         c.config = want.config;
         live.containers.push(c);
         let reasons = |stack: &Stack| -> Vec<Vec<String>> {
-            plan(&[stack], &live, &Builds::new(), &Masker::default())
-                .actions
-                .into_iter()
-                .map(|a| a.reasons)
-                .collect()
+            plan(
+                &[stack],
+                &live,
+                &Builds::new(),
+                &Mounts::new(),
+                &Masker::default(),
+            )
+            .actions
+            .into_iter()
+            .map(|a| a.reasons)
+            .collect()
         };
         assert_eq!(reasons(&applied), Vec::<Vec<String>>::new());
         assert_eq!(
@@ -1613,7 +1699,7 @@ Plan: 1 to recreate network, 1 to recreate; 0 in sync.
             ),
             ..Live::default()
         };
-        let p = plan(&stacks, &live, &Builds::new(), &d.masker);
+        let p = plan(&stacks, &live, &Builds::new(), &Mounts::new(), &d.masker);
         assert_eq!(p.conflicts.len(), 1, "{p:#?}");
         let c = &p.conflicts[0];
         assert_eq!(
@@ -1630,7 +1716,13 @@ Plan: 1 to recreate network, 1 to recreate; 0 in sync.
             "{p:#?}"
         );
         // Outside a container the same stacks plan as before.
-        let p = plan(&stacks, &Live::default(), &Builds::new(), &d.masker);
+        let p = plan(
+            &stacks,
+            &Live::default(),
+            &Builds::new(),
+            &Mounts::new(),
+            &d.masker,
+        );
         assert!(p.conflicts.is_empty(), "{p:#?}");
         assert!(p.actions.iter().any(|a| a.stack == "files"), "{p:#?}");
     }

@@ -19,6 +19,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::diff::{self, labels};
+use crate::mounts;
 use crate::plan::{html_escape, md_code, md_escape, md_fence, paint, push_diff};
 use crate::source::{self, Files, GitTree, SourceError};
 use crate::spec::config::Config;
@@ -654,6 +655,20 @@ fn service_changes(
         if ca.get(k).is_some_and(|old| old != v) {
             reasons.push(format!("{k} content changed (value hidden)"));
         }
+    }
+    // Repository files and directories the service bind-mounts, by content hash.
+    match (
+        mounts::service_mounts(old_stack, name, from.tree),
+        mounts::service_mounts(new_stack, name, to.tree),
+    ) {
+        (_, Err(e)) => reasons.push(format!("cannot compare the files it mounts: {e}")),
+        (Ok(ma), Ok(mb)) => reasons.extend(
+            mb.iter()
+                // Secrets and configs say so above, by name.
+                .filter(|(t, m)| m.volume && ma.get(*t).is_some_and(|o| o.hash != m.hash))
+                .map(|(_, m)| mounts::reason(m)),
+        ),
+        (Err(_), Ok(_)) => {}
     }
     if reasons.is_empty() {
         return None;

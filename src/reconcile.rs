@@ -30,6 +30,8 @@ pub struct Observed<'a> {
     /// What each service that builds would build from (`plan`'s input), kept
     /// with the revisions so a rollback reuses the image built for it.
     pub builds: plan::Builds,
+    /// The content hashes of the repository files services mount (`plan`'s input).
+    pub mounts: crate::mounts::Mounts,
 }
 
 impl Observed<'_> {
@@ -181,7 +183,8 @@ pub async fn observe_on<'a>(
         .snapshot(&names, desired.complete.as_deref(), &images)
         .await?;
     let builds = build_hashes(&stacks).await;
-    let plan = plan::plan(&stacks, &live, &builds, &desired.masker);
+    let mounts = mount_hashes(&stacks).await;
+    let plan = plan::plan(&stacks, &live, &builds, &mounts, &desired.masker);
     Ok(Observed {
         engine,
         host,
@@ -191,6 +194,7 @@ pub async fn observe_on<'a>(
         live,
         plan,
         builds,
+        mounts,
     })
 }
 
@@ -228,7 +232,9 @@ pub async fn observe_service<'a>(
         Some(s) if s.services[service].builds() => build_hashes(&stacks).await,
         _ => plan::Builds::default(),
     };
-    let mut plan = plan::plan(&stacks, &live, &builds, &desired.masker);
+    let mut mounts = mount_hashes(&stacks).await;
+    mounts.retain(|(_, s), _| s == service);
+    let mut plan = plan::plan(&stacks, &live, &builds, &mounts, &desired.masker);
     plan.actions
         .retain(|a| match (a.service.as_deref(), a.action) {
             (Some(s), _) => s == service,
@@ -254,7 +260,134 @@ pub async fn observe_service<'a>(
         live,
         plan,
         builds,
+        mounts,
     })
+}
+
+/// Lays the content hashes containers were last restarted with (see
+/// [`crate::state::AppliedMounts`]) over their labels and plans again when
+/// any applies. Only the same container (by ID) takes them.
+pub fn with_applied_mounts(
+    observed: &mut Observed<'_>,
+    applied: &crate::state::AppliedMounts,
+    masker: &crate::spec::secrets::Masker,
+) {
+    let mut changed = false;
+    for c in &mut observed.live.containers {
+        let Some(hashes) = applied.containers.get(&c.id) else {
+            continue;
+        };
+        for (target, hash) in hashes {
+            let label = crate::mounts::label(target);
+            if c.labels.get(&label) == Some(hash) {
+                continue;
+            }
+            c.labels.insert(label.clone(), hash.clone());
+            c.config.labels.insert(label, hash.clone());
+            changed = true;
+        }
+    }
+    if changed {
+        observed.plan = plan::plan(
+            &observed.stacks,
+            &observed.live,
+            &observed.builds,
+            &observed.mounts,
+            masker,
+        );
+    }
+}
+
+/// What an apply's restarts brought into the containers: `applied` with
+/// the hashes of every container restarted successfully, and without the
+/// containers the apply replaced or removed.
+pub fn restarted_mounts(
+    observed: &Observed<'_>,
+    outcomes: &[crate::apply::ActionOutcome],
+    mut applied: crate::state::AppliedMounts,
+) -> crate::state::AppliedMounts {
+    let replaced: BTreeSet<&str> = outcomes
+        .iter()
+        .filter(|o| matches!(o.action.action, ActionKind::Recreate | ActionKind::Remove))
+        .map(|o| o.action.target.as_str())
+        .collect();
+    let id_of = |name: &str| {
+        observed
+            .live
+            .containers
+            .iter()
+            .find(|c| c.name == name && !replaced.contains(name))
+            .map(|c| c.id.clone())
+    };
+    // A heal observes one service: containers not seen are not gone.
+    let gone: BTreeSet<&str> = observed
+        .live
+        .containers
+        .iter()
+        .filter(|c| replaced.contains(c.name.as_str()))
+        .map(|c| c.id.as_str())
+        .collect();
+    applied
+        .containers
+        .retain(|id, _| !gone.contains(id.as_str()));
+    for o in outcomes
+        .iter()
+        .filter(|o| o.action.action == ActionKind::Restart && o.result.is_ok())
+    {
+        let service = o.action.service.clone().unwrap_or_default();
+        let Some(Ok(hashes)) = observed.mounts.get(&(o.action.stack.clone(), service)) else {
+            continue;
+        };
+        if let Some(id) = id_of(&o.action.target).filter(|_| !hashes.is_empty()) {
+            applied.containers.insert(
+                id,
+                hashes
+                    .iter()
+                    .map(|(t, m)| (t.clone(), m.hash.clone()))
+                    .collect(),
+            );
+        }
+    }
+    applied
+}
+
+/// Records in the state directory the hashes of the files restarted
+/// containers now see (one read-modify-write at a time: heals run
+/// concurrently). A failure is logged: the container may be restarted again.
+fn record_restarted_mounts(
+    observed: &Observed<'_>,
+    outcomes: &[crate::apply::ActionOutcome],
+    state: &crate::state::StateDir,
+) {
+    static WRITES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = WRITES.lock().unwrap_or_else(|e| e.into_inner());
+    let applied = state.applied_mounts().unwrap_or_default();
+    let after = restarted_mounts(observed, outcomes, applied.clone());
+    if after != applied
+        && let Err(e) = state.set_applied_mounts(&after)
+    {
+        tracing::error!(
+            "the apply ran, but recording the files restarted containers mount failed: {e}; they may be restarted again"
+        );
+    }
+}
+
+/// The content hashes of the repository files and directories services
+/// bind-mount, read confined to each stack's root, off the async threads.
+pub async fn mount_hashes(stacks: &[&Stack]) -> crate::mounts::Mounts {
+    let jobs: Vec<crate::mounts::Job> =
+        stacks.iter().flat_map(|s| crate::mounts::jobs(s)).collect();
+    if jobs.is_empty() {
+        return crate::mounts::Mounts::new();
+    }
+    tokio::task::spawn_blocking(move || {
+        crate::mounts::run(jobs, &|root| {
+            let confine = crate::source::Confine::new(root, &[]).map_err(|e| e.to_string())?;
+            Ok(Box::new(crate::source::ConfinedFs::new(confine)) as Box<dyn crate::source::Files>)
+        })
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// What each service that builds its image would build now: its context is
@@ -541,7 +674,10 @@ pub async fn apply_recorded(
         &observed.engine,
         &stacks,
         plan,
-        &observed.live,
+        crate::apply::Observed {
+            live: &observed.live,
+            mounts: &observed.mounts,
+        },
         masker,
         progress,
         cancel,
@@ -644,6 +780,7 @@ pub async fn apply_recorded(
     if let Err(e) = write() {
         tracing::error!("the apply ran, but recording it in the state directory failed: {e}");
     }
+    record_restarted_mounts(observed, &outcomes, state);
     // Old images go only after everything succeeded. Starting or restarting
     // containers (most heals) changes no image: nothing to record or remove.
     let images_may_change = plan

@@ -106,6 +106,13 @@ pub trait Files: Sync {
     /// The absolute, canonical form of an existing path (what relative paths
     /// in a stack resolve against).
     fn absolute(&self, path: &Path) -> io::Result<PathBuf>;
+    /// The target of the symbolic link at `path` (the link itself, not
+    /// followed), `Ok(None)` when it is no link or does not exist.
+    fn link(&self, path: &Path) -> io::Result<Option<PathBuf>>;
+    /// The repository root reads are confined to (canonical), when there is one.
+    fn root(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// The local file system.
@@ -138,6 +145,15 @@ impl Files for LocalFs {
 
     fn absolute(&self, path: &Path) -> io::Result<PathBuf> {
         fs::canonicalize(path)
+    }
+
+    fn link(&self, path: &Path) -> io::Result<Option<PathBuf>> {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => fs::read_link(path).map(Some),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -384,6 +400,20 @@ impl Files for ConfinedFs {
     fn absolute(&self, path: &Path) -> io::Result<PathBuf> {
         LocalFs.absolute(&self.resolve(path)?)
     }
+
+    fn link(&self, path: &Path) -> io::Result<Option<PathBuf>> {
+        // The directory holding the link is resolved and checked; the link is not followed.
+        match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => {
+                LocalFs.link(&self.resolve(parent)?.join(name))
+            }
+            _ => LocalFs.link(&self.resolve(path)?),
+        }
+    }
+
+    fn root(&self) -> Option<PathBuf> {
+        Some(self.confine.root().to_path_buf())
+    }
 }
 
 /// The tree of one git commit, read from the object database (no checkout).
@@ -572,6 +602,18 @@ impl Files for GitTree {
 
     fn absolute(&self, path: &Path) -> io::Result<PathBuf> {
         Ok(self.root.join(self.relative(path)?))
+    }
+
+    fn link(&self, path: &Path) -> io::Result<Option<PathBuf>> {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Ok(None);
+        };
+        let parent = self.relative(parent)?;
+        Ok(self.link_at(&self.root.join(parent).join(name)))
+    }
+
+    fn root(&self) -> Option<PathBuf> {
+        Some(self.root.clone())
     }
 }
 

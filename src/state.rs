@@ -121,6 +121,7 @@ fn is_state_file(name: &str) -> bool {
             | "paused.json"
             | "agent.json"
             | "heal.json"
+            | "mounts.json"
     ) || name.starts_with("audit.jsonl")
         || (name.starts_with('.') && name.ends_with(".tmp"))
 }
@@ -508,6 +509,51 @@ pub struct RevisionRecord {
     pub hash: String,
     /// `applied` or `failed`.
     pub outcome: String,
+}
+
+/// `mounts.json`: the content hashes of the repository files a container
+/// was restarted with (`x-plimsoll: {on_mount_change: restart}`), newer than
+/// its `io.plimsoll.mount.*` labels, which a restart cannot change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedMounts {
+    /// The format of this document (1).
+    #[serde(default)]
+    pub version: u32,
+    /// Container ID -> mount target -> content hash.
+    #[serde(default)]
+    pub containers: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+}
+
+/// The name of [`AppliedMounts`] in the state directory.
+pub const MOUNTS_FILE: &str = "mounts.json";
+
+/// Reads [`AppliedMounts`] from the state directory at `root` without
+/// creating or migrating anything (for a dry run); missing: empty.
+pub fn applied_mounts_at(root: &Path) -> Result<AppliedMounts, StateError> {
+    let path = root.join(MOUNTS_FILE);
+    match read_nofollow(&path)? {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Io {
+            path,
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        }),
+        None => Ok(AppliedMounts::default()),
+    }
+}
+
+impl StateDir {
+    /// What containers were restarted with ([`AppliedMounts`]).
+    pub fn applied_mounts(&self) -> Result<AppliedMounts, StateError> {
+        applied_mounts_at(&self.root)
+    }
+
+    /// Replaces [`AppliedMounts`] (atomically, 0600).
+    pub fn set_applied_mounts(&self, m: &AppliedMounts) -> Result<(), StateError> {
+        let m = AppliedMounts {
+            version: 1,
+            containers: m.containers.clone(),
+        };
+        self.write_json(MOUNTS_FILE, &m)
+    }
 }
 
 /// Stacks frozen by `plimsoll pause` on this host, kept in the state directory.

@@ -1282,6 +1282,8 @@ impl Agent {
             .await
             .map_err(|e| e.to_string())?;
         let frozen = self.state.paused().map_err(|e| e.to_string())?;
+        let applied = self.state.applied_mounts().map_err(|e| e.to_string())?;
+        reconcile::with_applied_mounts(&mut observed, &applied, &desired.masker);
         let names: Vec<String> = observed.stacks.iter().map(|s| s.name.clone()).collect();
         observed
             .paused

@@ -36,6 +36,7 @@ use thiserror::Error;
 
 use crate::events::Progress;
 use crate::live::{Engine, EngineError, Live};
+use crate::mounts::Mounts;
 use crate::plan::{Action, ActionKind, Plan};
 use crate::spec::model::Stack;
 use crate::spec::secrets::Masker;
@@ -105,6 +106,16 @@ struct Ctx<'a> {
     /// Networks the plan recreates: containers a failed service keeps are
     /// connected to the new ones.
     renewed: BTreeSet<String>,
+    /// The content hashes of the repository files services mount (labels of the containers created).
+    mounts: &'a Mounts,
+}
+
+/// What a plan was computed from besides the stacks: the engine's state and
+/// the content hashes of the repository files services mount.
+#[derive(Clone, Copy)]
+pub struct Observed<'a> {
+    pub live: &'a Live,
+    pub mounts: &'a Mounts,
 }
 
 /// Asks a running apply to stop: the current step finishes, a replacement
@@ -132,17 +143,19 @@ pub async fn apply(
     engine: &Engine,
     stacks: &[&Stack],
     plan: &Plan,
-    live: &Live,
+    seen: Observed<'_>,
     masker: &Masker,
     progress: &dyn Progress,
     cancel: &Cancel,
     parallel: Parallel,
 ) -> Result<Report, ApplyError> {
+    let Observed { live, mounts } = seen;
     let cx = Ctx {
         engine,
         live,
         progress,
         cancel,
+        mounts,
         renewed: plan
             .actions
             .iter()

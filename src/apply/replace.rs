@@ -108,12 +108,21 @@ impl Ctx<'_> {
         carry: Option<&BTreeMap<String, String>>,
     ) -> Result<String, String> {
         let subject = Self::replica_subject(stack, service, number);
+        let mounted = self
+            .mounts
+            .get(&(stack.name.clone(), service.to_string()))
+            .and_then(|r| r.as_ref().ok())
+            .cloned()
+            .unwrap_or_default();
+        // Created from the paths of the checkout at hand (not re-rooted).
         let want = desired_container(
             stack,
             service,
             number,
             self.live,
             &hashed_contents(stack, service),
+            &mounted,
+            None,
         )
         .map_err(|e| e.to_string())?;
         let name = want.config.name.clone();

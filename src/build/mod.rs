@@ -1092,7 +1092,13 @@ mod tests {
             .iter()
             .map(|svc| (("s".to_string(), svc.to_string()), Ok(h(svc))))
             .collect();
-        let p = plan(&[stack], &live, &builds, &d.masker);
+        let p = plan(
+            &[stack],
+            &live,
+            &builds,
+            &crate::mounts::Mounts::new(),
+            &d.masker,
+        );
         let built: Vec<(ActionKind, &str, &str)> = p
             .actions
             .iter()
@@ -1110,7 +1116,13 @@ mod tests {
         let mut broken = builds.clone();
         broken.insert(("s".into(), "a".into()), Err("cannot read x".into()));
         live.images.remove("s-a");
-        let p = plan(&[stack], &live, &broken, &d.masker);
+        let p = plan(
+            &[stack],
+            &live,
+            &broken,
+            &crate::mounts::Mounts::new(),
+            &d.masker,
+        );
         assert_eq!(p.conflicts.len(), 1);
         assert_eq!(p.conflicts[0].reason, "cannot build s-a: cannot read x");
         assert!(!p.actions.iter().any(|a| a.action == ActionKind::PullImage));

@@ -955,6 +955,8 @@ impl Cx<'_, '_> {
             variables: self.vars.clone(),
             repository: None,
             pinned_builds: BTreeMap::new(),
+            abs_dir: self.input.abs_dir.to_path_buf(),
+            root: None,
         };
         if stack
             .services

@@ -362,6 +362,7 @@ pub fn load_with(
             if !stack_filter.is_empty() && !stack_filter.contains(&stack.name) {
                 continue;
             }
+            stack.source.root = files.root().or_else(|| files.absolute(&layout.root).ok());
             if layout.repository {
                 let root = files
                     .absolute(&layout.root)
@@ -556,6 +557,13 @@ pub fn load_stored(bytes: &[u8], files: &dyn Files) -> Result<(Stack, Masker), L
             // prune is scoped by it) and the same spec hash as applying from git.
             if let Some(r) = stored["repository"].as_str() {
                 l.stack.source.repository = Some(r.to_string());
+            }
+            // Where it was read from, so its paths compare relative to that root.
+            if let Some(r) = stored["root"].as_str() {
+                l.stack.source.root = Some(PathBuf::from(r));
+            }
+            if let Some(d) = stored["abs_dir"].as_str() {
+                l.stack.source.abs_dir = PathBuf::from(d);
             }
             if let Some(builds) = stored["builds"].as_object() {
                 l.stack.source.pinned_builds = builds

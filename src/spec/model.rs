@@ -63,6 +63,12 @@ pub struct StackSource {
     /// service that builds was built from (`io.plimsoll.build`), so the
     /// image built for that revision is used again instead of building.
     pub pinned_builds: BTreeMap<String, String>,
+    /// The stack directory, absolute (what relative paths resolved against).
+    pub abs_dir: PathBuf,
+    /// The repository root the stack was read from: the root reads were
+    /// confined to (the git work tree holding PATH, else PATH's directory).
+    /// Paths under it are compared relative to it (`crate::mounts`).
+    pub root: Option<PathBuf>,
 }
 
 impl StackSource {
@@ -970,6 +976,23 @@ pub struct PlimsollService {
     /// Variables of this service whose values are secret, whatever their names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret_env: Vec<String>,
+    /// What a change to the content of a repository file or directory this
+    /// service bind-mounts does: `recreate` the container (the default) or
+    /// `restart` it, when nothing else changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_mount_change: Option<OnMountChange>,
+}
+
+/// `x-plimsoll.on_mount_change`: how a changed mounted file reaches a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMountChange {
+    /// Replace the container (it is created with the new content).
+    #[default]
+    Recreate,
+    /// Restart the container: its bind mounts are set up again, so it sees
+    /// the new content, and nothing else about it changes.
+    Restart,
 }
 
 impl PlimsollService {

@@ -77,6 +77,10 @@ pub fn to_stored_built(
         "file": stack.source.file,
         "repository": stack.source.repository,
     });
+    if let Some(root) = &stack.source.root {
+        stored["root"] = serde_json::json!(root);
+        stored["abs_dir"] = serde_json::json!(stack.source.abs_dir);
+    }
     if !builds.is_empty() {
         stored["builds"] = serde_json::json!(builds);
     }

@@ -575,3 +575,39 @@ fn diff_decrypts_age_files_with_the_identity_and_never_shows_them() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn diff_names_changed_mounted_files_and_directories() {
+    let mut r = Repo::new();
+    r.write(
+        "stacks/web/compose.yaml",
+        "services:\n  web:\n    image: nginx:1.27\n    volumes:\n      - ./nginx.conf:/etc/nginx/nginx.conf:ro\n      - ./www:/www:ro\n",
+    )
+    .write("stacks/web/nginx.conf", "events {}\n")
+    .write("stacks/web/www/index.html", "<p>one</p>\n");
+    r.commit("one");
+    r.write(
+        "stacks/web/nginx.conf",
+        "events { worker_connections 64; }\n",
+    );
+    r.commit("two");
+    r.write("stacks/web/www/index.html", "<p>two</p>\n");
+    r.commit("three");
+    let out = r.diff(&["--from", "HEAD~2", "--to", "HEAD~1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("mounted file nginx.conf changed"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("worker_connections"),
+        "content is never shown: {stdout}"
+    );
+    assert!(!stdout.contains("mounted directory"), "{stdout}");
+    let out = r.diff(&["--from", "HEAD~1", "--to", "HEAD"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("mounted directory www changed"), "{stdout}");
+    assert!(!stdout.contains("mounted file"), "{stdout}");
+}

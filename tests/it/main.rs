@@ -30,6 +30,9 @@
 //!   lifecycle hooks (`post_start`, `pre_stop`) run, roll back and converge.
 //!   a changed network recreated with the services on it (rolled back, killed half way).
 //! - `malformed`: every malformed input exits 1 naming file, line and key, with a hint.
+//! - `mounts`: repository files services bind-mount: the same repository at three paths plans
+//!   no changes; a changed mounted file or directory recreates (or, where asked, restarts) its
+//!   container, which then sees the new content.
 //! - `parallel`: how many services of a wave an apply changes at once (`--parallel`,
 //!   `PLIMSOLL_PARALLEL`): a whole wave at once (default 64), one at a time, a sliding window.
 //! - `readme_container`: the README's "As a container" steps followed literally on
@@ -65,6 +68,7 @@ mod hosts;
 mod images;
 mod keys;
 mod malformed;
+mod mounts;
 mod parallel;
 mod readme_container;
 mod reconcile;
