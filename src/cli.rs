@@ -240,16 +240,8 @@ pub enum Command {
         /// Allow prune to remove named volumes of stacks that opt in with `prune_volumes: true` in plimsoll.yaml.
         #[arg(long)]
         prune_volumes: bool,
-        /// How many services of one wave to change at once; a service starts as soon as another
-        /// finishes. -1 (or `unlimited`): every service of the wave at once, as `docker compose up`.
-        #[arg(
-            long,
-            env = "PLIMSOLL_PARALLEL",
-            default_value = "64",
-            allow_negative_numbers = true,
-            value_name = "N"
-        )]
-        parallel: crate::apply::Parallel,
+        #[command(flatten)]
+        parallel: ParallelArg,
     },
     /// Re-apply a stack's last good (or a named) revision, without git.
     ///
@@ -270,16 +262,8 @@ pub enum Command {
         /// How long to wait for another plimsoll's apply on this host to finish.
         #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
         lock_timeout: std::time::Duration,
-        /// How many services of one wave to change at once; a service starts as soon as another
-        /// finishes. -1 (or `unlimited`): every service of the wave at once, as `docker compose up`.
-        #[arg(
-            long,
-            env = "PLIMSOLL_PARALLEL",
-            default_value = "64",
-            allow_negative_numbers = true,
-            value_name = "N"
-        )]
-        parallel: crate::apply::Parallel,
+        #[command(flatten)]
+        parallel: ParallelArg,
     },
     /// Show the audit log: every apply, its revision and outcome.
     ///
@@ -561,16 +545,23 @@ pub struct AgentArgs {
     /// How long to wait for another plimsoll's apply on this host.
     #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
     pub lock_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub parallel: ParallelArg,
+}
+
+/// `--parallel N` of the commands that apply (`reconcile`, `rollback`, `agent`).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ParallelArg {
     /// How many services of one wave to change at once; a service starts as soon as another
     /// finishes. -1 (or `unlimited`): every service of the wave at once, as `docker compose up`.
     #[arg(
-        long,
+        long = "parallel",
         env = "PLIMSOLL_PARALLEL",
         default_value = "64",
         allow_negative_numbers = true,
         value_name = "N"
     )]
-    pub parallel: crate::apply::Parallel,
+    pub n: crate::apply::Parallel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -1013,7 +1004,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 log_format: cli.log_format,
                 state_dir,
                 lock_timeout,
-                parallel,
+                parallel: parallel.n,
             };
             let pruning = reconcile::Pruning {
                 flag: prune,
@@ -1039,7 +1030,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 log_format: cli.log_format,
                 state_dir: state_dir(cli.state_dir.clone()),
                 lock_timeout,
-                parallel,
+                parallel: parallel.n,
             };
             return runtime()?.block_on(rollback_cmd(
                 stack.as_deref(),
@@ -1192,7 +1183,7 @@ fn agent_options(a: AgentArgs, state_dir: PathBuf) -> Result<crate::agent::Optio
         prune: a.prune.then_some(true),
         state_dir,
         lock_timeout: a.lock_timeout,
-        parallel: a.parallel,
+        parallel: a.parallel.n,
         compose_env: BTreeMap::new(),
         secret_env: Default::default(),
         allow_read: Vec::new(),
