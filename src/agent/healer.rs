@@ -383,7 +383,10 @@ impl Healer {
     /// Tells the loop the status of `key` is stale (it drifted).
     fn stale(&self, drifted: bool, key: &str) {
         if drifted {
-            let _ = self.0.triggers.send(Trigger::Publish(key.to_string()));
+            let _ = self
+                .0
+                .triggers
+                .send(Trigger::Publish(format!("heal of {key}")));
         }
     }
 

@@ -68,7 +68,8 @@ pub enum Trigger {
     },
     /// Check everything (periodic, or events may have been missed).
     Resync,
-    /// A heal of this `stack/service` ended or found drift: the status is stale.
+    /// The status is stale (a heal ended or found drift, a container turned
+    /// healthy): publish it again; the reason, in words.
     Publish(String),
 }
 
@@ -501,9 +502,9 @@ impl Work {
                 self.check = true;
                 self.reasons.insert("resync".into());
             }
-            Trigger::Publish(key) => {
+            Trigger::Publish(why) => {
                 self.publish = true;
-                self.reasons.insert(format!("heal of {key}"));
+                self.reasons.insert(why);
             }
         }
     }

@@ -70,11 +70,23 @@ pub async fn engine_events(engine: Engine, tx: UnboundedSender<Trigger>) {
                 Some(Ok(ev)) => {
                     backoff = Duration::from_millis(250);
                     let action = ev.action.unwrap_or_default();
-                    let Some(kind) = drift_kind(&action) else {
-                        continue;
-                    };
                     let attrs = ev.actor.and_then(|a| a.attributes).unwrap_or_default();
                     let Some(stack) = attrs.get(crate::diff::labels::STACK) else {
+                        continue;
+                    };
+                    let Some(kind) = drift_kind(&action) else {
+                        // A container that turned healthy changes only what
+                        // /status shows.
+                        if action == "health_status: healthy" {
+                            let service = attrs.get(crate::diff::labels::SERVICE);
+                            let who = format!("{stack}/{}", service.map_or("", String::as_str));
+                            if tx
+                                .send(Trigger::Publish(format!("{who} turned healthy")))
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
                         continue;
                     };
                     tracing::debug!(

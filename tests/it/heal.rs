@@ -190,3 +190,47 @@ services:
     );
     drop::<Agent>(agent);
 }
+
+/// A service that turns healthy after the revision's apply ended (it has no
+/// dependents, so nothing waited on its gate) is shown healthy in `/status`
+/// without any other trigger: the engine's `health_status: healthy` event
+/// publishes the status again.
+#[test]
+fn agent_status_follows_a_service_turning_healthy() {
+    let sc = Scenario::new("heal-status");
+    let stack = &sc.stack;
+    sc.repo.write(
+        &format!("stacks/{stack}/compose.yaml"),
+        &format!(
+            r#"name: {stack}
+services:
+  slow:
+    image: {BUSYBOX_IMAGE}
+    init: true
+    command: ["sh", "-c", "sleep 4; touch /tmp/ready; sleep 3600"]
+    healthcheck:
+      test: ["CMD", "test", "-e", "/tmp/ready"]
+      interval: 1s
+      timeout: 1s
+      retries: 30
+"#
+        ),
+    );
+    let sha = sc.repo.commit("slow to turn healthy");
+    let agent = sc.deploy(&["--interval", "1h", "--resync", "1h"], &[], &sha);
+    let health = || {
+        agent.status()["stacks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["services"].as_array().cloned().unwrap_or_default())
+            .find(|s| s["service"] == "slow")
+            .map(|s| s["health"].as_str().unwrap_or_default().to_string())
+    };
+    wait_for(
+        "/status to show slow healthy",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || (health().as_deref() == Some("healthy")).then_some(()),
+    );
+}
