@@ -210,18 +210,39 @@ impl Budget {
         Ok(())
     }
 
-    fn read(&mut self, files: &dyn Files, path: &Path) -> Result<Option<Vec<u8>>, HashError> {
-        let bytes = files.read(path).map_err(|source| HashError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    /// The content hash of the file at `path`; a file over
+    /// [`crate::source::MAX_FILE_BYTES`] (a GeoIP database, a model) is not
+    /// read: it is compared by its size.
+    fn file(&mut self, files: &dyn Files, path: &Path) -> Result<Option<String>, HashError> {
+        let bytes = match files.read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+                let size = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<crate::source::TooLarge>())
+                    .map(|t| t.size);
+                if let Some(size) = size {
+                    return Ok(Some(format!("size {size}")));
+                }
+                return Err(HashError::Read {
+                    path: path.to_path_buf(),
+                    source: e,
+                });
+            }
+            Err(source) => {
+                return Err(HashError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
         self.bytes += bytes.as_ref().map_or(0, |b| b.len() as u64);
         if self.bytes > MAX_BYTES {
             return Err(HashError::TooManyBytes {
                 path: self.top.clone(),
             });
         }
-        Ok(bytes)
+        Ok(bytes.map(|b| hex(&Sha256::digest(b))))
     }
 }
 
@@ -251,9 +272,7 @@ pub fn hash(files: &dyn Files, path: &Path) -> Result<Option<(bool, String)>, Ha
     };
     match kind {
         None => Ok(None),
-        Some(Kind::File) => Ok(budget
-            .read(files, path)?
-            .map(|bytes| (false, hex(&Sha256::digest(bytes))))),
+        Some(Kind::File) => Ok(budget.file(files, path)?.map(|hash| (false, hash))),
         Some(Kind::Dir) => Ok(Some((true, hash_dir(files, path, &mut budget)?))),
     }
 }
@@ -291,8 +310,8 @@ fn hash_dir(files: &dyn Files, top: &Path, budget: &mut Budget) -> Result<String
             match files.kind(&path).map_err(read_err)? {
                 Some(Kind::Dir) => todo.push((path, rel)),
                 Some(Kind::File) => {
-                    if let Some(bytes) = budget.read(files, &path)? {
-                        entries.push((rel, "file", hex(&Sha256::digest(bytes))));
+                    if let Some(hash) = budget.file(files, &path)? {
+                        entries.push((rel, "file", hash));
                     }
                 }
                 None => {}
@@ -353,7 +372,10 @@ pub fn jobs(stack: &Stack) -> Vec<Job> {
             let key = if svc.volumes.iter().any(|v| &v.target == target) {
                 "volumes"
             } else if is_file(&stack.secrets) {
-                "secrets"
+                // A hash of a secret's content on the container (labels reach
+                // `docker inspect` and label exporters) would let a weak secret
+                // be guessed offline: secret files are not hashed.
+                continue;
             } else {
                 "configs"
             };
@@ -696,6 +718,37 @@ mod tests {
         assert!(err.contains("services.web.volumes"), "{err}");
         assert!(err.contains(&format!("more than {MAX_ENTRIES}")), "{err}");
         assert!(err.contains("hint:"), "{err}");
+    }
+
+    #[test]
+    fn a_file_over_the_read_limit_is_compared_by_its_size_and_secrets_are_not_hashed() {
+        let t = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(t.path()).unwrap();
+        fs::create_dir_all(root.join("data")).unwrap();
+        let large = root.join("data/geo.db");
+        let size = crate::source::MAX_FILE_BYTES + 1;
+        fs::File::create(&large).unwrap().set_len(size).unwrap();
+        fs::write(root.join("token"), "s3cret-canary").unwrap();
+        fs::write(
+            root.join("compose.yaml"),
+            "name: s\nservices:\n  web:\n    image: busybox\n    volumes: [\"./data:/data\"]\n    secrets: [token]\nsecrets:\n  token:\n    file: ./token\n",
+        )
+        .unwrap();
+        let d = crate::spec::load_path(&root);
+        let hashes = || {
+            stack_mounts(&[&d.stacks[0]], &LocalFs)[&("s".to_string(), "web".to_string())]
+                .clone()
+                .unwrap()
+        };
+        let first = hashes();
+        assert_eq!(first.keys().collect::<Vec<_>>(), ["/data"], "{first:?}");
+        fs::File::options()
+            .write(true)
+            .open(&large)
+            .unwrap()
+            .set_len(size + 1)
+            .unwrap();
+        assert_ne!(first["/data"].hash, hashes()["/data"].hash);
     }
 
     #[test]

@@ -714,6 +714,8 @@ pub fn plan(
                     let working_dir = current.labels.get(labels::COMPOSE_WORKING_DIR);
                     let mapping =
                         mounts::live_mapping(stack, working_dir.map(String::as_str), &live.paths);
+                    // A restart re-reads the checkout the container was created from.
+                    let same_checkout = mapping.is_none();
                     let want = match mapping.and_then(|(from, to)| {
                         desired_container(
                             stack,
@@ -791,9 +793,19 @@ pub fn plan(
                     let content = mounts::changes(&current.labels, &mounted);
                     let restart_for_content = !content.is_empty()
                         && reasons.is_empty()
+                        && same_checkout
                         && svc.plimsoll.on_mount_change == Some(OnMountChange::Restart);
                     if !restart_for_content {
                         reasons.extend(content.iter().cloned());
+                        if !content.is_empty()
+                            && !same_checkout
+                            && svc.plimsoll.on_mount_change == Some(OnMountChange::Restart)
+                        {
+                            reasons.push(
+                                "it mounts them from another checkout, which a restart would read again"
+                                    .into(),
+                            );
+                        }
                     }
                     if image_missing && (!reasons.is_empty() || rebuilt.is_some()) {
                         reasons.push(format!(

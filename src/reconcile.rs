@@ -210,6 +210,7 @@ pub async fn observe_service<'a>(
     host: &str,
     stack: &str,
     service: &str,
+    applied: &crate::state::AppliedMounts,
 ) -> Result<Observed<'a>, EngineError> {
     let config = &desired.config;
     let found = desired
@@ -221,7 +222,7 @@ pub async fn observe_service<'a>(
     let image = found.map(|s| s.services[service].image_ref(stack, service));
     let images: BTreeSet<String> = image.iter().filter(|i| !i.is_empty()).cloned().collect();
     let names: BTreeSet<String> = stacks.iter().map(|s| s.name.clone()).collect();
-    let live = if stacks.is_empty() {
+    let mut live = if stacks.is_empty() {
         Live::default()
     } else {
         engine
@@ -232,8 +233,8 @@ pub async fn observe_service<'a>(
         Some(s) if s.services[service].builds() => build_hashes(&stacks).await,
         _ => plan::Builds::default(),
     };
-    let mut mounts = mount_hashes(&stacks).await;
-    mounts.retain(|(_, s), _| s == service);
+    overlay_applied_mounts(&mut live, applied);
+    let mounts = mount_hashes_of(&stacks, Some(service)).await;
     let mut plan = plan::plan(&stacks, &live, &builds, &mounts, &desired.masker);
     plan.actions
         .retain(|a| match (a.service.as_deref(), a.action) {
@@ -272,8 +273,22 @@ pub fn with_applied_mounts(
     applied: &crate::state::AppliedMounts,
     masker: &crate::spec::secrets::Masker,
 ) {
+    if overlay_applied_mounts(&mut observed.live, applied) {
+        observed.plan = plan::plan(
+            &observed.stacks,
+            &observed.live,
+            &observed.builds,
+            &observed.mounts,
+            masker,
+        );
+    }
+}
+
+/// Lays the hashes of `applied` over the labels of the same containers;
+/// whether any label changed.
+fn overlay_applied_mounts(live: &mut Live, applied: &crate::state::AppliedMounts) -> bool {
     let mut changed = false;
-    for c in &mut observed.live.containers {
+    for c in &mut live.containers {
         let Some(hashes) = applied.containers.get(&c.id) else {
             continue;
         };
@@ -287,15 +302,7 @@ pub fn with_applied_mounts(
             changed = true;
         }
     }
-    if changed {
-        observed.plan = plan::plan(
-            &observed.stacks,
-            &observed.live,
-            &observed.builds,
-            &observed.mounts,
-            masker,
-        );
-    }
+    changed
 }
 
 /// What an apply's restarts brought into the containers: `applied` with
@@ -375,8 +382,16 @@ fn record_restarted_mounts(
 /// The content hashes of the repository files and directories services
 /// bind-mount, read confined to each stack's root, off the async threads.
 pub async fn mount_hashes(stacks: &[&Stack]) -> crate::mounts::Mounts {
-    let jobs: Vec<crate::mounts::Job> =
-        stacks.iter().flat_map(|s| crate::mounts::jobs(s)).collect();
+    mount_hashes_of(stacks, None).await
+}
+
+/// [`mount_hashes`] of one service only (`Some`), or of every service.
+async fn mount_hashes_of(stacks: &[&Stack], only: Option<&str>) -> crate::mounts::Mounts {
+    let jobs: Vec<crate::mounts::Job> = stacks
+        .iter()
+        .flat_map(|s| crate::mounts::jobs(s))
+        .filter(|j| only.is_none_or(|s| j.service == s))
+        .collect();
     if jobs.is_empty() {
         return crate::mounts::Mounts::new();
     }

@@ -396,12 +396,15 @@ impl Healer {
         stack: &str,
         service: &str,
     ) -> Result<Observed<'d>, String> {
+        // What restarted containers were restarted with (`on_mount_change: restart`).
+        let mounts = self.0.state.applied_mounts().map_err(|e| e.to_string())?;
         let mut observed = reconcile::observe_service(
             self.0.engine.clone(),
             &applied.target.desired,
             &applied.host,
             stack,
             service,
+            &mounts,
         )
         .await
         .map_err(|e| e.to_string())?;

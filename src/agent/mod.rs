@@ -1201,6 +1201,7 @@ impl Agent {
             tracing::error!("{e}");
         }
         if deploy {
+            release_freed_memory();
             match &result {
                 Ok(()) => {
                     self.revisions.last_good = Some(target.revision.clone());
@@ -1414,6 +1415,19 @@ fn local_revision(desired: &Desired) -> String {
         all.extend(crate::spec::render::to_stored(s, &desired.masker));
     }
     format!("local:{}", &crate::state::content_hash(&all)[..12])
+}
+
+/// Gives the heap a revision's apply freed back to the system. An apply
+/// runs up to `--parallel` services at once; glibc's allocator keeps what
+/// their tasks freed (about 2 MB for 50 services), which an idle agent would
+/// otherwise hold for good.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of glibc's heap to the OS;
+    // it takes no pointers and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 #[cfg(test)]
