@@ -25,7 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::support::{
-    BUSYBOX_IMAGE, Run, compose_or_skip, docker, docker_output, ensure_busybox, unique_name, wait_for,
+    BUSYBOX_IMAGE, Run, compose_or_skip, docker, docker_output, ensure_busybox, unique_name,
+    wait_for,
 };
 use crate::support::{files_under, labelled_ids, quiet, stack_containers as containers};
 
