@@ -336,7 +336,9 @@ fn container_agent_image_syncs_a_stack_is_healthy_and_stops_cleanly() {
 
     // docker stop: SIGTERM, a clean exit 0 within the stop timeout (after it
     // the engine kills: 137); the stack keeps running.
+    let stopping = Instant::now();
     docker(&["stop", "-t", "30", &agent.0]);
+    let took = stopping.elapsed();
     let a = inspect(&agent.0);
     assert_eq!(
         a["State"]["ExitCode"],
