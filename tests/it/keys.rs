@@ -743,7 +743,7 @@ fn a_network_recreate_killed_at_every_step_converges() {
     s.set_compose(&networked(&subnets[0].0, false, "1"));
     s.apply().expect(0);
     let path = s.path().display().to_string();
-    const MAX_POINTS: u32 = 30;
+    const MAX_POINTS: u32 = 60;
     // The first point the run never reached: that run completed unkilled.
     let mut completed_at = None;
     for n in 1..=MAX_POINTS {
@@ -782,6 +782,7 @@ fn a_network_recreate_killed_at_every_step_converges() {
         panic!("the run was still killed at point {MAX_POINTS}: not every kill point was tried")
     });
     let kill_points = completed_at - 1;
+    eprintln!("{kill_points} kill points, then a run with no kill");
     assert!(
         kill_points >= 8,
         "only {kill_points} kill points were exercised"

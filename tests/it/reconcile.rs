@@ -1162,7 +1162,7 @@ fn reconcile_killed_at_every_step_of_a_replacement_converges() {
     const SERVICES: usize = 5;
     let s = stack("crash", &crash_stack(0, SERVICES, false));
     s.apply().expect(0);
-    const MAX_POINTS: u32 = 40;
+    const MAX_POINTS: u32 = 80;
     // The first point the run never reached: that run completed unkilled.
     let mut completed_at = None;
     for n in 1..=MAX_POINTS {
@@ -1184,6 +1184,7 @@ fn reconcile_killed_at_every_step_of_a_replacement_converges() {
         panic!("the run was still killed at point {MAX_POINTS}: not every kill point was tried")
     });
     let kill_points = completed_at - 1;
+    eprintln!("{kill_points} kill points, then a run with no kill");
     assert!(
         kill_points >= 20,
         "only {kill_points} kill points were exercised"
@@ -1195,7 +1196,7 @@ fn reconcile_killed_while_rolling_back_converges() {
     const SERVICES: usize = 2;
     let s = stack("crashrb", &crash_stack(0, SERVICES, false));
     s.apply().expect(0);
-    const MAX_POINTS: u32 = 20;
+    const MAX_POINTS: u32 = 40;
     // The first point the run never reached: that run rolled back unkilled.
     let mut completed_at = None;
     for n in 1..=MAX_POINTS {
@@ -1221,6 +1222,7 @@ fn reconcile_killed_while_rolling_back_converges() {
         panic!("the run was still killed at point {MAX_POINTS}: not every kill point was tried")
     });
     let kill_points = completed_at - 1;
+    eprintln!("{kill_points} kill points, then a run with no kill");
     assert!(
         kill_points >= 5,
         "only {kill_points} kill points were exercised"
