@@ -18,9 +18,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveImageOptionsBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::diff::labels;
 use crate::events::{Outcome, Progress};
 use crate::live::Engine;
+use crate::names::labels;
 use crate::plan::{ActionKind, Plan};
 use crate::spec::config::ImagesConfig;
 use crate::spec::model::Stack;

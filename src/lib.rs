@@ -16,6 +16,7 @@ pub mod hostpath;
 pub mod images;
 pub mod live;
 pub mod mounts;
+pub mod names;
 pub mod plan;
 pub mod range;
 pub mod reconcile;

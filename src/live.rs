@@ -21,8 +21,9 @@ use futures_util::future::join_all;
 use thiserror::Error;
 
 use crate::diff::network::NetworkConfig;
-use crate::diff::{ContainerConfig, Health, ImageDefaults, MountDesc, labels};
+use crate::diff::{ContainerConfig, Health, ImageDefaults, MountDesc};
 use crate::hostpath::{self, Candidate, PathMap};
+use crate::names::labels;
 use crate::spec::model::{Ipam, IpamPool};
 
 /// How many inspect calls run at once.

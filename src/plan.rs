@@ -16,11 +16,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::build::BuildHash;
-use crate::diff::{self, Change, ContainerConfig, labels};
+use crate::diff::{self, Change, ContainerConfig};
 use crate::graph::StackGraph;
 use crate::hostpath::{self, Unmappable};
 use crate::live::{Live, LiveContainer};
 use crate::mounts::{self, Mounts, ServiceMounts};
+use crate::names::{self, labels};
 use crate::spec::model::{Condition, OnMountChange, PullPolicy, Stack};
 use crate::spec::secrets::Masker;
 
@@ -578,7 +579,7 @@ pub fn plan(
                         p.conflicts.push(Conflict {
                             stack: sname.clone(),
                             service: Some(service.clone()),
-                            target: diff::container_name(stack, &service, svc),
+                            target: names::container_name(stack, &service, svc),
                             reason: format!("cannot compare the files it mounts: {why}"),
                         });
                         continue;
@@ -626,7 +627,7 @@ pub fn plan(
                     .iter()
                     .filter(|c| !assigned.iter().flatten().any(|a| a.id == c.id))
                 {
-                    let why = if e.number > replicas && !e.name.ends_with(crate::apply::OLD_SUFFIX)
+                    let why = if e.number > replicas && !e.name.ends_with(crate::names::OLD_SUFFIX)
                     {
                         format!("scaled down to {replicas} replica{}", plural(replicas))
                     } else {

@@ -529,7 +529,7 @@ pub fn status(o: &Observed<'_>) -> Status {
         // One row per replica.
         for (name, svc, container) in stack.services.iter().flat_map(|(name, svc)| {
             (1..=svc.replicas())
-                .map(move |n| (name, svc, crate::diff::replica_name(stack, name, svc, n)))
+                .map(move |n| (name, svc, crate::names::replica_name(stack, name, svc, n)))
         }) {
             let mine = || {
                 o.live

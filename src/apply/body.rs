@@ -164,7 +164,7 @@ pub fn create_body(
         .networks
         .iter()
         .map(|(key, settings)| {
-            let engine_name = crate::diff::network_name(stack, key);
+            let engine_name = crate::names::network_name(stack, key);
             let aliases = config
                 .networks
                 .get(&engine_name)

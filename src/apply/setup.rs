@@ -9,9 +9,9 @@ use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures_util::StreamExt;
 
 use super::{Ctx, engine_msg, fault_point, inspect_if_there};
-use crate::diff::labels;
 use crate::events::{Outcome, Progress};
 use crate::live::Engine;
+use crate::names::labels;
 use crate::spec::model::Stack;
 
 impl Ctx<'_> {

@@ -30,9 +30,9 @@ use bollard::query_parameters::{BuildImageOptionsBuilder, TagImageOptionsBuilder
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::diff::labels;
 use crate::events::{Outcome, Progress};
 use crate::live::{BuiltImage, Engine};
+use crate::names::labels;
 use crate::spec::compose::normalize_path;
 use crate::spec::model::Build;
 
