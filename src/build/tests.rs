@@ -331,7 +331,12 @@ fn the_plan_builds_only_what_changed() {
     );
     // A context that cannot be read is a conflict of its service, not a build.
     let mut broken = builds.clone();
-    broken.insert(("s".into(), "a".into()), Err("cannot read x".into()));
+    broken.insert(
+        ("s".into(), "a".into()),
+        Err(crate::plan::BuildInputError::Context(std::sync::Arc::from(
+            Box::<dyn std::error::Error + Send + Sync>::from("cannot read x"),
+        ))),
+    );
     live.images.remove("s-a");
     let p = plan(
         &[stack],

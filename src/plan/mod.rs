@@ -180,7 +180,19 @@ impl Plan {
 }
 /// What each service that builds its image should be built from, by (stack,
 /// service): the hash of its context and settings, or why it cannot be read.
-pub type Builds = BTreeMap<(String, String), Result<BuildHash, String>>;
+pub type Builds = BTreeMap<(String, String), Result<BuildHash, BuildInputError>>;
+
+/// Why what a service's image should be built from is not known; the plan
+/// shows it as a conflict of that service.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BuildInputError {
+    /// A stored revision (rollback) names a build hash that does not parse.
+    #[error("the stored build hash `{0}` is not valid")]
+    StoredHash(String),
+    /// The build context cannot be read (`crate::build::ContextError`, shared).
+    #[error(transparent)]
+    Context(std::sync::Arc<dyn std::error::Error + Send + Sync>),
+}
 
 /// Computes the plan that brings `live` to `stacks`; `builds` says what the
 /// images of services with `build:` should be built from.
