@@ -1,3 +1,5 @@
+//! Unit tests of building: scan, hash, loading `build:` and the plan of builds.
+
 use super::*;
 use crate::names::labels;
 use crate::spec::model::Build;

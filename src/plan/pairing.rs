@@ -113,8 +113,6 @@ pub fn hashed_contents(stack: &Stack, service: &str) -> Vec<String> {
     out
 }
 
-/// What changed between a live container and git's, as shown: the reasons
-
 /// Which live container each replica keeps (`names[i]` is replica i + 1's
 /// name): the one under its name, else one carrying its number under no
 /// replica's name (renamed by hand), else, for a single replica, the

@@ -1,3 +1,5 @@
+//! Unit tests of the planner: pairing, actions, pruning and rendering.
+
 /// Text from the repository is inert in the pull-request comment.
 #[test]
 fn markdown_from_the_repository_is_escaped() {
