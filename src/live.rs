@@ -315,7 +315,7 @@ impl Engine {
             let Some((stack, service, hash)) = i
                 .labels
                 .get(labels::BUILD)
-                .and_then(|l| crate::build::parse_label(l))
+                .and_then(|l| crate::names::parse_build_label(l))
             else {
                 continue;
             };

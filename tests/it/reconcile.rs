@@ -20,7 +20,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use plimsoll::plan::{Action, ActionKind, Conflict, Orphan, Plan};
+use plimsoll::plan::{Action, ActionKind, Conflict, Orphan, OrphanKind, Plan};
 use serde_json::Value;
 
 use crate::support::{
@@ -998,13 +998,13 @@ fn representative_plan() -> Plan {
         }],
         would_prune: vec![
             Orphan {
-                kind: "container".into(),
+                kind: OrphanKind::Container,
                 stack: "shop".into(),
                 service: Some("legacy".into()),
                 target: "shop-legacy-1".into(),
             },
             Orphan {
-                kind: "network".into(),
+                kind: OrphanKind::Network,
                 stack: "shop".into(),
                 service: None,
                 target: "shop_old".into(),
