@@ -406,6 +406,15 @@ impl ContainerConfig {
         if shared_net && desired.domainname.is_none() {
             self.domainname = None;
         }
+        // Docker 20.10 adds a declared hostname to the aliases of every
+        // user-defined network: not drift unless git declares it an alias.
+        if let Some(h) = &self.hostname {
+            for (net, aliases) in &mut self.networks {
+                if !desired.networks.get(net).is_some_and(|a| a.contains(h)) {
+                    aliases.remove(h);
+                }
+            }
+        }
         self.mac_address = desired.mac_address.as_ref().map(|want| {
             if self
                 .endpoint_macs
