@@ -496,21 +496,7 @@ impl Engine {
         reference: &str,
     ) -> Result<Option<ImageDefaults>, EngineError> {
         match self.docker.inspect_image(reference).await {
-            Ok(img) => {
-                let cfg = img.config.unwrap_or_default();
-                Ok(Some(ImageDefaults {
-                    id: img.id.unwrap_or_default(),
-                    cmd: cfg.cmd,
-                    entrypoint: cfg.entrypoint,
-                    env: env_map(cfg.env.unwrap_or_default()),
-                    labels: cfg.labels.unwrap_or_default().into_iter().collect(),
-                    user: cfg.user.filter(|u| !u.is_empty()),
-                    working_dir: cfg.working_dir.filter(|w| !w.is_empty()),
-                    healthcheck: cfg.healthcheck.map(health),
-                    volumes: cfg.volumes.unwrap_or_default().into_iter().collect(),
-                    stop_signal: cfg.stop_signal.filter(|s| !s.is_empty()),
-                }))
-            }
+            Ok(img) => Ok(Some(crate::keys::image_defaults(img))),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
@@ -553,7 +539,7 @@ pub fn network_config(n: bollard::models::Network) -> NetworkConfig {
     }
 }
 
-fn env_map(env: Vec<String>) -> BTreeMap<String, String> {
+pub(crate) fn env_map(env: Vec<String>) -> BTreeMap<String, String> {
     env.into_iter()
         .map(|e| match e.split_once('=') {
             Some((k, v)) => (k.to_string(), v.to_string()),

@@ -252,3 +252,44 @@ fn the_spec_hash_of_a_rich_config_is_pinned() {
         "endpoints and the image id are out of the hash"
     );
 }
+
+/// Every saved inspect (`tests/fixtures/inspect/*.json`) read back: the
+/// live container as `live::normalize` makes it, with and without the
+/// image's defaults.
+#[test]
+fn saved_inspects_read_back_the_same() {
+    let dir = repo().join("tests/fixtures/inspect");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "{files:?}");
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let raw: Value = serde_json::from_str(&text).unwrap();
+        let containers: Vec<bollard::models::ContainerInspectResponse> =
+            serde_json::from_value(raw["containers"].clone()).unwrap();
+        let images: Vec<bollard::models::ImageInspect> =
+            serde_json::from_value(raw["images"].clone()).unwrap();
+        let mut out = String::new();
+        for c in containers {
+            let image = images
+                .iter()
+                .find(|i| i.id == c.image)
+                .cloned()
+                .map(crate::keys::image_defaults)
+                .unwrap();
+            let bare = crate::live::normalize(c.clone(), &Default::default());
+            let stripped = crate::live::normalize(c, &image);
+            out.push_str(&format!(
+                "{:#?}\n{:#?}\n{:#?}\n{:#?}\n{:#?}\n",
+                bare.config, bare.state, bare.anonymous_volumes, stripped.config, image
+            ));
+        }
+        let name = file.file_stem().unwrap().to_string_lossy().to_string();
+        let out = out.replace(raw["dir"].as_str().unwrap(), "[DIR]");
+        settings().bind(|| insta::assert_snapshot!(format!("read-{name}"), out));
+    }
+}
