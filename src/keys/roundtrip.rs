@@ -218,7 +218,7 @@ fn check(group: &str) {
 
         // Reading back: normalized, the live config is the desired one.
         let mut live = crate::live::normalize(inspect.clone(), &image).config;
-        crate::live::container_refs_to_names(&mut live, &names);
+        crate::keys::namespaces::refs_to_names(&mut live, &names);
         live.align_to(&want);
         assert_eq!(
             compare(&live.fields(), &want.fields()),
