@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::build::BuildHash;
 use crate::diff::{self, Change, ContainerConfig};
 use crate::graph::StackGraph;
+use crate::health::Status;
 use crate::hostpath::{self, Unmappable};
 use crate::live::{Live, LiveContainer};
 use crate::mounts::{self, Mounts, ServiceMounts};
@@ -298,9 +299,9 @@ fn plural(n: u32) -> &'static str {
 /// Why a container that should run does not, in words.
 fn not_running_reason(c: &LiveContainer) -> String {
     let s = &c.state;
-    match s.status.as_str() {
-        "created" => "created but never started".into(),
-        "paused" => "paused by hand".into(),
+    match s.status {
+        Status::Created => "created but never started".into(),
+        Status::Paused => "paused by hand".into(),
         _ if s.oom_killed => "killed: out of memory".into(),
         _ if matches!(s.exit_code, 0 | 137 | 143) => {
             format!("stopped by hand (exit code {})", s.exit_code)
@@ -842,11 +843,11 @@ pub fn plan(
                         });
                         continue;
                     }
-                    let done_ok = current.state.status == "exited"
+                    let done_ok = current.state.status == Status::Exited
                         && current.state.exit_code == 0
                         && completed_deps.contains(service.as_str());
                     if !current.state.is_running()
-                        && current.state.status != "restarting"
+                        && current.state.status != Status::Restarting
                         && !done_ok
                     {
                         service_actions.push(Action {
@@ -1413,7 +1414,7 @@ mod tests {
             number,
             labels: BTreeMap::new(),
             state: RunState {
-                status: "running".into(),
+                status: crate::health::Status::Running,
                 exit_code: 0,
                 oom_killed: false,
                 health: None,

@@ -31,7 +31,7 @@ use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock, Semaphore
 
 use super::heal::{self, Decision, HealBook, HealPolicy, Recorded};
 use super::notify::{Notification, Notifier};
-use super::settle::{self, Settled, Verdict};
+use super::settle::{self, HealVerdict, Settled};
 use super::{Shared, Target, Trigger, self_heal, unix_now};
 use crate::apply::Cancel;
 use crate::events::LogProgress;
@@ -352,7 +352,7 @@ impl Healer {
         drop(lock);
         let reasons: Vec<String> = heals.iter().flat_map(|a| a.reasons.clone()).collect();
         let verdict = match result {
-            Err(e) => Verdict::Failed(e),
+            Err(e) => HealVerdict::Failed(e),
             Ok(()) => {
                 let names: Vec<String> = heals
                     .iter()
@@ -468,14 +468,14 @@ impl Healer {
     async fn record(&self, applied: &Applied, a: Settled) -> Result<(), String> {
         let key = heal::key(&a.stack, &a.service);
         let result = match a.verdict {
-            Verdict::Healed => Ok(()),
-            Verdict::Failed(e) => Err(e),
-            Verdict::Gone => {
+            HealVerdict::Healed => Ok(()),
+            HealVerdict::Failed(e) => Err(e),
+            HealVerdict::Gone => {
                 tracing::info!("{key}: removed while it was being healed; checking again");
                 self.retry_later(&a.stack, &a.service, Duration::from_secs(1));
                 return Ok(());
             }
-            Verdict::Interrupted => return Ok(()),
+            HealVerdict::Interrupted => return Ok(()),
         };
         let desired = &applied.target.desired;
         let policy = HealPolicy::from_config(&desired.config.agent);

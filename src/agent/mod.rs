@@ -44,6 +44,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::apply::Cancel;
 use crate::events::LogProgress;
+use crate::health::Health;
 use crate::live::{Engine, EngineError};
 use crate::reconcile::{self, Observed};
 use crate::source;
@@ -223,7 +224,7 @@ pub struct ServiceStatus {
     /// `in sync`, `drifted`, `missing`, `stopped`, `unhealthy`, `conflict` (and `(paused)`).
     pub state: String,
     pub drift: Vec<String>,
-    pub health: Option<String>,
+    pub health: Option<Health>,
     pub running: bool,
     pub container: String,
     pub self_heal: bool,
@@ -1347,8 +1348,7 @@ impl Agent {
                 .filter(|s| s.stack == stack.name)
                 .map(|s| {
                     let key = heal::key(&s.stack, &s.service);
-                    let state = if s.state == "in sync" && s.health.as_deref() == Some("unhealthy")
-                    {
+                    let state = if s.state == "in sync" && s.health == Some(Health::Unhealthy) {
                         "unhealthy".to_string()
                     } else {
                         s.state.clone()
@@ -1357,7 +1357,7 @@ impl Agent {
                         service: s.service.clone(),
                         state,
                         drift: s.reasons.clone(),
-                        health: s.health.clone(),
+                        health: s.health,
                         running: s.running,
                         container: s.container.clone(),
                         self_heal: self_heal(desired, &s.stack, Some(&s.service)),
