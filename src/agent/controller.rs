@@ -69,7 +69,6 @@ impl Agent {
     }
 
     /// The poll interval with ±10 % jitter, so a fleet does not poll in step.
-
     pub(super) fn jittered(&self, d: Duration) -> Duration {
         let spread = d.as_millis() as u64 / 5;
         if spread == 0 {
@@ -81,7 +80,6 @@ impl Agent {
     /// The wait before the first poll after the start: a random part of the
     /// interval, so agents started together (a fleet rollout, a power cut)
     /// spread their polls over the interval instead of polling in step.
-
     pub(super) fn splayed(&self, d: Duration) -> Duration {
         let ms = (d.as_millis() as u64).max(1);
         Duration::from_millis(1 + random_u64() % ms)
@@ -154,7 +152,6 @@ impl Agent {
     }
 
     /// Events of stacks this agent does not manage (another agent's, a test's) are not its business.
-
     pub(super) fn concerns(&self, stack: &str) -> bool {
         self.target
             .as_ref()

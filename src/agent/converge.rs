@@ -21,8 +21,9 @@ impl Agent {
         self.publish(&target, &observed, &book);
     }
 
-    /// The target is a revision not yet applied (and not rejected).
-
+    /// Takes the host's lock: exclusive (no heal meanwhile) to apply a
+    /// revision or recover, else shared with the heals. When it is busy too
+    /// long, a retry is scheduled.
     pub(super) async fn lock(&mut self, exclusive: bool) -> Result<Held, String> {
         let held = if exclusive {
             self.healer
@@ -43,7 +44,6 @@ impl Agent {
 
     /// Observes, plans and applies a revision under the host's lock, or
     /// checks for drift and hands it to the heals. Err = the sync failed (message).
-
     pub(super) async fn converge(&mut self, deploy: bool) -> Result<(), String> {
         let exclusive = deploy || self.recover_due;
         let _lock = self.lock(exclusive).await?;
@@ -294,7 +294,6 @@ impl Agent {
     }
 
     /// Publishes status and gauges from an observation.
-
     pub(super) fn publish(&self, target: &Target, observed: &Observed<'_>, book: &HealBook) {
         let status = reconcile::status(observed);
         let desired = &target.desired;

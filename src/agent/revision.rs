@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::*;
 
 impl Agent {
+    /// The target is a revision not yet applied (and not rejected).
     pub(super) fn is_deploy(&self) -> bool {
         self.target
             .as_ref()
@@ -15,7 +16,6 @@ impl Agent {
     }
 
     /// The target is a revision that was rejected: nothing to do until a new one.
-
     pub(super) fn target_rejected(&self) -> bool {
         match (&self.target, &self.revisions.rejected) {
             (Some(t), Some(r)) => t.revision == r.revision,
@@ -24,7 +24,6 @@ impl Agent {
     }
 
     /// Looks for a new revision and loads it. Err = the revision was rejected (message).
-
     pub(super) async fn refresh(&mut self) -> Result<(), String> {
         let Some(git) = self.git.clone() else {
             let Source::Directory(dir) = &self.opts.source else {
@@ -128,7 +127,6 @@ impl Agent {
 
     /// A new revision: its signature checked (with trusted keys), then
     /// checked out and loaded. Err = why it is rejected.
-
     pub(super) async fn checkout_verified(
         &mut self,
         git: &Arc<Mutex<git::GitSource>>,
@@ -171,7 +169,6 @@ impl Agent {
 
     /// Records (`Some`) or clears (`None`) the revision being loaded in
     /// `agent.json`, durably, so a crash while loading it is known at restart.
-
     pub(super) fn mark_loading(&mut self, revision: Option<&str>) {
         if self.revisions.loading.as_deref() == revision {
             return;
@@ -185,7 +182,6 @@ impl Agent {
     /// At start: a revision the previous process was loading when it died is
     /// rejected (unless it is the last good one, which loaded before: the
     /// cause was elsewhere).
-
     pub(super) fn died_loading(&mut self, revision: Option<String>) {
         let Some(revision) = revision else {
             return;
@@ -228,7 +224,6 @@ impl Agent {
     /// Loads and checks a revision at `root` (`--path` inside the checkout or
     /// the watched directory `top`, which confines every read); the error
     /// lists every problem with file and line.
-
     pub(super) fn load(
         &self,
         root: &std::path::Path,
@@ -332,7 +327,6 @@ impl Agent {
     }
 
     /// The notification of a rejected revision.
-
     pub(super) fn rejection(&self, revision: &str, masked: &str) -> Notification {
         Notification {
             event: NotificationEvent::RevisionRejected,
@@ -343,10 +337,6 @@ impl Agent {
             message: format!("revision {revision} rejected: {masked}"),
         }
     }
-
-    /// Takes the host's lock: exclusive (no heal meanwhile) to apply a
-    /// revision or recover, else shared with the heals. When it is busy too
-    /// long, a retry is scheduled.
 
     /// A revision whose apply failed: rejected, and the last good one becomes
     /// the target again, so the host converges back to it.
