@@ -168,6 +168,16 @@ pub async fn inspect_container(
 }
 
 impl Engine {
+    /// The engine's name (`docker info`).
+    pub async fn name(&self) -> Result<String, EngineError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(EngineError::call("reading the engine's name"))?;
+        Ok(info.name.unwrap_or_default())
+    }
+
     /// The typed state of container `name`, `None` when it does not exist.
     pub async fn inspect_if_there(&self, name: &str) -> Result<Option<RunState>, EngineError> {
         Ok(inspect_container(&self.docker, name)

@@ -4,9 +4,23 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::choose;
+use super::controller::{Action, Error};
 use super::*;
+use crate::plan::Plan;
+
+/// The wait before a check recovers an interrupted replacement a heal left
+/// (with the host's lock to itself).
+const RECOVER_SOON: Duration = Duration::from_secs(1);
+
+/// A failed step of a sync, as its message.
+fn sync(e: impl std::fmt::Display) -> Error {
+    Error::Sync {
+        message: e.to_string(),
+    }
+}
 
 impl Agent {
     /// Observes the host (changing nothing, so without the lock) and publishes its status.
@@ -22,9 +36,8 @@ impl Agent {
     }
 
     /// Takes the host's lock: exclusive (no heal meanwhile) to apply a
-    /// revision or recover, else shared with the heals. When it is busy too
-    /// long, a retry is scheduled.
-    pub(super) async fn lock(&mut self, exclusive: bool) -> Result<Held, String> {
+    /// revision or recover, else shared with the heals.
+    async fn lock(&mut self, exclusive: bool) -> Result<Held, Error> {
         let held = if exclusive {
             self.healer
                 .exclusive()
@@ -36,19 +49,17 @@ impl Agent {
                 .await
                 .map(|h| Held::Shared { _held: h })
         };
-        held.map_err(|e| {
-            self.retry_at = Some(Instant::now() + Duration::from_secs(5));
-            e.to_string()
-        })
+        held.map_err(|source| Error::LockBusy { source })
     }
 
-    /// Observes, plans and applies a revision under the host's lock, or
-    /// checks for drift and hands it to the heals. Err = the sync failed (message).
-    pub(super) async fn converge(&mut self, deploy: bool) -> Result<(), String> {
+    /// Reconciles the host to `target` (kube-rs's `reconcile`; `self` is the
+    /// context): under the host's lock, observes, plans and applies a new
+    /// revision, or checks for drift and hands it to the heals.
+    pub(super) async fn reconcile(&mut self, target: &Arc<Target>) -> Result<Action, Error> {
+        let deploy = self.is_deploy();
         let exclusive = deploy || self.recover_due;
         let _lock = self.lock(exclusive).await?;
-        let target = self.target.clone().expect("converge runs with a target");
-        let result = self.converge_locked(&target, deploy, exclusive).await;
+        let result = self.converge_locked(target, deploy, exclusive).await;
         // Still under the lock: heals waiting for it heal to the revision applied now.
         if !self.is_deploy() && !self.target_rejected() {
             let applied = self.target.clone().zip(self.host.clone());
@@ -58,23 +69,28 @@ impl Agent {
         result
     }
 
-    pub(super) async fn converge_locked(
-        &mut self,
-        target: &Arc<Target>,
-        deploy: bool,
-        exclusive: bool,
-    ) -> Result<(), String> {
-        let desired = &target.desired;
-        let masker = &desired.masker;
-        let host = match self
+    /// The host's name: `--host`, `agent.host`, else the engine's name.
+    async fn host_name(&mut self, desired: &Desired) -> Result<String, Error> {
+        match self
             .opts
             .host
             .clone()
             .or_else(|| desired.config.agent.host.clone())
         {
-            Some(h) => Some(h),
-            None => Some(self.engine_name().await?),
-        };
+            Some(h) => Ok(h),
+            None => self.engine_name().await,
+        }
+    }
+
+    async fn converge_locked(
+        &mut self,
+        target: &Arc<Target>,
+        deploy: bool,
+        exclusive: bool,
+    ) -> Result<Action, Error> {
+        let desired = &target.desired;
+        let masker = &desired.masker;
+        let host = Some(self.host_name(desired).await?);
         // A host with no stacks that had nothing to do at this revision (no
         // orphans to prune) needs no engine calls until the revision changes.
         let assigned = desired.stacks.iter().any(|s| {
@@ -83,11 +99,13 @@ impl Agent {
                 .runs_on(&s.name, host.as_deref().unwrap_or_default())
         });
         if !assigned && self.idle_at.as_deref() == Some(target.revision.as_str()) {
-            return Ok(());
+            return Ok(Action::await_change());
         }
         let progress = LogProgress::new(masker.clone());
         // `always` images for a new revision; refresh policies on every cycle.
-        reconcile::pull_first(&self.engine, desired, deploy, &progress).await?;
+        reconcile::pull_first(&self.engine, desired, deploy, &progress)
+            .await
+            .map_err(sync)?;
         let mut observed = self.observe(desired, host.as_deref()).await?;
         let parked = observed
             .live
@@ -95,15 +113,16 @@ impl Agent {
             .iter()
             .any(|c| c.name.ends_with(crate::names::OLD_SUFFIX));
         // A heal replacing a container parks the old one too: recovering
-        // waits for the host alone.
+        // waits for the host alone, in a moment.
+        let mut action = Action::await_change();
         if parked && !exclusive {
             self.recover_due = true;
-            self.retry_at = Some(Instant::now() + Duration::from_secs(1));
+            action = Action::requeue(RECOVER_SOON);
         } else if parked {
             self.recover_due = false;
             let repaired = crate::apply::recover(&observed.engine, &observed.live, &progress)
                 .await
-                .map_err(|e| format!("recovering from an interrupted run failed: {e}"))?;
+                .map_err(|e| sync(format!("recovering from an interrupted run failed: {e}")))?;
             if repaired > 0 {
                 observed = self.observe(desired, host.as_deref()).await?;
             }
@@ -113,7 +132,7 @@ impl Agent {
         let mut book: HealBook = self
             .state
             .read_json(heal::FILE)
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| Error::State { source })?;
         if deploy {
             book.new_revision(&target.revision);
         }
@@ -130,25 +149,13 @@ impl Agent {
         );
         if !deploy {
             // Drift: reported here, healed by each service's own heal.
-            let unhealthy = settle::unhealthy_restarts(&observed, &observed.plan);
-            let mut all = observed.plan.clone();
-            all.actions.extend(unhealthy.iter().cloned());
-            let applied = Applied {
-                target: target.clone(),
-                host: observed.host.clone(),
-            };
-            self.healer.report_all(&applied, &observed, &all);
-            plan.actions.extend(unhealthy);
-            // This check's revision is the one applied: what heals converge to.
-            self.healer.set_applied(Some(applied));
-            self.healer.heal_drift(&plan);
-            plan.actions.clear();
+            self.hand_drift(target, &observed, plan);
+            plan = Plan::default();
         }
         let nothing_to_do = plan.is_noop() && plan.conflicts.is_empty();
         let result = if nothing_to_do {
             if deploy {
-                reconcile::note_in_sync(&observed, masker, &self.state)
-                    .map_err(|e| e.to_string())?;
+                reconcile::note_in_sync(&observed, masker, &self.state).map_err(sync)?;
             }
             Ok(())
         } else {
@@ -173,35 +180,8 @@ impl Agent {
             .map(|_| ())
             .map_err(|e| masker.mask(&e.to_string()).into_owned())
         };
-        // Only a revision's apply (exclusive) writes the heal book here; heals write their own.
-        if deploy && let Err(e) = self.state.write_json(heal::FILE, &book) {
-            tracing::error!("{e}");
-        }
         if deploy {
-            release_freed_memory();
-            match &result {
-                Ok(()) => {
-                    self.revisions.last_good = Some(target.revision.clone());
-                    if let Err(e) = self.state.write_json(AGENT_FILE, &self.revisions) {
-                        tracing::error!("{e}");
-                    }
-                    tracing::info!(revision = target.revision, "revision applied");
-                    self.notify(
-                        NotificationEvent::SyncSucceeded,
-                        None,
-                        None,
-                        format!("revision {} applied", target.revision),
-                    );
-                }
-                Err(e) => {
-                    self.notify(
-                        NotificationEvent::SyncFailed,
-                        None,
-                        None,
-                        format!("applying revision {} failed: {e}", target.revision),
-                    );
-                }
-            }
+            self.record_deploy(target, &book, &result);
         }
         if !assigned && nothing_to_do && result.is_ok() {
             tracing::info!(
@@ -218,24 +198,79 @@ impl Agent {
             None
         };
         self.publish(target, after.as_ref().unwrap_or(&observed), &book);
-        if deploy && let Err(e) = &result {
-            self.fail_revision(&target.revision, e.clone()).await;
+        match result {
+            Ok(()) => Ok(action),
+            Err(message) if deploy => {
+                let reloaded = self.fail_revision(&target.revision, &message).await;
+                Err(Error::ApplyFailed { message, reloaded })
+            }
+            Err(message) => Err(Error::Sync { message }),
         }
-        result
+    }
+
+    /// A check's drift: reported, and each drifted service handed to its heal.
+    fn hand_drift(&self, target: &Arc<Target>, observed: &Observed<'_>, plan: Plan) {
+        let unhealthy = choose::unhealthy_restarts(
+            &observed.live.containers,
+            &observed.stacks,
+            &observed.paused,
+            &observed.plan,
+        );
+        let drift = choose::drift(&observed.plan, plan, unhealthy);
+        let applied = Applied {
+            target: target.clone(),
+            host: observed.host.clone(),
+        };
+        self.healer.report_all(&applied, observed, &drift.reported);
+        // This check's revision is the one applied: what heals converge to.
+        self.healer.set_applied(Some(applied));
+        self.healer.heal_drift(&drift);
+    }
+
+    /// After a revision's apply: the heal book written (a new revision starts
+    /// it over), the heap trimmed, the revision recorded as the last good one
+    /// and notified.
+    fn record_deploy(&mut self, target: &Target, book: &HealBook, result: &Result<(), String>) {
+        // Only a revision's apply (exclusive) writes the heal book here; heals write their own.
+        if let Err(e) = self.state.write_json(heal::FILE, book) {
+            tracing::error!("{e}");
+        }
+        release_freed_memory();
+        match result {
+            Ok(()) => {
+                self.revisions.last_good = Some(target.revision.clone());
+                if let Err(e) = self.state.write_json(AGENT_FILE, &self.revisions) {
+                    tracing::error!("{e}");
+                }
+                tracing::info!(revision = target.revision, "revision applied");
+                self.notify(
+                    NotificationEvent::SyncSucceeded,
+                    None,
+                    None,
+                    format!("revision {} applied", target.revision),
+                );
+            }
+            Err(e) => {
+                self.notify(
+                    NotificationEvent::SyncFailed,
+                    None,
+                    None,
+                    format!("applying revision {} failed: {e}", target.revision),
+                );
+            }
+        }
     }
 
     /// The engine's name, asked once.
-    pub(super) async fn engine_name(&mut self) -> Result<String, String> {
+    async fn engine_name(&mut self) -> Result<String, Error> {
         if let Some(name) = &self.engine_name {
             return Ok(name.clone());
         }
-        let info = self
+        let name = self
             .engine
-            .docker
-            .info()
+            .name()
             .await
-            .map_err(|e| format!("reading the engine's name: {e}"))?;
-        let name = info.name.unwrap_or_default();
+            .map_err(|source| Error::Engine { source })?;
         self.engine_name = Some(name.clone());
         Ok(name)
     }
@@ -244,12 +279,13 @@ impl Agent {
         &self,
         desired: &'d Desired,
         host: Option<&str>,
-    ) -> Result<Observed<'d>, String> {
+    ) -> Result<Observed<'d>, Error> {
         let mut observed = reconcile::observe_on(self.engine.clone(), desired, host)
             .await
-            .map_err(|e| e.to_string())?;
-        let frozen = self.state.paused().map_err(|e| e.to_string())?;
-        let applied = self.state.applied_mounts().map_err(|e| e.to_string())?;
+            .map_err(|source| Error::Engine { source })?;
+        let state = |source| Error::State { source };
+        let frozen = self.state.paused().map_err(state)?;
+        let applied = self.state.applied_mounts().map_err(state)?;
         reconcile::with_applied_mounts(&mut observed, &applied, &desired.masker);
         let names: Vec<String> = observed.stacks.iter().map(|s| s.name.clone()).collect();
         observed
@@ -258,7 +294,7 @@ impl Agent {
         Ok(observed)
     }
 
-    pub(super) fn report_unknown(&mut self, observed: &Observed<'_>) -> Result<(), String> {
+    fn report_unknown(&mut self, observed: &Observed<'_>) -> Result<(), Error> {
         use crate::spec::config::UnknownContainers;
         let unknown: BTreeSet<String> = reconcile::unknown(observed)
             .into_iter()
@@ -285,10 +321,9 @@ impl Agent {
         }
         self.reported_unknown = unknown.clone();
         if policy == Some(UnknownContainers::Fail) && !unknown.is_empty() {
-            return Err(format!(
-                "policy unknown_containers is `fail` and containers not managed by plimsoll run on this host: {}; remove them, or declare them in git",
-                unknown.into_iter().collect::<Vec<_>>().join(", ")
-            ));
+            return Err(Error::UnknownContainers {
+                list: unknown.into_iter().collect::<Vec<_>>().join(", "),
+            });
         }
         Ok(())
     }

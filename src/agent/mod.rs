@@ -400,10 +400,14 @@ pub async fn run(
         host: None,
         engine_name: None,
         reported_unknown: BTreeSet::new(),
-        next_fetch: Instant::now(),
+        schedule: controller::Schedule {
+            fetch_at: Instant::now(),
+            resync_at: Instant::now(),
+            check_at: None,
+        },
         idle_at: None,
-        fetch_backoff: None,
-        retry_at: None,
+        fetch_failures: 0,
+        host_failures: 0,
         recover_due: false,
         cancel,
         unsent: None,
@@ -465,14 +469,15 @@ struct Agent {
     /// neither `--host` nor `agent.host` names it.
     engine_name: Option<String>,
     reported_unknown: BTreeSet<String>,
-    next_fetch: Instant,
+    /// When the source and the host are reconciled next ([`controller`]).
+    schedule: controller::Schedule,
     /// The revision at which this host had no stacks and nothing to prune:
     /// cycles of that revision make no engine calls.
     idle_at: Option<String>,
-    /// Set while the source is unreachable: the next wait.
-    fetch_backoff: Option<Duration>,
-    /// A check is due then (a heal backing off, the lock was busy).
-    retry_at: Option<Instant>,
+    /// Failed fetches in a row (the source unreachable).
+    fetch_failures: u32,
+    /// Failed checks of the host in a row.
+    host_failures: u32,
     /// A killed run left a replacement half done: the next check takes the
     /// host exclusively (no heal meanwhile) to finish or undo it.
     recover_due: bool,

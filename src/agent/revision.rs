@@ -3,8 +3,8 @@
 //! `agent.json`, audited, notified), and the crash-while-loading guard.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
+use super::controller::Error;
 use super::*;
 
 impl Agent {
@@ -24,7 +24,7 @@ impl Agent {
     }
 
     /// Looks for a new revision and loads it. Err = the revision was rejected (message).
-    pub(super) async fn refresh(&mut self) -> Result<(), String> {
+    pub(super) async fn refresh(&mut self) -> Result<(), Error> {
         let Some(git) = self.git.clone() else {
             let Source::Directory(dir) = &self.opts.source else {
                 unreachable!("a source is git or a directory")
@@ -38,8 +38,9 @@ impl Agent {
                 }
                 Err(e) => {
                     let revision = format!("local:{}", crate::state::now());
-                    self.reject(&revision, e.clone());
-                    Err(e)
+                    let reason = e.to_string();
+                    self.reject(&revision, reason.clone());
+                    Err(Error::Rejected { revision, reason })
                 }
             };
         };
@@ -51,7 +52,7 @@ impl Agent {
         };
         let sha = match fetched {
             Ok(sha) => {
-                if self.fetch_backoff.take().is_some() {
+                if self.fetch_failures > 0 {
                     tracing::info!(source = %self.source_name, "the source is reachable again");
                 }
                 self.set_status(|s| {
@@ -60,18 +61,7 @@ impl Agent {
                 });
                 sha
             }
-            Err(e) => {
-                let wait = self.fetch_backoff.map_or(Duration::from_secs(5), |b| {
-                    (b * 2).min(Duration::from_secs(300))
-                });
-                self.fetch_backoff = Some(wait);
-                self.next_fetch = Instant::now() + wait;
-                let message = format!("{e}");
-                tracing::warn!(
-                    "{message}; keeping the last good revision, retrying in {}s",
-                    wait.as_secs()
-                );
-                self.set_status(|s| s.source_error = Some(message));
+            Err(source) => {
                 // After a restart with the source down: run the last good checkout.
                 if self.target.is_none() {
                     let checked_out = git.lock().expect("git source lock").checked_out();
@@ -81,7 +71,7 @@ impl Agent {
                         self.checkout_and_load(&git, &sha).await.ok();
                     }
                 }
-                return Ok(());
+                return Err(Error::Unreachable { source });
             }
         };
         if let Some(r) = self
@@ -106,7 +96,8 @@ impl Agent {
         match self.checkout_verified(&git, &sha).await {
             Ok(()) => Ok(()),
             Err(e) => {
-                self.reject(&sha, e.clone());
+                let reason = e.to_string();
+                self.reject(&sha, reason.clone());
                 // The work tree goes back to the last good revision.
                 if let Some(good) = self.revisions.last_good.clone() {
                     let keep = self.target.as_ref().is_some_and(|t| t.revision == good);
@@ -120,7 +111,10 @@ impl Agent {
                         .await;
                     }
                 }
-                Err(e)
+                Err(Error::Rejected {
+                    revision: sha,
+                    reason,
+                })
             }
         }
     }
@@ -339,14 +333,16 @@ impl Agent {
     }
 
     /// A revision whose apply failed: rejected, and the last good one becomes
-    /// the target again, so the host converges back to it.
-    pub(super) async fn fail_revision(&mut self, revision: &str, error: String) {
+    /// the target again, so the host converges back to it. Whether the last
+    /// good revision is loaded again.
+    pub(super) async fn fail_revision(&mut self, revision: &str, error: &str) -> bool {
         self.reject(revision, format!("apply failed: {error}"));
         if let (Some(git), Some(good)) = (self.git.clone(), self.revisions.last_good.clone()) {
             match self.checkout_and_load(&git, &good).await {
-                Ok(()) => self.retry_at = Some(Instant::now()),
+                Ok(()) => return true,
                 Err(e) => tracing::error!("reloading the last good revision {good} failed: {e}"),
             }
         }
+        false
     }
 }

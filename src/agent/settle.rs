@@ -10,8 +10,7 @@ use thiserror::Error;
 use crate::apply::{Cancel, Polling, WaitError, wait_until};
 use crate::health::{self, Health, RunState, Status, Verdict};
 use crate::live::Engine;
-use crate::plan::{Action, ActionKind, Plan};
-use crate::reconcile::Observed;
+use crate::plan::{Action, ActionKind};
 
 /// How a healed service turned out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,47 +41,6 @@ pub fn drift_kind(a: &Action) -> &'static str {
         ActionKind::Restart if a.reasons.iter().any(|r| r.starts_with("unhealthy")) => "unhealthy",
         _ => "changed",
     }
-}
-
-/// Restarts for running, in-sync containers that Docker reports unhealthy.
-pub fn unhealthy_restarts(observed: &Observed<'_>, plan: &Plan) -> Vec<Action> {
-    observed
-        .live
-        .containers
-        .iter()
-        .filter(|c| c.state.is_running() && c.state.health == Some(Health::Unhealthy))
-        .filter(|c| !observed.paused.contains(&c.stack))
-        .filter_map(|c| {
-            let svc = observed
-                .stacks
-                .iter()
-                .find(|s| s.name == c.stack)?
-                .services
-                .get(&c.service)?;
-            Some((c, (svc.replicas() > 1).then_some(c.number)))
-        })
-        .filter(|(c, _)| {
-            !plan
-                .actions
-                .iter()
-                .any(|a| a.stack == c.stack && a.target == c.name)
-        })
-        .map(|(c, replica)| Action {
-            action: ActionKind::Restart,
-            stack: c.stack.clone(),
-            service: Some(c.service.clone()),
-            target: c.name.clone(),
-            reasons: vec![format!(
-                "unhealthy: {}",
-                c.state
-                    .health_log
-                    .clone()
-                    .unwrap_or_else(|| "health check failing".into())
-            )],
-            diff: None,
-            replica,
-        })
-        .collect()
 }
 
 /// Why a healed container did not settle.
