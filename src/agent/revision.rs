@@ -4,8 +4,40 @@
 
 use std::sync::{Arc, Mutex};
 
+use thiserror::Error;
+
 use super::controller::Error;
 use super::*;
+
+/// Why a revision is rejected (its message is what `/status`, the audit log
+/// and the notification say).
+#[derive(Debug, Error)]
+pub enum RevisionError {
+    /// The tip commit's signature is refused.
+    #[error("{source}")]
+    Signature {
+        #[source]
+        source: git::GitError,
+    },
+    #[error(
+        "the signature of commit {sha} could not be checked (the verifier failed on it): sign the commit again"
+    )]
+    VerifierFailed { sha: String },
+    #[error("{source}")]
+    Checkout {
+        #[source]
+        source: git::GitError,
+    },
+    /// The revision does not load: every problem, with file and line
+    /// relative to the repository.
+    #[error("{message}")]
+    Load { message: String },
+    #[error("plimsoll.yaml: {source}")]
+    Notifications {
+        #[source]
+        source: notify::NotifyError,
+    },
+}
 
 impl Agent {
     /// The target is a revision not yet applied (and not rejected).
@@ -125,7 +157,7 @@ impl Agent {
         &mut self,
         git: &Arc<Mutex<git::GitSource>>,
         sha: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), RevisionError> {
         let verdict = {
             let git = git.clone();
             let owned = sha.to_string();
@@ -135,13 +167,12 @@ impl Agent {
                 git.lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .verify_commit(&owned)
-                    .map_err(|e| e.to_string())
+                    .map_err(|source| RevisionError::Signature { source })
             });
             task.await.unwrap_or_else(|_| {
-                Err(format!(
-                    "the signature of commit {sha} could not be checked (the verifier failed on it): \
-                     sign the commit again"
-                ))
+                Err(RevisionError::VerifierFailed {
+                    sha: sha.to_string(),
+                })
             })?
         };
         if let Some(signer) = verdict {
@@ -154,7 +185,7 @@ impl Agent {
         &mut self,
         git: &Arc<Mutex<git::GitSource>>,
         sha: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), RevisionError> {
         self.mark_loading(Some(sha));
         let loaded = self.checkout_and_load_unmarked(git, sha).await;
         self.mark_loading(None);
@@ -200,14 +231,14 @@ impl Agent {
         &mut self,
         git: &Arc<Mutex<git::GitSource>>,
         sha: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), RevisionError> {
         let dir = {
             let git = git.clone();
             let sha = sha.to_string();
             tokio::task::spawn_blocking(move || git.lock().expect("git source lock").checkout(&sha))
                 .await
                 .expect("checkout does not panic")
-                .map_err(|e| e.to_string())?
+                .map_err(|source| RevisionError::Checkout { source })?
         };
         let root = self.opts.path.as_ref().map_or(dir.clone(), |p| dir.join(p));
         let desired = self.load(&root, &dir)?;
@@ -222,17 +253,18 @@ impl Agent {
         &self,
         root: &std::path::Path,
         top: &std::path::Path,
-    ) -> Result<Desired, String> {
+    ) -> Result<Desired, RevisionError> {
         // Errors name files as the repository does (`stacks/shop/compose.yaml:5:9`),
         // not by where the agent checked it out.
-        let relative = |e: String| e.replace(&format!("{}/", root.display()), "");
+        let relative = |e: &dyn std::fmt::Display| RevisionError::Load {
+            message: e.to_string().replace(&format!("{}/", root.display()), ""),
+        };
         fault_while_loading(root);
         // Reads stay inside the clone (or the watched directory): its root
         // is the repository, whatever PATH inside it names.
-        let confine = source::Confine::new(top, &self.opts.allow_read)
-            .map_err(|e| relative(e.to_string()))?;
+        let confine = source::Confine::new(top, &self.opts.allow_read).map_err(|e| relative(&e))?;
         let files = source::ConfinedFs::new(confine);
-        let layout = source::discover_in(&files, root).map_err(|e| relative(e.to_string()))?;
+        let layout = source::discover_in(&files, root).map_err(|e| relative(&e))?;
         let options = spec::LoadOptions {
             profiles: self.opts.profiles.clone(),
             age: self.opts.age.clone(),
@@ -246,7 +278,7 @@ impl Agent {
             &self.opts.stacks,
             &options,
         )
-        .map_err(|e| relative(e.to_string()))?;
+        .map_err(|e| relative(&e))?;
         // `agent.stacks` in plimsoll.yaml, unless --stack says otherwise.
         let only = &desired.config.agent.stacks;
         if self.opts.stacks.is_empty() && !only.is_empty() {
@@ -255,7 +287,7 @@ impl Agent {
         }
         self.notifier
             .configure(&desired.config.notifications, &self.opts.compose_env)
-            .map_err(|e| format!("plimsoll.yaml: {e}"))?;
+            .map_err(|source| RevisionError::Notifications { source })?;
         for w in &desired.warnings {
             tracing::warn!("{w}");
         }
