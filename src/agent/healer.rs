@@ -363,7 +363,7 @@ impl Healer {
         drop(lock);
         let reasons: Vec<String> = heals.iter().flat_map(|a| a.reasons.clone()).collect();
         let verdict = match result {
-            Err(e) => HealVerdict::Failed(e),
+            Err(e) => HealVerdict::Failed(e.to_string()),
             Ok(()) => {
                 let names: Vec<String> = heals
                     .iter()
@@ -406,9 +406,10 @@ impl Healer {
         applied: &'d Applied,
         stack: &str,
         service: &str,
-    ) -> Result<Observed<'d>, String> {
+    ) -> Result<Observed<'d>, Error> {
+        let state = |source| Error::State { source };
         // What restarted containers were restarted with (`on_mount_change: restart`).
-        let mounts = self.0.state.applied_mounts().map_err(|e| e.to_string())?;
+        let mounts = self.0.state.applied_mounts().map_err(state)?;
         let mut observed = reconcile::observe_service(
             self.0.engine.clone(),
             &applied.target.desired,
@@ -418,8 +419,8 @@ impl Healer {
             &mounts,
         )
         .await
-        .map_err(|e| e.to_string())?;
-        let frozen = self.0.state.paused().map_err(|e| e.to_string())?;
+        .map_err(|source| Error::Engine { source })?;
+        let frozen = self.0.state.paused().map_err(state)?;
         if frozen.contains(stack) {
             observed.paused.insert(stack.to_string());
         }
@@ -444,7 +445,7 @@ impl Healer {
         observed: &Observed<'_>,
         plan: &Plan,
         heals: &[Action],
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let target = &applied.target;
         let masker = &target.desired.masker;
         for a in heals {
@@ -470,13 +471,15 @@ impl Healer {
         )
         .await
         .map(|_| ())
-        .map_err(|e| masker.mask(&e.to_string()).into_owned())
+        .map_err(|e| Error::HealFailed {
+            message: masker.mask(&e.to_string()).into_owned(),
+        })
     }
 
     /// Records a heal's verdict in the counters (under the shared lock, one
     /// at a time); schedules the next check when it backs off; a service
     /// given up on raises an alert.
-    async fn record(&self, applied: &Applied, a: Settled) -> Result<(), String> {
+    async fn record(&self, applied: &Applied, a: Settled) -> Result<(), Error> {
         let key = heal::key(&a.stack, &a.service);
         let result = match a.verdict {
             HealVerdict::Healed => Ok(()),
@@ -495,13 +498,16 @@ impl Healer {
         };
         let desired = &applied.target.desired;
         let policy = HealPolicy::from_config(&desired.config.agent);
-        let _lock = self.shared().await.map_err(|e| e.to_string())?;
+        let _lock = self
+            .shared()
+            .await
+            .map_err(|source| Error::LockBusy { source })?;
         let _book = self.0.book.lock().await;
         let mut book: HealBook = self
             .0
             .state
             .read_json(heal::FILE)
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| Error::State { source })?;
         let now = unix_now();
         let masked = result.map_err(|e| desired.masker.mask(&e).into_owned());
         let ok = masked.is_ok();
@@ -513,7 +519,7 @@ impl Healer {
         self.0
             .state
             .write_json(heal::FILE, &book)
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| Error::State { source })?;
         let wait = book.services[&key].not_before.unwrap_or(now) - now;
         let later = Duration::from_secs(wait.max(1) as u64);
         match recorded {
