@@ -193,12 +193,12 @@ pub fn run_state(st: bollard::models::ContainerState) -> RunState {
     RunState {
         status: st
             .status
-            .map_or(Status::Created, |s| Status::parse(&s.to_string())),
+            .map_or(Status::Created, |s| Status::parse(s.as_ref())),
         exit_code: st.exit_code.unwrap_or(0),
         oom_killed: st.oom_killed.unwrap_or(false),
         health: health_state
             .and_then(|h| h.status)
-            .and_then(|s| Health::parse(&s.to_string())),
+            .and_then(|s| Health::parse(s.as_ref())),
         health_log: health_state
             .and_then(|h| h.log.as_ref())
             .and_then(|l| l.last())
