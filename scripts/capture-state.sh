@@ -48,6 +48,10 @@ until_status starting '.Status == "running"'; save starting
 run unhealthy --health-cmd 'echo broken; exit 1' --health-interval 1s --health-retries 1 "$IMAGE" sleep 600
 until_status unhealthy '.Health.Status == "unhealthy"'; save unhealthy
 
+# Its check failed, then it exited: ended counts, not the last check.
+run exited-unhealthy --health-cmd 'echo broken; exit 1' --health-interval 1s --health-retries 1 "$IMAGE" sh -c 'sleep 3; exit 2'
+until_status exited-unhealthy '.Status == "exited"'; save exited-unhealthy
+
 run exited-0 "$IMAGE" true
 until_status exited-0 '.Status == "exited"'; save exited-0
 

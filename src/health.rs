@@ -178,8 +178,8 @@ pub enum Verdict {
 /// The verdict on a container in `state` for a dependent waiting for `condition`:
 ///
 /// - `service_started`: running is done; ended (exited, dead) failed.
-/// - `service_healthy`: a passing health check is done; a failing one, or an
-///   ended container, failed. Without a health check it waits (the gate
+/// - `service_healthy`: a passing health check is done; an ended container
+///   (whatever its last check said), or a failing check, failed. Without a health check it waits (the gate
 ///   refuses that case before it waits, knowing the image's health check).
 /// - `service_completed_successfully`: exited with 0 is done; exited
 ///   otherwise, or dead, failed.
@@ -190,14 +190,14 @@ pub fn gate(state: &RunState, condition: Condition) -> Verdict {
     match condition {
         Condition::ServiceStarted if state.is_running() => Verdict::Done,
         Condition::ServiceHealthy if state.health == Some(Health::Healthy) => Verdict::Done,
+        Condition::ServiceStarted | Condition::ServiceHealthy if state.status.is_ended() => {
+            Verdict::Failed(state.exit_words())
+        }
         Condition::ServiceHealthy if state.health == Some(Health::Unhealthy) => {
             Verdict::Failed(format!(
                 "is unhealthy: {}",
                 state.health_log.clone().unwrap_or_default()
             ))
-        }
-        Condition::ServiceStarted | Condition::ServiceHealthy if state.status.is_ended() => {
-            Verdict::Failed(state.exit_words())
         }
         Condition::ServiceCompletedSuccessfully if state.status == Status::Exited => {
             if state.exit_code == 0 {

@@ -48,7 +48,7 @@ fn saved_inspects_give_the_expected_verdicts() {
         check(case, cond, &expected);
         cases += 1;
     }
-    assert_eq!(cases, 30, "every case for every condition");
+    assert_eq!(cases, 33, "every case for every condition");
 }
 
 #[test]
