@@ -12,6 +12,7 @@ pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod graph;
+pub mod health;
 pub mod hostpath;
 pub mod images;
 pub mod keys;

@@ -144,22 +144,71 @@ impl Engine {
     }
 }
 
-/// The state of a container as the engine reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunState {
-    /// `created`, `running`, `paused`, `restarting`, `removing`, `exited`, `dead`.
-    pub status: String,
-    pub exit_code: i64,
-    pub oom_killed: bool,
-    /// `starting`, `healthy`, `unhealthy`, or `None` without a health check.
-    pub health: Option<String>,
-    /// Output of the last health check, for error messages.
-    pub health_log: Option<String>,
+pub use crate::health::RunState;
+
+/// `docker inspect` of a container, `None` when it does not exist: the one
+/// inspect of a single container (gates, heals, recovery and setup use it).
+pub async fn inspect_container(
+    docker: &Docker,
+    name: &str,
+) -> Result<Option<ContainerInspectResponse>, EngineError> {
+    match docker
+        .inspect_container(
+            name,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+    {
+        Ok(c) => Ok(Some(c)),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(e) => Err(EngineError::call(format!("inspecting container {name}"))(e)),
+    }
 }
 
-impl RunState {
-    pub fn is_running(&self) -> bool {
-        self.status == "running"
+impl Engine {
+    /// The engine's name (`docker info`).
+    pub async fn name(&self) -> Result<String, EngineError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(EngineError::call("reading the engine's name"))?;
+        Ok(info.name.unwrap_or_default())
+    }
+
+    /// The typed state of container `name`, `None` when it does not exist.
+    pub async fn inspect_if_there(&self, name: &str) -> Result<Option<RunState>, EngineError> {
+        Ok(inspect_container(&self.docker, name)
+            .await?
+            .map(|c| run_state(c.state.unwrap_or_default())))
+    }
+}
+
+/// The engine's `State` of a container, typed.
+pub fn run_state(st: bollard::models::ContainerState) -> RunState {
+    use crate::health::{Health, Status};
+    let health_state = st.health.as_ref();
+    RunState {
+        status: st
+            .status
+            .map_or(Status::Created, |s| Status::parse(s.as_ref())),
+        exit_code: st.exit_code.unwrap_or(0),
+        oom_killed: st.oom_killed.unwrap_or(false),
+        health: health_state
+            .and_then(|h| h.status)
+            .and_then(|s| Health::parse(s.as_ref())),
+        health_log: health_state
+            .and_then(|h| h.log.as_ref())
+            .and_then(|l| l.last())
+            .map(|r| {
+                format!(
+                    "exit {}: {}",
+                    r.exit_code.unwrap_or(0),
+                    r.output.clone().unwrap_or_default().trim()
+                )
+            }),
     }
 }
 
@@ -548,26 +597,7 @@ pub fn normalize(c: ContainerInspectResponse, image: &ImageDefaults) -> LiveCont
     let anonymous_volumes = crate::keys::mounts::anonymous_volumes(&c);
     let id = c.id.unwrap_or_default();
     let st = c.state.unwrap_or_default();
-    let health_state = st.health.as_ref();
-    let state = RunState {
-        status: st.status.map(|s| s.to_string()).unwrap_or_default(),
-        exit_code: st.exit_code.unwrap_or(0),
-        oom_killed: st.oom_killed.unwrap_or(false),
-        health: health_state
-            .and_then(|h| h.status)
-            .map(|s| s.to_string())
-            .filter(|s| !s.is_empty() && s != "none"),
-        health_log: health_state
-            .and_then(|h| h.log.as_ref())
-            .and_then(|l| l.last())
-            .map(|r| {
-                format!(
-                    "exit {}: {}",
-                    r.exit_code.unwrap_or(0),
-                    r.output.clone().unwrap_or_default().trim()
-                )
-            }),
-    };
+    let state = run_state(st);
     let labels = config_labels(&c.config);
     LiveContainer {
         id,

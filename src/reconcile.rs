@@ -513,7 +513,7 @@ pub struct ServiceStatus {
     pub reasons: Vec<String>,
     pub container: String,
     /// `healthy`, `unhealthy`, `starting`, or `null` without a health check.
-    pub health: Option<String>,
+    pub health: Option<crate::health::Health>,
     pub running: bool,
 }
 
@@ -578,7 +578,7 @@ pub fn status(o: &Observed<'_>) -> Status {
                 state,
                 reasons,
                 container: live.map_or(container, |c| c.name.clone()),
-                health: live.and_then(|c| c.state.health.clone()),
+                health: live.and_then(|c| c.state.health),
                 running: live.is_some_and(|c| c.state.is_running()),
             });
         }
@@ -626,7 +626,7 @@ pub fn status_text(s: &Status) -> String {
         "CONTAINER".into(),
     ]];
     for svc in &s.services {
-        let health = svc.health.clone().unwrap_or_else(|| {
+        let health = svc.health.map(|h| h.to_string()).unwrap_or_else(|| {
             if svc.running {
                 "running".into()
             } else {

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::controller::{Error, Object, error_policy};
+
 /// The state file in the state directory.
 pub const FILE: &str = "heal.json";
 
@@ -45,10 +47,12 @@ impl HealPolicy {
         }
     }
 
-    /// The wait after the `n`-th consecutive event (1-based), capped at an hour.
-    fn delay(&self, n: u32) -> Duration {
-        let factor = 1u32 << n.saturating_sub(1).min(12);
-        (self.backoff * factor).min(Duration::from_secs(3600))
+    /// The wait after the `n`-th consecutive `error` (1-based): the agent's
+    /// [`error_policy`] decides.
+    fn delay(&self, error: &Error, n: u32) -> Duration {
+        error_policy(Object::Service, error, n, self)
+            .requeue_after()
+            .unwrap_or_default()
     }
 }
 
@@ -139,7 +143,7 @@ impl HealBook {
                 s.last_error = None;
                 let over = s.recent.len() as u32;
                 if policy.crash_heals > 0 && over > policy.crash_heals {
-                    let wait = policy.delay(over - policy.crash_heals);
+                    let wait = policy.delay(&Error::CrashLoop, over - policy.crash_heals);
                     s.not_before = Some(now + wait.as_secs() as i64);
                     Recorded::CrashLoop
                 } else {
@@ -147,15 +151,18 @@ impl HealBook {
                     Recorded::Healed
                 }
             }
-            Err(e) => {
+            Err(message) => {
                 s.failures += 1;
-                s.last_error = Some(e);
+                let failed = Error::HealFailed {
+                    message: message.clone(),
+                };
+                s.last_error = Some(message);
                 if s.failures >= policy.attempts {
                     s.gave_up = true;
                     s.not_before = None;
                     Recorded::GaveUp
                 } else {
-                    s.not_before = Some(now + policy.delay(s.failures).as_secs() as i64);
+                    s.not_before = Some(now + policy.delay(&failed, s.failures).as_secs() as i64);
                     Recorded::Failed
                 }
             }

@@ -29,9 +29,11 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock, Semaphore};
 
+use super::choose::{self, Drift, When};
+use super::controller::{Error, Object, error_policy};
 use super::heal::{self, Decision, HealBook, HealPolicy, Recorded};
 use super::notify::{Notification, Notifier};
-use super::settle::{self, Settled, Verdict};
+use super::settle::{self, HealVerdict, Settled};
 use super::{Shared, Target, Trigger, self_heal, unix_now};
 use crate::apply::Cancel;
 use crate::events::LogProgress;
@@ -44,8 +46,16 @@ use crate::state::{StateDir, StateError};
 /// Scoped observations running at once (a new revision's apply wakes many
 /// heals at once, each finding its service in sync).
 const OBSERVES: usize = 8;
-/// The wait before a heal that could not take the lock or read the engine tries again.
-const RETRY: Duration = Duration::from_secs(5);
+/// The wait before a heal that could not take the lock or read the engine
+/// tries again ([`error_policy`]'s).
+fn blocked_retry() -> Duration {
+    let blocked = Error::HealBlocked {
+        message: String::new(),
+    };
+    error_policy(Object::Service, &blocked, 1, &HealPolicy::default())
+        .requeue_after()
+        .unwrap_or_default()
+}
 
 /// What heals converge to: the revision this host runs, and the host's name.
 #[derive(Clone)]
@@ -304,7 +314,7 @@ impl Healer {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!("{key}: cannot check for drift now: {e}; trying again");
-                return self.retry_later(stack, service, RETRY);
+                return self.retry_later(stack, service, blocked_retry());
             }
         };
         // Read under the lock: a revision applied meanwhile is the one to heal to.
@@ -320,39 +330,40 @@ impl Healer {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!("{key}: checking for drift failed: {e}; trying again");
-                return self.retry_later(stack, service, RETRY);
+                return self.retry_later(stack, service, blocked_retry());
             }
         };
-        let unhealthy = settle::unhealthy_restarts(&observed, &observed.plan);
-        let mut all = observed.plan.clone();
-        all.actions.extend(unhealthy.iter().cloned());
-        let drifted = all.actions.iter().any(|a| a.service.is_some());
-        self.report_one(&observed, key, &all);
-        let mut plan = observed.applicable_plan();
-        plan.actions.extend(unhealthy);
-        let heals: Vec<Action> = plan
-            .actions
-            .iter()
-            .filter(|a| a.service.is_some())
-            .cloned()
-            .collect();
+        let drift = choose::drift(
+            &observed.plan,
+            observed.applicable_plan(),
+            choose::unhealthy_restarts(
+                &observed.live.containers,
+                &observed.stacks,
+                &observed.paused,
+                &observed.plan,
+            ),
+        );
+        let drifted = drift.drifted();
+        self.report_one(&observed, key, &drift.reported);
+        let heals = drift.heals();
         if heals.is_empty() || !self_heal(desired, stack, Some(service)) {
             return self.stale(drifted, key);
         }
-        match self.decide(key).await {
-            Decision::Heal => {}
-            Decision::Wait(t) => {
-                let wait = Duration::from_secs((t - unix_now()).max(1) as u64);
+        match choose::when(self.decide(key).await, unix_now()) {
+            When::Now => {}
+            When::After(wait) => {
                 self.retry_later(stack, service, wait);
                 return self.stale(drifted, key);
             }
-            Decision::GaveUp => return self.stale(drifted, key),
+            When::Never => return self.stale(drifted, key),
         }
-        let result = self.apply(&applied, &observed, &plan, &heals).await;
+        let result = self
+            .apply(&applied, &observed, &drift.to_heal, &heals)
+            .await;
         drop(lock);
         let reasons: Vec<String> = heals.iter().flat_map(|a| a.reasons.clone()).collect();
         let verdict = match result {
-            Err(e) => Verdict::Failed(e),
+            Err(e) => HealVerdict::Failed(e.to_string()),
             Ok(()) => {
                 let names: Vec<String> = heals
                     .iter()
@@ -395,9 +406,10 @@ impl Healer {
         applied: &'d Applied,
         stack: &str,
         service: &str,
-    ) -> Result<Observed<'d>, String> {
+    ) -> Result<Observed<'d>, Error> {
+        let state = |source| Error::State { source };
         // What restarted containers were restarted with (`on_mount_change: restart`).
-        let mounts = self.0.state.applied_mounts().map_err(|e| e.to_string())?;
+        let mounts = self.0.state.applied_mounts().map_err(state)?;
         let mut observed = reconcile::observe_service(
             self.0.engine.clone(),
             &applied.target.desired,
@@ -407,8 +419,8 @@ impl Healer {
             &mounts,
         )
         .await
-        .map_err(|e| e.to_string())?;
-        let frozen = self.0.state.paused().map_err(|e| e.to_string())?;
+        .map_err(|source| Error::Engine { source })?;
+        let frozen = self.0.state.paused().map_err(state)?;
         if frozen.contains(stack) {
             observed.paused.insert(stack.to_string());
         }
@@ -421,7 +433,7 @@ impl Healer {
             Ok(book) => book.decide(key, unix_now()),
             Err(e) => {
                 tracing::error!("{e}");
-                Decision::Wait(unix_now() + RETRY.as_secs() as i64)
+                Decision::Wait(unix_now() + blocked_retry().as_secs() as i64)
             }
         }
     }
@@ -433,7 +445,7 @@ impl Healer {
         observed: &Observed<'_>,
         plan: &Plan,
         heals: &[Action],
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let target = &applied.target;
         let masker = &target.desired.masker;
         for a in heals {
@@ -459,33 +471,43 @@ impl Healer {
         )
         .await
         .map(|_| ())
-        .map_err(|e| masker.mask(&e.to_string()).into_owned())
+        .map_err(|e| Error::HealFailed {
+            message: masker.mask(&e.to_string()).into_owned(),
+        })
     }
 
     /// Records a heal's verdict in the counters (under the shared lock, one
     /// at a time); schedules the next check when it backs off; a service
     /// given up on raises an alert.
-    async fn record(&self, applied: &Applied, a: Settled) -> Result<(), String> {
+    async fn record(&self, applied: &Applied, a: Settled) -> Result<(), Error> {
         let key = heal::key(&a.stack, &a.service);
         let result = match a.verdict {
-            Verdict::Healed => Ok(()),
-            Verdict::Failed(e) => Err(e),
-            Verdict::Gone => {
+            HealVerdict::Healed => Ok(()),
+            HealVerdict::Failed(e) => Err(e),
+            HealVerdict::Gone => {
                 tracing::info!("{key}: removed while it was being healed; checking again");
-                self.retry_later(&a.stack, &a.service, Duration::from_secs(1));
+                let action = error_policy(Object::Service, &Error::Gone, 1, &HealPolicy::default());
+                self.retry_later(
+                    &a.stack,
+                    &a.service,
+                    action.requeue_after().unwrap_or_default(),
+                );
                 return Ok(());
             }
-            Verdict::Interrupted => return Ok(()),
+            HealVerdict::Interrupted => return Ok(()),
         };
         let desired = &applied.target.desired;
         let policy = HealPolicy::from_config(&desired.config.agent);
-        let _lock = self.shared().await.map_err(|e| e.to_string())?;
+        let _lock = self
+            .shared()
+            .await
+            .map_err(|source| Error::LockBusy { source })?;
         let _book = self.0.book.lock().await;
         let mut book: HealBook = self
             .0
             .state
             .read_json(heal::FILE)
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| Error::State { source })?;
         let now = unix_now();
         let masked = result.map_err(|e| desired.masker.mask(&e).into_owned());
         let ok = masked.is_ok();
@@ -497,7 +519,7 @@ impl Healer {
         self.0
             .state
             .write_json(heal::FILE, &book)
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| Error::State { source })?;
         let wait = book.services[&key].not_before.unwrap_or(now) - now;
         let later = Duration::from_secs(wait.max(1) as u64);
         match recorded {
@@ -639,13 +661,8 @@ impl Healer {
     }
 
     /// The drift a full check found, handed to the heals (each service its own).
-    pub fn heal_drift(&self, plan: &Plan) {
-        let services: BTreeSet<(String, String)> = plan
-            .actions
-            .iter()
-            .filter_map(|a| Some((a.stack.clone(), a.service.clone()?)))
-            .collect();
-        let services: Vec<(String, String)> = services.into_iter().collect();
+    pub fn heal_drift(&self, drift: &Drift) {
+        let services = drift.services();
         if !services.is_empty() {
             self.request_all(&services);
         }

@@ -1,13 +1,16 @@
 //! Watching a heal: which drift a service shows (stopped, unhealthy), and
 //! whether the container a heal started runs (and is healthy) and stays up.
-//! The verdict goes to the heal's bookkeeping ([`super::healer`]).
+//! The verdict goes to the heal's bookkeeping ([`super::healer`]). The
+//! engine is read through `live` and polled through `apply::wait_until`.
 
 use std::time::{Duration, Instant};
 
-use crate::apply::Cancel;
+use thiserror::Error;
+
+use crate::apply::{Cancel, Polling, WaitError, wait_until};
+use crate::health::{self, Health, RunState, Status, Verdict};
 use crate::live::Engine;
-use crate::plan::{Action, ActionKind, Plan};
-use crate::reconcile::Observed;
+use crate::plan::{Action, ActionKind};
 
 /// How a healed service turned out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,11 +19,11 @@ pub struct Settled {
     pub service: String,
     /// Why it was healed.
     pub reasons: Vec<String>,
-    pub verdict: Verdict,
+    pub verdict: HealVerdict,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum HealVerdict {
     /// Running (and healthy) and staying up.
     Healed,
     Failed(String),
@@ -40,103 +43,31 @@ pub fn drift_kind(a: &Action) -> &'static str {
     }
 }
 
-/// Restarts for running, in-sync containers that Docker reports unhealthy.
-pub fn unhealthy_restarts(observed: &Observed<'_>, plan: &Plan) -> Vec<Action> {
-    observed
-        .live
-        .containers
-        .iter()
-        .filter(|c| c.state.is_running() && c.state.health.as_deref() == Some("unhealthy"))
-        .filter(|c| !observed.paused.contains(&c.stack))
-        .filter_map(|c| {
-            let svc = observed
-                .stacks
-                .iter()
-                .find(|s| s.name == c.stack)?
-                .services
-                .get(&c.service)?;
-            Some((c, (svc.replicas() > 1).then_some(c.number)))
-        })
-        .filter(|(c, _)| {
-            !plan
-                .actions
-                .iter()
-                .any(|a| a.stack == c.stack && a.target == c.name)
-        })
-        .map(|(c, replica)| Action {
-            action: ActionKind::Restart,
-            stack: c.stack.clone(),
-            service: Some(c.service.clone()),
-            target: c.name.clone(),
-            reasons: vec![format!(
-                "unhealthy: {}",
-                c.state
-                    .health_log
-                    .clone()
-                    .unwrap_or_else(|| "health check failing".into())
-            )],
-            diff: None,
-            replica,
-        })
-        .collect()
+/// Why a healed container did not settle.
+#[derive(Debug, Error)]
+pub enum NotSettled {
+    #[error("{name} is unhealthy")]
+    Unhealthy { name: String },
+    #[error("{name} is not running (exit code {code})")]
+    NotRunning { name: String, code: i64 },
+    #[error("{name} stopped again right after it was started (exit code {code})")]
+    StoppedAgain { name: String, code: i64 },
+    #[error("{name} did not become healthy within {}s", timeout.as_secs())]
+    TimedOut { name: String, timeout: Duration },
+    /// Interrupted, gone, or the engine failed until the timeout.
+    #[error(transparent)]
+    Wait(WaitError),
 }
+
+/// The pause between two inspects of a healed container.
+const POLL: Duration = Duration::from_millis(250);
 
 /// Whether container `name` is gone or being removed.
 async fn removed(engine: &Engine, name: &str) -> bool {
-    use bollard::models::ContainerStateStatusEnum;
-    match engine
-        .docker
-        .inspect_container(
-            name,
-            None::<bollard::query_parameters::InspectContainerOptions>,
-        )
-        .await
-    {
-        Ok(c) => c
-            .state
-            .and_then(|s| s.status)
-            .is_some_and(|s| s == ContainerStateStatusEnum::REMOVING),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => true,
+    match engine.inspect_if_there(name).await {
+        Ok(None) => true,
+        Ok(Some(s)) => s.status == Status::Removing,
         Err(_) => false,
-    }
-}
-
-/// The state of container `name`. A failed call to the engine (a dropped
-/// connection, the engine restarting) is no verdict on the container: it is
-/// retried until `deadline`; "no such container" is returned at once.
-async fn inspect_state(
-    engine: &Engine,
-    name: &str,
-    deadline: Instant,
-    cancel: &Cancel,
-) -> Result<bollard::models::ContainerState, String> {
-    loop {
-        match engine
-            .docker
-            .inspect_container(
-                name,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-        {
-            Ok(c) => return Ok(c.state.unwrap_or_default()),
-            Err(
-                e @ bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                },
-            ) => {
-                return Err(format!("{name}: {e}"));
-            }
-            Err(e) if Instant::now() >= deadline || cancel.is_cancelled() => {
-                return Err(format!("{name}: {e}"));
-            }
-            Err(e) => {
-                tracing::debug!("inspecting {name} failed, retrying: {e}");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
     }
 }
 
@@ -147,75 +78,78 @@ pub async fn verdict(
     names: &[String],
     timeout: Duration,
     cancel: &Cancel,
-) -> Verdict {
+) -> HealVerdict {
     for name in names {
         match settled(engine, name, timeout, cancel).await {
             Ok(()) => {}
             // `docker rm -f` sends kill and die before destroy.
-            Err(_) if removed(engine, name).await => return Verdict::Gone,
-            Err(_) if cancel.is_cancelled() => return Verdict::Interrupted,
-            Err(e) => return Verdict::Failed(e),
+            Err(_) if removed(engine, name).await => return HealVerdict::Gone,
+            Err(_) if cancel.is_cancelled() => return HealVerdict::Interrupted,
+            Err(e) => return HealVerdict::Failed(e.to_string()),
         }
     }
-    Verdict::Healed
+    HealVerdict::Healed
 }
 
 /// Whether container `name` runs (and, with a health check, is healthy)
-/// within `timeout` and stays up; Err says why not.
+/// within `timeout` and stays up: [`health::gate`] on the condition
+/// [`health::heal_condition`] picks, polled by [`wait_until`]. A failed call to
+/// the engine (a dropped connection, the engine restarting) is no verdict on
+/// the container: it is retried until the timeout.
 pub async fn settled(
     engine: &Engine,
     name: &str,
     timeout: Duration,
     cancel: &Cancel,
-) -> Result<(), String> {
+) -> Result<(), NotSettled> {
     let deadline = Instant::now() + timeout;
-    loop {
-        let state = inspect_state(engine, name, deadline, cancel).await?;
-        let running = state.running.unwrap_or(false);
-        let restarting = state.restarting.unwrap_or(false);
-        let health = state
-            .health
-            .as_ref()
-            .and_then(|h| h.status)
-            .map(|s| s.to_string());
-        match health.as_deref() {
-            Some("healthy") if running => return Ok(()),
-            Some("unhealthy") => return Err(format!("{name} is unhealthy")),
-            None | Some("none") | Some("") if running => {
-                // Without a health check, running a moment later counts.
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let retry_until = deadline.max(Instant::now() + Duration::from_secs(5));
-                let state = inspect_state(engine, name, retry_until, cancel).await?;
-                return if state.running.unwrap_or(false) {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "{name} stopped again right after it was started (exit code {})",
-                        state.exit_code.unwrap_or_default()
-                    ))
-                };
+    let polling = Polling {
+        timeout,
+        every: POLL,
+        retry_engine_errors: true,
+    };
+    let verdict = |s: &RunState| health::gate(s, health::heal_condition(s));
+    let state = wait_until(engine, name, verdict, polling, cancel, |_| {})
+        .await
+        .map_err(|e| match e {
+            WaitError::Failed { state, .. } if state.health == Some(Health::Unhealthy) => {
+                NotSettled::Unhealthy { name: name.into() }
             }
-            _ if !running
-                && !restarting
-                && state.status.map(|s| s.to_string()).as_deref() != Some("created") =>
-            {
-                return Err(format!(
-                    "{name} is not running (exit code {})",
-                    state.exit_code.unwrap_or_default()
-                ));
-            }
-            _ => {}
+            WaitError::Failed { state, .. } => NotSettled::NotRunning {
+                name: name.into(),
+                code: state.exit_code,
+            },
+            WaitError::TimedOut { .. } => NotSettled::TimedOut {
+                name: name.into(),
+                timeout,
+            },
+            other => NotSettled::Wait(other),
+        })?;
+    if state.health.is_some() {
+        return Ok(());
+    }
+    // Without a health check, running (up: the engine restarts it) a moment later counts.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let again = Polling {
+        timeout: deadline
+            .max(Instant::now() + Duration::from_secs(5))
+            .saturating_duration_since(Instant::now()),
+        ..polling
+    };
+    let up = |s: &RunState| {
+        if s.is_up() {
+            Verdict::Done
+        } else {
+            Verdict::Failed(format!("exit code {}", s.exit_code))
         }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "{name} did not become healthy within {}s",
-                timeout.as_secs()
-            ));
-        }
-        if cancel.is_cancelled() {
-            return Err(format!("interrupted while waiting for {name}"));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    match wait_until(engine, name, up, again, cancel, |_| {}).await {
+        Ok(_) => Ok(()),
+        Err(WaitError::Failed { state, .. }) => Err(NotSettled::StoppedAgain {
+            name: name.into(),
+            code: state.exit_code,
+        }),
+        Err(e) => Err(NotSettled::Wait(e)),
     }
 }
 

@@ -1,13 +1,18 @@
-//! Gates: waiting until a container runs, is healthy or completed.
+//! Gates: waiting until a container runs, is healthy or completed. The one
+//! polling loop over [`crate::health::gate`]'s verdict ([`wait_until`]), used
+//! by the apply's dependency gates and the agent's heal watch.
 
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::LogsOptionsBuilder;
 use futures_util::StreamExt;
 
-use super::{Ctx, POLL, inspect_if_there, last_lines};
+use thiserror::Error;
+
+use super::{Cancel, Ctx, POLL, engine_msg, last_lines};
 use crate::events::Outcome;
-use crate::live::RunState;
+use crate::health::{self, Verdict};
+use crate::live::{Engine, EngineError, RunState};
 use crate::spec::model::{Condition, Stack};
 
 /// How long to wait for a service's gate: `x-plimsoll.health_timeout`, else
@@ -32,12 +37,94 @@ pub fn gate_timeout(stack: &Stack, service: &str) -> Duration {
     }
 }
 
-impl Ctx<'_> {
-    pub(super) async fn inspect_state(&self, name: &str) -> Result<Option<RunState>, String> {
-        let c = inspect_if_there(&self.engine.docker, name).await?;
-        Ok(c.map(|c| crate::live::normalize(c, &Default::default()).state))
-    }
+/// How [`wait_until`] polls.
+#[derive(Debug, Clone, Copy)]
+pub struct Polling {
+    /// Give up after this long (the verdict is then [`WaitError::TimedOut`]).
+    pub timeout: Duration,
+    /// The pause between two inspects.
+    pub every: Duration,
+    /// A failed engine call (a dropped connection, the engine restarting) is
+    /// no verdict on the container: inspect again until the timeout. Without
+    /// it, the first failed call ends the wait.
+    pub retry_engine_errors: bool,
+}
 
+/// Why [`wait_until`] stopped without the container meeting the condition.
+#[derive(Debug, Error)]
+pub enum WaitError {
+    /// The verdict says it will not by itself; why, after the container's name.
+    #[error("{name} {why}")]
+    Failed {
+        name: String,
+        why: String,
+        state: RunState,
+    },
+    #[error("container {name} disappeared")]
+    Gone { name: String },
+    #[error("{name} did not meet its condition within {}s", timeout.as_secs())]
+    TimedOut {
+        name: String,
+        timeout: Duration,
+        /// The last state seen.
+        last: Option<RunState>,
+    },
+    #[error("interrupted while waiting for {name}")]
+    Cancelled { name: String },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Polls container `name` until `verdict` of its state is no longer
+/// [`Verdict::Wait`], the timeout passes or `cancel` is set; `waiting` is
+/// told how long it has waited after each inspect that said wait. The one
+/// polling loop of gates (`apply`) and heals (the agent).
+pub async fn wait_until(
+    engine: &Engine,
+    name: &str,
+    verdict: impl Fn(&RunState) -> Verdict,
+    polling: Polling,
+    cancel: &Cancel,
+    mut waiting: impl FnMut(Duration),
+) -> Result<RunState, WaitError> {
+    let started = Instant::now();
+    let deadline = started + polling.timeout;
+    let mut last = None;
+    loop {
+        if cancel.is_cancelled() {
+            return Err(WaitError::Cancelled { name: name.into() });
+        }
+        match engine.inspect_if_there(name).await {
+            Ok(None) => return Err(WaitError::Gone { name: name.into() }),
+            Ok(Some(state)) => match verdict(&state) {
+                Verdict::Done => return Ok(state),
+                Verdict::Failed(why) => {
+                    return Err(WaitError::Failed {
+                        name: name.into(),
+                        why,
+                        state,
+                    });
+                }
+                Verdict::Wait => last = Some(state),
+            },
+            Err(e) if !polling.retry_engine_errors || Instant::now() >= deadline => {
+                return Err(e.into());
+            }
+            Err(e) => tracing::debug!("inspecting {name} failed, retrying: {e}"),
+        }
+        if Instant::now() >= deadline {
+            return Err(WaitError::TimedOut {
+                name: name.into(),
+                timeout: polling.timeout,
+                last,
+            });
+        }
+        waiting(started.elapsed());
+        tokio::time::sleep(polling.every).await;
+    }
+}
+
+impl Ctx<'_> {
     /// Waits until the container `name` meets `condition`.
     pub(super) async fn gate(
         &self,
@@ -52,72 +139,45 @@ impl Ctx<'_> {
                 "{name} has no health check, but a dependent waits for it to be healthy"
             ));
         }
-        let deadline = Instant::now() + timeout;
         let word = match condition {
             Condition::ServiceStarted => "running",
             Condition::ServiceHealthy => "healthy",
             Condition::ServiceCompletedSuccessfully => "completed",
         };
-        let started = Instant::now();
-        loop {
-            if self.cancel.is_cancelled() {
-                return Err(format!("interrupted while waiting for {name} to be {word}"));
-            }
-            let state = self
-                .inspect_state(name)
-                .await?
-                .ok_or_else(|| format!("container {name} disappeared"))?;
-            let done = match condition {
-                Condition::ServiceStarted => state.is_running(),
-                Condition::ServiceHealthy => state.health.as_deref() == Some("healthy"),
-                Condition::ServiceCompletedSuccessfully => {
-                    state.status == "exited" && state.exit_code == 0
-                }
-            };
-            if done {
-                return Ok(());
-            }
-            if matches!(state.status.as_str(), "exited" | "dead")
-                && condition != Condition::ServiceCompletedSuccessfully
-            {
-                return Err(format!(
-                    "{name} exited with code {}{}",
-                    state.exit_code,
-                    if state.oom_killed {
-                        " (out of memory)"
-                    } else {
-                        ""
-                    }
-                ));
-            }
-            if condition == Condition::ServiceCompletedSuccessfully && state.status == "exited" {
-                return Err(format!("{name} exited with code {}", state.exit_code));
-            }
-            if condition == Condition::ServiceHealthy
-                && state.health.as_deref() == Some("unhealthy")
-            {
-                return Err(format!(
-                    "{name} is unhealthy: {}",
-                    state.health_log.unwrap_or_default()
-                ));
-            }
-            if Instant::now() >= deadline {
-                let last = state
-                    .health_log
-                    .map(|l| format!("; last health check: {l}"))
-                    .unwrap_or_default();
-                return Err(format!(
-                    "{name} was not {word} within {}s{last}",
-                    timeout.as_secs()
-                ));
-            }
-            let waited = started.elapsed().as_secs();
+        let polling = Polling {
+            timeout,
+            every: POLL,
+            retry_engine_errors: false,
+        };
+        let waiting = |waited: Duration| {
             self.progress.step(
                 subject,
-                &format!("waiting for {word} ({waited}s/{}s)", timeout.as_secs()),
+                &format!(
+                    "waiting for {word} ({}s/{}s)",
+                    waited.as_secs(),
+                    timeout.as_secs()
+                ),
                 Outcome::Working,
             );
-            tokio::time::sleep(POLL).await;
+        };
+        let verdict = |s: &RunState| health::gate(s, condition);
+        match wait_until(self.engine, name, verdict, polling, self.cancel, waiting).await {
+            Ok(_) => Ok(()),
+            Err(WaitError::Cancelled { .. }) => {
+                Err(format!("interrupted while waiting for {name} to be {word}"))
+            }
+            Err(WaitError::TimedOut { last, .. }) => {
+                let last = last
+                    .and_then(|s| s.health_log)
+                    .map(|l| format!("; last health check: {l}"))
+                    .unwrap_or_default();
+                Err(format!(
+                    "{name} was not {word} within {}s{last}",
+                    timeout.as_secs()
+                ))
+            }
+            Err(WaitError::Engine(EngineError::Call { source, .. })) => Err(engine_msg(source)),
+            Err(e) => Err(e.to_string()),
         }
     }
 

@@ -42,7 +42,7 @@ use crate::spec::model::Stack;
 use crate::spec::secrets::Masker;
 
 pub use body::create_body;
-pub use gates::gate_timeout;
+pub use gates::{Polling, WaitError, gate_timeout, wait_until};
 pub use recover::recover;
 pub use setup::{pull, pull_for};
 pub use waves::{DEFAULT_PARALLEL, Parallel};
@@ -330,13 +330,12 @@ async fn inspect_if_there(
     docker: &bollard::Docker,
     name: &str,
 ) -> Result<Option<bollard::models::ContainerInspectResponse>, String> {
-    match docker.inspect_container(name, None).await {
-        Ok(c) => Ok(Some(c)),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(None),
-        Err(e) => Err(engine_msg(e)),
-    }
+    crate::live::inspect_container(docker, name)
+        .await
+        .map_err(|e| match e {
+            crate::live::EngineError::Call { source, .. } => engine_msg(source),
+            other => other.to_string(),
+        })
 }
 
 /// How long the engine waits for a service's container to stop before it

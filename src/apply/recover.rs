@@ -5,6 +5,7 @@ use bollard::query_parameters::RemoveContainerOptionsBuilder;
 use super::engine_msg;
 use super::replace::restore;
 use crate::events::{Outcome, Progress};
+use crate::health::Health;
 use crate::live::{Engine, Live};
 use crate::names::OLD_SUFFIX;
 
@@ -28,7 +29,7 @@ pub async fn recover(
         let subject = format!("{}/{}", parked.stack, parked.service);
         let successor = live.containers.iter().find(|c| c.name == name);
         let proven = successor.is_some_and(|n| {
-            n.state.is_running() && n.state.health.as_deref().is_none_or(|h| h == "healthy")
+            n.state.is_running() && n.state.health.is_none_or(|h| h == Health::Healthy)
         });
         if proven {
             progress.step(

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::pairing::{self, DesiredContainer, desired_container, hashed_contents};
 use super::{Action, ActionKind, Builds, Conflict, Plan};
 use crate::diff::{self, Change, ContainerConfig};
+use crate::health::Status;
 use crate::live::{ForeignContainer, Live, LiveContainer};
 use crate::mounts::{self, Mounts, ServiceMounts};
 use crate::names::{self, labels};
@@ -44,9 +45,9 @@ fn plural(n: u32) -> &'static str {
 /// Why a container that should run does not, in words.
 fn not_running_reason(c: &LiveContainer) -> String {
     let s = &c.state;
-    match s.status.as_str() {
-        "created" => "created but never started".into(),
-        "paused" => "paused by hand".into(),
+    match s.status {
+        Status::Created => "created but never started".into(),
+        Status::Paused => "paused by hand".into(),
         _ if s.oom_killed => "killed: out of memory".into(),
         _ if matches!(s.exit_code, 0 | 137 | 143) => {
             format!("stopped by hand (exit code {})", s.exit_code)
@@ -723,10 +724,10 @@ impl<'a> Services<'a> {
             self.actions.push(a);
             return;
         }
-        let done_ok = current.state.status == "exited"
+        let done_ok = current.state.status == Status::Exited
             && current.state.exit_code == 0
             && self.completed_deps.contains(service);
-        if !current.state.is_running() && current.state.status != "restarting" && !done_ok {
+        if !current.state.is_running() && current.state.status != Status::Restarting && !done_ok {
             let why = vec![not_running_reason(current)];
             let a = self.action(ActionKind::Start, service, name, why, replica);
             self.actions.push(a);

@@ -35,7 +35,7 @@ fn container(id: &str, name: &str, number: u32) -> LiveContainer {
         number,
         labels: BTreeMap::new(),
         state: RunState {
-            status: "running".into(),
+            status: crate::health::Status::Running,
             exit_code: 0,
             oom_killed: false,
             health: None,
