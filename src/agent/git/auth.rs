@@ -2,7 +2,7 @@
 //! the configured server), the ssh host key check against known_hosts, the
 //! CA bundle, the process-global timeouts, and scrubbing secrets from texts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once};
 
 use base64::Engine as _;
@@ -15,6 +15,86 @@ use super::url::{Endpoint, Transport, parse_endpoint, same_server, server_name};
 use super::{
     CONNECT_TIMEOUT_MS, DEFAULT_SSH_USER, GitError, GitSource, SOCKET_TIMEOUT_MS, Session, Shared,
 };
+
+/// Why an ssh host key is refused: each message says what was offered and
+/// what to do. `offered` is `NAME offered the host key TYPE FINGERPRINT`,
+/// `keyscan` the `ssh-keyscan` command that prints the key.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum HostKeyRefused {
+    #[error("the ssh library did not give the raw host key")]
+    NoRawKey,
+    #[error(
+        "{offered}, but no known_hosts file is configured and plimsoll never trusts an \
+         unknown ssh host: check that fingerprint with the server's administrator, then \
+         put the output of `{keyscan}` in a known_hosts file and pass it with --known-hosts"
+    )]
+    NoKnownHosts { offered: String, keyscan: String },
+    #[error(
+        "{offered}, but the known_hosts file {} cannot be read ({source}): create it with \
+         the output of `{keyscan}` after checking the fingerprint",
+        path.display()
+    )]
+    Unreadable {
+        offered: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+        keyscan: String,
+    },
+    #[error(
+        "{offered}, which {}:{line} marks as @revoked: do not connect; ask the \
+         server's administrator",
+        path.display()
+    )]
+    Revoked {
+        offered: String,
+        path: PathBuf,
+        line: usize,
+    },
+    #[error(
+        "the host key of {name} has CHANGED: it offered the key {key_type} {fingerprint}, but \
+         {} lists a different key for it (line {}). Someone may be intercepting the \
+         connection (man-in-the-middle), or the server's key was replaced: check the \
+         new fingerprint with the server's administrator, and only then replace \
+         that line with the output of `{keyscan}`",
+        path.display(),
+        join_numbers(lines)
+    )]
+    Changed {
+        name: String,
+        key_type: String,
+        fingerprint: String,
+        path: PathBuf,
+        lines: Vec<usize>,
+        keyscan: String,
+    },
+    #[error(
+        "{offered}, but {} lists only {} keys for it (line {}): check that fingerprint \
+         with the server's administrator, then add the output of `{keyscan}`",
+        path.display(),
+        types.join(", "),
+        join_numbers(lines)
+    )]
+    OtherTypes {
+        offered: String,
+        path: PathBuf,
+        types: Vec<String>,
+        lines: Vec<usize>,
+        keyscan: String,
+    },
+    #[error(
+        "{offered}, but {name} is not in the known_hosts file {}: check that \
+         fingerprint with the server's administrator, then add the output of `{keyscan}` to \
+         that file",
+        path.display()
+    )]
+    Unknown {
+        offered: String,
+        name: String,
+        path: PathBuf,
+        keyscan: String,
+    },
+}
 
 impl GitSource {
     pub(super) fn callbacks<'a>(&'a self, session: &Shared) -> RemoteCallbacks<'a> {
@@ -97,10 +177,8 @@ impl GitSource {
     pub(super) fn verify_host_key(
         &self,
         hostkey: &git2::cert::CertHostkey<'_>,
-    ) -> Result<(), String> {
-        let key = hostkey
-            .hostkey()
-            .ok_or_else(|| "the ssh library did not give the raw host key".to_string())?;
+    ) -> Result<(), HostKeyRefused> {
+        let key = hostkey.hostkey().ok_or(HostKeyRefused::NoRawKey)?;
         let key_type = key_type_name(key)
             .or_else(|| hostkey.hostkey_type().map(|t| t.name().to_string()))
             .unwrap_or_else(|| "unknown".into());
@@ -118,54 +196,54 @@ impl GitSource {
         };
         let offered = format!("{name} offered the host key {key_type} {fp}");
         let Some(path) = &self.auth.known_hosts else {
-            return Err(format!(
-                "{offered}, but no known_hosts file is configured and plimsoll never trusts an \
-                 unknown ssh host: check that fingerprint with the server's administrator, then \
-                 put the output of `{}` in a known_hosts file and pass it with --known-hosts",
-                keyscan(None)
-            ));
+            return Err(HostKeyRefused::NoKnownHosts {
+                offered,
+                keyscan: keyscan(None),
+            });
         };
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!(
-                "{offered}, but the known_hosts file {} cannot be read ({e}): create it with \
-                 the output of `{}` after checking the fingerprint",
-                path.display(),
-                keyscan(None)
-            )
-        })?;
+        let path = path.clone();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(source) => {
+                return Err(HostKeyRefused::Unreadable {
+                    offered,
+                    path,
+                    source,
+                    keyscan: keyscan(None),
+                });
+            }
+        };
         let entries = parse_known_hosts(&text);
         match check_host_key(&entries, host, port, key) {
             Verdict::Trusted => Ok(()),
-            Verdict::Revoked { line } => Err(format!(
-                "{offered}, which {}:{line} marks as @revoked: do not connect; ask the \
-                 server's administrator",
-                path.display()
-            )),
-            Verdict::Changed { lines, types } if types.contains(&key_type) => Err(format!(
-                "the host key of {name} has CHANGED: it offered the key {key_type} {fp}, but \
-                     {} lists a different key for it (line {}). Someone may be intercepting the \
-                     connection (man-in-the-middle), or the server's key was replaced: check the \
-                     new fingerprint with the server's administrator, and only then replace \
-                     that line with the output of `{}`",
-                path.display(),
-                join_numbers(&lines),
-                keyscan(Some(&key_type))
-            )),
-            Verdict::Changed { lines, types } => Err(format!(
-                "{offered}, but {} lists only {} keys for it (line {}): check that fingerprint \
-                 with the server's administrator, then add the output of `{}`",
-                path.display(),
-                types.join(", "),
-                join_numbers(&lines),
-                keyscan(Some(&key_type))
-            )),
-            Verdict::Unknown => Err(format!(
-                "{offered}, but {name} is not in the known_hosts file {}: check that \
-                 fingerprint with the server's administrator, then add the output of `{}` to \
-                 that file",
-                path.display(),
-                keyscan(None)
-            )),
+            Verdict::Revoked { line } => Err(HostKeyRefused::Revoked {
+                offered,
+                path,
+                line,
+            }),
+            Verdict::Changed { lines, types } if types.contains(&key_type) => {
+                Err(HostKeyRefused::Changed {
+                    keyscan: keyscan(Some(&key_type)),
+                    name,
+                    key_type,
+                    fingerprint: fp,
+                    path,
+                    lines,
+                })
+            }
+            Verdict::Changed { lines, types } => Err(HostKeyRefused::OtherTypes {
+                offered,
+                path,
+                types,
+                lines,
+                keyscan: keyscan(Some(&key_type)),
+            }),
+            Verdict::Unknown => Err(HostKeyRefused::Unknown {
+                offered,
+                name,
+                path,
+                keyscan: keyscan(None),
+            }),
         }
     }
 

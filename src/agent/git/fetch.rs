@@ -274,7 +274,7 @@ impl GitSource {
         if let Some(why) = &s.host_key {
             return GitError::HostKey {
                 url,
-                detail: self.scrub(why),
+                detail: self.scrub(&why.to_string()),
             };
         }
         if let Some(other) = &s.foreign {

@@ -61,6 +61,7 @@ use git2::{ErrorCode, Repository};
 use super::signing;
 use auth::{secrets_of, set_global_timeouts, trust_ca_file};
 pub(super) use known_hosts::wildcard_match;
+pub use url::UrlError;
 use url::{
     Endpoint, Transport, file_url, insecure_scheme, is_scp_like, parse_endpoint, redact_userinfo,
 };
@@ -151,8 +152,10 @@ impl fmt::Debug for GitAuth {
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     /// A `--repo` value or URL that cannot be used.
+    // `reason` is not a `#[source]`: the message holds it whole, and `{:#}`
+    // (the CLI's) would print it twice.
     #[error("invalid repository {value}: {reason}")]
-    InvalidRepo { value: String, reason: String },
+    InvalidRepo { value: String, reason: BadRepo },
     /// `http://` or `git://` without `--allow-insecure-transport`.
     #[error(
         "refusing {url}: {scheme}:// is not encrypted nor authenticated, so anyone on the \
@@ -232,6 +235,21 @@ pub enum GitError {
     Rejected(#[from] Box<signing::Rejected>),
 }
 
+/// Why a `--repo` value or URL designates no repository.
+#[derive(Debug, thiserror::Error)]
+pub enum BadRepo {
+    #[error("it is empty")]
+    Empty,
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error("cannot resolve the path: {0}")]
+    Resolve(#[source] std::io::Error),
+    #[error("it is a file: give a directory (a config repository) or a git URL")]
+    File,
+    #[error("no such directory, and not a git URL (https://, ssh://, user@host:path, file://)")]
+    Unknown,
+}
+
 impl GitError {
     /// Network-level failures, which the agent retries with backoff.
     pub fn is_unreachable(&self) -> bool {
@@ -255,25 +273,22 @@ pub enum RepoKind {
 /// [`RepoKind::Directory`]; anything else is an error naming the value.
 pub fn classify(repo: &str) -> Result<RepoKind, GitError> {
     let value = repo.trim();
-    let invalid = |reason: String| GitError::InvalidRepo {
+    let invalid = |reason: BadRepo| GitError::InvalidRepo {
         value: redact_userinfo(value),
         reason,
     };
     if value.is_empty() {
-        return Err(invalid("it is empty".into()));
+        return Err(invalid(BadRepo::Empty));
     }
     if value.contains("://") {
-        parse_endpoint(value).map_err(invalid)?;
+        parse_endpoint(value).map_err(|e| invalid(e.into()))?;
         return Ok(RepoKind::Git(value.to_string()));
     }
     let path = Path::new(value);
     if path.exists() {
-        let abs = std::fs::canonicalize(path)
-            .map_err(|e| invalid(format!("cannot resolve the path: {e}")))?;
+        let abs = std::fs::canonicalize(path).map_err(|e| invalid(BadRepo::Resolve(e)))?;
         if !abs.is_dir() {
-            return Err(invalid(
-                "it is a file: give a directory (a config repository) or a git URL".into(),
-            ));
+            return Err(invalid(BadRepo::File));
         }
         return Ok(match Repository::open(&abs) {
             Ok(_) => RepoKind::Git(file_url(&abs)),
@@ -284,12 +299,10 @@ pub fn classify(repo: &str) -> Result<RepoKind, GitError> {
         });
     }
     if is_scp_like(value) {
-        parse_endpoint(value).map_err(invalid)?;
+        parse_endpoint(value).map_err(|e| invalid(e.into()))?;
         return Ok(RepoKind::Git(value.to_string()));
     }
-    Err(invalid(
-        "no such directory, and not a git URL (https://, ssh://, user@host:path, file://)".into(),
-    ))
+    Err(invalid(BadRepo::Unknown))
 }
 
 /// Refuses an `http://` or `git://` URL unless `allow_insecure`
@@ -365,7 +378,7 @@ struct Session {
     /// "a token" / "an ssh key": asked for, not configured.
     missing: Option<&'static str>,
     /// Why the ssh host key was refused.
-    host_key: Option<String>,
+    host_key: Option<auth::HostKeyRefused>,
     /// The user of the last credential offered.
     user: Option<String>,
     /// A server other than the configured one asked for credentials (a
@@ -388,7 +401,7 @@ impl GitSource {
         set_global_timeouts();
         let endpoint = parse_endpoint(url.trim()).map_err(|reason| GitError::InvalidRepo {
             value: redact_userinfo(url),
-            reason,
+            reason: reason.into(),
         })?;
         let scheme = insecure_scheme(&endpoint);
         if let Some(scheme) = scheme

@@ -211,7 +211,12 @@ fn urls_lose_their_credentials() {
         (Transport::Local, "file:///srv/repo")
     );
 
-    assert!(parse_endpoint("ftp://x/y").unwrap_err().contains("ftp://"));
+    assert!(
+        parse_endpoint("ftp://x/y")
+            .unwrap_err()
+            .to_string()
+            .contains("ftp://")
+    );
     assert!(parse_endpoint("https://h:notaport/").is_err());
     assert!(parse_endpoint("https:///path").is_err());
     assert_eq!(redact_userinfo("bogus://u:secret@h/x"), "bogus://***@h/x");

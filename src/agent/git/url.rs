@@ -4,6 +4,28 @@
 
 use std::path::Path;
 
+/// Why a repository URL cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("not a URL")]
+    NotAUrl,
+    #[error("no host before the ':'")]
+    NoHostBeforeColon,
+    #[error(
+        "unsupported URL scheme {scheme}://: use https://, http://, ssh://, file:// \
+         or user@host:path"
+    )]
+    Scheme { scheme: String },
+    #[error("the URL has no host")]
+    NoHost,
+    #[error("unclosed '[' in {authority:?}")]
+    UnclosedBracket { authority: String },
+    #[error("unexpected {after:?} after the host")]
+    AfterHost { after: String },
+    #[error("invalid port {port:?}")]
+    Port { port: String },
+}
+
 pub(super) fn insecure_scheme(endpoint: &Endpoint) -> Option<&'static str> {
     match endpoint.transport {
         Transport::Http => Some("http"),
@@ -72,16 +94,16 @@ pub(super) struct Endpoint {
     pub(super) port: Option<u16>,
 }
 
-pub(super) fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
+pub(super) fn parse_endpoint(url: &str) -> Result<Endpoint, UrlError> {
     let Some((scheme, rest)) = url.split_once("://") else {
         // scp-like: [user@]host:path
-        let (userhost, _) = url.split_once(':').ok_or_else(|| "not a URL".to_string())?;
+        let (userhost, _) = url.split_once(':').ok_or(UrlError::NotAUrl)?;
         let (user, host) = match userhost.rfind('@') {
             Some(at) => (Some(pct_decode(&userhost[..at])), &userhost[at + 1..]),
             None => (None, userhost),
         };
         if host.is_empty() {
-            return Err("no host before the ':'".into());
+            return Err(UrlError::NoHostBeforeColon);
         }
         return Ok(Endpoint {
             transport: Transport::Ssh,
@@ -101,10 +123,9 @@ pub(super) fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
         "git" => Transport::Git,
         "file" => Transport::Local,
         other => {
-            return Err(format!(
-                "unsupported URL scheme {other}://: use https://, http://, ssh://, file:// \
-                 or user@host:path"
-            ));
+            return Err(UrlError::Scheme {
+                scheme: other.to_string(),
+            });
         }
     };
     if transport == Transport::Local {
@@ -135,7 +156,7 @@ pub(super) fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
     };
     let (host, port) = split_host_port(hostport)?;
     if host.is_empty() {
-        return Err("the URL has no host".into());
+        return Err(UrlError::NoHost);
     }
     let bare = format!("{scheme}://{hostport}{path}");
     let (url, display) = match transport {
@@ -163,15 +184,21 @@ pub(super) fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port`.
-pub(super) fn split_host_port(s: &str) -> Result<(String, Option<u16>), String> {
+pub(super) fn split_host_port(s: &str) -> Result<(String, Option<u16>), UrlError> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (h, after) = rest
             .split_once(']')
-            .ok_or_else(|| format!("unclosed '[' in {s:?}"))?;
+            .ok_or_else(|| UrlError::UnclosedBracket {
+                authority: s.to_string(),
+            })?;
         match after.strip_prefix(':') {
             Some(p) => (h, Some(p)),
             None if after.is_empty() => (h, None),
-            None => return Err(format!("unexpected {after:?} after the host")),
+            None => {
+                return Err(UrlError::AfterHost {
+                    after: after.to_string(),
+                });
+            }
         }
     } else {
         match s.rsplit_once(':') {
@@ -181,10 +208,9 @@ pub(super) fn split_host_port(s: &str) -> Result<(String, Option<u16>), String> 
     };
     let port = match port {
         Some("") | None => None,
-        Some(p) => Some(
-            p.parse::<u16>()
-                .map_err(|_| format!("invalid port {p:?}"))?,
-        ),
+        Some(p) => Some(p.parse::<u16>().map_err(|_| UrlError::Port {
+            port: p.to_string(),
+        })?),
     };
     Ok((host.to_string(), port))
 }
