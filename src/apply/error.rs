@@ -216,13 +216,13 @@ pub enum ServiceError {
     RolledBack {
         container: String,
         #[source]
-        failure: StepError,
+        failure: Box<StepError>,
     },
     #[error("{failure}; rolling back failed: {source}")]
     RollbackFailed {
-        failure: StepError,
+        failure: Box<StepError>,
         #[source]
-        source: StepError,
+        source: Box<StepError>,
     },
     /// The service failed, and connecting its kept containers to the
     /// networks recreated under them failed too.
@@ -230,7 +230,7 @@ pub enum ServiceError {
     NotReattached {
         failure: Box<ServiceError>,
         #[source]
-        source: StepError,
+        source: Box<StepError>,
     },
 }
 

@@ -338,11 +338,11 @@ impl Ctx<'_> {
                 match restore(docker, &name, &old.id, old_was_running).await {
                     Ok(()) => Err(ServiceError::RolledBack {
                         container: name,
-                        failure: why,
+                        failure: Box::new(why),
                     }),
                     Err(source) => Err(ServiceError::RollbackFailed {
-                        failure: why,
-                        source,
+                        failure: Box::new(why),
+                        source: Box::new(source),
                     }),
                 }
             }

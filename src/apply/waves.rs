@@ -203,7 +203,7 @@ impl Ctx<'_> {
             Ok(()) => Err(failure),
             Err(source) => Err(ServiceError::NotReattached {
                 failure: Box::new(failure),
-                source,
+                source: Box::new(source),
             }),
         }
     }

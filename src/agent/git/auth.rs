@@ -177,7 +177,7 @@ impl GitSource {
     pub(super) fn verify_host_key(
         &self,
         hostkey: &git2::cert::CertHostkey<'_>,
-    ) -> Result<(), HostKeyRefused> {
+    ) -> Result<(), Box<HostKeyRefused>> {
         let key = hostkey.hostkey().ok_or(HostKeyRefused::NoRawKey)?;
         let key_type = key_type_name(key)
             .or_else(|| hostkey.hostkey_type().map(|t| t.name().to_string()))
@@ -199,7 +199,8 @@ impl GitSource {
             return Err(HostKeyRefused::NoKnownHosts {
                 offered,
                 keyscan: keyscan(None),
-            });
+            }
+            .into());
         };
         let path = path.clone();
         let text = match std::fs::read_to_string(&path) {
@@ -210,7 +211,8 @@ impl GitSource {
                     path,
                     source,
                     keyscan: keyscan(None),
-                });
+                }
+                .into());
             }
         };
         let entries = parse_known_hosts(&text);
@@ -220,7 +222,8 @@ impl GitSource {
                 offered,
                 path,
                 line,
-            }),
+            }
+            .into()),
             Verdict::Changed { lines, types } if types.contains(&key_type) => {
                 Err(HostKeyRefused::Changed {
                     keyscan: keyscan(Some(&key_type)),
@@ -229,7 +232,8 @@ impl GitSource {
                     fingerprint: fp,
                     path,
                     lines,
-                })
+                }
+                .into())
             }
             Verdict::Changed { lines, types } => Err(HostKeyRefused::OtherTypes {
                 offered,
@@ -237,13 +241,15 @@ impl GitSource {
                 types,
                 lines,
                 keyscan: keyscan(Some(&key_type)),
-            }),
+            }
+            .into()),
             Verdict::Unknown => Err(HostKeyRefused::Unknown {
                 offered,
                 name,
                 path,
                 keyscan: keyscan(None),
-            }),
+            }
+            .into()),
         }
     }
 

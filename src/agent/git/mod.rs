@@ -378,7 +378,7 @@ struct Session {
     /// "a token" / "an ssh key": asked for, not configured.
     missing: Option<&'static str>,
     /// Why the ssh host key was refused.
-    host_key: Option<auth::HostKeyRefused>,
+    host_key: Option<Box<auth::HostKeyRefused>>,
     /// The user of the last credential offered.
     user: Option<String>,
     /// A server other than the configured one asked for credentials (a
