@@ -351,19 +351,16 @@ pub(super) fn set_global_timeouts() {
 pub(super) fn trust_ca_file(path: &Path) -> Result<(), GitError> {
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if let Err(e) = std::fs::File::open(path) {
-        return Err(GitError::Config(format!(
-            "cannot read the CA file {}: {e}",
-            path.display()
-        )));
+    if let Err(error) = std::fs::File::open(path) {
+        return Err(GitError::CaFile {
+            path: path.to_path_buf(),
+            error,
+        });
     }
     // SAFETY: libgit2 adds the file to its OpenSSL context's certificate
     // store under OpenSSL's own store lock; calls are serialised here.
-    unsafe { git2::opts::set_ssl_cert_file(path.to_path_buf()) }.map_err(|e| {
-        GitError::Config(format!(
-            "cannot load the CA file {} (it must hold PEM certificates): {}",
-            path.display(),
-            e.message()
-        ))
+    unsafe { git2::opts::set_ssl_cert_file(path.to_path_buf()) }.map_err(|e| GitError::CaLoad {
+        path: path.to_path_buf(),
+        error: e,
     })
 }

@@ -14,13 +14,13 @@ impl GitSource {
     pub(super) fn preflight(&self) -> Result<(), GitError> {
         if self.endpoint.transport == Transport::Ssh
             && let Some(key) = &self.auth.ssh_key
-            && let Err(e) = std::fs::File::open(key)
+            && let Err(error) = std::fs::File::open(key)
         {
-            return Err(GitError::Config(format!(
-                "cannot read the ssh key file {} for {}: {e}",
-                key.display(),
-                self.endpoint.display
-            )));
+            return Err(GitError::SshKey {
+                path: key.clone(),
+                url: self.endpoint.display.clone(),
+                error,
+            });
         }
         Ok(())
     }
@@ -230,10 +230,10 @@ impl GitSource {
     ) -> Result<Option<String>, GitError> {
         match repo.find_object_by_prefix(rev, None) {
             Ok(o) => Ok(o.peel_to_commit().ok().map(|c| c.id().to_string())),
-            Err(e) if e.code() == ErrorCode::Ambiguous => Err(GitError::Config(format!(
-                "--rev {rev} is ambiguous in {}: give more hex digits",
-                self.endpoint.display
-            ))),
+            Err(e) if e.code() == ErrorCode::Ambiguous => Err(GitError::AmbiguousRev {
+                rev: rev.to_string(),
+                url: self.endpoint.display.clone(),
+            }),
             Err(_) => Ok(None),
         }
     }

@@ -164,9 +164,36 @@ pub enum GitError {
          --allow-insecure-transport (or PLIMSOLL_ALLOW_INSECURE_TRANSPORT=true)"
     )]
     Insecure { url: String, scheme: &'static str },
-    /// An unusable setting: a malformed `--rev`, a missing key or CA file.
-    #[error("{0}")]
-    Config(String),
+    // The settings below: a malformed `--rev`, a missing key or CA file. A
+    // cause in their message is a plain field, not a `#[source]`: the message
+    // holds it whole, and `{:#}` (the CLI's) would print it twice.
+    /// `--rev` is not 4 to 40 hex digits.
+    #[error(
+        "--rev wants a commit SHA (4 to 40 hex digits), got {rev:?}: follow a \
+         name with --branch or --tag"
+    )]
+    BadRev { rev: String },
+    /// `--rev` names several commits of the clone.
+    #[error("--rev {rev} is ambiguous in {url}: give more hex digits")]
+    AmbiguousRev { rev: String, url: String },
+    #[error("cannot read the ssh key file {} for {url}: {error}", path.display())]
+    SshKey {
+        path: PathBuf,
+        url: String,
+        error: std::io::Error,
+    },
+    #[error("cannot read the CA file {}: {error}", path.display())]
+    CaFile {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// libgit2 refused the bundle.
+    #[error(
+        "cannot load the CA file {} (it must hold PEM certificates): {}",
+        path.display(),
+        error.message()
+    )]
+    CaLoad { path: PathBuf, error: git2::Error },
     /// The network: connection refused, DNS, timeouts, a gateway error.
     #[error(
         "cannot reach {url}: {detail} (check the URL, DNS, the network and that the git \
@@ -435,10 +462,7 @@ impl GitSource {
             GitRef::Rev(r) => {
                 let r = r.trim().to_ascii_lowercase();
                 if !(4..=40).contains(&r.len()) || !r.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(GitError::Config(format!(
-                        "--rev wants a commit SHA (4 to 40 hex digits), got {r:?}: follow a \
-                         name with --branch or --tag"
-                    )));
+                    return Err(GitError::BadRev { rev: r });
                 }
                 Follow::Rev(r)
             }
