@@ -49,6 +49,31 @@ pub struct PathMap {
     local: Option<Vec<(PathBuf, String)>>,
 }
 
+/// Where a path of plimsoll's container is when no mount the engine lists holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Elsewhere {
+    /// Not even `/` in this process's mount points.
+    NoMount,
+    OwnFileSystem,
+    /// A mount the engine does not list (a `--tmpfs`).
+    Unlisted {
+        fstype: String,
+        point: PathBuf,
+    },
+}
+
+impl std::fmt::Display for Elsewhere {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Elsewhere::NoMount => f.write_str("no mount at all"),
+            Elsewhere::OwnFileSystem => f.write_str("the container's own file system"),
+            Elsewhere::Unlisted { fstype, point } => {
+                write!(f, "a {fstype} mounted at {}", point.display())
+            }
+        }
+    }
+}
+
 /// A path inside plimsoll's container that the engine cannot see.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error(
@@ -128,8 +153,9 @@ impl PathMap {
         self.container.as_deref()
     }
 
-    /// The mount of this container that holds `path`, if the engine lists it.
-    fn holder(&self, path: &Path) -> Result<&HostMount, String> {
+    /// The mount of this container that holds `path`, if the engine lists
+    /// it; else where `path` is instead.
+    fn holder(&self, path: &Path) -> Result<&HostMount, Elsewhere> {
         let longest = |m: &&HostMount| m.destination.components().count();
         match &self.local {
             Some(local) => {
@@ -137,15 +163,18 @@ impl PathMap {
                     .iter()
                     .filter(|(p, _)| path.starts_with(p))
                     .max_by_key(|(p, _)| p.components().count())
-                    .ok_or_else(|| "no mount at all".to_string())?;
+                    .ok_or(Elsewhere::NoMount)?;
                 self.mounts
                     .iter()
                     .find(|m| &m.destination == point)
                     .ok_or_else(|| {
                         if point == Path::new("/") {
-                            "the container's own file system".to_string()
+                            Elsewhere::OwnFileSystem
                         } else {
-                            format!("a {fstype} mounted at {}", point.display())
+                            Elsewhere::Unlisted {
+                                fstype: fstype.clone(),
+                                point: point.clone(),
+                            }
                         }
                     })
             }
@@ -154,7 +183,7 @@ impl PathMap {
                 .iter()
                 .filter(|m| path.starts_with(&m.destination))
                 .max_by_key(longest)
-                .ok_or_else(|| "the container's own file system".to_string()),
+                .ok_or(Elsewhere::OwnFileSystem),
         }
     }
 
@@ -169,7 +198,9 @@ impl PathMap {
             container: container.clone(),
             place,
         };
-        let mount = self.holder(path).map_err(unmappable)?;
+        let mount = self
+            .holder(path)
+            .map_err(|place| unmappable(place.to_string()))?;
         let source = match (mount.kind.as_str(), &mount.source) {
             ("bind" | "volume", Some(source)) => source,
             ("bind" | "volume", None) => {

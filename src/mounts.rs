@@ -63,15 +63,44 @@ pub struct MountHash {
     pub volume: bool,
 }
 
-/// The files of a root, for [`run`] (an error: the root is gone).
-pub type FilesFor<'a, 'f> = &'a dyn Fn(&Path) -> Result<Box<dyn Files + 'f>, String>;
+/// The files of a root, for [`run`] (an error: the root is gone; whatever
+/// the caller's error, nothing under that root is compared).
+pub type FilesFor<'a, 'f> = &'a dyn Fn(&Path) -> Result<Box<dyn Files + 'f>, RootGone>;
+
+/// Why the files of a root cannot be read (a stored revision's checkout
+/// removed): the caller's error, kept as the cause.
+pub type RootGone = Box<dyn std::error::Error + Send + Sync>;
 
 /// Mount target -> what is mounted there, for one service.
 pub type ServiceMounts = BTreeMap<String, MountHash>;
 
 /// By (stack, service): the content of the repository files its containers
-/// mount, or why it cannot be read (in words, with file, line and key).
-pub type Mounts = BTreeMap<(String, String), Result<ServiceMounts, String>>;
+/// mount, or why it cannot be read.
+pub type Mounts = BTreeMap<(String, String), Result<ServiceMounts, MountError>>;
+
+/// Why a service's mounted files cannot be compared: the hash error and
+/// where the mount is written. The text is a located diagnostic (file,
+/// line, key, hint), without its `error: ` prefix.
+#[derive(Debug, Clone, Error)]
+#[error("{}", self.diagnostic())]
+pub struct MountError {
+    /// The Compose file, place and key (`services.web.volumes`) of the mount.
+    pub file: PathBuf,
+    pub mark: Mark,
+    pub key: String,
+    /// Shared: one source mounted by several services fails once.
+    #[source]
+    pub source: std::sync::Arc<HashError>,
+}
+
+impl MountError {
+    fn diagnostic(&self) -> String {
+        let d = Diag::error(&self.file, self.mark, &self.key, self.source.to_string()).hint(
+            format!("bind-mount a smaller directory (at most {MAX_ENTRIES} entries, {} MiB), or keep bulk data in a named volume", MAX_BYTES >> 20),
+        );
+        d.to_string().trim_start_matches("error: ").to_string()
+    }
+}
 
 /// The desired side's root: the repository root a stack was read from. The
 /// one place it is decided (a mapping to host paths replaces it here).
@@ -406,8 +435,8 @@ pub fn jobs(stack: &Stack) -> Vec<Job> {
 /// is gone, nothing under it is compared), each source once.
 pub fn run<'f>(jobs: Vec<Job>, files_for: FilesFor<'_, 'f>) -> Mounts {
     let mut out = Mounts::new();
-    let mut done: BTreeMap<PathBuf, Result<Option<(bool, String)>, String>> = BTreeMap::new();
-    let mut roots: BTreeMap<PathBuf, Result<Box<dyn Files + 'f>, String>> = BTreeMap::new();
+    let mut done: BTreeMap<PathBuf, Result<Option<(bool, String)>, MountError>> = BTreeMap::new();
+    let mut roots: BTreeMap<PathBuf, Result<Box<dyn Files + 'f>, RootGone>> = BTreeMap::new();
     for job in jobs {
         let hashed = done
             .entry(job.source.clone())
@@ -419,11 +448,11 @@ pub fn run<'f>(jobs: Vec<Job>, files_for: FilesFor<'_, 'f>) -> Mounts {
                 let Ok(files) = files.as_ref() else {
                     return Ok(None);
                 };
-                hash(files.as_ref(), &job.source).map_err(|e| {
-                    let d = Diag::error(&job.file, job.mark, &job.key, e.to_string()).hint(
-                        format!("bind-mount a smaller directory (at most {MAX_ENTRIES} entries, {} MiB), or keep bulk data in a named volume", MAX_BYTES >> 20),
-                    );
-                    d.to_string().trim_start_matches("error: ").to_string()
+                hash(files.as_ref(), &job.source).map_err(|e| MountError {
+                    file: job.file.clone(),
+                    mark: job.mark,
+                    key: job.key.clone(),
+                    source: std::sync::Arc::new(e),
                 })
             })
             .clone();
@@ -462,7 +491,7 @@ pub fn service_mounts(
     stack: &Stack,
     service: &str,
     files: &dyn Files,
-) -> Result<ServiceMounts, String> {
+) -> Result<ServiceMounts, MountError> {
     let jobs = jobs(stack)
         .into_iter()
         .filter(|j| j.service == service)
@@ -714,7 +743,8 @@ mod tests {
         let m = stack_mounts(&[&d.stacks[0]], &LocalFs);
         let err = m[&("s".to_string(), "web".to_string())]
             .clone()
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("compose.yaml:"), "{err}");
         assert!(err.contains("services.web.volumes"), "{err}");
         assert!(err.contains(&format!("more than {MAX_ENTRIES}")), "{err}");

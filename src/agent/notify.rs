@@ -65,10 +65,48 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Targets of `notifications:` that cannot be used, one line each, naming
 /// `notifications[N]` and what to do.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", problems.join("\n"))]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
 pub struct NotifyError {
-    pub problems: Vec<String>,
+    pub problems: Vec<TargetProblem>,
+}
+
+/// Why one target of `notifications:` cannot be used. Messages name the
+/// target (`notifications[N]`), never its URL (it may carry a token).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TargetProblem {
+    #[error(
+        "notifications[{index}]: both `url` and `url_env` are set; keep one (prefer \
+         `url_env` when the URL carries a token)"
+    )]
+    BothUrls { index: usize },
+    #[error(
+        "notifications[{index}]: no URL; set `url`, or `url_env` to the name of an \
+         environment variable of the agent that holds the URL"
+    )]
+    NoUrl { index: usize },
+    #[error(
+        "notifications[{index}]: `url_env` names {var}, which the host does not \
+         pass or which is not set; start the agent with --pass-secret-env {var} \
+         (PLIMSOLL_PASS_SECRET_ENV) and {var} set, or correct `url_env`"
+    )]
+    UnsetEnv { index: usize, var: String },
+    /// `what`: "`url`", or "the value of VAR (from `url_env`)".
+    #[error(
+        "notifications[{index}]: {what} is not an http:// or https:// URL; give the \
+         receiver's full URL (not shown here: it may carry a token)"
+    )]
+    NotHttp { index: usize, what: String },
+    /// Not a target's fault: every target is affected.
+    #[error(
+        "notifications: the HTTP client could not be built ({}), so nothing \
+         can be delivered; report this as a bug",
+        error_chain(source.as_ref())
+    )]
+    NoClient {
+        #[source]
+        source: Arc<reqwest::Error>,
+    },
 }
 
 /// Sends notifications in the background. Cheap to clone; clones share the
@@ -81,7 +119,7 @@ pub struct Notifier {
 struct Inner {
     runtime: tokio::runtime::Handle,
     /// Why the HTTP client could not be built, if so (reported by `configure`).
-    client: Result<reqwest::Client, String>,
+    client: Result<reqwest::Client, Arc<reqwest::Error>>,
     options: DeliveryOptions,
     targets: RwLock<Vec<Target>>,
 }
@@ -143,9 +181,9 @@ impl Notifier {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("plimsoll/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| error_chain(&e.without_url()));
+            .map_err(|e| Arc::new(e.without_url()));
         if let Err(e) = &client {
-            tracing::error!(target: "plimsoll::notify", "notifications are disabled: the HTTP client could not be built: {e}");
+            tracing::error!(target: "plimsoll::notify", "notifications are disabled: the HTTP client could not be built: {}", error_chain(e.as_ref()));
         }
         Notifier {
             inner: Arc::new(Inner {
@@ -180,10 +218,7 @@ impl Notifier {
             Ok(c) => Some(c.clone()),
             Err(e) => {
                 if !resolved.is_empty() {
-                    problems.push(format!(
-                        "notifications: the HTTP client could not be built ({e}), so nothing \
-                         can be delivered; report this as a bug"
-                    ));
+                    problems.push(TargetProblem::NoClient { source: e.clone() });
                 }
                 None
             }
@@ -343,41 +378,25 @@ fn resolve(
     index: usize,
     t: &NotificationTarget,
     env: &BTreeMap<String, String>,
-) -> Result<Url, String> {
+) -> Result<Url, TargetProblem> {
     let (raw, what) = match (&t.url, &t.url_env) {
-        (Some(_), Some(_)) => {
-            return Err(format!(
-                "notifications[{index}]: both `url` and `url_env` are set; keep one (prefer \
-                 `url_env` when the URL carries a token)"
-            ));
-        }
-        (None, None) => {
-            return Err(format!(
-                "notifications[{index}]: no URL; set `url`, or `url_env` to the name of an \
-                 environment variable of the agent that holds the URL"
-            ));
-        }
+        (Some(_), Some(_)) => return Err(TargetProblem::BothUrls { index }),
+        (None, None) => return Err(TargetProblem::NoUrl { index }),
         (Some(url), None) => (url.as_str(), "`url`".to_string()),
         (None, Some(var)) => match env.get(var).filter(|v| !v.trim().is_empty()) {
             Some(v) => (v.as_str(), format!("the value of {var} (from `url_env`)")),
             None => {
-                return Err(format!(
-                    "notifications[{index}]: `url_env` names {var}, which the host does not \
-                     pass or which is not set; start the agent with --pass-secret-env {var} \
-                     (PLIMSOLL_PASS_SECRET_ENV) and {var} set, or correct `url_env`"
-                ));
+                return Err(TargetProblem::UnsetEnv {
+                    index,
+                    var: var.clone(),
+                });
             }
         },
     };
     let url = Url::parse(raw.trim()).ok().filter(|u| {
         matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
     });
-    url.ok_or_else(|| {
-        format!(
-            "notifications[{index}]: {what} is not an http:// or https:// URL; give the \
-             receiver's full URL (not shown here: it may carry a token)"
-        )
-    })
+    url.ok_or(TargetProblem::NotHttp { index, what })
 }
 
 fn mask(n: &Notification, masker: &Masker) -> Notification {
@@ -1210,7 +1229,7 @@ mod tests {
             "notifications[3]: the value of BAD_URL (from `url_env`) is not an http:// or https:// URL",
             "notifications[4]: `url` is not an http:// or https:// URL",
         ];
-        for (p, w) in e.problems.iter().zip(want) {
+        for (p, w) in e.problems.iter().map(ToString::to_string).zip(want) {
             assert!(p.starts_with(w), "{p}\nwanted: {w}");
         }
         let text = e.to_string();

@@ -5,7 +5,7 @@ use bollard::models::ExecConfig;
 use bollard::query_parameters::StopContainerOptionsBuilder;
 use futures_util::StreamExt;
 
-use super::{Ctx, POLL, engine_msg, gate_timeout, last_lines, stop_timeout};
+use super::{Ctx, HookError, POLL, StepError, gate_timeout, last_lines, stop_timeout};
 use crate::events::Outcome;
 use crate::spec::model::{Hook, Stack};
 
@@ -19,7 +19,7 @@ impl Ctx<'_> {
         service: &str,
         number: u32,
         id: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let subject = Self::replica_subject(stack, service, number);
         let hooks = &stack.services[service].post_start;
         let Err(e) = self
@@ -32,13 +32,8 @@ impl Ctx<'_> {
             .t(stop_timeout(stack, service))
             .build();
         match self.engine.docker.stop_container(id, Some(opts)).await {
-            Ok(()) => Err(format!(
-                "{e}\n    the container was stopped again; the next apply starts it and runs its post_start hooks again"
-            )),
-            Err(stop) => Err(format!(
-                "{e}\n    stopping the container again failed: {}",
-                engine_msg(stop)
-            )),
+            Ok(()) => Err(StepError::PostStartStopped(e)),
+            Err(source) => Err(StepError::PostStartNotStopped { hook: e, source }),
         }
     }
 
@@ -80,7 +75,7 @@ impl Ctx<'_> {
         key: &str,
         hooks: &[Hook],
         container: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), HookError> {
         let timeout = gate_timeout(stack, service);
         for (i, hook) in hooks.iter().enumerate() {
             let what = format!("{key}[{i}] hook");
@@ -89,17 +84,23 @@ impl Ctx<'_> {
             match tokio::time::timeout(timeout, exec(&self.engine.docker, container, hook)).await {
                 Ok(Ok((0, _))) => {}
                 Ok(Ok((code, output))) => {
-                    return Err(format!(
-                        "the {what} exited with code {code}{}",
-                        last_lines("output", &output)
-                    ));
+                    return Err(HookError::Exited {
+                        hook: what,
+                        code,
+                        last: last_lines("output", &output),
+                    });
                 }
-                Ok(Err(e)) => return Err(format!("the {what} could not run: {e}")),
+                Ok(Err(e)) => {
+                    return Err(HookError::CouldNotRun {
+                        hook: what,
+                        source: Box::new(e),
+                    });
+                }
                 Err(_) => {
-                    return Err(format!(
-                        "the {what} did not finish within {}s (x-plimsoll.health_timeout sets the bound)",
-                        timeout.as_secs()
-                    ));
+                    return Err(HookError::TimedOut {
+                        hook: what,
+                        seconds: timeout.as_secs(),
+                    });
                 }
             }
         }
@@ -113,7 +114,7 @@ pub(super) async fn exec(
     docker: &bollard::Docker,
     container: &str,
     hook: &Hook,
-) -> Result<(i64, String), String> {
+) -> Result<(i64, String), StepError> {
     let config = ExecConfig {
         cmd: Some(hook.command.clone()),
         user: hook.user.clone(),
@@ -133,21 +134,15 @@ pub(super) async fn exec(
         attach_stderr: Some(true),
         ..ExecConfig::default()
     };
-    let created = docker
-        .create_exec(container, config)
-        .await
-        .map_err(engine_msg)?;
+    let created = docker.create_exec(container, config).await?;
     let mut output: Vec<u8> = Vec::new();
     if let StartExecResults::Attached {
         output: mut stream, ..
-    } = docker
-        .start_exec(&created.id, None)
-        .await
-        .map_err(engine_msg)?
+    } = docker.start_exec(&created.id, None).await?
     {
         const KEEP: usize = 64 << 10;
         while let Some(chunk) = stream.next().await {
-            output.extend_from_slice(&chunk.map_err(engine_msg)?.into_bytes());
+            output.extend_from_slice(&chunk?.into_bytes());
             if output.len() > 2 * KEEP {
                 output.drain(..output.len() - KEEP);
             }
@@ -155,7 +150,7 @@ pub(super) async fn exec(
     }
     // The exit code is set a moment after the output ends.
     loop {
-        let inspected = docker.inspect_exec(&created.id).await.map_err(engine_msg)?;
+        let inspected = docker.inspect_exec(&created.id).await?;
         match (inspected.running, inspected.exit_code) {
             (Some(true), _) | (_, None) => tokio::time::sleep(POLL).await,
             (_, Some(code)) => return Ok((code, String::from_utf8_lossy(&output).into_owned())),

@@ -21,6 +21,7 @@
 //! (the engine's create body) and `recover` (after a killed run).
 
 mod body;
+mod error;
 mod gates;
 mod hooks;
 mod recover;
@@ -32,62 +33,43 @@ mod waves;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use thiserror::Error;
-
 use crate::events::Progress;
-use crate::live::{Engine, EngineError, Live};
+use crate::live::{Engine, Live};
 use crate::mounts::Mounts;
 use crate::plan::{Action, ActionKind, Plan};
 use crate::spec::model::Stack;
 use crate::spec::secrets::Masker;
 
 pub use body::create_body;
+use error::engine_msg;
+pub use error::{ApplyError, HookError, ServiceError, StepError};
 pub use gates::{Polling, WaitError, gate_timeout, wait_until};
 pub use recover::recover;
 pub use setup::{pull, pull_for};
-pub use waves::{DEFAULT_PARALLEL, Parallel};
+pub use waves::{BadParallel, DEFAULT_PARALLEL, Parallel};
 
 /// How often a gate looks at a container.
 const POLL: Duration = Duration::from_millis(100);
-
-#[derive(Debug, Error)]
-pub enum ApplyError {
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    #[error("pulling {image} failed: {message}; nothing was changed")]
-    Pull { image: String, message: String },
-    #[error("building {image} for {stack}/{service} failed: {message}\n    nothing was changed")]
-    Build {
-        stack: String,
-        service: String,
-        image: String,
-        message: String,
-    },
-    #[error("{}", failure_text(failures))]
-    Services {
-        failures: Vec<String>,
-        /// What was done before and despite the failures.
-        report: Report,
-    },
-}
-
-fn failure_text(failures: &[String]) -> String {
-    let n = if failures.len() == 1 {
-        "1 service".to_string()
-    } else {
-        format!("{} services", failures.len())
-    };
-    let lines: Vec<String> = failures.iter().map(|f| format!("  {f}")).collect();
-    format!("{n} failed:\n{}", lines.join("\n"))
-}
 
 /// What happened to one action.
 #[derive(Debug, Clone)]
 pub struct ActionOutcome {
     pub action: Action,
-    pub result: Result<(), String>,
+    pub result: Result<(), Failed>,
     pub duration: Duration,
     pub rolled_back: bool,
+}
+
+/// The message of a failed action, as an outcome keeps it (for the
+/// history and the events): the error's text, without its type.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct Failed(pub String);
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// What an apply did.
@@ -187,17 +169,17 @@ pub async fn apply(
         let result = match (a.action, stack) {
             (ActionKind::Build, Some(s)) => {
                 let service = a.service.clone().unwrap_or_default();
-                let r = cx.build(s, &service, &a.target).await;
-                if let Err(message) = &r {
+                if let Err(e) = cx.build(s, &service, &a.target).await {
                     return Err(ApplyError::Build {
                         stack: s.name.clone(),
                         service,
                         image: a.target.clone(),
-                        message: masker.mask(message).into_owned(),
+                        message: masker.mask(&e.to_string()).into_owned(),
+                        source: Box::new(e),
                     });
                 }
                 built.push(a.target.clone());
-                r
+                Ok(())
             }
             (ActionKind::CreateNetwork, Some(s)) => cx.create_network(s, &a.target).await,
             (ActionKind::RecreateNetwork, Some(s)) => cx.recreate_network(s, &a.target).await,
@@ -210,14 +192,14 @@ pub async fn apply(
                         .filter(|(n, svc)| svc.image_ref(&s.name, n) == a.target)
                         .find_map(|(_, svc)| svc.platform.as_deref())
                 });
-                let r = cx.pull(&a.target, platform).await;
-                if let Err(message) = &r {
+                if let Err(e) = cx.pull(&a.target, platform).await {
                     return Err(ApplyError::Pull {
                         image: a.target.clone(),
-                        message: masker.mask(message).into_owned(),
+                        message: masker.mask(&e.to_string()).into_owned(),
+                        source: Box::new(e),
                     });
                 }
-                r
+                Ok(())
             }
             _ => continue,
         };
@@ -272,9 +254,11 @@ fn record(
     report: &mut Report,
     failures: &mut Vec<String>,
     a: &Action,
-    result: Result<(), String>,
+    result: Result<(), StepError>,
     started: Instant,
 ) {
+    // Text from here on: the failure line and the outcome.
+    let result = result.map_err(|e| Failed(e.to_string()));
     if let Err(e) = &result {
         failures.push(format!("{}/{}: {e}", a.stack, a.target));
     }
@@ -285,28 +269,6 @@ fn record(
         duration: started.elapsed(),
         rolled_back: false,
     });
-}
-
-/// Why one service failed, and whether its old container is serving again.
-struct ServiceFailure {
-    message: String,
-    rolled_back: bool,
-}
-
-impl From<String> for ServiceFailure {
-    fn from(message: String) -> Self {
-        ServiceFailure {
-            message,
-            rolled_back: false,
-        }
-    }
-}
-
-fn engine_msg(e: bollard::errors::Error) -> String {
-    match e {
-        bollard::errors::Error::DockerResponseServerError { message, .. } => message,
-        other => other.to_string(),
-    }
 }
 
 impl Ctx<'_> {
@@ -329,12 +291,13 @@ impl Ctx<'_> {
 async fn inspect_if_there(
     docker: &bollard::Docker,
     name: &str,
-) -> Result<Option<bollard::models::ContainerInspectResponse>, String> {
+) -> Result<Option<bollard::models::ContainerInspectResponse>, StepError> {
     crate::live::inspect_container(docker, name)
         .await
         .map_err(|e| match e {
-            crate::live::EngineError::Call { source, .. } => engine_msg(source),
-            other => other.to_string(),
+            crate::live::EngineError::Call { source, .. }
+            | crate::live::EngineError::Connect { source, .. }
+            | crate::live::EngineError::Unreachable { source, .. } => StepError::Engine(source),
         })
 }
 

@@ -2,7 +2,7 @@
 
 use bollard::query_parameters::{RemoveContainerOptionsBuilder, StopContainerOptionsBuilder};
 
-use super::{Ctx, engine_msg, replica_number, stop_timeout};
+use super::{Ctx, StepError, replica_number, stop_timeout};
 use crate::events::Outcome;
 use crate::names::labels;
 use crate::plan::{Action, ActionKind};
@@ -10,7 +10,7 @@ use crate::spec::model::Stack;
 
 impl Ctx<'_> {
     /// One prune step: a container (stopped gracefully first), a network or a volume.
-    pub(super) async fn prune(&self, a: &Action) -> Result<(), String> {
+    pub(super) async fn prune(&self, a: &Action) -> Result<(), StepError> {
         let subject = format!("{}/{}", a.stack, a.target);
         let why = a
             .reasons
@@ -29,36 +29,28 @@ impl Ctx<'_> {
                 self.remove_managed(&a.stack, &a.target).await
             }
             ActionKind::RemoveNetwork => {
-                let n = self
-                    .engine
-                    .docker
-                    .inspect_network(&a.target, None)
-                    .await
-                    .map_err(engine_msg)?;
+                let n = self.engine.docker.inspect_network(&a.target, None).await?;
                 if n.labels.unwrap_or_default().get(labels::STACK) != Some(&a.stack) {
-                    return Err(format!(
-                        "refusing to remove network {}: it does not carry plimsoll's labels for stack {}",
-                        a.target, a.stack
-                    ));
+                    return Err(StepError::NotOurs {
+                        verb: "remove",
+                        object: format!("network {}", a.target),
+                        stack: a.stack.clone(),
+                    });
                 }
                 self.engine
                     .docker
                     .remove_network(&a.target)
                     .await
-                    .map_err(engine_msg)
+                    .map_err(StepError::Engine)
             }
             ActionKind::RemoveVolume => {
-                let v = self
-                    .engine
-                    .docker
-                    .inspect_volume(&a.target)
-                    .await
-                    .map_err(engine_msg)?;
+                let v = self.engine.docker.inspect_volume(&a.target).await?;
                 if v.labels.get(labels::STACK) != Some(&a.stack) {
-                    return Err(format!(
-                        "refusing to remove volume {}: it does not carry plimsoll's labels for stack {}",
-                        a.target, a.stack
-                    ));
+                    return Err(StepError::NotOurs {
+                        verb: "remove",
+                        object: format!("volume {}", a.target),
+                        stack: a.stack.clone(),
+                    });
                 }
                 self.engine
                     .docker
@@ -67,13 +59,15 @@ impl Ctx<'_> {
                         None::<bollard::query_parameters::RemoveVolumeOptions>,
                     )
                     .await
-                    .map_err(engine_msg)
+                    .map_err(StepError::Engine)
             }
             _ => Ok(()),
         };
         match &r {
             Ok(()) => self.progress.step(&subject, "removed", Outcome::Done),
-            Err(e) => self.progress.step(&subject, e, Outcome::Failed),
+            Err(e) => self
+                .progress
+                .step(&subject, &e.to_string(), Outcome::Failed),
         }
         r
     }
@@ -85,7 +79,7 @@ impl Ctx<'_> {
         stack: &Stack,
         service: &str,
         name: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let subject = Self::replica_subject(stack, service, replica_number(stack, service, name));
         let running = self
             .live
@@ -102,27 +96,24 @@ impl Ctx<'_> {
     }
 
     /// Removes a container after re-reading its labels: only plimsoll's own.
-    pub(super) async fn remove_managed(&self, stack: &str, name: &str) -> Result<(), String> {
-        let c = self
-            .engine
-            .docker
-            .inspect_container(name, None)
-            .await
-            .map_err(engine_msg)?;
+    pub(super) async fn remove_managed(&self, stack: &str, name: &str) -> Result<(), StepError> {
+        let c = self.engine.docker.inspect_container(name, None).await?;
         let owner = c
             .config
             .and_then(|c| c.labels)
             .and_then(|l| l.get(labels::STACK).cloned());
         if owner.as_deref() != Some(stack) {
-            return Err(format!(
-                "refusing to remove {name}: it does not carry plimsoll's labels for stack {stack}"
-            ));
+            return Err(StepError::NotOurs {
+                verb: "remove",
+                object: name.to_string(),
+                stack: stack.to_string(),
+            });
         }
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();
         self.engine
             .docker
             .remove_container(name, Some(opts))
             .await
-            .map_err(engine_msg)
+            .map_err(StepError::Engine)
     }
 }

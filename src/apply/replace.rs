@@ -10,7 +10,7 @@ use bollard::query_parameters::{
 };
 
 use super::{
-    Ctx, ServiceFailure, create_body, engine_msg, fault_point, gate_timeout, inspect_if_there,
+    Ctx, ServiceError, StepError, create_body, fault_point, gate_timeout, inspect_if_there,
     replica_number, stop_timeout,
 };
 use crate::events::Outcome;
@@ -23,7 +23,7 @@ impl Ctx<'_> {
     /// Connects the containers of a service that are still there to the
     /// networks recreated under them, with the aliases they had; those
     /// already connected (replacements) are left as they are.
-    pub(super) async fn reattach(&self, stack: &Stack, service: &str) -> Result<(), String> {
+    pub(super) async fn reattach(&self, stack: &Stack, service: &str) -> Result<(), StepError> {
         let docker = &self.engine.docker;
         for old in self
             .live
@@ -61,13 +61,14 @@ impl Ctx<'_> {
                         ..Default::default()
                     }),
                 };
-                docker.connect_network(net, req).await.map_err(|e| {
-                    format!(
-                        "connecting {} to the recreated network {net} failed: {}; it is off that network until the next reconcile replaces it",
-                        old.name.trim_end_matches(OLD_SUFFIX),
-                        engine_msg(e)
-                    )
-                })?;
+                docker
+                    .connect_network(net, req)
+                    .await
+                    .map_err(|source| StepError::Reattach {
+                        container: old.name.trim_end_matches(OLD_SUFFIX).to_string(),
+                        network: net.clone(),
+                        source,
+                    })?;
                 fault_point();
             }
         }
@@ -81,7 +82,7 @@ impl Ctx<'_> {
         stack: &Stack,
         service: &str,
         name: &str,
-    ) -> Result<Option<LiveContainer>, String> {
+    ) -> Result<Option<LiveContainer>, StepError> {
         let Some(f) = self.live.foreign.iter().find(|f| f.name == name) else {
             return Ok(None);
         };
@@ -90,12 +91,7 @@ impl Ctx<'_> {
         {
             return Ok(None);
         }
-        let c = self
-            .engine
-            .docker
-            .inspect_container(&f.id, None)
-            .await
-            .map_err(engine_msg)?;
+        let c = self.engine.docker.inspect_container(&f.id, None).await?;
         Ok(Some(crate::live::normalize(c, &Default::default())))
     }
 
@@ -107,7 +103,7 @@ impl Ctx<'_> {
         service: &str,
         number: u32,
         carry: Option<&BTreeMap<String, String>>,
-    ) -> Result<String, String> {
+    ) -> Result<String, StepError> {
         let subject = Self::replica_subject(stack, service, number);
         let mounted = self
             .mounts
@@ -125,7 +121,7 @@ impl Ctx<'_> {
             &mounted,
             None,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(StepError::Desired)?;
         let name = want.config.name.clone();
         self.progress.step(&subject, "creating", Outcome::Working);
         let (body, extra_networks) = create_body(
@@ -137,10 +133,10 @@ impl Ctx<'_> {
         if want.config.mac_address.is_some() {
             let v = self.engine.docker.client_version();
             if (v.major_version, v.minor_version) < (1, 44) {
-                return Err(format!(
-                    "mac_address needs Docker API 1.44 (Docker 25) or later; this engine speaks API {}.{}",
-                    v.major_version, v.minor_version
-                ));
+                return Err(StepError::MacAddress {
+                    major: v.major_version,
+                    minor: v.minor_version,
+                });
             }
         }
         let mut opts = CreateContainerOptionsBuilder::default().name(&name);
@@ -152,8 +148,7 @@ impl Ctx<'_> {
             .engine
             .docker
             .create_container(Some(opts), body)
-            .await
-            .map_err(engine_msg)?;
+            .await?;
         fault_point();
         for (net, endpoint) in extra_networks {
             let req = NetworkConnectRequest {
@@ -164,7 +159,7 @@ impl Ctx<'_> {
                 .docker
                 .connect_network(&net, req)
                 .await
-                .map_err(|e| format!("connecting to network {net}: {}", engine_msg(e)))?;
+                .map_err(StepError::doing(format!("connecting to network {net}")))?;
             fault_point();
         }
         self.copy_contents(stack, service, &created.id).await?;
@@ -172,8 +167,7 @@ impl Ctx<'_> {
         self.engine
             .docker
             .start_container(&created.id, None)
-            .await
-            .map_err(engine_msg)?;
+            .await?;
         fault_point();
         Ok(created.id)
     }
@@ -184,7 +178,7 @@ impl Ctx<'_> {
         stack: &Stack,
         service: &str,
         id: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let svc = &stack.services[service];
         let mut files: Vec<(String, Vec<u8>, u32)> = Vec::new();
         for (refs, objects, dir, default_mode) in [
@@ -222,15 +216,15 @@ impl Ctx<'_> {
             header.set_mode(*mode);
             header.set_cksum();
             tar.append_data(&mut header, path.trim_start_matches('/'), data.as_slice())
-                .map_err(|e| e.to_string())?;
+                .map_err(StepError::Pack)?;
         }
-        let bytes = tar.into_inner().map_err(|e| e.to_string())?;
+        let bytes = tar.into_inner().map_err(StepError::Pack)?;
         let opts = UploadToContainerOptionsBuilder::default().path("/").build();
         self.engine
             .docker
             .upload_to_container(id, Some(opts), bollard::body_full(bytes.into()))
             .await
-            .map_err(|e| format!("copying secrets into the container: {}", engine_msg(e)))
+            .map_err(StepError::doing("copying secrets into the container"))
     }
 
     /// Replaces the container `name` of a service (one replica), keeping the
@@ -240,7 +234,7 @@ impl Ctx<'_> {
         stack: &Stack,
         service: &str,
         name: &str,
-    ) -> Result<(), ServiceFailure> {
+    ) -> Result<(), ServiceError> {
         let svc = &stack.services[service];
         let number = replica_number(stack, service, name);
         let subject = Self::replica_subject(stack, service, number);
@@ -257,17 +251,11 @@ impl Ctx<'_> {
             .or_else(|| mine().find(|_| svc.replicas() == 1))
         {
             Some(c) => Some(c.clone()),
-            None => self
-                .adoptable(stack, service, &name)
-                .await
-                .map_err(ServiceFailure::from)?,
+            None => self.adoptable(stack, service, &name).await?,
         };
         let Some(old) = old else {
             let id = self.create_and_start(stack, service, number, None).await?;
-            return self
-                .post_start(stack, service, number, &id)
-                .await
-                .map_err(ServiceFailure::from);
+            return Ok(self.post_start(stack, service, number, &id).await?);
         };
         let docker = &self.engine.docker;
         let old_was_running = old.state.is_running() || old.name.ends_with(OLD_SUFFIX);
@@ -284,7 +272,7 @@ impl Ctx<'_> {
             | Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 304, ..
             }) => {}
-            Err(e) => return Err(engine_msg(e).into()),
+            Err(e) => return Err(StepError::Engine(e).into()),
         }
         fault_point();
         if old.name != parked {
@@ -294,7 +282,7 @@ impl Ctx<'_> {
             docker
                 .rename_container(&old.id, rename)
                 .await
-                .map_err(|e| ServiceFailure::from(engine_msg(e)))?;
+                .map_err(StepError::Engine)?;
             fault_point();
         }
 
@@ -312,7 +300,7 @@ impl Ctx<'_> {
             } else {
                 Condition::ServiceStarted
             };
-            if let Err(e) = self
+            if let Err(why) = self
                 .gate(
                     &subject,
                     &id,
@@ -323,7 +311,11 @@ impl Ctx<'_> {
                 .await
             {
                 let logs = self.last_logs(&id).await;
-                return Err(format!("{e}{logs}"));
+                return Err(StepError::Gate {
+                    container: id,
+                    why,
+                    logs,
+                });
             }
             Ok(id)
         };
@@ -333,7 +325,7 @@ impl Ctx<'_> {
                 docker
                     .remove_container(&old.id, Some(opts))
                     .await
-                    .map_err(|e| ServiceFailure::from(engine_msg(e)))?;
+                    .map_err(StepError::Engine)?;
                 fault_point();
                 Ok(())
             }
@@ -344,13 +336,14 @@ impl Ctx<'_> {
                     Outcome::Working,
                 );
                 match restore(docker, &name, &old.id, old_was_running).await {
-                    Ok(()) => Err(ServiceFailure {
-                        message: format!(
-                            "{why}\n    rolled back: the old container runs again as {name}"
-                        ),
-                        rolled_back: true,
+                    Ok(()) => Err(ServiceError::RolledBack {
+                        container: name,
+                        failure: Box::new(why),
                     }),
-                    Err(e) => Err(format!("{why}; rolling back failed: {e}").into()),
+                    Err(source) => Err(ServiceError::RollbackFailed {
+                        failure: Box::new(why),
+                        source: Box::new(source),
+                    }),
                 }
             }
         }
@@ -364,7 +357,7 @@ pub(super) async fn restore(
     name: &str,
     old_id: &str,
     start: bool,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     // A create that a killed run had in flight can still finish in the daemon
     // after the remove; then the name is taken again: remove and retry.
     for attempt in 0..3 {
@@ -374,7 +367,7 @@ pub(super) async fn restore(
             | Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => {}
-            Err(e) => return Err(format!("removing the new container: {}", engine_msg(e))),
+            Err(e) => return Err(StepError::doing("removing the new container")(e)),
         }
         fault_point();
         let rename = RenameContainerOptionsBuilder::default().name(name).build();
@@ -385,15 +378,12 @@ pub(super) async fn restore(
             }) if attempt < 2 => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(e) => return Err(engine_msg(e)),
+            Err(e) => return Err(StepError::Engine(e)),
         }
     }
     fault_point();
     if start {
-        docker
-            .start_container(old_id, None)
-            .await
-            .map_err(engine_msg)?;
+        docker.start_container(old_id, None).await?;
         fault_point();
     }
     Ok(())

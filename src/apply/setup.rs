@@ -8,16 +8,19 @@ use bollard::models::{
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures_util::StreamExt;
 
-use super::{Ctx, engine_msg, fault_point, inspect_if_there};
+use super::{Ctx, StepError, fault_point, inspect_if_there};
 use crate::events::{Outcome, Progress};
 use crate::live::Engine;
 use crate::names::labels;
 use crate::spec::model::Stack;
 
 impl Ctx<'_> {
-    pub(super) async fn create_network(&self, stack: &Stack, name: &str) -> Result<(), String> {
+    pub(super) async fn create_network(&self, stack: &Stack, name: &str) -> Result<(), StepError> {
         let Some((key, net)) = stack.networks.iter().find(|(_, n)| n.name == name) else {
-            return Err(format!("network {name} is not declared"));
+            return Err(StepError::NotDeclared {
+                kind: "network",
+                name: name.to_string(),
+            });
         };
         let subject = Self::subject(stack, &format!("network {name}"));
         self.progress.step(&subject, "creating", Outcome::Working);
@@ -61,9 +64,10 @@ impl Ctx<'_> {
                 Ok(())
             }
             Err(e) => {
-                let m = engine_msg(e);
-                self.progress.step(&subject, &m, Outcome::Failed);
-                Err(m)
+                let e = StepError::Engine(e);
+                self.progress
+                    .step(&subject, &e.to_string(), Outcome::Failed);
+                Err(e)
             }
         }
     }
@@ -73,18 +77,20 @@ impl Ctx<'_> {
     /// container attached is disconnected (only plimsoll's; labels re-read),
     /// the network removed and created as git says. The attached services
     /// are recreated in their waves; until then they are off this network.
-    pub(super) async fn recreate_network(&self, stack: &Stack, name: &str) -> Result<(), String> {
+    pub(super) async fn recreate_network(
+        &self,
+        stack: &Stack,
+        name: &str,
+    ) -> Result<(), StepError> {
         let subject = Self::subject(stack, &format!("network {name}"));
         let docker = &self.engine.docker;
-        let net = docker
-            .inspect_network(name, None)
-            .await
-            .map_err(engine_msg)?;
+        let net = docker.inspect_network(name, None).await?;
         if net.labels.unwrap_or_default().get(labels::STACK) != Some(&stack.name) {
-            return Err(format!(
-                "refusing to recreate network {name}: it does not carry plimsoll's labels for stack {}",
-                stack.name
-            ));
+            return Err(StepError::NotOurs {
+                verb: "recreate",
+                object: format!("network {name}"),
+                stack: stack.name.clone(),
+            });
         }
         // Running containers have endpoints; stopped ones only name the
         // network in their settings, as the snapshot saw them.
@@ -115,9 +121,10 @@ impl Ctx<'_> {
                 .and_then(|c| c.labels)
                 .is_some_and(|l| l.contains_key(labels::STACK));
             if !ours {
-                return Err(format!(
-                    "refusing to recreate network {name}: {container} is attached and was not created by plimsoll; disconnect it (docker network disconnect {name} {container})"
-                ));
+                return Err(StepError::ForeignAttached {
+                    network: name.to_string(),
+                    container: container.clone(),
+                });
             }
             let connected = c
                 .network_settings
@@ -133,19 +140,22 @@ impl Ctx<'_> {
             docker
                 .disconnect_network(name, req)
                 .await
-                .map_err(|e| format!("disconnecting {container}: {}", engine_msg(e)))?;
+                .map_err(StepError::doing(format!("disconnecting {container}")))?;
             fault_point();
         }
         self.progress
             .step(&subject, "recreating: removing", Outcome::Working);
-        docker.remove_network(name).await.map_err(engine_msg)?;
+        docker.remove_network(name).await?;
         fault_point();
         self.create_network(stack, name).await
     }
 
-    pub(super) async fn create_volume(&self, stack: &Stack, name: &str) -> Result<(), String> {
+    pub(super) async fn create_volume(&self, stack: &Stack, name: &str) -> Result<(), StepError> {
         let Some((key, vol)) = stack.volumes.iter().find(|(_, v)| v.name == name) else {
-            return Err(format!("volume {name} is not declared"));
+            return Err(StepError::NotDeclared {
+                kind: "volume",
+                name: name.to_string(),
+            });
         };
         let subject = Self::subject(stack, &format!("volume {name}"));
         let mut l: HashMap<String, String> = vol.labels.clone().into_iter().collect();
@@ -163,16 +173,12 @@ impl Ctx<'_> {
             labels: Some(l),
             ..Default::default()
         };
-        self.engine
-            .docker
-            .create_volume(req)
-            .await
-            .map_err(engine_msg)?;
+        self.engine.docker.create_volume(req).await?;
         self.progress.step(&subject, "created", Outcome::Done);
         Ok(())
     }
 
-    pub(super) async fn pull(&self, image: &str, platform: Option<&str>) -> Result<(), String> {
+    pub(super) async fn pull(&self, image: &str, platform: Option<&str>) -> Result<(), StepError> {
         pull_for(self.engine, image, platform, self.progress).await
     }
 
@@ -183,9 +189,11 @@ impl Ctx<'_> {
         stack: &Stack,
         service: &str,
         image: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let Some(b) = stack.services.get(service).and_then(|s| s.build.clone()) else {
-            return Err(format!("service {service} has no build section"));
+            return Err(StepError::NoBuild {
+                service: service.to_string(),
+            });
         };
         let req = crate::build::Request {
             stack: stack.name.clone(),
@@ -201,12 +209,15 @@ impl Ctx<'_> {
         crate::build::build(self.engine, &req, &self.live.built, self.progress)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|source| StepError::Build {
+                image: image.to_string(),
+                source,
+            })
     }
 }
 
 /// Pulls an image with the docker CLI's credentials, reporting progress.
-pub async fn pull(engine: &Engine, image: &str, progress: &dyn Progress) -> Result<(), String> {
+pub async fn pull(engine: &Engine, image: &str, progress: &dyn Progress) -> Result<(), StepError> {
     pull_for(engine, image, None, progress).await
 }
 
@@ -216,7 +227,7 @@ pub async fn pull_for(
     image: &str,
     platform: Option<&str>,
     progress: &dyn Progress,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let subject = format!("image {image}");
     progress.step(&subject, "pulling", Outcome::Working);
     let (from, tag) = split_tag(image);
@@ -232,18 +243,21 @@ pub async fn pull_for(
     while let Some(item) = stream.next().await {
         match item {
             Ok(info) => {
-                if let Some(err) = info.error_detail.and_then(|d| d.message) {
-                    progress.step(&subject, &err, Outcome::Failed);
-                    return Err(err);
+                if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                    progress.step(&subject, &message, Outcome::Failed);
+                    return Err(StepError::PullReported {
+                        image: image.to_string(),
+                        message,
+                    });
                 }
                 if let Some(status) = info.status {
                     progress.step(&subject, &format!("pulling: {status}"), Outcome::Working);
                 }
             }
             Err(e) => {
-                let m = engine_msg(e);
-                progress.step(&subject, &m, Outcome::Failed);
-                return Err(m);
+                let e = StepError::Engine(e);
+                progress.step(&subject, &e.to_string(), Outcome::Failed);
+                return Err(e);
             }
         }
     }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use futures_util::StreamExt;
 
 use super::{
-    ActionOutcome, Ctx, Report, ServiceFailure, engine_msg, fault_point, gate_timeout,
+    ActionOutcome, Ctx, Failed, Report, ServiceError, StepError, fault_point, gate_timeout,
     replica_number,
 };
 use crate::events::Outcome;
@@ -52,8 +52,17 @@ impl Parallel {
     }
 }
 
+/// A `--parallel` value that is no number of services.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{value}` is not a number of services: write 1 or more, or -1 (or `unlimited`) for no limit"
+)]
+pub struct BadParallel {
+    pub value: String,
+}
+
 impl std::str::FromStr for Parallel {
-    type Err = String;
+    type Err = BadParallel;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim() {
@@ -61,10 +70,8 @@ impl std::str::FromStr for Parallel {
             n => n
                 .parse::<NonZeroUsize>()
                 .map(Parallel::AtMost)
-                .map_err(|_| {
-                    format!(
-                        "`{s}` is not a number of services: write 1 or more, or -1 (or `unlimited`) for no limit"
-                    )
+                .map_err(|_| BadParallel {
+                    value: s.to_string(),
                 }),
         }
     }
@@ -151,17 +158,16 @@ impl Ctx<'_> {
             for (service, acts, r, duration) in results {
                 let (result, rolled_back) = match r {
                     Ok(()) => (Ok(()), false),
-                    Err(ServiceFailure {
-                        message,
-                        rolled_back,
-                    }) => {
+                    Err(e) => {
+                        // Text from here on: the failure line and the outcomes.
+                        let message = e.to_string();
                         failed.insert(service.clone());
                         failures.push(format!(
                             "{}/{service}: {}",
                             stack.name,
                             masker.mask(&message)
                         ));
-                        (Err(message), rolled_back)
+                        (Err(Failed(message)), e.rolled_back())
                     }
                 };
                 for a in acts {
@@ -186,16 +192,20 @@ impl Ctx<'_> {
         service: &str,
         actions: &[&Action],
         failed: &BTreeSet<String>,
-    ) -> Result<(), ServiceFailure> {
-        let mut r = self
+    ) -> Result<(), ServiceError> {
+        let Err(failure) = self
             .run_actions(stack, graph, service, actions, failed)
-            .await;
-        if let Err(f) = &mut r
-            && let Err(e) = self.reattach(stack, service).await
-        {
-            f.message = format!("{}\n    {e}", f.message);
+            .await
+        else {
+            return Ok(());
+        };
+        match self.reattach(stack, service).await {
+            Ok(()) => Err(failure),
+            Err(source) => Err(ServiceError::NotReattached {
+                failure: Box::new(failure),
+                source: Box::new(source),
+            }),
         }
-        r
     }
 
     pub(super) async fn run_actions(
@@ -205,18 +215,19 @@ impl Ctx<'_> {
         service: &str,
         actions: &[&Action],
         failed: &BTreeSet<String>,
-    ) -> Result<(), ServiceFailure> {
+    ) -> Result<(), ServiceError> {
         let subject = Self::subject(stack, service);
+        let fail = |e: ServiceError| {
+            self.progress
+                .step(&subject, &e.to_string(), Outcome::Failed);
+            Err(e)
+        };
         if self.cancel.is_cancelled() {
-            let m = "not changed: interrupted".to_string();
-            self.progress.step(&subject, &m, Outcome::Failed);
-            return Err(m.into());
+            return fail(ServiceError::Interrupted);
         }
         for (dep, condition) in graph.dependencies(service) {
             if failed.contains(&dep) {
-                let m = format!("not changed: dependency {dep} failed");
-                self.progress.step(&subject, &m, Outcome::Failed);
-                return Err(m.into());
+                return fail(ServiceError::DependencyFailed { dependency: dep });
             }
             let dep_svc = &stack.services[&dep];
             let has_health = self.has_health(stack, &dep);
@@ -235,9 +246,10 @@ impl Ctx<'_> {
                     )
                     .await
                 {
-                    let m = format!("not changed: dependency {dep}: {e}");
-                    self.progress.step(&subject, &m, Outcome::Failed);
-                    return Err(m.into());
+                    return fail(ServiceError::DependencyGate {
+                        dependency: dep,
+                        why: e,
+                    });
                 }
             }
         }
@@ -251,7 +263,7 @@ impl Ctx<'_> {
                         Ok(id) => self.post_start(stack, service, number, &id).await,
                         Err(e) => Err(e),
                     }
-                    .map_err(ServiceFailure::from)
+                    .map_err(ServiceError::from)
                 }
                 ActionKind::Recreate => self.recreate(stack, service, &a.target).await,
                 ActionKind::Start => {
@@ -259,18 +271,18 @@ impl Ctx<'_> {
                     let number = replica_number(stack, service, &a.target);
                     match self.engine.docker.start_container(&a.target, None).await {
                         Ok(()) => self.post_start(stack, service, number, &a.target).await,
-                        Err(e) => Err(engine_msg(e)),
+                        Err(e) => Err(StepError::Engine(e)),
                     }
-                    .map_err(ServiceFailure::from)
+                    .map_err(ServiceError::from)
                 }
                 ActionKind::Restart => {
                     self.progress.step(&subject, "restarting", Outcome::Working);
                     let number = replica_number(stack, service, &a.target);
                     match self.engine.docker.restart_container(&a.target, None).await {
                         Ok(()) => self.post_start(stack, service, number, &a.target).await,
-                        Err(e) => Err(engine_msg(e)),
+                        Err(e) => Err(StepError::Engine(e)),
                     }
-                    .map_err(ServiceFailure::from)
+                    .map_err(ServiceError::from)
                 }
                 ActionKind::Remove => {
                     self.progress.step(
@@ -280,14 +292,13 @@ impl Ctx<'_> {
                     );
                     self.stop_and_remove(stack, service, &a.target)
                         .await
-                        .map_err(ServiceFailure::from)
+                        .map_err(ServiceError::from)
                 }
                 _ => Ok(()),
             };
             fault_point();
-            if let Err(f) = r {
-                self.progress.step(&subject, &f.message, Outcome::Failed);
-                return Err(f);
+            if let Err(e) = r {
+                return fail(e);
             }
         }
         self.progress.step(&subject, "done", Outcome::Done);
@@ -312,7 +323,7 @@ mod tests {
             Ok(Parallel::AtMost(NonZeroUsize::new(8).unwrap()))
         );
         for bad in ["0", "-2", "many", ""] {
-            let e = bad.parse::<Parallel>().unwrap_err();
+            let e = bad.parse::<Parallel>().unwrap_err().to_string();
             assert!(e.contains("unlimited"), "{e}");
         }
         assert_eq!(Parallel::default().window(500), DEFAULT_PARALLEL);
