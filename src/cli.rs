@@ -1346,7 +1346,8 @@ async fn reconcile_cmd(
 ) -> Result<ExitCode> {
     let masker = &desired.masker;
     if dry_run {
-        let mut observed = reconcile::observe(desired, None).await?;
+        let cache = crate::live::CacheAt::ReadOnly(&run.state_dir);
+        let mut observed = reconcile::observe_cached(desired, None, cache).await?;
         // Read as it is: a dry run creates nothing in the state directory.
         let applied = crate::state::applied_mounts_at(&run.state_dir)?;
         reconcile::with_applied_mounts(&mut observed, &applied, masker);
@@ -1381,7 +1382,8 @@ async fn reconcile_cmd(
             .await
             .map_err(|e| anyhow::anyhow!("{e}; nothing was changed"))?;
     }
-    let mut observed = frozen(reconcile::observe(desired, None).await?, &state)?;
+    let cache = crate::live::CacheAt::ReadWrite(&state);
+    let mut observed = frozen(reconcile::observe_cached(desired, None, cache).await?, &state)?;
     // A run killed mid-replacement left a kept old container: finish or undo that first.
     let repaired = crate::apply::recover(
         &observed.engine,
@@ -1391,7 +1393,7 @@ async fn reconcile_cmd(
     .await
     .map_err(|e| anyhow::anyhow!("recovering from an interrupted run failed: {e}"))?;
     if repaired > 0 {
-        observed = frozen(reconcile::observe(desired, None).await?, &state)?;
+        observed = frozen(reconcile::observe_cached(desired, None, cache).await?, &state)?;
     }
     reconcile::with_applied_mounts(&mut observed, &state.applied_mounts()?, masker);
     check_unknown(desired, &observed)?;
