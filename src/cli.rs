@@ -1383,7 +1383,10 @@ async fn reconcile_cmd(
             .map_err(|e| anyhow::anyhow!("{e}; nothing was changed"))?;
     }
     let cache = crate::live::CacheAt::ReadWrite(&state);
-    let mut observed = frozen(reconcile::observe_cached(desired, None, cache).await?, &state)?;
+    let mut observed = frozen(
+        reconcile::observe_cached(desired, None, cache).await?,
+        &state,
+    )?;
     // A run killed mid-replacement left a kept old container: finish or undo that first.
     let repaired = crate::apply::recover(
         &observed.engine,
@@ -1393,7 +1396,10 @@ async fn reconcile_cmd(
     .await
     .map_err(|e| anyhow::anyhow!("recovering from an interrupted run failed: {e}"))?;
     if repaired > 0 {
-        observed = frozen(reconcile::observe_cached(desired, None, cache).await?, &state)?;
+        observed = frozen(
+            reconcile::observe_cached(desired, None, cache).await?,
+            &state,
+        )?;
     }
     reconcile::with_applied_mounts(&mut observed, &state.applied_mounts()?, masker);
     check_unknown(desired, &observed)?;

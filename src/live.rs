@@ -119,7 +119,9 @@ impl Engine {
                 || std::env::var_os("DOCKER_CERT_PATH").is_some());
         let slot = at.map(|at| match at {
             CacheAt::ReadOnly(root) => cache::Slot::open(root, None, &host),
-            CacheAt::ReadWrite(state) => cache::Slot::open(state.path(), Some(state.clone()), &host),
+            CacheAt::ReadWrite(state) => {
+                cache::Slot::open(state.path(), Some(state.clone()), &host)
+            }
         });
         let known = slot
             .as_ref()
@@ -421,7 +423,10 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .unwrap_or_else(|| cache::EngineCache::new(&self.host));
-        let since = old.watermark.as_ref().map_or_else(|| "0".into(), cache::Mark::since);
+        let since = old
+            .watermark
+            .as_ref()
+            .map_or_else(|| "0".into(), cache::Mark::since);
         let mut events = self.events_since(&since).await;
         if let Err(e) = &events
             && is_version_error(e)
@@ -461,7 +466,9 @@ impl Engine {
         let newest = cache::newest(&events);
         let Some(changes) = changes else {
             if old.watermark.is_some() {
-                tracing::debug!("the engine's event log may have a gap since the cache: full inspect");
+                tracing::debug!(
+                    "the engine's event log may have a gap since the cache: full inspect"
+                );
             }
             let first = old.watermark.is_none();
             let mut logged = Logged::gap(old, newest);
@@ -863,7 +870,6 @@ impl Logged {
         next
     }
 }
-
 
 /// A network as the engine lists it, in the compared model.
 pub fn network_config(n: bollard::models::Network) -> NetworkConfig {

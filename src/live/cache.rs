@@ -315,7 +315,9 @@ mod tests {
                 .images
                 .insert(format!("sha256:{id}"), ImageConfig::default());
         }
-        cache.images.insert("sha256:old".into(), ImageConfig::default());
+        cache
+            .images
+            .insert("sha256:old".into(), ImageConfig::default());
         cache.references.insert("busybox".into(), "sha256:a".into());
         let gap = cache.reusable(None);
         assert!(gap.containers.is_empty() && gap.references.is_empty());

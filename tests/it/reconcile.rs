@@ -1268,12 +1268,12 @@ fn reconcile_interrupted_by_sigterm_rolls_back_and_exits_1() {
 
 /// The engine cache in a stack's state directory, as plimsoll reads it.
 fn engine_cache(s: &TempStack) -> plimsoll::live::cache::EngineCache {
-    let bytes =
-        plimsoll::state::read_sealed_at(s.state.path(), plimsoll::state::ENGINE_CACHE)
-            .expect("the state directory holds a readable engine cache");
+    let bytes = plimsoll::state::read_sealed_at(s.state.path(), plimsoll::state::ENGINE_CACHE)
+        .expect("the state directory holds a readable engine cache");
     let host =
         std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-    plimsoll::live::cache::EngineCache::parse(&bytes, &host).expect("an engine cache of this engine")
+    plimsoll::live::cache::EngineCache::parse(&bytes, &host)
+        .expect("an engine cache of this engine")
 }
 
 /// Applies, then reconciles again (a no-op through the cache), and checks
@@ -1288,7 +1288,11 @@ fn apply_with_warm_cache(s: &TempStack) {
     for (name, id) in s.containers() {
         assert!(cache.containers.contains_key(&id), "{name} is not cached");
     }
-    assert!(cache.watermark.is_some(), "no watermark: {:?}", cache.watermark);
+    assert!(
+        cache.watermark.is_some(),
+        "no watermark: {:?}",
+        cache.watermark
+    );
     let mode = fs::metadata(s.state.path().join(plimsoll::state::ENGINE_CACHE))
         .expect("engine cache")
         .permissions();
@@ -1369,23 +1373,38 @@ fn reconcile_engine_cache_sees_a_restart() {
 /// process per request (hundreds of events in a second or two).
 fn engine_post(path: &str) {
     use std::io::{Read as _, Write as _};
-    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
     let socket = host
         .strip_prefix("unix://")
         .expect("the event gap test talks to a unix socket (DOCKER_HOST=unix://...)");
     let mut conn = std::os::unix::net::UnixStream::connect(socket).expect("the engine's socket");
-    write!(conn, "POST {path} HTTP/1.0\r\nHost: docker\r\nContent-Length: 0\r\n\r\n")
-        .expect("send a request");
+    write!(
+        conn,
+        "POST {path} HTTP/1.0\r\nHost: docker\r\nContent-Length: 0\r\n\r\n"
+    )
+    .expect("send a request");
     let mut reply = String::new();
     conn.read_to_string(&mut reply).expect("read the reply");
-    assert!(reply.starts_with("HTTP/1.0 204") || reply.starts_with("HTTP/1.1 204"), "{path}: {reply}");
+    assert!(
+        reply.starts_with("HTTP/1.0 204") || reply.starts_with("HTTP/1.1 204"),
+        "{path}: {reply}"
+    );
 }
 
 #[test]
 fn reconcile_engine_cache_gap_in_the_event_log_means_a_full_inspect() {
     let mut s = stack("cache-gap", &web_and_worker());
     apply_with_warm_cache(&s);
-    let foreign = docker(&["run", "-d", "--name", &unique_name("cache-gap-noise"), BUSYBOX_IMAGE, "sleep", "600"]);
+    let foreign = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &unique_name("cache-gap-noise"),
+        BUSYBOX_IMAGE,
+        "sleep",
+        "600",
+    ]);
     s.foreign.push(foreign.clone());
     // The drift's event, then more events than the engine keeps (256), none
     // naming the worker: its `update` is rotated out of the log.
@@ -1413,7 +1432,14 @@ fn reconcile_engine_cache_gap_in_the_event_log_means_a_full_inspect() {
 fn reconcile_engine_cache_unreadable_means_a_full_inspect() {
     let s = stack("cache-corrupt", &web_and_worker());
     apply_with_warm_cache(&s);
-    docker(&["update", "--memory", "64m", "--memory-swap", "128m", &s.container("worker")]);
+    docker(&[
+        "update",
+        "--memory",
+        "64m",
+        "--memory-swap",
+        "128m",
+        &s.container("worker"),
+    ]);
     fs::write(
         s.state.path().join(plimsoll::state::ENGINE_CACHE),
         b"not a cache",
@@ -1436,7 +1462,8 @@ fn reconcile_dry_run_without_a_state_directory_writes_nothing() {
     let elsewhere = tempfile::tempdir().expect("tempdir");
     let missing = elsewhere.path().join("state");
     let path = s.path_str();
-    let mut cmd = crate::support::plimsoll_command(&missing, s.path(), &["reconcile", &path, "--dry-run"]);
+    let mut cmd =
+        crate::support::plimsoll_command(&missing, s.path(), &["reconcile", &path, "--dry-run"]);
     let run = Run::of(&["reconcile", "--dry-run"], &mut cmd);
     run.expect(0);
     assert!(run.stdout.contains("no changes"), "{run}");
