@@ -1329,6 +1329,8 @@ fn reconcile_engine_cache_finds_docker_update() {
         "recreate",
         "memory limit 64 MiB on the host, none in git",
     );
+    // The replacement is cached by the next run (dry runs never write).
+    s.apply().expect(0);
     let cached = cached_inspect(&s, &s.container("worker"));
     assert_eq!(cached.host_config.and_then(|h| h.memory), Some(0));
 }
