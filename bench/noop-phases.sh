@@ -56,7 +56,7 @@ for i in range(1, runs + 1):
             kind = "events"
         elif path in ("/containers/json", "/networks", "/volumes"):
             kind = "list"
-        elif path.startswith("/containers/"):
+        elif re.fullmatch(r"/containers/[0-9a-f]{64}/json", path):
             kind = "inspect"
             inspects += 1
         elif path.startswith("/images/"):
