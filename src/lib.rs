@@ -14,6 +14,7 @@ pub mod fuzzing;
 pub mod graph;
 pub mod hostpath;
 pub mod images;
+pub mod keys;
 pub mod live;
 pub mod mounts;
 pub mod names;

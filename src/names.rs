@@ -102,3 +102,57 @@ pub fn managed_labels(stack: &Stack, service: &str, number: u32) -> BTreeMap<Str
     );
     l
 }
+
+/// The content address of a build: what was sent (the context after
+/// `.dockerignore`, the Dockerfile) and the settings that shape the image.
+/// Its text form, `<context>.<settings>` (16 hex digits each), is the
+/// hash in the [`labels::BUILD`] label of the built image; computed by
+/// `crate::build::hash` (`BuildHash::of`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BuildHash {
+    pub context: String,
+    pub settings: String,
+}
+
+impl BuildHash {
+    /// Reads the label form back.
+    pub fn parse(label: &str) -> Option<BuildHash> {
+        let (c, s) = label.split_once('.')?;
+        Some(BuildHash {
+            context: c.to_string(),
+            settings: s.to_string(),
+        })
+    }
+
+    /// Why an image built as `old` needs building again for `self`, in words.
+    pub fn reason(&self, old: &BuildHash) -> &'static str {
+        match (self.context != old.context, self.settings != old.settings) {
+            (true, true) => "build: context and build settings changed",
+            (true, false) => "build: context changed",
+            (false, true) => "build: build settings changed",
+            (false, false) => "build: up to date",
+        }
+    }
+}
+
+impl std::fmt::Display for BuildHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.context, self.settings)
+    }
+}
+
+/// The [`labels::BUILD`] label of an image built for a service: `<stack>/<service>@<hash>`.
+pub fn build_label(stack: &str, service: &str, hash: &BuildHash) -> String {
+    format!("{stack}/{service}@{hash}")
+}
+
+/// Reads a [`labels::BUILD`] label: (stack, service, hash).
+pub fn parse_build_label(label: &str) -> Option<(String, String, BuildHash)> {
+    let (who, hash) = label.rsplit_once('@')?;
+    let (stack, service) = who.split_once('/')?;
+    Some((
+        stack.to_string(),
+        service.to_string(),
+        BuildHash::parse(hash)?,
+    ))
+}

@@ -428,7 +428,7 @@ pub async fn build_hashes(stacks: &[&Stack]) -> plan::Builds {
             // A stored revision (rollback) names what it was built from.
             if let Some(h) = s.source.pinned_builds.get(n) {
                 let h = crate::build::BuildHash::parse(h)
-                    .ok_or_else(|| format!("the stored build hash `{h}` is not valid"));
+                    .ok_or_else(|| plan::BuildInputError::StoredHash(h.clone()));
                 pinned.insert(key, h);
             } else if let Some(b) = &svc.build {
                 todo.push((key, b.clone()));
@@ -440,7 +440,11 @@ pub async fn build_hashes(stacks: &[&Stack]) -> plan::Builds {
     }
     let hashed: plan::Builds = tokio::task::spawn_blocking(move || {
         todo.into_iter()
-            .map(|(key, b)| (key, crate::build::hash(&b).map_err(|e| e.to_string())))
+            .map(|(key, b)| {
+                let h = crate::build::hash(&b)
+                    .map_err(|e| plan::BuildInputError::Context(std::sync::Arc::new(e)));
+                (key, h)
+            })
             .collect()
     })
     .await

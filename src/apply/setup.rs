@@ -201,6 +201,7 @@ impl Ctx<'_> {
         crate::build::build(self.engine, &req, &self.live.built, self.progress)
             .await
             .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 
