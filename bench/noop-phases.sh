@@ -5,14 +5,17 @@
 # each kind:
 #
 #   startup    process start, load and interpolate the desired state
-#   version    API version negotiation (/version)
-#   info       the engine's name (/info)
+#   version    API version negotiation (/version; none when the engine cache knows it)
+#   info       the engine's name (/info; only when plimsoll.yaml assigns hosts)
+#   events     the engine's event log since the engine cache was written (/events)
 #   list       containers, networks and volumes (one call each, concurrently)
-#   inspect    one /containers/ID/json per managed container
+#   inspect    one /containers/ID/json per managed container that may have changed
 #   rest       image inspects, plan, print, exit
 #
 # Usage: bench/noop-phases.sh STACK_DIR [RUNS]   (default 10 runs; medians, ms)
 # Needs strace and python3. PLIMSOLL_BIN overrides target/release/plimsoll.
+# The state directory is PLIMSOLL_STATE_DIR, else a new one (one untimed run
+# first fills its engine cache).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:?usage: bench/noop-phases.sh STACK_DIR [RUNS]}
@@ -20,6 +23,8 @@ runs=${2:-10}
 plimsoll=${PLIMSOLL_BIN:-$PWD/target/release/plimsoll}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+export PLIMSOLL_STATE_DIR=${PLIMSOLL_STATE_DIR:-$tmp/state}
+"$plimsoll" reconcile "$dir" >/dev/null 2>&1 || { echo "plimsoll reconcile $dir failed" >&2; exit 1; }
 for i in $(seq "$runs"); do
   strace -f --seccomp-bpf -tt -e trace=execve,sendto,exit_group -e signal=none -s 100 \
     -o "$tmp/run$i" "$plimsoll" reconcile "$dir" >/dev/null 2>&1
@@ -27,7 +32,7 @@ done
 python3 - "$tmp" "$runs" <<'PY'
 import re, statistics, sys
 tmp, runs = sys.argv[1], int(sys.argv[2])
-phases = ["startup", "version", "info", "list", "inspect", "rest"]
+phases = ["startup", "version", "info", "events", "list", "inspect", "rest"]
 rows, totals, counts = {p: [] for p in phases}, [], []
 req = re.compile(r'sendto\(\d+, "(?:GET|POST|HEAD) (?:/v[0-9.]+)?(/[^ ?"]*)')
 for i in range(1, runs + 1):
@@ -47,9 +52,11 @@ for i in range(1, runs + 1):
             kind = "version"
         elif path == "/info":
             kind = "info"
+        elif path == "/events":
+            kind = "events"
         elif path in ("/containers/json", "/networks", "/volumes"):
             kind = "list"
-        elif path.startswith("/containers/"):
+        elif re.fullmatch(r"/containers/[0-9a-f]{64}/json", path):
             kind = "inspect"
             inspects += 1
         elif path.startswith("/images/"):

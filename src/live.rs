@@ -12,13 +12,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bollard::Docker;
-use bollard::models::ContainerInspectResponse;
+use std::path::Path;
+
+use bollard::models::{ContainerInspectResponse, ImageConfig};
 use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptions, ListVolumesOptions,
+    EventsOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
+    ListNetworksOptions, ListVolumesOptions,
 };
+use bollard::{ClientVersion, Docker};
+use futures_util::TryStreamExt as _;
 use futures_util::future::join_all;
 use thiserror::Error;
+
+use crate::state::StateDir;
+
+pub mod cache;
 
 use crate::diff::network::NetworkConfig;
 use crate::diff::{ContainerConfig, ImageDefaults};
@@ -28,6 +36,8 @@ use crate::spec::model::{Ipam, IpamPool};
 
 /// How many inspect calls run at once.
 const CONCURRENCY: usize = 16;
+/// The client's request timeout, bollard's default (seconds).
+const CLIENT_TIMEOUT: u64 = 120;
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -65,41 +75,94 @@ impl EngineError {
 pub struct Engine {
     pub docker: Docker,
     pub host: String,
-    /// Where this process's paths are on the engine's host, found once.
+    /// Where paths of this process are on the engine's host, found once.
     paths: std::sync::Arc<tokio::sync::OnceCell<PathMap>>,
+    /// The engine cache ([`cache`]); without one, a snapshot inspects every
+    /// managed container.
+    cache: Option<std::sync::Arc<cache::Slot>>,
 }
+
+/// Where a connection keeps its engine cache ([`cache`]).
+#[derive(Debug, Clone, Copy)]
+pub enum CacheAt<'a> {
+    /// Read from the state directory at this path, never written (a dry
+    /// run: the directory may not exist, and nothing is created there).
+    ReadOnly(&'a Path),
+    /// Read and written.
+    ReadWrite(&'a StateDir),
+}
+
+/// The seconds the engine's event log may take to answer before a snapshot
+/// gives up on the cache and inspects everything.
+const EVENTS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Engine {
     /// Connects as the docker CLI does: `DOCKER_HOST` (unix socket by
     /// default; `tcp://` with TLS when `DOCKER_TLS_VERIFY` or `DOCKER_CERT_PATH`
     /// is set), then negotiates the API version.
     pub async fn connect() -> Result<Engine, EngineError> {
+        Self::connect_with(None).await
+    }
+
+    /// [`Engine::connect`] with an engine cache: the API version it knows
+    /// is used without asking the engine (negotiated again if the engine
+    /// refuses it), and snapshots inspect only what may have changed.
+    pub async fn connect_cached(at: CacheAt<'_>) -> Result<Engine, EngineError> {
+        Self::connect_with(Some(at)).await
+    }
+
+    async fn connect_with(at: Option<CacheAt<'_>>) -> Result<Engine, EngineError> {
         let host =
             std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
         let tls = host.starts_with("tcp://")
             && (std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty())
                 || std::env::var_os("DOCKER_CERT_PATH").is_some());
-        let docker = if tls {
-            Docker::connect_with_ssl_defaults()
-        } else {
-            Docker::connect_with_defaults()
-        }
-        .map_err(|source| EngineError::Connect {
+        let slot = at.map(|at| match at {
+            CacheAt::ReadOnly(root) => cache::Slot::open(root, None, &host),
+            CacheAt::ReadWrite(state) => {
+                cache::Slot::open(state.path(), Some(state.clone()), &host)
+            }
+        });
+        let known = slot
+            .as_ref()
+            .and_then(cache::Slot::api_version)
+            .map(|(major_version, minor_version)| ClientVersion {
+                major_version,
+                minor_version,
+            })
+            .filter(|_| !tls);
+        let connect_err = |source| EngineError::Connect {
             host: host.clone(),
             source,
-        })?;
-        let docker =
-            docker
-                .negotiate_version()
-                .await
-                .map_err(|source| EngineError::Unreachable {
-                    host: host.clone(),
-                    source,
-                })?;
+        };
+        let docker = match &known {
+            Some(v) if host.starts_with("unix://") => {
+                Docker::connect_with_unix(&host, CLIENT_TIMEOUT, v).map_err(connect_err)?
+            }
+            Some(v) if host.starts_with("tcp://") || host.starts_with("http://") => {
+                Docker::connect_with_http(&host, CLIENT_TIMEOUT, v).map_err(connect_err)?
+            }
+            _ => {
+                let docker = if tls {
+                    Docker::connect_with_ssl_defaults()
+                } else {
+                    Docker::connect_with_defaults()
+                }
+                .map_err(connect_err)?;
+                docker
+                    .negotiate_version()
+                    .await
+                    .map_err(|source| EngineError::Unreachable {
+                        host: host.clone(),
+                        source,
+                    })?
+            }
+        };
         Ok(Engine {
             docker,
             host,
             paths: Default::default(),
+            cache: slot.map(std::sync::Arc::new),
         })
     }
 
@@ -330,6 +393,10 @@ impl Engine {
     /// service): the other managed containers are left out of
     /// [`Live::containers`]; foreign containers, networks, volumes and built
     /// images are listed as usual (one call each).
+    ///
+    /// With an engine cache (and no `only`), the engine's event log since
+    /// the cache was written is read first, and only the containers it (or
+    /// the list) says may have changed are inspected ([`cache`]).
     pub async fn snapshot_of(
         &self,
         stacks: &BTreeSet<String>,
@@ -337,6 +404,162 @@ impl Engine {
         images: &BTreeSet<String>,
         only: Option<(&str, &str)>,
     ) -> Result<Live, EngineError> {
+        // Before the lists and inspects: the watermark precedes what they read.
+        let logged = match self.cache.as_deref().filter(|_| only.is_none()) {
+            Some(slot) => Some(self.read_log(slot).await?),
+            None => None,
+        };
+        let reuse = logged.as_ref().map(|l| &l.reuse);
+        let mut live = Live {
+            repository: repository.map(str::to_string),
+            ..Live::default()
+        };
+        let listed = self.list_into(&mut live).await?;
+        let managed = listed.managed(stacks, repository, only, &mut live);
+        let inspected = self.inspect_managed(&managed, reuse).await?;
+
+        let mut wanted: BTreeSet<String> = images.clone();
+        wanted.extend(inspected.iter().filter_map(|(c, _)| c.image.clone()));
+        let wanted: Vec<String> = wanted.into_iter().collect();
+        let mut fresh_images = cache::EngineCache::default();
+        for chunk in wanted.chunks(CONCURRENCY) {
+            let calls = chunk.iter().map(|r| self.image_config(r, reuse));
+            for (r, found) in chunk.iter().zip(join_all(calls).await) {
+                let found = found?;
+                if let Some((id, cfg, true)) = &found {
+                    fresh_images.images.insert(id.clone(), cfg.clone());
+                    if id != r {
+                        fresh_images.references.insert(r.clone(), id.clone());
+                    }
+                }
+                let defaults = found.map(|(id, cfg, _)| defaults_of(id, cfg));
+                live.images.insert(r.clone(), defaults);
+            }
+        }
+        if let (Some(slot), Some(logged)) = (self.cache.as_deref(), logged) {
+            let next = logged.next(&self.docker, &listed.states, &inspected, fresh_images);
+            if next != logged.old {
+                slot.store(next);
+            }
+        }
+
+        for (c, _) in inspected {
+            let image_id = c.image.clone().unwrap_or_default();
+            let defaults = live
+                .images
+                .get(&image_id)
+                .cloned()
+                .flatten()
+                .unwrap_or_default();
+            let mut container = normalize(c, &defaults);
+            container_refs_to_names(&mut container.config, &listed.names);
+            live.containers.push(container);
+        }
+        live.containers
+            .sort_by(|a, b| (&a.stack, &a.service, &a.name).cmp(&(&b.stack, &b.service, &b.name)));
+        Ok(live)
+    }
+
+    /// Reads the engine's event log since the cache's watermark (or all of
+    /// it without one): what of the cache is still valid, and the watermark
+    /// for the next run. An API version the engine refuses is negotiated
+    /// again; an engine that does not answer is an error as at connection;
+    /// any other failure only costs the cache.
+    async fn read_log(&self, slot: &cache::Slot) -> Result<Logged, EngineError> {
+        let old = slot
+            .loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_else(|| cache::EngineCache::new(&self.host));
+        let since = old
+            .watermark
+            .as_ref()
+            .map_or_else(|| "0".into(), cache::Mark::since);
+        let mut events = self.events_since(&since).await;
+        if let Err(e) = &events
+            && is_version_error(e)
+        {
+            tracing::debug!("the engine refuses the cached API version ({e}): negotiating");
+            self.docker
+                .clone()
+                .negotiate_version()
+                .await
+                .map_err(|source| EngineError::Unreachable {
+                    host: self.host.clone(),
+                    source,
+                })?;
+            events = self.events_since(&since).await;
+        }
+        let events = match events {
+            Ok(events) => events,
+            Err(e @ bollard::errors::Error::DockerResponseServerError { .. }) => {
+                tracing::debug!("reading the engine's events failed ({e}): full inspect");
+                return Ok(Logged::gap(old, None));
+            }
+            Err(bollard::errors::Error::RequestTimeoutError) => {
+                tracing::debug!("the engine's event log did not answer in time: full inspect");
+                return Ok(Logged::gap(old, None));
+            }
+            Err(source) => {
+                return Err(EngineError::Unreachable {
+                    host: self.host.clone(),
+                    source,
+                });
+            }
+        };
+        let changes = old
+            .watermark
+            .as_ref()
+            .and_then(|w| cache::changes(w, &events));
+        let newest = cache::newest(&events);
+        let Some(changes) = changes else {
+            if old.watermark.is_some() {
+                tracing::debug!(
+                    "the engine's event log may have a gap since the cache: full inspect"
+                );
+            }
+            let first = old.watermark.is_none();
+            let mut logged = Logged::gap(old, newest);
+            // The version was negotiated by this run, or the engine may have
+            // changed since (restarted, upgraded): the next run negotiates.
+            logged.keep_version = first;
+            return Ok(logged);
+        };
+        Ok(Logged {
+            reuse: old.reusable(Some(&changes)),
+            watermark: newest,
+            keep_version: true,
+            old,
+        })
+    }
+
+    /// The events of the engine's log from `since` (a `seconds.nanoseconds`
+    /// time, inclusive) until now, oldest first.
+    async fn events_since(
+        &self,
+        since: &str,
+    ) -> Result<Vec<bollard::models::EventMessage>, bollard::errors::Error> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let until = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
+        let opts = EventsOptionsBuilder::default()
+            .since(since)
+            .until(&until)
+            .build();
+        tokio::time::timeout(
+            EVENTS_TIMEOUT,
+            self.docker.events(Some(opts)).try_collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap_or(Err(bollard::errors::Error::RequestTimeoutError))
+    }
+
+    /// Lists containers, networks, volumes and built images (one call each,
+    /// concurrently) into `live`; the containers are returned for
+    /// [`Listed::managed`].
+    async fn list_into(&self, live: &mut Live) -> Result<Listed, EngineError> {
         let opts = ListContainersOptionsBuilder::default().all(true).build();
         let built_filter = ListImagesOptionsBuilder::default()
             .filters(&std::collections::HashMap::from([(
@@ -344,22 +567,18 @@ impl Engine {
                 vec![labels::BUILD],
             )]))
             .build();
-        let (summaries, networks, volumes, built) = tokio::join!(
+        let (summaries, networks, volumes, built, paths) = tokio::join!(
             self.docker.list_containers(Some(opts)),
             self.docker.list_networks(None::<ListNetworksOptions>),
             self.docker.list_volumes(None::<ListVolumesOptions>),
             self.docker.list_images(Some(built_filter)),
+            self.paths(),
         );
         let summaries = summaries.map_err(EngineError::call("listing containers"))?;
         let networks = networks.map_err(EngineError::call("listing networks"))?;
         let volumes = volumes.map_err(EngineError::call("listing volumes"))?;
         let built = built.map_err(EngineError::call("listing built images"))?;
-
-        let mut live = Live {
-            repository: repository.map(str::to_string),
-            paths: self.paths().await?,
-            ..Live::default()
-        };
+        live.paths = paths?;
         for i in built {
             let Some((stack, service, hash)) = i
                 .labels
@@ -423,59 +642,53 @@ impl Engine {
                 },
             );
         }
+        let states = summaries
+            .iter()
+            .map(|s| {
+                let state = s.state.map(|st| st.to_string()).unwrap_or_default();
+                (s.id.clone().unwrap_or_default(), state)
+            })
+            .collect();
+        let names = summaries
+            .iter()
+            .filter_map(|s| {
+                let name = s.names.as_ref()?.first()?;
+                Some((
+                    s.id.clone().unwrap_or_default(),
+                    name.trim_start_matches('/').to_string(),
+                ))
+            })
+            .collect();
+        Ok(Listed {
+            summaries,
+            states,
+            names,
+        })
+    }
 
-        let mut managed_ids = Vec::new();
-        // Every container's name by ID, for namespaces joined by ID (`container:<id>`).
-        let mut names: BTreeMap<String, String> = BTreeMap::new();
-        for s in summaries {
-            let labels = s.labels.unwrap_or_default();
-            let id = s.id.unwrap_or_default();
-            if let Some(n) = s.names.as_ref().and_then(|n| n.first()) {
-                names.insert(id.clone(), n.trim_start_matches('/').to_string());
-            }
-            let wanted = |stack: &String| {
-                only.is_none_or(|(s, svc)| {
-                    stack == s && labels.get(labels::SERVICE).map(String::as_str) == Some(svc)
-                })
-            };
-            match labels.get(labels::STACK) {
-                Some(stack) if stacks.contains(stack) => {
-                    if wanted(stack) {
-                        managed_ids.push(id)
-                    }
-                }
-                Some(_)
-                    if repository.is_some()
-                        && labels.get(labels::REPOSITORY).map(String::as_str) == repository =>
-                {
-                    managed_ids.push(id)
-                }
-                Some(_) => {}
-                None => live.foreign.push(ForeignContainer {
-                    id,
-                    name: s
-                        .names
-                        .unwrap_or_default()
-                        .first()
-                        .map(|n| n.trim_start_matches('/').to_string())
-                        .unwrap_or_default(),
-                    image: s.image.unwrap_or_default(),
-                    compose_project: labels.get(labels::COMPOSE_PROJECT).cloned(),
-                    compose_service: labels.get(labels::COMPOSE_SERVICE).cloned(),
-                    status: s.state.map(|st| st.to_string()).unwrap_or_default(),
-                    agent: labels.contains_key(labels::AGENT),
-                }),
+    /// Inspects the `managed` containers (ID, listed state), 16 at a time,
+    /// except those `reuse` holds in the same state; each with whether it
+    /// was inspected now. One removed since the list is left out.
+    async fn inspect_managed(
+        &self,
+        managed: &[(String, String)],
+        reuse: Option<&cache::EngineCache>,
+    ) -> Result<Vec<(ContainerInspectResponse, bool)>, EngineError> {
+        let mut out = Vec::with_capacity(managed.len());
+        let mut todo = Vec::new();
+        for (id, state) in managed {
+            match reuse.and_then(|r| r.containers.get(id)) {
+                Some(c) if inspect_status(c) == *state => out.push((c.clone(), false)),
+                _ => todo.push(id),
             }
         }
-
-        let mut inspected = Vec::with_capacity(managed_ids.len());
-        for chunk in managed_ids.chunks(CONCURRENCY) {
+        for chunk in todo.chunks(CONCURRENCY) {
             let calls = chunk
                 .iter()
                 .map(|id| self.docker.inspect_container(id, None));
             for (id, r) in chunk.iter().zip(join_all(calls).await) {
                 match r {
-                    Ok(c) => inspected.push(c),
+                    Ok(c) => out.push((c, true)),
                     // Removed between the list and the inspect: it is simply gone.
                     Err(bollard::errors::Error::DockerResponseServerError {
                         status_code: 404,
@@ -487,32 +700,7 @@ impl Engine {
                 }
             }
         }
-
-        let mut wanted: BTreeSet<String> = images.clone();
-        wanted.extend(inspected.iter().filter_map(|c| c.image.clone()));
-        let wanted: Vec<String> = wanted.into_iter().collect();
-        for chunk in wanted.chunks(CONCURRENCY) {
-            let calls = chunk.iter().map(|r| self.image_defaults(r));
-            for (r, d) in chunk.iter().zip(join_all(calls).await) {
-                live.images.insert(r.clone(), d?);
-            }
-        }
-
-        for c in inspected {
-            let image_id = c.image.clone().unwrap_or_default();
-            let defaults = live
-                .images
-                .get(&image_id)
-                .cloned()
-                .flatten()
-                .unwrap_or_default();
-            let mut container = normalize(c, &defaults);
-            container_refs_to_names(&mut container.config, &names);
-            live.containers.push(container);
-        }
-        live.containers
-            .sort_by(|a, b| (&a.stack, &a.service, &a.name).cmp(&(&b.stack, &b.service, &b.name)));
-        Ok(live)
+        Ok(out)
     }
 
     /// When the image a reference names was last pulled (or tagged) on this
@@ -544,8 +732,35 @@ impl Engine {
         &self,
         reference: &str,
     ) -> Result<Option<ImageDefaults>, EngineError> {
+        Ok(self
+            .image_config(reference, None)
+            .await?
+            .map(|(id, cfg, _)| defaults_of(id, cfg)))
+    }
+
+    /// The ID and config of the image a reference (or ID) names, from
+    /// `reuse` when it knows them, else inspected (then `true`); `None`
+    /// when it is not on the host.
+    async fn image_config(
+        &self,
+        reference: &str,
+        reuse: Option<&cache::EngineCache>,
+    ) -> Result<Option<(String, ImageConfig, bool)>, EngineError> {
+        if let Some(reuse) = reuse {
+            let id = reuse
+                .references
+                .get(reference)
+                .map_or(reference, String::as_str);
+            if let Some(cfg) = reuse.images.get(id) {
+                return Ok(Some((id.to_string(), cfg.clone(), false)));
+            }
+        }
         match self.docker.inspect_image(reference).await {
-            Ok(img) => Ok(Some(crate::keys::image_defaults(img))),
+            Ok(img) => Ok(Some((
+                img.id.unwrap_or_default(),
+                img.config.unwrap_or_default(),
+                true,
+            ))),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
@@ -553,6 +768,148 @@ impl Engine {
                 e,
             )),
         }
+    }
+}
+
+/// What an image supplies, from its ID and config.
+fn defaults_of(id: String, cfg: ImageConfig) -> ImageDefaults {
+    crate::keys::image_defaults(bollard::models::ImageInspect {
+        id: Some(id),
+        config: Some(cfg),
+        ..Default::default()
+    })
+}
+
+/// An inspect's state as the container list spells it (`running`, `exited`...).
+fn inspect_status(c: &ContainerInspectResponse) -> String {
+    c.state
+        .as_ref()
+        .and_then(|s| s.status)
+        .map(|s| s.to_string())
+        .unwrap_or_default()
+}
+
+/// Whether the engine refused the client's API version.
+fn is_version_error(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 400, message }
+        if message.contains("client version") || message.contains("API version"))
+}
+
+/// The container list of a snapshot.
+struct Listed {
+    summaries: Vec<bollard::models::ContainerSummary>,
+    /// Every container's listed state by ID.
+    states: BTreeMap<String, String>,
+    /// Every container's name by ID, for namespaces joined by ID (`container:<id>`).
+    names: BTreeMap<String, String>,
+}
+
+impl Listed {
+    /// The managed containers of `stacks` (and of `repository`'s other
+    /// stacks; only `only`'s service when given) as (ID, listed state);
+    /// containers without plimsoll's labels go to [`Live::foreign`].
+    fn managed(
+        &self,
+        stacks: &BTreeSet<String>,
+        repository: Option<&str>,
+        only: Option<(&str, &str)>,
+        live: &mut Live,
+    ) -> Vec<(String, String)> {
+        let mut managed = Vec::new();
+        for s in &self.summaries {
+            let empty = Default::default();
+            let labels = s.labels.as_ref().unwrap_or(&empty);
+            let id = s.id.clone().unwrap_or_default();
+            let wanted = |stack: &String| {
+                only.is_none_or(|(s, svc)| {
+                    stack == s && labels.get(labels::SERVICE).map(String::as_str) == Some(svc)
+                })
+            };
+            let state = self.states.get(&id).cloned().unwrap_or_default();
+            match labels.get(labels::STACK) {
+                Some(stack) if stacks.contains(stack) => {
+                    if wanted(stack) {
+                        managed.push((id, state))
+                    }
+                }
+                Some(_)
+                    if repository.is_some()
+                        && labels.get(labels::REPOSITORY).map(String::as_str) == repository =>
+                {
+                    managed.push((id, state))
+                }
+                Some(_) => {}
+                None => live.foreign.push(ForeignContainer {
+                    name: self.names.get(&id).cloned().unwrap_or_default(),
+                    id,
+                    image: s.image.clone().unwrap_or_default(),
+                    compose_project: labels.get(labels::COMPOSE_PROJECT).cloned(),
+                    compose_service: labels.get(labels::COMPOSE_SERVICE).cloned(),
+                    status: state,
+                    agent: labels.contains_key(labels::AGENT),
+                }),
+            }
+        }
+        managed
+    }
+}
+
+/// What the event log said of the engine cache ([`Engine::read_log`]).
+struct Logged {
+    /// The cache as read.
+    old: cache::EngineCache,
+    /// What of it is still valid.
+    reuse: cache::EngineCache,
+    /// The newest event logged before this run inspected anything.
+    watermark: Option<cache::Mark>,
+    /// Whether the API version in use may be stored.
+    keep_version: bool,
+}
+
+impl Logged {
+    /// A log with a gap (or none): only image configs by ID are reused.
+    fn gap(old: cache::EngineCache, watermark: Option<cache::Mark>) -> Logged {
+        Logged {
+            reuse: old.reusable(None),
+            watermark,
+            keep_version: false,
+            old,
+        }
+    }
+
+    /// The cache to store after this run: what was reused and is still
+    /// listed in the same state, what was inspected now, the watermark.
+    fn next(
+        &self,
+        docker: &Docker,
+        states: &BTreeMap<String, String>,
+        inspected: &[(ContainerInspectResponse, bool)],
+        fresh: cache::EngineCache,
+    ) -> cache::EngineCache {
+        let mut next = cache::EngineCache::new(&self.old.host);
+        next.containers = self
+            .reuse
+            .containers
+            .iter()
+            .filter(|(id, c)| states.get(*id) == Some(&inspect_status(c)))
+            .map(|(id, c)| (id.clone(), c.clone()))
+            .collect();
+        for (c, _) in inspected.iter().filter(|(_, now)| *now) {
+            if let Some(id) = &c.id {
+                next.containers.insert(id.clone(), c.clone());
+            }
+        }
+        next.references = self.reuse.references.clone();
+        next.references.extend(fresh.references);
+        next.images = self.reuse.images.clone();
+        next.images.extend(fresh.images);
+        next.prune_images();
+        next.watermark = self.watermark.clone();
+        if self.keep_version {
+            let v = docker.client_version();
+            next.api_version = Some(format!("{}.{}", v.major_version, v.minor_version));
+        }
+        next
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::live::{Engine, EngineError, Live};
+use crate::live::{CacheAt, Engine, EngineError, Live};
 use crate::plan::{self, ActionKind, Plan};
 use crate::spec::Desired;
 use crate::spec::model::{PullPolicy, Stack};
@@ -135,6 +135,17 @@ pub async fn observe<'a>(
     host: Option<&str>,
 ) -> Result<Observed<'a>, EngineError> {
     observe_on(Engine::connect().await?, desired, host).await
+}
+
+/// [`observe`] with the engine cache of a state directory
+/// ([`crate::live::cache`]): only the containers that may have changed since
+/// the last run are inspected.
+pub async fn observe_cached<'a>(
+    desired: &'a Desired,
+    host: Option<&str>,
+    at: CacheAt<'_>,
+) -> Result<Observed<'a>, EngineError> {
+    observe_on(Engine::connect_cached(at).await?, desired, host).await
 }
 
 /// [`observe`] over an existing connection (the agent keeps one).

@@ -12,6 +12,9 @@
 //! <state>/agent.json              the agent's last good and rejected revisions
 //! <state>/heal.json               the agent's self-heal counters
 //! <state>/git/                    the agent's clone of the repository
+//! <state>/engine-cache.bin        what the last run read from the engine (container inspects,
+//!                                 image configs, API version, event watermark), encrypted;
+//!                                 a cache only: missing or unreadable means "inspect everything"
 //! ```
 //!
 //! The CLI and the agent share one state directory per host, so the lock
@@ -40,6 +43,8 @@ use thiserror::Error;
 /// The format version this build writes. 2: modes tightened (0700/0600),
 /// revision files named by a keyed HMAC (version 1's SHA-256 names stay readable).
 pub const FORMAT_VERSION: u32 = 2;
+/// The engine cache (`live::cache`), sealed with `host.key` like revisions.
+pub const ENGINE_CACHE: &str = "engine-cache.bin";
 /// The audit log rotates when it grows past this.
 pub const AUDIT_MAX_BYTES: u64 = 10 << 20;
 /// How many rotated audit files are kept.
@@ -122,6 +127,7 @@ fn is_state_file(name: &str) -> bool {
             | "agent.json"
             | "heal.json"
             | "mounts.json"
+            | ENGINE_CACHE
     ) || name.starts_with("audit.jsonl")
         || (name.starts_with('.') && name.ends_with(".tmp"))
 }
@@ -233,6 +239,20 @@ impl StateDir {
         let tmp = self.root.join(format!(".{name}.tmp"));
         let bytes = serde_json::to_vec_pretty(value).expect("state documents serialize");
         write_private(&tmp, &bytes)?;
+        fs::rename(&tmp, &path).map_err(io_err(&path))
+    }
+
+    /// Replaces `name` with `plaintext` encrypted under the host key, 0600,
+    /// atomically (written aside, then renamed). Not synced to disk: for
+    /// caches, which a crash may tear and a reader then ignores.
+    pub fn write_sealed(&self, name: &str, plaintext: &[u8]) -> Result<(), StateError> {
+        let path = self.root.join(name);
+        let tmp = self.root.join(format!(".{name}.tmp"));
+        let sealed = seal(&self.key()?, plaintext).ok_or_else(|| StateError::Revision {
+            hash: name.into(),
+            why: "encryption failed".into(),
+        })?;
+        write_file(&tmp, &sealed, false)?;
         fs::rename(&tmp, &path).map_err(io_err(&path))
     }
 
@@ -397,16 +417,10 @@ impl StateDir {
         if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
             return Ok(hash);
         }
-        let cipher = ChaCha20Poly1305::new(&self.key()?);
-        let nonce = Nonce::generate();
-        let sealed = cipher
-            .encrypt(&nonce, plaintext)
-            .map_err(|_| StateError::Revision {
-                hash: hash.clone(),
-                why: "encryption failed".into(),
-            })?;
-        let mut out = nonce.to_vec();
-        out.extend(sealed);
+        let out = seal(&self.key()?, plaintext).ok_or_else(|| StateError::Revision {
+            hash: hash.clone(),
+            why: "encryption failed".into(),
+        })?;
         let tmp = path.with_extension("tmp");
         write_private(&tmp, &out)?;
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
@@ -443,15 +457,10 @@ impl StateDir {
                 why: "file is truncated".into(),
             });
         }
-        let (nonce, sealed) = bytes.split_at(12);
-        let cipher = ChaCha20Poly1305::new(&self.key()?);
-        let nonce = Nonce::try_from(nonce).expect("12 bytes");
-        cipher
-            .decrypt(&nonce, sealed)
-            .map_err(|_| StateError::Revision {
-                hash: hash.into(),
-                why: "it does not decrypt with this host's key".into(),
-            })
+        unseal(&self.key()?, &bytes).ok_or_else(|| StateError::Revision {
+            hash: hash.into(),
+            why: "it does not decrypt with this host's key".into(),
+        })
     }
 
     /// Appends a record to the revision index.
@@ -617,8 +626,43 @@ fn migrate(root: &Path, from: u32) -> Result<(), StateError> {
     fs::rename(&tmp, &path).map_err(io_err(&path))
 }
 
+/// `plaintext` encrypted under `key`: a random nonce, then the sealed bytes.
+fn seal(key: &Key<ChaCha20Poly1305>, plaintext: &[u8]) -> Option<Vec<u8>> {
+    let nonce = Nonce::generate();
+    let sealed = ChaCha20Poly1305::new(key).encrypt(&nonce, plaintext).ok()?;
+    let mut out = nonce.to_vec();
+    out.extend(sealed);
+    Some(out)
+}
+
+/// The plaintext of [`seal`]'s output; `None` when it is truncated or was
+/// sealed under another key (or altered).
+fn unseal(key: &Key<ChaCha20Poly1305>, bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.len() < 12 {
+        return None;
+    }
+    let (nonce, sealed) = bytes.split_at(12);
+    let nonce = Nonce::try_from(nonce).ok()?;
+    ChaCha20Poly1305::new(key).decrypt(&nonce, sealed).ok()
+}
+
+/// Reads the sealed file `name` of the state directory at `root` without
+/// creating or changing anything there (a dry run may have no state
+/// directory): `None` when the directory, its key or the file is missing,
+/// or the file does not open (torn, altered, another key).
+pub fn read_sealed_at(root: &Path, name: &str) -> Option<Vec<u8>> {
+    let key = read_nofollow(&root.join("host.key")).ok()??;
+    let key = Key::<ChaCha20Poly1305>::try_from(key.as_slice()).ok()?;
+    unseal(&key, &read_nofollow(&root.join(name)).ok()??)
+}
+
 /// Writes a file 0600, refusing a symbolic link at `path`.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    write_file(path, bytes, true)
+}
+
+/// [`write_private`], synced to disk only when `sync`.
+fn write_file(path: &Path, bytes: &[u8], sync: bool) -> Result<(), StateError> {
     let mut f = OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -628,7 +672,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         .open(path)
         .map_err(io_err(path))?;
     f.write_all(bytes)
-        .and_then(|()| f.sync_all())
+        .and_then(|()| if sync { f.sync_all() } else { Ok(()) })
         .map_err(io_err(path))
 }
 

@@ -145,7 +145,8 @@ pub(super) async fn reconcile_cmd(
 ) -> Result<Exit> {
     let masker = &desired.masker;
     if dry_run {
-        let mut observed = reconcile::observe(desired, None).await?;
+        let cache = crate::live::CacheAt::ReadOnly(&run.state_dir);
+        let mut observed = reconcile::observe_cached(desired, None, cache).await?;
         // Read as it is: a dry run creates nothing in the state directory.
         let applied = crate::state::applied_mounts_at(&run.state_dir)?;
         reconcile::with_applied_mounts(&mut observed, &applied, masker);
@@ -180,7 +181,11 @@ pub(super) async fn reconcile_cmd(
             .await
             .map_err(|e| anyhow::anyhow!("{e}; nothing was changed"))?;
     }
-    let mut observed = frozen(reconcile::observe(desired, None).await?, &state)?;
+    let cache = crate::live::CacheAt::ReadWrite(&state);
+    let mut observed = frozen(
+        reconcile::observe_cached(desired, None, cache).await?,
+        &state,
+    )?;
     // A run killed mid-replacement left a kept old container: finish or undo that first.
     let repaired = crate::apply::recover(
         &observed.engine,
@@ -190,7 +195,10 @@ pub(super) async fn reconcile_cmd(
     .await
     .map_err(|e| anyhow::anyhow!("recovering from an interrupted run failed: {e}"))?;
     if repaired > 0 {
-        observed = frozen(reconcile::observe(desired, None).await?, &state)?;
+        observed = frozen(
+            reconcile::observe_cached(desired, None, cache).await?,
+            &state,
+        )?;
     }
     reconcile::with_applied_mounts(&mut observed, &state.applied_mounts()?, masker);
     check_unknown(desired, &observed)?;

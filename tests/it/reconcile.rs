@@ -1270,3 +1270,211 @@ fn reconcile_interrupted_by_sigterm_rolls_back_and_exits_1() {
     let containers = s.containers();
     assert_eq!(containers.len(), 1, "{containers:?}");
 }
+
+// -- engine cache (live::cache): drift found through it ---------------------------
+
+/// The engine cache in a stack's state directory, as plimsoll reads it.
+fn engine_cache(s: &TempStack) -> plimsoll::live::cache::EngineCache {
+    let bytes = plimsoll::state::read_sealed_at(s.state.path(), plimsoll::state::ENGINE_CACHE)
+        .expect("the state directory holds a readable engine cache");
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    plimsoll::live::cache::EngineCache::parse(&bytes, &host)
+        .expect("an engine cache of this engine")
+}
+
+/// Applies, then reconciles again (a no-op through the cache), and checks
+/// that the cache holds every container of the stack and a watermark.
+#[track_caller]
+fn apply_with_warm_cache(s: &TempStack) {
+    apply_in_sync(s);
+    let again = s.apply();
+    again.expect(0);
+    assert!(again.stdout.contains("no changes"), "{again}");
+    let cache = engine_cache(s);
+    for (name, id) in s.containers() {
+        assert!(cache.containers.contains_key(&id), "{name} is not cached");
+    }
+    assert!(
+        cache.watermark.is_some(),
+        "no watermark: {:?}",
+        cache.watermark
+    );
+    let mode = fs::metadata(s.state.path().join(plimsoll::state::ENGINE_CACHE))
+        .expect("engine cache")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+}
+
+/// The cached inspect of `name`, by its current ID.
+fn cached_inspect(s: &TempStack, name: &str) -> bollard::models::ContainerInspectResponse {
+    engine_cache(s)
+        .containers
+        .get(&container_id(name))
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} is not in the engine cache"))
+}
+
+#[test]
+fn reconcile_engine_cache_finds_docker_update() {
+    let s = stack("cache-update", &web_and_worker());
+    apply_with_warm_cache(&s);
+    docker(&[
+        "update",
+        "--memory",
+        "64m",
+        "--memory-swap",
+        "128m",
+        &s.container("worker"),
+    ]);
+    drift_is_named_and_repaired(
+        &s,
+        "worker",
+        "recreate",
+        "memory limit 64 MiB on the host, none in git",
+    );
+    // The replacement is cached by the next run (dry runs never write).
+    s.apply().expect(0);
+    let cached = cached_inspect(&s, &s.container("worker"));
+    assert_eq!(cached.host_config.and_then(|h| h.memory), Some(0));
+}
+
+#[test]
+fn reconcile_engine_cache_finds_network_disconnect() {
+    let s = stack("cache-net", &web_and_worker());
+    apply_with_warm_cache(&s);
+    let network = format!("{}_default", s.name);
+    docker(&["network", "disconnect", &network, &s.container("worker")]);
+    let reason = format!("network {network} disconnected on the host");
+    drift_is_named_and_repaired(&s, "worker", "recreate", &reason);
+}
+
+#[test]
+fn reconcile_engine_cache_sees_a_restart() {
+    let s = stack("cache-restart", &web_and_worker());
+    apply_with_warm_cache(&s);
+    let worker = s.container("worker");
+    let before = cached_inspect(&s, &worker);
+    docker(&["restart", "-t", "0", &worker]);
+    // Stopped by hand and started again: in sync, and the cache has the new run.
+    let run = s.apply();
+    run.expect(0);
+    assert!(run.stdout.contains("no changes"), "{run}");
+    let after = cached_inspect(&s, &worker);
+    let started = |c: &bollard::models::ContainerInspectResponse| {
+        c.state.as_ref().and_then(|st| st.started_at.clone())
+    };
+    assert_ne!(started(&after), started(&before), "the restart is not seen");
+    assert_eq!(
+        started(&after),
+        inspect(&worker, "{{.State.StartedAt}}"),
+        "the cached inspect is not the current one"
+    );
+    // Stopped by hand: the list's state differs from the cache's.
+    docker(&["stop", "-t", "0", &worker]);
+    drift_is_named_and_repaired(&s, "worker", "start", "stopped by hand");
+}
+
+/// Sends `POST <path>` to the engine's API over its unix socket, without a
+/// process per request (hundreds of events in a second or two).
+fn engine_post(path: &str) {
+    use std::io::{Read as _, Write as _};
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let socket = host
+        .strip_prefix("unix://")
+        .expect("the event gap test talks to a unix socket (DOCKER_HOST=unix://...)");
+    let mut conn = std::os::unix::net::UnixStream::connect(socket).expect("the engine's socket");
+    write!(
+        conn,
+        "POST {path} HTTP/1.0\r\nHost: docker\r\nContent-Length: 0\r\n\r\n"
+    )
+    .expect("send a request");
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).expect("read the reply");
+    assert!(
+        reply.starts_with("HTTP/1.0 204") || reply.starts_with("HTTP/1.1 204"),
+        "{path}: {reply}"
+    );
+}
+
+#[test]
+fn reconcile_engine_cache_gap_in_the_event_log_means_a_full_inspect() {
+    let mut s = stack("cache-gap", &web_and_worker());
+    apply_with_warm_cache(&s);
+    let foreign = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &unique_name("cache-gap-noise"),
+        BUSYBOX_IMAGE,
+        "sleep",
+        "600",
+    ]);
+    s.foreign.push(foreign.clone());
+    // The drift's event, then more events than the engine keeps (256), none
+    // naming the worker: its `update` is rotated out of the log.
+    docker(&[
+        "update",
+        "--memory",
+        "64m",
+        "--memory-swap",
+        "128m",
+        &s.container("worker"),
+    ]);
+    for _ in 0..150 {
+        engine_post(&format!("/containers/{foreign}/pause"));
+        engine_post(&format!("/containers/{foreign}/unpause"));
+    }
+    drift_is_named_and_repaired(
+        &s,
+        "worker",
+        "recreate",
+        "memory limit 64 MiB on the host, none in git",
+    );
+}
+
+#[test]
+fn reconcile_engine_cache_unreadable_means_a_full_inspect() {
+    let s = stack("cache-corrupt", &web_and_worker());
+    apply_with_warm_cache(&s);
+    docker(&[
+        "update",
+        "--memory",
+        "64m",
+        "--memory-swap",
+        "128m",
+        &s.container("worker"),
+    ]);
+    fs::write(
+        s.state.path().join(plimsoll::state::ENGINE_CACHE),
+        b"not a cache",
+    )
+    .expect("spoil the cache");
+    drift_is_named_and_repaired(
+        &s,
+        "worker",
+        "recreate",
+        "memory limit 64 MiB on the host, none in git",
+    );
+    // Rewritten whole by the apply.
+    engine_cache(&s);
+}
+
+#[test]
+fn reconcile_dry_run_without_a_state_directory_writes_nothing() {
+    let s = stack("cache-dry", &web_and_worker());
+    apply_in_sync(&s);
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let missing = elsewhere.path().join("state");
+    let path = s.path_str();
+    let mut cmd =
+        crate::support::plimsoll_command(&missing, s.path(), &["reconcile", &path, "--dry-run"]);
+    let run = Run::of(&["reconcile", "--dry-run"], &mut cmd);
+    run.expect(0);
+    assert!(run.stdout.contains("no changes"), "{run}");
+    assert!(!missing.exists(), "a dry run created {}", missing.display());
+}
