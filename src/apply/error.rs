@@ -93,8 +93,9 @@ pub enum StepError {
     #[error("{source}")]
     Build {
         image: String,
+        /// Boxed: a build error is large and rare.
         #[source]
-        source: crate::build::BuildError,
+        source: Box<crate::build::BuildError>,
     },
     #[error("service {service} has no build section")]
     NoBuild { service: String },

@@ -211,7 +211,7 @@ impl Ctx<'_> {
             .map(|_| ())
             .map_err(|source| StepError::Build {
                 image: image.to_string(),
-                source,
+                source: Box::new(source),
             })
     }
 }
