@@ -3,7 +3,7 @@
 //! masker.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::service::Deferred;
 use super::variables::Reference;
@@ -109,84 +109,7 @@ impl Cx<'_, '_> {
         for (file, required, mark, path) in env_files {
             match self.input.files.read(&file) {
                 Ok(Some(bytes)) => {
-                    let shown = self.shown(&file);
-                    if let Some(why) = crate::spec::age::sops_marker(&file, &bytes) {
-                        self.err(mark, &path, format!("{shown}: {why}"))
-                            .hint(crate::spec::age::SOPS_HINT);
-                        continue;
-                    }
-                    let encrypted = crate::spec::age::is_encrypted(&file);
-                    let bytes = if encrypted {
-                        match crate::spec::age::decrypt_text(self.input.age, &bytes) {
-                            Ok(text) => text.into_bytes(),
-                            Err(e) => {
-                                let hint = e.hint();
-                                self.err(
-                                    mark,
-                                    &path,
-                                    format!("cannot decrypt env file {shown}: {e}"),
-                                )
-                                .hint(hint);
-                                continue;
-                            }
-                        }
-                    } else {
-                        bytes
-                    };
-                    let Ok(text) = String::from_utf8(bytes) else {
-                        self.err(
-                            mark,
-                            &path,
-                            format!("env file {} is not UTF-8 text", file.display()),
-                        )
-                        .hint("save the env file as UTF-8");
-                        continue;
-                    };
-                    let (vars, env) = (self.vars, &environment);
-                    let lookup = |k: &str| {
-                        vars.get(k)
-                            .cloned()
-                            .or_else(|| env.get(k).cloned().flatten())
-                    };
-                    if encrypted {
-                        // Every variable of an encrypted env file is secret, whatever its name.
-                        if let Ok(vars) = dotenv::parse(&text, &lookup) {
-                            for (k, v) in &vars {
-                                self.masker.add_name(k);
-                                self.masker.add_value(v);
-                            }
-                        }
-                    }
-                    let parsed = dotenv::parse_into(&text, &mut acc, &lookup);
-                    // A line that interpolates a variable: its entry may be built from a secret.
-                    for line in text.lines().filter(|_| parsed.is_ok()) {
-                        let names = crate::spec::interpolate::referenced_variables(line);
-                        let Some((key, _)) = line.split_once('=').filter(|_| !names.is_empty())
-                        else {
-                            continue;
-                        };
-                        let key = key.trim().trim_start_matches("export ").trim();
-                        self.references.push(Reference {
-                            at: ["services", service, "environment", key]
-                                .map(String::from)
-                                .to_vec(),
-                            names,
-                            raw: line.to_string(),
-                            value: acc.get(key).cloned().unwrap_or_default(),
-                        });
-                    }
-                    if let Err(e) = parsed {
-                        // The line number only: the message of a decrypted file may quote it.
-                        let message = if encrypted {
-                            "invalid line in the decrypted env file".to_string()
-                        } else {
-                            e.message
-                        };
-                        self.diags.push(
-                            Diag::error(&file, Mark::new(e.line, 1), "", message)
-                                .hint(format!("fix this line of the env file (used by {path})")),
-                        );
-                    }
+                    self.env_file(service, &file, mark, &path, bytes, &environment, &mut acc);
                 }
                 Ok(None) if !required => {}
                 Ok(None) => {
@@ -221,5 +144,94 @@ impl Cx<'_, '_> {
             }
         }
         out
+    }
+
+    /// One env file read (`bytes`): decrypted when it is `*.age`, parsed
+    /// into `acc` by Compose's rules, its secret entries recorded; problems
+    /// reported at `path`, its key.
+    #[allow(clippy::too_many_arguments)] // the service, the file and where it is named, and the maps
+    fn env_file(
+        &mut self,
+        service: &str,
+        file: &Path,
+        mark: Mark,
+        path: &str,
+        bytes: Vec<u8>,
+        environment: &BTreeMap<String, Option<String>>,
+        acc: &mut indexmap::IndexMap<String, String>,
+    ) {
+        let shown = self.shown(file);
+        if let Some(why) = crate::spec::age::sops_marker(file, &bytes) {
+            self.err(mark, path, format!("{shown}: {why}"))
+                .hint(crate::spec::age::SOPS_HINT);
+            return;
+        }
+        let encrypted = crate::spec::age::is_encrypted(file);
+        let bytes = if encrypted {
+            match crate::spec::age::decrypt_text(self.input.age, &bytes) {
+                Ok(text) => text.into_bytes(),
+                Err(e) => {
+                    let hint = e.hint();
+                    self.err(mark, path, format!("cannot decrypt env file {shown}: {e}"))
+                        .hint(hint);
+                    return;
+                }
+            }
+        } else {
+            bytes
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            self.err(
+                mark,
+                path,
+                format!("env file {} is not UTF-8 text", file.display()),
+            )
+            .hint("save the env file as UTF-8");
+            return;
+        };
+        let (vars, env) = (self.vars, environment);
+        let lookup = |k: &str| {
+            vars.get(k)
+                .cloned()
+                .or_else(|| env.get(k).cloned().flatten())
+        };
+        if encrypted {
+            // Every variable of an encrypted env file is secret, whatever its name.
+            if let Ok(vars) = dotenv::parse(&text, &lookup) {
+                for (k, v) in &vars {
+                    self.masker.add_name(k);
+                    self.masker.add_value(v);
+                }
+            }
+        }
+        let parsed = dotenv::parse_into(&text, acc, &lookup);
+        // A line that interpolates a variable: its entry may be built from a secret.
+        for line in text.lines().filter(|_| parsed.is_ok()) {
+            let names = crate::spec::interpolate::referenced_variables(line);
+            let Some((key, _)) = line.split_once('=').filter(|_| !names.is_empty()) else {
+                continue;
+            };
+            let key = key.trim().trim_start_matches("export ").trim();
+            self.references.push(Reference {
+                at: ["services", service, "environment", key]
+                    .map(String::from)
+                    .to_vec(),
+                names,
+                raw: line.to_string(),
+                value: acc.get(key).cloned().unwrap_or_default(),
+            });
+        }
+        if let Err(e) = parsed {
+            // The line number only: the message of a decrypted file may quote it.
+            let message = if encrypted {
+                "invalid line in the decrypted env file".to_string()
+            } else {
+                e.message
+            };
+            self.diags.push(
+                Diag::error(file, Mark::new(e.line, 1), "", message)
+                    .hint(format!("fix this line of the env file (used by {path})")),
+            );
+        }
     }
 }

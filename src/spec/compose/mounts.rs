@@ -98,75 +98,14 @@ impl Cx<'_, '_> {
         for (f, n, _) in fields {
             let p = join(path, f);
             match f {
-                "type" => {
-                    let t = self.string(n, &p).unwrap_or_default();
-                    kind = match t.as_str() {
-                        "volume" => Some(MountType::Volume),
-                        "bind" => Some(MountType::Bind),
-                        "tmpfs" => Some(MountType::Tmpfs),
-                        _ => {
-                            let why = match t.as_str() {
-                                "image" => {
-                                    ": an image mount needs engine API 1.47 (Docker 28); plimsoll supports engines from API 1.41"
-                                }
-                                "npipe" => ": a Windows-only mount type",
-                                "cluster" => ": a Swarm-only mount type",
-                                _ => "",
-                            };
-                            self.err(n.mark, &p, format!("unsupported mount type `{t}`{why}"))
-                                .hint("use volume, bind or tmpfs");
-                            return None;
-                        }
-                    }
-                }
+                "type" => kind = Some(self.mount_type(n, &p)?),
                 "source" => m.source = self.opt_string(n, &p).filter(|s| !s.is_empty()),
                 "target" => m.target = self.string(n, &p).unwrap_or_default(),
                 "read_only" => m.read_only = self.boolean(n, &p).unwrap_or(false),
                 "consistency" => {}
-                "bind" => {
-                    let (bf, _) =
-                        self.fields(n, &p, &["propagation", "create_host_path", "selinux"], &[]);
-                    // The long syntax does not imply create_host_path (Compose's rule).
-                    let mut b = BindOptions::default();
-                    for (k, v, _) in bf {
-                        let kp = join(&p, k);
-                        match k {
-                            "propagation" => b.propagation = self.opt_string(v, &kp),
-                            "create_host_path" => {
-                                b.create_host_path = self.boolean(v, &kp).unwrap_or(false)
-                            }
-                            "selinux" => b.selinux = self.opt_string(v, &kp),
-                            _ => unreachable!(),
-                        }
-                    }
-                    m.bind = Some(b);
-                }
-                "volume" => {
-                    let (vf, _) = self.fields(n, &p, &["nocopy", "subpath"], &[]);
-                    let mut o = VolumeOptions::default();
-                    for (k, v, _) in vf {
-                        let kp = join(&p, k);
-                        match k {
-                            "nocopy" => o.nocopy = self.boolean(v, &kp).unwrap_or(false),
-                            "subpath" => o.subpath = self.opt_string(v, &kp),
-                            _ => unreachable!(),
-                        }
-                    }
-                    m.volume = Some(o);
-                }
-                "tmpfs" => {
-                    let (tf, _) = self.fields(n, &p, &["size", "mode"], &[]);
-                    let mut o = TmpfsOptions::default();
-                    for (k, v, _) in tf {
-                        let kp = join(&p, k);
-                        match k {
-                            "size" => o.size = self.bytes(v, &kp),
-                            "mode" => o.mode = self.int(v, &kp).and_then(|x| u32::try_from(x).ok()),
-                            _ => unreachable!(),
-                        }
-                    }
-                    m.tmpfs = Some(o);
-                }
+                "bind" => m.bind = Some(self.bind_options(n, &p)),
+                "volume" => m.volume = Some(self.volume_options(n, &p)),
+                "tmpfs" => m.tmpfs = Some(self.tmpfs_options(n, &p)),
                 _ => unreachable!(),
             }
         }
@@ -176,6 +115,83 @@ impl Cx<'_, '_> {
             return None;
         };
         m.kind = kind;
+        self.checked_mount(node, path, m)
+    }
+
+    /// A long-form mount's `type:`; `None` (reported) for a type plimsoll
+    /// does not mount.
+    fn mount_type(&mut self, n: &Node, p: &str) -> Option<MountType> {
+        let t = self.string(n, p).unwrap_or_default();
+        match t.as_str() {
+            "volume" => Some(MountType::Volume),
+            "bind" => Some(MountType::Bind),
+            "tmpfs" => Some(MountType::Tmpfs),
+            _ => {
+                let why = match t.as_str() {
+                    "image" => {
+                        ": an image mount needs engine API 1.47 (Docker 28); plimsoll supports engines from API 1.41"
+                    }
+                    "npipe" => ": a Windows-only mount type",
+                    "cluster" => ": a Swarm-only mount type",
+                    _ => "",
+                };
+                self.err(n.mark, p, format!("unsupported mount type `{t}`{why}"))
+                    .hint("use volume, bind or tmpfs");
+                None
+            }
+        }
+    }
+
+    /// `bind:` of a long-form mount.
+    fn bind_options(&mut self, n: &Node, p: &str) -> BindOptions {
+        let (bf, _) = self.fields(n, p, &["propagation", "create_host_path", "selinux"], &[]);
+        // The long syntax does not imply create_host_path (Compose's rule).
+        let mut b = BindOptions::default();
+        for (k, v, _) in bf {
+            let kp = join(p, k);
+            match k {
+                "propagation" => b.propagation = self.opt_string(v, &kp),
+                "create_host_path" => b.create_host_path = self.boolean(v, &kp).unwrap_or(false),
+                "selinux" => b.selinux = self.opt_string(v, &kp),
+                _ => unreachable!(),
+            }
+        }
+        b
+    }
+
+    /// `volume:` of a long-form mount.
+    fn volume_options(&mut self, n: &Node, p: &str) -> VolumeOptions {
+        let (vf, _) = self.fields(n, p, &["nocopy", "subpath"], &[]);
+        let mut o = VolumeOptions::default();
+        for (k, v, _) in vf {
+            let kp = join(p, k);
+            match k {
+                "nocopy" => o.nocopy = self.boolean(v, &kp).unwrap_or(false),
+                "subpath" => o.subpath = self.opt_string(v, &kp),
+                _ => unreachable!(),
+            }
+        }
+        o
+    }
+
+    /// `tmpfs:` of a long-form mount.
+    fn tmpfs_options(&mut self, n: &Node, p: &str) -> TmpfsOptions {
+        let (tf, _) = self.fields(n, p, &["size", "mode"], &[]);
+        let mut o = TmpfsOptions::default();
+        for (k, v, _) in tf {
+            let kp = join(p, k);
+            match k {
+                "size" => o.size = self.bytes(v, &kp),
+                "mode" => o.mode = self.int(v, &kp).and_then(|x| u32::try_from(x).ok()),
+                _ => unreachable!(),
+            }
+        }
+        o
+    }
+
+    /// A long-form mount with a `target:` that is absolute and, for a bind
+    /// mount, a `source:` (resolved against the stack directory).
+    fn checked_mount(&mut self, node: &Node, path: &str, mut m: Mount) -> Option<Mount> {
         if m.target.is_empty() {
             self.err(node.mark, path, "a volume in long form needs `target:`")
                 .hint("add `target:` with the absolute path in the container");
@@ -194,7 +210,7 @@ impl Cx<'_, '_> {
             ));
             return None;
         }
-        if kind == MountType::Bind {
+        if m.kind == MountType::Bind {
             match &m.source {
                 Some(s) => m.source = Some(self.host_path(s)),
                 None => {
