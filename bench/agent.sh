@@ -43,6 +43,9 @@
 # off, and the crash-looping service of (a2) would be given up on. Everything created is named plbench-agent-<pid>*
 # and removed on exit (trap), Ctrl-C included; only the agent this script
 # started is stopped. Not a test: the machine is shared and noisy, read the numbers.
+# Exit status: 0 when every goal is met; 1 when one is not (all results are
+# printed first), or when a step failed or timed out (then nothing is reported
+# that was not measured).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -222,7 +225,7 @@ echo "(b) VmRSS $(mb "$rss_idle") MB (RssAnon $(mb "$anon_idle"), RssFile $(mb "
 # ---- (a) stop -> running -------------------------------------------------------------
 # stop_trials: TRIALS x stop -> running of svc17, into sr (ms).
 stop_trials() {
-  local i prev before t0
+  local i prev before t0 started_ms
   sr=()
   for i in $(seq "$trials"); do
     prev=$(status | jq -r .last_sync.time)
@@ -231,7 +234,9 @@ stop_trials() {
     t0=$(date +%s%N)
     wait_until 30 "$c17 running again (trial $i)" running "$c17"
     # Events since before the stop: a start before the command returned counts (negative).
-    sr+=("$(awk -v e="$(start_event_ms "$before" "container=$c17")" -v d="$(( (t0 - before) / 1000 ))" \
+    # (Its own assignment: a failure inside a nested $(...) would go unnoticed.)
+    started_ms=$(start_event_ms "$before" "container=$c17")
+    sr+=("$(awk -v e="$started_ms" -v d="$(( (t0 - before) / 1000 ))" \
       'BEGIN { printf "%.1f\n", e - d / 1000 }')")
     # The heal's cycle waits for the health check: until it ends, /status is
     # stale and another stop would land in it (and count as a failed heal).
@@ -336,7 +341,22 @@ printf '%-58s VmRSS %s MB (peak VmHWM %s MB, RssAnon %s MB)\n' "    at the end (
 printf '%-58s new container %s ms, revision applied %s ms\n' "(c) push -> converged, signed webhook ($push_runs runs)" "$hook_median" "$hook_done"
 printf '%-58s new container %s ms, revision applied %s ms\n' "    push -> converged, polling --interval $poll_interval ($push_runs runs)" "$poll_median" "$poll_done"
 echo
-awk -v m="$stop_median" 'BEGIN { printf "goal (a) median stop -> running < 1000 ms: %s\n", (m < 1000) ? "met" : "NOT met" }'
-awk -v m="$stop_median" -v c="$crash_median" 'BEGIN { printf "goal (a2) median with a crash loop < 300 ms and within 1.5x of (a): %s\n", (c < 300 && c < 1.5 * m + 50) ? "met" : "NOT met" }'
-awk -v k="$rss_idle" 'BEGIN { printf "goal (b) idle VmRSS < 20 MB: %s\n", (k / 1024 < 20) ? "met" : "NOT met" }'
+unmet=()
+# goal NAME MET: prints the verdict; a goal not met makes the script exit 1.
+goal() {
+  if [ "$2" = 1 ]; then
+    echo "goal $1: met"
+  else
+    echo "goal $1: NOT met"
+    unmet+=("${1%% *}")
+  fi
+}
+goal "(a) median stop -> running < 1000 ms" "$(awk -v m="$stop_median" 'BEGIN { print (m < 1000) ? 1 : 0 }')"
+goal "(a2) median with a crash loop < 300 ms and within 1.5x of (a)" \
+  "$(awk -v m="$stop_median" -v c="$crash_median" 'BEGIN { print (c < 300 && c < 1.5 * m + 50) ? 1 : 0 }')"
+goal "(b) idle VmRSS < 20 MB" "$(awk -v k="$rss_idle" 'BEGIN { print (k / 1024 < 20) ? 1 : 0 }')"
 echo "total $((SECONDS - started)) s"
+if [ ${#unmet[@]} -gt 0 ]; then
+  echo "goals NOT met: ${unmet[*]}" >&2
+  exit 1
+fi

@@ -27,7 +27,9 @@
 # keeps the work directory (repository, logs).
 # Needs: docker, git (with git-daemon), curl, jq.
 # Everything created is named plbench-fleet-<pid>* and removed on exit (trap).
-# Not a test: the machine is shared and noisy, read the numbers.
+# Not a test: the machine is shared and noisy, read the numbers. But a number
+# is printed only once established: an agent that does not reach a revision
+# within 120 s, or exits, fails the script (exit 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -157,13 +159,32 @@ for line in sys.stdin: print(f"{time.time():.3f} {line}", end="", flush=True)' >
     [ -n "$addr" ] || { echo "agent $i did not listen:" >&2; tail "$work/agent-$n-$i.log" >&2; exit 1; }
     addrs+=("$addr")
   done
+  # wait_revision REV: until every agent's /status names REV; an agent that
+  # does not within 120 s fails the benchmark (no time is reported for a
+  # fleet that did not converge).
   wait_revision() {
-    local want=$1 a
+    local want=$1 a i=0 got
     for a in "${addrs[@]}"; do
+      i=$((i + 1))
+      got=
       for _ in $(seq 1200); do
-        [ "$(curl -fsS "http://$a/status" 2>/dev/null | jq -r .revision)" = "$want" ] && break
+        got=$(curl -fsS "http://$a/status" 2>/dev/null | jq -r .revision) || got=
+        [ "$got" = "$want" ] && break
         sleep 0.1
       done
+      if [ "$got" != "$want" ]; then
+        echo "agent $i (fleet-$i, $a) is at revision ${got:-unknown}, not $want, after 120 s:" >&2
+        tail -n 20 "$work/agent-$n-$i.log" >&2
+        exit 1
+      fi
+    done
+  }
+  # alive: every agent is still running (its memory and idleness are read below).
+  alive() {
+    local p i=0
+    for p in "${pids[@]}"; do
+      i=$((i + 1))
+      kill -0 "$p" 2>/dev/null || { echo "agent $i exited:" >&2; tail -n 20 "$work/agent-$n-$i.log" >&2; exit 1; }
     done
   }
   local spawned
@@ -176,6 +197,7 @@ for line in sys.stdin: print(f"{time.time():.3f} {line}", end="", flush=True)' >
   to=$(date +%s.%N)
 
   # Memory per agent, idle.
+  alive
   local rss anon
   rss=$(for p in "${pids[@]}"; do vm "$p" VmRSS; done | sort -g)
   anon=$(for p in "${pids[@]}"; do vm "$p" RssAnon; done | sort -g)
@@ -187,6 +209,7 @@ for line in sys.stdin: print(f"{time.time():.3f} {line}", end="", flush=True)' >
   wait_revision "$rev"
   local converge_ms
   converge_ms=$(elapsed_ms "$t0")
+  alive
   stop_all
   kill "$daemon_pid" 2>/dev/null || true
   wait "$daemon_pid" 2>/dev/null || true
@@ -210,7 +233,7 @@ for line in sys.stdin: print(f"{time.time():.3f} {line}", end="", flush=True)' >
     "$(echo "$rss" | median)" "$(echo "$rss" | tail -n 1)" "$(echo "$anon" | median)"
   printf '  push -> all %d agents at the new revision: %.1f s (polling every %s)\n' "$n" "$(awk -v m="$converge_ms" 'BEGIN { print m / 1000 }')" "$interval"
   local idle
-  idle=$(grep -l "idle until the revision changes" "$work"/agent-"$n"-*.log | wc -l)
+  idle=$({ grep -l "idle until the revision changes" "$work"/agent-"$n"-*.log || true; } | wc -l)
   printf '  agents with no stacks that went idle (no engine calls): %d of %d\n' "$idle" "$(( n - assigned ))"
   remove_stacks
 }

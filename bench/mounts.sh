@@ -47,12 +47,19 @@ dry_run() {
 }
 # measure PATH: "<median wall ms> <median CPU ms (user + system)>" of dry runs.
 # CPU time is the steadier number on a loaded machine.
+# A run that fails (not 0 or 2) fails the benchmark: its time is not reported.
 measure() {
-  local t0 wall=() cpu=() out
+  local t0 wall=() cpu=() out rc
   for _ in $(seq "$runs"); do
     t0=$(now_us)
+    rc=0
     /usr/bin/time -o "$dir/time" -f '%U %S' \
-      "$plimsoll" --state-dir "$dir/state" reconcile "$1" --dry-run >/dev/null 2>&1 || true
+      "$plimsoll" --state-dir "$dir/state" reconcile "$1" --dry-run >/dev/null 2>"$dir/stderr" || rc=$?
+    if [ "$rc" != 0 ] && [ "$rc" != 2 ]; then
+      echo "dry run of $1 failed ($rc):" >&2
+      tail -n 20 "$dir/stderr" >&2
+      exit 1
+    fi
     out=$(tail -n 1 "$dir/time")
     wall+=("$(elapsed_ms "$t0")")
     cpu+=("$(awk '{ printf "%.1f\n", ($1 + $2) * 1000 }' <<<"$out")")
@@ -60,8 +67,11 @@ measure() {
   echo "$(printf '%s\n' "${wall[@]}" | median) $(printf '%s\n' "${cpu[@]}" | median)"
 }
 dry_run "$dir/big/stacks/mounts-bench"   # warm the page cache
-read -r big big_cpu <<<"$(measure "$dir/big/stacks/mounts-bench")"
-read -r small small_cpu <<<"$(measure "$dir/small/stacks/mounts-bench")"
+# (Assigned first: a failed measure inside `<<<"$(...)"` would go unnoticed.)
+big_m=$(measure "$dir/big/stacks/mounts-bench")
+small_m=$(measure "$dir/small/stacks/mounts-bench")
+read -r big big_cpu <<<"$big_m"
+read -r small small_cpu <<<"$small_m"
 echo "reconcile --dry-run, median of $runs runs (wall / CPU)"
 printf '  mounting %5d files / %4d MB  %8.1f ms / %8.1f ms\n' "$files" "$size_mb" "$big" "$big_cpu"
 printf '  mounting one small file         %8.1f ms / %8.1f ms\n' "$small" "$small_cpu"

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::diff::{ContainerConfig, labels};
+use crate::diff::ContainerConfig;
+use crate::names::labels;
 
 /// A mount of plimsoll's own container, as the engine reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,13 +18,36 @@ use std::collections::{BTreeMap, BTreeSet};
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveImageOptionsBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::diff::labels;
 use crate::events::{Outcome, Progress};
 use crate::live::Engine;
+use crate::names::labels;
 use crate::plan::{ActionKind, Plan};
 use crate::spec::config::ImagesConfig;
 use crate::spec::model::Stack;
 use crate::state::StateDir;
+
+/// Why recording or removing old images failed (never fails an apply: logged).
+#[derive(Debug, thiserror::Error)]
+pub enum ImagesError {
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("listing containers: {0}")]
+    List(#[source] bollard::errors::Error),
+    /// Reading an old image before removing it.
+    #[error("{0}")]
+    Inspect(#[source] bollard::errors::Error),
+    /// The engine refused to remove an old image (its message).
+    #[error("{}", engine_message(.0))]
+    Remove(#[source] bollard::errors::Error),
+}
+
+/// The engine's own message of an error, without bollard's wrapping.
+fn engine_message(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
 
 /// The file in the state directory.
 pub const FILE: &str = "images.json";
@@ -154,11 +177,11 @@ pub async fn after_apply(
     plan: &Plan,
     config: ImagesConfig,
     progress: &dyn Progress,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, ImagesError> {
     // The agent's heals apply concurrently: one read-modify-write of the history at a time.
     static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _serial = SERIAL.lock().await;
-    let mut history: History = state.read_json(FILE).map_err(|e| e.to_string())?;
+    let mut history: History = state.read_json(FILE)?;
     let pulled: BTreeSet<&str> = plan
         .actions
         .iter()
@@ -204,7 +227,7 @@ pub async fn after_apply(
             .docker
             .list_containers(Some(opts))
             .await
-            .map_err(|e| format!("listing containers: {e}"))?
+            .map_err(ImagesError::List)?
             .into_iter()
             .filter_map(|c| c.image_id)
             .collect();
@@ -232,22 +255,20 @@ pub async fn after_apply(
         }
     }
     history.trim(config.keep());
-    state
-        .write_json(FILE, &history)
-        .map_err(|e| e.to_string())?;
+    state.write_json(FILE, &history)?;
     Ok(removed)
 }
 
 /// Removes the references plimsoll knew an image by, then the image itself
 /// when no tag is left. `Ok(false)`: it is gone already, or a tag plimsoll
 /// did not make keeps it.
-async fn remove(engine: &Engine, id: &str, references: &[String]) -> Result<bool, String> {
+async fn remove(engine: &Engine, id: &str, references: &[String]) -> Result<bool, ImagesError> {
     let image = match engine.docker.inspect_image(id).await {
         Ok(i) => i,
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         }) => return Ok(false),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(ImagesError::Inspect(e)),
     };
     let ours: BTreeSet<String> = references.iter().map(|r| canonical(r)).collect();
     let tags = image.repo_tags.unwrap_or_default();
@@ -268,10 +289,7 @@ async fn remove(engine: &Engine, id: &str, references: &[String]) -> Result<bool
             .docker
             .remove_image(t, Some(opts()), None)
             .await
-            .map_err(|e| match e {
-                bollard::errors::Error::DockerResponseServerError { message, .. } => message,
-                other => other.to_string(),
-            })?;
+            .map_err(ImagesError::Remove)?;
     }
     Ok(true)
 }

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bollard::Docker;
-use bollard::models::{ContainerInspectResponse, HealthConfig};
+use bollard::models::ContainerInspectResponse;
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptions, ListVolumesOptions,
 };
@@ -21,8 +21,9 @@ use futures_util::future::join_all;
 use thiserror::Error;
 
 use crate::diff::network::NetworkConfig;
-use crate::diff::{ContainerConfig, Health, ImageDefaults, MountDesc, labels};
+use crate::diff::{ContainerConfig, ImageDefaults};
 use crate::hostpath::{self, Candidate, PathMap};
+use crate::names::labels;
 use crate::spec::model::{Ipam, IpamPool};
 
 /// How many inspect calls run at once.
@@ -314,7 +315,7 @@ impl Engine {
             let Some((stack, service, hash)) = i
                 .labels
                 .get(labels::BUILD)
-                .and_then(|l| crate::build::parse_label(l))
+                .and_then(|l| crate::names::parse_build_label(l))
             else {
                 continue;
             };
@@ -495,21 +496,7 @@ impl Engine {
         reference: &str,
     ) -> Result<Option<ImageDefaults>, EngineError> {
         match self.docker.inspect_image(reference).await {
-            Ok(img) => {
-                let cfg = img.config.unwrap_or_default();
-                Ok(Some(ImageDefaults {
-                    id: img.id.unwrap_or_default(),
-                    cmd: cfg.cmd,
-                    entrypoint: cfg.entrypoint,
-                    env: env_map(cfg.env.unwrap_or_default()),
-                    labels: cfg.labels.unwrap_or_default().into_iter().collect(),
-                    user: cfg.user.filter(|u| !u.is_empty()),
-                    working_dir: cfg.working_dir.filter(|w| !w.is_empty()),
-                    healthcheck: cfg.healthcheck.map(health),
-                    volumes: cfg.volumes.unwrap_or_default().into_iter().collect(),
-                    stop_signal: cfg.stop_signal.filter(|s| !s.is_empty()),
-                }))
-            }
+            Ok(img) => Ok(Some(crate::keys::image_defaults(img))),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
@@ -552,192 +539,15 @@ pub fn network_config(n: bollard::models::Network) -> NetworkConfig {
     }
 }
 
-fn env_map(env: Vec<String>) -> BTreeMap<String, String> {
-    env.into_iter()
-        .map(|e| match e.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (e, String::new()),
-        })
-        .collect()
-}
-
-/// The engine's health check config in the compared form.
-pub fn health(h: HealthConfig) -> Health {
-    Health {
-        test: h.test.unwrap_or_default(),
-        interval: h.interval.unwrap_or(0),
-        timeout: h.timeout.unwrap_or(0),
-        retries: h.retries.unwrap_or(0),
-        start_period: h.start_period.unwrap_or(0),
-        start_interval: h.start_interval.unwrap_or(0),
-    }
-}
-
-/// A `NetworkMode` that is a mode rather than the name of a network.
-fn is_special_network_mode(mode: &str) -> bool {
-    matches!(mode, "host" | "none" | "bridge" | "default") || mode.starts_with("container:")
-}
-
-/// A legacy link as the engine stores it (`/<container>:/<self>/<alias>`)
-/// in the compared form `<container>:<alias>`.
-fn link_from_engine(link: &str) -> String {
-    match link.split_once(':') {
-        Some((target, alias)) => format!(
-            "{}:{}",
-            target.trim_start_matches('/'),
-            alias.rsplit('/').next().unwrap_or(alias)
-        ),
-        None => link.trim_start_matches('/').to_string(),
-    }
-}
-
-/// The host-config settings of issue 7's remaining Compose keys, in the compared form.
-/// Namespaces that name a container keep `container:<id>` here; the
-/// snapshot turns IDs into names ([`container_refs_to_names`]).
-fn normalize_host_config(
-    host: &bollard::models::HostConfig,
-    config: &mut ContainerConfig,
-    endpoint_links: BTreeSet<String>,
-) {
-    let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
-    config.ipc = nonempty(&host.ipc_mode);
-    config.pid = nonempty(&host.pid_mode);
-    config.uts = nonempty(&host.uts_mode);
-    config.userns = nonempty(&host.userns_mode);
-    config.cgroupns = host
-        .cgroupns_mode
-        .map(|m| m.to_string())
-        .filter(|m| !m.is_empty());
-    config.cgroup_parent = nonempty(&host.cgroup_parent);
-    config.runtime = nonempty(&host.runtime);
-    config.shm_size = host.shm_size.unwrap_or(0);
-    config.sysctls = host
-        .sysctls
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    config.devices = host
-        .devices
-        .iter()
-        .flatten()
-        .map(|d| {
-            let target = d.path_in_container.clone().unwrap_or_default();
-            let source = d.path_on_host.clone().unwrap_or_default();
-            let perm = d.cgroup_permissions.clone().filter(|p| !p.is_empty());
-            (
-                target,
-                format!("{source} {}", perm.as_deref().unwrap_or("rwm")),
-            )
-        })
-        .collect();
-    config.device_cgroup_rules = host.device_cgroup_rules.iter().flatten().cloned().collect();
-    config.dns = host.dns.clone().unwrap_or_default();
-    config.dns_search = host.dns_search.clone().unwrap_or_default();
-    config.dns_options = host.dns_options.clone().unwrap_or_default();
-    config.security_opt = host.security_opt.iter().flatten().cloned().collect();
-    // Compose's `systempaths=unconfined`: no masked /proc and /sys paths.
-    if host.masked_paths.as_ref().is_some_and(|p| p.is_empty()) {
-        config.security_opt.insert("systempaths=unconfined".into());
-    }
-    config.group_add = host.group_add.iter().flatten().cloned().collect();
-    config.oom_score_adj = host.oom_score_adj.unwrap_or(0);
-    config.oom_kill_disable = host.oom_kill_disable.unwrap_or(false);
-    config.storage_opt = host
-        .storage_opt
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    config.cpu_shares = host.cpu_shares.unwrap_or(0);
-    config.cpu_period = host.cpu_period.unwrap_or(0);
-    config.cpu_quota = host.cpu_quota.unwrap_or(0);
-    config.cpu_rt_period = host.cpu_realtime_period.unwrap_or(0);
-    config.cpu_rt_runtime = host.cpu_realtime_runtime.unwrap_or(0);
-    config.cpuset = nonempty(&host.cpuset_cpus);
-    config.memory_swap = host.memory_swap.unwrap_or(0);
-    config.memory_swappiness = host.memory_swappiness.filter(|s| *s >= 0);
-    config.links = host
-        .links
-        .iter()
-        .flatten()
-        .map(|l| link_from_engine(l))
-        .chain(endpoint_links.iter().map(|l| link_from_engine(l)))
-        .collect();
-    config.volumes_from = host.volumes_from.iter().flatten().cloned().collect();
-    config.annotations = host
-        .annotations
-        .clone()
-        .filter(|a| !a.is_empty())
-        .map(|a| a.into_iter().collect());
-    config.blkio_weight = host.blkio_weight.unwrap_or(0);
-    for d in host.blkio_weight_device.iter().flatten() {
-        if let (Some(path), Some(weight)) = (&d.path, d.weight) {
-            config
-                .blkio_devices
-                .insert(format!("weight {path}"), weight.to_string());
-        }
-    }
-    for (key, list) in [
-        ("device_read_bps", &host.blkio_device_read_bps),
-        ("device_read_iops", &host.blkio_device_read_iops),
-        ("device_write_bps", &host.blkio_device_write_bps),
-        ("device_write_iops", &host.blkio_device_write_iops),
-    ] {
-        for d in list.iter().flatten() {
-            if let (Some(path), Some(rate)) = (&d.path, d.rate) {
-                config.blkio_devices.insert(
-                    format!("{} {path}", crate::diff::blkio_kind(key)),
-                    rate.to_string(),
-                );
-            }
-        }
-    }
-    config.device_requests = host
-        .device_requests
-        .iter()
-        .flatten()
-        .map(|r| crate::spec::model::DeviceRequest {
-            capabilities: r.capabilities.iter().flatten().flatten().cloned().collect(),
-            driver: r.driver.clone().filter(|d| !d.is_empty()),
-            count: r.count.filter(|c| *c != 0),
-            device_ids: r.device_ids.clone().unwrap_or_default(),
-            options: r.options.clone().unwrap_or_default().into_iter().collect(),
-        })
-        .collect();
-}
-
-/// Turns `container:<id>` namespaces into `container:<name>`, as the desired
-/// side names them (the engine stores the ID of the container it joined).
-pub fn container_refs_to_names(config: &mut ContainerConfig, names: &BTreeMap<String, String>) {
-    for mode in [&mut config.network_mode, &mut config.ipc, &mut config.pid] {
-        if let Some(m) = mode
-            && let Some(id) = m.strip_prefix("container:")
-            && let Some(name) = names.get(id)
-        {
-            *m = format!("container:{name}");
-        }
-    }
-}
-
-fn is_anonymous_volume(name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// `docker inspect` output to the compared model, image defaults stripped.
+/// `docker inspect` output to the compared model, image defaults stripped
+/// (the mapping is [`crate::keys::read`]'s). Namespaces that name a
+/// container keep `container:<id>`; [`container_refs_to_names`] names them.
 pub fn normalize(c: ContainerInspectResponse, image: &ImageDefaults) -> LiveContainer {
+    let mut config = crate::keys::read(&c);
+    config.strip_defaults(image);
+    let anonymous_volumes = crate::keys::mounts::anonymous_volumes(&c);
     let id = c.id.unwrap_or_default();
-    let name = c
-        .name
-        .unwrap_or_default()
-        .trim_start_matches('/')
-        .to_string();
-    let cfg = c.config.unwrap_or_default();
-    let host = c.host_config.unwrap_or_default();
-    let host_more = host.clone();
     let st = c.state.unwrap_or_default();
-    let labels: BTreeMap<String, String> =
-        cfg.labels.clone().unwrap_or_default().into_iter().collect();
     let health_state = st.health.as_ref();
     let state = RunState {
         status: st.status.map(|s| s.to_string()).unwrap_or_default(),
@@ -758,184 +568,10 @@ pub fn normalize(c: ContainerInspectResponse, image: &ImageDefaults) -> LiveCont
                 )
             }),
     };
-    let short_id: String = id.chars().take(12).collect();
-
-    let mut ports: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (port, binds) in host.port_bindings.unwrap_or_default() {
-        let mut v: Vec<String> = binds
-            .unwrap_or_default()
-            .into_iter()
-            .map(|b| {
-                format!(
-                    "{}:{}",
-                    b.host_ip.unwrap_or_default(),
-                    b.host_port.unwrap_or_default()
-                )
-            })
-            .collect();
-        v.sort();
-        ports.insert(port, v);
-    }
-    let mut mounts = BTreeMap::new();
-    let mut anonymous_volumes = BTreeMap::new();
-    for m in c.mounts.unwrap_or_default() {
-        let kind = match m.typ.map(|t| t.to_string()).as_deref() {
-            Some("bind") => "bind",
-            Some("tmpfs") => "tmpfs",
-            _ => "volume",
-        };
-        let source = match kind {
-            "bind" => m.source,
-            "volume" => m.name.clone().filter(|n| !is_anonymous_volume(n)),
-            _ => None,
-        };
-        let target = m.destination.unwrap_or_default();
-        if let Some(anon) = m
-            .name
-            .as_deref()
-            .filter(|n| kind == "volume" && is_anonymous_volume(n))
-        {
-            anonymous_volumes.insert(target.clone(), anon.to_string());
-        }
-        mounts.insert(
-            target,
-            MountDesc {
-                kind,
-                source,
-                read_only: !m.rw.unwrap_or(true),
-            },
-        );
-    }
-    let endpoints = c
-        .network_settings
-        .and_then(|n| n.networks)
-        .unwrap_or_default();
-    let endpoint_macs: BTreeMap<String, String> = endpoints
-        .iter()
-        .filter_map(|(net, ep)| {
-            Some((
-                net.clone(),
-                ep.mac_address.clone().filter(|m| !m.is_empty())?,
-            ))
-        })
-        .collect();
-    let endpoint_settings: BTreeMap<String, String> = endpoints
-        .iter()
-        .filter_map(|(net, ep)| {
-            let ipam = ep.ipam_config.clone().unwrap_or_default();
-            let opts: BTreeMap<String, String> = ep
-                .driver_opts
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect();
-            let words = crate::diff::endpoint_words(
-                ipam.ipv4_address.as_deref(),
-                ipam.ipv6_address.as_deref(),
-                &ipam.link_local_ips.unwrap_or_default(),
-                &opts,
-            )?;
-            Some((net.clone(), words))
-        })
-        .collect();
-    let mut endpoint_links: BTreeSet<String> = BTreeSet::new();
-    for ep in endpoints.values() {
-        endpoint_links.extend(ep.links.iter().flatten().cloned());
-    }
-    let mut networks: BTreeMap<String, BTreeSet<String>> = endpoints
-        .into_iter()
-        .map(|(net, ep)| {
-            let aliases: BTreeSet<String> = ep
-                .aliases
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|a| *a != short_id && *a != id)
-                .collect();
-            (net, aliases)
-        })
-        .collect();
-    let network_mode = host
-        .network_mode
-        .clone()
-        .filter(|m| is_special_network_mode(m));
-    if let Some(m) = &network_mode {
-        // The mode's own network (`host`, `none`, `bridge`) is the mode, not a network.
-        networks.remove(if m == "default" { "bridge" } else { m.as_str() });
-    }
-    let restart = host.restart_policy.map_or_else(
-        || "no".to_string(),
-        |r| {
-            let n = r.name.map(|n| n.to_string()).unwrap_or_default();
-            match (n.as_str(), r.maximum_retry_count.unwrap_or(0)) {
-                ("" | "no", _) => "no".into(),
-                ("on-failure", c) if c > 0 => format!("on-failure:{c}"),
-                (other, _) => other.to_string(),
-            }
-        },
-    );
-    let log = host.log_config.map(|l| {
-        (
-            l.typ.unwrap_or_default(),
-            l.config
-                .unwrap_or_default()
-                .into_iter()
-                .collect::<BTreeMap<_, _>>(),
-        )
-    });
-    let mut config = ContainerConfig {
-        name: name.clone(),
-        image: cfg.image.unwrap_or_default(),
-        image_id: c.image.clone(),
-        command: cfg.cmd,
-        entrypoint: cfg.entrypoint,
-        env: env_map(cfg.env.unwrap_or_default()),
-        labels: labels.clone(),
-        ports,
-        mounts,
-        tmpfs: host.tmpfs.unwrap_or_default().into_iter().collect(),
-        networks,
-        restart,
-        memory: host.memory.unwrap_or(0),
-        memory_reservation: host.memory_reservation.unwrap_or(0),
-        nano_cpus: host.nano_cpus.unwrap_or(0),
-        pids_limit: host.pids_limit.unwrap_or(0).max(0),
-        healthcheck: cfg.healthcheck.map(health),
-        user: cfg.user.filter(|u| !u.is_empty()),
-        working_dir: cfg.working_dir.filter(|w| !w.is_empty()),
-        hostname: cfg.hostname.filter(|h| *h != short_id),
-        stop_signal: cfg.stop_signal.filter(|s| !s.is_empty()),
-        stop_timeout: cfg.stop_timeout,
-        privileged: host.privileged.unwrap_or(false),
-        init: host.init.unwrap_or(false),
-        read_only: host.readonly_rootfs.unwrap_or(false),
-        cap_add: host.cap_add.unwrap_or_default().into_iter().collect(),
-        cap_drop: host.cap_drop.unwrap_or_default().into_iter().collect(),
-        ulimits: host
-            .ulimits
-            .unwrap_or_default()
-            .into_iter()
-            .map(|u| {
-                (
-                    u.name.unwrap_or_default(),
-                    (u.soft.unwrap_or(0), u.hard.unwrap_or(0)),
-                )
-            })
-            .collect(),
-        extra_hosts: host.extra_hosts.unwrap_or_default().into_iter().collect(),
-        log,
-        network_mode,
-        domainname: cfg.domainname.clone().filter(|d| !d.is_empty()),
-        tty: cfg.tty.unwrap_or(false),
-        stdin_open: cfg.open_stdin.unwrap_or(false),
-        endpoint_macs,
-        endpoints: endpoint_settings,
-        ..ContainerConfig::default()
-    };
-    normalize_host_config(&host_more, &mut config, endpoint_links);
-    config.strip_defaults(image);
+    let labels = config_labels(&c.config);
     LiveContainer {
         id,
-        name,
+        name: config.name.clone(),
         stack: labels.get(labels::STACK).cloned().unwrap_or_default(),
         service: labels.get(labels::SERVICE).cloned().unwrap_or_default(),
         number: labels
@@ -948,6 +584,17 @@ pub fn normalize(c: ContainerInspectResponse, image: &ImageDefaults) -> LiveCont
         anonymous_volumes,
     }
 }
+
+/// A container's labels as the engine reports them (image labels included).
+fn config_labels(cfg: &Option<bollard::models::ContainerConfig>) -> BTreeMap<String, String> {
+    cfg.as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+pub use crate::keys::namespaces::refs_to_names as container_refs_to_names;
 
 #[cfg(test)]
 mod tests {

@@ -37,8 +37,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::diff::{ContainerConfig, labels};
+use crate::diff::ContainerConfig;
 use crate::hostpath::PathMap;
+use crate::names::labels;
 use crate::source::{Files, Kind};
 use crate::spec::diag::{Diag, Mark};
 use crate::spec::model::Stack;

@@ -18,8 +18,9 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::diff::{self, labels};
+use crate::diff;
 use crate::mounts;
+use crate::names::{self, labels};
 use crate::plan::{html_escape, md_code, md_escape, md_fence, paint, push_diff};
 use crate::source::{self, Files, GitTree, SourceError};
 use crate::spec::config::Config;
@@ -428,7 +429,7 @@ fn service_fields(
     word: &dyn Fn(&str) -> String,
 ) -> BTreeMap<String, String> {
     let mut c = diff::desired_config(stack, name, svc, 1, None);
-    for k in diff::managed_labels(stack, name, 1).keys() {
+    for k in names::managed_labels(stack, name, 1).keys() {
         c.labels.remove(k);
     }
     c.labels.remove(labels::REPOSITORY);

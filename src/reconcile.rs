@@ -417,7 +417,7 @@ pub async fn build_hashes(stacks: &[&Stack]) -> plan::Builds {
             // A stored revision (rollback) names what it was built from.
             if let Some(h) = s.source.pinned_builds.get(n) {
                 let h = crate::build::BuildHash::parse(h)
-                    .ok_or_else(|| format!("the stored build hash `{h}` is not valid"));
+                    .ok_or_else(|| plan::BuildInputError::StoredHash(h.clone()));
                 pinned.insert(key, h);
             } else if let Some(b) = &svc.build {
                 todo.push((key, b.clone()));
@@ -429,7 +429,11 @@ pub async fn build_hashes(stacks: &[&Stack]) -> plan::Builds {
     }
     let hashed: plan::Builds = tokio::task::spawn_blocking(move || {
         todo.into_iter()
-            .map(|(key, b)| (key, crate::build::hash(&b).map_err(|e| e.to_string())))
+            .map(|(key, b)| {
+                let h = crate::build::hash(&b)
+                    .map_err(|e| plan::BuildInputError::Context(std::sync::Arc::new(e)));
+                (key, h)
+            })
             .collect()
     })
     .await
@@ -529,7 +533,7 @@ pub fn status(o: &Observed<'_>) -> Status {
         // One row per replica.
         for (name, svc, container) in stack.services.iter().flat_map(|(name, svc)| {
             (1..=svc.replicas())
-                .map(move |n| (name, svc, crate::diff::replica_name(stack, name, svc, n)))
+                .map(move |n| (name, svc, crate::names::replica_name(stack, name, svc, n)))
         }) {
             let mine = || {
                 o.live

@@ -1116,7 +1116,7 @@ impl Agent {
             .live
             .containers
             .iter()
-            .any(|c| c.name.ends_with(crate::apply::OLD_SUFFIX));
+            .any(|c| c.name.ends_with(crate::names::OLD_SUFFIX));
         // A heal replacing a container parks the old one too: recovering
         // waits for the host alone.
         if parked && !exclusive {

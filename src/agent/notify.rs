@@ -527,12 +527,19 @@ mod tests {
     use axum::http::StatusCode as Status;
     use axum::routing::post;
 
+    /// How long a test waits for something that must happen: only a guard
+    /// against a hang, never a measure (no test asserts how long anything took).
+    const HANG_GUARD: Duration = Duration::from_secs(60);
+
     /// A local HTTP receiver that records bodies. The first `fail_first`
-    /// requests are answered `status`; `delay` holds every answer.
+    /// requests are answered `status`; while `hold` is closed every answer
+    /// waits (the request is counted at once, the body recorded once it opens).
     struct Receiver {
         url: String,
         bodies: mpsc::UnboundedReceiver<String>,
         requests: Arc<AtomicUsize>,
+        /// Opens the hold: every waiting and later request is answered.
+        open: tokio::sync::watch::Sender<bool>,
     }
 
     #[derive(Clone)]
@@ -541,32 +548,39 @@ mod tests {
         requests: Arc<AtomicUsize>,
         fail_first: usize,
         status: Status,
-        delay: Duration,
+        hold: tokio::sync::watch::Receiver<bool>,
     }
 
-    async fn receiver_with(fail_first: usize, status: Status, delay: Duration) -> Receiver {
+    async fn receiver_with(fail_first: usize, status: Status) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        serve(listener, fail_first, status, delay)
+        serve(listener, fail_first, status, true)
+    }
+
+    /// A receiver whose answers wait until [`Receiver::open`] is sent `true`.
+    async fn held_receiver() -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        serve(listener, 0, Status::OK, false)
     }
 
     fn serve(
         listener: tokio::net::TcpListener,
         fail_first: usize,
         status: Status,
-        delay: Duration,
+        open: bool,
     ) -> Receiver {
         let (tx, bodies) = mpsc::unbounded_channel();
         let requests = Arc::new(AtomicUsize::new(0));
+        let (open_tx, hold) = tokio::sync::watch::channel(open);
         let state = RecvState {
             tx,
             requests: requests.clone(),
             fail_first,
             status,
-            delay,
+            hold,
         };
-        async fn handle(State(s): State<RecvState>, body: String) -> Status {
+        async fn handle(State(mut s): State<RecvState>, body: String) -> Status {
             let n = s.requests.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(s.delay).await;
+            let _ = s.hold.wait_for(|open| *open).await;
             if n < s.fail_first {
                 return s.status;
             }
@@ -582,32 +596,72 @@ mod tests {
             url: format!("http://{addr}/hook/T0KEN-in-url"),
             bodies,
             requests,
+            open: open_tx,
         }
     }
 
     async fn receiver() -> Receiver {
-        receiver_with(0, Status::OK, Duration::ZERO).await
+        receiver_with(0, Status::OK).await
     }
 
     impl Receiver {
         async fn next(&mut self) -> serde_json::Value {
-            let body = tokio::time::timeout(Duration::from_secs(10), self.bodies.recv())
+            let body = tokio::time::timeout(HANG_GUARD, self.bodies.recv())
                 .await
-                .expect("a notification within 10 s")
+                .expect("a notification (hang guard)")
                 .unwrap();
             serde_json::from_str(&body).unwrap()
         }
 
-        /// Nothing more arrives within a short while.
-        async fn nothing_more(&mut self) {
-            let r = tokio::time::timeout(Duration::from_millis(300), self.bodies.recv()).await;
-            assert!(r.is_err(), "unexpected notification: {r:?}");
+        /// The messages of the bodies received so far, without waiting.
+        fn received(&mut self) -> Vec<serde_json::Value> {
+            std::iter::from_fn(|| self.bodies.try_recv().ok())
+                .map(|b| serde_json::from_str::<serde_json::Value>(&b).unwrap()["message"].clone())
+                .collect()
         }
+
+        fn requests(&self) -> usize {
+            self.requests.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Closes every target's queue and waits until its delivery task has
+    /// ended: each notification sent before was delivered or given up, so
+    /// what a receiver got is final. The deterministic end of a test's
+    /// deliveries, where a "nothing more within a while" window would be a guess.
+    async fn settle(n: &Notifier) {
+        let targets = std::mem::take(&mut *n.inner.targets.write().unwrap());
+        for Target { tx, task, .. } in targets {
+            drop(tx);
+            tokio::time::timeout(HANG_GUARD, task)
+                .await
+                .expect("the delivery task ends (hang guard)")
+                .expect("the delivery task does not panic");
+        }
+    }
+
+    /// Runs the synchronous `f` (sends) off the runtime: if it blocked, the
+    /// hang guard fails the test instead of hanging it.
+    async fn off_runtime(f: impl FnOnce() + Send + 'static) {
+        tokio::time::timeout(HANG_GUARD, tokio::task::spawn_blocking(f))
+            .await
+            .expect("send must not block (hang guard)")
+            .unwrap();
     }
 
     fn fast() -> Notifier {
         Notifier::start_with(DeliveryOptions {
             backoff_base: Duration::from_millis(10),
+            ..DeliveryOptions::default()
+        })
+    }
+
+    /// [`fast`] for a held receiver: a request that waits is no timeout.
+    fn patient(queue_capacity: usize) -> Notifier {
+        Notifier::start_with(DeliveryOptions {
+            timeout: Duration::from_secs(3600),
+            backoff_base: Duration::from_millis(10),
+            queue_capacity,
             ..DeliveryOptions::default()
         })
     }
@@ -699,9 +753,9 @@ mod tests {
 
     #[tokio::test]
     async fn flush_delivers_what_is_queued_before_shutdown() {
-        // A slow receiver: without the flush, these would still be queued at exit.
-        let mut slow = receiver_with(0, Status::OK, Duration::from_millis(300)).await;
-        let n = fast();
+        // A held receiver: until it answers, all three are still queued or in flight.
+        let mut slow = held_receiver().await;
+        let n = patient(256);
         n.configure(
             &[target(&slow.url, NotificationFormat::Json, &[])],
             &no_env(),
@@ -713,22 +767,39 @@ mod tests {
                 &Masker::default(),
             );
         }
-        n.flush(Duration::from_secs(10)).await;
-        for i in 0..3 {
-            assert_eq!(slow.next().await["message"], format!("failure {i}"));
-        }
-        // Flushed: later notifications go nowhere, and a second flush returns at once.
+        let flushing = tokio::spawn({
+            let n = n.clone();
+            async move { n.flush(HANG_GUARD).await }
+        });
+        // The flush waits for the receiver: it cannot end while nothing was answered.
+        tokio::task::yield_now().await;
+        assert!(!flushing.is_finished(), "flush returned before delivering");
+        assert_eq!(slow.received(), Vec::<serde_json::Value>::new());
+        slow.open.send(true).unwrap();
+        tokio::time::timeout(HANG_GUARD, flushing)
+            .await
+            .expect("flush returns (hang guard)")
+            .unwrap();
+        // Returned: all three were delivered, in order.
+        assert_eq!(
+            slow.received(),
+            ["failure 0", "failure 1", "failure 2"].map(serde_json::Value::from)
+        );
+        // Flushed: later notifications go nowhere (no target is left to queue
+        // them), and a second flush returns at once.
         n.send(
             notification(NotificationEvent::SyncFailed, "after"),
             &Masker::default(),
         );
-        n.flush(Duration::from_secs(10)).await;
-        slow.nothing_more().await;
+        assert!(n.inner.targets.read().unwrap().is_empty());
+        n.flush(HANG_GUARD).await;
+        assert_eq!(slow.requests(), 3);
+        assert_eq!(slow.received(), Vec::<serde_json::Value>::new());
     }
 
     #[tokio::test]
     async fn retries_after_a_server_error() {
-        let mut r = receiver_with(1, Status::INTERNAL_SERVER_ERROR, Duration::ZERO).await;
+        let mut r = receiver_with(1, Status::INTERNAL_SERVER_ERROR).await;
         let n = fast();
         n.configure(&[target(&r.url, NotificationFormat::Json, &[])], &no_env())
             .unwrap();
@@ -737,13 +808,15 @@ mod tests {
             &Masker::default(),
         );
         assert_eq!(r.next().await["message"], "api stopped");
-        assert_eq!(r.requests.load(Ordering::SeqCst), 2);
-        r.nothing_more().await;
+        // Every delivery over: one retry, and nothing sent twice.
+        settle(&n).await;
+        assert_eq!(r.requests(), 2);
+        assert_eq!(r.received(), Vec::<serde_json::Value>::new());
     }
 
     #[tokio::test]
     async fn retries_on_429() {
-        let mut r = receiver_with(2, Status::TOO_MANY_REQUESTS, Duration::ZERO).await;
+        let mut r = receiver_with(2, Status::TOO_MANY_REQUESTS).await;
         let n = fast();
         n.configure(&[target(&r.url, NotificationFormat::Json, &[])], &no_env())
             .unwrap();
@@ -752,38 +825,49 @@ mod tests {
             &Masker::default(),
         );
         assert_eq!(r.next().await["event"], "sync_succeeded");
-        assert_eq!(r.requests.load(Ordering::SeqCst), 3);
+        settle(&n).await;
+        assert_eq!(r.requests(), 3);
     }
 
     #[tokio::test]
     async fn retries_on_connection_errors() {
-        // Nothing listens on the port at first; the receiver starts after
-        // the first attempts failed (at 0 and 50 ms).
-        let addr = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
-        let n = Notifier::start_with(DeliveryOptions {
-            backoff_base: Duration::from_millis(50),
-            ..DeliveryOptions::default()
-        });
-        let url = format!("http://{addr}/hook/T0KEN-in-url");
+        // The first two connections are closed as soon as the request has
+        // come in, without an answer (a connection error for the sender, as a
+        // receiver that restarts gives); then the receiver answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/hook/T0KEN-in-url",
+            listener.local_addr().unwrap()
+        );
+        let n = fast();
         n.configure(&[target(&url, NotificationFormat::Json, &[])], &no_env())
             .unwrap();
         n.send(
             notification(NotificationEvent::SyncFailed, "late"),
             &Masker::default(),
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let mut r = serve(listener, 0, Status::OK, Duration::ZERO);
+        for _ in 0..2 {
+            let (mut conn, _) = tokio::time::timeout(HANG_GUARD, listener.accept())
+                .await
+                .expect("an attempt (hang guard)")
+                .unwrap();
+            let mut buf = [0u8; 1024];
+            let read = tokio::io::AsyncReadExt::read(&mut conn, &mut buf)
+                .await
+                .unwrap();
+            assert!(buf[..read].starts_with(b"POST /hook/"), "a request came in");
+            drop(conn);
+        }
+        let mut r = serve(listener, 0, Status::OK, true);
         assert_eq!(r.url, url);
         assert_eq!(r.next().await["message"], "late");
+        settle(&n).await;
+        assert_eq!(r.requests(), 1, "delivered once, on the third attempt");
     }
 
     #[tokio::test]
     async fn gives_up_after_the_last_attempt() {
-        let mut r = receiver_with(usize::MAX, Status::SERVICE_UNAVAILABLE, Duration::ZERO).await;
+        let mut r = receiver_with(usize::MAX, Status::SERVICE_UNAVAILABLE).await;
         let n = Notifier::start_with(DeliveryOptions {
             attempts: 3,
             backoff_base: Duration::from_millis(10),
@@ -795,13 +879,15 @@ mod tests {
             notification(NotificationEvent::SyncFailed, "x"),
             &Masker::default(),
         );
-        r.nothing_more().await;
-        assert_eq!(r.requests.load(Ordering::SeqCst), 3);
+        // The delivery task ends once the notification is given up.
+        settle(&n).await;
+        assert_eq!(r.requests(), 3);
+        assert_eq!(r.received(), Vec::<serde_json::Value>::new());
     }
 
     #[tokio::test]
     async fn client_errors_are_not_retried() {
-        let r = receiver_with(usize::MAX, Status::NOT_FOUND, Duration::ZERO).await;
+        let r = receiver_with(usize::MAX, Status::NOT_FOUND).await;
         let n = fast();
         n.configure(&[target(&r.url, NotificationFormat::Json, &[])], &no_env())
             .unwrap();
@@ -809,8 +895,8 @@ mod tests {
             notification(NotificationEvent::SyncSucceeded, "ok"),
             &Masker::default(),
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(r.requests.load(Ordering::SeqCst), 1);
+        settle(&n).await;
+        assert_eq!(r.requests(), 1);
     }
 
     #[tokio::test]
@@ -875,17 +961,20 @@ mod tests {
             notification(NotificationEvent::SyncFailed, "failed"),
             &Masker::default(),
         );
+        // Each target delivers in order: drift would have come first.
         assert_eq!(all.next().await["event"], "drift_detected");
         assert_eq!(all.next().await["event"], "sync_failed");
         assert_eq!(failures.next().await["event"], "sync_failed");
-        failures.nothing_more().await;
+        settle(&n).await;
+        assert_eq!((failures.requests(), all.requests()), (1, 2));
     }
 
     #[tokio::test]
     async fn a_slow_target_does_not_hold_up_others() {
-        let slow = receiver_with(0, Status::OK, Duration::from_secs(5)).await;
+        // The slow receiver answers nothing until the end of the test.
+        let mut slow = held_receiver().await;
         let mut fast_r = receiver().await;
-        let n = fast();
+        let n = patient(256);
         n.configure(
             &[
                 target(&slow.url, NotificationFormat::Json, &[]),
@@ -894,62 +983,136 @@ mod tests {
             &no_env(),
         )
         .unwrap();
-        let started = std::time::Instant::now();
-        for i in 0..3 {
-            n.send(
-                notification(NotificationEvent::DriftDetected, &format!("drift {i}")),
-                &Masker::default(),
-            );
-        }
-        assert!(
-            started.elapsed() < Duration::from_millis(100),
-            "send must not block"
-        );
+        off_runtime({
+            let n = n.clone();
+            move || {
+                for i in 0..3 {
+                    n.send(
+                        notification(NotificationEvent::DriftDetected, &format!("drift {i}")),
+                        &Masker::default(),
+                    );
+                }
+            }
+        })
+        .await;
         for i in 0..3 {
             let text = fast_r.next().await["text"].as_str().unwrap().to_string();
             assert!(text.contains(&format!("drift {i}")), "{text}");
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(4),
-            "{:?}",
-            started.elapsed()
+        // All three reached the fast target while the slow one has answered none.
+        assert!(slow.requests() <= 1, "one request at a time per target");
+        assert_eq!(slow.received(), Vec::<serde_json::Value>::new());
+        slow.open.send(true).unwrap();
+        settle(&n).await;
+        assert_eq!(
+            slow.received(),
+            ["drift 0", "drift 1", "drift 2"].map(serde_json::Value::from)
         );
     }
 
     #[tokio::test]
     async fn a_full_queue_drops_without_blocking() {
-        let slow = receiver_with(0, Status::OK, Duration::from_secs(5)).await;
-        let n = Notifier::start_with(DeliveryOptions {
-            queue_capacity: 2,
-            ..DeliveryOptions::default()
-        });
+        let mut slow = held_receiver().await;
+        let n = patient(2);
         n.configure(
             &[target(&slow.url, NotificationFormat::Json, &[])],
             &no_env(),
         )
         .unwrap();
-        let started = std::time::Instant::now();
-        for _ in 0..50 {
-            n.send(
-                notification(NotificationEvent::DriftDetected, "x"),
-                &Masker::default(),
-            );
+        off_runtime({
+            let n = n.clone();
+            move || {
+                for i in 0..50 {
+                    n.send(
+                        notification(NotificationEvent::DriftDetected, &format!("{i}")),
+                        &Masker::default(),
+                    );
+                }
+            }
+        })
+        .await;
+        // The queue holds 2, and the delivery task may have taken one out
+        // (then waiting on the receiver) while they were sent, making room
+        // for one more: every other notification was dropped.
+        let dropped = n.inner.targets.read().unwrap()[0]
+            .shared
+            .dropped
+            .load(Ordering::Relaxed);
+        slow.open.send(true).unwrap();
+        settle(&n).await;
+        let delivered: Vec<u64> = slow
+            .received()
+            .iter()
+            .map(|m| m.as_str().unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            delivered.len() == 2 && delivered == [0, 1]
+                || delivered.len() == 3 && delivered[..2] == [0, 1],
+            "{delivered:?}"
+        );
+        // `dropped` counts the drops since the last notification queued.
+        let last = *delivered.last().unwrap();
+        assert_eq!(dropped, 49 - last, "delivered {delivered:?}");
+    }
+
+    /// Log lines written while `f` runs on this thread, any level.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
         }
-        assert!(started.elapsed() < Duration::from_millis(200));
+        let buf = Buf::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer({
+                let buf = buf.clone();
+                move || buf.clone()
+            })
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buf.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
     }
 
     #[tokio::test]
     async fn no_targets_drops_silently() {
+        let mut r = receiver().await;
         let n = fast();
+        // The log capture works: a warning of this module shows.
+        assert!(
+            logged(|| tracing::warn!(target: "plimsoll::notify", "control")).contains("control")
+        );
+        // Before any `configure`, and after one without targets: nothing is
+        // logged, and nothing is kept for a target configured later.
+        let quiet = logged(|| {
+            n.send(
+                notification(NotificationEvent::SyncFailed, "before any target"),
+                &Masker::default(),
+            );
+            n.configure(&[], &no_env()).unwrap();
+            n.send(
+                notification(NotificationEvent::SyncFailed, "no target"),
+                &Masker::default(),
+            );
+        });
+        assert_eq!(quiet, "");
+        n.configure(&[target(&r.url, NotificationFormat::Json, &[])], &no_env())
+            .unwrap();
         n.send(
-            notification(NotificationEvent::SyncFailed, "x"),
+            notification(NotificationEvent::SyncFailed, "with a target"),
             &Masker::default(),
         );
-        n.configure(&[], &no_env()).unwrap();
-        n.send(
-            notification(NotificationEvent::SyncFailed, "x"),
-            &Masker::default(),
-        );
+        settle(&n).await;
+        assert_eq!(r.received(), vec![serde_json::Value::from("with a target")]);
+        assert_eq!(r.requests(), 1);
     }
 
     #[tokio::test]
@@ -984,13 +1147,28 @@ mod tests {
             &Masker::default(),
         );
         assert_eq!(r.next().await["message"], "three");
-        // And a revision without targets stops notifications.
+        // And a revision without targets stops notifications: "four" goes
+        // nowhere, while "five", sent to a target configured after it, arrives.
         n.configure(&[], &env).unwrap();
+        assert!(n.inner.targets.read().unwrap().is_empty());
         n.send(
             notification(NotificationEvent::SyncFailed, "four"),
             &Masker::default(),
         );
-        r.nothing_more().await;
+        let mut other = receiver().await;
+        n.configure(
+            &[target(&other.url, NotificationFormat::Json, &[])],
+            &no_env(),
+        )
+        .unwrap();
+        n.send(
+            notification(NotificationEvent::SyncFailed, "five"),
+            &Masker::default(),
+        );
+        settle(&n).await;
+        assert_eq!(other.received(), vec![serde_json::Value::from("five")]);
+        assert_eq!(r.requests(), 2, "one and three only");
+        assert_eq!(r.received(), Vec::<serde_json::Value>::new());
     }
 
     #[tokio::test]

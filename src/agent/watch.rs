@@ -59,7 +59,7 @@ pub async fn engine_events(engine: Engine, tx: UnboundedSender<Trigger>) {
         }
         let filters: HashMap<&str, Vec<&str>> = HashMap::from([
             ("type", vec!["container"]),
-            ("label", vec![crate::diff::labels::STACK]),
+            ("label", vec![crate::names::labels::STACK]),
         ]);
         let opts = bollard::query_parameters::EventsOptionsBuilder::default()
             .filters(&filters)
@@ -71,14 +71,14 @@ pub async fn engine_events(engine: Engine, tx: UnboundedSender<Trigger>) {
                     backoff = Duration::from_millis(250);
                     let action = ev.action.unwrap_or_default();
                     let attrs = ev.actor.and_then(|a| a.attributes).unwrap_or_default();
-                    let Some(stack) = attrs.get(crate::diff::labels::STACK) else {
+                    let Some(stack) = attrs.get(crate::names::labels::STACK) else {
                         continue;
                     };
                     let Some(kind) = drift_kind(&action) else {
                         // A container that turned healthy changes only what
                         // /status shows.
                         if action == "health_status: healthy" {
-                            let service = attrs.get(crate::diff::labels::SERVICE);
+                            let service = attrs.get(crate::names::labels::SERVICE);
                             let who = format!("{stack}/{}", service.map_or("", String::as_str));
                             if tx
                                 .send(Trigger::Publish(format!("{who} turned healthy")))
@@ -97,7 +97,7 @@ pub async fn engine_events(engine: Engine, tx: UnboundedSender<Trigger>) {
                     );
                     let event = Trigger::Event {
                         stack: stack.clone(),
-                        service: attrs.get(crate::diff::labels::SERVICE).cloned(),
+                        service: attrs.get(crate::names::labels::SERVICE).cloned(),
                         kind,
                     };
                     if tx.send(event).is_err() {

@@ -49,8 +49,6 @@ pub use waves::{DEFAULT_PARALLEL, Parallel};
 
 /// How often a gate looks at a container.
 const POLL: Duration = Duration::from_millis(100);
-/// The suffix of an old container kept during a recreate.
-pub const OLD_SUFFIX: &str = "-plimsoll-old";
 
 #[derive(Debug, Error)]
 pub enum ApplyError {
@@ -365,7 +363,7 @@ fn last_lines(what: &str, text: &str) -> String {
 fn replica_number(stack: &Stack, service: &str, name: &str) -> u32 {
     let svc = &stack.services[service];
     (1..=svc.replicas())
-        .find(|n| crate::diff::replica_name(stack, service, svc, *n) == name)
+        .find(|n| crate::names::replica_name(stack, service, svc, *n) == name)
         .unwrap_or(1)
 }
 

@@ -2,10 +2,11 @@
 
 use bollard::query_parameters::RemoveContainerOptionsBuilder;
 
+use super::engine_msg;
 use super::replace::restore;
-use super::{OLD_SUFFIX, engine_msg};
 use crate::events::{Outcome, Progress};
 use crate::live::{Engine, Live};
+use crate::names::OLD_SUFFIX;
 
 /// Finishes or undoes replacements a killed run left half done, before
 /// planning: for every kept `<name>-plimsoll-old` container, a successor that

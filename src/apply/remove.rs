@@ -3,8 +3,8 @@
 use bollard::query_parameters::{RemoveContainerOptionsBuilder, StopContainerOptionsBuilder};
 
 use super::{Ctx, engine_msg, replica_number, stop_timeout};
-use crate::diff::labels;
 use crate::events::Outcome;
+use crate::names::labels;
 use crate::plan::{Action, ActionKind};
 use crate::spec::model::Stack;
 

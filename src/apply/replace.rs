@@ -10,11 +10,12 @@ use bollard::query_parameters::{
 };
 
 use super::{
-    Ctx, OLD_SUFFIX, ServiceFailure, create_body, engine_msg, fault_point, gate_timeout,
-    inspect_if_there, replica_number, stop_timeout,
+    Ctx, ServiceFailure, create_body, engine_msg, fault_point, gate_timeout, inspect_if_there,
+    replica_number, stop_timeout,
 };
 use crate::events::Outcome;
 use crate::live::LiveContainer;
+use crate::names::OLD_SUFFIX;
 use crate::plan::{desired_container, hashed_contents};
 use crate::spec::model::{Condition, Stack};
 

@@ -9,9 +9,9 @@ use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures_util::StreamExt;
 
 use super::{Ctx, engine_msg, fault_point, inspect_if_there};
-use crate::diff::labels;
 use crate::events::{Outcome, Progress};
 use crate::live::Engine;
+use crate::names::labels;
 use crate::spec::model::Stack;
 
 impl Ctx<'_> {
@@ -201,6 +201,7 @@ impl Ctx<'_> {
         crate::build::build(self.engine, &req, &self.live.built, self.progress)
             .await
             .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -224,7 +224,7 @@ impl Ctx<'_> {
                 .step(&subject, &format!("waiting for {dep}"), Outcome::Working);
             // Every replica of the dependency meets the condition.
             for n in 1..=dep_svc.replicas() {
-                let dep_name = crate::diff::replica_name(stack, &dep, dep_svc, n);
+                let dep_name = crate::names::replica_name(stack, &dep, dep_svc, n);
                 if let Err(e) = self
                     .gate(
                         &subject,

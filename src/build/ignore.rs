@@ -46,7 +46,19 @@ pub struct Pattern {
 pub struct PatternError {
     pub line: usize,
     pub pattern: String,
-    pub why: String,
+    pub why: Invalid,
+}
+
+/// What is wrong with a pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("an exception needs a pattern after `!`")]
+    EmptyException,
+    #[error("a trailing `\\` escapes nothing")]
+    TrailingBackslash,
+    /// What the regular expression's compiler says (Go's `filepath.Match` refuses the same).
+    #[error("{0}")]
+    Syntax(String),
 }
 
 /// The patterns of a `.dockerignore`, in order.
@@ -87,7 +99,7 @@ impl Ignore {
                 return Err(PatternError {
                     line,
                     pattern: "!".into(),
-                    why: "an exception needs a pattern after `!`".into(),
+                    why: Invalid::EmptyException,
                 });
             }
             patterns.push(Pattern::new(&text, exception).map_err(|why| PatternError {
@@ -165,7 +177,7 @@ impl Ignore {
 }
 
 impl Pattern {
-    fn new(text: &str, exception: bool) -> Result<Pattern, String> {
+    fn new(text: &str, exception: bool) -> Result<Pattern, Invalid> {
         Ok(Pattern {
             text: text.to_string(),
             exception,
@@ -188,7 +200,7 @@ impl Pattern {
 
 /// moby's `Pattern.compile`: the pattern as a regular expression, and which
 /// fast path applies.
-fn compile(pattern: &str) -> Result<Kind, String> {
+fn compile(pattern: &str) -> Result<Kind, Invalid> {
     #[derive(PartialEq)]
     enum K {
         Exact,
@@ -257,13 +269,15 @@ fn compile(pattern: &str) -> Result<Kind, String> {
     // Go's filepath.Match refuses what the regular expression cannot compile
     // (an unclosed class, a trailing `\`, a backwards range).
     re.push('$');
-    let compiled = Regex::new(&re).map_err(|e| match e {
-        regex::Error::Syntax(s) => s.lines().last().unwrap_or_default().trim().to_string(),
-        other => other.to_string(),
+    let compiled = Regex::new(&re).map_err(|e| {
+        Invalid::Syntax(match e {
+            regex::Error::Syntax(s) => s.lines().last().unwrap_or_default().trim().to_string(),
+            other => other.to_string(),
+        })
     });
     match kind {
         K::Regex => Ok(Kind::Regex(compiled?)),
-        _ if pattern.ends_with('\\') => Err("a trailing `\\` escapes nothing".into()),
+        _ if pattern.ends_with('\\') => Err(Invalid::TrailingBackslash),
         K::Exact => Ok(Kind::Exact),
         K::Prefix => Ok(Kind::Prefix),
         K::Suffix => Ok(Kind::Suffix),

@@ -1518,10 +1518,10 @@ fn agent_watches_a_local_directory() {
     wait_running(web, Duration::from_secs(5));
     assert!(has_greeting(web, "v1"));
 
+    // With `--interval 1h`, only the watcher can bring the edit in: the
+    // wait is a hang guard, not a measure.
     write_web("v2");
-    let edited = Instant::now();
-    wait_greeting(web, "v2", Duration::from_secs(10));
-    let took = edited.elapsed();
+    wait_greeting(web, "v2", Duration::from_secs(60));
     let status = agent.wait_status("a new local revision", Duration::from_secs(5), |s| {
         s["revision"] != first["revision"]
             && s["revision"]
@@ -1529,7 +1529,6 @@ fn agent_watches_a_local_directory() {
                 .is_some_and(|r| r.starts_with("local:"))
     });
     assert_eq!(status["last_sync"]["result"], "succeeded", "{status:#}");
-    assert!(took < Duration::from_secs(10), "{took:?}");
 }
 
 /// An age-encrypted secret in the repository: the agent decrypts it with the

@@ -40,7 +40,7 @@ impl BuildStack {
     fn new(what: &str) -> BuildStack {
         assert!(
             Path::new(BUSYBOX).is_file(),
-            "{BUSYBOX} is missing: apt-get install busybox-static (bash .ci/run does)"
+            "{BUSYBOX} is missing: apt-get install busybox-static (scripts/test.sh does)"
         );
         BuildStack {
             name: unique_name(what),

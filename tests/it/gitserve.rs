@@ -11,8 +11,8 @@
 //!   openssl CLI, behind a wrapper script that wants HTTP basic auth with one
 //!   token (401 otherwise, 403 for a "forbidden" token).
 //!
-//! A missing binary fails the test with the Debian package to install (CI
-//! installs them all in `.ci/run`); these tests never skip.
+//! A missing binary fails the test with the Debian package to install
+//! (`scripts/test.sh` installs them all); these tests never skip.
 
 use std::io::Read as _;
 use std::net::{TcpListener, TcpStream};
@@ -29,7 +29,7 @@ use git2::{IndexAddOption, Repository, Signature};
 pub fn require(path: &str, package: &str) {
     assert!(
         Path::new(path).exists(),
-        "{path} is missing: install it with `apt-get install {package}` (CI installs it in .ci/run)"
+        "{path} is missing: install it with `apt-get install {package}` (scripts/test.sh installs it)"
     );
 }
 
@@ -44,7 +44,7 @@ pub fn require_on_path(bin: &str, package: &str) -> PathBuf {
     found.unwrap_or_else(|| {
         panic!(
             "{bin} is not on PATH: install it with `apt-get install {package}` \
-             (CI installs it in .ci/run)"
+             (scripts/test.sh installs it)"
         )
     })
 }

@@ -6,7 +6,7 @@
 //! Each test has its own stack, repository, state directory and agent (see
 //! `agent.rs`), removed at the end, by panic too.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -80,21 +80,11 @@ services:
         Duration::from_millis(50),
         restarting,
     );
-    let restart_seen = Instant::now();
     docker(&["stop", "-t", "0", &web]);
-    let stopped = Instant::now();
-    wait_running(&web, Duration::from_secs(SICK_STOP * 2));
-    let healed = stopped.elapsed();
-    assert!(
-        healed < Duration::from_secs(5),
-        "{web} ran again {healed:?} after its stop: it waited for the restart of sick ({SICK_STOP} s to stop)\n{}",
-        agent.log()
-    );
-    // The restart of `sick` was still waiting when `web` was healed.
-    assert!(
-        restart_seen.elapsed() < Duration::from_secs(SICK_STOP),
-        "the test was too slow to show anything"
-    );
+    // A hang guard only: what counts is the order of the two events below.
+    wait_running(&web, Duration::from_secs(SICK_STOP * 3));
+    // The restart of `sick` was still waiting when `web` was healed: had
+    // web's heal queued behind it, that restart would have ended first.
     let log = agent.log();
     let lines: Vec<&str> = log.lines().collect();
     let first_restart = lines

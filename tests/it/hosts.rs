@@ -8,8 +8,10 @@
 //! it, the old host removes it (its `prune: true`), in whatever order the
 //! two agents poll.
 //!
-//! The second engine needs root, `ip netns`, `nsenter` and `dockerd`; where
-//! the machine cannot start one, the test says why and passes (CI can).
+//! The second engine needs root, `ip netns` (iproute2), `nsenter`
+//! (util-linux) and `dockerd`; where the machine cannot start one, the test
+//! says why and passes, except under `CI=true`, where it fails
+//! (`scripts/test.sh` installs the packages; CI runs as root).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -17,7 +19,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::agent::{Agent, GitRepo};
-use crate::support::{BUSYBOX_IMAGE, Cleanup, ensure_busybox, temp_dir, unique_name};
+use crate::support::{
+    BUSYBOX_IMAGE, Cleanup, ensure_busybox, missing_precondition, temp_dir, unique_name,
+};
 
 /// A second Docker engine in its own network namespace, stopped and removed on drop.
 struct SecondEngine {
@@ -35,7 +39,9 @@ impl SecondEngine {
                 .output()
                 .is_ok_and(|o| o.status.success());
             if !found {
-                return Err(format!("`{tool}` is not installed"));
+                return Err(format!(
+                    "`{tool}` is not installed (apt-get install iproute2 util-linux, and a Docker engine)"
+                ));
             }
         }
         let netns = format!("plimsoll-{}", std::process::id());
@@ -217,14 +223,17 @@ fn write_repo(repo: &GitRepo, stacks: &[&str], cfg: &str) {
 
 #[test]
 fn hosts_each_engine_runs_exactly_its_stacks_and_a_moved_stack_moves() {
+    // The image is copied into the second engine as it starts.
+    ensure_busybox();
     let engine = match SecondEngine::start() {
         Ok(e) => e,
         Err(why) => {
-            eprintln!("skipped: this machine cannot start a second Docker engine: {why}");
+            missing_precondition(&format!(
+                "this machine cannot start a second Docker engine: {why}"
+            ));
             return;
         }
     };
-    ensure_busybox();
     let mut cleanup = Cleanup::new();
     let (front, jobs, probe) = (
         cleanup.stack("front"),

@@ -743,25 +743,24 @@ fn a_network_recreate_killed_at_every_step_converges() {
     s.set_compose(&networked(&subnets[0].0, false, "1"));
     s.apply().expect(0);
     let path = s.path().display().to_string();
-    let mut kill_points = 0;
-    for n in 1..=30u32 {
+    const MAX_POINTS: u32 = 60;
+    // The first point the run never reached: that run completed unkilled.
+    let mut completed_at = None;
+    for n in 1..=MAX_POINTS {
         // Every round changes the subnet: the network and its services are replaced.
         let (subnet, prefix) = &subnets[n as usize % 2];
         s.set_compose(&networked(subnet, false, "1"));
-        let killed = s.plimsoll_env(
+        let run = s.plimsoll_env(
             &["reconcile", &path],
             &[("PLIMSOLL_FAULT_KILL_AFTER", &n.to_string())],
         );
-        if killed.code == Some(0) {
-            break;
+        if run.code == Some(0) {
+            completed_at = Some(n);
+        } else {
+            assert_eq!(run.code, None, "killed by a signal at point {n}:\n{run}");
+            // Killed between removing and creating the network too: one run converges.
+            s.apply().expect(0);
         }
-        assert_eq!(
-            killed.code, None,
-            "killed by a signal at point {n}:\n{killed}"
-        );
-        kill_points += 1;
-        // Killed between removing and creating the network too: one run converges.
-        s.apply().expect(0);
         assert_eq!(s.back(), format!("false {subnet}"), "after point {n}");
         let ids = s.ids();
         assert_eq!(ids.len(), 3, "one container per service: {ids:?}");
@@ -773,7 +772,17 @@ fn a_network_recreate_killed_at_every_step_converges() {
             );
         }
         s.dry_run().expect(0);
+        if completed_at.is_some() {
+            break;
+        }
     }
+    // The loop must end on a run that was never killed: every point of the
+    // replacement was hit, none left untried beyond MAX_POINTS.
+    let completed_at = completed_at.unwrap_or_else(|| {
+        panic!("the run was still killed at point {MAX_POINTS}: not every kill point was tried")
+    });
+    let kill_points = completed_at - 1;
+    eprintln!("{kill_points} kill points, then a run with no kill");
     assert!(
         kill_points >= 8,
         "only {kill_points} kill points were exercised"
@@ -1035,7 +1044,9 @@ networks:
 #[test]
 fn blkio_throttles_and_endpoint_settings_apply_converge_and_change() {
     let Some(device) = block_device() else {
-        eprintln!("skipped: this host shows no block device under /sys/block");
+        crate::support::missing_precondition(
+            "this host shows no block device under /sys/block (the blkio throttles need one)",
+        );
         return;
     };
     let s = KeysStack::new("blkio");

@@ -7,6 +7,8 @@
 //! - `build`: `build:` on the real engine: images built from `FROM scratch` contexts holding
 //!   the static busybox, exactly the changed service rebuilt, no-ops never build, failures
 //!   change nothing.
+//! - `ci`: the README's test command is the one `.ci/run` runs, and `scripts/test.sh` installs
+//!   every Debian package a test names as its precondition.
 //! - `cli`: the command-line contract (exit codes, stdout/stderr, formats), help examples that
 //!   parse, shell completions and man pages.
 //! - `compose_files`: several Compose files per stack: profiles (`--profile`, plimsoll.yaml),
@@ -56,6 +58,7 @@
 mod age;
 mod agent;
 mod build;
+mod ci;
 mod cli;
 mod compose_files;
 mod conformance;

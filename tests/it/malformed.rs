@@ -7,10 +7,28 @@
 //! checks the invariants every error shares (exit 1, empty stdout, no panic,
 //! one `hint:` per error, the error count), checks that stderr names the
 //! expected places, and snapshots stderr.
+//!
+//! No case measures wall-clock time (a loaded machine would fail it, a late
+//! answer would pass it). Pathological inputs are bounded by the work they may
+//! cost instead: each error names the budget that stopped it (alias nodes,
+//! nesting depth), and every run gets [`CPU_BUDGET_SECS`] of CPU time
+//! (`prlimit --cpu`, which counts work done, whatever else the machine runs),
+//! enough for the largest linear case many times over and far too little for
+//! a quadratic one. A wall-clock limit of [`HANG_GUARD`] only stops a hang.
 
 use std::fs;
+use std::io::Read as _;
+use std::os::unix::process::ExitStatusExt as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// CPU seconds one run may use: `yaml_duplicate_key_in_a_huge_mapping` uses
+/// about 2.5 (a debug build), a quadratic duplicate check there over 50.
+const CPU_BUDGET_SECS: u32 = 20;
+
+/// Wall-clock time after which a run is taken for a hang (blocked, not
+/// computing: the CPU budget stops computing).
+const HANG_GUARD: Duration = Duration::from_secs(300);
 
 /// What one run of the binary gave.
 struct Outcome {
@@ -18,11 +36,11 @@ struct Outcome {
     stdout: String,
     /// stderr with the temporary directory replaced by `[DIR]`.
     stderr: String,
-    elapsed: Duration,
 }
 
 /// Writes `files` (paths relative to a fresh temporary directory) and runs
-/// `plimsoll ARGS` in that directory with only PATH and HOME set.
+/// `plimsoll ARGS` in that directory with only PATH and HOME set, within
+/// [`CPU_BUDGET_SECS`] of CPU time.
 fn run(files: &[(&str, &[u8])], args: &[&str]) -> Outcome {
     let dir = tempfile::tempdir().expect("temporary directory");
     for (path, bytes) in files {
@@ -31,17 +49,55 @@ fn run(files: &[(&str, &[u8])], args: &[&str]) -> Outcome {
             .expect("create parent directory");
         fs::write(&p, bytes).expect("write test file");
     }
-    let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+    let mut child = Command::new("prlimit")
+        .arg(format!("--cpu={CPU_BUDGET_SECS}:{}", CPU_BUDGET_SECS + 5))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_plimsoll"))
         .args(args)
         .current_dir(dir.path())
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", dir.path())
         .stdin(Stdio::null())
-        .output()
-        .expect("run plimsoll");
-    let elapsed = start.elapsed();
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run plimsoll under prlimit (util-linux)");
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            pipe.read_to_end(&mut bytes).expect("read the output");
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for plimsoll") {
+            break status;
+        }
+        if started.elapsed() > HANG_GUARD {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "plimsoll {args:?} hangs: still running after {HANG_GUARD:?} without using its CPU budget"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    // SIGXCPU at the soft limit, SIGKILL at the hard one.
+    if let Some(signal) = status
+        .signal()
+        .filter(|s| [libc::SIGXCPU, libc::SIGKILL].contains(s))
+    {
+        panic!(
+            "plimsoll {args:?} used its {CPU_BUDGET_SECS} s CPU budget (signal {signal}): \
+             an input cost that grows faster than its size?\nstderr:\n{}",
+            String::from_utf8_lossy(&stderr)
+        );
+    }
     let scrub = |bytes: &[u8]| {
         let mut s = String::from_utf8_lossy(bytes).into_owned();
         let canonical = fs::canonicalize(dir.path()).expect("canonical temporary directory");
@@ -51,10 +107,9 @@ fn run(files: &[(&str, &[u8])], args: &[&str]) -> Outcome {
         s
     };
     Outcome {
-        code: out.status.code(),
-        stdout: scrub(&out.stdout),
-        stderr: scrub(&out.stderr),
-        elapsed,
+        code: status.code(),
+        stdout: scrub(&stdout),
+        stderr: scrub(&stderr),
     }
 }
 
@@ -260,12 +315,15 @@ fn yaml_alias_bomb_fails_fast() {
         yaml.push_str(&format!("x-{cur}: &{cur} [{refs}]\n"));
     }
     yaml.push_str("services:\n  web:\n    image: nginx:1.27\n");
-    let o = compose(
+    // 9^10 nodes if expanded: the node budget stops it (and the CPU budget of `run` holds).
+    compose(
         "yaml_alias_bomb",
         &yaml,
-        &["shop/compose.yaml:", "aliases expand to more than"],
+        &[
+            "shop/compose.yaml:",
+            "aliases expand to more than 1000000 nodes",
+        ],
     );
-    assert!(o.elapsed < Duration::from_secs(2), "took {:?}", o.elapsed);
 }
 
 #[test]
@@ -276,15 +334,25 @@ fn yaml_deep_nesting_does_not_overflow_the_stack() {
         "[".repeat(depth),
         "]".repeat(depth)
     );
-    let o = compose("yaml_deep_nesting", &yaml, &["shop/compose.yaml:4:"]);
-    assert!(o.elapsed < Duration::from_secs(2), "took {:?}", o.elapsed);
+    // The depth budget stops it, not the stack.
+    compose(
+        "yaml_deep_nesting",
+        &yaml,
+        &[
+            "shop/compose.yaml:4:",
+            "nested too deeply (recursion limit exceeded)",
+        ],
+    );
 }
 
 #[test]
 fn yaml_duplicate_key_in_a_huge_mapping_fails_fast() {
-    // 50,000 keys merged into a mapping and 50,000 written in it: finding
-    // the duplicate at the end must not compare every key with every other.
-    let n = 50_000;
+    // 100,000 keys merged into a mapping and 100,000 written in it (2.9 MB,
+    // under the 4 MiB file limit): finding the duplicate at the end must not
+    // compare every key with every other. Linear, this costs about 2.5 s of
+    // CPU (a debug build); quadratic, 2 * 10^10 comparisons, far over the CPU
+    // budget of `run`.
+    let n = 100_000;
     let mut yaml = String::from("x-big: &big\n");
     for i in 0..n {
         yaml.push_str(&format!("  m{i}: v\n"));
@@ -295,12 +363,11 @@ fn yaml_duplicate_key_in_a_huge_mapping_fails_fast() {
     }
     yaml.push_str("      k7: again\n");
     let line = format!("shop/compose.yaml:{}:7: services.web.labels.k7:", 2 * n + 7);
-    let o = compose(
+    compose(
         "yaml_duplicate_key_in_huge_mapping",
         &yaml,
-        &[&line, "first defined at line 50014"],
+        &[&line, &format!("first defined at line {}", n + 14)],
     );
-    assert!(o.elapsed < Duration::from_secs(5), "took {:?}", o.elapsed);
 }
 
 #[test]

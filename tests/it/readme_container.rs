@@ -321,9 +321,12 @@ fn readme_container_steps_run_the_example_stacks() {
         || (restarts() > 0).then_some(()),
     );
 
-    // A stopped unrelated service is healed in under a second, every time
-    // (3 stops, each after the previous heal settled: more than 5 heals in
-    // 10 min would be a crash loop of its own).
+    // A stopped unrelated service is healed every time while the other
+    // crash-loops (3 stops, each after the previous heal settled: more than 5
+    // heals in 10 min would be a crash loop of its own). How fast is for the
+    // benchmark (bench/agent.sh, goals (a) and (a2): median under 1 s, with a
+    // crash loop beside it); here 30 s only guards against a hang, and the
+    // times are printed.
     let mut heals = Vec::new();
     for _ in 0..3 {
         wait_for(
@@ -357,15 +360,6 @@ fn readme_container_steps_run_the_example_stacks() {
     assert!(
         crashes >= 2,
         "monitoring/flaky crash-looped meanwhile: {crashes} restarts"
-    );
-    // The median: one stop may meet the engine busy with the crash loop's
-    // restart on a 2-core machine (this test runs alone: .config/nextest.toml).
-    assert!(
-        heals[heals.len() / 2] < Duration::from_secs(1),
-        "{}",
-        fail(&format!(
-            "heals took {heals:?}, the median must be under 1 s"
-        ))
     );
     drop(deployment);
     drop(image);

@@ -20,11 +20,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use plimsoll::plan::{Action, ActionKind, Conflict, Orphan, Plan};
+use plimsoll::plan::{Action, ActionKind, Conflict, Orphan, OrphanKind, Plan};
 use serde_json::Value;
 
 use crate::support::{
-    BUSYBOX_IMAGE, DEBIAN_IMAGE, Run, compose_bin, docker, docker_output, ensure_busybox,
+    BUSYBOX_IMAGE, DEBIAN_IMAGE, Run, compose_or_skip, docker, docker_output, ensure_busybox,
     ensure_debian, ensure_postgres, health_status, repo_root, unique_name, wait_for, wait_healthy,
 };
 use crate::support::{files_under, labelled_ids, plan_actions, quiet, stack_containers};
@@ -699,14 +699,9 @@ fn reconcile_never_touches_a_foreign_container_with_a_needed_name() {
 
 #[test]
 fn reconcile_stacks_are_visible_to_docker_compose() {
-    let compose = compose_bin();
-    if !compose.is_file() {
-        eprintln!(
-            "skipped: no Compose v2 binary at {} (run scripts/fetch-compose.sh or set PLIMSOLL_COMPOSE_BIN)",
-            compose.display()
-        );
+    let Some(compose) = compose_or_skip() else {
         return;
-    }
+    };
     let yaml = format!(
         "services:\n  web:{WEB}  talker:\n    image: plimsoll-example/busybox:1\n    command: [\"sh\", \"-c\", \"echo hello-from-talker; exec sleep 600\"]\n    stop_signal: SIGKILL\n"
     );
@@ -1003,13 +998,13 @@ fn representative_plan() -> Plan {
         }],
         would_prune: vec![
             Orphan {
-                kind: "container".into(),
+                kind: OrphanKind::Container,
                 stack: "shop".into(),
                 service: Some("legacy".into()),
                 target: "shop-legacy-1".into(),
             },
             Orphan {
-                kind: "network".into(),
+                kind: OrphanKind::Network,
                 stack: "shop".into(),
                 service: None,
                 target: "shop_old".into(),
@@ -1167,24 +1162,29 @@ fn reconcile_killed_at_every_step_of_a_replacement_converges() {
     const SERVICES: usize = 5;
     let s = stack("crash", &crash_stack(0, SERVICES, false));
     s.apply().expect(0);
-    let mut kill_points = 0;
-    for n in 1..=40u32 {
+    const MAX_POINTS: u32 = 80;
+    // The first point the run never reached: that run completed unkilled.
+    let mut completed_at = None;
+    for n in 1..=MAX_POINTS {
         s.set_compose(&crash_stack(n, SERVICES, false));
-        let killed = s.plimsoll_env(
+        let run = s.plimsoll_env(
             &["reconcile", &s.path_str()],
             &[("PLIMSOLL_FAULT_KILL_AFTER", &n.to_string())],
         );
-        if killed.code == Some(0) {
+        if run.code == Some(0) {
             // The whole replacement has fewer changing engine calls than n: every point was hit.
+            completed_at = Some(n);
+            assert_converges(&s, SERVICES, "v0");
             break;
         }
-        assert_eq!(
-            killed.code, None,
-            "killed by a signal at point {n}:\n{killed}"
-        );
-        kill_points += 1;
+        assert_eq!(run.code, None, "killed by a signal at point {n}:\n{run}");
         assert_converges(&s, SERVICES, "v0");
     }
+    let completed_at = completed_at.unwrap_or_else(|| {
+        panic!("the run was still killed at point {MAX_POINTS}: not every kill point was tried")
+    });
+    let kill_points = completed_at - 1;
+    eprintln!("{kill_points} kill points, then a run with no kill");
     assert!(
         kill_points >= 20,
         "only {kill_points} kill points were exercised"
@@ -1196,26 +1196,33 @@ fn reconcile_killed_while_rolling_back_converges() {
     const SERVICES: usize = 2;
     let s = stack("crashrb", &crash_stack(0, SERVICES, false));
     s.apply().expect(0);
-    let mut kill_points = 0;
-    for n in 1..=20u32 {
+    const MAX_POINTS: u32 = 40;
+    // The first point the run never reached: that run rolled back unkilled.
+    let mut completed_at = None;
+    for n in 1..=MAX_POINTS {
         // A replacement that never becomes healthy: it is rolled back.
         s.set_compose(&crash_stack(1, SERVICES, true));
-        let killed = s.plimsoll_env(
+        let run = s.plimsoll_env(
             &["reconcile", &s.path_str()],
             &[("PLIMSOLL_FAULT_KILL_AFTER", &n.to_string())],
         );
-        if killed.code == Some(1) {
-            break;
+        if run.code == Some(1) {
+            completed_at = Some(n);
+        } else {
+            assert_eq!(run.code, None, "killed by a signal at point {n}:\n{run}");
         }
-        assert_eq!(
-            killed.code, None,
-            "killed by a signal at point {n}:\n{killed}"
-        );
-        kill_points += 1;
         // Back to the good revision: the host converges to it.
         s.set_compose(&crash_stack(0, SERVICES, false));
         assert_converges(&s, SERVICES, "v0");
+        if completed_at.is_some() {
+            break;
+        }
     }
+    let completed_at = completed_at.unwrap_or_else(|| {
+        panic!("the run was still killed at point {MAX_POINTS}: not every kill point was tried")
+    });
+    let kill_points = completed_at - 1;
+    eprintln!("{kill_points} kill points, then a run with no kill");
     assert!(
         kill_points >= 5,
         "only {kill_points} kill points were exercised"

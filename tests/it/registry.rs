@@ -16,7 +16,8 @@
 //! implemented yet: it is parsed and treated like `missing`.)
 //!
 //! Without `docker-registry` (or `htpasswd`, for the auth test) on PATH the
-//! tests print `SKIPPED: ...` and pass; CI installs both (`.ci/run`).
+//! tests print `skipped: ...` and pass, except under `CI=true`, where they
+//! fail; `scripts/test.sh` installs both.
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -27,7 +28,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use crate::support::{BUSYBOX_IMAGE, docker, docker_output, ensure_busybox, unique_name};
+use crate::support::{
+    BUSYBOX_IMAGE, docker, docker_output, ensure_busybox, missing_precondition, unique_name,
+};
 
 /// Whether `bin` is an executable on PATH.
 fn on_path(bin: &str) -> bool {
@@ -64,20 +67,21 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Starts a registry, or prints why not and returns `None` when
-    /// `docker-registry` (or, with auth, `htpasswd`) is not installed.
+    /// Starts a registry, or, when `docker-registry` (or, with auth,
+    /// `htpasswd`) is not installed, reports a missing precondition (a
+    /// failure under `CI=true`) and returns `None`.
     pub fn start(auth: Option<&Auth>) -> Option<Registry> {
         if !on_path("docker-registry") {
-            eprintln!(
-                "SKIPPED: `docker-registry` is not installed (apt-get install docker-registry); \
-                 registry tests need the reference registry on 127.0.0.1"
+            missing_precondition(
+                "`docker-registry` is not installed (apt-get install docker-registry); \
+                 registry tests need the reference registry on 127.0.0.1",
             );
             return None;
         }
         if auth.is_some() && !on_path("htpasswd") {
-            eprintln!(
-                "SKIPPED: `htpasswd` is not installed (apt-get install apache2-utils); \
-                 the registry credential test needs it"
+            missing_precondition(
+                "`htpasswd` is not installed (apt-get install apache2-utils); \
+                 the registry credential test needs it",
             );
             return None;
         }

@@ -25,7 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::support::{
-    BUSYBOX_IMAGE, Run, compose_bin, docker, docker_output, ensure_busybox, unique_name, wait_for,
+    BUSYBOX_IMAGE, Run, compose_or_skip, docker, docker_output, ensure_busybox, unique_name,
+    wait_for,
 };
 use crate::support::{files_under, labelled_ids, quiet, stack_containers as containers};
 
@@ -612,14 +613,9 @@ fn safety_volume_data_is_never_lost() {
 
 #[test]
 fn safety_adopts_a_stack_docker_compose_made() {
-    let compose = compose_bin();
-    if !compose.is_file() {
-        eprintln!(
-            "skipped: no Compose v2 binary at {} (run scripts/fetch-compose.sh or set PLIMSOLL_COMPOSE_BIN)",
-            compose.display()
-        );
+    let Some(compose) = compose_or_skip() else {
         return;
-    }
+    };
     let mut r = repo();
     let s = r.stack("adopt");
     r.set_stack(

@@ -318,6 +318,42 @@ pub fn compose_bin() -> PathBuf {
         .unwrap_or_else(|| repo_root().join(".tools/docker-compose"))
 }
 
+/// [`compose_bin`] when it is there; else a missing precondition
+/// ([`missing_precondition`]): `None` outside CI, a failure under `CI=true`.
+#[track_caller]
+pub fn compose_or_skip() -> Option<PathBuf> {
+    let bin = compose_bin();
+    if bin.is_file() {
+        return Some(bin);
+    }
+    missing_precondition(&format!(
+        "no Compose v2 binary at {} (run scripts/fetch-compose.sh or set PLIMSOLL_COMPOSE_BIN)",
+        bin.display()
+    ));
+    None
+}
+
+/// Whether this is a CI run (`CI=true`, as `.ci/run` runs): then every
+/// precondition of a test must hold, and a missing one fails the test.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// A test cannot run here: `why` says what is missing and how to get it.
+/// Under `CI=true` this panics, so that a green CI run means every test ran
+/// (`scripts/test.sh` provides every precondition); elsewhere it prints
+/// `skipped: WHY` and returns, and the caller returns too.
+#[track_caller]
+pub fn missing_precondition(why: &str) {
+    if in_ci() {
+        panic!(
+            "{why}\n(CI=true: a test whose precondition is missing fails instead of skipping; \
+             scripts/test.sh installs what the tests need)"
+        );
+    }
+    eprintln!("skipped: {why} (scripts/test.sh, as root, installs what the tests need)");
+}
+
 /// [`compose_bin`], fetched first with `scripts/fetch-compose.sh` (under the
 /// same lock as the images) when it is missing.
 pub fn ensure_compose() -> PathBuf {

@@ -55,10 +55,13 @@ fn alias_bomb_is_refused_quickly() {
         let (prev, cur) = ((b'a' + i) as char, (b'b' + i) as char);
         src.push_str(&format!("{cur}: &{cur} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
     }
-    let t = std::time::Instant::now();
+    // Stopped by the node budget (not by time): the message names it.
     let e = p(&src).unwrap_err();
-    assert!(e.message.contains("aliases expand"), "{e}");
-    assert!(t.elapsed() < std::time::Duration::from_secs(2));
+    assert!(
+        e.message
+            .contains("aliases expand to more than 1000000 nodes"),
+        "{e}"
+    );
 }
 
 #[test]
