@@ -8,33 +8,37 @@
 //!
 //! This module is the loader's driver: the project environment, `extends`,
 //! override files and `include:` ([`load_stack`]), then the top level of the
-//! file ([`Cx::stack`]). Each child module owns the loading of one group of
-//! keys, the same groups as the engine boundary:
+//! file (`Cx::stack`). `service` dispatches each key of a service to the
+//! child module that loads it; those are the groups of the engine mapping
+//! (`crate::keys`), so a key is loaded and mapped under the same name:
 //!
 //! | module | keys |
 //! |---|---|
-//! | `service` | one service: its keys dispatched to the groups; image, command, labels, profiles, `x-plimsoll`, ... |
-//! | `environment` | `environment`, `env_file` |
-//! | `namespaces` | `ipc`, `pid`, `uts`, `cgroup`, `userns_mode` |
+//! | `basics` | `image`, `command`, `entrypoint`, `labels`, `label_file`, `annotations`, name, platform, working directory, terminal; `profiles`, `pull_policy`, `scale`, `attach`, `x-plimsoll` |
+//! | `environment` | `environment`, `env_file` (the engine's `basics`) |
+//! | `lifecycle` | `restart`, stop settings, `init`, hooks, `depends_on` |
+//! | `logging` | `logging` |
+//! | `health` | `healthcheck` |
+//! | `networking` | `networks`, `ports`, `expose`, DNS, hosts, links |
+//! | `namespaces` | `network_mode`, `ipc`, `pid`, `uts`, `cgroup`, `userns_mode`, `cgroup_parent`, `runtime` |
 //! | `resources` | memory, CPU, pids, ulimits, block I/O, OOM, `deploy` |
 //! | `devices` | `devices`, `device_cgroup_rules`, `gpus` |
-//! | `networking` | `networks`, `network_mode`, `ports`, `expose`, DNS, hosts, links |
 //! | `security` | capabilities, `privileged`, `user`, `sysctls`, `security_opt` |
 //! | `mounts` | `volumes`, `tmpfs`, `volumes_from`, `secrets`, `configs` |
-//! | `health` | `healthcheck` |
-//! | `lifecycle` | `restart`, stop settings, `init`, hooks, `depends_on` |
-//! | `build` | `build` |
+//! | `build` | `build` (loader only: the image is built, not mapped) |
 //! | `objects` | the top-level `networks`, `volumes`, `secrets`, `configs` |
 //!
 //! `values` holds the readers every group shares (a node as a string, a
 //! size, a list, the entries of a mapping...), `variables` the
 //! interpolation of the file and the fields built from secret variables.
 
+mod basics;
 mod build;
 mod devices;
 mod environment;
 mod health;
 mod lifecycle;
+mod logging;
 mod mounts;
 mod namespaces;
 mod networking;

@@ -1,5 +1,7 @@
-//! The namespace keys of a service: `ipc`, `pid`, `uts`, `cgroup` and
-//! `userns_mode`, and the mode check `network_mode` shares with them.
+//! The namespace keys of a service: `network_mode`, `ipc`, `pid`, `uts`,
+//! `cgroup`, `userns_mode`, and `cgroup_parent` and `runtime` (as the
+//! engine's `namespaces` group has them). What cannot go with a
+//! `network_mode` is checked in `networking`.
 
 use super::Cx;
 use crate::spec::model::*;
@@ -16,11 +18,17 @@ impl Cx<'_, '_> {
     ) -> bool {
         match key {
             "cgroup" => svc.cgroup = self.namespace(n, p, &["host", "private"], false),
+            "cgroup_parent" => svc.cgroup_parent = self.opt_string(n, p),
             "ipc" => {
                 let modes = ["private", "shareable", "host", "none"];
                 svc.ipc = self.namespace(n, p, &modes, true);
             }
+            "network_mode" => {
+                let modes = ["host", "none", "bridge", "default"];
+                svc.network_mode = self.namespace(n, p, &modes, true);
+            }
             "pid" => svc.pid = self.namespace(n, p, &["host"], true),
+            "runtime" => svc.runtime = self.opt_string(n, p),
             "userns_mode" => svc.userns_mode = self.namespace(n, p, &["host"], false),
             "uts" => svc.uts = self.namespace(n, p, &["host"], false),
             _ => return false,

@@ -1,6 +1,7 @@
-//! The networking keys of a service: `networks`, `network_mode`, `ports`,
-//! `expose`, DNS, `extra_hosts`, `hostname`, `domainname`, `mac_address`,
-//! `links` and `external_links`; Compose's short port syntax.
+//! The networking keys of a service: `networks`, `ports`, `expose`, DNS,
+//! `extra_hosts`, `hostname`, `domainname`, `mac_address`, `links` and
+//! `external_links`, and what cannot go with a `network_mode`; Compose's
+//! short port syntax.
 
 use std::collections::BTreeMap;
 
@@ -29,10 +30,6 @@ impl Cx<'_, '_> {
             "hostname" => svc.hostname = self.opt_string(n, p),
             "links" => svc.links = self.string_list(n, p),
             "mac_address" => svc.mac_address = self.opt_string(n, p),
-            "network_mode" => {
-                let modes = ["host", "none", "bridge", "default"];
-                svc.network_mode = self.namespace(n, p, &modes, true);
-            }
             "networks" => svc.networks = self.service_networks(n, p),
             "ports" => svc.ports = self.ports(n, p),
             _ => return false,

@@ -1,6 +1,6 @@
 //! The resource keys of a service: memory, CPU, pids, shm, ulimits, block
-//! I/O, OOM settings, storage options, `cgroup_parent` and `deploy:`
-//! (`replicas` and `resources`), and the conflicts between them.
+//! I/O, OOM settings, storage options and `deploy:` (`replicas` and
+//! `resources`), and the conflicts between them.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +13,6 @@ impl Cx<'_, '_> {
     pub(super) fn resource_key(&mut self, key: &str, n: &Node, p: &str, svc: &mut Service) -> bool {
         match key {
             "blkio_config" => svc.blkio_config = self.blkio_config(n, p),
-            "cgroup_parent" => svc.cgroup_parent = self.opt_string(n, p),
             "cpu_period" => svc.cpu_period = self.nonzero_int(n, p),
             "cpu_quota" => svc.cpu_quota = self.nonzero_int(n, p),
             "cpu_rt_period" => svc.cpu_rt_period = self.nonzero_int(n, p),

@@ -1,17 +1,15 @@
-//! One service: its keys dispatched to the group that loads them, then the
-//! checks that need the whole service. Also the basic keys no engine group
-//! owns: image, command, entrypoint, labels, `label_file`, annotations,
-//! profiles, `pull_policy`, `logging`, `scale`, `x-plimsoll` and the
-//! container's name, platform, runtime, working directory and terminal.
+//! One service: [`SERVICE_KEYS`], each key dispatched to the group that
+//! loads it (`Cx::load_key`), then what needs the whole service: its
+//! environment and label files, seccomp profiles, implied dependencies and
+//! the checks of keys that conflict (`network_mode`, limits, replicas).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::{Cx, MODELS, join};
-use crate::spec::diag::{Diag, Mark};
-use crate::spec::dotenv;
+use crate::spec::diag::Mark;
 use crate::spec::model::*;
-use crate::spec::yaml::{self, Node, Value};
+use crate::spec::yaml::Node;
 
 /// Keys of a service that plimsoll implements.
 pub const SERVICE_KEYS: &[&str] = &[
@@ -194,6 +192,7 @@ impl Cx<'_, '_> {
     ) -> bool {
         self.basic_key(key, n, p, svc, later)
             || self.environment_key(key, n, p, later)
+            || self.logging_key(key, n, p, svc)
             || self.namespace_key(key, n, p, svc)
             || self.resource_key(key, n, p, svc)
             || self.device_key(key, n, p, svc)
@@ -203,178 +202,6 @@ impl Cx<'_, '_> {
             || self.health_key(key, n, p, svc)
             || self.lifecycle_key(key, n, p, svc)
             || self.build_key(key, n, p, svc)
-    }
-
-    /// The basic keys of a service: what it runs and how it is named,
-    /// labelled and logged. `false` for a key of another group.
-    fn basic_key(
-        &mut self,
-        key: &str,
-        n: &Node,
-        p: &str,
-        svc: &mut Service,
-        later: &mut Deferred,
-    ) -> bool {
-        match key {
-            "annotations" => svc.annotations = self.string_map(n, p),
-            "attach" => svc.attach = self.boolean(n, p),
-            "command" => svc.command = self.command(n, p),
-            "container_name" => svc.container_name = self.opt_string(n, p),
-            "entrypoint" => svc.entrypoint = self.command(n, p),
-            "image" => svc.image = self.opt_string(n, p),
-            "label_file" => {
-                let files = self.string_or_list(n, p);
-                later
-                    .label_files
-                    .extend(files.into_iter().map(|f| (f, n.mark, p.to_string())));
-            }
-            "labels" => svc.labels = self.string_map(n, p),
-            "logging" => svc.logging = self.logging(n, p),
-            "platform" => svc.platform = self.opt_string(n, p),
-            "profiles" => svc.profiles = self.string_list(n, p),
-            "pull_policy" => svc.pull_policy = self.pull_policy(n, p),
-            "runtime" => svc.runtime = self.opt_string(n, p),
-            "scale" => svc.scale = self.replicas(n, p),
-            "stdin_open" => svc.stdin_open = self.boolean(n, p).unwrap_or(false),
-            "tty" => svc.tty = self.boolean(n, p).unwrap_or(false),
-            "working_dir" => svc.working_dir = self.opt_string(n, p),
-            _ => return false,
-        }
-        true
-    }
-
-    /// `x-plimsoll:`, read into [`PlimsollService`] and taken out of the
-    /// service's other `x-` fields.
-    fn plimsoll_extension(&mut self, node: &Node, path: &str, svc: &mut Service) {
-        if let Some(x) = node.get("x-plimsoll") {
-            match yaml::from_node::<PlimsollService>(x) {
-                Ok(p) => svc.plimsoll = p,
-                Err(e) => {
-                    let path = if e.path.is_empty() {
-                        join(path, "x-plimsoll")
-                    } else {
-                        format!("{path}.x-plimsoll.{}", e.path)
-                    };
-                    let mark = if e.mark == Mark::default() {
-                        x.mark
-                    } else {
-                        e.mark
-                    };
-                    self.err(mark, &path, e.message)
-                        .hint("see `plimsoll schema stack` for the fields x-plimsoll takes");
-                }
-            }
-            svc.extensions.remove("x-plimsoll");
-        }
-    }
-
-    pub(super) fn command(&mut self, node: &Node, path: &str) -> Option<Vec<String>> {
-        match &node.value {
-            Value::Null => None,
-            Value::Seq(_) => Some(self.string_list(node, path)),
-            _ => {
-                let s = self.string(node, path)?;
-                match shlex::split(&s) {
-                    Some(words) => Some(words),
-                    None => {
-                        self.err(
-                            node.mark,
-                            path,
-                            format!("cannot split `{s}` into words: unbalanced quotes"),
-                        )
-                        .hint("close the quote, or write the command as a list");
-                        None
-                    }
-                }
-            }
-        }
-    }
-
-    fn pull_policy(&mut self, node: &Node, path: &str) -> Option<PullPolicy> {
-        let s = self.string(node, path)?;
-        let policy = match s.as_str() {
-            "always" => PullPolicy::Always,
-            "never" => PullPolicy::Never,
-            "missing" | "if_not_present" => PullPolicy::Missing,
-            "build" => PullPolicy::Build,
-            "refresh" => {
-                self.err(node.mark, path, "`pull_policy: refresh` names no period")
-                    .hint("use daily, weekly or every_<duration> (e.g. every_12h) to pull again after that long");
-                return None;
-            }
-            _ => match PullPolicy::refresh(&s) {
-                Some(p @ PullPolicy::Refresh { period, .. }) if !period.is_zero() => p,
-                _ => {
-                    self.err(node.mark, path, format!("invalid pull_policy `{s}`"))
-                        .hint("use always, never, missing, build, daily, weekly or every_<duration> (e.g. every_12h, every_1w2d)");
-                    return None;
-                }
-            },
-        };
-        Some(policy)
-    }
-
-    fn logging(&mut self, node: &Node, path: &str) -> Option<Logging> {
-        let (fields, _) = self.fields(node, path, &["driver", "options"], &[]);
-        let mut l = Logging::default();
-        for (f, n, _) in fields {
-            let p = join(path, f);
-            match f {
-                "driver" => l.driver = self.opt_string(n, &p),
-                "options" => l.options = self.string_map(n, &p),
-                _ => unreachable!(),
-            }
-        }
-        Some(l)
-    }
-
-    /// Reads `label_file` entries (dotenv syntax) under the service's `labels`.
-    fn label_files(&mut self, svc: &mut Service, files: Vec<(String, Mark, String)>) {
-        let mut from_files: BTreeMap<String, String> = BTreeMap::new();
-        for (file, mark, path) in files {
-            let host = PathBuf::from(self.host_path(&file));
-            match self.input.files.read(&host) {
-                Ok(Some(bytes)) => {
-                    let Ok(text) = String::from_utf8(bytes) else {
-                        self.err(
-                            mark,
-                            &path,
-                            format!("label file {} is not UTF-8 text", host.display()),
-                        )
-                        .hint("save the label file as UTF-8");
-                        continue;
-                    };
-                    match dotenv::parse(&text, &|_| None) {
-                        Ok(map) => from_files.extend(map),
-                        Err(e) => self.diags.push(
-                            Diag::error(&host, Mark::new(e.line, 1), "", e.message)
-                                .hint(format!("fix this line of the label file (used by {path})")),
-                        ),
-                    }
-                }
-                Ok(None) => {
-                    self.err(
-                        mark,
-                        &path,
-                        format!("label file {} not found", host.display()),
-                    )
-                    .hint("create the file, or remove it from label_file");
-                }
-                Err(e) => {
-                    let hint = crate::source::read_hint(&e, "point label_file at a readable file");
-                    self.err(
-                        mark,
-                        &path,
-                        format!("cannot read label file {}: {e}", host.display()),
-                    )
-                    .hint(hint);
-                }
-            }
-        }
-        // `labels:` wins over the files; a later file over an earlier one.
-        for (k, v) in from_files {
-            svc.labels.entry(k).or_insert(v);
-        }
     }
 
     /// A number of replicas (`scale`, `deploy.replicas`): a whole number, 0 or more.
@@ -441,6 +268,7 @@ mod tests {
 
     use super::*;
     use crate::spec::secrets::{Masker, SecretNames};
+    use crate::spec::yaml::Value;
 
     /// Every key of [`SERVICE_KEYS`] is loaded by exactly one key group, and
     /// [`Cx::load_key`] loads it.
@@ -494,8 +322,9 @@ mod tests {
         let svc = &mut Service::default();
         let later = &mut Deferred::default();
         [
-            ("service", cx.basic_key(key, n, key, svc, later)),
+            ("basics", cx.basic_key(key, n, key, svc, later)),
             ("environment", cx.environment_key(key, n, key, later)),
+            ("logging", cx.logging_key(key, n, key, svc)),
             ("namespaces", cx.namespace_key(key, n, key, svc)),
             ("resources", cx.resource_key(key, n, key, svc)),
             ("devices", cx.device_key(key, n, key, svc)),
