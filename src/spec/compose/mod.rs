@@ -289,12 +289,20 @@ impl Recorded<'_> {
     }
 }
 
+/// The loading of one Compose file (its merged tree): every key group is a
+/// set of methods on it, in the child modules.
 struct Cx<'a, 'i> {
+    /// The Compose file, which diagnostics name.
     file: &'a Path,
     input: &'a StackInput<'i>,
+    /// Where every problem found goes.
     diags: &'a mut Vec<Diag>,
+    /// The project environment, for interpolation and `- NAME` entries.
     vars: &'a BTreeMap<String, String>,
+    /// Learns the secret values and fields met while loading.
     masker: &'a mut Masker,
+    /// Where keys stand (`services.web.ports`), kept in the stack for later
+    /// diagnostics ([`StackSource::marks`]).
     marks: BTreeMap<String, Mark>,
     /// Strings that referenced variables, for [`Cx::secret_fields`].
     references: Vec<Reference>,
