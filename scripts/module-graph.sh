@@ -8,23 +8,40 @@
 #   scripts/module-graph.sh --dot     # the same graph for graphviz
 #   scripts/module-graph.sh --fine    # edges between files' modules (plan::render -> ...)
 #
-# Test code is left out: files named tests.rs, and everything from a
-# `#[cfg(test)]` line on (plimsoll keeps unit tests at the end of a file).
+# Test code is left out: files named tests.rs, files declared as
+# `#[cfg(test)] mod x;`, and everything from a `#[cfg(test)]` line that opens
+# an inline module on (plimsoll keeps unit tests at the end of a file).
 # lib.rs, main.rs and fuzzing.rs (a test harness) are not modules of the pipeline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode=${1:-}
+
+# Files of modules declared `#[cfg(test)] mod x;` (tests in a file of their own).
+test_files=$(
+    find src -name '*.rs' | while read -r file; do
+        dir=$(dirname "$file")
+        case $file in */mod.rs | src/lib.rs) ;; *) dir=${file%.rs} ;; esac
+        awk '/^[[:space:]]*#\[cfg\(test\)\]/ { getline; if (match($0, /^[[:space:]]*(pub(\([a-z]+\))? )?mod [a-z_0-9]+;/)) { sub(/^[[:space:]]*(pub(\([a-z]+\))? )?mod /, ""); sub(/;.*/, ""); print } }' "$file" |
+            while read -r m; do echo "$dir/$m.rs"; echo "$dir/$m/mod.rs"; done
+    done
+)
+
 edges=$(
     find src -name '*.rs' ! -name tests.rs ! -path 'src/lib.rs' ! -path 'src/main.rs' \
         ! -path 'src/fuzzing.rs' ! -path 'src/fuzzing/*' | sort | while read -r file; do
+        grep -qxF "$file" <<<"$test_files" && continue
         rel=${file#src/}
         rel=${rel%.rs}
         rel=${rel%/mod}
         top=${rel%%/*}
         fine=${rel//\//::}
         awk -v top="$top" -v fine="$fine" -v mode="$mode" '
-            /^[[:space:]]*#\[cfg\(test\)\]/ { exit }
+            /^[[:space:]]*#\[cfg\(test\)\]/ {
+                getline
+                if ($0 ~ /^[[:space:]]*(pub(\([a-z]+\))? )?mod [a-z_0-9]+;/) next
+                exit
+            }
             /^[[:space:]]*\/\// { next }
             {
                 line = $0
