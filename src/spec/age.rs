@@ -218,11 +218,19 @@ pub fn decrypt_text(
     String::from_utf8(bytes).map_err(|_| DecryptError::NotText)
 }
 
+/// A recipient that is not an age X25519 public key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{item}` is not an age X25519 recipient (expected age1…)")]
+pub struct RecipientError {
+    /// The item as written (a public key is not secret).
+    pub item: String,
+}
+
 /// Parses recipients (`age1…`), one per item; `#` comments and blank lines of
 /// a recipients file are skipped by the caller or here.
 pub fn parse_recipients<'a>(
     items: impl IntoIterator<Item = &'a str>,
-) -> Result<Vec<x25519::Recipient>, String> {
+) -> Result<Vec<x25519::Recipient>, RecipientError> {
     let mut out = Vec::new();
     for item in items {
         let item = item.trim();
@@ -230,27 +238,37 @@ pub fn parse_recipients<'a>(
             continue;
         }
         out.push(
-            x25519::Recipient::from_str(item)
-                .map_err(|_| format!("`{item}` is not an age X25519 recipient (expected age1…)"))?,
+            x25519::Recipient::from_str(item).map_err(|_| RecipientError {
+                item: item.to_string(),
+            })?,
         );
     }
     Ok(out)
 }
 
+/// Why encrypting failed; its message is the age library's.
+#[derive(Debug, thiserror::Error)]
+pub enum EncryptError {
+    /// No recipients, or recipients that cannot be mixed.
+    #[error(transparent)]
+    Recipients(#[from] age::EncryptError),
+    /// Writing the armored output.
+    #[error(transparent)]
+    Write(#[from] std::io::Error),
+}
+
 /// Encrypts `plaintext` to `recipients`, ASCII-armored (text, so it sits well in git).
-pub fn encrypt(recipients: &[x25519::Recipient], plaintext: &[u8]) -> Result<Vec<u8>, String> {
+pub fn encrypt(
+    recipients: &[x25519::Recipient],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, EncryptError> {
     let encryptor =
-        age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
-            .map_err(|e| e.to_string())?;
+        age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))?;
     let mut out = Vec::new();
-    let armored = age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
-        .map_err(|e| e.to_string())?;
-    let mut writer = encryptor.wrap_output(armored).map_err(|e| e.to_string())?;
-    writer.write_all(plaintext).map_err(|e| e.to_string())?;
-    writer
-        .finish()
-        .and_then(|a| a.finish())
-        .map_err(|e| e.to_string())?;
+    let armored = age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)?;
+    let mut writer = encryptor.wrap_output(armored)?;
+    writer.write_all(plaintext)?;
+    writer.finish().and_then(|a| a.finish())?;
     Ok(out)
 }
 
@@ -367,6 +385,6 @@ mod tests {
         );
         assert!(sops_marker(Path::new("x.env"), b"A=b").is_none());
         let recipients = parse_recipients(["# team", "", "not-a-key"]);
-        assert!(recipients.unwrap_err().contains("not-a-key"));
+        assert!(recipients.unwrap_err().to_string().contains("not-a-key"));
     }
 }

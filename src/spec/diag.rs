@@ -44,8 +44,10 @@ pub enum Severity {
     Warning,
 }
 
-/// One problem found while loading the desired state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One problem found while loading the desired state. It is the error of
+/// every step that reports one problem (reading a file, parsing YAML); its
+/// `Display` is the line `plimsoll validate` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 pub struct Diag {
     pub severity: Severity,
     pub file: PathBuf,

@@ -67,7 +67,7 @@
 
 use indexmap::IndexMap;
 
-use super::interpolate::{go_quote, interpolate};
+use super::interpolate::{InterpolateError, go_quote, interpolate};
 
 /// A syntax or interpolation error in a `.env` / `env_file` body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,6 +76,9 @@ pub struct DotenvError {
     /// 1-based line where the offending statement starts.
     pub line: usize,
     pub message: String,
+    /// The interpolation error `message` tells, when it is one.
+    #[source]
+    pub source: Option<InterpolateError>,
 }
 
 /// The longest value (128 KiB): Linux refuses an environment variable longer
@@ -95,6 +98,7 @@ fn value_too_long(line: usize, len: usize) -> DotenvError {
         message: format!(
             "the value is {len} bytes, longer than {MAX_VALUE_BYTES} bytes (128 KiB, the longest environment variable Linux passes to a process)"
         ),
+        source: None,
     }
 }
 
@@ -174,6 +178,7 @@ pub fn parse_into(
             return Err(DotenvError {
                 line,
                 message: format!("the values add up to more than {MAX_TOTAL_BYTES} bytes (16 MiB)"),
+                source: None,
             });
         }
         vars.insert(key.to_string(), value);
@@ -206,6 +211,7 @@ impl Parser {
         DotenvError {
             line: self.line,
             message: message.into(),
+            source: None,
         }
     }
 
@@ -303,6 +309,7 @@ impl Parser {
             interpolate(value, &resolve).map_err(|err| DotenvError {
                 line: statement_line,
                 message: err.to_string(),
+                source: Some(err),
             })
         };
 
@@ -321,6 +328,7 @@ impl Parser {
             return Err(DotenvError {
                 line: statement_line,
                 message: format!("unterminated quoted value {}", first_line(src)),
+                source: None,
             });
         };
         if quote == '"' {

@@ -34,6 +34,18 @@ pub struct Includes<'a> {
     pub seen: Vec<(String, String)>,
 }
 
+/// One entry of `include:`, read.
+struct Entry {
+    /// The files to include, absolute: the first, then those merged onto it.
+    paths: Vec<PathBuf>,
+    /// Their project directory: `project_directory`, else the first file's directory.
+    project: PathBuf,
+    /// Whether `project_directory` was given.
+    project_dir_given: bool,
+    /// `env_file` as written (interpolated); `None`: `<project>/.env`.
+    env_files: Option<Vec<String>>,
+}
+
 impl Includes<'_> {
     /// Applies the `include:` of `root` (written in `sources[file]`, with
     /// `dir` its project directory, `vars` its variables, `chain` the files
@@ -82,6 +94,19 @@ impl Includes<'_> {
             .unwrap_or_default()
     }
 
+    /// [`Includes::err`] for a step that returns what it read.
+    fn fail<T>(
+        &mut self,
+        file: &Path,
+        mark: Mark,
+        key: &str,
+        msg: String,
+        hint: &str,
+    ) -> Option<T> {
+        self.err(file, mark, key, msg, hint);
+        None
+    }
+
     fn err(&mut self, file: &Path, mark: Mark, key: &str, msg: String, hint: &str) -> bool {
         self.diags
             .push(Diag::error(file, mark, key, msg).hint(hint.to_string()));
@@ -99,6 +124,52 @@ impl Includes<'_> {
         vars: &BTreeMap<String, String>,
         chain: &[PathBuf],
     ) -> bool {
+        let Some(entry) = self.entry(item, key, file, dir, vars, chain) else {
+            return false;
+        };
+        let Some(own) = self.own_vars(&entry, item, key, file, dir, vars) else {
+            return false;
+        };
+        // Read, stamp and merge the included files.
+        let Some(included) = self.read_included(&entry.paths, &own, item, key, file) else {
+            return false;
+        };
+        let (main, project) = (&entry.paths[0], &entry.project);
+        let mut included = included.unwrap_or_else(|| Node::new(Value::Null, item.mark));
+        merge::strip_tags(&mut included);
+        if !super::extends::apply(self, &mut included, main, project, &|k| own.get(k).cloned()) {
+            return false;
+        }
+        let mut inner = chain.to_vec();
+        inner.push(main.clone());
+        if !self.apply(&mut included, project, &own, &inner) {
+            return false;
+        }
+        let before = self.diags.len();
+        self.interpolate(
+            &mut included,
+            "",
+            &own,
+            &mut super::interpolate::MAX_TOTAL_BYTES.clone(),
+        );
+        if self.diags.len() > before {
+            return false;
+        }
+        resolve_paths(&mut included, project);
+        self.import(root, included, key, file, item.mark)
+    }
+
+    /// Reads an entry of `include:` (a path, or `{path, project_directory,
+    /// env_file}`); refuses a remote include and an include cycle.
+    fn entry(
+        &mut self,
+        item: &Node,
+        key: &str,
+        file: &Path,
+        dir: &Path,
+        vars: &BTreeMap<String, String>,
+        chain: &[PathBuf],
+    ) -> Option<Entry> {
         let text = |n: &Node| -> Option<String> {
             let s = n.scalar_string()?;
             Some(interpolate(&s, &|k| vars.get(k).cloned()).unwrap_or(s))
@@ -117,7 +188,7 @@ impl Includes<'_> {
                 for (k, _) in item.as_map().unwrap_or_default() {
                     let name = k.scalar_string().unwrap_or_default();
                     if !["path", "project_directory", "env_file"].contains(&name.as_str()) {
-                        return self.err(
+                        return self.fail(
                             file,
                             k.mark,
                             &format!("{key}.{name}"),
@@ -135,7 +206,7 @@ impl Includes<'_> {
             _ => (list(Some(item)), None, None),
         };
         let Some(first) = paths.first() else {
-            return self.err(
+            return self.fail(
                 file,
                 item.mark,
                 key,
@@ -144,7 +215,7 @@ impl Includes<'_> {
             );
         };
         if first.contains("://") || first.starts_with("git@") || first.starts_with("oci:") {
-            return self.err(
+            return self.fail(
                 file,
                 item.mark,
                 key,
@@ -157,7 +228,7 @@ impl Includes<'_> {
         if chain.contains(&main) {
             let mut names: Vec<String> = chain.iter().map(|p| p.display().to_string()).collect();
             names.push(main.display().to_string());
-            return self.err(
+            return self.fail(
                 file,
                 item.mark,
                 key,
@@ -169,15 +240,33 @@ impl Includes<'_> {
             Some(p) => clean(&dir.join(p)),
             None => main.parent().map(Path::to_path_buf).unwrap_or_default(),
         };
-        // The included project's variables: the including project's win over its env files.
+        Some(Entry {
+            paths,
+            project,
+            project_dir_given: project_dir.is_some(),
+            env_files,
+        })
+    }
+
+    /// The included project's variables: the including project's win over
+    /// its env files (`env_file`, else `<project_directory>/.env`).
+    fn own_vars(
+        &mut self,
+        entry: &Entry,
+        item: &Node,
+        key: &str,
+        file: &Path,
+        dir: &Path,
+        vars: &BTreeMap<String, String>,
+    ) -> Option<BTreeMap<String, String>> {
         let mut own = vars.clone();
-        let env_files: Vec<PathBuf> = match env_files {
+        let env_files: Vec<PathBuf> = match &entry.env_files {
             Some(list) => list
                 .iter()
                 .filter(|f| *f != "/dev/null")
                 .map(|f| clean(&dir.join(f)))
                 .collect(),
-            None => vec![project.join(".env")],
+            None => vec![entry.project.join(".env")],
         };
         for env_file in &env_files {
             match self.files.read(env_file) {
@@ -191,7 +280,7 @@ impl Includes<'_> {
                             }
                         }
                         Err(e) => {
-                            return self.err(
+                            return self.fail(
                                 env_file,
                                 Mark::new(e.line, 1),
                                 "",
@@ -201,9 +290,9 @@ impl Includes<'_> {
                         }
                     }
                 }
-                Ok(None) if project_dir.is_none() && env_files.len() == 1 => {}
+                Ok(None) if !entry.project_dir_given && env_files.len() == 1 => {}
                 Ok(None) => {
-                    return self.err(
+                    return self.fail(
                         file,
                         item.mark,
                         key,
@@ -212,7 +301,7 @@ impl Includes<'_> {
                     );
                 }
                 Err(e) => {
-                    return self.err(
+                    return self.fail(
                         file,
                         item.mark,
                         key,
@@ -222,13 +311,25 @@ impl Includes<'_> {
                 }
             }
         }
-        // Read, stamp and merge the included files.
+        Some(own)
+    }
+
+    /// Reads the files of an include, each stamped with its index in
+    /// `sources`, merged in order.
+    fn read_included(
+        &mut self,
+        paths: &[PathBuf],
+        own: &BTreeMap<String, String>,
+        item: &Node,
+        key: &str,
+        file: &Path,
+    ) -> Option<Option<Node>> {
         let mut included: Option<Node> = None;
-        for path in &paths {
+        for path in paths {
             let bytes = match self.files.read(path) {
                 Ok(Some(b)) => b,
                 Ok(None) => {
-                    return self.err(
+                    return self.fail(
                         file,
                         item.mark,
                         key,
@@ -237,7 +338,7 @@ impl Includes<'_> {
                     );
                 }
                 Err(e) => {
-                    return self.err(
+                    return self.fail(
                         file,
                         item.mark,
                         key,
@@ -247,7 +348,7 @@ impl Includes<'_> {
                 }
             };
             let Ok(text) = String::from_utf8(bytes) else {
-                return self.err(
+                return self.fail(
                     path,
                     Mark::default(),
                     "",
@@ -259,7 +360,7 @@ impl Includes<'_> {
                 Ok(n) => n,
                 Err(d) => {
                     self.diags.push(d);
-                    return false;
+                    return None;
                 }
             };
             self.sources.push(path.clone());
@@ -272,30 +373,7 @@ impl Includes<'_> {
                 Some(base) => merge::merge(base, node, &|k| own.get(k).cloned()),
             });
         }
-        let mut included = included.unwrap_or_else(|| Node::new(Value::Null, item.mark));
-        merge::strip_tags(&mut included);
-        if !super::extends::apply(self, &mut included, &main, &project, &|k| {
-            own.get(k).cloned()
-        }) {
-            return false;
-        }
-        let mut inner = chain.to_vec();
-        inner.push(main.clone());
-        if !self.apply(&mut included, &project, &own, &inner) {
-            return false;
-        }
-        let before = self.diags.len();
-        self.interpolate(
-            &mut included,
-            "",
-            &own,
-            &mut super::interpolate::MAX_TOTAL_BYTES.clone(),
-        );
-        if self.diags.len() > before {
-            return false;
-        }
-        resolve_paths(&mut included, &project);
-        self.import(root, included, key, file, item.mark)
+        Some(included)
     }
 
     /// Interpolates every string value and escapes `$` again (see the module docs).

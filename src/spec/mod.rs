@@ -29,6 +29,7 @@ use config::Config;
 use diag::{Diag, Mark};
 use model::Stack;
 use secrets::{Masker, SecretNames};
+use yaml::Node;
 
 use crate::source::{Files, Layout};
 
@@ -161,26 +162,7 @@ pub fn load_with(
     options: &LoadOptions,
 ) -> Result<Desired, LoadError> {
     let mut diags: Vec<Diag> = Vec::new();
-    let mut config = Config::default();
-    let mut config_node = None;
-    if let Some(path) = &layout.config {
-        match read_text(files, path) {
-            Ok(Some(text)) => match yaml::parse(&text, path) {
-                Ok(node) => {
-                    match yaml::from_node::<Config>(&node) {
-                        Ok(c) => config = c,
-                        Err(e) => diags.push(e.into_diag(path).hint(
-                            "see `plimsoll schema plimsoll` for the keys plimsoll.yaml takes",
-                        )),
-                    }
-                    config_node = Some(node);
-                }
-                Err(d) => diags.push(d),
-            },
-            Ok(None) => {}
-            Err(d) => diags.push(d),
-        }
-    }
+    let (mut config, config_node) = read_config(layout, files, &mut diags);
     let names = SecretNames::new(
         secrets::DEFAULT_PATTERNS
             .iter()
@@ -199,160 +181,24 @@ pub fn load_with(
     };
     let immutable = policy::check_config(&config, &rules, &mut diags);
     let host = options.host_policy.as_deref();
-    let host_immutable = host.and_then(policy::HostPolicy::immutable_tag);
     if let Some(h) = host {
         policy::apply_host_settings(&mut config, h);
     }
-    for (i, r) in config.secrets.age_recipients.iter().enumerate() {
-        if let Err(message) = age::parse_recipients([r.as_str()]) {
-            let mark = config_node
-                .as_ref()
-                .and_then(|n| n.lookup_key(&["secrets", "age_recipients"]))
-                .map(|n| n.mark)
-                .unwrap_or_default();
-            diags.push(
-                Diag::error(&config_path, mark, format!("secrets.age_recipients[{i}]"), message)
-                    .hint("list public keys (age1…), as `age-keygen -y KEYFILE` or `plimsoll secret keygen` prints them"),
-            );
-        }
-    }
-
+    check_age_recipients(&config, config_node.as_ref(), &config_path, &mut diags);
+    let checks = Checks {
+        config: &config,
+        rules: &rules,
+        immutable: immutable.as_ref(),
+        host,
+        host_immutable: host.and_then(policy::HostPolicy::immutable_tag),
+        options,
+    };
     let mut stacks = Vec::new();
     for sf in &layout.stacks {
-        let text = match read_text(files, &sf.compose) {
-            Ok(Some(t)) => t,
-            Ok(None) => {
-                diags.push(Diag::error(
-                    &sf.compose,
-                    Mark::default(),
-                    "",
-                    "file not found",
-                ));
-                continue;
-            }
-            Err(d) => {
-                diags.push(d);
-                continue;
-            }
+        let Some(read) = read_stack(sf, files, env, options, &mut diags) else {
+            continue;
         };
-        let dotenv = match read_text(files, &sf.dotenv) {
-            Ok(t) => t,
-            Err(d) => {
-                diags.push(d);
-                continue;
-            }
-        };
-        // `.env.age`: decrypted, read after `.env`; every variable in it is secret.
-        let secret_dotenv_path = sf.dir.join(".env.age");
-        let secret_dotenv = match files.read(&secret_dotenv_path) {
-            Ok(None) => None,
-            Ok(Some(bytes)) => match age::decrypt_text(options.age.as_deref(), &bytes) {
-                Ok(text) => Some(text),
-                Err(e) => {
-                    let message = format!("cannot decrypt {}: {e}", secret_dotenv_path.display());
-                    diags.push(
-                        Diag::error(&secret_dotenv_path, Mark::default(), "", message)
-                            .hint(e.hint()),
-                    );
-                    continue;
-                }
-            },
-            Err(e) => {
-                let hint = crate::source::read_hint(&e, "check that the file is readable");
-                diags.push(
-                    Diag::error(
-                        &secret_dotenv_path,
-                        Mark::default(),
-                        "",
-                        format!("cannot read: {e}"),
-                    )
-                    .hint(hint),
-                );
-                continue;
-            }
-        };
-        // `COMPOSE_FILE` in the stack's `.env` lists its Compose files: the
-        // first, then files merged onto it (as `docker compose` without `-f`).
-        // The process environment's is not used: it would apply to every stack.
-        let mut sf = sf.clone();
-        let mut text = text;
-        // Where `COMPOSE_FILE` is set, for messages about the files it lists.
-        let mut compose_file_at: Option<Mark> = None;
-        if !sf.named
-            && let Some(vars) = dotenv
-                .as_deref()
-                .and_then(|t| dotenv::parse(t, &|k| env.get(k).cloned()).ok())
-            && let Some(list) = vars.get("COMPOSE_FILE").filter(|l| !l.trim().is_empty())
-        {
-            let sep = vars
-                .get("COMPOSE_PATH_SEPARATOR")
-                .or_else(|| env.get("COMPOSE_PATH_SEPARATOR"))
-                .filter(|s| !s.is_empty())
-                .map_or(":", String::as_str);
-            let paths: Vec<PathBuf> = list
-                .split(sep)
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(|p| sf.dir.join(p))
-                .collect();
-            let at = dotenv_mark(dotenv.as_deref().unwrap_or_default(), "COMPOSE_FILE");
-            compose_file_at = Some(at);
-            match read_text(files, &paths[0]) {
-                Ok(Some(t)) => {
-                    text = t;
-                    sf.compose = paths[0].clone();
-                    sf.overrides = paths[1..].to_vec();
-                }
-                Ok(None) => {
-                    diags.push(
-                        Diag::error(
-                            &sf.dotenv,
-                            at,
-                            "COMPOSE_FILE",
-                            format!("{}: no such file", paths[0].display()),
-                        )
-                        .hint("list the stack's Compose files in COMPOSE_FILE, separated by `:`, relative to the stack directory"),
-                    );
-                    continue;
-                }
-                Err(d) => {
-                    diags.push(named_by(d, &sf.dotenv, at, "COMPOSE_FILE"));
-                    continue;
-                }
-            }
-        }
-        let sf = &sf;
-        let mut overrides = Vec::new();
-        for path in &sf.overrides {
-            match read_text(files, path) {
-                Ok(Some(t)) => overrides.push((path.clone(), t)),
-                Ok(None) => diags.push(
-                    Diag::error(path, Mark::default(), "", "file not found")
-                        .hint("fix COMPOSE_FILE in the stack's .env: it lists files relative to the stack directory"),
-                ),
-                Err(d) => diags.push(match compose_file_at {
-                    Some(at) => named_by(d, &sf.dotenv, at, "COMPOSE_FILE"),
-                    None => d,
-                }),
-            }
-        }
-        let input = compose::StackInput {
-            dir: &sf.dir,
-            abs_dir: &sf.abs_dir,
-            file: &sf.compose,
-            text: &text,
-            dotenv: dotenv.as_deref().map(|t| (sf.dotenv.as_path(), t)),
-            env,
-            files,
-            secret_names: &names,
-            overrides: &overrides,
-            secret_dotenv: secret_dotenv
-                .as_deref()
-                .map(|t| (secret_dotenv_path.as_path(), t)),
-            age: options.age.as_deref(),
-            stored: false,
-            secret_env: &options.secret_env,
-        };
+        let input = read.input(env, files, &names, options);
         let mut stack_diags = Vec::new();
         let mut sources = Vec::new();
         if let Some(loaded) = compose::load_stack(&input, &mut stack_diags) {
@@ -362,46 +208,13 @@ pub fn load_with(
             if !stack_filter.is_empty() && !stack_filter.contains(&stack.name) {
                 continue;
             }
-            stack.source.root = files.root().or_else(|| files.absolute(&layout.root).ok());
-            if layout.repository {
-                let root = files
-                    .absolute(&layout.root)
-                    .unwrap_or_else(|_| layout.root.clone());
-                stack.source.repository = Some(root.display().to_string());
-            }
-            let profiles = options.profiles.as_deref().or_else(|| {
-                config
-                    .stacks
-                    .get(&stack.name)
-                    .and_then(|c| c.profiles.as_deref())
-            });
-            validate::apply_profiles(&mut stack, profiles, &mut stack_diags);
-            validate::check_stack(&stack, &mut stack_diags);
-            compose::check_builds(&stack, files, &mut stack_diags);
-            policy::check_stack(
-                &config.policy,
-                immutable.as_ref(),
-                &rules,
-                &stack,
-                files,
-                &mut stack_diags,
-            );
-            if let Some(h) = host {
-                policy::check_stack(
-                    &h.policy,
-                    host_immutable.as_ref(),
-                    &h.rules(),
-                    &stack,
-                    files,
-                    &mut stack_diags,
-                );
-            }
+            checks.check(layout, files, &mut stack, &mut stack_diags);
             stacks.push(stack);
         }
         // A place in another file (override, include) is marked with its index: name that file.
         for d in &mut stack_diags {
             if d.mark.file > 0
-                && d.file == sf.compose
+                && d.file == read.sf.compose
                 && let Some(path) = sources.get(d.mark.file as usize)
             {
                 d.file = path.clone();
@@ -410,38 +223,15 @@ pub fn load_with(
         diags.extend(stack_diags);
     }
     validate::check_across(&stacks, &mut diags);
-    for name in config.stacks.keys() {
-        if !stacks.iter().any(|s| &s.name == name)
-            && stack_filter.is_empty()
-            && layout.config.is_some()
-        {
-            let mark = config_node
-                .as_ref()
-                .and_then(|n| n.lookup_key(&["stacks", name]))
-                .map(|n| n.mark)
-                .unwrap_or_default();
-            let d = Diag::error(
-                &config_path,
-                mark,
-                format!("stacks.{name}"),
-                format!("no stack named `{name}` in this repository"),
-            );
-            diags.push(d.hint("fix the name, or add stacks/<dir>/compose.yaml with that name"));
-        }
-    }
-    for name in stack_filter {
-        if !stacks.iter().any(|s| &s.name == name) && !diags.iter().any(Diag::is_error) {
-            diags.push(
-                Diag::error(
-                    &layout.root,
-                    Mark::default(),
-                    "",
-                    format!("no stack named `{name}` here"),
-                )
-                .hint("run `plimsoll validate` to list the stacks"),
-            );
-        }
-    }
+    check_stack_names(
+        layout,
+        &config,
+        config_node.as_ref(),
+        &config_path,
+        &stacks,
+        stack_filter,
+        &mut diags,
+    );
     // Secrets may have turned up in messages (a value quoted in an error).
     for d in &mut diags {
         d.message = masker.mask(&d.message).into_owned();
@@ -467,6 +257,348 @@ pub fn load_with(
                 .to_string()
         }),
     })
+}
+
+/// `plimsoll.yaml`, read and parsed (the default when there is none, or on
+/// an error, which goes to `diags`), and its node tree for marks.
+fn read_config(
+    layout: &Layout,
+    files: &dyn Files,
+    diags: &mut Vec<Diag>,
+) -> (Config, Option<Node>) {
+    let mut config = Config::default();
+    let mut config_node = None;
+    if let Some(path) = &layout.config {
+        match read_text(files, path) {
+            Ok(Some(text)) => match yaml::parse(&text, path) {
+                Ok(node) => {
+                    match yaml::from_node::<Config>(&node) {
+                        Ok(c) => config = c,
+                        Err(e) => diags.push(e.into_diag(path).hint(
+                            "see `plimsoll schema plimsoll` for the keys plimsoll.yaml takes",
+                        )),
+                    }
+                    config_node = Some(node);
+                }
+                Err(d) => diags.push(d),
+            },
+            Ok(None) => {}
+            Err(d) => diags.push(d),
+        }
+    }
+    (config, config_node)
+}
+
+/// Each of `secrets.age_recipients` in plimsoll.yaml is an age public key.
+fn check_age_recipients(
+    config: &Config,
+    node: Option<&Node>,
+    config_path: &Path,
+    diags: &mut Vec<Diag>,
+) {
+    for (i, r) in config.secrets.age_recipients.iter().enumerate() {
+        if let Err(e) = age::parse_recipients([r.as_str()]) {
+            let mark = node
+                .and_then(|n| n.lookup_key(&["secrets", "age_recipients"]))
+                .map(|n| n.mark)
+                .unwrap_or_default();
+            diags.push(
+                Diag::error(config_path, mark, format!("secrets.age_recipients[{i}]"), e.to_string())
+                    .hint("list public keys (age1…), as `age-keygen -y KEYFILE` or `plimsoll secret keygen` prints them"),
+            );
+        }
+    }
+}
+
+/// The files of one stack, read: its Compose file (the first of
+/// `COMPOSE_FILE` when its `.env` sets one), `.env`, `.env.age` decrypted,
+/// and the override files.
+struct StackText {
+    /// The stack's files, with the Compose and override files `COMPOSE_FILE` names.
+    sf: crate::source::StackFiles,
+    text: String,
+    dotenv: Option<String>,
+    secret_dotenv_path: PathBuf,
+    secret_dotenv: Option<String>,
+    overrides: Vec<(PathBuf, String)>,
+}
+
+impl StackText {
+    /// `COMPOSE_FILE` in the stack's `.env` lists its Compose files: the
+    /// first, then files merged onto it (as `docker compose` without `-f`).
+    /// The process environment's is not used: it would apply to every stack.
+    /// Where `COMPOSE_FILE` is set, when it is (for messages about the files
+    /// it lists); `None` when its first file cannot be read.
+    fn compose_file(
+        &mut self,
+        files: &dyn Files,
+        env: &BTreeMap<String, String>,
+        diags: &mut Vec<Diag>,
+    ) -> Option<Option<Mark>> {
+        if !self.sf.named
+            && let Some(vars) = self
+                .dotenv
+                .as_deref()
+                .and_then(|t| dotenv::parse(t, &|k| env.get(k).cloned()).ok())
+            && let Some(list) = vars.get("COMPOSE_FILE").filter(|l| !l.trim().is_empty())
+        {
+            let sep = vars
+                .get("COMPOSE_PATH_SEPARATOR")
+                .or_else(|| env.get("COMPOSE_PATH_SEPARATOR"))
+                .filter(|s| !s.is_empty())
+                .map_or(":", String::as_str);
+            let paths: Vec<PathBuf> = list
+                .split(sep)
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| self.sf.dir.join(p))
+                .collect();
+            let at = dotenv_mark(self.dotenv.as_deref().unwrap_or_default(), "COMPOSE_FILE");
+            return match read_text(files, &paths[0]) {
+                Ok(Some(t)) => {
+                    self.text = t;
+                    self.sf.compose = paths[0].clone();
+                    self.sf.overrides = paths[1..].to_vec();
+                    Some(Some(at))
+                }
+                Ok(None) => {
+                    diags.push(
+                        Diag::error(
+                            &self.sf.dotenv,
+                            at,
+                            "COMPOSE_FILE",
+                            format!("{}: no such file", paths[0].display()),
+                        )
+                        .hint("list the stack's Compose files in COMPOSE_FILE, separated by `:`, relative to the stack directory"),
+                    );
+                    None
+                }
+                Err(d) => {
+                    diags.push(named_by(d, &self.sf.dotenv, at, "COMPOSE_FILE"));
+                    None
+                }
+            };
+        }
+        Some(None)
+    }
+
+    /// Reads the override files (problems to `diags`).
+    fn read_overrides(
+        &mut self,
+        files: &dyn Files,
+        compose_file_at: Option<Mark>,
+        diags: &mut Vec<Diag>,
+    ) {
+        for path in &self.sf.overrides {
+            match read_text(files, path) {
+                Ok(Some(t)) => self.overrides.push((path.clone(), t)),
+                Ok(None) => diags.push(
+                    Diag::error(path, Mark::default(), "", "file not found")
+                        .hint("fix COMPOSE_FILE in the stack's .env: it lists files relative to the stack directory"),
+                ),
+                Err(d) => diags.push(match compose_file_at {
+                    Some(at) => named_by(d, &self.sf.dotenv, at, "COMPOSE_FILE"),
+                    None => d,
+                }),
+            }
+        }
+    }
+
+    /// What `compose::load_stack` takes.
+    fn input<'a>(
+        &'a self,
+        env: &'a BTreeMap<String, String>,
+        files: &'a dyn Files,
+        names: &'a SecretNames,
+        options: &'a LoadOptions,
+    ) -> compose::StackInput<'a> {
+        let sf = &self.sf;
+        compose::StackInput {
+            dir: &sf.dir,
+            abs_dir: &sf.abs_dir,
+            file: &sf.compose,
+            text: &self.text,
+            dotenv: self.dotenv.as_deref().map(|t| (sf.dotenv.as_path(), t)),
+            env,
+            files,
+            secret_names: names,
+            overrides: &self.overrides,
+            secret_dotenv: self
+                .secret_dotenv
+                .as_deref()
+                .map(|t| (self.secret_dotenv_path.as_path(), t)),
+            age: options.age.as_deref(),
+            stored: false,
+            secret_env: &options.secret_env,
+        }
+    }
+}
+
+/// Reads the files of one stack; `None` (problems in `diags`) when one
+/// that must be read cannot be.
+fn read_stack(
+    sf: &crate::source::StackFiles,
+    files: &dyn Files,
+    env: &BTreeMap<String, String>,
+    options: &LoadOptions,
+    diags: &mut Vec<Diag>,
+) -> Option<StackText> {
+    let text = match read_text(files, &sf.compose) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            diags.push(Diag::error(
+                &sf.compose,
+                Mark::default(),
+                "",
+                "file not found",
+            ));
+            return None;
+        }
+        Err(d) => {
+            diags.push(d);
+            return None;
+        }
+    };
+    let dotenv = match read_text(files, &sf.dotenv) {
+        Ok(t) => t,
+        Err(d) => {
+            diags.push(d);
+            return None;
+        }
+    };
+    // `.env.age`: decrypted, read after `.env`; every variable in it is secret.
+    let secret_dotenv_path = sf.dir.join(".env.age");
+    let secret_dotenv = match files.read(&secret_dotenv_path) {
+        Ok(None) => None,
+        Ok(Some(bytes)) => match age::decrypt_text(options.age.as_deref(), &bytes) {
+            Ok(text) => Some(text),
+            Err(e) => {
+                let message = format!("cannot decrypt {}: {e}", secret_dotenv_path.display());
+                diags.push(
+                    Diag::error(&secret_dotenv_path, Mark::default(), "", message).hint(e.hint()),
+                );
+                return None;
+            }
+        },
+        Err(e) => {
+            let hint = crate::source::read_hint(&e, "check that the file is readable");
+            diags.push(
+                Diag::error(
+                    &secret_dotenv_path,
+                    Mark::default(),
+                    "",
+                    format!("cannot read: {e}"),
+                )
+                .hint(hint),
+            );
+            return None;
+        }
+    };
+    let mut read = StackText {
+        sf: sf.clone(),
+        text,
+        dotenv,
+        secret_dotenv_path,
+        secret_dotenv,
+        overrides: Vec::new(),
+    };
+    let compose_file_at = read.compose_file(files, env, diags)?;
+    read.read_overrides(files, compose_file_at, diags);
+    Some(read)
+}
+
+/// What checking each loaded stack needs: the repository's policy and the host's.
+struct Checks<'a> {
+    config: &'a Config,
+    rules: &'a policy::RuleSource<'a>,
+    immutable: Option<&'a regex::Regex>,
+    host: Option<&'a policy::HostPolicy>,
+    host_immutable: Option<regex::Regex>,
+    options: &'a LoadOptions,
+}
+
+impl Checks<'_> {
+    /// Completes a loaded stack (where it was read from, its active
+    /// profiles) and checks it: services, builds, the policies.
+    fn check(&self, layout: &Layout, files: &dyn Files, stack: &mut Stack, diags: &mut Vec<Diag>) {
+        stack.source.root = files.root().or_else(|| files.absolute(&layout.root).ok());
+        if layout.repository {
+            let root = files
+                .absolute(&layout.root)
+                .unwrap_or_else(|_| layout.root.clone());
+            stack.source.repository = Some(root.display().to_string());
+        }
+        let profiles = self.options.profiles.as_deref().or_else(|| {
+            self.config
+                .stacks
+                .get(&stack.name)
+                .and_then(|c| c.profiles.as_deref())
+        });
+        validate::apply_profiles(stack, profiles, diags);
+        validate::check_stack(stack, diags);
+        compose::check_builds(stack, files, diags);
+        policy::check_stack(
+            &self.config.policy,
+            self.immutable,
+            self.rules,
+            stack,
+            files,
+            diags,
+        );
+        if let Some(h) = self.host {
+            policy::check_stack(
+                &h.policy,
+                self.host_immutable.as_ref(),
+                &h.rules(),
+                stack,
+                files,
+                diags,
+            );
+        }
+    }
+}
+
+/// Each stack plimsoll.yaml configures, and each stack asked for, is in the repository.
+fn check_stack_names(
+    layout: &Layout,
+    config: &Config,
+    config_node: Option<&Node>,
+    config_path: &Path,
+    stacks: &[Stack],
+    stack_filter: &[String],
+    diags: &mut Vec<Diag>,
+) {
+    for name in config.stacks.keys() {
+        if !stacks.iter().any(|s| &s.name == name)
+            && stack_filter.is_empty()
+            && layout.config.is_some()
+        {
+            let mark = config_node
+                .and_then(|n| n.lookup_key(&["stacks", name]))
+                .map(|n| n.mark)
+                .unwrap_or_default();
+            let d = Diag::error(
+                config_path,
+                mark,
+                format!("stacks.{name}"),
+                format!("no stack named `{name}` in this repository"),
+            );
+            diags.push(d.hint("fix the name, or add stacks/<dir>/compose.yaml with that name"));
+        }
+    }
+    for name in stack_filter {
+        if !stacks.iter().any(|s| &s.name == name) && !diags.iter().any(Diag::is_error) {
+            diags.push(
+                Diag::error(
+                    &layout.root,
+                    Mark::default(),
+                    "",
+                    format!("no stack named `{name}` here"),
+                )
+                .hint("run `plimsoll validate` to list the stacks"),
+            );
+        }
+    }
 }
 
 /// A stack stored by `render::to_stored`, loaded again (for `plimsoll rollback`).

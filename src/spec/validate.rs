@@ -8,136 +8,158 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::diag::Diag;
-use super::model::{MountType, PullPolicy, Stack};
+use super::model::{MountType, PullPolicy, Service, Stack};
 use crate::graph::StackGraph;
 
 /// Checks one stack; problems go to `diags`.
 pub fn check_stack(stack: &Stack, diags: &mut Vec<Diag>) {
+    for (name, svc) in &stack.services {
+        check_service(stack, name, svc, diags);
+        check_references(stack, name, svc, diags);
+    }
+    check_cycles(stack, diags);
+}
+
+/// A service's image, its dependencies and its legacy links.
+fn check_service(stack: &Stack, name: &str, svc: &Service, diags: &mut Vec<Diag>) {
     let file = &stack.source.file;
     let at = |service: &str, key: &str| stack.source.mark(service, key);
-    for (name, svc) in &stack.services {
-        let path = format!("services.{name}");
-        // A `build:` that failed to load was reported already.
-        let has_build =
-            svc.build.is_some() || stack.source.marks.contains_key(&format!("{path}.build"));
-        if svc.image.as_deref().is_none_or(str::is_empty) && !has_build {
+    let path = format!("services.{name}");
+    // A `build:` that failed to load was reported already.
+    let has_build =
+        svc.build.is_some() || stack.source.marks.contains_key(&format!("{path}.build"));
+    if svc.image.as_deref().is_none_or(str::is_empty) && !has_build {
+        diags.push(
+            Diag::error(
+                file,
+                stack.source.mark(name, ""),
+                path.clone(),
+                format!("service `{name}` has no image"),
+            )
+            .hint(
+                "set `image:` to the image this service runs, or `build:` to build it on the host",
+            ),
+        );
+    }
+    if svc.build.is_some() && svc.image.is_none() && svc.pull_policy == Some(PullPolicy::Always) {
+        diags.push(
+            Diag::error(
+                file,
+                at(name, "pull_policy"),
+                format!("{path}.pull_policy"),
+                format!("`pull_policy: always` pulls the image, but service `{name}` names none"),
+            )
+            .hint("set `image:` to the image to pull, or use `pull_policy: build` to build it on the host"),
+        );
+    }
+    for dep in svc.depends_on.keys() {
+        if !stack.services.contains_key(dep) {
+            // A dependency Compose infers names the key it came from.
+            let mark = at(name, &format!("depends_on.{dep}"));
+            let key = implied_by(svc, dep)
+                .filter(|k| stack.source.marks.get(&format!("{path}.{k}")) == Some(&mark))
+                .unwrap_or("depends_on");
+            let message = if key == "depends_on" {
+                format!("depends on undefined service `{dep}`")
+            } else {
+                format!("`{key}` names undefined service `{dep}`")
+            };
+            diags.push(
+                Diag::error(file, mark, format!("{path}.{key}"), message).hint(format!(
+                    "declare `{dep}` under services, or remove it from {key}"
+                )),
+            );
+        }
+    }
+    // Legacy links on the default bridge reach only containers on that bridge.
+    if matches!(svc.network_mode.as_deref(), Some("bridge" | "default")) {
+        for link in &svc.links {
+            let target = link.split(':').next().unwrap_or(link);
+            let on_bridge = stack
+                .services
+                .get(target)
+                .is_none_or(|t| matches!(t.network_mode.as_deref(), Some("bridge" | "default")));
+            if !on_bridge {
+                diags.push(
+                    Diag::error(
+                        file,
+                        at(name, "links"),
+                        format!("{path}.links"),
+                        format!("links to `{target}`, which is not on the default bridge network"),
+                    )
+                    .hint(format!(
+                        "give `{target}` `network_mode: bridge` too, or drop `network_mode` here and use networks (services reach each other by name there)"
+                    )),
+                );
+            }
+        }
+    }
+}
+
+/// The networks, volumes, secrets and configs a service uses are declared.
+fn check_references(stack: &Stack, name: &str, svc: &Service, diags: &mut Vec<Diag>) {
+    let file = &stack.source.file;
+    let at = |service: &str, key: &str| stack.source.mark(service, key);
+    let path = format!("services.{name}");
+    for net in svc.networks.keys() {
+        if !stack.networks.contains_key(net) && net != "default" {
             diags.push(
                 Diag::error(
                     file,
-                    stack.source.mark(name, ""),
-                    path.clone(),
-                    format!("service `{name}` has no image"),
+                    at(name, &format!("networks.{net}")),
+                    format!("{path}.networks"),
+                    format!("refers to undefined network `{net}`"),
                 )
-                .hint("set `image:` to the image this service runs, or `build:` to build it on the host"),
+                .hint(format!(
+                    "declare it under the top-level `networks:` ({net}: {{}})"
+                )),
             );
         }
-        if svc.build.is_some() && svc.image.is_none() && svc.pull_policy == Some(PullPolicy::Always)
+    }
+    for m in &svc.volumes {
+        if m.kind == MountType::Volume
+            && let Some(src) = &m.source
+            && !stack.volumes.contains_key(src)
         {
             diags.push(
                 Diag::error(
                     file,
-                    at(name, "pull_policy"),
-                    format!("{path}.pull_policy"),
-                    format!("`pull_policy: always` pulls the image, but service `{name}` names none"),
+                    at(name, &format!("volumes.{src}")),
+                    format!("{path}.volumes"),
+                    format!("refers to undefined volume `{src}`"),
                 )
-                .hint("set `image:` to the image to pull, or use `pull_policy: build` to build it on the host"),
+                .hint(format!(
+                    "declare it under the top-level `volumes:` ({src}: {{}}), or write a path (./{src}) for a bind mount"
+                )),
             );
         }
-        for dep in svc.depends_on.keys() {
-            if !stack.services.contains_key(dep) {
-                // A dependency Compose infers names the key it came from.
-                let mark = at(name, &format!("depends_on.{dep}"));
-                let key = implied_by(svc, dep)
-                    .filter(|k| stack.source.marks.get(&format!("{path}.{k}")) == Some(&mark))
-                    .unwrap_or("depends_on");
-                let message = if key == "depends_on" {
-                    format!("depends on undefined service `{dep}`")
-                } else {
-                    format!("`{key}` names undefined service `{dep}`")
-                };
-                diags.push(
-                    Diag::error(file, mark, format!("{path}.{key}"), message).hint(format!(
-                        "declare `{dep}` under services, or remove it from {key}"
-                    )),
-                );
-            }
-        }
-        // Legacy links on the default bridge reach only containers on that bridge.
-        if matches!(svc.network_mode.as_deref(), Some("bridge" | "default")) {
-            for link in &svc.links {
-                let target = link.split(':').next().unwrap_or(link);
-                let on_bridge = stack.services.get(target).is_none_or(|t| {
-                    matches!(t.network_mode.as_deref(), Some("bridge" | "default"))
-                });
-                if !on_bridge {
-                    diags.push(
-                        Diag::error(
-                            file,
-                            at(name, "links"),
-                            format!("{path}.links"),
-                            format!("links to `{target}`, which is not on the default bridge network"),
-                        )
-                        .hint(format!(
-                            "give `{target}` `network_mode: bridge` too, or drop `network_mode` here and use networks (services reach each other by name there)"
-                        )),
-                    );
-                }
-            }
-        }
-        for net in svc.networks.keys() {
-            if !stack.networks.contains_key(net) && net != "default" {
+    }
+    for (kind, refs, declared) in [
+        ("secret", &svc.secrets, &stack.secrets),
+        ("config", &svc.configs, &stack.configs),
+    ] {
+        for r in refs {
+            if !declared.contains_key(&r.source) {
                 diags.push(
                     Diag::error(
                         file,
-                        at(name, &format!("networks.{net}")),
-                        format!("{path}.networks"),
-                        format!("refers to undefined network `{net}`"),
+                        at(name, &format!("{kind}s.{}", r.source)),
+                        format!("{path}.{kind}s"),
+                        format!("refers to undefined {kind} `{}`", r.source),
                     )
                     .hint(format!(
-                        "declare it under the top-level `networks:` ({net}: {{}})"
+                        "declare it under the top-level `{kind}s:` with `file:`"
                     )),
                 );
-            }
-        }
-        for m in &svc.volumes {
-            if m.kind == MountType::Volume
-                && let Some(src) = &m.source
-                && !stack.volumes.contains_key(src)
-            {
-                diags.push(
-                    Diag::error(
-                        file,
-                        at(name, &format!("volumes.{src}")),
-                        format!("{path}.volumes"),
-                        format!("refers to undefined volume `{src}`"),
-                    )
-                    .hint(format!(
-                        "declare it under the top-level `volumes:` ({src}: {{}}), or write a path (./{src}) for a bind mount"
-                    )),
-                );
-            }
-        }
-        for (kind, refs, declared) in [
-            ("secret", &svc.secrets, &stack.secrets),
-            ("config", &svc.configs, &stack.configs),
-        ] {
-            for r in refs {
-                if !declared.contains_key(&r.source) {
-                    diags.push(
-                        Diag::error(
-                            file,
-                            at(name, &format!("{kind}s.{}", r.source)),
-                            format!("{path}.{kind}s"),
-                            format!("refers to undefined {kind} `{}`", r.source),
-                        )
-                        .hint(format!(
-                            "declare it under the top-level `{kind}s:` with `file:`"
-                        )),
-                    );
-                }
             }
         }
     }
+}
+
+/// No service depends on itself, directly or not.
+fn check_cycles(stack: &Stack, diags: &mut Vec<Diag>) {
+    let file = &stack.source.file;
+    let at = |service: &str, key: &str| stack.source.mark(service, key);
     if let Err(cycles) = StackGraph::build(stack) {
         for c in cycles {
             let first = &c.0[0];
@@ -171,7 +193,7 @@ pub fn check_stack(stack: &Stack, diags: &mut Vec<Diag>) {
 
 /// The key from which Compose infers a dependency on `dep`, if any:
 /// `links`, a `service:` namespace, or `volumes_from`.
-fn implied_by(svc: &super::model::Service, dep: &str) -> Option<&'static str> {
+fn implied_by(svc: &Service, dep: &str) -> Option<&'static str> {
     let first = |s: &str| s.split(':').next().map(str::to_string);
     if svc.links.iter().any(|l| first(l).as_deref() == Some(dep)) {
         return Some("links");
