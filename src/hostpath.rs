@@ -282,24 +282,6 @@ impl PathMap {
     }
 }
 
-/// The root a stack's repository paths are mapped under: the root its reads
-/// were confined to ([`crate::mounts::desired_root`]), else its repository,
-/// else its directory (absolute: bind sources are).
-pub fn stack_root(stack: &crate::spec::model::Stack) -> std::borrow::Cow<'_, Path> {
-    let root = crate::mounts::desired_root(stack).unwrap_or_else(|| {
-        stack
-            .source
-            .repository
-            .as_deref()
-            .map_or(stack.source.dir.as_path(), Path::new)
-    });
-    if root.is_absolute() {
-        std::borrow::Cow::Borrowed(root)
-    } else {
-        std::borrow::Cow::Owned(std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()))
-    }
-}
-
 /// What may name this process's own container, most reliable first: the
 /// ID in the source of the `/etc/hostname`, `/etc/hosts` or
 /// `/etc/resolv.conf` bind mount (`.../containers/<id>/hostname`), the ID in

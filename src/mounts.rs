@@ -108,6 +108,24 @@ pub fn desired_root(stack: &Stack) -> Option<&Path> {
     stack.source.root.as_deref()
 }
 
+/// The root a stack's repository paths are mapped under: the root its reads
+/// were confined to ([`desired_root`]), else its repository,
+/// else its directory (absolute: bind sources are).
+pub fn stack_root(stack: &crate::spec::model::Stack) -> std::borrow::Cow<'_, Path> {
+    let root = desired_root(stack).unwrap_or_else(|| {
+        stack
+            .source
+            .repository
+            .as_deref()
+            .map_or(stack.source.dir.as_path(), Path::new)
+    });
+    if root.is_absolute() {
+        std::borrow::Cow::Borrowed(root)
+    } else {
+        std::borrow::Cow::Owned(std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()))
+    }
+}
+
 /// `path` without `suffix` at its end (component-wise), `None` when it does not end so.
 fn strip_suffix(path: &Path, suffix: &Path) -> Option<PathBuf> {
     let p: Vec<Component> = path.components().collect();

@@ -49,7 +49,7 @@ pub fn desired_container(
         number,
         image.as_ref().map(|i| i.id.clone()),
     );
-    live.paths.apply(&mut raw, &hostpath::stack_root(stack))?;
+    live.paths.apply(&mut raw, &crate::mounts::stack_root(stack))?;
     if let Some((from, to)) = reroot {
         mounts::reroot(&mut raw, from, to);
     }

@@ -814,11 +814,20 @@ fn agent_polls_git_heals_drift_and_never_shows_a_secret() {
     });
     assert_eq!(notification["revision"], sha2);
     assert_eq!(notification["host"], host.as_str(), "{notification:#}");
-    let heals = history(state)
-        .into_iter()
-        .filter(|r| r["revision"] == sha2)
-        .count();
-    assert!(heals >= 4, "the apply and three heals are audited: {heals}");
+    // The heal's audit record is written when its apply ends, which may be
+    // after the status and the notification above: wait for it.
+    wait_for(
+        "the apply and three heals audited",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            let heals = history(state)
+                .into_iter()
+                .filter(|r| r["revision"] == sha2)
+                .count();
+            (heals >= 4).then_some(())
+        },
+    );
 
     // The canaries appear nowhere.
     let status = agent.status().to_string();
