@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::Conflict;
 use crate::diff::{self, ContainerConfig};
-use crate::hostpath::{self, Unmappable};
+use crate::hostpath::Unmappable;
 use crate::live::{Live, LiveContainer};
 use crate::mounts::{self, ServiceMounts};
 use crate::names::labels;
@@ -49,7 +49,8 @@ pub fn desired_container(
         number,
         image.as_ref().map(|i| i.id.clone()),
     );
-    live.paths.apply(&mut raw, &crate::mounts::stack_root(stack))?;
+    live.paths
+        .apply(&mut raw, &crate::mounts::stack_root(stack))?;
     if let Some((from, to)) = reroot {
         mounts::reroot(&mut raw, from, to);
     }

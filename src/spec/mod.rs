@@ -8,6 +8,7 @@
 pub mod age;
 pub mod compose;
 pub mod config;
+pub mod deps;
 pub mod diag;
 pub mod dotenv;
 pub mod extends;

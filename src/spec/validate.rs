@@ -7,9 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::deps::StackGraph;
 use super::diag::Diag;
 use super::model::{MountType, PullPolicy, Service, Stack};
-use crate::graph::StackGraph;
 
 /// Checks one stack; problems go to `diags`.
 pub fn check_stack(stack: &Stack, diags: &mut Vec<Diag>) {
