@@ -67,9 +67,27 @@ pub(super) fn engine_text(e: &bollard::errors::Error) -> String {
     }
 }
 
-/// [`engine_text`] for `map_err`, where the text is all that is kept.
-pub(super) fn engine_msg(e: bollard::errors::Error) -> String {
-    engine_text(&e)
+/// Why a gate (a container running, healthy or completed) was not met.
+#[derive(Debug, Error)]
+pub enum GateError {
+    #[error("{name} has no health check, but a dependent waits for it to be healthy")]
+    NoHealthCheck { name: String },
+    #[error("interrupted while waiting for {name} to be {word}")]
+    Interrupted { name: String, word: &'static str },
+    /// `last` is the last health check's output (`; last health check: ...`) or nothing.
+    #[error("{name} was not {word} within {}s{last}", timeout.as_secs())]
+    TimedOut {
+        name: String,
+        word: &'static str,
+        timeout: std::time::Duration,
+        last: String,
+    },
+    #[error("{}", engine_text(.0))]
+    Engine(#[source] bollard::errors::Error),
+    /// The container ended or went away (the verdict's words), or the engine could not be reached.
+    /// Boxed: it holds the last state seen.
+    #[error(transparent)]
+    Wait(Box<super::WaitError>),
 }
 
 /// Why one step of an apply failed.
@@ -138,7 +156,8 @@ pub enum StepError {
     #[error("{why}{logs}")]
     Gate {
         container: String,
-        why: String,
+        #[source]
+        why: Box<GateError>,
         logs: String,
     },
     #[error(transparent)]
@@ -173,13 +192,6 @@ impl StepError {
     }
 }
 
-/// The bridge for the parts of `apply` still carrying text (`gates`,
-/// `recover`): a step's error there is its message.
-impl From<StepError> for String {
-    fn from(e: StepError) -> Self {
-        e.to_string()
-    }
-}
 
 /// Why a `post_start` or `pre_stop` hook failed; `hook` names it
 /// (`post_start[0] hook`).
@@ -213,7 +225,11 @@ pub enum ServiceError {
     DependencyFailed { dependency: String },
     /// A dependency's replica did not meet the condition; `why` is the gate's message.
     #[error("not changed: dependency {dependency}: {why}")]
-    DependencyGate { dependency: String, why: String },
+    DependencyGate {
+        dependency: String,
+        #[source]
+        why: Box<GateError>,
+    },
     #[error(transparent)]
     Step(#[from] StepError),
     /// A replacement failed and the old container runs again as `container`.

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 
 use thiserror::Error;
 
-use super::{Cancel, Ctx, POLL, engine_msg, last_lines};
+use super::{Cancel, Ctx, GateError, POLL, last_lines};
 use crate::events::Outcome;
 use crate::health::{self, Verdict};
 use crate::live::{Engine, EngineError, RunState};
@@ -133,11 +133,9 @@ impl Ctx<'_> {
         condition: Condition,
         timeout: Duration,
         has_health: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), GateError> {
         if condition == Condition::ServiceHealthy && !has_health {
-            return Err(format!(
-                "{name} has no health check, but a dependent waits for it to be healthy"
-            ));
+            return Err(GateError::NoHealthCheck { name: name.into() });
         }
         let word = match condition {
             Condition::ServiceStarted => "running",
@@ -163,21 +161,23 @@ impl Ctx<'_> {
         let verdict = |s: &RunState| health::gate(s, condition);
         match wait_until(self.engine, name, verdict, polling, self.cancel, waiting).await {
             Ok(_) => Ok(()),
-            Err(WaitError::Cancelled { .. }) => {
-                Err(format!("interrupted while waiting for {name} to be {word}"))
-            }
-            Err(WaitError::TimedOut { last, .. }) => {
-                let last = last
+            Err(WaitError::Cancelled { .. }) => Err(GateError::Interrupted {
+                name: name.into(),
+                word,
+            }),
+            Err(WaitError::TimedOut { last, .. }) => Err(GateError::TimedOut {
+                name: name.into(),
+                word,
+                timeout,
+                last: last
                     .and_then(|s| s.health_log)
                     .map(|l| format!("; last health check: {l}"))
-                    .unwrap_or_default();
-                Err(format!(
-                    "{name} was not {word} within {}s{last}",
-                    timeout.as_secs()
-                ))
+                    .unwrap_or_default(),
+            }),
+            Err(WaitError::Engine(EngineError::Call { source, .. })) => {
+                Err(GateError::Engine(source))
             }
-            Err(WaitError::Engine(EngineError::Call { source, .. })) => Err(engine_msg(source)),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(GateError::Wait(Box::new(e))),
         }
     }
 

@@ -41,8 +41,7 @@ use crate::spec::model::Stack;
 use crate::spec::secrets::Masker;
 
 pub use body::create_body;
-use error::engine_msg;
-pub use error::{ApplyError, HookError, ServiceError, StepError};
+pub use error::{ApplyError, GateError, HookError, ServiceError, StepError};
 pub use gates::{Polling, WaitError, gate_timeout, wait_until};
 pub use recover::recover;
 pub use setup::{pull, pull_for};

@@ -2,7 +2,7 @@
 
 use bollard::query_parameters::RemoveContainerOptionsBuilder;
 
-use super::engine_msg;
+use super::StepError;
 use super::replace::restore;
 use crate::events::{Outcome, Progress};
 use crate::health::Health;
@@ -18,7 +18,7 @@ pub async fn recover(
     engine: &Engine,
     live: &Live,
     progress: &dyn Progress,
-) -> Result<usize, String> {
+) -> Result<usize, StepError> {
     let mut repaired = 0;
     for parked in live
         .containers
@@ -42,7 +42,7 @@ pub async fn recover(
                 .docker
                 .remove_container(&parked.id, Some(opts))
                 .await
-                .map_err(engine_msg)?;
+                .map_err(StepError::Engine)?;
         } else {
             progress.step(
                 &subject,

@@ -313,7 +313,7 @@ impl Ctx<'_> {
                 let logs = self.last_logs(&id).await;
                 return Err(StepError::Gate {
                     container: id,
-                    why,
+                    why: Box::new(why),
                     logs,
                 });
             }

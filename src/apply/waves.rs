@@ -248,7 +248,7 @@ impl Ctx<'_> {
                 {
                     return fail(ServiceError::DependencyGate {
                         dependency: dep,
-                        why: e,
+                        why: Box::new(e),
                     });
                 }
             }
