@@ -192,7 +192,6 @@ impl StepError {
     }
 }
 
-
 /// Why a `post_start` or `pre_stop` hook failed; `hook` names it
 /// (`post_start[0] hook`).
 #[derive(Debug, Error)]

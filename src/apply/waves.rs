@@ -266,19 +266,18 @@ impl Ctx<'_> {
                     .map_err(ServiceError::from)
                 }
                 ActionKind::Recreate => self.recreate(stack, service, &a.target).await,
-                ActionKind::Start => {
-                    self.progress.step(&subject, "starting", Outcome::Working);
+                ActionKind::Start | ActionKind::Restart => {
+                    let restart = a.action == ActionKind::Restart;
+                    let doing = if restart { "restarting" } else { "starting" };
+                    self.progress.step(&subject, doing, Outcome::Working);
                     let number = replica_number(stack, service, &a.target);
-                    match self.engine.docker.start_container(&a.target, None).await {
-                        Ok(()) => self.post_start(stack, service, number, &a.target).await,
-                        Err(e) => Err(StepError::Engine(e)),
-                    }
-                    .map_err(ServiceError::from)
-                }
-                ActionKind::Restart => {
-                    self.progress.step(&subject, "restarting", Outcome::Working);
-                    let number = replica_number(stack, service, &a.target);
-                    match self.engine.docker.restart_container(&a.target, None).await {
+                    let docker = &self.engine.docker;
+                    let started = if restart {
+                        docker.restart_container(&a.target, None).await
+                    } else {
+                        docker.start_container(&a.target, None).await
+                    };
+                    match started {
                         Ok(()) => self.post_start(stack, service, number, &a.target).await,
                         Err(e) => Err(StepError::Engine(e)),
                     }

@@ -46,13 +46,12 @@ pub(super) fn heal(
     lock_timeout: std::time::Duration,
     global: &Global,
 ) -> Result<Exit> {
-    let run = Run {
-        format: crate::plan::Format::Text,
-        log_format: global.log_format,
-        state_dir: global.state_dir.clone(),
+    let run = Run::new(
+        global,
+        crate::plan::Format::Text,
         lock_timeout,
-        parallel: Default::default(),
-    };
+        Default::default(),
+    );
     let (state, _lock) = take_lock(&run)?;
     let mut book: crate::agent::heal::HealBook = state.read_json(crate::agent::heal::FILE)?;
     let n = book.reset(reset);

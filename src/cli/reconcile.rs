@@ -31,13 +31,7 @@ pub(super) struct ReconcileArgs {
 /// `plimsoll reconcile`: loads, plans and (without `--dry-run`) applies.
 pub(super) fn run(a: ReconcileArgs, global: &Global) -> Result<Exit> {
     let desired = load(&a.path, &a.stacks, &global.loading)?;
-    let run = Run {
-        format: a.format,
-        log_format: global.log_format,
-        state_dir: global.state_dir.clone(),
-        lock_timeout: a.lock_timeout,
-        parallel: a.parallel.n,
-    };
+    let run = Run::new(global, a.format, a.lock_timeout, a.parallel.n);
     runtime()?.block_on(reconcile_cmd(
         &desired,
         a.dry_run,
@@ -63,6 +57,23 @@ pub(super) struct Run {
     pub lock_timeout: std::time::Duration,
     /// How many services of a wave an apply changes at once.
     pub parallel: crate::apply::Parallel,
+}
+
+impl Run {
+    pub(super) fn new(
+        global: &Global,
+        format: plan::Format,
+        lock_timeout: std::time::Duration,
+        parallel: crate::apply::Parallel,
+    ) -> Run {
+        Run {
+            format,
+            log_format: global.log_format,
+            state_dir: global.state_dir.clone(),
+            lock_timeout,
+            parallel,
+        }
+    }
 }
 
 pub(super) fn progress_for(

@@ -18,13 +18,7 @@ pub(super) fn run(
     parallel: ParallelArg,
     global: &Global,
 ) -> Result<Exit> {
-    let run = Run {
-        format: crate::plan::Format::Text,
-        log_format: global.log_format,
-        state_dir: global.state_dir.clone(),
-        lock_timeout,
-        parallel: parallel.n,
-    };
+    let run = Run::new(global, crate::plan::Format::Text, lock_timeout, parallel.n);
     runtime()?.block_on(rollback_cmd(
         stack,
         to,
