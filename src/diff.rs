@@ -432,6 +432,19 @@ mod tests {
     use crate::keys::resources::DEFAULT_SHM_SIZE;
     use crate::spec::model::{Service, Stack};
 
+    /// Each change from `a` to `b`, in `words`.
+    fn worded(
+        a: &ContainerConfig,
+        b: &ContainerConfig,
+        words: fn(&Change, &Masker) -> String,
+        m: &Masker,
+    ) -> Vec<String> {
+        compare(&a.fields(), &b.fields())
+            .iter()
+            .map(|c| words(c, m))
+            .collect()
+    }
+
     fn cfg() -> ContainerConfig {
         ContainerConfig {
             name: "s-a-1".into(),
@@ -547,10 +560,7 @@ mod tests {
             .env
             .insert("DB_PASSWORD".into(), "s3cret-canary".into());
         desired.memory = 128 << 20;
-        let reasons: Vec<String> = compare(&live.fields(), &desired.fields())
-            .iter()
-            .map(|c| reason(c, &m))
-            .collect();
+        let reasons = worded(&live, &desired, reason, &m);
         assert_eq!(
             reasons,
             vec![
@@ -679,10 +689,7 @@ mod tests {
         b.healthcheck.as_mut().unwrap().interval = 10_000_000_000;
         b.restart = "always".into();
         b.memory = 512 << 20;
-        let words: Vec<String> = compare(&a.fields(), &b.fields())
-            .iter()
-            .map(|c| change_words(c, &m))
-            .collect();
+        let words = worded(&a, &b, change_words, &m);
         assert_eq!(
             words,
             vec![
@@ -700,12 +707,7 @@ mod tests {
                 .iter()
                 .map(|(n, s)| (n.to_string(), s.clone()))
                 .collect(),
-            networks: BTreeMap::new(),
-            volumes: BTreeMap::new(),
-            secrets: BTreeMap::new(),
-            configs: BTreeMap::new(),
-            extensions: BTreeMap::new(),
-            source: Default::default(),
+            ..Default::default()
         }
     }
 
@@ -753,10 +755,7 @@ mod tests {
         live.sysctls.clear();
         live.dns.clear();
         live.align_to(&desired);
-        let reasons: Vec<String> = compare(&live.fields(), &desired.fields())
-            .iter()
-            .map(|c| reason(c, &m))
-            .collect();
+        let reasons = worded(&live, &desired, reason, &m);
         assert_eq!(
             reasons,
             vec![

@@ -699,14 +699,7 @@ mod tests {
         std::os::unix::fs::symlink("index.html", root.join("www/home.html")).unwrap();
         fs::write(root.join("nginx.conf"), "events {}").unwrap();
         let repo = git2::Repository::init(&root).unwrap();
-        let mut index = repo.index().unwrap();
-        index
-            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-            .unwrap();
-        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-        let sig = git2::Signature::now("t", "t@example.com").unwrap();
-        repo.commit(Some("HEAD"), &sig, &sig, "one", &tree, &[])
-            .unwrap();
+        crate::source::tests::commit_all(&repo);
         (t, root)
     }
 

@@ -789,8 +789,21 @@ fn stack_files(files: &dyn Files, dir: &Path, compose: PathBuf) -> Result<StackF
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Commits every file of the repository's work tree as one commit on
+    /// HEAD (a test's fixture).
+    pub(crate) fn commit_all(repo: &git2::Repository) {
+        let mut index = repo.index().unwrap();
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        repo.commit(Some("HEAD"), &sig, &sig, "one", &tree, &[])
+            .unwrap();
+    }
 
     #[test]
     fn discovers_repository_stack_dir_and_file() {
@@ -832,14 +845,7 @@ mod tests {
         fs::write(root.join("stacks/a/compose.yaml"), "services: {}").unwrap();
         fs::write(root.join(CONFIG_FILE), "{}").unwrap();
         let repo = git2::Repository::init(root).unwrap();
-        let mut index = repo.index().unwrap();
-        index
-            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-            .unwrap();
-        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-        let sig = git2::Signature::now("t", "t@example.com").unwrap();
-        repo.commit(Some("HEAD"), &sig, &sig, "one", &tree, &[])
-            .unwrap();
+        commit_all(&repo);
         // Gone from the work tree: read from git objects only.
         fs::remove_dir_all(root.join("stacks")).unwrap();
         let rev = GitTree::resolve(root, "HEAD").unwrap();
@@ -1055,14 +1061,7 @@ mod confine_tests {
         symlink(outside.join("secret.txt"), repo.join("abs")).unwrap();
         fs::remove_file(repo.join("a/loop")).unwrap();
         let g = git2::Repository::init(&repo).unwrap();
-        let mut index = g.index().unwrap();
-        index
-            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-            .unwrap();
-        let tree = g.find_tree(index.write_tree().unwrap()).unwrap();
-        let sig = git2::Signature::now("t", "t@example.com").unwrap();
-        g.commit(Some("HEAD"), &sig, &sig, "one", &tree, &[])
-            .unwrap();
+        super::tests::commit_all(&g);
         let rev = GitTree::resolve(&repo, "HEAD").unwrap();
         let files = &rev.files;
         assert_eq!(

@@ -150,7 +150,8 @@ impl Ctx<'_> {
                 let (failed, graph) = (&before, &graph);
                 async move {
                     let started = Instant::now();
-                    let r = self.run_service(stack, graph, service, &acts, failed).await;
+                    let r = self.run_actions(stack, graph, service, &acts, failed).await;
+                    let r = self.reattached_after(stack, service, r).await;
                     (service.to_string(), acts, r, started.elapsed())
                 }
             })
@@ -182,21 +183,16 @@ impl Ctx<'_> {
         }
     }
 
-    /// Runs a service's actions; when they fail, the containers the service
-    /// keeps (rolled back, or not reached) are connected again to the
-    /// networks recreated under them, so it is not left cut off.
-    pub(super) async fn run_service(
+    /// A service's result; when its actions failed, the containers the
+    /// service keeps (rolled back, or not reached) are connected again to
+    /// the networks recreated under them first, so it is not left cut off.
+    async fn reattached_after(
         &self,
         stack: &Stack,
-        graph: &StackGraph,
         service: &str,
-        actions: &[&Action],
-        failed: &BTreeSet<String>,
+        result: Result<(), ServiceError>,
     ) -> Result<(), ServiceError> {
-        let Err(failure) = self
-            .run_actions(stack, graph, service, actions, failed)
-            .await
-        else {
+        let Err(failure) = result else {
             return Ok(());
         };
         match self.reattach(stack, service).await {
@@ -208,7 +204,7 @@ impl Ctx<'_> {
         }
     }
 
-    pub(super) async fn run_actions(
+    async fn run_actions(
         &self,
         stack: &Stack,
         graph: &StackGraph,

@@ -234,21 +234,7 @@ pub(super) async fn reconcile_cmd(
         audit: desired.config.audit,
         images: desired.config.images,
     };
-    let progress = progress_for(run.log_format, masker);
-    finish(
-        reconcile::apply_recorded(
-            &observed,
-            &plan,
-            masker,
-            &state,
-            &origin,
-            progress.as_ref(),
-            &interrupts(),
-            run.parallel,
-        )
-        .await,
-        masker,
-    )
+    apply_and_report(run, &observed, &plan, masker, &state, &origin).await
 }
 
 /// The observation with the stacks `plimsoll pause` froze marked paused.
@@ -267,10 +253,29 @@ pub(super) fn frozen<'a>(
     Ok(observed)
 }
 
-pub(super) fn finish(
-    result: Result<crate::apply::Report, crate::apply::ApplyError>,
+/// Applies `plan` (recorded in the state directory's history), with
+/// progress on stderr and SIGTERM/SIGINT rolling back, and says how it
+/// ended: "applied N actions", or the (masked) error and exit 1.
+pub(super) async fn apply_and_report(
+    run: &Run,
+    observed: &reconcile::Observed<'_>,
+    plan: &crate::plan::Plan,
     masker: &crate::spec::secrets::Masker,
+    state: &StateDir,
+    origin: &reconcile::Origin,
 ) -> Result<Exit> {
+    let progress = progress_for(run.log_format, masker);
+    let result = reconcile::apply_recorded(
+        observed,
+        plan,
+        masker,
+        state,
+        origin,
+        progress.as_ref(),
+        &interrupts(),
+        run.parallel,
+    )
+    .await;
     match result {
         Ok(report) => {
             eprintln!(

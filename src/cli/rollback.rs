@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use super::args::ParallelArg;
-use super::reconcile::{Run, finish, interrupts, progress_for, render_plan, take_lock};
+use super::reconcile::{Run, apply_and_report, render_plan, take_lock};
 use super::{Exit, Global, print, runtime};
 use crate::reconcile;
 use crate::source::LocalFs;
@@ -97,21 +97,8 @@ pub(super) async fn rollback_cmd(
             audit: Default::default(),
             images: Default::default(),
         };
-        let progress = progress_for(run.log_format, &masker);
-        if finish(
-            reconcile::apply_recorded(
-                &observed,
-                &observed.plan,
-                &masker,
-                &state,
-                &origin,
-                progress.as_ref(),
-                &interrupts(),
-                run.parallel,
-            )
-            .await,
-            &masker,
-        )? != Exit::Success
+        if apply_and_report(run, &observed, &observed.plan, &masker, &state, &origin).await?
+            != Exit::Success
         {
             code = Exit::Failure;
         }

@@ -221,12 +221,7 @@ fn changed_hooks_recreate_with_their_reason() {
                 ..Service::default()
             },
         )]),
-        networks: BTreeMap::new(),
-        volumes: BTreeMap::new(),
-        secrets: BTreeMap::new(),
-        configs: BTreeMap::new(),
-        extensions: BTreeMap::new(),
-        source: Default::default(),
+        ..Default::default()
     };
     let mut live = Live::default();
     live.images.insert(

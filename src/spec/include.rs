@@ -107,6 +107,34 @@ impl Includes<'_> {
         None
     }
 
+    /// "<what> <path> not found" (`error` is None) or "cannot read <what>
+    /// <path>: <error>", reported at `at` (the including file, mark, key).
+    fn fail_to_read<T>(
+        &mut self,
+        (file, mark, key): (&Path, Mark, &str),
+        what: &str,
+        path: &Path,
+        error: Option<std::io::Error>,
+        missing_hint: &str,
+    ) -> Option<T> {
+        match error {
+            None => self.fail(
+                file,
+                mark,
+                key,
+                format!("{what} {} not found", path.display()),
+                missing_hint,
+            ),
+            Some(e) => self.fail(
+                file,
+                mark,
+                key,
+                format!("cannot read {what} {}: {e}", path.display()),
+                crate::source::read_hint(&e, "check that the file exists and is readable"),
+            ),
+        }
+    }
+
     fn err(&mut self, file: &Path, mark: Mark, key: &str, msg: String, hint: &str) -> bool {
         self.diags
             .push(Diag::error(file, mark, key, msg).hint(hint.to_string()));
@@ -292,22 +320,16 @@ impl Includes<'_> {
                 }
                 Ok(None) if !entry.project_dir_given && env_files.len() == 1 => {}
                 Ok(None) => {
-                    return self.fail(
-                        file,
-                        item.mark,
-                        key,
-                        format!("env file {} not found", env_file.display()),
+                    return self.fail_to_read(
+                        (file, item.mark, key),
+                        "env file",
+                        env_file,
+                        None,
                         "fix the path of `env_file` (relative to the including file's directory)",
                     );
                 }
                 Err(e) => {
-                    return self.fail(
-                        file,
-                        item.mark,
-                        key,
-                        format!("cannot read env file {}: {e}", env_file.display()),
-                        crate::source::read_hint(&e, "check that the file exists and is readable"),
-                    );
+                    return self.fail_to_read((file, item.mark, key), "env file", env_file, Some(e), "");
                 }
             }
         }
@@ -329,22 +351,16 @@ impl Includes<'_> {
             let bytes = match self.files.read(path) {
                 Ok(Some(b)) => b,
                 Ok(None) => {
-                    return self.fail(
-                        file,
-                        item.mark,
-                        key,
-                        format!("included file {} not found", path.display()),
+                    return self.fail_to_read(
+                        (file, item.mark, key),
+                        "included file",
+                        path,
+                        None,
                         "fix the path (relative to the including file's directory)",
                     );
                 }
                 Err(e) => {
-                    return self.fail(
-                        file,
-                        item.mark,
-                        key,
-                        format!("cannot read included file {}: {e}", path.display()),
-                        crate::source::read_hint(&e, "check that the file exists and is readable"),
-                    );
+                    return self.fail_to_read((file, item.mark, key), "included file", path, Some(e), "");
                 }
             };
             let Ok(text) = String::from_utf8(bytes) else {

@@ -1416,7 +1416,9 @@ fn reconcile_engine_cache_gap_in_the_event_log_means_a_full_inspect() {
     ]);
     s.foreign.push(foreign.clone());
     // The drift's event, then more events than the engine keeps (256), none
-    // naming the worker: its `update` is rotated out of the log.
+    // naming the worker: its `update` is rotated out of the log. Each
+    // `kill -s CONT` is one `kill` event and changes no state (pause/unpause
+    // raced: the engine records "paused" after the call returns).
     docker(&[
         "update",
         "--memory",
@@ -1425,9 +1427,8 @@ fn reconcile_engine_cache_gap_in_the_event_log_means_a_full_inspect() {
         "128m",
         &s.container("worker"),
     ]);
-    for _ in 0..150 {
-        engine_post(&format!("/containers/{foreign}/pause"));
-        engine_post(&format!("/containers/{foreign}/unpause"));
+    for _ in 0..300 {
+        engine_post(&format!("/containers/{foreign}/kill?signal=SIGCONT"));
     }
     drift_is_named_and_repaired(
         &s,

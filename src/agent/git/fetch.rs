@@ -29,26 +29,21 @@ impl GitSource {
     /// unless its object is already here.
     pub(super) fn fetch_ref(&self, repo: &Repository) -> Result<String, GitError> {
         let session = Shared::default();
-        let mut remote = repo
-            .remote_anonymous(&self.endpoint.url)
-            .map_err(|e| self.store_err("create a remote", e))?;
-        let mut conn = remote
-            .connect_auth(Direction::Fetch, Some(self.callbacks(&session)), None)
-            .map_err(|e| self.remote_err(e, &session))?;
-        let adverts = advertised(conn.list().map_err(|e| self.remote_err(e, &session))?);
-        let default_branch = conn
-            .default_branch()
-            .ok()
-            .and_then(|b| b.as_str().ok().map(str::to_string));
-        let (src, oid) = self.wanted(&adverts, default_branch.as_deref())?;
-        if repo.find_object(oid, None).is_err() {
-            session.borrow_mut().attempts = 0;
-            let mut fo = self.fetch_options(&session, self.shallow_depth());
-            conn.remote()
-                .fetch(&[format!("+{src}:{FETCHED_REF}")], Some(&mut fo), None)
-                .map_err(|e| self.remote_err(e, &session))?;
-        }
-        drop(conn);
+        let oid = self.listed(repo, &session, |conn, adverts| {
+            let default_branch = conn
+                .default_branch()
+                .ok()
+                .and_then(|b| b.as_str().ok().map(str::to_string));
+            let (src, oid) = self.wanted(&adverts, default_branch.as_deref())?;
+            if repo.find_object(oid, None).is_err() {
+                session.borrow_mut().attempts = 0;
+                let mut fo = self.fetch_options(&session, self.shallow_depth());
+                conn.remote()
+                    .fetch(&[format!("+{src}:{FETCHED_REF}")], Some(&mut fo), None)
+                    .map_err(|e| self.remote_err(e, &session))?;
+            }
+            Ok(oid)
+        })?;
         self.record_fetched(repo, oid)?;
         let commit = repo
             .find_object(oid, None)
@@ -62,6 +57,28 @@ impl GitSource {
                 ),
             })?;
         Ok(commit.id().to_string())
+    }
+
+    /// An anonymous remote for the followed URL.
+    fn remote<'r>(&self, repo: &'r Repository) -> Result<git2::Remote<'r>, GitError> {
+        repo.remote_anonymous(&self.endpoint.url)
+            .map_err(|e| self.store_err("create a remote", e))
+    }
+
+    /// Connects to the remote, lists its refs and hands both to `then`
+    /// (which may fetch over the same connection).
+    fn listed<T>(
+        &self,
+        repo: &Repository,
+        session: &Shared,
+        then: impl FnOnce(&mut git2::RemoteConnection<'_, '_, '_>, Vec<(String, Oid)>) -> Result<T, GitError>,
+    ) -> Result<T, GitError> {
+        let mut remote = self.remote(repo)?;
+        let mut conn = remote
+            .connect_auth(Direction::Fetch, Some(self.callbacks(session)), None)
+            .map_err(|e| self.remote_err(e, session))?;
+        let adverts = advertised(conn.list().map_err(|e| self.remote_err(e, session))?);
+        then(&mut conn, adverts)
     }
 
     /// The ref to fetch and its advertised id.
@@ -133,36 +150,29 @@ impl GitSource {
             return Ok(sha);
         }
         let session = Shared::default();
-        {
-            let mut remote = repo
-                .remote_anonymous(&self.endpoint.url)
-                .map_err(|e| self.store_err("create a remote", e))?;
-            let mut conn = remote
-                .connect_auth(Direction::Fetch, Some(self.callbacks(&session)), None)
-                .map_err(|e| self.remote_err(e, &session))?;
-            let adverts = advertised(conn.list().map_err(|e| self.remote_err(e, &session))?);
+        let advertised_tip = self.listed(repo, &session, |conn, adverts| {
             let tip = adverts
                 .iter()
                 .find(|(_, o)| o.to_string().starts_with(rev))
                 .map(|(n, _)| n.trim_end_matches("^{}").to_string());
-            if let Some(name) = tip {
-                session.borrow_mut().attempts = 0;
-                let mut fo = self.fetch_options(&session, self.shallow_depth());
-                conn.remote()
-                    .fetch(&[format!("+{name}:{FETCHED_REF}")], Some(&mut fo), None)
-                    .map_err(|e| self.remote_err(e, &session))?;
-                if let Some(sha) = self.local_commit(repo, rev)? {
-                    return self.record_rev(repo, sha);
-                }
-            }
+            let Some(name) = tip else {
+                return Ok(None);
+            };
+            session.borrow_mut().attempts = 0;
+            let mut fo = self.fetch_options(&session, self.shallow_depth());
+            conn.remote()
+                .fetch(&[format!("+{name}:{FETCHED_REF}")], Some(&mut fo), None)
+                .map_err(|e| self.remote_err(e, &session))?;
+            self.local_commit(repo, rev)
+        })?;
+        if let Some(sha) = advertised_tip {
+            return self.record_rev(repo, sha);
         }
         if rev.len() == 40 {
             // Servers that allow it (uploadpack.allowAnySHA1InWant, GitHub,
             // GitLab) give a commit by id; others refuse ("not our ref").
             let session = Shared::default();
-            let mut remote = repo
-                .remote_anonymous(&self.endpoint.url)
-                .map_err(|e| self.store_err("create a remote", e))?;
+            let mut remote = self.remote(repo)?;
             let mut fo = self.fetch_options(&session, self.shallow_depth());
             match remote.fetch(&[format!("+{rev}:{FETCHED_REF}")], Some(&mut fo), None) {
                 Ok(()) => {
@@ -180,9 +190,7 @@ impl GitSource {
             }
         }
         let session = Shared::default();
-        let mut remote = repo
-            .remote_anonymous(&self.endpoint.url)
-            .map_err(|e| self.store_err("create a remote", e))?;
+        let mut remote = self.remote(repo)?;
         let depth = if self.is_local() {
             None
         } else if repo.is_shallow() {

@@ -18,11 +18,7 @@ impl GitSource {
     pub fn checkout(&self, sha: &str) -> Result<PathBuf, GitError> {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let repo = self.open_repo()?;
-        let not_fetched = || GitError::NotFetched {
-            url: self.endpoint.display.clone(),
-            sha: sha.to_string(),
-            path: self.repo_path(),
-        };
+        let not_fetched = || self.not_fetched(sha);
         if sha.len() < 4 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(not_fetched());
         }
@@ -53,6 +49,15 @@ impl GitSource {
         Ok(worktree)
     }
 
+    /// "commit <sha> was not fetched into <the clone>".
+    fn not_fetched(&self, sha: &str) -> GitError {
+        GitError::NotFetched {
+            url: self.endpoint.display.clone(),
+            sha: sha.to_string(),
+            path: self.repo_path(),
+        }
+    }
+
     /// The SHA currently in the work tree (survives a restart), if any.
     pub fn checked_out(&self) -> Option<String> {
         if !self.worktree_path().is_dir() {
@@ -68,11 +73,7 @@ impl GitSource {
     pub fn commit_signature(&self, sha: &str) -> Result<signing::CommitSignature, GitError> {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let repo = self.open_repo()?;
-        let not_fetched = || GitError::NotFetched {
-            url: self.endpoint.display.clone(),
-            sha: sha.to_string(),
-            path: self.repo_path(),
-        };
+        let not_fetched = || self.not_fetched(sha);
         let oid = Oid::from_str(sha).map_err(|_| not_fetched())?;
         let commit = repo.find_commit(oid).map_err(|_| not_fetched())?;
         let committer_time = commit.committer().when().seconds();

@@ -327,6 +327,14 @@ impl Cx<'_, '_> {
         Recorded(self.diags.last_mut().expect("just pushed"))
     }
 
+    /// An error at `key` of the mapping at `path`, where it is written (the
+    /// document's start when it is not).
+    fn err_at(&mut self, path: &str, key: &str, msg: impl Into<String>) -> Recorded<'_> {
+        let at = join(path, key);
+        let mark = self.marks.get(&at).copied().unwrap_or_default();
+        self.err(mark, &at, msg)
+    }
+
     fn type_err(&mut self, node: &Node, key: &str, expected: &str) {
         let what = if key.is_empty() {
             "this value".to_string()
@@ -371,14 +379,8 @@ impl Cx<'_, '_> {
         let mut name = None;
         let mut services_node = None;
         let mut stack = Stack {
-            name: String::new(),
-            services: BTreeMap::new(),
-            networks: BTreeMap::new(),
-            volumes: BTreeMap::new(),
-            secrets: BTreeMap::new(),
-            configs: BTreeMap::new(),
             extensions,
-            source: StackSource::default(),
+            ..Stack::default()
         };
         for (key, node, mark) in &fields {
             match *key {

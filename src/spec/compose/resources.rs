@@ -279,14 +279,9 @@ impl Cx<'_, '_> {
                 svc.cpu_quota
             };
             if any_cpus && set.is_some() {
-                let mark = self
-                    .marks
-                    .get(&join(path, key))
-                    .copied()
-                    .unwrap_or_default();
-                self.err(
-                    mark,
-                    &join(path, key),
+                self.err_at(
+                    path,
+                    key,
                     format!("`{key}` cannot be combined with `cpus`: the engine derives the CPU quota from `cpus`"),
                 )
                 .hint("use either `cpus`, or `cpu_period` with `cpu_quota`");
@@ -299,14 +294,9 @@ impl Cx<'_, '_> {
         let pids = matches!((svc.pids_limit, limits.pids), (Some(a), Some(b)) if a != b);
         for (clash, key, deploy_key) in [(cpus, "cpus", "cpus"), (pids, "pids_limit", "pids")] {
             if clash {
-                let mark = self
-                    .marks
-                    .get(&join(path, key))
-                    .copied()
-                    .unwrap_or_default();
-                self.err(
-                    mark,
-                    &join(path, key),
+                self.err_at(
+                    path,
+                    key,
                     format!(
                         "`{key}` and `deploy.resources.limits.{deploy_key}` have different values"
                     ),

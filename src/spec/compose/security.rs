@@ -41,49 +41,46 @@ impl Cx<'_, '_> {
             if name != "seccomp" || value == "unconfined" || value == "builtin" {
                 continue;
             }
-            // A profile given inline (a stored revision holds them so).
-            if value.starts_with('{') {
-                match serde_json::from_str::<serde_json::Value>(value) {
-                    Ok(profile) => {
-                        svc.seccomp_profiles
-                            .insert(opt.clone(), format!("seccomp={profile}"));
-                    }
-                    Err(e) => {
+            // A profile given inline (a stored revision holds them so), or
+            // a file.
+            let (text, what, hint) = if value.starts_with('{') {
+                (
+                    value.as_bytes().to_vec(),
+                    "the inline seccomp profile".to_string(),
+                    "write seccomp=<file> with a JSON profile, or seccomp=unconfined",
+                )
+            } else {
+                let file = PathBuf::from(self.host_path(value));
+                let text = match self.input.files.read(&file) {
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => {
                         self.err(
                             mark,
                             &key,
-                            format!("the inline seccomp profile is not JSON: {e}"),
+                            format!("seccomp profile {} not found", file.display()),
                         )
-                        .hint("write seccomp=<file> with a JSON profile, or seccomp=unconfined");
+                        .hint("point seccomp= at a JSON profile file, or use seccomp=unconfined");
+                        continue;
                     }
-                }
-                continue;
-            }
-            let file = PathBuf::from(self.host_path(value));
-            let text = match self.input.files.read(&file) {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => {
-                    self.err(
-                        mark,
-                        &key,
-                        format!("seccomp profile {} not found", file.display()),
-                    )
-                    .hint("point seccomp= at a JSON profile file, or use seccomp=unconfined");
-                    continue;
-                }
-                Err(e) => {
-                    let hint = crate::source::read_hint(
-                        &e,
-                        "point seccomp= at a readable JSON profile file",
-                    );
-                    self.err(
-                        mark,
-                        &key,
-                        format!("cannot read seccomp profile {}: {e}", file.display()),
-                    )
-                    .hint(hint);
-                    continue;
-                }
+                    Err(e) => {
+                        let hint = crate::source::read_hint(
+                            &e,
+                            "point seccomp= at a readable JSON profile file",
+                        );
+                        self.err(
+                            mark,
+                            &key,
+                            format!("cannot read seccomp profile {}: {e}", file.display()),
+                        )
+                        .hint(hint);
+                        continue;
+                    }
+                };
+                (
+                    text,
+                    format!("seccomp profile {}", file.display()),
+                    "a seccomp profile is a JSON document (see the engine's default profile)",
+                )
             };
             match serde_json::from_slice::<serde_json::Value>(&text) {
                 Ok(profile) => {
@@ -91,14 +88,8 @@ impl Cx<'_, '_> {
                         .insert(opt.clone(), format!("seccomp={profile}"));
                 }
                 Err(e) => {
-                    self.err(
-                        mark,
-                        &key,
-                        format!("seccomp profile {} is not JSON: {e}", file.display()),
-                    )
-                    .hint(
-                        "a seccomp profile is a JSON document (see the engine's default profile)",
-                    );
+                    self.err(mark, &key, format!("{what} is not JSON: {e}"))
+                        .hint(hint);
                 }
             }
         }

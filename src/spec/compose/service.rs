@@ -221,15 +221,13 @@ impl Cx<'_, '_> {
     /// rules), and a fixed published port on more than one replica (the
     /// engine would refuse the second container when it starts).
     fn replica_conflicts(&mut self, path: &str, svc: &Service) {
-        let mark = |s: &Self, key: &str| s.marks.get(&join(path, key)).copied().unwrap_or_default();
         let replicas = svc.deploy.as_ref().and_then(|d| d.replicas);
         if let (Some(scale), Some(replicas)) = (svc.scale, replicas)
             && scale != replicas
         {
-            let m = mark(self, "scale");
-            self.err(
-                m,
-                &join(path, "scale"),
+            self.err_at(
+                path,
+                "scale",
                 format!("`scale: {scale}` and `deploy.replicas: {replicas}` have different values"),
             )
             .hint("keep one of them, or give both the same value");
@@ -239,20 +237,18 @@ impl Cx<'_, '_> {
             return;
         }
         if let Some(name) = &svc.container_name {
-            let m = mark(self, "container_name");
-            self.err(
-                m,
-                &join(path, "container_name"),
+            self.err_at(
+                path,
+                "container_name",
                 format!("`container_name: {name}` cannot be used with {n} replicas: container names are unique"),
             )
             .hint("remove container_name (replicas are named <stack>-<service>-1..N), or run one replica");
         }
         for p in &svc.ports {
             if let Some(port) = p.published.as_deref().filter(|p| !p.contains('-')) {
-                let m = mark(self, "ports");
-                self.err(
-                    m,
-                    &join(path, "ports"),
+                self.err_at(
+                    path,
+                    "ports",
                     format!("published port {port} cannot be bound by {n} replicas: the second would fail to start"),
                 )
                 .hint("publish a range with one port per replica (like 8000-8002:80), leave the host port out, or run one replica");

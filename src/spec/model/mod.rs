@@ -29,7 +29,7 @@ mod values;
 pub use values::{Bytes, GoDuration, PullPolicy, RestartPolicy};
 
 /// One stack: a Compose project.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
 pub struct Stack {
     /// The project name: Compose's `name:`, else the directory name normalized.
     pub name: String,
