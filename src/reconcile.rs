@@ -514,13 +514,73 @@ pub fn unknown<'o>(observed: &'o Observed<'_>) -> Vec<&'o str> {
         .collect()
 }
 
+/// Where a service stands against git.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SyncState {
+    InSync,
+    /// Its container differs from git (changed by hand, or a new revision).
+    Drifted,
+    /// No container.
+    Missing,
+    /// Its container exists but is not running.
+    Stopped,
+    /// In sync, and its health check fails (the agent's status).
+    Unhealthy,
+    /// A container plimsoll does not own holds a name it needs.
+    Conflict,
+}
+
+impl SyncState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncState::InSync => "in sync",
+            SyncState::Drifted => "drifted",
+            SyncState::Missing => "missing",
+            SyncState::Stopped => "stopped",
+            SyncState::Unhealthy => "unhealthy",
+            SyncState::Conflict => "conflict",
+        }
+    }
+}
+
+/// A service's [`SyncState`], and whether its stack is paused (a paused stack's
+/// differences wait). In JSON and text: `drifted`, `stopped (paused)`, ….
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceState {
+    pub sync: SyncState,
+    pub paused: bool,
+}
+
+impl ServiceState {
+    pub fn in_sync(self) -> bool {
+        self.sync == SyncState::InSync
+    }
+}
+
+impl std::fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.sync.as_str())?;
+        if self.paused {
+            f.write_str(" (paused)")?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for ServiceState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// One service's state for `plimsoll status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceStatus {
     pub stack: String,
     pub service: String,
-    /// `in sync`, `drifted`, `missing`, `stopped`, `conflict`, `paused`.
-    pub state: String,
+    /// `in sync`, `drifted`, `missing`, `stopped`, `conflict`, with
+    /// ` (paused)` when its stack is paused and it is not in sync.
+    pub state: ServiceState,
     pub reasons: Vec<String>,
     pub container: String,
     /// `healthy`, `unhealthy`, `starting`, or `null` without a health check.
@@ -566,22 +626,21 @@ pub fn status(o: &Observed<'_>) -> Status {
                 .conflicts
                 .iter()
                 .find(|c| c.stack == stack.name && c.service.as_deref() == Some(name));
-            let (state, reasons) = match (conflict, action) {
-                (Some(c), _) => ("conflict".to_string(), vec![c.reason.clone()]),
+            let (sync, reasons) = match (conflict, action) {
+                (Some(c), _) => (SyncState::Conflict, vec![c.reason.clone()]),
                 (None, Some(a)) => {
-                    let state = match a.action {
-                        ActionKind::Create => "missing",
-                        ActionKind::Start => "stopped",
-                        _ => "drifted",
+                    let sync = match a.action {
+                        ActionKind::Create => SyncState::Missing,
+                        ActionKind::Start => SyncState::Stopped,
+                        _ => SyncState::Drifted,
                     };
-                    (state.to_string(), a.reasons.clone())
+                    (sync, a.reasons.clone())
                 }
-                (None, None) => ("in sync".to_string(), Vec::new()),
+                (None, None) => (SyncState::InSync, Vec::new()),
             };
-            let state = if o.paused.contains(&stack.name) && state != "in sync" {
-                format!("{state} (paused)")
-            } else {
-                state
+            let state = ServiceState {
+                sync,
+                paused: o.paused.contains(&stack.name) && sync != SyncState::InSync,
             };
             services.push(ServiceStatus {
                 stack: stack.name.clone(),
@@ -647,7 +706,7 @@ pub fn status_text(s: &Status) -> String {
         rows.push([
             svc.stack.clone(),
             svc.service.clone(),
-            svc.state.clone(),
+            svc.state.to_string(),
             health,
             svc.container.clone(),
         ]);

@@ -347,10 +347,13 @@ impl Agent {
                 .filter(|s| s.stack == stack.name)
                 .map(|s| {
                     let key = heal::key(&s.stack, &s.service);
-                    let state = if s.state == "in sync" && s.health == Some(Health::Unhealthy) {
-                        "unhealthy".to_string()
+                    let state = if s.state.in_sync() && s.health == Some(Health::Unhealthy) {
+                        reconcile::ServiceState {
+                            sync: reconcile::SyncState::Unhealthy,
+                            paused: false,
+                        }
                     } else {
-                        s.state.clone()
+                        s.state
                     };
                     ServiceStatus {
                         service: s.service.clone(),

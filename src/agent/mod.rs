@@ -226,7 +226,7 @@ pub struct StackStatus {
 pub struct ServiceStatus {
     pub service: String,
     /// `in sync`, `drifted`, `missing`, `stopped`, `unhealthy`, `conflict` (and `(paused)`).
-    pub state: String,
+    pub state: crate::reconcile::ServiceState,
     pub drift: Vec<String>,
     pub health: Option<Health>,
     pub running: bool,
