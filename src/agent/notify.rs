@@ -668,6 +668,13 @@ mod tests {
             .unwrap();
     }
 
+    /// Configures one JSON target at `url` and sends it one notification.
+    fn send_one(n: &Notifier, url: &str, event: NotificationEvent, message: &str) {
+        n.configure(&[target(url, NotificationFormat::Json, &[])], &no_env())
+            .unwrap();
+        n.send(notification(event, message), &Masker::default());
+    }
+
     fn fast() -> Notifier {
         Notifier::start_with(DeliveryOptions {
             backoff_base: Duration::from_millis(10),
@@ -820,12 +827,7 @@ mod tests {
     async fn retries_after_a_server_error() {
         let mut r = receiver_with(1, Status::INTERNAL_SERVER_ERROR).await;
         let n = fast();
-        n.configure(&[target(&r.url, NotificationFormat::Json, &[])], &no_env())
-            .unwrap();
-        n.send(
-            notification(NotificationEvent::DriftDetected, "api stopped"),
-            &Masker::default(),
-        );
+        send_one(&n, &r.url, NotificationEvent::DriftDetected, "api stopped");
         assert_eq!(r.next().await["message"], "api stopped");
         // Every delivery over: one retry, and nothing sent twice.
         settle(&n).await;
@@ -837,12 +839,7 @@ mod tests {
     async fn retries_on_429() {
         let mut r = receiver_with(2, Status::TOO_MANY_REQUESTS).await;
         let n = fast();
-        n.configure(&[target(&r.url, NotificationFormat::Json, &[])], &no_env())
-            .unwrap();
-        n.send(
-            notification(NotificationEvent::SyncSucceeded, "ok"),
-            &Masker::default(),
-        );
+        send_one(&n, &r.url, NotificationEvent::SyncSucceeded, "ok");
         assert_eq!(r.next().await["event"], "sync_succeeded");
         settle(&n).await;
         assert_eq!(r.requests(), 3);
@@ -892,12 +889,7 @@ mod tests {
             backoff_base: Duration::from_millis(10),
             ..DeliveryOptions::default()
         });
-        n.configure(&[target(&r.url, NotificationFormat::Json, &[])], &no_env())
-            .unwrap();
-        n.send(
-            notification(NotificationEvent::SyncFailed, "x"),
-            &Masker::default(),
-        );
+        send_one(&n, &r.url, NotificationEvent::SyncFailed, "x");
         // The delivery task ends once the notification is given up.
         settle(&n).await;
         assert_eq!(r.requests(), 3);
@@ -908,12 +900,7 @@ mod tests {
     async fn client_errors_are_not_retried() {
         let r = receiver_with(usize::MAX, Status::NOT_FOUND).await;
         let n = fast();
-        n.configure(&[target(&r.url, NotificationFormat::Json, &[])], &no_env())
-            .unwrap();
-        n.send(
-            notification(NotificationEvent::SyncSucceeded, "ok"),
-            &Masker::default(),
-        );
+        send_one(&n, &r.url, NotificationEvent::SyncSucceeded, "ok");
         settle(&n).await;
         assert_eq!(r.requests(), 1);
     }
@@ -1123,12 +1110,7 @@ mod tests {
             );
         });
         assert_eq!(quiet, "");
-        n.configure(&[target(&r.url, NotificationFormat::Json, &[])], &no_env())
-            .unwrap();
-        n.send(
-            notification(NotificationEvent::SyncFailed, "with a target"),
-            &Masker::default(),
-        );
+        send_one(&n, &r.url, NotificationEvent::SyncFailed, "with a target");
         settle(&n).await;
         assert_eq!(r.received(), vec![serde_json::Value::from("with a target")]);
         assert_eq!(r.requests(), 1);

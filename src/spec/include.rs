@@ -608,6 +608,15 @@ fn section_items(section: &mut Node) -> impl Iterator<Item = (&mut Node, &mut No
     items.iter_mut().map(|(k, v)| (k, v))
 }
 
+/// [`absolute`] on the value of `key` in `map`, if it is there.
+fn absolute_at(map: &mut [(Node, Node)], key: &str, dir: &Path) {
+    for (k, v) in map.iter_mut() {
+        if k.as_str() == Some(key) {
+            absolute(v, dir);
+        }
+    }
+}
+
 fn resolve_service(svc: &mut Node, dir: &Path) {
     let Value::Map(fields) = &mut svc.value else {
         return;
@@ -616,13 +625,7 @@ fn resolve_service(svc: &mut Node, dir: &Path) {
         match k.as_str() {
             Some("build") => match &mut v.value {
                 Value::Str(_) => absolute(v, dir),
-                Value::Map(b) => {
-                    for (bk, bv) in b.iter_mut() {
-                        if bk.as_str() == Some("context") {
-                            absolute(bv, dir);
-                        }
-                    }
-                }
+                Value::Map(b) => absolute_at(b, "context", dir),
                 _ => {}
             },
             Some("env_file" | "label_file") => match &mut v.value {
@@ -631,13 +634,7 @@ fn resolve_service(svc: &mut Node, dir: &Path) {
                     for item in items {
                         match &mut item.value {
                             Value::Str(_) => absolute(item, dir),
-                            Value::Map(e) => {
-                                for (ek, ev) in e.iter_mut() {
-                                    if ek.as_str() == Some("path") {
-                                        absolute(ev, dir);
-                                    }
-                                }
-                            }
+                            Value::Map(e) => absolute_at(e, "path", dir),
                             _ => {}
                         }
                     }
@@ -662,11 +659,7 @@ fn resolve_service(svc: &mut Node, dir: &Path) {
                                     mk.as_str() == Some("type") && mv.as_str() == Some("bind")
                                 });
                                 if bind {
-                                    for (mk, mv) in m.iter_mut() {
-                                        if mk.as_str() == Some("source") {
-                                            absolute(mv, dir);
-                                        }
-                                    }
+                                    absolute_at(m, "source", dir);
                                 }
                             }
                             _ => {}
