@@ -586,6 +586,8 @@ pub struct ServiceStatus {
     /// `healthy`, `unhealthy`, `starting`, or `null` without a health check.
     pub health: Option<crate::health::Health>,
     pub running: bool,
+    /// The image its container runs (`None` without a container).
+    pub image: Option<String>,
 }
 
 /// `plimsoll status`: per service, and the containers plimsoll does not know.
@@ -650,6 +652,7 @@ pub fn status(o: &Observed<'_>) -> Status {
                 container: live.map_or(container, |c| c.name.clone()),
                 health: live.and_then(|c| c.state.health),
                 running: live.is_some_and(|c| c.state.is_running()),
+                image: live.map(|c| c.config.image.clone()),
             });
         }
     }

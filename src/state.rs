@@ -45,7 +45,9 @@ use thiserror::Error;
 pub const FORMAT_VERSION: u32 = 2;
 /// The engine cache (`live::cache`), sealed with `host.key` like revisions.
 pub const ENGINE_CACHE: &str = "engine-cache.bin";
-/// The audit log rotates when it grows past this.
+/// The audit log (rotated to `audit.jsonl.1`, `.2`, …).
+pub const AUDIT_FILE: &str = "audit.jsonl";
+/// Default size at which the audit log rotates.
 pub const AUDIT_MAX_BYTES: u64 = 10 << 20;
 /// How many rotated audit files are kept.
 pub const AUDIT_KEEP: usize = 5;
@@ -482,13 +484,37 @@ impl StateDir {
         max_bytes: u64,
         keep: usize,
     ) -> Result<(), StateError> {
-        let path = self.root.join("audit.jsonl");
+        let path = self.root.join(AUDIT_FILE);
         // The agent's heals record concurrently (under the shared lock): one at a time.
         let _serial = APPENDS.lock().unwrap_or_else(|e| e.into_inner());
         if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() > max_bytes) {
             rotate(&path, keep.max(1))?;
         }
         append_line(&path, rec)
+    }
+
+    /// The newest `n` audit records, oldest first: the rotated files are
+    /// read only as far back as it takes.
+    pub fn recent_audit_records(&self, n: usize) -> Result<Vec<serde_json::Value>, StateError> {
+        let mut newest_first: Vec<Vec<serde_json::Value>> = Vec::new();
+        let mut count = 0;
+        for i in 0.. {
+            let path = match i {
+                0 => self.root.join(AUDIT_FILE),
+                i => self.root.join(format!("{AUDIT_FILE}.{i}")),
+            };
+            if i > 0 && fs::symlink_metadata(&path).is_err() {
+                break;
+            }
+            let records: Vec<serde_json::Value> = read_lines(&path)?;
+            count += records.len();
+            newest_first.push(records);
+            if count >= n {
+                break;
+            }
+        }
+        let mut out: Vec<serde_json::Value> = newest_first.into_iter().rev().flatten().collect();
+        Ok(out.split_off(out.len().saturating_sub(n)))
     }
 
     /// Audit records, oldest first, across rotated files; unreadable lines are skipped.

@@ -204,6 +204,12 @@ impl Work {
                 self.check = true;
                 self.reasons.insert("resync".into());
             }
+            // The loop hands reverts to the healer; one that reaches a cycle
+            // (no revision applied yet) is a check.
+            Trigger::Revert { stack, service } => {
+                self.check = true;
+                self.reasons.insert(format!("revert of {stack}/{service}"));
+            }
             Trigger::Publish(why) => {
                 self.publish = true;
                 self.reasons.insert(why);
@@ -297,6 +303,15 @@ impl Agent {
                         }
                     }
                     Trigger::Event { ref stack, .. } if !self.concerns(stack) => {}
+                    Trigger::Revert { stack, service } => {
+                        if self.healer.is_active() && self.concerns(&stack) {
+                            self.healer.revert(&stack, &service);
+                        } else {
+                            tracing::warn!(
+                                "revert of {stack}/{service}: no revision of it is applied on this host; nothing to revert to"
+                            );
+                        }
+                    }
                     t => work.add(t),
                 }
             }
@@ -404,8 +419,7 @@ impl Agent {
     }
 
     pub(super) fn set_status(&self, f: impl FnOnce(&mut AgentStatus)) {
-        let mut s = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut s);
+        self.shared.set_status(f);
     }
 
     pub(super) fn finish(

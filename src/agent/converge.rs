@@ -362,6 +362,7 @@ impl Agent {
                         health: s.health,
                         running: s.running,
                         container: s.container.clone(),
+                        image: s.image.clone(),
                         self_heal: self_heal(desired, &s.stack, Some(&s.service)),
                         heal: book.services.get(&key).cloned(),
                     }

@@ -105,6 +105,9 @@ struct Inner {
     /// Told whenever a service leaves `slots`.
     freed: tokio::sync::Notify,
     applied: Mutex<Option<Applied>>,
+    /// Services an operator asked to revert (the dashboard): healed once
+    /// whatever self-heal, its backoff or its giving up say.
+    reverts: Mutex<BTreeSet<String>>,
     /// Drift already reported, by key, so a lasting drift is notified once.
     reported: Mutex<BTreeMap<String, Vec<String>>>,
     /// To the loop: a heal ended, status is stale.
@@ -139,6 +142,7 @@ impl Healer {
             slots: Mutex::new(BTreeMap::new()),
             freed: tokio::sync::Notify::new(),
             applied: Mutex::new(None),
+            reverts: Mutex::new(BTreeSet::new()),
             reported: Mutex::new(BTreeMap::new()),
             triggers,
         }))
@@ -206,6 +210,18 @@ impl Healer {
     /// Asks for a heal of `stack/service`: queued, or coalesced into the one in flight.
     pub fn request(&self, stack: &str, service: &str) {
         self.request_all(&[(stack.to_string(), service.to_string())]);
+    }
+
+    /// Reverts `stack/service` to the applied revision now, through the
+    /// same plan and apply as a heal (recorded in the audit log), even when
+    /// self-heal is off for it, backing off or given up.
+    pub fn revert(&self, stack: &str, service: &str) {
+        self.0
+            .reverts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(heal::key(stack, service));
+        self.request(stack, service);
     }
 
     /// [`Healer::request`] for several services at once: all are queued
@@ -346,10 +362,17 @@ impl Healer {
         let drifted = drift.drifted();
         self.report_one(&observed, key, &drift.reported);
         let heals = drift.heals();
-        if heals.is_empty() || !self_heal(desired, stack, Some(service)) {
+        let revert = self
+            .0
+            .reverts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        if heals.is_empty() || !(revert || self_heal(desired, stack, Some(service))) {
             return self.stale(drifted, key);
         }
         match choose::when(self.decide(key).await, unix_now()) {
+            _ if revert => tracing::info!("{key}: reverting to git, as asked"),
             When::Now => {}
             When::After(wait) => {
                 self.retry_later(stack, service, wait);
@@ -358,7 +381,7 @@ impl Healer {
             When::Never => return self.stale(drifted, key),
         }
         let result = self
-            .apply(&applied, &observed, &drift.to_heal, &heals)
+            .apply(&applied, &observed, &drift.to_heal, &heals, revert)
             .await;
         drop(lock);
         let reasons: Vec<String> = heals.iter().flat_map(|a| a.reasons.clone()).collect();
@@ -445,6 +468,7 @@ impl Healer {
         observed: &Observed<'_>,
         plan: &Plan,
         heals: &[Action],
+        revert: bool,
     ) -> Result<(), Error> {
         let target = &applied.target;
         let masker = &target.desired.masker;
@@ -453,7 +477,11 @@ impl Healer {
         }
         let origin = reconcile::Origin {
             revision: target.revision.clone(),
-            source: self.0.source_name.clone(),
+            source: if revert {
+                format!("{} (revert asked on the dashboard)", self.0.source_name)
+            } else {
+                self.0.source_name.clone()
+            },
             rollback: false,
             audit: target.desired.config.audit,
             images: target.desired.config.images,

@@ -1,5 +1,6 @@
 //! The agent's HTTP endpoint (axum): `GET /healthz`, `GET /metrics`,
-//! `GET /status`, `POST /webhook`, `POST /sync`. Handlers only read the
+//! `GET /status`, the dashboard (`/ui`, [`super::dashboard`]), `POST /webhook`,
+//! `POST /sync`. Handlers only read the
 //! shared status and send triggers; they never change the host themselves.
 //!
 //! With `--metrics-listen`, `/status` and `/metrics` are served only on that
@@ -43,7 +44,8 @@ pub fn router(shared: Arc<Shared>, endpoints: Endpoints) -> Router {
     if endpoints != Endpoints::Triggers {
         app = app
             .route("/metrics", get(metrics))
-            .route("/status", get(status));
+            .route("/status", get(status))
+            .merge(super::dashboard::routes());
     }
     if endpoints != Endpoints::Observe {
         app = app.route("/webhook", post(hook)).route("/sync", post(sync));
@@ -78,12 +80,12 @@ pub async fn listen(
         address(&main),
         match endpoints {
             Endpoints::Triggers => "/healthz, POST /webhook, POST /sync",
-            _ => "/healthz, /metrics, /status, POST /webhook, POST /sync",
+            _ => "/healthz, /metrics, /status, /ui, POST /webhook, POST /sync",
         }
     );
     if let Some(observe) = observe {
         tracing::info!(
-            "serving /status and /metrics on http://{} (and /healthz)",
+            "serving /status, /metrics and the dashboard (/ui) on http://{} (and /healthz)",
             address(&observe)
         );
         let app = router(shared.clone(), Endpoints::Observe);
@@ -249,7 +251,7 @@ fn status_token_refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response
 
 /// Whether `Authorization: Bearer <token>` names `token`, compared in
 /// constant time; an empty token never matches.
-fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+pub(super) fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
     use subtle::ConstantTimeEq as _;
     let given = headers
         .get(header::AUTHORIZATION)

@@ -23,6 +23,7 @@
 mod choose;
 mod controller;
 mod converge;
+pub mod dashboard;
 pub mod delivery;
 pub mod git;
 pub mod heal;
@@ -73,6 +74,9 @@ pub enum Trigger {
     },
     /// Check everything (periodic, or events may have been missed).
     Resync,
+    /// An operator asked (on the dashboard) to put `stack/service` back to
+    /// the applied revision now.
+    Revert { stack: String, service: String },
     /// The status is stale (a heal ended or found drift, a container turned
     /// healthy): publish it again; the reason, in words.
     Publish(String),
@@ -231,6 +235,8 @@ pub struct ServiceStatus {
     pub health: Option<Health>,
     pub running: bool,
     pub container: String,
+    /// The image its container runs.
+    pub image: Option<String>,
     pub self_heal: bool,
     pub heal: Option<heal::ServiceHeal>,
 }
@@ -249,6 +255,72 @@ pub struct Shared {
     /// The ref a push must name to matter (`refs/heads/main`); `None` = any.
     pub followed_ref: Option<String>,
     pub triggers: UnboundedSender<Trigger>,
+    /// Bumped whenever `status` changes (the dashboard's live updates).
+    pub changes: tokio::sync::watch::Sender<u64>,
+    /// The dashboard's logins.
+    pub sessions: dashboard::Sessions,
+    /// The state directory: the audit log the dashboard's history shows.
+    pub state: Option<StateDir>,
+    history: Mutex<HistoryCache>,
+}
+
+/// The audit log as last read, and the size and time of the file then.
+#[derive(Default)]
+struct HistoryCache {
+    read_at: Option<(u64, std::time::SystemTime)>,
+    records: Arc<Vec<serde_json::Value>>,
+}
+
+impl Shared {
+    /// A status shared by nothing yet: for the agent's start and tests.
+    pub fn new(
+        triggers: UnboundedSender<Trigger>,
+        state: Option<StateDir>,
+    ) -> Shared {
+        Shared {
+            metrics: metrics::Metrics::new(),
+            status: Mutex::new(AgentStatus::default()),
+            alive: std::sync::atomic::AtomicBool::new(true),
+            webhook_secret: None,
+            sync_token: None,
+            status_token: None,
+            deliveries: Mutex::new(delivery::Recent::default()),
+            followed_ref: None,
+            triggers,
+            changes: tokio::sync::watch::Sender::new(0),
+            sessions: dashboard::Sessions::default(),
+            state,
+            history: Mutex::new(HistoryCache::default()),
+        }
+    }
+
+    /// Changes the status and tells the dashboard's streams.
+    pub fn set_status(&self, f: impl FnOnce(&mut AgentStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The last [`dashboard::HISTORY`] audit records, oldest first;
+    /// read again only when the audit log changed.
+    pub fn history(&self) -> Arc<Vec<serde_json::Value>> {
+        let Some(state) = &self.state else {
+            return Arc::default();
+        };
+        let stamp = std::fs::metadata(state.path().join(crate::state::AUDIT_FILE))
+            .ok()
+            .and_then(|m| Some((m.len(), m.modified().ok()?)));
+        let mut cache = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.read_at.is_none() || cache.read_at != stamp {
+            match state.recent_audit_records(dashboard::HISTORY) {
+                Ok(records) => {
+                    cache.records = Arc::new(records);
+                    cache.read_at = stamp;
+                }
+                Err(e) => tracing::warn!("the dashboard cannot read the audit log: {e}"),
+            }
+        }
+        cache.records.clone()
+    }
 }
 
 /// Marks the loop dead when it ends, however it ends.
@@ -327,15 +399,11 @@ pub async fn run(
         _ => None,
     };
     let shared = Arc::new(Shared {
-        metrics: metrics::Metrics::new(),
-        status: Mutex::new(AgentStatus::default()),
-        alive: std::sync::atomic::AtomicBool::new(true),
         webhook_secret: opts.webhook_secret.clone(),
         sync_token: opts.sync_token.clone(),
         status_token: opts.status_token.clone(),
-        deliveries: Mutex::new(delivery::Recent::default()),
         followed_ref,
-        triggers: tx.clone(),
+        ..Shared::new(tx.clone(), Some(state.clone()))
     });
     http::listen(&opts, shared.clone(), shutdown.clone()).await?;
     tokio::spawn(watch::engine_events(engine.clone(), tx.clone()));
@@ -371,7 +439,7 @@ pub async fn run(
         (Source::Directory(d), None) => d.display().to_string(),
         _ => String::new(),
     };
-    shared.status.lock().expect("status lock").source = source_name.clone();
+    shared.set_status(|s| s.source = source_name.clone());
     let mut revisions: Revisions = state.read_json(AGENT_FILE)?;
     let died_loading = revisions.loading.take();
     let notifier = Notifier::start();

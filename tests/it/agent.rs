@@ -584,7 +584,7 @@ impl Scenario {
 
     /// Writes the stack's Compose file in the repository: [`web_stack`] with
     /// `env` and `extra`.
-    fn write_web(&self, env: &[(&str, &str)], extra: &str) {
+    pub(crate) fn write_web(&self, env: &[(&str, &str)], extra: &str) {
         self.repo.write(
             &compose_path(&self.stack),
             &web_stack(&self.stack, env, extra),

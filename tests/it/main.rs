@@ -14,6 +14,10 @@
 //! - `compose_files`: several Compose files per stack: profiles (`--profile`, plimsoll.yaml),
 //!   override files, `include:` and `extends:`, with errors naming the right file and line.
 //! - `conformance`: `plimsoll render` snapshots and the differential test against `docker compose config`.
+//! - `dashboard` (with `browser`, a headless Chromium driven over the DevTools pipe): the
+//!   agent's pages in a real browser: drift shown live, reverted from the page, actions behind
+//!   the sync token and the same origin, the status token, no secret in any page or event;
+//!   screenshots in `target/dashboard-screenshots/`.
 //! - `diff`: `plimsoll diff --from --to` on a local git repository: per host, secrets never
 //!   shown, exit 0/2/1, and the commands of the CI recipes in `examples/ci/` as written.
 //! - `git`, `gitserve`: the agent's git source against real servers on loopback (file://,
@@ -57,12 +61,14 @@
 
 mod age;
 mod agent;
+mod browser;
 mod build;
 mod ci;
 mod cli;
 mod compose_files;
 mod conformance;
 mod container;
+mod dashboard;
 mod diff;
 mod git;
 mod gitserve;

@@ -1,0 +1,475 @@
+//! The dashboard's pages as HTML, from plain data: the agent's status (the
+//! same value `GET /status` serves) and the audit log (what `plimsoll
+//! history` prints). Pure: no I/O, no clock; every value is escaped by
+//! `maud`, and every text that can hold a secret was masked before it got
+//! here (the status and the audit log are stored masked).
+//!
+//! A page works without JavaScript (server-rendered, forms post); with it,
+//! the `<main>` of a page is replaced by the fragment the server pushes over
+//! Server-Sent Events whenever the status changes.
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use crate::agent::{AgentStatus, ServiceStatus, StackStatus};
+use crate::reconcile::SyncState;
+
+/// Which page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// The host, the drift review queue, the stacks and the latest applies.
+    Overview,
+    /// The audit log as a timeline.
+    History,
+}
+
+impl Page {
+    pub fn path(self) -> &'static str {
+        match self {
+            Page::Overview => "/ui",
+            Page::History => "/ui/history",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Page::Overview => "Overview",
+            Page::History => "History",
+        }
+    }
+
+    /// The `page=` of the events stream.
+    pub fn key(self) -> &'static str {
+        match self {
+            Page::Overview => "overview",
+            Page::History => "history",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Page> {
+        [Page::Overview, Page::History]
+            .into_iter()
+            .find(|p| p.key() == key)
+    }
+}
+
+/// What the review actions need: present when the viewer may act.
+#[derive(Debug, Clone)]
+pub struct Actions {
+    /// The session's token against cross-site requests, sent back by every form.
+    pub csrf: String,
+}
+
+/// Everything a page shows.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    pub status: &'a AgentStatus,
+    /// Audit records, oldest first (the page shows the newest first).
+    pub history: &'a [serde_json::Value],
+    /// `None`: the viewer cannot change anything (no sync token given, or
+    /// the agent has none); the page says how to.
+    pub actions: Option<&'a Actions>,
+    /// The agent has a sync token: actions are possible after logging in.
+    pub actions_enabled: bool,
+    /// A message after an action (`revert of shop/api queued`).
+    pub notice: Option<&'a str>,
+}
+
+/// How many applies the overview lists.
+const RECENT: usize = 5;
+/// How many the history page lists.
+pub const HISTORY: usize = 200;
+
+const STYLE: &str = include_str!("style.css");
+const SCRIPT: &str = include_str!("live.js");
+
+/// A whole page.
+pub fn page(page: Page, v: &View<'_>) -> String {
+    let host = if v.status.host.is_empty() {
+        "plimsoll"
+    } else {
+        v.status.host.as_str()
+    };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="color-scheme" content="light dark";
+                title { (page.title()) " · " (host) " · plimsoll" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body data-page=(page.key()) {
+                a.skip href="#main" { "Skip to content" }
+                header role="banner" {
+                    p.brand { "plimsoll" }
+                    p.host { "Host " strong { (host) } }
+                    nav aria-label="Pages" {
+                        ul {
+                            @for p in [Page::Overview, Page::History] {
+                                li {
+                                    @if p == page {
+                                        a href=(p.path()) aria-current="page" { (p.title()) }
+                                    } @else {
+                                        a href=(p.path()) { (p.title()) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    p.live role="status" aria-live="polite" id="live" { "" }
+                    @if let Some(a) = v.actions {
+                        form method="post" action="/ui/logout" {
+                            input type="hidden" name="csrf" value=(a.csrf);
+                            button type="submit" { "Log out" }
+                        }
+                    } @else if v.actions_enabled {
+                        a href="/ui/login" { "Log in" }
+                    }
+                }
+                main id="main" tabindex="-1" {
+                    (PreEscaped(fragment(page, v)))
+                }
+                footer role="contentinfo" {
+                    p {
+                        "Source " code { (v.status.source) }
+                        " · the same data as " a href="/status" { code { "/status" } }
+                        " and " code { "plimsoll history" }
+                    }
+                }
+                script { (PreEscaped(SCRIPT)) }
+            }
+        }
+    }
+    .into_string()
+}
+
+/// The inside of `<main>`: what the events stream pushes.
+pub fn fragment(page: Page, v: &View<'_>) -> String {
+    match page {
+        Page::Overview => overview(v),
+        Page::History => history(v, HISTORY),
+    }
+    .into_string()
+}
+
+fn overview(v: &View<'_>) -> Markup {
+    html! {
+        h1 { "Overview" }
+        @if let Some(n) = v.notice {
+            p.notice role="status" { (n) }
+        }
+        (host(v.status))
+        (review(v))
+        (stacks(v.status))
+        section id="recent" aria-labelledby="recent-h" {
+            h2 id="recent-h" { "Latest applies" }
+            (timeline(v.history, RECENT))
+            p { a href=(Page::History.path()) { "The whole history" } }
+        }
+    }
+}
+
+fn history(v: &View<'_>, n: usize) -> Markup {
+    html! {
+        h1 { "History" }
+        p { "Every apply of this host, newest first: the plan, the outcome, how long each action took, and rollbacks (the audit log)." }
+        (timeline(v.history, n))
+    }
+}
+
+fn host(s: &AgentStatus) -> Markup {
+    html! {
+        section id="host" aria-labelledby="host-h" {
+            h2 id="host-h" { "Host" }
+            dl.facts {
+                dt { "Revision" }
+                dd { (opt_code(s.revision.as_deref().map(short))) }
+                dt { "Newest at the source" }
+                dd { (opt_code(s.fetched.as_deref().map(short))) }
+                dt { "Last sync" }
+                dd {
+                    @if let Some(l) = &s.last_sync {
+                        span class=(format!("badge {}", l.result)) { (l.result) }
+                        " " (l.time) " · " (l.trigger) " · " (format!("{:.1} s", l.seconds))
+                        @if let Some(e) = &l.error { br; span.error { (e) } }
+                    } @else { "none yet" }
+                }
+                dt { "Last success" }
+                dd { (s.last_success.as_deref().unwrap_or("none yet")) }
+                @if s.paused {
+                    dt { "Paused" }
+                    dd { span.badge.paused { "host paused" } " nothing changes until " code { "plimsoll resume" } }
+                }
+                @if let Some(r) = &s.rejected {
+                    dt { "Rejected revision" }
+                    dd.error { code { (short(&r.revision)) } " at " (r.time) ": " (r.reason) }
+                }
+                @if let Some(e) = &s.source_error {
+                    dt { "Source error" }
+                    dd.error { (e) " (the host keeps running its last good revision)" }
+                }
+                @if !s.unknown.is_empty() {
+                    dt { "Unknown containers" }
+                    dd { @for (i, u) in s.unknown.iter().enumerate() { @if i > 0 { ", " } code { (u) } } }
+                }
+                @if !s.gave_up.is_empty() {
+                    dt { "Self-heal gave up" }
+                    dd.error { @for (i, g) in s.gave_up.iter().enumerate() { @if i > 0 { ", " } code { (g) } } }
+                }
+            }
+        }
+    }
+}
+
+/// The drift review queue: every service that is not in sync.
+fn review(v: &View<'_>) -> Markup {
+    let queue: Vec<(&StackStatus, &ServiceStatus)> = v
+        .status
+        .stacks
+        .iter()
+        .flat_map(|st| st.services.iter().map(move |s| (st, s)))
+        .filter(|(_, s)| !s.state.in_sync())
+        .collect();
+    html! {
+        section id="review" aria-labelledby="review-h" {
+            h2 id="review-h" { "Drift review" }
+            @if queue.is_empty() {
+                p.ok { "Nothing drifted: every service runs what git says." }
+            } @else {
+                ul.queue {
+                    @for (st, s) in &queue {
+                        li.card id=(format!("drift-{}-{}", st.name, s.service)) {
+                            h3 {
+                                (st.name) "/" (s.service) " "
+                                (state_badge(s))
+                            }
+                            p { "Container " code { (s.container) } }
+                            @if !s.drift.is_empty() {
+                                ul.reasons { @for r in &s.drift { li { (r) } } }
+                            }
+                            (heal_line(s))
+                            (revert_form(v, &st.name, &s.service))
+                        }
+                    }
+                }
+            }
+            @if v.actions.is_none() {
+                p.hint {
+                    @if v.actions_enabled {
+                        a href="/ui/login" { "Log in with the sync token" } " to revert from this page."
+                    } @else {
+                        "Actions are off: start the agent with " code { "--sync-token-file" } "."
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn revert_form(v: &View<'_>, stack: &str, service: &str) -> Markup {
+    let Some(a) = v.actions else {
+        return html! {};
+    };
+    html! {
+        form method="post" action="/ui/revert" {
+            input type="hidden" name="csrf" value=(a.csrf);
+            input type="hidden" name="stack" value=(stack);
+            input type="hidden" name="service" value=(service);
+            button type="submit" aria-label=(format!("Revert {stack}/{service} to git")) { "Revert to git" }
+        }
+    }
+}
+
+fn heal_line(s: &ServiceStatus) -> Markup {
+    html! {
+        p.heal {
+            @if s.self_heal { "Self-heal on" } @else { "Self-heal off" }
+            @if let Some(h) = &s.heal {
+                " · " (h.attempts) " heal" @if h.attempts != 1 { "s" }
+                ", " (h.failures) " failed in a row"
+                @if h.gave_up { " · " strong.error { "gave up" } }
+                @if let Some(e) = &h.last_error { " · last error: " (e) }
+            }
+        }
+    }
+}
+
+fn stacks(s: &AgentStatus) -> Markup {
+    html! {
+        section id="stacks" aria-labelledby="stacks-h" {
+            h2 id="stacks-h" { "Stacks" }
+            @if s.stacks.is_empty() {
+                p { "No stack runs on this host yet." }
+            }
+            @for st in &s.stacks {
+                div.table {
+                    table {
+                        caption {
+                            (st.name)
+                            @if st.paused { " " span.badge.paused { "paused" } }
+                            @if !st.self_heal { " " span.badge { "self-heal off" } }
+                        }
+                        thead { tr {
+                            th scope="col" { "Service" }
+                            th scope="col" { "State" }
+                            th scope="col" { "Health" }
+                            th scope="col" { "Container" }
+                            th scope="col" { "Image" }
+                        } }
+                        tbody {
+                            @for svc in &st.services {
+                                tr {
+                                    th scope="row" { (svc.service) }
+                                    td { (state_badge(svc)) }
+                                    td { (health(svc)) }
+                                    td { code { (svc.container) } }
+                                    td { code { (svc.image.as_deref().unwrap_or("-")) } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn state_badge(s: &ServiceStatus) -> Markup {
+    let class = match s.state.sync {
+        SyncState::InSync => "ok",
+        SyncState::Drifted | SyncState::Stopped | SyncState::Missing => "drifted",
+        SyncState::Unhealthy | SyncState::Conflict => "failed",
+    };
+    html! { span class=(format!("badge {class}")) { (s.state) } }
+}
+
+fn health(s: &ServiceStatus) -> &'static str {
+    match (s.health, s.running) {
+        (Some(h), _) => h.as_str(),
+        (None, true) => "running",
+        (None, false) => "not running",
+    }
+}
+
+/// The newest `n` audit records, newest first.
+fn timeline(records: &[serde_json::Value], n: usize) -> Markup {
+    html! {
+        @if records.is_empty() {
+            p { "Nothing applied yet." }
+        } @else {
+            ol.timeline reversed {
+                @for r in records.iter().rev().take(n) {
+                    (record(r))
+                }
+            }
+        }
+    }
+}
+
+fn record(r: &serde_json::Value) -> Markup {
+    let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+    let outcome = s("outcome");
+    let actions = r["actions"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let rolled_back = actions.iter().filter(|a| a["rolled_back"] == true).count();
+    html! {
+        li.card {
+            p {
+                span class=(format!("badge {}", if outcome == "applied" { "ok" } else { "failed" })) { (outcome) }
+                @if r["rollback"] == true { " " span.badge { "rollback" } }
+                " " time { (s("time")) }
+                " · revision " code { (short(&s("revision"))) }
+                " · " (format!("{:.1} s", r["seconds"].as_f64().unwrap_or(0.0)))
+                " · " (s("user"))
+            }
+            @if let Some(e) = r["error"].as_str() { p.error { (e) } }
+            @if !actions.is_empty() {
+                details {
+                    summary {
+                        (actions.len()) " action" @if actions.len() != 1 { "s" }
+                        @if rolled_back > 0 { ", " (rolled_back) " rolled back" }
+                    }
+                    ul.actions {
+                        @for a in actions {
+                            li {
+                                code { (a["action"].as_str().unwrap_or("")) }
+                                " " (a["stack"].as_str().unwrap_or("")) "/" (a["service"].as_str().unwrap_or("-"))
+                                " · " (format!("{:.1} s", a["seconds"].as_f64().unwrap_or(0.0)))
+                                @if a["ok"] == false { " · " span.error { "failed: " (a["error"].as_str().unwrap_or("")) } }
+                                @if a["rolled_back"] == true { " · rolled back" }
+                                (reasons(r, a))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The plan's reasons for action `a` of record `r`.
+fn reasons(r: &serde_json::Value, a: &serde_json::Value) -> Markup {
+    let found = r["plan"]["actions"].as_array().and_then(|list| {
+        list.iter()
+            .find(|p| p["target"] == a["target"] && p["action"] == a["action"])
+    });
+    let reasons: Vec<&str> = found
+        .and_then(|p| p["reasons"].as_array())
+        .map(|l| l.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default();
+    html! {
+        @if !reasons.is_empty() {
+            ul.reasons { @for x in reasons { li { (x) } } }
+        }
+    }
+}
+
+fn opt_code(v: Option<&str>) -> Markup {
+    html! { @if let Some(v) = v { code { (v) } } @else { "none" } }
+}
+
+/// A commit SHA shortened to 12; other revisions (`local:<hash>`) as they are.
+fn short(rev: &str) -> &str {
+    if rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()) {
+        &rev[..12]
+    } else {
+        rev
+    }
+}
+
+/// The login page (`GET /ui/login`).
+pub fn login(status_token: bool, sync_token: bool, error: Option<&str>) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Log in · plimsoll" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                main id="main" {
+                    h1 { "Log in" }
+                    @if let Some(e) = error { p.error role="alert" { (e) } }
+                    form method="post" action="/ui/login" {
+                        @if status_token {
+                            p {
+                                label for="status_token" { "Status token (" code { "--status-token-file" } ")" }
+                                input id="status_token" name="status_token" type="password" autocomplete="off" required;
+                            }
+                        }
+                        @if sync_token {
+                            p {
+                                label for="sync_token" { "Sync token (" code { "--sync-token-file" } "), to revert from the page" }
+                                input id="sync_token" name="sync_token" type="password" autocomplete="off" required[!status_token];
+                            }
+                        }
+                        button type="submit" { "Log in" }
+                    }
+                }
+            }
+        }
+    }
+    .into_string()
+}

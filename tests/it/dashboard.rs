@@ -1,0 +1,215 @@
+//! The dashboard (`/ui`) in a real headless Chromium against a running
+//! agent and the real engine: a stopped container shows as drifted without
+//! a reload (Server-Sent Events), the revert button brings it back through
+//! a plan and apply recorded in the history, actions need the sync token and
+//! refuse cross-site requests, and the secret canary appears in no page and
+//! no event. Screenshots of every page go to `target/dashboard-screenshots/`.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::agent::{Agent, Scenario, running};
+use crate::browser::Browser;
+use crate::support::docker;
+
+const CANARY: &str = "canary-dashboard-7f3a9c";
+const SYNC_TOKEN: &str = "dashboard-sync-token-1";
+
+/// The web stack with a secret and self-heal off (so drift waits for review).
+fn deploy(sc: &Scenario) -> Agent {
+    sc.write_web(&[("GREETING", "hello"), ("DB_PASSWORD", CANARY)], "");
+    sc.repo.write(
+        "plimsoll.yaml",
+        &format!("stacks:\n  {}:\n    self_heal: false\n", sc.stack),
+    );
+    let rev = sc.repo.commit("web with a secret, self-heal off");
+    let token = sc.path("sync-token");
+    std::fs::write(&token, SYNC_TOKEN).unwrap();
+    sc.deploy(
+        &["--sync-token-file", token.to_str().unwrap()],
+        &[],
+        &rev,
+    )
+}
+
+#[test]
+fn dashboard_shows_drift_live_and_reverts_it_from_the_page() {
+    let sc = Scenario::new("dash");
+    let agent = deploy(&sc);
+    let Some(browser) = Browser::start() else {
+        return;
+    };
+    let base = format!("http://{}", agent.addr);
+    let tab = browser.open(&format!("{base}/ui"));
+    tab.wait_for("the stack listed", Duration::from_secs(10), &format!(
+        "document.body.innerText.includes({:?})", sc.stack
+    ));
+    assert!(tab.text().contains("Nothing drifted"), "{}", tab.text());
+    assert!(
+        !tab.text().contains("Revert to git"),
+        "no actions before logging in with the sync token"
+    );
+    tab.screenshot("overview");
+
+    drop(tab);
+
+    // Log in with the sync token: the page may now act.
+    let tab = browser.open(&format!("{base}/ui/login"));
+    tab.screenshot("login");
+    tab.type_into("#sync_token", SYNC_TOKEN);
+    tab.click("button[type=submit]");
+    tab.wait_for("the overview after login", Duration::from_secs(10), "location.pathname === '/ui'");
+    tab.wait_for("the live stream open", Duration::from_secs(10), "document.getElementById('live').textContent.startsWith('Live')");
+
+    // Drift made by hand shows up without a reload.
+    let before = Instant::now();
+    docker(&["stop", "-t", "1", &sc.web]);
+    agent.wait_status("web stopped in /status", Duration::from_secs(20), |s| {
+        s["stacks"][0]["services"][0]["state"] == "stopped"
+    });
+    tab.wait_for(
+        "the stopped container in the review queue",
+        Duration::from_secs(20),
+        "document.querySelector('#review .queue') && document.querySelector('#review').innerText.includes('stopped')",
+    );
+    eprintln!("dashboard: drift shown {:?} after docker stop returned", before.elapsed());
+    tab.screenshot("drift-review");
+    assert!(!running(&sc.web), "self-heal is off: nothing healed it");
+
+    // Revert from the page: a plan and apply, recorded in the history.
+    tab.click("#review form[action='/ui/revert'] button");
+    tab.wait_for("the revert notice", Duration::from_secs(10), "document.body.innerText.includes('Revert of')");
+    agent.wait_status("web back in sync", Duration::from_secs(30), |s| {
+        s["stacks"][0]["services"][0]["state"] == "in sync"
+    });
+    assert!(running(&sc.web), "the revert started the container");
+    tab.wait_for("the queue empty again", Duration::from_secs(20), "document.body.innerText.includes('Nothing drifted')");
+    drop(tab);
+    let tab = browser.open(&format!("{base}/ui/history"));
+    assert!(tab.text().contains("applied"), "{}", tab.text());
+    tab.screenshot("history");
+    drop(tab);
+
+    // A phone.
+    let tab = browser.open(&format!("{base}/ui"));
+    tab.viewport(390, 844, true);
+    tab.screenshot("overview-phone");
+    drop(tab);
+
+    // The canary: no page, no event.
+    for path in ["/ui", "/ui/history", "/ui/login"] {
+        let tab = browser.open(&format!("{base}{path}"));
+        assert!(!tab.html().contains(CANARY), "{path} shows the secret");
+    }
+    let events = first_event(&agent.addr, "/ui/events?page=overview");
+    assert!(events.contains("event: page"), "{events}");
+    assert!(!events.contains(CANARY), "the event stream shows the secret");
+    let history = agent.get("/ui/history");
+    assert!(history.body.contains("<main"), "{history:?}");
+    assert!(!history.body.contains(CANARY));
+}
+
+#[test]
+fn dashboard_actions_need_the_sync_token_and_the_same_origin() {
+    let sc = Scenario::new("dash-csrf");
+    let agent = deploy(&sc);
+    let form = format!("csrf=x&stack={}&service=web", sc.stack);
+    let plain = [("Content-Type", "application/x-www-form-urlencoded")];
+    // No session.
+    let r = agent.post("/ui/revert", &plain, form.as_bytes());
+    assert_eq!(r.code, 403, "{r:?}");
+    assert!(r.body.contains("log in with the sync token"), "{r:?}");
+    // A wrong token at login.
+    let r = agent.post("/ui/login", &plain, b"sync_token=wrong");
+    assert_eq!(r.code, 401, "{r:?}");
+    assert!(r.body.contains("wrong sync token"), "{r:?}");
+    // A right one: a session; its form needs the page's anti-CSRF token.
+    let r = agent.post("/ui/login", &plain, format!("sync_token={SYNC_TOKEN}").as_bytes());
+    assert_eq!(r.code, 303, "{r:?}");
+    let cookie = r
+        .head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    assert!(r.head.to_ascii_lowercase().contains("httponly; samesite=strict"), "{r:?}");
+    let with_cookie = [plain[0], ("Cookie", cookie.as_str())];
+    let r = agent.post("/ui/revert", &with_cookie, form.as_bytes());
+    assert_eq!(r.code, 403, "a forged form: {r:?}");
+    assert!(r.body.contains("stale or came from elsewhere"), "{r:?}");
+    let page = crate::agent::http(&agent.addr, "GET", "/ui", &[("Cookie", cookie.as_str())], b"");
+    let csrf = page
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("the page's anti-CSRF token")
+        .to_string();
+    let good = format!("csrf={csrf}&stack={}&service=web", sc.stack);
+    // From another site, even with the session and the token.
+    let evil = [
+        plain[0],
+        ("Cookie", cookie.as_str()),
+        ("Origin", "http://evil.example"),
+    ];
+    let r = agent.post("/ui/revert", &evil, good.as_bytes());
+    assert_eq!(r.code, 403, "{r:?}");
+    assert!(r.body.contains("another site"), "{r:?}");
+    // Same origin, session, token: accepted.
+    let r = agent.post("/ui/revert", &with_cookie, good.as_bytes());
+    assert_eq!(r.code, 303, "{r:?}");
+}
+
+#[test]
+fn dashboard_wants_the_status_token_when_one_is_set() {
+    let sc = Scenario::new("dash-token");
+    sc.write_web(&[("GREETING", "hi")], "");
+    let rev = sc.repo.commit("web");
+    let token = sc.path("status-token");
+    std::fs::write(&token, "status-token-1").unwrap();
+    let agent = Agent::start(
+        &sc.state,
+        &sc.repo.url(),
+        &["--status-token-file", token.to_str().unwrap()],
+        &[],
+    );
+    let bearer = [("Authorization", "Bearer status-token-1")];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let applied = || {
+        let r = crate::agent::http(&agent.addr, "GET", "/status", &bearer, b"");
+        serde_json::from_str::<serde_json::Value>(&r.body).is_ok_and(|s| s["revision"] == rev)
+    };
+    while !applied() {
+        assert!(Instant::now() < deadline, "{}", agent.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = agent.get("/ui");
+    assert_eq!(r.code, 303, "{r:?}");
+    assert!(r.head.to_ascii_lowercase().contains("location: /ui/login"), "{r:?}");
+    assert_eq!(agent.get("/ui/events").code, 303);
+    let r = crate::agent::http(&agent.addr, "GET", "/ui", &bearer, b"");
+    assert_eq!(r.code, 200, "{r:?}");
+    assert!(r.body.contains(&sc.stack), "{r:?}");
+    let plain = [("Content-Type", "application/x-www-form-urlencoded")];
+    let r = agent.post("/ui/login", &plain, b"status_token=nope");
+    assert_eq!(r.code, 401, "{r:?}");
+    let r = agent.post("/ui/login", &plain, b"status_token=status-token-1");
+    assert_eq!(r.code, 303, "{r:?}");
+}
+
+/// The first event of a Server-Sent Events stream (read until its blank line).
+fn first_event(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    while !String::from_utf8_lossy(&got).contains("\n\n") || !String::from_utf8_lossy(&got).contains("event: page") {
+        let n = s.read(&mut buf).expect("read the event stream");
+        assert!(n > 0, "the stream ended: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
