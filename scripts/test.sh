@@ -36,9 +36,10 @@ export DEBIAN_FRONTEND=noninteractive
 #   groff-base man-db                            `plimsoll man` renders with groff and man
 #   binutils (strip)                             container.rs
 #   gcc libc6-dev pkg-config libssl-dev          building the crate (openssl-sys, libgit2, libssh2)
+#   chromium fonts-dejavu-core                   the dashboard in a real browser (dashboard.rs)
 APT_PACKAGES=(busybox-static debootstrap ca-certificates util-linux iproute2 tar gzip docker-registry
     apache2-utils git openssh-client openssh-server lighttpd lighttpd-mod-openssl openssl gnupg time
-    procps groff-base man-db binutils gcc libc6-dev pkg-config libssl-dev)
+    procps groff-base man-db binutils gcc libc6-dev pkg-config libssl-dev chromium fonts-dejavu-core)
 
 log() { printf 'test.sh: %s\n' "$*" >&2; }
 die() {

@@ -273,10 +273,7 @@ struct HistoryCache {
 
 impl Shared {
     /// A status shared by nothing yet: for the agent's start and tests.
-    pub fn new(
-        triggers: UnboundedSender<Trigger>,
-        state: Option<StateDir>,
-    ) -> Shared {
+    pub fn new(triggers: UnboundedSender<Trigger>, state: Option<StateDir>) -> Shared {
         Shared {
             metrics: metrics::Metrics::new(),
             status: Mutex::new(AgentStatus::default()),

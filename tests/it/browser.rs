@@ -146,9 +146,9 @@ impl Browser {
             .unwrap()
             .write_all(&bytes)
             .expect("write to chromium");
-        let reply = rx
-            .recv_timeout(COMMAND_TIMEOUT)
-            .unwrap_or_else(|_| panic!("chromium did not answer {method} within {COMMAND_TIMEOUT:?}"));
+        let reply = rx.recv_timeout(COMMAND_TIMEOUT).unwrap_or_else(|_| {
+            panic!("chromium did not answer {method} within {COMMAND_TIMEOUT:?}")
+        });
         assert!(
             reply.get("error").is_none(),
             "chromium refused {method}: {}",
@@ -160,7 +160,10 @@ impl Browser {
     /// A new tab showing `url`, loaded (tabs share the browser's cookies).
     pub(crate) fn open(&self, url: &str) -> Tab<'_> {
         let target = self.call(None, "Target.createTarget", json!({"url": url}));
-        let target_id = target["targetId"].as_str().expect("a target id").to_string();
+        let target_id = target["targetId"]
+            .as_str()
+            .expect("a target id")
+            .to_string();
         let attached = self.call(
             None,
             "Target.attachToTarget",
@@ -168,7 +171,10 @@ impl Browser {
         );
         let tab = Tab {
             browser: self,
-            session: attached["sessionId"].as_str().expect("a session").to_string(),
+            session: attached["sessionId"]
+                .as_str()
+                .expect("a session")
+                .to_string(),
             target_id,
         };
         tab.wait_for(
@@ -248,7 +254,9 @@ impl Tab<'_> {
         loop {
             // A page half replaced by a navigation may not have the
             // elements yet: an exception is "not yet".
-            let check = format!("(() => {{ try {{ return !!({expression}); }} catch (e) {{ return false; }} }})()");
+            let check = format!(
+                "(() => {{ try {{ return !!({expression}); }} catch (e) {{ return false; }} }})()"
+            );
             if self.eval(&check) == Value::Bool(true) {
                 return;
             }

@@ -26,11 +26,7 @@ fn deploy(sc: &Scenario) -> Agent {
     let rev = sc.repo.commit("web with a secret, self-heal off");
     let token = sc.path("sync-token");
     std::fs::write(&token, SYNC_TOKEN).unwrap();
-    sc.deploy(
-        &["--sync-token-file", token.to_str().unwrap()],
-        &[],
-        &rev,
-    )
+    sc.deploy(&["--sync-token-file", token.to_str().unwrap()], &[], &rev)
 }
 
 #[test]
@@ -42,9 +38,11 @@ fn dashboard_shows_drift_live_and_reverts_it_from_the_page() {
     };
     let base = format!("http://{}", agent.addr);
     let tab = browser.open(&format!("{base}/ui"));
-    tab.wait_for("the stack listed", Duration::from_secs(10), &format!(
-        "document.body.innerText.includes({:?})", sc.stack
-    ));
+    tab.wait_for(
+        "the stack listed",
+        Duration::from_secs(10),
+        &format!("document.body.innerText.includes({:?})", sc.stack),
+    );
     assert!(tab.text().contains("Nothing drifted"), "{}", tab.text());
     assert!(
         !tab.text().contains("Revert to git"),
@@ -59,8 +57,16 @@ fn dashboard_shows_drift_live_and_reverts_it_from_the_page() {
     tab.screenshot("login");
     tab.type_into("#sync_token", SYNC_TOKEN);
     tab.click("button[type=submit]");
-    tab.wait_for("the overview after login", Duration::from_secs(10), "location.pathname === '/ui'");
-    tab.wait_for("the live stream open", Duration::from_secs(10), "document.getElementById('live').textContent.startsWith('Live')");
+    tab.wait_for(
+        "the overview after login",
+        Duration::from_secs(10),
+        "location.pathname === '/ui'",
+    );
+    tab.wait_for(
+        "the live stream open",
+        Duration::from_secs(10),
+        "document.getElementById('live').textContent.startsWith('Live')",
+    );
 
     // Drift made by hand shows up without a reload.
     let before = Instant::now();
@@ -73,18 +79,29 @@ fn dashboard_shows_drift_live_and_reverts_it_from_the_page() {
         Duration::from_secs(20),
         "document.querySelector('#review .queue') && document.querySelector('#review').innerText.includes('stopped')",
     );
-    eprintln!("dashboard: drift shown {:?} after docker stop returned", before.elapsed());
+    eprintln!(
+        "dashboard: drift shown {:?} after docker stop returned",
+        before.elapsed()
+    );
     tab.screenshot("drift-review");
     assert!(!running(&sc.web), "self-heal is off: nothing healed it");
 
     // Revert from the page: a plan and apply, recorded in the history.
     tab.click("#review form[action='/ui/revert'] button");
-    tab.wait_for("the revert notice", Duration::from_secs(10), "document.body.innerText.includes('Revert of')");
+    tab.wait_for(
+        "the revert notice",
+        Duration::from_secs(10),
+        "document.body.innerText.includes('Revert of')",
+    );
     agent.wait_status("web back in sync", Duration::from_secs(30), |s| {
         s["stacks"][0]["services"][0]["state"] == "in sync"
     });
     assert!(running(&sc.web), "the revert started the container");
-    tab.wait_for("the queue empty again", Duration::from_secs(20), "document.body.innerText.includes('Nothing drifted')");
+    tab.wait_for(
+        "the queue empty again",
+        Duration::from_secs(20),
+        "document.body.innerText.includes('Nothing drifted')",
+    );
     drop(tab);
     let tab = browser.open(&format!("{base}/ui/history"));
     assert!(tab.text().contains("applied"), "{}", tab.text());
@@ -104,7 +121,10 @@ fn dashboard_shows_drift_live_and_reverts_it_from_the_page() {
     }
     let events = first_event(&agent.addr, "/ui/events?page=overview");
     assert!(events.contains("event: page"), "{events}");
-    assert!(!events.contains(CANARY), "the event stream shows the secret");
+    assert!(
+        !events.contains(CANARY),
+        "the event stream shows the secret"
+    );
     let history = agent.get("/ui/history");
     assert!(history.body.contains("<main"), "{history:?}");
     assert!(!history.body.contains(CANARY));
@@ -125,21 +145,39 @@ fn dashboard_actions_need_the_sync_token_and_the_same_origin() {
     assert_eq!(r.code, 401, "{r:?}");
     assert!(r.body.contains("wrong sync token"), "{r:?}");
     // A right one: a session; its form needs the page's anti-CSRF token.
-    let r = agent.post("/ui/login", &plain, format!("sync_token={SYNC_TOKEN}").as_bytes());
+    let r = agent.post(
+        "/ui/login",
+        &plain,
+        format!("sync_token={SYNC_TOKEN}").as_bytes(),
+    );
     assert_eq!(r.code, 303, "{r:?}");
     let cookie = r
         .head
         .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
         .and_then(|c| c.split(';').next())
         .expect("a session cookie")
         .to_string();
-    assert!(r.head.to_ascii_lowercase().contains("httponly; samesite=strict"), "{r:?}");
+    assert!(
+        r.head
+            .to_ascii_lowercase()
+            .contains("httponly; samesite=strict"),
+        "{r:?}"
+    );
     let with_cookie = [plain[0], ("Cookie", cookie.as_str())];
     let r = agent.post("/ui/revert", &with_cookie, form.as_bytes());
     assert_eq!(r.code, 403, "a forged form: {r:?}");
     assert!(r.body.contains("stale or came from elsewhere"), "{r:?}");
-    let page = crate::agent::http(&agent.addr, "GET", "/ui", &[("Cookie", cookie.as_str())], b"");
+    let page = crate::agent::http(
+        &agent.addr,
+        "GET",
+        "/ui",
+        &[("Cookie", cookie.as_str())],
+        b"",
+    );
     let csrf = page
         .body
         .split("name=\"csrf\" value=\"")
@@ -187,7 +225,10 @@ fn dashboard_wants_the_status_token_when_one_is_set() {
     }
     let r = agent.get("/ui");
     assert_eq!(r.code, 303, "{r:?}");
-    assert!(r.head.to_ascii_lowercase().contains("location: /ui/login"), "{r:?}");
+    assert!(
+        r.head.to_ascii_lowercase().contains("location: /ui/login"),
+        "{r:?}"
+    );
     assert_eq!(agent.get("/ui/events").code, 303);
     let r = crate::agent::http(&agent.addr, "GET", "/ui", &bearer, b"");
     assert_eq!(r.code, 200, "{r:?}");
@@ -203,10 +244,16 @@ fn dashboard_wants_the_status_token_when_one_is_set() {
 fn first_event(addr: &str, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 8192];
-    while !String::from_utf8_lossy(&got).contains("\n\n") || !String::from_utf8_lossy(&got).contains("event: page") {
+    while !String::from_utf8_lossy(&got).contains("\n\n")
+        || !String::from_utf8_lossy(&got).contains("event: page")
+    {
         let n = s.read(&mut buf).expect("read the event stream");
         assert!(n > 0, "the stream ended: {}", String::from_utf8_lossy(&got));
         got.extend_from_slice(&buf[..n]);

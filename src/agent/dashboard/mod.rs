@@ -84,7 +84,7 @@ async fn history(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
 fn show(shared: &Shared, headers: &HeaderMap, which: Page, notice: Option<&str>) -> Response {
     let access = match shared.sessions.access(shared, headers) {
         Ok(a) => a,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let html = render(shared, &access, |v| page(which, &View { notice, ..*v }));
     no_store(Html(html).into_response())
@@ -122,7 +122,7 @@ async fn events(
 ) -> Response {
     let access = match shared.sessions.access(&shared, &headers) {
         Ok(a) => a,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let which = q
         .page
@@ -180,7 +180,7 @@ async fn login(
     Form(f): Form<LoginForm>,
 ) -> Response {
     if let Err(refused) = session::same_origin(&headers) {
-        return refused;
+        return refused.into_response();
     }
     let grant = Grant::check(&shared, &f.status_token, &f.sync_token);
     match grant {
@@ -204,7 +204,7 @@ async fn login(
 
 async fn logout(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if let Err(refused) = session::same_origin(&headers) {
-        return refused;
+        return refused.into_response();
     }
     let cookie = shared.sessions.close(&headers);
     let mut r = Redirect::to("/ui/login").into_response();
@@ -227,7 +227,7 @@ async fn revert(
     Form(f): Form<RevertForm>,
 ) -> Response {
     if let Err(refused) = shared.sessions.may_act(&shared, &headers, &f.csrf) {
-        return refused;
+        return refused.into_response();
     }
     if !known(&shared, &f.stack, &f.service) {
         return (

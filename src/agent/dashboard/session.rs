@@ -31,7 +31,11 @@ pub struct Grant {
 
 impl Grant {
     /// Checks the tokens typed on the login page against the agent's.
-    pub fn check(shared: &Shared, status_token: &str, sync_token: &str) -> Result<Grant, &'static str> {
+    pub fn check(
+        shared: &Shared,
+        status_token: &str,
+        sync_token: &str,
+    ) -> Result<Grant, &'static str> {
         if let Some(expected) = &shared.status_token
             && !same(status_token, expected)
         {
@@ -40,7 +44,9 @@ impl Grant {
         let act = match &shared.sync_token {
             Some(expected) if !sync_token.is_empty() => {
                 if !same(sync_token, expected) {
-                    return Err("wrong sync token: give the content of the agent's --sync-token-file, or leave it empty to only look");
+                    return Err(
+                        "wrong sync token: give the content of the agent's --sync-token-file, or leave it empty to only look",
+                    );
                 }
                 true
             }
@@ -109,10 +115,7 @@ impl Sessions {
     /// Ends the request's session; the `Set-Cookie` that clears it.
     pub fn close(&self, headers: &HeaderMap) -> HeaderValue {
         if let Some(id) = cookie(headers) {
-            self.0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(id);
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
         }
         HeaderValue::from_static("plimsoll_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
     }
@@ -125,7 +128,7 @@ impl Sessions {
     }
 
     /// May this request see the pages? `Err`: the way to the login page.
-    pub fn access(&self, shared: &Shared, headers: &HeaderMap) -> Result<Access, Response> {
+    pub fn access(&self, shared: &Shared, headers: &HeaderMap) -> Result<Access, Refusal> {
         if let Some((grant, csrf)) = self.grant(headers) {
             return Ok(Access {
                 csrf: grant.act.then_some(csrf),
@@ -134,30 +137,21 @@ impl Sessions {
         match &shared.status_token {
             None => Ok(Access { csrf: None }),
             Some(token) if bearer_matches(headers, token) => Ok(Access { csrf: None }),
-            Some(_) => Err(Redirect::to("/ui/login").into_response()),
+            Some(_) => Err(Refusal::LogIn),
         }
     }
 
     /// May this POST change something: same origin, a session logged in
     /// with the sync token, and that session's anti-CSRF token.
-    pub fn may_act(&self, shared: &Shared, headers: &HeaderMap, csrf: &str) -> Result<(), Response> {
+    pub fn may_act(&self, shared: &Shared, headers: &HeaderMap, csrf: &str) -> Result<(), Refusal> {
         same_origin(headers)?;
         if shared.sync_token.is_none() {
-            return Err(refuse(
-                StatusCode::FORBIDDEN,
-                "actions are off: start the agent with --sync-token-file",
-            ));
+            return Err(Refusal::ActionsOff);
         }
         match self.grant(headers) {
             Some((grant, expected)) if grant.act && same(csrf, &expected) => Ok(()),
-            Some((grant, _)) if grant.act => Err(refuse(
-                StatusCode::FORBIDDEN,
-                "this form is stale or came from elsewhere: reload the page and try again",
-            )),
-            _ => Err(refuse(
-                StatusCode::FORBIDDEN,
-                "log in with the sync token (/ui/login) to act from the dashboard",
-            )),
+            Some((grant, _)) if grant.act => Err(Refusal::StaleForm),
+            _ => Err(Refusal::NotLoggedIn),
         }
     }
 }
@@ -165,12 +159,12 @@ impl Sessions {
 /// Refuses a request sent from another site: the browser says so in
 /// `Sec-Fetch-Site`, or its `Origin` is not this host. Requests without
 /// either (curl) pass: they cannot carry a victim's cookie by accident.
-pub fn same_origin(headers: &HeaderMap) -> Result<(), Response> {
+pub fn same_origin(headers: &HeaderMap) -> Result<(), Refusal> {
     let get = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
     if let Some(site) = get(header::HeaderName::from_static("sec-fetch-site"))
         && !matches!(site, "same-origin" | "none")
     {
-        return Err(cross_site());
+        return Err(Refusal::CrossSite);
     }
     if let Some(origin) = get(header::ORIGIN) {
         let host = get(header::HOST).unwrap_or_default();
@@ -178,21 +172,37 @@ pub fn same_origin(headers: &HeaderMap) -> Result<(), Response> {
             .strip_prefix("http://")
             .or_else(|| origin.strip_prefix("https://"));
         if this != Some(host) || host.is_empty() {
-            return Err(cross_site());
+            return Err(Refusal::CrossSite);
         }
     }
     Ok(())
 }
 
-fn cross_site() -> Response {
-    refuse(
-        StatusCode::FORBIDDEN,
-        "refused: this request came from another site (open the dashboard itself and use its buttons)",
-    )
+/// Why a request to the dashboard is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The pages want the status token: the browser goes to the login page.
+    #[error("log in at /ui/login with the status token")]
+    LogIn,
+    #[error(
+        "refused: this request came from another site (open the dashboard itself and use its buttons)"
+    )]
+    CrossSite,
+    #[error("actions are off: start the agent with --sync-token-file")]
+    ActionsOff,
+    #[error("log in with the sync token (/ui/login) to act from the dashboard")]
+    NotLoggedIn,
+    #[error("this form is stale or came from elsewhere: reload the page and try again")]
+    StaleForm,
 }
 
-fn refuse(code: StatusCode, why: &str) -> Response {
-    (code, format!("{why}\n")).into_response()
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::LogIn => Redirect::to("/ui/login").into_response(),
+            other => (StatusCode::FORBIDDEN, format!("{other}\n")).into_response(),
+        }
+    }
 }
 
 fn cookie(headers: &HeaderMap) -> Option<&str> {
@@ -238,7 +248,10 @@ mod tests {
         ]);
         assert!(same_origin(&ok).is_ok());
         for bad in [
-            headers(&[("host", "127.0.0.1:8080"), ("origin", "http://evil.example")]),
+            headers(&[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://evil.example"),
+            ]),
             headers(&[("host", "127.0.0.1:8080"), ("origin", "null")]),
             headers(&[("sec-fetch-site", "cross-site")]),
             headers(&[("sec-fetch-site", "same-site")]),
