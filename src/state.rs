@@ -223,14 +223,7 @@ impl StateDir {
     /// Reads a JSON document of the state directory (`name` like `heal.json`);
     /// a missing file is the default value.
     pub fn read_json<T: DeserializeOwned + Default>(&self, name: &str) -> Result<T, StateError> {
-        let path = self.root.join(name);
-        match read_nofollow(&path)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Io {
-                path: path.clone(),
-                source: io::Error::new(io::ErrorKind::InvalidData, e),
-            }),
-            None => Ok(T::default()),
-        }
+        read_json_at(&self.root, name)
     }
 
     /// Replaces a JSON document atomically (written aside, then renamed).
@@ -539,13 +532,22 @@ pub const MOUNTS_FILE: &str = "mounts.json";
 /// Reads [`AppliedMounts`] from the state directory at `root` without
 /// creating or migrating anything (for a dry run); missing: empty.
 pub fn applied_mounts_at(root: &Path) -> Result<AppliedMounts, StateError> {
-    let path = root.join(MOUNTS_FILE);
+    read_json_at(root, MOUNTS_FILE)
+}
+
+/// Reads a JSON document of the state directory at `root` without creating
+/// or migrating anything (for commands that only look); missing: the default.
+pub fn read_json_at<T: DeserializeOwned + Default>(
+    root: &Path,
+    name: &str,
+) -> Result<T, StateError> {
+    let path = root.join(name);
     match read_nofollow(&path)? {
         Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Io {
             path,
             source: io::Error::new(io::ErrorKind::InvalidData, e),
         }),
-        None => Ok(AppliedMounts::default()),
+        None => Ok(T::default()),
     }
 }
 
