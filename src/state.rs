@@ -524,6 +524,21 @@ pub struct AppliedMounts {
     /// Container ID -> mount target -> content hash.
     #[serde(default)]
     pub containers: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    /// Container ID -> the spec hash of git's config once its drift is
+    /// accepted into git (`plimsoll drift --patch`): a container changed by
+    /// `docker update` keeps the label of the config it was created with,
+    /// so the plan takes this hash for it while it still carries that label.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub accepted: std::collections::BTreeMap<String, Accepted>,
+}
+
+/// A drift accepted into git, for one container (see [`AppliedMounts::accepted`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The spec hash label the container carries.
+    pub label: String,
+    /// The spec hash git's config has with the drift accepted.
+    pub hash: String,
 }
 
 /// The name of [`AppliedMounts`] in the state directory.
@@ -562,6 +577,7 @@ impl StateDir {
         let m = AppliedMounts {
             version: 1,
             containers: m.containers.clone(),
+            accepted: m.accepted.clone(),
         };
         self.write_json(MOUNTS_FILE, &m)
     }

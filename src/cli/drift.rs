@@ -57,6 +57,9 @@ async fn look(a: &DriftArgs, desired: &Desired, global: &Global) -> Result<Exit>
             eprintln!("not in the patch: {u}");
         }
         print(&masker.mask(&patch.to_text()))?;
+        if !patch.edited.is_empty() {
+            record_accepted(a, global, &patch, &observed, &drifted)?;
+        }
         return Ok(if drifted.is_empty() {
             Exit::Success
         } else {
@@ -75,6 +78,50 @@ async fn look(a: &DriftArgs, desired: &Desired, global: &Global) -> Result<Exit>
     } else {
         Exit::Success
     })
+}
+
+/// Records, for the containers of the patched services, the spec hash
+/// their services have with the patch applied, so that once it is in git
+/// the plan finds them in sync instead of replacing them (`docker update`
+/// does not change the label a container was created with).
+fn record_accepted(
+    a: &DriftArgs,
+    global: &Global,
+    patch: &drift::Patch,
+    observed: &reconcile::Observed<'_>,
+    drifted: &[Drifted],
+) -> Result<()> {
+    let loading = &global.loading;
+    let files = loading.host.files(&a.path)?;
+    let layout = crate::source::discover_in(&files, &a.path)?;
+    let patched_files = drift::Patched {
+        base: &files,
+        edited: &patch.edited,
+    };
+    let env = loading.host.env();
+    let patched = match crate::spec::load_with(
+        &layout,
+        &patched_files,
+        &env,
+        &a.stacks,
+        &loading.options()?,
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("warning: the repository with this patch applied does not load:\n{e}");
+            return Ok(());
+        }
+    };
+    let stacks: Vec<&crate::spec::model::Stack> = patched.stacks.iter().collect();
+    let accepted = drift::accepted(&stacks, &observed.live, &observed.mounts, drifted);
+    if accepted.is_empty() {
+        return Ok(());
+    }
+    let state = StateDir::open(&global.state_dir)?;
+    let mut applied = state.applied_mounts()?;
+    applied.accepted.extend(accepted);
+    state.set_applied_mounts(&applied)?;
+    Ok(())
 }
 
 /// The review for people: per service its kind, silence, reasons and diff.

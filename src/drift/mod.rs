@@ -237,6 +237,98 @@ pub fn service_drifts<'a>(
     out
 }
 
+/// The files of the desired state as a patch leaves them: `edited` over `base`.
+pub struct Patched<'a> {
+    pub base: &'a dyn crate::source::Files,
+    pub edited: &'a std::collections::BTreeMap<std::path::PathBuf, String>,
+}
+
+impl crate::source::Files for Patched<'_> {
+    fn read(&self, path: &std::path::Path) -> std::io::Result<Option<Vec<u8>>> {
+        let absolute = self.base.absolute(path).ok();
+        let edited = self
+            .edited
+            .get(path)
+            .or_else(|| absolute.and_then(|p| self.edited.get(&p)));
+        match edited {
+            Some(text) => Ok(Some(text.as_bytes().to_vec())),
+            None => self.base.read(path),
+        }
+    }
+
+    fn kind(&self, path: &std::path::Path) -> std::io::Result<Option<crate::source::Kind>> {
+        self.base.kind(path)
+    }
+
+    fn list(&self, dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+        self.base.list(dir)
+    }
+
+    fn absolute(&self, path: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+        self.base.absolute(path)
+    }
+
+    fn link(&self, path: &std::path::Path) -> std::io::Result<Option<std::path::PathBuf>> {
+        self.base.link(path)
+    }
+
+    fn root(&self) -> Option<std::path::PathBuf> {
+        self.base.root()
+    }
+}
+
+/// For each live container of the `drifted` services, the spec hash its
+/// service has in `patched` (the repository loaded with a patch applied),
+/// with the label it carries: what [`crate::state::AppliedMounts::accepted`]
+/// records so that, once the patch is in git, the plan finds it in sync
+/// instead of replacing it for a changed hash. Containers whose label is
+/// already that hash are left out.
+pub fn accepted(
+    patched: &[&Stack],
+    live: &Live,
+    mounts: &Mounts,
+    drifted: &[Drifted],
+) -> std::collections::BTreeMap<String, crate::state::Accepted> {
+    let mut out = std::collections::BTreeMap::new();
+    for d in drifted {
+        let Some(stack) = patched.iter().copied().find(|s| s.name == d.stack) else {
+            continue;
+        };
+        if !stack.services.contains_key(&d.service) {
+            continue;
+        }
+        let mounted = match mounts.get(&(d.stack.clone(), d.service.clone())) {
+            Some(Ok(m)) => m.clone(),
+            _ => Default::default(),
+        };
+        let contents = crate::plan::hashed_contents(stack, &d.service);
+        for c in live
+            .containers
+            .iter()
+            .filter(|c| c.stack == d.stack && c.service == d.service)
+        {
+            let Some(label) = c.labels.get(crate::names::labels::SPEC_HASH) else {
+                continue;
+            };
+            let Ok(want) = crate::plan::desired_container(
+                stack, &d.service, c.number, live, &contents, &mounted, None,
+            ) else {
+                continue;
+            };
+            if &want.hash != label {
+                out.insert(
+                    c.id.clone(),
+                    crate::state::Accepted {
+                        label: label.clone(),
+                        hash: want.hash,
+                    },
+                );
+            }
+        }
+    }
+    out
+}
+
 /// The part of `plan` that puts `services` (stack, service) back to git:
 /// their actions, the pulls of their images and the networks and volumes
 /// their stacks lack; nothing is pruned. Applied like any plan (the CLI's

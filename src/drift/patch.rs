@@ -79,6 +79,10 @@ pub struct Patch {
     /// The unified diff of every file (`--- a/…`, `+++ b/…`), paths relative
     /// to the repository root; empty when nothing is written.
     pub diff: String,
+    /// The files as the patch leaves them, by path (read them through
+    /// [`super::Patched`] to load the repository as it will be).
+    #[serde(skip)]
+    pub edited: BTreeMap<PathBuf, String>,
 }
 
 impl Patch {
@@ -130,11 +134,12 @@ pub fn patch(services: &[ServiceDrift<'_>], masker: &Masker, files: &dyn Files) 
                 .push(format!("{}/{}: {w}", s.stack.name, s.service));
         }
     }
-    for e in edited.values() {
+    for (path, e) in &edited {
         let after = e.text.render();
         if after == e.before {
             continue;
         }
+        p.edited.insert(path.clone(), after.clone());
         let name = e.shown.display().to_string();
         p.diff.push_str(
             &similar::TextDiff::from_lines(&e.before, &after)

@@ -206,6 +206,7 @@ impl Group for Resources {
                 live.nano_cpus,
                 vec![vec!["cpus"], vec!["deploy", "resources", "limits", "cpus"]],
             ),
+            ("memory swap", live.memory_swap, vec![vec!["memswap_limit"]]),
             ("pids limit", live.pids_limit, vec![vec!["pids_limit"]]),
             ("cpu shares", live.cpu_shares, vec![vec!["cpu_shares"]]),
         ];
@@ -214,9 +215,13 @@ impl Group for Resources {
                 continue;
             }
             let op = match (key, value) {
+                // Unlimited swap.
+                ("memory swap", -1) => ComposeOp::Set("-1".into()),
                 (_, v) if v <= 0 => ComposeOp::Unset,
                 ("cpus", v) => ComposeOp::Set(format_cpus(v)),
-                ("memory limit" | "memory reservation", v) => ComposeOp::Set(compose_size(v)),
+                ("memory limit" | "memory reservation" | "memory swap", v) => {
+                    ComposeOp::Set(compose_size(v))
+                }
                 (_, v) => ComposeOp::Set(v.to_string()),
             };
             out.push(ComposeEdit {

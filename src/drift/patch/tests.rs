@@ -168,17 +168,22 @@ fn fields_without_a_compose_form_are_listed() {
     let (p, _dir) = check(SHOP, None, "web", |c| {
         c.memory_swap = 512 << 20;
         c.memory = 64 << 20;
+        // The tag was re-pointed: the container runs another image than it names.
+        c.image_id = Some("sha256:0123456789abcdef".into());
     });
     let text = p.to_text();
     assert!(
-        text.contains("# shop/web: memory swap: not expressible in Compose\n"),
+        text.contains("# shop/web: image id: not expressible in Compose\n"),
         "{text}"
     );
     assert!(
-        text.contains("# accepts shop/web: memory limit\n"),
+        text.contains("# accepts shop/web: memory limit, memory swap\n"),
         "{text}"
     );
-    assert!(text.contains("+    mem_limit: 64m\n"), "{text}");
+    assert!(
+        text.contains("+    mem_limit: 64m\n+    memswap_limit: 512m\n"),
+        "{text}"
+    );
 }
 
 #[test]
