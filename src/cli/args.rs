@@ -219,7 +219,7 @@ pub enum Command {
         #[command(flatten)]
         parallel: ParallelArg,
     },
-    /// Review drift: see it, revert it, silence it, or accept it into git.
+    /// Review drift: revert it, silence it, or accept it into git.
     ///
     /// Lists the services whose containers differ from git (changed by hand, stopped, removed,
     /// scaled), each with the drift in words and a unified diff of its settings, live -> git,

@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result, bail};
 
 use super::args::{DriftArgs, StatusFormat};
 use super::load::load;
-use super::reconcile::{Run, apply_and_report, check_unknown, frozen, render_plan, take_lock};
+use super::reconcile::{Run, apply_and_report, observe_to_apply, render_plan, take_lock};
 use super::{Exit, Global, print, runtime};
 use crate::drift::{self, Drifted, Silence, Silences};
 use crate::reconcile;
@@ -176,13 +176,7 @@ async fn revert(a: &DriftArgs, desired: &Desired, global: &Global) -> Result<Exi
         a.parallel.n,
     );
     let (state, _lock) = take_lock(&run)?;
-    let cache = crate::live::CacheAt::ReadWrite(&state);
-    let mut observed = frozen(
-        reconcile::observe_cached(desired, None, cache).await?,
-        &state,
-    )?;
-    reconcile::with_applied_mounts(&mut observed, &state.applied_mounts()?, masker);
-    check_unknown(desired, &observed)?;
+    let observed = observe_to_apply(desired, &run, &state).await?;
     for p in &observed.paused {
         eprintln!("{p}: paused; its drift is shown, not reverted");
     }

@@ -78,7 +78,10 @@ impl Text {
             }
             // A list under a key may sit at the key's own indentation.
             let item = self.lines[j].trim_start().starts_with("- ") || self.lines[j].trim() == "-";
-            if self.indent(j) < base || (self.indent(j) == base && !(item && !self.is_item(i))) {
+            // A line at the same indentation ends the block, unless it is a
+            // list item under a key (not under another item).
+            let inside = item && !self.is_item(i);
+            if self.indent(j) < base || (self.indent(j) == base && !inside) {
                 break;
             }
             end = j + 1;

@@ -210,34 +210,17 @@ fn drift_silenced_is_hidden_until_the_silence_expires() {
 
     // A silence lifted by hand shows the drift again.
     let stack = s.name.as_str();
+    let on_worker = |more: &[&str]| {
+        let mut args = vec!["drift", ".", "--stack", stack, "--service", "worker"];
+        args.extend(more);
+        s.plimsoll(&args).expect(0);
+    };
     let silence = |span: &str| {
-        s.plimsoll(&[
-            "drift",
-            ".",
-            "--stack",
-            stack,
-            "--service",
-            "worker",
-            "--silence",
-            "--for",
-            span,
-            "--reason",
-            "maintenance window",
-        ])
-        .expect(0);
+        on_worker(&["--silence", "--for", span, "--reason", "maintenance window"]);
     };
     silence("1h");
     s.plimsoll(&["drift", "."]).expect(0);
-    s.plimsoll(&[
-        "drift",
-        ".",
-        "--stack",
-        stack,
-        "--service",
-        "worker",
-        "--unsilence",
-    ])
-    .expect(0);
+    on_worker(&["--unsilence"]);
     s.plimsoll(&["drift", "."]).expect(2);
 
     silence("2s");

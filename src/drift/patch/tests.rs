@@ -90,7 +90,6 @@ fn image_memory_and_env_map_edit_only_their_lines() {
         SHOP.replace("nginx:1.25 #", "nginx:1.27 #")
             .replace("MODE: prod   #", "MODE: debug   #")
             .replace("mem_limit: 128m", "mem_limit: 64m\n    restart: always")
-            .replace("      - \"8080:80\"\n", "      - \"8080:80\"\n")
             .replace("# keep\n", "# keep\n      EXTRA: \"1\"\n")
     );
 }
