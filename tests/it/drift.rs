@@ -116,9 +116,11 @@ fn drift_patch_of_a_docker_update_applies_and_git_is_then_in_sync() {
             .contains("memory limit 64 MiB on the host, 128 MiB in git"),
         "{review}"
     );
+    let json = s.plimsoll(&["drift", ".", "--format", "json"]);
+    json.expect(2);
     let patch = s.plimsoll(&["drift", ".", "--patch"]);
     patch.expect(2);
-    for run in [&review, &patch] {
+    for run in [&review, &json, &patch] {
         assert!(!run.all().contains(&secret), "the secret leaked:\n{run}");
     }
     assert!(
