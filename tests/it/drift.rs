@@ -259,3 +259,55 @@ fn drift_silenced_is_hidden_until_the_silence_expires() {
         "every silence is audited"
     );
 }
+
+/// The agent's view of service `service` of `stack` in `/status`.
+fn service_status(status: &serde_json::Value, stack: &str, service: &str) -> serde_json::Value {
+    status["stacks"]
+        .as_array()
+        .and_then(|stacks| stacks.iter().find(|s| s["name"] == stack))
+        .and_then(|s| s["services"].as_array())
+        .and_then(|svcs| svcs.iter().find(|s| s["service"] == service))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The agent neither heals nor notifies a silenced drift and `/status`
+/// shows it silenced; once the silence is lifted, it heals it.
+#[test]
+fn drift_silenced_is_not_healed_by_the_agent_and_shows_in_status() {
+    use crate::agent::{Scenario, running, wait_running};
+    let sc = Scenario::new("drift-agent");
+    let (stack, web) = (&sc.stack, &sc.web);
+    let sha = sc.commit_greeting("v1");
+    let agent = sc.deploy(&["--interval", "1h", "--resync", "1s"], &[], &sha);
+    let repo = sc.path("repo").display().to_string();
+    let on_web = |more: &[&str]| {
+        let mut args = vec!["drift", repo.as_str(), "--stack", stack, "--service", "web"];
+        args.extend(more);
+        agent.cli(&args).expect(0);
+    };
+    on_web(&["--silence", "--for", "1h", "--reason", "investigating"]);
+    docker(&["stop", "-t", "0", web]);
+    let status = agent.wait_status("web silenced", Duration::from_secs(10), |s| {
+        service_status(s, stack, "web")["state"] == "silenced"
+    });
+    let web_status = service_status(&status, stack, "web");
+    assert_eq!(
+        web_status["silenced"]["reason"], "investigating",
+        "{status}"
+    );
+    // Several checks (events and 1 s resyncs) later, still stopped.
+    for what in ["a check", "another check"] {
+        let seen = agent.status()["last_sync"]["time"].clone();
+        agent.wait_status(what, Duration::from_secs(10), |s| {
+            s["last_sync"]["time"] != seen
+        });
+    }
+    assert!(!running(web), "a silenced drift is not healed");
+    assert_eq!(
+        service_status(&agent.status(), stack, "web")["state"],
+        "silenced"
+    );
+    on_web(&["--unsilence"]);
+    wait_running(web, Duration::from_secs(10));
+}
