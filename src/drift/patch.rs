@@ -76,6 +76,8 @@ pub struct Patch {
     /// `stack/service: field, field` for what the patch writes.
     pub written: Vec<String>,
     pub unwritten: Vec<Unwritten>,
+    /// How to apply it, when not with a plain `git apply`.
+    pub notes: Vec<String>,
     /// The unified diff of every file (`--- a/…`, `+++ b/…`), paths relative
     /// to the repository root; empty when nothing is written.
     pub diff: String,
@@ -94,6 +96,9 @@ impl Patch {
         }
         for u in &self.unwritten {
             out.push_str(&format!("# {u}\n"));
+        }
+        for n in &self.notes {
+            out.push_str(&format!("# {n}\n"));
         }
         if self.diff.is_empty() {
             out.push_str("# nothing to write\n");
@@ -141,26 +146,34 @@ pub fn patch(services: &[ServiceDrift<'_>], masker: &Masker, files: &dyn Files) 
         }
         p.edited.insert(path.clone(), after.clone());
         let name = e.shown.display().to_string();
-        p.diff.push_str(
-            &similar::TextDiff::from_lines(&e.before, &after)
+        let diff = |radius| {
+            similar::TextDiff::from_lines(&e.before, &after)
                 .unified_diff()
-                .context_radius(3)
+                .context_radius(radius)
                 .header(&format!("a/{name}"), &format!("b/{name}"))
-                .to_string(),
-        );
-    }
-    // A context line of an `.env` may hold a secret: masked, the patch will not apply.
-    let masked = masker.mask(&p.diff).into_owned();
-    if masked != p.diff {
-        p.diff = masked;
-        p.unwritten.push(Unwritten {
-            stack: String::new(),
-            service: String::new(),
-            field: "context".into(),
-            why: Why::ByHand {
-                reason: "lines around an edit hold secret values, masked here: this patch does not apply; make the edits by hand".into(),
-            },
-        });
+                .to_string()
+        };
+        let mut text = diff(3);
+        // Lines around an edit (an `.env` line beside a password) may hold
+        // a secret: then the diff of that file goes without context.
+        if masker.mask(&text) != text {
+            text = diff(0);
+            p.notes.push(format!(
+                "the lines around the edits of {name} hold secret values, left out: apply with `git apply --unidiff-zero`"
+            ));
+        }
+        let masked = masker.mask(&text).into_owned();
+        if masked != text {
+            p.unwritten.push(Unwritten {
+                stack: String::new(),
+                service: String::new(),
+                field: name.clone(),
+                why: Why::ByHand {
+                    reason: "the lines edited hold secret values, masked here: this part of the patch does not apply; make the edits by hand".into(),
+                },
+            });
+        }
+        p.diff.push_str(&masked);
     }
     p
 }

@@ -38,6 +38,10 @@ fn check(
 
 /// The patch applied with `git apply` in `dir` (a fresh repository), and the file after.
 fn applied(p: &Patch, dir: &Path, file: &str) -> String {
+    applied_with(p, dir, file, &[])
+}
+
+fn applied_with(p: &Patch, dir: &Path, file: &str, flags: &[&str]) -> String {
     let run = |args: &[&str]| {
         let out = std::process::Command::new("git")
             .args(args)
@@ -52,7 +56,10 @@ fn applied(p: &Patch, dir: &Path, file: &str) -> String {
     };
     run(&["init", "-q"]);
     std::fs::write(dir.join("patch.diff"), p.to_text()).unwrap();
-    run(&["apply", "patch.diff"]);
+    let mut apply = vec!["apply"];
+    apply.extend(flags);
+    apply.push("patch.diff");
+    run(&apply);
     std::fs::read_to_string(dir.join(file)).unwrap()
 }
 
@@ -145,6 +152,18 @@ fn a_value_from_dotenv_is_changed_in_dotenv() {
         std::fs::read_to_string(dir.path().join("compose.yaml")).unwrap(),
         compose
     );
+}
+
+#[test]
+fn a_secret_beside_an_edited_dotenv_line_stays_out_of_the_context() {
+    let compose = "services:\n  a:\n    image: \"nginx:${TAG}\"\n    environment:\n      DB_PASSWORD: ${DB_PASSWORD}\n";
+    let env = format!("TAG=1.25\nDB_PASSWORD={CANARY}\n");
+    let (p, dir) = check(compose, Some(&env), "a", |c| c.image = "nginx:1.27".into());
+    let text = p.to_text();
+    assert!(!text.contains(CANARY), "{text}");
+    assert!(text.contains("git apply --unidiff-zero"), "{text}");
+    let after = applied_with(&p, dir.path(), ".env", &["--unidiff-zero"]);
+    assert_eq!(after, format!("TAG=1.27\nDB_PASSWORD={CANARY}\n"));
 }
 
 #[test]
