@@ -40,6 +40,7 @@ fn status(services: usize, per_stack: usize, drifted_every: usize) -> AgentStatu
                         image: Some("registry.example/app@sha256:0123456789abcdef".into()),
                         self_heal: true,
                         heal: None,
+                        silenced: None,
                     }
                 })
                 .collect(),

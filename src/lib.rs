@@ -8,6 +8,7 @@ pub mod apply;
 pub mod build;
 pub mod cli;
 pub mod diff;
+pub mod drift;
 pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -300,6 +300,20 @@ pub fn with_applied_mounts(
 fn overlay_applied_mounts(live: &mut Live, applied: &crate::state::AppliedMounts) -> bool {
     let mut changed = false;
     for c in &mut live.containers {
+        // A drift accepted into git: the container stands for the config with it.
+        if let Some(a) = applied.accepted.get(&c.id)
+            && c.labels.get(crate::names::labels::SPEC_HASH) == Some(&a.label)
+            && a.label != a.hash
+        {
+            for label in [
+                crate::names::labels::SPEC_HASH,
+                crate::names::labels::COMPOSE_CONFIG_HASH,
+            ] {
+                c.labels.insert(label.into(), a.hash.clone());
+                c.config.labels.insert(label.into(), a.hash.clone());
+            }
+            changed = true;
+        }
         let Some(hashes) = applied.containers.get(&c.id) else {
             continue;
         };
@@ -348,6 +362,7 @@ pub fn restarted_mounts(
     applied
         .containers
         .retain(|id, _| !gone.contains(id.as_str()));
+    applied.accepted.retain(|id, _| !gone.contains(id.as_str()));
     for o in outcomes
         .iter()
         .filter(|o| o.action.action == ActionKind::Restart && o.result.is_ok())
@@ -528,6 +543,9 @@ pub enum SyncState {
     Unhealthy,
     /// A container plimsoll does not own holds a name it needs.
     Conflict,
+    /// It differs from git, and a silence says to leave it be for now
+    /// (`plimsoll drift --silence`; the agent's status).
+    Silenced,
 }
 
 impl SyncState {
@@ -539,6 +557,7 @@ impl SyncState {
             SyncState::Stopped => "stopped",
             SyncState::Unhealthy => "unhealthy",
             SyncState::Conflict => "conflict",
+            SyncState::Silenced => "silenced",
         }
     }
 }

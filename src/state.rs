@@ -225,14 +225,7 @@ impl StateDir {
     /// Reads a JSON document of the state directory (`name` like `heal.json`);
     /// a missing file is the default value.
     pub fn read_json<T: DeserializeOwned + Default>(&self, name: &str) -> Result<T, StateError> {
-        let path = self.root.join(name);
-        match read_nofollow(&path)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Io {
-                path: path.clone(),
-                source: io::Error::new(io::ErrorKind::InvalidData, e),
-            }),
-            None => Ok(T::default()),
-        }
+        read_json_at(&self.root, name)
     }
 
     /// Replaces a JSON document atomically (written aside, then renamed).
@@ -557,6 +550,21 @@ pub struct AppliedMounts {
     /// Container ID -> mount target -> content hash.
     #[serde(default)]
     pub containers: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    /// Container ID -> the spec hash of git's config once its drift is
+    /// accepted into git (`plimsoll drift --patch`): a container changed by
+    /// `docker update` keeps the label of the config it was created with,
+    /// so the plan takes this hash for it while it still carries that label.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub accepted: std::collections::BTreeMap<String, Accepted>,
+}
+
+/// A drift accepted into git, for one container (see [`AppliedMounts::accepted`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The spec hash label the container carries.
+    pub label: String,
+    /// The spec hash git's config has with the drift accepted.
+    pub hash: String,
 }
 
 /// The name of [`AppliedMounts`] in the state directory.
@@ -565,13 +573,22 @@ pub const MOUNTS_FILE: &str = "mounts.json";
 /// Reads [`AppliedMounts`] from the state directory at `root` without
 /// creating or migrating anything (for a dry run); missing: empty.
 pub fn applied_mounts_at(root: &Path) -> Result<AppliedMounts, StateError> {
-    let path = root.join(MOUNTS_FILE);
+    read_json_at(root, MOUNTS_FILE)
+}
+
+/// Reads a JSON document of the state directory at `root` without creating
+/// or migrating anything (for commands that only look); missing: the default.
+pub fn read_json_at<T: DeserializeOwned + Default>(
+    root: &Path,
+    name: &str,
+) -> Result<T, StateError> {
+    let path = root.join(name);
     match read_nofollow(&path)? {
         Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Io {
             path,
             source: io::Error::new(io::ErrorKind::InvalidData, e),
         }),
-        None => Ok(AppliedMounts::default()),
+        None => Ok(T::default()),
     }
 }
 
@@ -586,6 +603,7 @@ impl StateDir {
         let m = AppliedMounts {
             version: 1,
             containers: m.containers.clone(),
+            accepted: m.accepted.clone(),
         };
         self.write_json(MOUNTS_FILE, &m)
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::heal::Decision;
+use crate::drift::{Silences, without_silenced};
 use crate::health::Health;
 use crate::live::LiveContainer;
 use crate::plan::{Action, ActionKind, Plan};
@@ -14,12 +15,15 @@ use crate::spec::model::Stack;
 /// The drift an observation shows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Drift {
-    /// Everything that drifted, restarts of unhealthy containers included:
-    /// what the status reports.
+    /// Everything that drifted and is not silenced, restarts of unhealthy
+    /// containers included: what is notified.
     pub reported: Plan,
     /// What healing may apply: the applicable plan (paused stacks left out,
-    /// pruning decided) plus the same restarts.
+    /// pruning decided) plus the same restarts, silenced drift left out.
     pub to_heal: Plan,
+    /// The drift a silence in force covers: shown as silenced, neither
+    /// notified nor healed until the silence expires.
+    pub silenced: Vec<Action>,
 }
 
 impl Drift {
@@ -51,13 +55,26 @@ impl Drift {
 }
 
 /// The drift of an observation whose plan is `plan`, `applicable` the part of
-/// it that may be applied, `unhealthy` the restarts [`unhealthy_restarts`] chose.
-pub fn drift(plan: &Plan, applicable: Plan, unhealthy: Vec<Action>) -> Drift {
+/// it that may be applied, `unhealthy` the restarts [`unhealthy_restarts`]
+/// chose; what `silences` cover at `now` is set apart.
+pub fn drift(
+    plan: &Plan,
+    applicable: Plan,
+    unhealthy: Vec<Action>,
+    silences: &Silences,
+    now: jiff::Timestamp,
+) -> Drift {
     let mut reported = plan.clone();
     reported.actions.extend(unhealthy.iter().cloned());
     let mut to_heal = applicable;
     to_heal.actions.extend(unhealthy);
-    Drift { reported, to_heal }
+    let (reported, silenced) = without_silenced(&reported, silences, now);
+    let (to_heal, _) = without_silenced(&to_heal, silences, now);
+    Drift {
+        reported,
+        to_heal,
+        silenced,
+    }
 }
 
 /// Restarts for running containers that Docker reports unhealthy, of stacks
@@ -225,7 +242,7 @@ mod tests {
             ..Plan::default()
         };
         let unhealthy = vec![action(ActionKind::Restart, "shop", Some("db"), "shop-db-1")];
-        let d = drift(&plan, applicable, unhealthy);
+        let d = drift(&plan, applicable, unhealthy, &Silences::default(), now());
         assert_eq!(d.reported.actions.len(), 3, "paused drift is reported");
         assert!(d.drifted());
         let heals = d.heals();
@@ -242,8 +259,62 @@ mod tests {
                 ("shop".into(), "web".into())
             ]
         );
-        let none = drift(&Plan::default(), Plan::default(), vec![]);
+        let none = drift(
+            &Plan::default(),
+            Plan::default(),
+            vec![],
+            &Silences::default(),
+            now(),
+        );
         assert!(!none.drifted() && none.heals().is_empty());
+    }
+
+    fn now() -> jiff::Timestamp {
+        "2026-01-01T10:00:00Z".parse().unwrap()
+    }
+
+    /// A silenced drift is neither reported (notified) nor healed until its silence expires.
+    #[test]
+    fn silenced_drift_is_not_reported_nor_healed_until_it_expires() {
+        let plan = Plan {
+            actions: vec![
+                action(ActionKind::Start, "shop", Some("web"), "shop-web-1"),
+                action(ActionKind::Start, "shop", Some("api"), "shop-api-1"),
+            ],
+            ..Plan::default()
+        };
+        let unhealthy = vec![action(
+            ActionKind::Restart,
+            "shop",
+            Some("web"),
+            "shop-web-2",
+        )];
+        let silences = Silences {
+            silences: vec![crate::drift::Silence {
+                stack: "shop".into(),
+                service: "web".into(),
+                fields: vec![],
+                until: "2026-01-01T11:00:00Z".parse().unwrap(),
+                reason: "maintenance".into(),
+                by: "ops".into(),
+                created: now(),
+            }],
+        };
+        let d = drift(&plan, plan.clone(), unhealthy.clone(), &silences, now());
+        let targets = |p: &Plan| {
+            p.actions
+                .iter()
+                .map(|a| a.target.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(targets(&d.reported), ["shop-api-1"]);
+        assert_eq!(targets(&d.to_heal), ["shop-api-1"]);
+        assert_eq!(d.silenced.len(), 2);
+        let later: jiff::Timestamp = "2026-01-01T11:00:00Z".parse().unwrap();
+        let d = drift(&plan, plan.clone(), unhealthy, &silences, later);
+        assert_eq!(d.reported.actions.len(), 3);
+        assert_eq!(d.heals().len(), 3);
+        assert!(d.silenced.is_empty());
     }
 
     #[test]

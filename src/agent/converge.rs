@@ -216,7 +216,17 @@ impl Agent {
             &observed.paused,
             &observed.plan,
         );
-        let drift = choose::drift(&observed.plan, plan, unhealthy);
+        let silences = crate::drift::Silences::load(&self.state).unwrap_or_else(|e| {
+            tracing::error!("{e}: no drift is silenced");
+            Default::default()
+        });
+        let drift = choose::drift(
+            &observed.plan,
+            plan,
+            unhealthy,
+            &silences,
+            jiff::Timestamp::now(),
+        );
         let applied = Applied {
             target: target.clone(),
             host: observed.host.clone(),
@@ -333,6 +343,8 @@ impl Agent {
         let status = reconcile::status(observed);
         let desired = &target.desired;
         let frozen = self.state.paused().unwrap_or_default();
+        let silences = crate::drift::Silences::load(&self.state).unwrap_or_default();
+        let now = jiff::Timestamp::now();
         let host_paused = frozen.host
             || desired
                 .config
@@ -347,7 +359,20 @@ impl Agent {
                 .filter(|s| s.stack == stack.name)
                 .map(|s| {
                     let key = heal::key(&s.stack, &s.service);
-                    let state = if s.state.in_sync() && s.health == Some(Health::Unhealthy) {
+                    let silenced = (!s.state.in_sync())
+                        .then(|| {
+                            silences.silences.iter().find(|x| {
+                                x.active(now) && x.covers(&s.stack, &s.service, &s.reasons)
+                            })
+                        })
+                        .flatten()
+                        .cloned();
+                    let state = if silenced.is_some() {
+                        reconcile::ServiceState {
+                            sync: reconcile::SyncState::Silenced,
+                            paused: s.state.paused,
+                        }
+                    } else if s.state.in_sync() && s.health == Some(Health::Unhealthy) {
                         reconcile::ServiceState {
                             sync: reconcile::SyncState::Unhealthy,
                             paused: false,
@@ -365,6 +390,7 @@ impl Agent {
                         image: s.image.clone(),
                         self_heal: self_heal(desired, &s.stack, Some(&s.service)),
                         heal: book.services.get(&key).cloned(),
+                        silenced,
                     }
                 })
                 .collect();

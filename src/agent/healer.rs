@@ -349,6 +349,10 @@ impl Healer {
                 return self.retry_later(stack, service, blocked_retry());
             }
         };
+        let silences = crate::drift::Silences::load(&self.0.state).unwrap_or_else(|e| {
+            tracing::error!("{e}: no drift is silenced");
+            Default::default()
+        });
         let drift = choose::drift(
             &observed.plan,
             observed.applicable_plan(),
@@ -358,6 +362,8 @@ impl Healer {
                 &observed.paused,
                 &observed.plan,
             ),
+            &silences,
+            jiff::Timestamp::now(),
         );
         let drifted = drift.drifted();
         self.report_one(&observed, key, &drift.reported);

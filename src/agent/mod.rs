@@ -229,7 +229,8 @@ pub struct StackStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceStatus {
     pub service: String,
-    /// `in sync`, `drifted`, `missing`, `stopped`, `unhealthy`, `conflict` (and `(paused)`).
+    /// `in sync`, `drifted`, `missing`, `stopped`, `unhealthy`, `conflict`,
+    /// `silenced` (and `(paused)`).
     pub state: crate::reconcile::ServiceState,
     pub drift: Vec<String>,
     pub health: Option<Health>,
@@ -239,6 +240,9 @@ pub struct ServiceStatus {
     pub image: Option<String>,
     pub self_heal: bool,
     pub heal: Option<heal::ServiceHeal>,
+    /// The silence in force over its drift (`plimsoll drift --silence`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silenced: Option<crate::drift::Silence>,
 }
 
 /// What the HTTP endpoint shares with the loop.

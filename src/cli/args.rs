@@ -219,6 +219,26 @@ pub enum Command {
         #[command(flatten)]
         parallel: ParallelArg,
     },
+    /// Review drift: revert it, silence it, or accept it into git.
+    ///
+    /// Lists the services whose containers differ from git (changed by hand, stopped, removed,
+    /// scaled), each with the drift in words and a unified diff of its settings, live -> git,
+    /// secrets masked; exit 0 no drift, 2 drift, 1 error (a silenced drift does not count).
+    /// --revert puts the drifted services back to git through the normal plan and apply (under
+    /// the lock, in the audit log). --silence hides a service's drift (or some fields of it) for
+    /// --for, with a --reason: the agent neither notifies nor heals it until it expires.
+    /// --patch prints a patch for `git apply` that makes git say what the host runs, editing the
+    /// Compose file (or the .env a value came from) and listing what Compose cannot express;
+    /// secret values are never written.
+    #[command(after_long_help = examples!(
+        "What drifted on this host, and why (exit 2 when something did)" => "plimsoll drift",
+        "The drift of one service as JSON" => "plimsoll drift --stack shop --service web --format json",
+        "Put every drifted service of a stack back to git" => "plimsoll drift --stack shop --revert",
+        "Live with a service's memory limit for two hours" => "plimsoll drift --stack shop --service web --silence --for 2h --reason \"load test\" --field \"memory limit\"",
+        "Lift the silences of a service" => "plimsoll drift --stack shop --service web --unsilence",
+        "Accept what the host runs into git" => "plimsoll drift --patch > drift.patch && git apply drift.patch",
+    ))]
+    Drift(Box<DriftArgs>),
     /// Re-apply a stack's last good (or a named) revision, without git.
     ///
     /// Every apply stores the stack it applied in the state directory; rollback re-applies one
@@ -544,6 +564,49 @@ pub struct ParallelArg {
 pub enum RenderFormat {
     Yaml,
     Json,
+}
+
+/// The flags of `plimsoll drift`.
+#[derive(Debug, clap::Args)]
+pub struct DriftArgs {
+    /// A config repository root, a stack directory, or a Compose file.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Only this stack (repeatable).
+    #[arg(long = "stack", value_name = "STACK")]
+    pub stacks: Vec<String>,
+    /// Only this service.
+    #[arg(long, value_name = "SERVICE")]
+    pub service: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub format: StatusFormat,
+    /// Print a patch for `git apply` that accepts the drift into git.
+    #[arg(long, conflicts_with_all = ["revert", "silence", "unsilence"])]
+    pub patch: bool,
+    /// Put the drifted services back to git (plan and apply, audited).
+    #[arg(long, conflicts_with_all = ["silence", "unsilence"])]
+    pub revert: bool,
+    /// Silence the drift of --stack/--service for --for, with --reason.
+    #[arg(long, requires_all = ["silence_for", "reason"], conflicts_with = "unsilence")]
+    pub silence: bool,
+    /// How long a silence lasts (`30m`, `2h`).
+    #[arg(long = "for", value_parser = parse_duration, value_name = "DURATION")]
+    pub silence_for: Option<std::time::Duration>,
+    /// Why the drift is silenced (kept with it and in the audit log).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Silence only this field, as the drift names it (`memory limit`, `env FOO`; repeatable).
+    #[arg(long = "field", value_name = "FIELD")]
+    pub fields: Vec<String>,
+    /// Lift the silences of --stack (and --service).
+    #[arg(long)]
+    pub unsilence: bool,
+    /// How long --revert waits for another plimsoll's apply on this host to finish.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub lock_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub parallel: ParallelArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -32,6 +32,7 @@ mod agent;
 mod args;
 mod diff;
 pub mod docs;
+mod drift;
 mod history;
 mod load;
 mod reconcile;
@@ -41,8 +42,8 @@ mod status;
 mod validate;
 
 pub use args::{
-    AgentArgs, Cli, Command, GraphFormat, InvalidDuration, LogFormat, ParallelArg, RenderFormat,
-    StatusFormat, command,
+    AgentArgs, Cli, Command, DriftArgs, GraphFormat, InvalidDuration, LogFormat, ParallelArg,
+    RenderFormat, StatusFormat, command,
 };
 
 /// How the process exits (an API boundary).
@@ -208,6 +209,7 @@ fn run(cli: Cli) -> Result<Exit> {
             format,
         } => diff::run(&path, (&from, &to), host.as_deref(), format, g),
         Command::Agent(args) => agent::run(*args, g),
+        Command::Drift(args) => drift::run(*args, g),
         Command::Pause { stack } => history::pause(stack.as_deref(), true, g),
         Command::Resume { stack } => history::pause(stack.as_deref(), false, g),
         Command::Heal {

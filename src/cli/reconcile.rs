@@ -192,27 +192,7 @@ pub(super) async fn reconcile_cmd(
             .await
             .map_err(|e| anyhow::anyhow!("{e}; nothing was changed"))?;
     }
-    let cache = crate::live::CacheAt::ReadWrite(&state);
-    let mut observed = frozen(
-        reconcile::observe_cached(desired, None, cache).await?,
-        &state,
-    )?;
-    // A run killed mid-replacement left a kept old container: finish or undo that first.
-    let repaired = crate::apply::recover(
-        &observed.engine,
-        &observed.live,
-        progress_for(run.log_format, masker).as_ref(),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("recovering from an interrupted run failed: {e}"))?;
-    if repaired > 0 {
-        observed = frozen(
-            reconcile::observe_cached(desired, None, cache).await?,
-            &state,
-        )?;
-    }
-    reconcile::with_applied_mounts(&mut observed, &state.applied_mounts()?, masker);
-    check_unknown(desired, &observed)?;
+    let observed = observe_to_apply(desired, run, &state).await?;
     for p in &observed.paused {
         eprintln!("{p}: paused; changes are shown, not applied");
     }
@@ -235,6 +215,40 @@ pub(super) async fn reconcile_cmd(
         images: desired.config.images,
     };
     apply_and_report(run, &observed, &plan, masker, &state, &origin).await
+}
+
+/// What an apply plans from, observed under the lock: through the engine
+/// cache, the stacks `plimsoll pause` froze marked paused, a run killed
+/// mid-replacement finished or undone first, the hashes restarted
+/// containers run with laid over, and the unknown-container policy checked.
+pub(super) async fn observe_to_apply<'a>(
+    desired: &'a Desired,
+    run: &Run,
+    state: &StateDir,
+) -> Result<reconcile::Observed<'a>> {
+    let masker = &desired.masker;
+    let cache = crate::live::CacheAt::ReadWrite(state);
+    let mut observed = frozen(
+        reconcile::observe_cached(desired, None, cache).await?,
+        state,
+    )?;
+    // A run killed mid-replacement left a kept old container: finish or undo that first.
+    let repaired = crate::apply::recover(
+        &observed.engine,
+        &observed.live,
+        progress_for(run.log_format, masker).as_ref(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("recovering from an interrupted run failed: {e}"))?;
+    if repaired > 0 {
+        observed = frozen(
+            reconcile::observe_cached(desired, None, cache).await?,
+            state,
+        )?;
+    }
+    reconcile::with_applied_mounts(&mut observed, &state.applied_mounts()?, masker);
+    check_unknown(desired, &observed)?;
+    Ok(observed)
 }
 
 /// The observation with the stacks `plimsoll pause` froze marked paused.

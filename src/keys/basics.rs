@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{ContainerConfig, Create, Desire, Fields, Group, ImageDefaults, Inspect, Request};
+use super::{
+    ComposeEdit, ComposeOp, ContainerConfig, Create, Desire, Fields, Group, ImageDefaults, Inspect,
+    Inverse, Request,
+};
 use crate::names::{labels, managed_labels, replica_name};
 
 pub struct Basics;
@@ -78,6 +81,34 @@ impl Group for Basics {
             .clone()
             .filter(|a| !a.is_empty())
             .map(|a| a.into_iter().collect());
+    }
+
+    fn compose(&self, cx: &Inverse<'_>, out: &mut Vec<ComposeEdit>) {
+        let live = cx.live;
+        for key in cx.changed {
+            let (at, name, values) = if key == "image" {
+                out.push(ComposeEdit {
+                    field: key.clone(),
+                    at: vec![vec!["image"]],
+                    op: ComposeOp::Set(live.image.clone()),
+                });
+                continue;
+            } else if let Some(name) = key.strip_prefix("env ") {
+                ("environment", name, &live.env)
+            } else if let Some(name) = key.strip_prefix("label ") {
+                ("labels", name, &live.labels)
+            } else {
+                continue;
+            };
+            out.push(ComposeEdit {
+                field: key.clone(),
+                at: vec![vec![at]],
+                op: ComposeOp::Entry {
+                    name: name.to_string(),
+                    value: values.get(name).cloned(),
+                },
+            });
+        }
     }
 
     fn fields(&self, c: &ContainerConfig, f: &mut Fields<'_>) {
@@ -157,4 +188,14 @@ pub fn env_map(env: Vec<String>) -> BTreeMap<String, String> {
 fn short_id(id: &str) -> String {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
     hex.chars().take(12).collect()
+}
+
+/// How a service's number of containers on the host is written in Compose
+/// (`scale`, or `deploy.replicas` where the file says it there).
+pub fn replicas_edit(running: u32) -> ComposeEdit {
+    ComposeEdit {
+        field: "replicas".into(),
+        at: vec![vec!["scale"], vec!["deploy", "replicas"]],
+        op: ComposeOp::Set(running.to_string()),
+    }
 }

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use bollard::models::{RestartPolicy as EnginePolicy, RestartPolicyNameEnum};
 use sha2::{Digest, Sha256};
 
-use super::{ContainerConfig, Create, Desire, Fields, Group, ImageDefaults, Inspect, Request};
+use super::{
+    ComposeEdit, ComposeOp, ContainerConfig, Create, Desire, Fields, Group, ImageDefaults, Inspect,
+    Inverse, Request,
+};
 use crate::names::labels;
 use crate::spec::model::{RestartPolicy, Service};
 
@@ -55,6 +58,16 @@ impl Group for Lifecycle {
         c.stop_signal = super::nonempty(&i.cfg.stop_signal);
         c.stop_timeout = i.cfg.stop_timeout;
         c.init = i.host.init.unwrap_or(false);
+    }
+
+    fn compose(&self, cx: &Inverse<'_>, out: &mut Vec<ComposeEdit>) {
+        if cx.changed.contains("restart") {
+            out.push(ComposeEdit {
+                field: "restart".into(),
+                at: vec![vec!["restart"]],
+                op: ComposeOp::Set(cx.live.restart.clone()),
+            });
+        }
     }
 
     fn fields(&self, c: &ContainerConfig, f: &mut Fields<'_>) {

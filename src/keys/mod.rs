@@ -61,6 +61,67 @@ pub trait Group: Sync {
     /// Projects a live config onto what the desired one declares, where
     /// the engine fills in its own values.
     fn align(&self, _live: &mut ContainerConfig, _desired: &ContainerConfig) {}
+    /// The inverse of [`Group::desired`]: for each of the group's changed
+    /// lines (`cx.changed`), how the live value is written in Compose. A
+    /// changed line no group claims has no Compose form ([`compose_edits`]).
+    fn compose(&self, _cx: &Inverse<'_>, _out: &mut Vec<ComposeEdit>) {}
+}
+
+/// What the inverse mapping is made from: a live config and its changed lines.
+pub struct Inverse<'a> {
+    pub live: &'a ContainerConfig,
+    /// The keys of the lines that differ between live and git.
+    pub changed: &'a BTreeSet<String>,
+}
+
+/// How one changed line is written back in Compose, so git says what the host runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeEdit {
+    /// The field line it writes (`memory limit`, `env FOO`).
+    pub field: String,
+    /// Where, relative to the service: the first path written in the file,
+    /// else the first path (inserted).
+    pub at: Vec<Vec<&'static str>>,
+    pub op: ComposeOp,
+}
+
+/// What a [`ComposeEdit`] does at its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComposeOp {
+    /// Set a scalar (quoted as the file quotes it).
+    Set(String),
+    /// Remove the key.
+    Unset,
+    /// Set (or, with `None`, remove) one entry of a mapping that Compose
+    /// also writes as a `NAME=value` list (`environment`, `labels`).
+    Entry { name: String, value: Option<String> },
+    /// Replace the short-syntax items of one container port (`80/tcp`) of
+    /// `ports` by `items` (none: the port is removed).
+    Port {
+        container: String,
+        items: Vec<String>,
+    },
+}
+
+/// The Compose edits for the lines `changed` of a live config, from every
+/// group; the changed lines no group writes are returned beside them (they
+/// have no Compose form).
+pub fn compose_edits(
+    live: &ContainerConfig,
+    changed: &BTreeSet<String>,
+) -> (Vec<ComposeEdit>, Vec<String>) {
+    let cx = Inverse { live, changed };
+    let mut edits = Vec::new();
+    for g in GROUPS {
+        g.compose(&cx, &mut edits);
+    }
+    let claimed: BTreeSet<&str> = edits.iter().map(|e| e.field.as_str()).collect();
+    let rest = changed
+        .iter()
+        .filter(|k| !claimed.contains(k.as_str()))
+        .cloned()
+        .collect();
+    (edits, rest)
 }
 
 /// Every group, in the order they run. Order matters where two groups set

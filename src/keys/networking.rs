@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bollard::models::{EndpointIpamConfig, EndpointSettings, PortBinding};
 
-use super::{ContainerConfig, Create, Desire, Fields, Group, Inspect, Request};
+use super::{
+    ComposeEdit, ComposeOp, ContainerConfig, Create, Desire, Fields, Group, Inspect, Inverse,
+    Request,
+};
 use crate::names::network_name;
 
 pub struct Networking;
@@ -188,6 +191,23 @@ impl Group for Networking {
             .collect();
     }
 
+    fn compose(&self, cx: &Inverse<'_>, out: &mut Vec<ComposeEdit>) {
+        for key in cx.changed {
+            let Some(container) = key.strip_prefix("port ") else {
+                continue;
+            };
+            let bindings = cx.live.ports.get(container).cloned().unwrap_or_default();
+            out.push(ComposeEdit {
+                field: key.clone(),
+                at: vec![vec!["ports"]],
+                op: ComposeOp::Port {
+                    container: container.to_string(),
+                    items: short_ports(container, &bindings),
+                },
+            });
+        }
+    }
+
     fn fields(&self, c: &ContainerConfig, f: &mut Fields<'_>) {
         for (k, v) in &c.ports {
             f.put(format!("port {k}"), v.join(", "));
@@ -345,4 +365,26 @@ fn link_from_engine(link: &str) -> String {
         ),
         None => link.trim_start_matches('/').to_string(),
     }
+}
+
+/// The short syntax of a container port's host bindings (`80/tcp` bound to
+/// `127.0.0.1:8080` is `127.0.0.1:8080:80`; `/udp` kept).
+pub fn short_ports(container: &str, bindings: &[String]) -> Vec<String> {
+    let (port, proto) = container.split_once('/').unwrap_or((container, "tcp"));
+    let suffix = if proto == "tcp" {
+        String::new()
+    } else {
+        format!("/{proto}")
+    };
+    bindings
+        .iter()
+        .map(|b| {
+            let (ip, host) = b.rsplit_once(':').unwrap_or(("", b));
+            match (ip, host) {
+                (_, "") => format!("{port}{suffix}"),
+                ("" | "0.0.0.0", h) => format!("{h}:{port}{suffix}"),
+                (ip, h) => format!("{ip}:{h}:{port}{suffix}"),
+            }
+        })
+        .collect()
 }

@@ -4,7 +4,10 @@
 
 use bollard::models::{ResourcesBlkioWeightDevice, ResourcesUlimits, ThrottleDevice};
 
-use super::{ContainerConfig, Create, Desire, Fields, Group, Inspect, Request, map, nonzero};
+use super::{
+    ComposeEdit, ComposeOp, ContainerConfig, Create, Desire, Fields, Group, Inspect, Inverse,
+    Request, map, nonzero,
+};
 use crate::spec::model::{Bytes, Ulimit};
 
 /// The engine's default `/dev/shm` size (64 MiB).
@@ -179,6 +182,56 @@ impl Group for Resources {
         }
     }
 
+    fn compose(&self, cx: &Inverse<'_>, out: &mut Vec<ComposeEdit>) {
+        let live = cx.live;
+        let limits = [
+            (
+                "memory limit",
+                live.memory,
+                vec![
+                    vec!["mem_limit"],
+                    vec!["deploy", "resources", "limits", "memory"],
+                ],
+            ),
+            (
+                "memory reservation",
+                live.memory_reservation,
+                vec![
+                    vec!["mem_reservation"],
+                    vec!["deploy", "resources", "reservations", "memory"],
+                ],
+            ),
+            (
+                "cpus",
+                live.nano_cpus,
+                vec![vec!["cpus"], vec!["deploy", "resources", "limits", "cpus"]],
+            ),
+            ("memory swap", live.memory_swap, vec![vec!["memswap_limit"]]),
+            ("pids limit", live.pids_limit, vec![vec!["pids_limit"]]),
+            ("cpu shares", live.cpu_shares, vec![vec!["cpu_shares"]]),
+        ];
+        for (key, value, at) in limits {
+            if !cx.changed.contains(key) {
+                continue;
+            }
+            let op = match (key, value) {
+                // Unlimited swap.
+                ("memory swap", -1) => ComposeOp::Set("-1".into()),
+                (_, v) if v <= 0 => ComposeOp::Unset,
+                ("cpus", v) => ComposeOp::Set(format_cpus(v)),
+                ("memory limit" | "memory reservation" | "memory swap", v) => {
+                    ComposeOp::Set(compose_size(v))
+                }
+                (_, v) => ComposeOp::Set(v.to_string()),
+            };
+            out.push(ComposeEdit {
+                field: key.into(),
+                at,
+                op,
+            });
+        }
+    }
+
     fn fields(&self, c: &ContainerConfig, f: &mut Fields<'_>) {
         for (key, value) in [
             ("memory limit", c.memory),
@@ -269,4 +322,14 @@ pub fn blkio_kind(key: &str) -> String {
 fn format_cpus(nano: i64) -> String {
     let s = format!("{:.3}", nano as f64 / 1e9);
     s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// A size as Compose writes it: the largest unit that divides it (`64m`, `1g`).
+pub fn compose_size(bytes: i64) -> String {
+    for (unit, shift) in [("g", 30), ("m", 20), ("k", 10)] {
+        if bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes}b")
 }

@@ -86,6 +86,29 @@ fn dashboard_shows_drift_live_and_reverts_it_from_the_page() {
     tab.screenshot("drift-review");
     assert!(!running(&sc.web), "self-heal is off: nothing healed it");
 
+    // Silence it from the page: shown as silenced (in /status too), audited;
+    // lifted again, it is drifted again.
+    tab.type_into(
+        "#review form.silence input[name=reason]",
+        "investigating the stop",
+    );
+    tab.click("#review form.silence button");
+    tab.wait_for(
+        "the service silenced",
+        Duration::from_secs(20),
+        "document.querySelector('#review').innerText.includes('Silenced until')",
+    );
+    agent.wait_status("web silenced in /status", Duration::from_secs(20), |s| {
+        s["stacks"][0]["services"][0]["state"] == "silenced"
+    });
+    tab.screenshot("drift-silenced");
+    tab.click("#review form[action='/ui/unsilence'] button");
+    tab.wait_for(
+        "the silence lifted",
+        Duration::from_secs(20),
+        "!document.querySelector('#review').innerText.includes('Silenced until') && document.querySelector('#review').innerText.includes('stopped')",
+    );
+
     // Revert from the page: a plan and apply, recorded in the history.
     tab.click("#review form[action='/ui/revert'] button");
     tab.wait_for(
@@ -104,7 +127,13 @@ fn dashboard_shows_drift_live_and_reverts_it_from_the_page() {
     );
     drop(tab);
     let tab = browser.open(&format!("{base}/ui/history"));
-    assert!(tab.text().contains("applied"), "{}", tab.text());
+    let text = tab.text();
+    assert!(text.contains("applied"), "{text}");
+    assert!(
+        text.contains("silenced") && text.contains("investigating the stop"),
+        "{text}"
+    );
+    assert!(text.contains("unsilenced"), "{text}");
     tab.screenshot("history");
     drop(tab);
 

@@ -20,6 +20,10 @@
 //!   screenshots in `target/dashboard-screenshots/`.
 //! - `diff`: `plimsoll diff --from --to` on a local git repository: per host, secrets never
 //!   shown, exit 0/2/1, and the commands of the CI recipes in `examples/ci/` as written.
+//! - `drift`: `plimsoll drift` on the real engine: a `docker update --memory` drift accepted
+//!   into git (`--patch`, `git apply`, then in sync), a stopped container listed and reverted,
+//!   a silence that hides a drift until it expires (and that the agent neither heals nor
+//!   notifies, `/status` saying `silenced`), a secret canary in no output or patch.
 //! - `git`, `gitserve`: the agent's git source against real servers on loopback (file://,
 //!   sshd with its own host key, lighttpd + `git http-backend` over TLS with a test CA).
 //! - `container`: the agent's image built offline, run as a container against a git
@@ -70,6 +74,7 @@ mod conformance;
 mod container;
 mod dashboard;
 mod diff;
+mod drift;
 mod git;
 mod gitserve;
 mod heal;

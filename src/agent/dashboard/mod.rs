@@ -43,6 +43,8 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/ui/login", get(login_form).post(login))
         .route("/ui/logout", post(logout))
         .route("/ui/revert", post(revert))
+        .route("/ui/silence", post(silence))
+        .route("/ui/unsilence", post(unsilence))
 }
 
 #[derive(Deserialize)]
@@ -230,14 +232,7 @@ async fn revert(
         return refused.into_response();
     }
     if !known(&shared, &f.stack, &f.service) {
-        return (
-            StatusCode::NOT_FOUND,
-            format!(
-                "{}/{}: no such service on this host; reload the page\n",
-                f.stack, f.service
-            ),
-        )
-            .into_response();
+        return unknown_service(&f.stack, &f.service);
     }
     tracing::info!("{}/{}: revert asked on the dashboard", f.stack, f.service);
     let _ = shared.triggers.send(Trigger::Revert {
@@ -248,6 +243,145 @@ async fn revert(
         .append_pair("reverted", &format!("{}/{}", f.stack, f.service))
         .finish();
     Redirect::to(&format!("{}?{back}#review", Page::Overview.path())).into_response()
+}
+
+#[derive(Deserialize)]
+struct SilenceForm {
+    csrf: String,
+    stack: String,
+    service: String,
+    /// One of [`page::SILENCE_FOR`].
+    #[serde(rename = "for")]
+    duration: String,
+    reason: String,
+}
+
+/// `POST /ui/silence`: the service's drift is neither notified nor healed
+/// until the silence expires (`plimsoll drift --silence`), audited.
+async fn silence(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Form(f): Form<SilenceForm>,
+) -> Response {
+    if let Err(refused) = shared.sessions.may_act(&shared, &headers, &f.csrf) {
+        return refused.into_response();
+    }
+    if !known(&shared, &f.stack, &f.service) {
+        return unknown_service(&f.stack, &f.service);
+    }
+    let hours = match f.duration.as_str() {
+        "1h" => 1,
+        "4h" => 4,
+        "24h" => 24,
+        "7d" => 7 * 24,
+        other => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("silence for {other:?}: choose 1h, 4h, 24h or 7d on the page\n"),
+            )
+                .into_response();
+        }
+    };
+    let reason = f.reason.trim();
+    if reason.is_empty() || reason.len() > 500 {
+        return (
+            StatusCode::BAD_REQUEST,
+            "give a reason for the silence (at most 500 characters)\n",
+        )
+            .into_response();
+    }
+    let now = jiff::Timestamp::now();
+    let silence = crate::drift::Silence {
+        stack: f.stack.clone(),
+        service: f.service.clone(),
+        fields: Vec::new(),
+        until: now + jiff::SignedDuration::from_hours(hours),
+        reason: reason.to_string(),
+        by: "dashboard".into(),
+        created: now,
+    };
+    let Some(state) = &shared.state else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    if let Err(e) = crate::drift::Silences::add(state, silence) {
+        tracing::error!("silencing {}/{} failed: {e:#}", f.stack, f.service);
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "the silence was not saved: {e}; check the agent's state directory and its log\n"
+            ),
+        )
+            .into_response();
+    }
+    tracing::info!(
+        "{}/{}: drift silenced on the dashboard for {}",
+        f.stack,
+        f.service,
+        f.duration
+    );
+    let _ = shared.triggers.send(Trigger::Publish(format!(
+        "{}/{} silenced",
+        f.stack, f.service
+    )));
+    back_to_review()
+}
+
+#[derive(Deserialize)]
+struct UnsilenceForm {
+    csrf: String,
+    stack: String,
+    service: String,
+}
+
+/// `POST /ui/unsilence`: the silence is lifted (audited) and the service
+/// checked again: self-heal, when on, repairs it.
+async fn unsilence(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Form(f): Form<UnsilenceForm>,
+) -> Response {
+    if let Err(refused) = shared.sessions.may_act(&shared, &headers, &f.csrf) {
+        return refused.into_response();
+    }
+    let Some(state) = &shared.state else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    if let Err(e) = crate::drift::Silences::remove(state, &f.stack, Some(&f.service)) {
+        tracing::error!(
+            "lifting the silence of {}/{} failed: {e:#}",
+            f.stack,
+            f.service
+        );
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "the silence was not lifted: {e}; check the agent's state directory and its log\n"
+            ),
+        )
+            .into_response();
+    }
+    let _ = shared.triggers.send(Trigger::Event {
+        stack: f.stack.clone(),
+        service: Some(f.service.clone()),
+        kind: "unsilenced",
+    });
+    let _ = shared.triggers.send(Trigger::Publish(format!(
+        "{}/{} unsilenced",
+        f.stack, f.service
+    )));
+    back_to_review()
+}
+
+fn back_to_review() -> Response {
+    Redirect::to(&format!("{}#review", Page::Overview.path())).into_response()
+}
+
+fn unknown_service(stack: &str, service: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        format!("{stack}/{service}: no such service on this host; reload the page\n"),
+    )
+        .into_response()
 }
 
 fn no_store(mut r: Response) -> Response {

@@ -127,6 +127,9 @@ pub fn page(page: Page, v: &View<'_>) -> String {
                         a href="/ui/login" { "Log in" }
                     }
                 }
+                @if let Some(n) = v.notice {
+                    p.notice role="status" { (n) }
+                }
                 main id="main" tabindex="-1" {
                     (PreEscaped(fragment(page, v)))
                 }
@@ -156,9 +159,6 @@ pub fn fragment(page: Page, v: &View<'_>) -> String {
 fn overview(v: &View<'_>) -> Markup {
     html! {
         h1 { "Overview" }
-        @if let Some(n) = v.notice {
-            p.notice role="status" { (n) }
-        }
         (host(v.status))
         (review(v))
         (stacks(v.status))
@@ -249,7 +249,13 @@ fn review(v: &View<'_>) -> Markup {
                                 ul.reasons { @for r in &s.drift { li { (r) } } }
                             }
                             (heal_line(s))
-                            (revert_form(v, &st.name, &s.service))
+                            @if let Some(x) = &s.silenced {
+                                p.silenced {
+                                    "Silenced until " time { (x.until) } " by " (x.by) ": " (x.reason)
+                                    @if !x.fields.is_empty() { " (only " (x.fields.join(", ")) ")" }
+                                }
+                            }
+                            (actions(v, &st.name, s))
                         }
                     }
                 }
@@ -267,16 +273,50 @@ fn review(v: &View<'_>) -> Markup {
     }
 }
 
-fn revert_form(v: &View<'_>, stack: &str, service: &str) -> Markup {
+/// How long the page can silence a drift for.
+pub const SILENCE_FOR: [(&str, &str); 4] = [
+    ("1h", "1 hour"),
+    ("4h", "4 hours"),
+    ("24h", "1 day"),
+    ("7d", "7 days"),
+];
+
+/// The review actions of one drifted service: revert, and silence it (or
+/// lift its silence).
+fn actions(v: &View<'_>, stack: &str, s: &ServiceStatus) -> Markup {
     let Some(a) = v.actions else {
         return html! {};
     };
+    let service = s.service.as_str();
+    let id = format!("{stack}-{service}");
+    let hidden = html! {
+        input type="hidden" name="csrf" value=(a.csrf);
+        input type="hidden" name="stack" value=(stack);
+        input type="hidden" name="service" value=(service);
+    };
     html! {
-        form method="post" action="/ui/revert" {
-            input type="hidden" name="csrf" value=(a.csrf);
-            input type="hidden" name="stack" value=(stack);
-            input type="hidden" name="service" value=(service);
-            button type="submit" aria-label=(format!("Revert {stack}/{service} to git")) { "Revert to git" }
+        div.actions {
+            form method="post" action="/ui/revert" {
+                (hidden)
+                button type="submit" aria-label=(format!("Revert {stack}/{service} to git")) { "Revert to git" }
+            }
+            @if s.silenced.is_some() {
+                form method="post" action="/ui/unsilence" {
+                    (hidden)
+                    button type="submit" aria-label=(format!("Lift the silence of {stack}/{service}")) { "Lift the silence" }
+                }
+            } @else {
+                form.silence method="post" action="/ui/silence" {
+                    (hidden)
+                    label for=(format!("for-{id}")) { "Silence for" }
+                    select id=(format!("for-{id}")) name="for" {
+                        @for (value, words) in SILENCE_FOR { option value=(value) { (words) } }
+                    }
+                    label for=(format!("reason-{id}")) { "Reason" }
+                    input id=(format!("reason-{id}")) name="reason" type="text" required maxlength="500";
+                    button type="submit" { "Silence" }
+                }
+            }
         }
     }
 }
@@ -339,6 +379,7 @@ fn state_badge(s: &ServiceStatus) -> Markup {
     let class = match s.state.sync {
         SyncState::InSync => "ok",
         SyncState::Drifted | SyncState::Stopped | SyncState::Missing => "drifted",
+        SyncState::Silenced => "paused",
         SyncState::Unhealthy | SyncState::Conflict => "failed",
     };
     html! { span class=(format!("badge {class}")) { (s.state) } }
@@ -375,7 +416,11 @@ fn record(r: &serde_json::Value) -> Markup {
     html! {
         li.card {
             p {
-                span class=(format!("badge {}", if outcome == "applied" { "ok" } else { "failed" })) { (outcome) }
+                span class=(format!("badge {}", match outcome.as_str() {
+                    "applied" => "ok",
+                    "silenced" | "unsilenced" => "paused",
+                    _ => "failed",
+                })) { (outcome) }
                 @if r["rollback"] == true { " " span.badge { "rollback" } }
                 " " time { (s("time")) }
                 " · revision " code { (short(&s("revision"))) }
@@ -383,6 +428,9 @@ fn record(r: &serde_json::Value) -> Markup {
                 " · " (s("user"))
             }
             @if let Some(e) = r["error"].as_str() { p.error { (e) } }
+            @if let Some(reason) = r["silence"]["reason"].as_str() {
+                p { "Until " (r["silence"]["until"].as_str().unwrap_or("")) ": " (reason) }
+            }
             @if !actions.is_empty() {
                 details {
                     summary {
