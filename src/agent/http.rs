@@ -46,7 +46,10 @@ pub fn router(shared: Arc<Shared>, endpoints: Endpoints) -> Router {
             .route("/status", get(status));
     }
     if endpoints != Endpoints::Observe {
-        app = app.route("/webhook", post(hook)).route("/sync", post(sync));
+        app = app
+            .route("/webhook", post(hook))
+            .route("/sync", post(sync))
+            .route("/heartbeat", post(heartbeat));
     }
     app.layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
@@ -77,8 +80,8 @@ pub async fn listen(
         "listening on http://{} ({})",
         address(&main),
         match endpoints {
-            Endpoints::Triggers => "/healthz, POST /webhook, POST /sync",
-            _ => "/healthz, /metrics, /status, POST /webhook, POST /sync",
+            Endpoints::Triggers => "/healthz, POST /webhook, POST /sync, POST /heartbeat",
+            _ => "/healthz, /metrics, /status, POST /webhook, POST /sync, POST /heartbeat",
         }
     );
     if let Some(observe) = observe {
@@ -228,6 +231,25 @@ async fn sync(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response
     let _ = shared.triggers.send(Trigger::Fetch("POST /sync"));
     let _ = shared.triggers.send(Trigger::Resync);
     message(StatusCode::ACCEPTED, "sync queued")
+}
+
+/// `POST /heartbeat` with the sync token: read the host and decide the
+/// alerts now (the answer comes at once; `/status` shows the beat).
+async fn heartbeat(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let Some(token) = &shared.sync_token else {
+        return message(
+            StatusCode::UNAUTHORIZED,
+            "POST /heartbeat is off: start the agent with --sync-token-file",
+        );
+    };
+    if !bearer_matches(&headers, token) {
+        return message(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token: send `Authorization: Bearer <the token in --sync-token-file>`",
+        );
+    }
+    shared.heartbeat.notify_one();
+    message(StatusCode::ACCEPTED, "heartbeat queued")
 }
 
 /// `Some(401)` when `--status-token-file` is set and the request does not carry it.

@@ -27,6 +27,7 @@ pub mod delivery;
 pub mod git;
 pub mod heal;
 mod healer;
+mod heartbeat;
 pub mod http;
 pub mod listener;
 pub mod metrics;
@@ -202,6 +203,9 @@ pub struct AgentStatus {
     pub unknown: Vec<String>,
     /// Services the agent stopped healing (`stack/service`).
     pub gave_up: Vec<String>,
+    /// The last heartbeat: facts (disk, reclaimable space, containers) and
+    /// the open alerts, masked; `null` until the first beat.
+    pub heartbeat: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -249,6 +253,8 @@ pub struct Shared {
     /// The ref a push must name to matter (`refs/heads/main`); `None` = any.
     pub followed_ref: Option<String>,
     pub triggers: UnboundedSender<Trigger>,
+    /// Asks the heartbeat for a beat now (`POST /heartbeat`, a container started).
+    pub heartbeat: Arc<tokio::sync::Notify>,
 }
 
 /// Marks the loop dead when it ends, however it ends.
@@ -336,9 +342,14 @@ pub async fn run(
         deliveries: Mutex::new(delivery::Recent::default()),
         followed_ref,
         triggers: tx.clone(),
+        heartbeat: Arc::new(tokio::sync::Notify::new()),
     });
     http::listen(&opts, shared.clone(), shutdown.clone()).await?;
-    tokio::spawn(watch::engine_events(engine.clone(), tx.clone()));
+    tokio::spawn(watch::engine_events(
+        engine.clone(),
+        tx.clone(),
+        shared.heartbeat.clone(),
+    ));
 
     let (git, _watcher) = match &opts.source {
         Source::Git {
@@ -386,6 +397,22 @@ pub async fn run(
         opts.parallel,
         tx.clone(),
     );
+    tokio::spawn(heartbeat::run(
+        heartbeat::Heartbeat {
+            engine: engine.clone(),
+            state: state.clone(),
+            shared: shared.clone(),
+            notifier: notifier.clone(),
+            healer: healer.clone(),
+            scanner: heartbeat::logscan::Scanner::new(
+                engine.clone(),
+                shared.clone(),
+                shared.heartbeat.clone(),
+            ),
+        },
+        shared.heartbeat.clone(),
+        shutdown.clone(),
+    ));
     let mut agent = Agent {
         opts,
         state,

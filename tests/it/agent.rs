@@ -143,7 +143,7 @@ impl Agent {
     }
 
     #[track_caller]
-    fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         let r = self.get("/metrics");
         assert_eq!(r.code, 200, "GET /metrics: {r:?}");
         assert!(
