@@ -165,7 +165,13 @@ impl Metrics {
             "Log streams dropped because the scanner could not keep up",
             streams_dropped.clone(),
         );
-        for kind in ["disk", "reclaimable", "crash_loop", "down", "secret_in_logs"] {
+        for kind in [
+            "disk",
+            "reclaimable",
+            "crash_loop",
+            "down",
+            "secret_in_logs",
+        ] {
             open_alerts.get_or_create_owned(&label("kind", kind));
         }
         for result in ["succeeded", "failed", "rejected"] {
@@ -288,7 +294,10 @@ impl Metrics {
     /// A secret value was found in the logs of `stack`/`service`.
     pub fn secret_in_logs(&self, stack: &str, service: &str) {
         self.secrets_in_logs
-            .get_or_create(&[("stack", stack.to_string()), ("service", service.to_string())])
+            .get_or_create(&[
+                ("stack", stack.to_string()),
+                ("service", service.to_string()),
+            ])
             .inc();
     }
 

@@ -96,7 +96,8 @@ pub struct ContainerFacts {
 
 /// `statvfs` and `stat` of a path: its file system's sizes and device.
 fn filesystem(path: &str) -> Result<(u64, u64, u64, u64), String> {
-    let vfs = rustix::fs::statvfs(path).map_err(|e| format!("cannot read the disk use of {path}: {e}"))?;
+    let vfs = rustix::fs::statvfs(path)
+        .map_err(|e| format!("cannot read the disk use of {path}: {e}"))?;
     let dev = rustix::fs::stat(path)
         .map_err(|e| format!("cannot read {path}: {e}"))?
         .st_dev;
@@ -173,7 +174,11 @@ impl Engine {
             .volumes
             .unwrap_or_default()
             .into_iter()
-            .filter(|v| v.labels.get(labels::STACK).is_some_and(|s| stacks.contains(s)))
+            .filter(|v| {
+                v.labels
+                    .get(labels::STACK)
+                    .is_some_and(|s| stacks.contains(s))
+            })
             .collect();
         mine.sort_by(|a, b| a.name.cmp(&b.name));
         paths.extend(
@@ -228,7 +233,9 @@ impl Engine {
             .docker
             .df(None::<bollard::query_parameters::DataUsageOptions>)
             .await
-            .map_err(EngineError::call("reading the engine's disk usage (/system/df)"))?;
+            .map_err(EngineError::call(
+                "reading the engine's disk usage (/system/df)",
+            ))?;
         let n = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
         let images = df.image_usage.as_ref().and_then(|u| u.reclaimable);
         let containers = df.container_usage.as_ref().and_then(|u| u.reclaimable);
@@ -276,22 +283,29 @@ impl Engine {
             .tail("0")
             .build();
         let what = format!("following the logs of {id}");
-        docker
-            .logs(id, Some(opts))
-            .map(move |r| {
-                r.map(|o| o.into_bytes().to_vec())
-                    .map_err(EngineError::call(what.clone()))
-            })
+        docker.logs(id, Some(opts)).map(move |r| {
+            r.map(|o| o.into_bytes().to_vec())
+                .map_err(EngineError::call(what.clone()))
+        })
     }
 }
 
 fn container_facts(c: bollard::models::ContainerInspectResponse) -> ContainerFacts {
-    let labels_of = c.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
+    let labels_of = c
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default();
     let st = c.state.clone().unwrap_or_default();
     let status = st.status.map(|s| s.to_string()).unwrap_or_default();
     ContainerFacts {
         id: c.id.clone().unwrap_or_default(),
-        name: c.name.clone().unwrap_or_default().trim_start_matches('/').to_string(),
+        name: c
+            .name
+            .clone()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
         stack: labels_of.get(labels::STACK).cloned().unwrap_or_default(),
         service: labels_of.get(labels::SERVICE).cloned().unwrap_or_default(),
         running: st.running.unwrap_or(false),

@@ -329,7 +329,13 @@ impl Includes<'_> {
                     );
                 }
                 Err(e) => {
-                    return self.fail_to_read((file, item.mark, key), "env file", env_file, Some(e), "");
+                    return self.fail_to_read(
+                        (file, item.mark, key),
+                        "env file",
+                        env_file,
+                        Some(e),
+                        "",
+                    );
                 }
             }
         }
@@ -360,7 +366,13 @@ impl Includes<'_> {
                     );
                 }
                 Err(e) => {
-                    return self.fail_to_read((file, item.mark, key), "included file", path, Some(e), "");
+                    return self.fail_to_read(
+                        (file, item.mark, key),
+                        "included file",
+                        path,
+                        Some(e),
+                        "",
+                    );
                 }
             };
             let Ok(text) = String::from_utf8(bytes) else {

@@ -295,7 +295,9 @@ fn read_config(
 /// below the alert, durations of at least a second.
 fn check_alerts(config: &Config, node: Option<&Node>, config_path: &Path, diags: &mut Vec<Diag>) {
     for (key, message, hint) in config::Thresholds::problems(&config.alerts) {
-        let path: Vec<&str> = std::iter::once("alerts").chain(key.iter().copied()).collect();
+        let path: Vec<&str> = std::iter::once("alerts")
+            .chain(key.iter().copied())
+            .collect();
         let mark = node
             .and_then(|n| n.lookup(&path))
             .map(|n| n.mark)

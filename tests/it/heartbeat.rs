@@ -66,7 +66,12 @@ fn assert_once(agent: &Agent, receiver: &Receiver, what: &str) {
     wait_beats(agent, 3);
     let started = alerts(receiver, "alert_started", what);
     let resolved = alerts(receiver, "alert_resolved", what);
-    assert_eq!(started.len(), 1, "started once: {started:#?}\nall: {:#?}", receiver.all());
+    assert_eq!(
+        started.len(),
+        1,
+        "started once: {started:#?}\nall: {:#?}",
+        receiver.all()
+    );
     assert_eq!(resolved.len(), 1, "resolved once: {resolved:#?}");
 }
 
@@ -100,16 +105,29 @@ fn heartbeat_disk_alerts_once_and_resolves_once() {
     let volume = format!("volumes/{stack}_data/");
     let n = wait_alert(&receiver, "alert_started", &volume);
     assert_eq!(n["revision"], sha.as_str());
-    assert!(n["message"].as_str().unwrap().contains("(critical)"), "{n:#}");
+    assert!(
+        n["message"].as_str().unwrap().contains("(critical)"),
+        "{n:#}"
+    );
     let metrics = agent.metrics();
     assert!(
-        metrics.lines().any(|l| l.starts_with("plimsoll_disk_use_ratio{") && l.contains(&volume)),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("plimsoll_disk_use_ratio{") && l.contains(&volume)),
         "{metrics}"
     );
-    assert_eq!(sample(&metrics, "plimsoll_open_alerts{kind=\"disk\"}"), 1.0, "{metrics}");
+    assert_eq!(
+        sample(&metrics, "plimsoll_open_alerts{kind=\"disk\"}"),
+        1.0,
+        "{metrics}"
+    );
     let status = agent.status();
     assert!(
-        status["heartbeat"]["open"].as_array().unwrap().iter().any(|a| a["kind"] == "disk"),
+        status["heartbeat"]["open"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "disk"),
         "{status:#}"
     );
     docker(&["exec", &format!("{stack}-fill-1"), "rm", "/data/fill"]);
@@ -117,11 +135,18 @@ fn heartbeat_disk_alerts_once_and_resolves_once() {
     assert_once(&agent, &receiver, &volume);
 
     // The data root: a threshold under its current use, then the defaults again.
-    let data_root = status["heartbeat"]["facts"]["data_root"].as_str().unwrap().to_string();
+    let data_root = status["heartbeat"]["facts"]["data_root"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(!data_root.is_empty(), "{status:#}");
     sc.repo.write(
         "plimsoll.yaml",
-        &config(&receiver, "  disk: {warn_percent: 1, alert_percent: 1}\n", ""),
+        &config(
+            &receiver,
+            "  disk: {warn_percent: 1, alert_percent: 1}\n",
+            "",
+        ),
     );
     let low = sc.repo.commit("low threshold");
     agent.wait_revision(&low, WAIT);
@@ -146,22 +171,36 @@ fn heartbeat_crash_loop_alerts_once_and_resolves_once() {
         &config(&receiver, "  crash_loop: {restarts: 2, window: 5m}\n", ""),
     );
     let service = |command: &str| {
-        format!("  crash:\n    image: {BUSYBOX_IMAGE}\n    restart: always\n    command: [\"sh\", \"-c\", \"{command}\"]\n")
+        format!(
+            "  crash:\n    image: {BUSYBOX_IMAGE}\n    restart: always\n    command: [\"sh\", \"-c\", \"{command}\"]\n"
+        )
     };
     let file = format!("stacks/{stack}/compose.yaml");
-    sc.repo.write(&file, &compose(stack, &service("sleep 2; exit 3"), ""));
+    sc.repo
+        .write(&file, &compose(stack, &service("sleep 2; exit 3"), ""));
     let sha = sc.repo.commit("crashing");
     let agent = sc.deploy(&["--interval", "1s"], &[], &sha);
     let key = format!("{stack}/crash");
     let n = wait_alert(&receiver, "alert_started", &key);
     assert_eq!(n["stack"], stack.as_str());
     assert_eq!(n["service"], "crash");
-    assert!(n["message"].as_str().unwrap().contains("crash loop"), "{n:#}");
+    assert!(
+        n["message"].as_str().unwrap().contains("crash loop"),
+        "{n:#}"
+    );
     let metrics = agent.metrics();
-    assert_eq!(sample(&metrics, "plimsoll_open_alerts{kind=\"crash_loop\"}"), 1.0, "{metrics}");
-    assert!(metrics.contains("plimsoll_container_restarts{"), "{metrics}");
+    assert_eq!(
+        sample(&metrics, "plimsoll_open_alerts{kind=\"crash_loop\"}"),
+        1.0,
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("plimsoll_container_restarts{"),
+        "{metrics}"
+    );
 
-    sc.repo.write(&file, &compose(stack, &service("sleep 3600"), ""));
+    sc.repo
+        .write(&file, &compose(stack, &service("sleep 3600"), ""));
     let fixed = sc.repo.commit("fixed");
     agent.wait_revision(&fixed, WAIT);
     wait_alert(&receiver, "alert_resolved", &key);
@@ -183,14 +222,22 @@ fn heartbeat_down_past_the_threshold_alerts_once_and_resolves_once() {
             &format!("stacks:\n  {stack}: {{self_heal: false}}\n"),
         ),
     );
-    let web = format!("  web:\n    image: {BUSYBOX_IMAGE}\n    init: true\n    command: [\"sleep\", \"3600\"]\n");
-    sc.repo.write(&format!("stacks/{stack}/compose.yaml"), &compose(stack, &web, ""));
+    let web = format!(
+        "  web:\n    image: {BUSYBOX_IMAGE}\n    init: true\n    command: [\"sleep\", \"3600\"]\n"
+    );
+    sc.repo.write(
+        &format!("stacks/{stack}/compose.yaml"),
+        &compose(stack, &web, ""),
+    );
     let sha = sc.repo.commit("web");
     let agent = sc.deploy(&["--interval", "1s"], &[], &sha);
     docker(&["stop", "-t", "0", &sc.web]);
     let n = wait_alert(&receiver, "alert_started", &sc.web);
     assert_eq!(n["service"], "web");
-    assert!(n["message"].as_str().unwrap().contains("longer than 2s"), "{n:#}");
+    assert!(
+        n["message"].as_str().unwrap().contains("longer than 2s"),
+        "{n:#}"
+    );
     docker(&["start", &sc.web]);
     wait_running(&sc.web, WAIT);
     wait_alert(&receiver, "alert_resolved", &sc.web);
@@ -213,10 +260,15 @@ fn heartbeat_secret_in_logs_alerts_once_and_never_shows_the_value() {
         )
     };
     let file = format!("stacks/{stack}/compose.yaml");
-    sc.repo.write(&file, &compose(stack, &web("token=$$API_TOKEN"), ""));
+    sc.repo
+        .write(&file, &compose(stack, &web("token=$$API_TOKEN"), ""));
     let sha = sc.repo.commit("leaky");
     let agent = sc.deploy(&["--interval", "1s"], &[], &sha);
-    let n = wait_alert(&receiver, "alert_started", "the value of API_TOKEN appears in the logs of");
+    let n = wait_alert(
+        &receiver,
+        "alert_started",
+        "the value of API_TOKEN appears in the logs of",
+    );
     assert_eq!(n["service"], "web");
     wait_for(
         "the counter of secrets in the logs",
@@ -231,7 +283,8 @@ fn heartbeat_secret_in_logs_alerts_once_and_never_shows_the_value() {
                 .then_some(())
         },
     );
-    sc.repo.write(&file, &compose(stack, &web("nothing-to-see"), ""));
+    sc.repo
+        .write(&file, &compose(stack, &web("nothing-to-see"), ""));
     let fixed = sc.repo.commit("quiet");
     agent.wait_revision(&fixed, WAIT);
     wait_alert(&receiver, "alert_resolved", "API_TOKEN");
@@ -248,6 +301,9 @@ fn heartbeat_secret_in_logs_alerts_once_and_never_shows_the_value() {
         ("/metrics", &metrics),
         ("the notifications", &notes),
     ] {
-        assert!(!text.contains(&canary), "the secret appears in {what}:\n{text}");
+        assert!(
+            !text.contains(&canary),
+            "the secret appears in {what}:\n{text}"
+        );
     }
 }

@@ -71,7 +71,10 @@ impl GitSource {
         &self,
         repo: &Repository,
         session: &Shared,
-        then: impl FnOnce(&mut git2::RemoteConnection<'_, '_, '_>, Vec<(String, Oid)>) -> Result<T, GitError>,
+        then: impl FnOnce(
+            &mut git2::RemoteConnection<'_, '_, '_>,
+            Vec<(String, Oid)>,
+        ) -> Result<T, GitError>,
     ) -> Result<T, GitError> {
         let mut remote = self.remote(repo)?;
         let mut conn = remote

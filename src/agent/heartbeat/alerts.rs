@@ -13,9 +13,7 @@ use crate::live::heartbeat::{HostFacts, by_service};
 use crate::spec::config::Thresholds;
 
 /// What an alert is about.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     /// A file system of the engine's data or of a named volume fills up.
@@ -50,9 +48,7 @@ impl AlertKind {
     }
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Warning,
@@ -301,10 +297,9 @@ fn crash_loops(
                 Some(s.back()?.1.saturating_sub(s.front()?.1))
             })
             .sum();
-        let by_agent = input
-            .heals
-            .get(&key)
-            .map_or(0, |times| times.iter().filter(|t| **t > start).count() as u64);
+        let by_agent = input.heals.get(&key).map_or(0, |times| {
+            times.iter().filter(|t| **t > start).count() as u64
+        });
         let n = by_docker + by_agent;
         if n > u64::from(t.crash_restarts) {
             let (stack, service) = (&containers[0].stack, &containers[0].service);
@@ -346,7 +341,7 @@ fn down(facts: &HostFacts, t: &Thresholds, out: &mut Vec<Alert>) {
         out.push(alert(
             AlertKind::Down,
             Severity::Critical,
-            c.name.clone(),
+            format!("{}/{} {}", c.stack, c.service, short(&c.id)),
             Some((&c.stack, &c.service)),
             format!(
                 "{} ({}/{}) has been {} (exit code {}) since {when}, longer than {}",
@@ -379,7 +374,7 @@ fn secrets(input: &Inputs<'_>, out: &mut Vec<Alert>) {
         out.push(alert(
             AlertKind::SecretInLogs,
             Severity::Critical,
-            format!("{} {}", c.name, s.variable),
+            format!("{}/{} {} {}", s.stack, s.service, short(&c.id), s.variable),
             Some((&s.stack, &s.service)),
             format!(
                 "the value of {} appears in the logs of {}/{} ({}) at {when}; rotate the secret, and remove the container to drop its logs",
@@ -389,9 +384,20 @@ fn secrets(input: &Inputs<'_>, out: &mut Vec<Alert>) {
     }
 }
 
+/// A container's id as `docker ps` shows it (names change: a replaced
+/// container is renamed while its replacement starts).
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
 /// Bytes for people, in binary units as Docker prints them.
 fn size(b: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
     for (name, unit) in UNITS {
         if b >= unit {
             return format!("{:.1} {name}", b as f64 / unit as f64);
@@ -439,7 +445,12 @@ mod tests {
         }
     }
 
-    fn beat(before: &Memory, f: &HostFacts, t: &Thresholds, sightings: &[Sighting]) -> (Memory, Vec<(Change, AlertKind, Severity, String)>) {
+    fn beat(
+        before: &Memory,
+        f: &HostFacts,
+        t: &Thresholds,
+        sightings: &[Sighting],
+    ) -> (Memory, Vec<(Change, AlertKind, Severity, String)>) {
         let heals = BTreeMap::new();
         let (m, changes) = evaluate(
             before,
@@ -466,18 +477,53 @@ mod tests {
         assert!(c.is_empty() && m.open.is_empty(), "80 % is fine");
         f.disks = vec![disk("/var/lib/docker", 86, 14)];
         let (m, c) = beat(&m, &f, &t, &[]);
-        assert_eq!(c, [(Change::Started, AlertKind::Disk, Severity::Warning, "/var/lib/docker".into())]);
+        assert_eq!(
+            c,
+            [(
+                Change::Started,
+                AlertKind::Disk,
+                Severity::Warning,
+                "/var/lib/docker".into()
+            )]
+        );
         let (m, c) = beat(&m, &f, &t, &[]);
         assert!(c.is_empty(), "not every beat: {c:?}");
         f.time = 200;
         f.disks = vec![disk("/var/lib/docker", 95, 5)];
         let (m, c) = beat(&m, &f, &t, &[]);
-        assert_eq!(c, [(Change::Escalated, AlertKind::Disk, Severity::Critical, "/var/lib/docker".into())]);
-        assert_eq!(m.open.values().next().unwrap().since, 100, "open since it started");
-        assert!(m.open.values().next().unwrap().message.contains("95 % full"));
+        assert_eq!(
+            c,
+            [(
+                Change::Escalated,
+                AlertKind::Disk,
+                Severity::Critical,
+                "/var/lib/docker".into()
+            )]
+        );
+        assert_eq!(
+            m.open.values().next().unwrap().since,
+            100,
+            "open since it started"
+        );
+        assert!(
+            m.open
+                .values()
+                .next()
+                .unwrap()
+                .message
+                .contains("95 % full")
+        );
         f.disks = vec![disk("/var/lib/docker", 10, 90)];
         let (m, c) = beat(&m, &f, &t, &[]);
-        assert_eq!(c, [(Change::Resolved, AlertKind::Disk, Severity::Critical, "/var/lib/docker".into())]);
+        assert_eq!(
+            c,
+            [(
+                Change::Resolved,
+                AlertKind::Disk,
+                Severity::Critical,
+                "/var/lib/docker".into()
+            )]
+        );
         assert!(m.open.is_empty());
         let (_, c) = beat(&m, &f, &t, &[]);
         assert!(c.is_empty());
@@ -516,7 +562,15 @@ mod tests {
         assert!(c.is_empty(), "1000 is not more than 1000");
         f.reclaimable.as_mut().unwrap().containers = 101;
         let (_, c) = beat(&m, &f, &t, &[]);
-        assert_eq!(c, [(Change::Started, AlertKind::Reclaimable, Severity::Warning, "host".into())]);
+        assert_eq!(
+            c,
+            [(
+                Change::Started,
+                AlertKind::Reclaimable,
+                Severity::Warning,
+                "host".into()
+            )]
+        );
     }
 
     #[test]
@@ -539,8 +593,20 @@ mod tests {
         f.time = 20;
         f.containers = vec![container("a", "api", true, 14)];
         let (next, c) = beat(&m, &f, &t, &[]);
-        assert_eq!(c, [(Change::Started, AlertKind::CrashLoop, Severity::Critical, "shop/api".into())]);
-        assert!(next.open["crash_loop:shop/api"].message.contains("restarted 4 times within 1m"));
+        assert_eq!(
+            c,
+            [(
+                Change::Started,
+                AlertKind::CrashLoop,
+                Severity::Critical,
+                "shop/api".into()
+            )]
+        );
+        assert!(
+            next.open["crash_loop:shop/api"]
+                .message
+                .contains("restarted 4 times within 1m")
+        );
         m = next;
         // Quiet for a window: resolved.
         for time in [50, 80] {
@@ -583,14 +649,34 @@ mod tests {
         assert!(c.is_empty(), "down 1 s: {c:?}");
         f.time = 1_002;
         let (m, c) = beat(&m, &f, &t, &[]);
-        assert_eq!(c, [(Change::Started, AlertKind::Down, Severity::Critical, "shop-api-1".into())]);
-        assert!(m.open["down:shop-api-1"].message.contains("exit code 137"), "{:?}", m.open);
+        assert_eq!(
+            c,
+            [(
+                Change::Started,
+                AlertKind::Down,
+                Severity::Critical,
+                "shop/api a".into()
+            )]
+        );
+        assert!(
+            m.open["down:shop/api a"].message.contains("exit code 137"),
+            "{:?}",
+            m.open
+        );
         let mut job = container("j", "migrate", false, 0);
         job.exit_code = 0;
         job.restart_policy = "no".into();
         f.containers = vec![container("a", "api", true, 0), job];
         let (m, c) = beat(&m, &f, &t, &[]);
-        assert_eq!(c, [(Change::Resolved, AlertKind::Down, Severity::Critical, "shop-api-1".into())]);
+        assert_eq!(
+            c,
+            [(
+                Change::Resolved,
+                AlertKind::Down,
+                Severity::Critical,
+                "shop/api a".into()
+            )]
+        );
         assert!(m.open.is_empty());
     }
 
@@ -607,7 +693,15 @@ mod tests {
             time: 3,
         }];
         let (m, c) = beat(&Memory::default(), &f, &t, &seen);
-        assert_eq!(c, [(Change::Started, AlertKind::SecretInLogs, Severity::Critical, "shop-api-1 DB_PASSWORD".into())]);
+        assert_eq!(
+            c,
+            [(
+                Change::Started,
+                AlertKind::SecretInLogs,
+                Severity::Critical,
+                "shop/api a DB_PASSWORD".into()
+            )]
+        );
         assert!(
             m.open.values().next().unwrap().message.starts_with("the value of DB_PASSWORD appears in the logs of shop/api (shop-api-1) at 1970-01-01 00:00:03 UTC"),
             "{:?}",

@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::Shared;
 use super::heal::{self, HealBook};
 use super::healer::{Applied, Healer};
 use super::notify::{Notification, Notifier};
-use super::Shared;
 use crate::live::Engine;
 use crate::live::heartbeat::HostFacts;
 use crate::spec::config::{NotificationEvent, Thresholds};
@@ -71,7 +71,9 @@ pub async fn run(
             .read_json::<Memory>(FILE)
             .map(|m| m.open)
             .unwrap_or_else(|e| {
-                tracing::warn!("the heartbeat's open alerts cannot be read ({e}); starting with none");
+                tracing::warn!(
+                    "the heartbeat's open alerts cannot be read ({e}); starting with none"
+                );
                 BTreeMap::new()
             }),
         ..Memory::default()
@@ -138,10 +140,13 @@ impl Heartbeat {
             self.notify(applied, t);
         }
         if next.open != memory.open
-            && let Err(e) = self.state.write_json(FILE, &Memory {
-                open: next.open.clone(),
-                ..Memory::default()
-            })
+            && let Err(e) = self.state.write_json(
+                FILE,
+                &Memory {
+                    open: next.open.clone(),
+                    ..Memory::default()
+                },
+            )
         {
             tracing::warn!("heartbeat: cannot keep the open alerts: {e}");
         }
@@ -155,7 +160,12 @@ impl Heartbeat {
         let (event, message) = match t.change {
             Change::Started => (
                 NotificationEvent::AlertStarted,
-                format!("{} ({}): {}", a.kind.as_str(), a.severity.as_str(), a.message),
+                format!(
+                    "{} ({}): {}",
+                    a.kind.as_str(),
+                    a.severity.as_str(),
+                    a.message
+                ),
             ),
             Change::Escalated | Change::Deescalated => (
                 NotificationEvent::AlertStarted,
