@@ -112,6 +112,8 @@ pub struct ScanStatus {
     pub values: usize,
     /// Streams dropped because the scanner could not keep up.
     pub dropped: u64,
+    /// Log bytes scanned since the agent started.
+    pub bytes: u64,
 }
 
 /// The streams; cheap to clone.
@@ -127,6 +129,7 @@ struct Inner {
     streams: Mutex<BTreeMap<String, Follow>>,
     sightings: Mutex<Vec<Sighting>>,
     dropped: AtomicU64,
+    bytes: AtomicU64,
 }
 
 /// One container's stream: its reader and scanner tasks, aborted on drop.
@@ -162,6 +165,7 @@ impl Scanner {
             streams: Mutex::new(BTreeMap::new()),
             sightings: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
         }))
     }
 
@@ -250,6 +254,7 @@ impl Scanner {
                 .as_ref()
                 .map_or(0, |p| p.count()),
             dropped: self.0.dropped.load(Ordering::Relaxed),
+            bytes: self.0.bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -301,6 +306,7 @@ async fn scan_stream(
     let mut carry = Vec::with_capacity(patterns.longest);
     let mut seen: BTreeSet<usize> = BTreeSet::new();
     while let Some(chunk) = rx.recv().await {
+        inner.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         for id in scan(&patterns, &mut carry, &chunk) {
             inner
                 .shared
