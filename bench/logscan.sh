@@ -40,6 +40,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/$S.XXXX")
 repo=$work/repo
 state=$work/state
 alog=$work/agent.log
+token=bench-sync-token-$$
 agent_pid=
 agent_addr=
 
@@ -62,7 +63,18 @@ status() { curl -fsS "http://$agent_addr/status"; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$agent_pid/stat"; }
 kb() { awk -v k="$1" '$1 == k":" { print $2 }' "/proc/$agent_pid/status"; }
 mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-scanned() { status | jq -r '.heartbeat.logs.bytes // 0'; }
+# scanned: the bytes the scanner has read, from a fresh heartbeat
+# (`POST /heartbeat`; /status shows what the last beat saw).
+scanned() {
+  local before i
+  before=$(status | jq -r '.heartbeat.beats // 0')
+  curl -fsS -X POST -H "Authorization: Bearer $token" "http://$agent_addr/heartbeat" >/dev/null
+  for i in $(seq 300); do
+    [ "$(status | jq -r '.heartbeat.beats // 0')" -gt "$before" ] && break
+    sleep 0.1
+  done
+  status | jq -r '.heartbeat.logs.bytes // 0'
+}
 
 # wait_for WHAT SECONDS CMD...: until CMD succeeds, else fail naming WHAT.
 wait_for() {
@@ -108,11 +120,13 @@ measure() {
 }
 
 mkdir -p "$repo/stacks/$S"
+printf '%s\n' "$token" >"$work/token"
 git -C "$repo" init -q -b main
 printf 'alerts: {interval: 1m}\n' >"$repo/plimsoll.yaml"
 sha=$(commit "sleep 3600")
 : >"$alog"
-"$plimsoll" --state-dir "$state" agent --repo "file://$repo" --interval 1s --listen 127.0.0.1:0 2>>"$alog" &
+"$plimsoll" --state-dir "$state" agent --repo "file://$repo" --interval 1s \
+  --sync-token-file "$work/token" --listen 127.0.0.1:0 2>>"$alog" &
 agent_pid=$!
 wait_for "the agent listening" 30 grep -q "listening on http://" "$alog"
 agent_addr=$(sed -n 's/.*listening on http:\/\/\([0-9.:]*\).*/\1/p' "$alog" | head -n 1)
@@ -126,7 +140,12 @@ line=$(printf 'log line of the benchmark, ordinary text that holds no secret val
 lines=$((rate / 100))
 sha=$(commit "while true; do yes '$line' | head -n $lines; sleep 1; done")
 wait_for "the noisy revision applied" 60 sh -c "curl -fsS http://$agent_addr/status | jq -e '.revision == \"$sha\"'"
-wait_for "the noisy container's logs followed" 60 sh -c "[ \$(curl -fsS http://$agent_addr/status | jq -r '.heartbeat.logs.bytes') -gt $rate ]"
+followed=
+for i in $(seq 60); do
+  [ "$(scanned)" -gt "$rate" ] && { followed=1; break; }
+  sleep 1
+done
+[ -n "$followed" ] || { echo "could not establish the figures: the noisy container's logs were not scanned within 60s" >&2; exit 1; }
 echo "scanning: measuring ${seconds}s" >&2
 measure busy
 dropped=$(status | jq -r '.heartbeat.logs.dropped')

@@ -1730,13 +1730,18 @@ fn config_alerts_warning_above_the_alert_and_a_bad_size() {
         "config_alerts_warning_above_the_alert",
         "alerts:\n  disk:\n    warn_percent: 95\n",
         WEB,
-        &["./plimsoll.yaml:3:19: alerts.disk.warn_percent: the warning (95 %) is above the alert (90 %)"],
+        &[
+            "./plimsoll.yaml:3:19: alerts.disk.warn_percent: the warning (95 %) is above the alert (90 %)",
+        ],
     );
     repo(
         "config_alerts_bad_size",
         "alerts:\n  reclaimable: 10 gigs\n",
         WEB,
-        &["./plimsoll.yaml:2:16: alerts.reclaimable:", "invalid size `10 gigs`"],
+        &[
+            "./plimsoll.yaml:2:16: alerts.reclaimable:",
+            "invalid size `10 gigs`",
+        ],
     );
 }
 
