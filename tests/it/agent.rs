@@ -658,7 +658,7 @@ pub(crate) fn wait_running(name: &str, timeout: Duration) {
 }
 
 /// The value of one sample of `/metrics` (`name{labels}` exactly), or 0.
-fn sample(metrics: &str, series: &str) -> f64 {
+pub(crate) fn sample(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::agent::{Agent, Receiver, Scenario, wait_running};
+use crate::agent::{Agent, Receiver, Scenario, sample, wait_running};
 use crate::support::{BUSYBOX_IMAGE, docker, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -73,14 +73,6 @@ fn assert_once(agent: &Agent, receiver: &Receiver, what: &str) {
         receiver.all()
     );
     assert_eq!(resolved.len(), 1, "resolved once: {resolved:#?}");
-}
-
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// A tmpfs volume of 4 MiB filled to about 95 % is an alert, emptied it

@@ -157,35 +157,18 @@ impl Heartbeat {
 
     fn notify(&self, applied: &Applied, t: &Transition) {
         let a = &t.alert;
-        let (event, message) = match t.change {
-            Change::Started => (
-                NotificationEvent::AlertStarted,
-                format!(
-                    "{} ({}): {}",
-                    a.kind.as_str(),
-                    a.severity.as_str(),
-                    a.message
-                ),
-            ),
-            Change::Escalated | Change::Deescalated => (
-                NotificationEvent::AlertStarted,
-                format!(
-                    "{} (now {}): {}",
-                    a.kind.as_str(),
-                    a.severity.as_str(),
-                    a.message
-                ),
-            ),
+        let severity = a.severity.as_str();
+        let (event, state) = match t.change {
+            Change::Started => (NotificationEvent::AlertStarted, format!("({severity})")),
+            Change::Escalated | Change::Deescalated => {
+                (NotificationEvent::AlertStarted, format!("(now {severity})"))
+            }
             Change::Resolved => (
                 NotificationEvent::AlertResolved,
-                format!(
-                    "{} resolved (was {}): {}",
-                    a.kind.as_str(),
-                    a.severity.as_str(),
-                    a.message
-                ),
+                format!("resolved (was {severity})"),
             ),
         };
+        let message = format!("{} {state}: {}", a.kind.as_str(), a.message);
         let masker = &applied.target.desired.masker;
         tracing::warn!(
             kind = a.kind.as_str(),
