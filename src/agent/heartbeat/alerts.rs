@@ -77,6 +77,9 @@ pub struct Alert {
     pub message: String,
     /// When it started (Unix seconds).
     pub since: i64,
+    /// The container whose logs hold the secret (`secret_in_logs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 /// How an alert changed.
@@ -193,7 +196,10 @@ pub fn evaluate(before: &Memory, input: &Inputs<'_>) -> (Memory, Vec<Transition>
         open.insert(key, a);
     }
     for (key, old) in &before.open {
-        if !open.contains_key(key) {
+        if !open.contains_key(key) && undecided(old, input.facts, &restarts) {
+            // No evidence either way yet (the agent restarted): still open.
+            open.insert(key.clone(), old.clone());
+        } else if !open.contains_key(key) {
             changes.push(Transition {
                 change: Change::Resolved,
                 alert: old.clone(),
@@ -211,6 +217,36 @@ pub fn evaluate(before: &Memory, input: &Inputs<'_>) -> (Memory, Vec<Transition>
     )
 }
 
+/// Whether this beat cannot tell if `old` still holds: the logs of its
+/// container were read before a restart of the agent (the container is
+/// still there), or its service's restarts have not been sampled twice.
+fn undecided(
+    old: &Alert,
+    facts: &HostFacts,
+    restarts: &BTreeMap<String, VecDeque<(i64, u64)>>,
+) -> bool {
+    match old.kind {
+        AlertKind::SecretInLogs => old
+            .container_id
+            .as_ref()
+            .is_some_and(|id| facts.containers.iter().any(|c| &c.id == id)),
+        AlertKind::CrashLoop => {
+            let mine: Vec<_> = facts
+                .containers
+                .iter()
+                .filter(|c| {
+                    Some(&c.stack) == old.stack.as_ref() && Some(&c.service) == old.service.as_ref()
+                })
+                .collect();
+            !mine.is_empty()
+                && mine
+                    .iter()
+                    .all(|c| restarts.get(&c.id).is_none_or(|s| s.len() < 2))
+        }
+        AlertKind::Disk | AlertKind::Reclaimable | AlertKind::Down => false,
+    }
+}
+
 fn alert(
     kind: AlertKind,
     severity: Severity,
@@ -226,6 +262,7 @@ fn alert(
         service: service.map(|s| s.1.to_string()),
         message,
         since: 0,
+        container_id: None,
     }
 }
 
@@ -371,7 +408,7 @@ fn secrets(input: &Inputs<'_>, out: &mut Vec<Alert>) {
         let when = jiff::Timestamp::from_second(s.time)
             .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
             .unwrap_or_default();
-        out.push(alert(
+        let mut a = alert(
             AlertKind::SecretInLogs,
             Severity::Critical,
             format!("{}/{} {} {}", s.stack, s.service, short(&c.id), s.variable),
@@ -380,7 +417,9 @@ fn secrets(input: &Inputs<'_>, out: &mut Vec<Alert>) {
                 "the value of {} appears in the logs of {}/{} ({}) at {when}; rotate the secret, and remove the container to drop its logs",
                 s.variable, s.stack, s.service, c.name
             ),
-        ));
+        );
+        a.container_id = Some(c.id.clone());
+        out.push(a);
     }
 }
 
@@ -712,6 +751,53 @@ mod tests {
         f.containers = vec![container("b", "api", true, 0)];
         let (m, c) = beat(&m, &f, &t, &seen);
         assert_eq!(c[0].0, Change::Resolved);
+        assert!(m.open.is_empty());
+    }
+
+    #[test]
+    fn a_restarted_agent_keeps_alerts_it_cannot_decide_yet() {
+        let t = Thresholds {
+            crash_restarts: 1,
+            ..Thresholds::default()
+        };
+        let mut f = facts(10);
+        f.containers = vec![container("a", "api", true, 0)];
+        let seen = [Sighting {
+            container_id: "a".into(),
+            stack: "shop".into(),
+            service: "api".into(),
+            variable: "API_TOKEN".into(),
+            time: 3,
+        }];
+        let (m, _) = beat(&Memory::default(), &f, &t, &seen);
+        f.time = 20;
+        f.containers[0].restart_count = 5;
+        let (m, c) = beat(&m, &f, &t, &seen);
+        assert_eq!(c.len(), 1, "the crash loop: {c:?}");
+        assert_eq!(m.open.len(), 2);
+        // The agent restarts: the open alerts come back from the file, without samples or sightings.
+        let restarted: Memory = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        f.time = 30;
+        let (m, c) = beat(&restarted, &f, &t, &[]);
+        assert!(c.is_empty(), "nothing decided yet: {c:?}");
+        assert_eq!(m.open.len(), 2);
+        // Evidence again: no restart since, so the crash loop resolves; the logs stay.
+        f.time = 40;
+        let (m, c) = beat(&m, &f, &t, &[]);
+        assert_eq!(
+            c,
+            [(
+                Change::Resolved,
+                AlertKind::CrashLoop,
+                Severity::Critical,
+                "shop/api".into()
+            )]
+        );
+        assert_eq!(m.open.len(), 1);
+        // The container is gone: so are its logs.
+        f.containers.clear();
+        let (m, c) = beat(&m, &f, &t, &[]);
+        assert_eq!(c[0].1, AlertKind::SecretInLogs);
         assert!(m.open.is_empty());
     }
 
