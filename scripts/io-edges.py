@@ -25,7 +25,7 @@ KINDS = {
 }
 # Module (first path component under src/) -> kinds it may use.
 ALLOWED = {
-    "live": {"engine", "env"},  # the engine boundary: reads (DOCKER_HOST, TLS env)
+    "live": {"engine", "env", "net"},  # the engine boundary: reads (DOCKER_HOST, TLS env; legacy /system/df over the socket)
     "apply": {"engine", "env", "process"},  # writes; fault points for the crash tests
     "build": {"engine", "fs", "process"},  # build::engine (API), build::scan (context)
     "images": {"engine"},  # removing old images

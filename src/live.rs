@@ -27,6 +27,7 @@ use thiserror::Error;
 use crate::state::StateDir;
 
 pub mod cache;
+pub mod heartbeat;
 
 use crate::diff::network::NetworkConfig;
 use crate::diff::{ContainerConfig, ImageDefaults};
@@ -208,6 +209,32 @@ impl Engine {
 }
 
 pub use crate::health::RunState;
+
+/// `GET path` over the engine's unix socket with HTTP/1.0 (the answer ends
+/// with the connection, never chunked): the body of a 200 answer. For the
+/// few calls whose old format bollard's types no longer read.
+async fn unix_get(socket: &str, path: &str) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::UnixStream::connect(socket).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n").as_bytes())
+        .await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(CLIENT_TIMEOUT),
+        stream.read_to_end(&mut raw),
+    )
+    .await
+    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no HTTP answer"))?;
+    if !raw.starts_with(b"HTTP/1.0 200") && !raw.starts_with(b"HTTP/1.1 200") {
+        return Err(std::io::Error::other("the engine did not answer 200"));
+    }
+    Ok(raw.split_off(end + 4))
+}
 
 /// `docker inspect` of a container, `None` when it does not exist: the one
 /// inspect of a single container (gates, heals, recovery and setup use it).

@@ -153,7 +153,7 @@ impl Healer {
         *self.0.applied.lock().unwrap_or_else(|e| e.into_inner()) = applied;
     }
 
-    fn applied(&self) -> Option<Applied> {
+    pub(super) fn applied(&self) -> Option<Applied> {
         self.0
             .applied
             .lock()

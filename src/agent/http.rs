@@ -48,7 +48,10 @@ pub fn router(shared: Arc<Shared>, endpoints: Endpoints) -> Router {
             .merge(super::dashboard::routes());
     }
     if endpoints != Endpoints::Observe {
-        app = app.route("/webhook", post(hook)).route("/sync", post(sync));
+        app = app
+            .route("/webhook", post(hook))
+            .route("/sync", post(sync))
+            .route("/heartbeat", post(heartbeat));
     }
     app.layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
@@ -79,13 +82,13 @@ pub async fn listen(
         "listening on http://{} ({})",
         address(&main),
         match endpoints {
-            Endpoints::Triggers => "/healthz, POST /webhook, POST /sync",
-            _ => "/healthz, /metrics, /status, /ui, POST /webhook, POST /sync",
+            Endpoints::Triggers => "/healthz, POST /webhook, POST /sync, POST /heartbeat",
+            _ => "/healthz, /metrics, /status, /ui, POST /webhook, POST /sync, POST /heartbeat",
         }
     );
     if let Some(observe) = observe {
         tracing::info!(
-            "serving /status, /metrics and the dashboard (/ui) on http://{} (and /healthz)",
+            "serving /status, /ui and /metrics on http://{} (and /healthz)",
             address(&observe)
         );
         let app = router(shared.clone(), Endpoints::Observe);
@@ -215,21 +218,39 @@ fn rejection(e: WebhookError) -> Response {
 
 /// `POST /sync` with `Authorization: Bearer <token>`: fetch and check now.
 async fn sync(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let Some(token) = &shared.sync_token else {
-        return message(
-            StatusCode::UNAUTHORIZED,
-            "POST /sync is off: start the agent with --sync-token-file",
-        );
-    };
-    if !bearer_matches(&headers, token) {
-        return message(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong token: send `Authorization: Bearer <the token in --sync-token-file>`",
-        );
+    if let Some(refused) = sync_token_refusal(&shared, &headers, "/sync") {
+        return refused;
     }
     let _ = shared.triggers.send(Trigger::Fetch("POST /sync"));
     let _ = shared.triggers.send(Trigger::Resync);
     message(StatusCode::ACCEPTED, "sync queued")
+}
+
+/// `POST /heartbeat` with the sync token: read the host and decide the
+/// alerts now (the answer comes at once; `/status` shows the beat).
+async fn heartbeat(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = sync_token_refusal(&shared, &headers, "/heartbeat") {
+        return refused;
+    }
+    shared.heartbeat.notify_one();
+    message(StatusCode::ACCEPTED, "heartbeat queued")
+}
+
+/// `Some(401)` unless `--sync-token-file` is set and the request carries
+/// its token (`POST path`).
+fn sync_token_refusal(shared: &Shared, headers: &HeaderMap, path: &str) -> Option<Response> {
+    let Some(token) = &shared.sync_token else {
+        return Some(message(
+            StatusCode::UNAUTHORIZED,
+            format!("POST {path} is off: start the agent with --sync-token-file"),
+        ));
+    };
+    (!bearer_matches(headers, token)).then(|| {
+        message(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token: send `Authorization: Bearer <the token in --sync-token-file>`",
+        )
+    })
 }
 
 /// `Some(401)` when `--status-token-file` is set and the request does not carry it.

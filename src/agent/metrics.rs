@@ -11,6 +11,12 @@
 //! | `plimsoll_last_successful_sync_timestamp_seconds` | gauge | |
 //! | `plimsoll_revision_info` | gauge, always 1 | `revision`: the current commit |
 //! | `plimsoll_managed_services` | gauge | |
+//! | `plimsoll_disk_use_ratio` | gauge (0..1) | `path`: the data root, a volume's file system |
+//! | `plimsoll_reclaimable_bytes` | gauge | `kind`: images, build_cache, containers |
+//! | `plimsoll_container_restarts` | gauge | `stack`, `service`, `container` |
+//! | `plimsoll_open_alerts` | gauge | `kind`: disk, reclaimable, crash_loop, down, secret_in_logs |
+//! | `plimsoll_secrets_in_logs_total` | counter | `stack`, `service` |
+//! | `plimsoll_log_streams_dropped_total` | counter | |
 //!
 //! The known label values start at zero, so `rate()` and alerts work before
 //! the first event.
@@ -34,6 +40,8 @@ const DURATION_BUCKETS: [f64; 16] = [
 ];
 
 type Labels = [(&'static str, String); 1];
+type Service = [(&'static str, String); 2];
+type Container = [(&'static str, String); 3];
 
 /// The agent's metrics. Cheap to update from any thread; share it in an `Arc`.
 #[derive(Debug)]
@@ -49,6 +57,12 @@ pub struct Metrics {
     /// Serializes revision switches, so only one series is ever left.
     current_revision: Mutex<Option<String>>,
     managed: Gauge,
+    disk: Family<Labels, Gauge<f64, AtomicU64>>,
+    reclaimable: Family<Labels, Gauge>,
+    restarts: Family<Container, Gauge>,
+    open_alerts: Family<Labels, Gauge>,
+    secrets_in_logs: Family<Service, Counter>,
+    streams_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -114,6 +128,52 @@ impl Metrics {
             "Services this agent manages on this host",
             managed.clone(),
         );
+        let disk = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        let reclaimable = Family::<Labels, Gauge>::default();
+        let restarts = Family::<Container, Gauge>::default();
+        let open_alerts = Family::<Labels, Gauge>::default();
+        let secrets_in_logs = Family::<Service, Counter>::default();
+        let streams_dropped = Counter::default();
+        registry.register(
+            "plimsoll_disk_use_ratio",
+            "Used share of a file system the engine keeps data on (heartbeat), by path",
+            disk.clone(),
+        );
+        registry.register_with_unit(
+            "plimsoll_reclaimable",
+            "Space docker system prune could free (heartbeat), by kind",
+            Unit::Bytes,
+            reclaimable.clone(),
+        );
+        registry.register(
+            "plimsoll_container_restarts",
+            "Restarts of a managed container by Docker's restart policy (heartbeat)",
+            restarts.clone(),
+        );
+        registry.register(
+            "plimsoll_open_alerts",
+            "Heartbeat alerts open now, by kind",
+            open_alerts.clone(),
+        );
+        registry.register(
+            "plimsoll_secrets_in_logs",
+            "Secret values found in the logs of a service's containers",
+            secrets_in_logs.clone(),
+        );
+        registry.register(
+            "plimsoll_log_streams_dropped",
+            "Log streams dropped because the scanner could not keep up",
+            streams_dropped.clone(),
+        );
+        for kind in [
+            "disk",
+            "reclaimable",
+            "crash_loop",
+            "down",
+            "secret_in_logs",
+        ] {
+            open_alerts.get_or_create_owned(&label("kind", kind));
+        }
         for result in ["succeeded", "failed", "rejected"] {
             sync.get_or_create_owned(&label("result", result));
         }
@@ -134,6 +194,12 @@ impl Metrics {
             revision,
             current_revision: Mutex::new(None),
             managed,
+            disk,
+            reclaimable,
+            restarts,
+            open_alerts,
+            secrets_in_logs,
+            streams_dropped,
         }
     }
 
@@ -179,6 +245,65 @@ impl Metrics {
 
     pub fn set_managed(&self, services: i64) {
         self.managed.set(services);
+    }
+
+    /// A heartbeat's facts and the alerts open after it.
+    pub fn heartbeat<'a>(
+        &self,
+        facts: &crate::live::heartbeat::HostFacts,
+        open: impl Iterator<Item = &'a super::heartbeat::alerts::Alert>,
+    ) {
+        self.disk.clear();
+        for d in &facts.disks {
+            self.disk
+                .get_or_create(&label("path", &d.path))
+                .set(d.use_ratio());
+        }
+        if let Some(r) = &facts.reclaimable {
+            for (kind, bytes) in [
+                ("images", r.images),
+                ("build_cache", r.build_cache),
+                ("containers", r.containers),
+            ] {
+                self.reclaimable
+                    .get_or_create(&label("kind", kind))
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+        }
+        self.restarts.clear();
+        for c in &facts.containers {
+            self.restarts
+                .get_or_create(&[
+                    ("stack", c.stack.clone()),
+                    ("service", c.service.clone()),
+                    ("container", c.name.clone()),
+                ])
+                .set(i64::try_from(c.restart_count).unwrap_or(i64::MAX));
+        }
+        let mut counts = std::collections::BTreeMap::new();
+        for a in open {
+            *counts.entry(a.kind.as_str()).or_insert(0i64) += 1;
+        }
+        for kind in super::heartbeat::alerts::AlertKind::ALL {
+            self.open_alerts
+                .get_or_create(&label("kind", kind.as_str()))
+                .set(counts.get(kind.as_str()).copied().unwrap_or(0));
+        }
+    }
+
+    /// A secret value was found in the logs of `stack`/`service`.
+    pub fn secret_in_logs(&self, stack: &str, service: &str) {
+        self.secrets_in_logs
+            .get_or_create(&[
+                ("stack", stack.to_string()),
+                ("service", service.to_string()),
+            ])
+            .inc();
+    }
+
+    /// A log stream was dropped: the scanner could not keep up.
+    pub fn log_stream_dropped(&self) {
+        self.streams_dropped.inc();
     }
 
     /// The metrics in the OpenMetrics text format, ending with `# EOF`.

@@ -28,6 +28,7 @@ pub mod delivery;
 pub mod git;
 pub mod heal;
 mod healer;
+mod heartbeat;
 pub mod http;
 pub mod listener;
 pub mod metrics;
@@ -206,6 +207,9 @@ pub struct AgentStatus {
     pub unknown: Vec<String>,
     /// Services the agent stopped healing (`stack/service`).
     pub gave_up: Vec<String>,
+    /// The last heartbeat: facts (disk, reclaimable space, containers) and
+    /// the open alerts, masked; `null` until the first beat.
+    pub heartbeat: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -266,6 +270,8 @@ pub struct Shared {
     /// The state directory: the audit log the dashboard's history shows.
     pub state: Option<StateDir>,
     history: Mutex<HistoryCache>,
+    /// Asks the heartbeat for a beat now (`POST /heartbeat`, a container started).
+    pub heartbeat: Arc<tokio::sync::Notify>,
 }
 
 /// The audit log as last read, and the size and time of the file then.
@@ -292,6 +298,7 @@ impl Shared {
             sessions: dashboard::Sessions::default(),
             state,
             history: Mutex::new(HistoryCache::default()),
+            heartbeat: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -407,7 +414,11 @@ pub async fn run(
         ..Shared::new(tx.clone(), Some(state.clone()))
     });
     http::listen(&opts, shared.clone(), shutdown.clone()).await?;
-    tokio::spawn(watch::engine_events(engine.clone(), tx.clone()));
+    tokio::spawn(watch::engine_events(
+        engine.clone(),
+        tx.clone(),
+        shared.heartbeat.clone(),
+    ));
 
     let (git, _watcher) = match &opts.source {
         Source::Git {
@@ -455,6 +466,22 @@ pub async fn run(
         opts.parallel,
         tx.clone(),
     );
+    tokio::spawn(heartbeat::run(
+        heartbeat::Heartbeat {
+            engine: engine.clone(),
+            state: state.clone(),
+            shared: shared.clone(),
+            notifier: notifier.clone(),
+            healer: healer.clone(),
+            scanner: heartbeat::logscan::Scanner::new(
+                engine.clone(),
+                shared.clone(),
+                shared.heartbeat.clone(),
+            ),
+        },
+        shared.heartbeat.clone(),
+        shutdown.clone(),
+    ));
     let mut agent = Agent {
         opts,
         state,

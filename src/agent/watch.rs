@@ -36,7 +36,13 @@ pub fn drift_kind(action: &str) -> Option<&'static str> {
 /// Follows the engine's events for containers with plimsoll's labels until
 /// `tx` closes. When the stream breaks (the engine restarted), it reconnects
 /// with backoff and asks for a full resync, since events were missed.
-pub async fn engine_events(engine: Engine, tx: UnboundedSender<Trigger>) {
+/// A managed container that starts wakes the heartbeat (`heartbeat`), so
+/// its logs are followed from its first lines.
+pub async fn engine_events(
+    engine: Engine,
+    tx: UnboundedSender<Trigger>,
+    heartbeat: std::sync::Arc<tokio::sync::Notify>,
+) {
     // The stream is long-lived: no request timeout.
     let docker = engine
         .docker
@@ -74,6 +80,9 @@ pub async fn engine_events(engine: Engine, tx: UnboundedSender<Trigger>) {
                     let Some(stack) = attrs.get(crate::names::labels::STACK) else {
                         continue;
                     };
+                    if action == "start" {
+                        heartbeat.notify_one();
+                    }
                     let Some(kind) = drift_kind(&action) else {
                         // A container that turned healthy changes only what
                         // /status shows.

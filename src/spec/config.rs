@@ -39,6 +39,10 @@ pub struct Config {
     /// Where the agent sends notifications (sync failed, drift, self-heal gave up, …).
     #[serde(default)]
     pub notifications: Vec<NotificationTarget>,
+    /// The agent's heartbeat: disk, reclaimable space, crash loops, containers
+    /// down, secret values in container logs.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
 }
 
 /// One notification receiver: a generic JSON webhook or a Slack-compatible one.
@@ -79,6 +83,10 @@ pub enum NotificationEvent {
     SelfHealGaveUp,
     UnknownContainer,
     RevisionRejected,
+    /// A heartbeat alert started (or changed severity).
+    AlertStarted,
+    /// A heartbeat alert resolved.
+    AlertResolved,
 }
 
 impl NotificationEvent {
@@ -90,6 +98,8 @@ impl NotificationEvent {
             NotificationEvent::SelfHealGaveUp => "self_heal_gave_up",
             NotificationEvent::UnknownContainer => "unknown_container",
             NotificationEvent::RevisionRejected => "revision_rejected",
+            NotificationEvent::AlertStarted => "alert_started",
+            NotificationEvent::AlertResolved => "alert_resolved",
         }
     }
 }
@@ -347,6 +357,186 @@ pub struct AgentConfig {
     /// The window of `crash_loop_heals` (default 10m).
     #[serde(default)]
     pub crash_loop_window: Option<GoDuration>,
+}
+
+/// `alerts:`: the agent's heartbeat, every `interval`. Each alert is
+/// notified once when it starts and once when it resolves.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// How often the heartbeat looks at the host (default 1m, at least 1s).
+    #[serde(default)]
+    pub interval: Option<GoDuration>,
+    /// Disk use of the engine's data root and of each named volume's file system.
+    #[serde(default)]
+    pub disk: DiskAlerts,
+    /// A warning when unused images, build cache and stopped containers could
+    /// free more than this (`10g`, `500m`, binary units as Docker writes sizes;
+    /// default 10g).
+    #[serde(default)]
+    pub reclaimable: Option<Size>,
+    /// A managed container stopped for longer than this is alerted (default 1h).
+    #[serde(default)]
+    pub down_after: Option<GoDuration>,
+    /// Restarts of one service that make a crash loop.
+    #[serde(default)]
+    pub crash_loop: CrashLoopAlerts,
+    /// Follow the logs of managed containers and alert when a secret value
+    /// appears in them (default true).
+    #[serde(default)]
+    pub log_secrets: Option<bool>,
+}
+
+/// `alerts.disk`: percentages of a file system in use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiskAlerts {
+    /// A warning at or above this percentage (default 85).
+    #[serde(default)]
+    pub warn_percent: Option<u8>,
+    /// An alert at or above this percentage (default 90).
+    #[serde(default)]
+    pub alert_percent: Option<u8>,
+}
+
+/// `alerts.crash_loop`: more than `restarts` restarts (Docker's restart
+/// policy and the agent's heals together) within `window`. The defaults are
+/// the agent's own crash-loop notion: `agent.crash_loop_heals` (5) and
+/// `agent.crash_loop_window` (10m).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CrashLoopAlerts {
+    #[serde(default)]
+    pub restarts: Option<u32>,
+    #[serde(default)]
+    pub window: Option<GoDuration>,
+}
+
+/// A size in bytes: a number, or Docker's notation (`512m`, `10g`, `1.5GiB`; binary units).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[schemars(with = "String")]
+pub struct Size(pub u64);
+
+impl Serialize for Size {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        super::model::Bytes::parse(&s).map(|b| Size(b.0)).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid size `{s}`: use a number of bytes or a number with a unit, like 500m or 10g"
+            ))
+        })
+    }
+}
+
+/// [`AlertsConfig`] with its defaults filled in: what the heartbeat compares with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    pub interval: std::time::Duration,
+    pub disk_warn_percent: u8,
+    pub disk_alert_percent: u8,
+    pub reclaimable_bytes: u64,
+    pub down_after: std::time::Duration,
+    pub crash_restarts: u32,
+    pub crash_window: std::time::Duration,
+    pub log_secrets: bool,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds::from_config(&Config::default())
+    }
+}
+
+impl Thresholds {
+    pub const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+    pub const DEFAULT_DISK_WARN: u8 = 85;
+    pub const DEFAULT_DISK_ALERT: u8 = 90;
+    pub const DEFAULT_RECLAIMABLE: u64 = 10 << 30;
+    pub const DEFAULT_DOWN_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+    /// `agent.crash_loop_heals`'s default.
+    pub const DEFAULT_CRASH_RESTARTS: u32 = 5;
+    /// `agent.crash_loop_window`'s default.
+    pub const DEFAULT_CRASH_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+    /// The thresholds of `config` (`alerts:`, crash loops defaulting to `agent:`).
+    pub fn from_config(config: &Config) -> Thresholds {
+        let a = &config.alerts;
+        Thresholds {
+            interval: a.interval.map_or(Self::DEFAULT_INTERVAL, |d| d.0),
+            disk_warn_percent: a.disk.warn_percent.unwrap_or(Self::DEFAULT_DISK_WARN),
+            disk_alert_percent: a.disk.alert_percent.unwrap_or(Self::DEFAULT_DISK_ALERT),
+            reclaimable_bytes: a.reclaimable.map_or(Self::DEFAULT_RECLAIMABLE, |s| s.0),
+            down_after: a.down_after.map_or(Self::DEFAULT_DOWN_AFTER, |d| d.0),
+            crash_restarts: a
+                .crash_loop
+                .restarts
+                .or(config.agent.crash_loop_heals)
+                .unwrap_or(Self::DEFAULT_CRASH_RESTARTS),
+            crash_window: a
+                .crash_loop
+                .window
+                .or(config.agent.crash_loop_window)
+                .map_or(Self::DEFAULT_CRASH_WINDOW, |d| d.0),
+            log_secrets: a.log_secrets.unwrap_or(true),
+        }
+    }
+
+    /// What is wrong with `alerts:`: (key path under `alerts`, message, hint).
+    pub fn problems(a: &AlertsConfig) -> Vec<(&'static [&'static str], String, String)> {
+        let mut out: Vec<(&'static [&'static str], String, String)> = Vec::new();
+        let percent = |v: Option<u8>| v.filter(|p| !(1..=100).contains(p));
+        if let Some(p) = percent(a.disk.warn_percent) {
+            out.push((
+                &["disk", "warn_percent"],
+                format!("{p} is not a percentage from 1 to 100"),
+                "write e.g. `warn_percent: 85`".into(),
+            ));
+        }
+        if let Some(p) = percent(a.disk.alert_percent) {
+            out.push((
+                &["disk", "alert_percent"],
+                format!("{p} is not a percentage from 1 to 100"),
+                "write e.g. `alert_percent: 90`".into(),
+            ));
+        }
+        let warn = a.disk.warn_percent.unwrap_or(Self::DEFAULT_DISK_WARN);
+        let alert = a.disk.alert_percent.unwrap_or(Self::DEFAULT_DISK_ALERT);
+        if warn > alert && out.is_empty() {
+            out.push((
+                &["disk", "warn_percent"],
+                format!("the warning ({warn} %) is above the alert ({alert} %)"),
+                "set `warn_percent` at or below `alert_percent`".into(),
+            ));
+        }
+        let short = |d: Option<GoDuration>| d.filter(|d| d.0 < std::time::Duration::from_secs(1));
+        for (key, d) in [
+            (&["interval"][..], short(a.interval)),
+            (&["down_after"][..], short(a.down_after)),
+            (&["crash_loop", "window"][..], short(a.crash_loop.window)),
+        ] {
+            if let Some(d) = d {
+                out.push((
+                    key,
+                    format!("{d} is shorter than the least, 1s"),
+                    "write a duration of 1s or more, like 30s or 1m".into(),
+                ));
+            }
+        }
+        if a.crash_loop.restarts == Some(0) {
+            out.push((
+                &["crash_loop", "restarts"],
+                "0 restarts would call every container a crash loop".into(),
+                "write 1 or more (default 5)".into(),
+            ));
+        }
+        out
+    }
 }
 
 /// Which stacks run on which host ([`Config::assignment`]).

@@ -186,6 +186,7 @@ pub fn load_with(
         policy::apply_host_settings(&mut config, h);
     }
     check_age_recipients(&config, config_node.as_ref(), &config_path, &mut diags);
+    check_alerts(&config, config_node.as_ref(), &config_path, &mut diags);
     let checks = Checks {
         config: &config,
         rules: &rules,
@@ -288,6 +289,21 @@ fn read_config(
         }
     }
     (config, config_node)
+}
+
+/// `alerts:` in plimsoll.yaml: percentages from 1 to 100, the warning at or
+/// below the alert, durations of at least a second.
+fn check_alerts(config: &Config, node: Option<&Node>, config_path: &Path, diags: &mut Vec<Diag>) {
+    for (key, message, hint) in config::Thresholds::problems(&config.alerts) {
+        let path: Vec<&str> = std::iter::once("alerts")
+            .chain(key.iter().copied())
+            .collect();
+        let mark = node
+            .and_then(|n| n.lookup(&path))
+            .map(|n| n.mark)
+            .unwrap_or_default();
+        diags.push(Diag::error(config_path, mark, path.join("."), message).hint(hint));
+    }
 }
 
 /// Each of `secrets.age_recipients` in plimsoll.yaml is an age public key.

@@ -143,7 +143,7 @@ impl Agent {
     }
 
     #[track_caller]
-    fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         let r = self.get("/metrics");
         assert_eq!(r.code, 200, "GET /metrics: {r:?}");
         assert!(
@@ -658,7 +658,7 @@ pub(crate) fn wait_running(name: &str, timeout: Duration) {
 }
 
 /// The value of one sample of `/metrics` (`name{labels}` exactly), or 0.
-fn sample(metrics: &str, series: &str) -> f64 {
+pub(crate) fn sample(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))

@@ -44,6 +44,11 @@ fn dashboard_shows_drift_live_and_reverts_it_from_the_page() {
         &format!("document.body.innerText.includes({:?})", sc.stack),
     );
     assert!(tab.text().contains("Nothing drifted"), "{}", tab.text());
+    tab.wait_for(
+        "the heartbeat shown",
+        Duration::from_secs(30),
+        "document.querySelector('#heartbeat') && document.querySelector('#heartbeat').innerText.includes('Last check')",
+    );
     assert!(
         !tab.text().contains("Revert to git"),
         "no actions before logging in with the sync token"

@@ -32,6 +32,9 @@
 //!   volume, and without a volume such a stack is a conflict with a hint.
 //! - `heal`: the agent's heals are independent: a service restarting behind its gate
 //!   never delays the heal of an unrelated one; a dependent waits for its dependency's heal.
+//! - `heartbeat`: the agent's heartbeat alerts on the real engine (a full tmpfs volume and a
+//!   low data-root threshold, a crash loop, a container down past a threshold, the canary
+//!   printed in a container's logs), each notified once when it starts and once when it resolves.
 //! - `hosts`: one repository, two real engines (a second `dockerd` in its own network
 //!   namespace), one agent per host: each engine runs exactly its stacks; a moved stack moves.
 //! - `images`: the offline test images (busybox, PostgreSQL) really work on the engine.
@@ -78,6 +81,7 @@ mod drift;
 mod git;
 mod gitserve;
 mod heal;
+mod heartbeat;
 mod hosts;
 mod images;
 mod keys;

@@ -1710,6 +1710,42 @@ fn config_invalid_duration() {
 }
 
 #[test]
+fn config_alerts_out_of_range() {
+    let o = repo(
+        "config_alerts_out_of_range",
+        "alerts:\n  disk: {warn_percent: 95, alert_percent: 150}\n  down_after: 0s\n  crash_loop:\n    restarts: 0\n",
+        WEB,
+        &[
+            "./plimsoll.yaml:2:43: alerts.disk.alert_percent: 150 is not a percentage from 1 to 100",
+            "./plimsoll.yaml:3:15: alerts.down_after: 0s is shorter than the least, 1s",
+            "./plimsoll.yaml:5:15: alerts.crash_loop.restarts:",
+        ],
+    );
+    assert_eq!(error_count(&o), 3, "{}", o.stderr);
+}
+
+#[test]
+fn config_alerts_warning_above_the_alert_and_a_bad_size() {
+    repo(
+        "config_alerts_warning_above_the_alert",
+        "alerts:\n  disk:\n    warn_percent: 95\n",
+        WEB,
+        &[
+            "./plimsoll.yaml:3:19: alerts.disk.warn_percent: the warning (95 %) is above the alert (90 %)",
+        ],
+    );
+    repo(
+        "config_alerts_bad_size",
+        "alerts:\n  reclaimable: 10 gigs\n",
+        WEB,
+        &[
+            "./plimsoll.yaml:2:16: alerts.reclaimable:",
+            "invalid size `10 gigs`",
+        ],
+    );
+}
+
+#[test]
 fn config_invalid_yaml() {
     repo(
         "config_invalid_yaml",

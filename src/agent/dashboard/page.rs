@@ -161,6 +161,7 @@ fn overview(v: &View<'_>) -> Markup {
         h1 { "Overview" }
         (host(v.status))
         (review(v))
+        (heartbeat(v.status))
         (stacks(v.status))
         section id="recent" aria-labelledby="recent-h" {
             h2 id="recent-h" { "Latest applies" }
@@ -520,4 +521,104 @@ pub fn login(status_token: bool, sync_token: bool, error: Option<&str>) -> Strin
         }
     }
     .into_string()
+}
+
+/// The heartbeat of `/status` (facts and open alerts), as the agent
+/// published it (masked); nothing before the first beat.
+fn heartbeat(s: &AgentStatus) -> Markup {
+    let Some(h) = &s.heartbeat else {
+        return html! {};
+    };
+    let list = |v: &serde_json::Value| v.as_array().cloned().unwrap_or_default();
+    let open = list(&h["open"]);
+    let disks = list(&h["facts"]["disks"]);
+    let restarting: Vec<serde_json::Value> = list(&h["facts"]["containers"])
+        .into_iter()
+        .filter(|c| c["restart_count"].as_u64().unwrap_or(0) > 0 || c["running"] == false)
+        .collect();
+    let problems = list(&h["facts"]["problems"]);
+    html! {
+        section id="heartbeat" aria-labelledby="heartbeat-h" {
+            h2 id="heartbeat-h" { "Heartbeat" }
+            p {
+                "Last check " (h["time"].as_str().unwrap_or("-"))
+                @if let Some(e) = h["error"].as_str() { " · " span.error { (e) } }
+            }
+            @if open.is_empty() {
+                p.ok { "No open alert." }
+            } @else {
+                ul.queue {
+                    @for a in &open {
+                        li.card {
+                            span class=(format!("badge {}", if a["severity"] == "critical" { "failed" } else { "drifted" })) {
+                                (a["severity"].as_str().unwrap_or(""))
+                            }
+                            " " (a["message"].as_str().unwrap_or(""))
+                        }
+                    }
+                }
+            }
+            @if !disks.is_empty() {
+                div.table {
+                    table {
+                        caption { "Disks" }
+                        thead { tr { th scope="col" { "File system" } th scope="col" { "Holds" } th scope="col" { "Used" } th scope="col" { "Free" } } }
+                        tbody {
+                            @for d in &disks {
+                                @let total = d["total_bytes"].as_u64().unwrap_or(0);
+                                @let used = d["used_bytes"].as_u64().unwrap_or(0);
+                                tr {
+                                    th scope="row" { code { (d["path"].as_str().unwrap_or("")) } }
+                                    td { (list(&d["holds"]).iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")) }
+                                    td { (format!("{:.0} %", if total == 0 { 0.0 } else { used as f64 * 100.0 / total as f64 })) }
+                                    td { (bytes(d["available_bytes"].as_u64().unwrap_or(0))) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if let Some(r) = h["facts"]["reclaimable"].as_object() {
+                p {
+                    "Reclaimable: "
+                    (bytes(["images", "build_cache", "containers"].iter().filter_map(|k| r.get(*k)?.as_u64()).sum()))
+                    " (unused images, build cache, stopped containers)"
+                }
+            }
+            @if !restarting.is_empty() {
+                p {
+                    "Restarted or stopped: "
+                    @for (i, c) in restarting.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        code { (c["name"].as_str().unwrap_or("")) }
+                        " (" (c["status"].as_str().unwrap_or("")) ", " (c["restart_count"].as_u64().unwrap_or(0)) " restarts)"
+                    }
+                }
+            }
+            p {
+                "Container logs: " (h["logs"]["streams"].as_u64().unwrap_or(0)) " followed, "
+                (bytes(h["logs"]["bytes"].as_u64().unwrap_or(0))) " scanned for secrets"
+                @if h["logs"]["dropped"].as_u64().unwrap_or(0) > 0 {
+                    ", " span.error { (h["logs"]["dropped"].as_u64().unwrap_or(0)) " streams dropped (the scanner fell behind)" }
+                }
+            }
+            @for p in &problems { p.hint { (p.as_str().unwrap_or("")) } }
+        }
+    }
+}
+
+/// Bytes in binary units, one decimal.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
