@@ -214,11 +214,55 @@ async fn logout(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
     r
 }
 
+/// The fields every review form sends: its anti-CSRF token and the service.
 #[derive(Deserialize)]
-struct RevertForm {
+struct ServiceForm {
     csrf: String,
     stack: String,
     service: String,
+}
+
+impl ServiceForm {
+    /// May this request act, on a service of this host (`known_only`)?
+    fn check(
+        &self,
+        shared: &Shared,
+        headers: &HeaderMap,
+        known_only: bool,
+    ) -> Result<(), Rejected> {
+        shared
+            .sessions
+            .may_act(shared, headers, &self.csrf)
+            .map_err(Rejected::Refused)?;
+        if known_only && !known(shared, &self.stack, &self.service) {
+            return Err(Rejected::UnknownService(format!(
+                "{}/{}",
+                self.stack, self.service
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Why a review action is not taken.
+#[derive(Debug)]
+enum Rejected {
+    Refused(session::Refusal),
+    /// `stack/service` is not a service of this host (any more).
+    UnknownService(String),
+}
+
+impl IntoResponse for Rejected {
+    fn into_response(self) -> Response {
+        match self {
+            Rejected::Refused(r) => r.into_response(),
+            Rejected::UnknownService(key) => (
+                StatusCode::NOT_FOUND,
+                format!("{key}: no such service on this host; reload the page\n"),
+            )
+                .into_response(),
+        }
+    }
 }
 
 /// `POST /ui/revert`: the service goes back to git's version through the
@@ -226,13 +270,10 @@ struct RevertForm {
 async fn revert(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    Form(f): Form<RevertForm>,
+    Form(f): Form<ServiceForm>,
 ) -> Response {
-    if let Err(refused) = shared.sessions.may_act(&shared, &headers, &f.csrf) {
-        return refused.into_response();
-    }
-    if !known(&shared, &f.stack, &f.service) {
-        return unknown_service(&f.stack, &f.service);
+    if let Err(rejected) = f.check(&shared, &headers, true) {
+        return rejected.into_response();
     }
     tracing::info!("{}/{}: revert asked on the dashboard", f.stack, f.service);
     let _ = shared.triggers.send(Trigger::Revert {
@@ -247,9 +288,8 @@ async fn revert(
 
 #[derive(Deserialize)]
 struct SilenceForm {
-    csrf: String,
-    stack: String,
-    service: String,
+    #[serde(flatten)]
+    target: ServiceForm,
     /// One of [`page::SILENCE_FOR`].
     #[serde(rename = "for")]
     duration: String,
@@ -261,28 +301,23 @@ struct SilenceForm {
 async fn silence(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    Form(f): Form<SilenceForm>,
+    Form(SilenceForm {
+        target: f,
+        duration,
+        reason,
+    }): Form<SilenceForm>,
 ) -> Response {
-    if let Err(refused) = shared.sessions.may_act(&shared, &headers, &f.csrf) {
-        return refused.into_response();
+    if let Err(rejected) = f.check(&shared, &headers, true) {
+        return rejected.into_response();
     }
-    if !known(&shared, &f.stack, &f.service) {
-        return unknown_service(&f.stack, &f.service);
-    }
-    let hours = match f.duration.as_str() {
-        "1h" => 1,
-        "4h" => 4,
-        "24h" => 24,
-        "7d" => 7 * 24,
-        other => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("silence for {other:?}: choose 1h, 4h, 24h or 7d on the page\n"),
-            )
-                .into_response();
-        }
+    let Some(&(_, _, hours)) = page::SILENCE_FOR.iter().find(|(v, _, _)| *v == duration) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("silence for {duration:?}: choose one of the durations the page offers\n"),
+        )
+            .into_response();
     };
-    let reason = f.reason.trim();
+    let reason = reason.trim();
     if reason.is_empty() || reason.len() > 500 {
         return (
             StatusCode::BAD_REQUEST,
@@ -314,10 +349,9 @@ async fn silence(
             .into_response();
     }
     tracing::info!(
-        "{}/{}: drift silenced on the dashboard for {}",
+        "{}/{}: drift silenced on the dashboard for {duration}",
         f.stack,
-        f.service,
-        f.duration
+        f.service
     );
     let _ = shared.triggers.send(Trigger::Publish(format!(
         "{}/{} silenced",
@@ -326,22 +360,16 @@ async fn silence(
     back_to_review()
 }
 
-#[derive(Deserialize)]
-struct UnsilenceForm {
-    csrf: String,
-    stack: String,
-    service: String,
-}
-
 /// `POST /ui/unsilence`: the silence is lifted (audited) and the service
 /// checked again: self-heal, when on, repairs it.
 async fn unsilence(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    Form(f): Form<UnsilenceForm>,
+    Form(f): Form<ServiceForm>,
 ) -> Response {
-    if let Err(refused) = shared.sessions.may_act(&shared, &headers, &f.csrf) {
-        return refused.into_response();
+    // A silence of a service gone from the host can be lifted too.
+    if let Err(rejected) = f.check(&shared, &headers, false) {
+        return rejected.into_response();
     }
     let Some(state) = &shared.state else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
@@ -374,14 +402,6 @@ async fn unsilence(
 
 fn back_to_review() -> Response {
     Redirect::to(&format!("{}#review", Page::Overview.path())).into_response()
-}
-
-fn unknown_service(stack: &str, service: &str) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        format!("{stack}/{service}: no such service on this host; reload the page\n"),
-    )
-        .into_response()
 }
 
 fn no_store(mut r: Response) -> Response {

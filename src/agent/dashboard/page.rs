@@ -93,11 +93,7 @@ pub fn page(page: Page, v: &View<'_>) -> String {
         (DOCTYPE)
         html lang="en" {
             head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="color-scheme" content="light dark";
-                title { (page.title()) " · " (host) " · plimsoll" }
-                style { (PreEscaped(STYLE)) }
+                (head_tags(&format!("{} · {host} · plimsoll", page.title())))
             }
             body data-page=(page.key()) {
                 a.skip href="#main" { "Skip to content" }
@@ -274,12 +270,13 @@ fn review(v: &View<'_>) -> Markup {
     }
 }
 
-/// How long the page can silence a drift for.
-pub const SILENCE_FOR: [(&str, &str); 4] = [
-    ("1h", "1 hour"),
-    ("4h", "4 hours"),
-    ("24h", "1 day"),
-    ("7d", "7 days"),
+/// How long the page can silence a drift for: the form's value, in words,
+/// in hours.
+pub const SILENCE_FOR: [(&str, &str, i64); 4] = [
+    ("1h", "1 hour", 1),
+    ("4h", "4 hours", 4),
+    ("24h", "1 day", 24),
+    ("7d", "7 days", 7 * 24),
 ];
 
 /// The review actions of one drifted service: revert, and silence it (or
@@ -311,7 +308,7 @@ fn actions(v: &View<'_>, stack: &str, s: &ServiceStatus) -> Markup {
                     (hidden)
                     label for=(format!("for-{id}")) { "Silence for" }
                     select id=(format!("for-{id}")) name="for" {
-                        @for (value, words) in SILENCE_FOR { option value=(value) { (words) } }
+                        @for (value, words, _) in SILENCE_FOR { option value=(value) { (words) } }
                     }
                     label for=(format!("reason-{id}")) { "Reason" }
                     input id=(format!("reason-{id}")) name="reason" type="text" required maxlength="500";
@@ -486,16 +483,25 @@ fn short(rev: &str) -> &str {
     }
 }
 
+/// What every page's `<head>` holds: its title, and the style (inline: no
+/// asset from the network).
+fn head_tags(title: &str) -> Markup {
+    html! {
+        meta charset="utf-8";
+        meta name="viewport" content="width=device-width, initial-scale=1";
+        meta name="color-scheme" content="light dark";
+        title { (title) }
+        style { (PreEscaped(STYLE)) }
+    }
+}
+
 /// The login page (`GET /ui/login`).
 pub fn login(status_token: bool, sync_token: bool, error: Option<&str>) -> String {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Log in · plimsoll" }
-                style { (PreEscaped(STYLE)) }
+                (head_tags("Log in · plimsoll"))
             }
             body {
                 main id="main" {
