@@ -267,8 +267,9 @@ pub struct Shared {
     pub changes: tokio::sync::watch::Sender<u64>,
     /// The dashboard's logins.
     pub sessions: dashboard::Sessions,
-    /// The state directory: the audit log the dashboard's history shows.
-    pub state: Option<StateDir>,
+    /// The state directory: the audit log the dashboard's history shows,
+    /// the silences it adds.
+    pub state: StateDir,
     history: Mutex<HistoryCache>,
     /// Asks the heartbeat for a beat now (`POST /heartbeat`, a container started).
     pub heartbeat: Arc<tokio::sync::Notify>,
@@ -282,8 +283,9 @@ struct HistoryCache {
 }
 
 impl Shared {
-    /// A status shared by nothing yet: for the agent's start and tests.
-    pub fn new(triggers: UnboundedSender<Trigger>, state: Option<StateDir>) -> Shared {
+    /// What the agent shares before it knows anything: no status, no
+    /// tokens, no sessions.
+    pub fn new(triggers: UnboundedSender<Trigger>, state: StateDir) -> Shared {
         Shared {
             metrics: metrics::Metrics::new(),
             status: Mutex::new(AgentStatus::default()),
@@ -311,9 +313,7 @@ impl Shared {
     /// The last [`dashboard::HISTORY`] audit records, oldest first;
     /// read again only when the audit log changed.
     pub fn history(&self) -> Arc<Vec<serde_json::Value>> {
-        let Some(state) = &self.state else {
-            return Arc::default();
-        };
+        let state = &self.state;
         let stamp = std::fs::metadata(state.path().join(crate::state::AUDIT_FILE))
             .ok()
             .and_then(|m| Some((m.len(), m.modified().ok()?)));
@@ -411,7 +411,7 @@ pub async fn run(
         sync_token: opts.sync_token.clone(),
         status_token: opts.status_token.clone(),
         followed_ref,
-        ..Shared::new(tx.clone(), Some(state.clone()))
+        ..Shared::new(tx.clone(), state.clone())
     });
     http::listen(&opts, shared.clone(), shutdown.clone()).await?;
     tokio::spawn(watch::engine_events(
