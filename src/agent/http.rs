@@ -273,13 +273,19 @@ fn status_token_refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response
 /// Whether `Authorization: Bearer <token>` names `token`, compared in
 /// constant time; an empty token never matches.
 pub(super) fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
-    use subtle::ConstantTimeEq as _;
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    !given.is_empty() && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+    token_matches(given, token)
+}
+
+/// Whether `given` is `expected`, compared in constant time; an empty
+/// value never matches.
+pub(super) fn token_matches(given: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    !given.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
 
 #[cfg(test)]

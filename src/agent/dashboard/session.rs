@@ -10,11 +10,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use chacha20poly1305::ChaCha20Poly1305;
 use chacha20poly1305::aead::{Generate as _, Key};
-use subtle::ConstantTimeEq as _;
 
 use super::page::Actions;
 use crate::agent::Shared;
-use crate::agent::http::bearer_matches;
+use crate::agent::http::{bearer_matches, token_matches};
 
 const COOKIE: &str = "plimsoll_session";
 /// How long a login lasts.
@@ -37,13 +36,13 @@ impl Grant {
         sync_token: &str,
     ) -> Result<Grant, &'static str> {
         if let Some(expected) = &shared.status_token
-            && !same(status_token, expected)
+            && !token_matches(status_token, expected)
         {
             return Err("wrong status token: give the content of the agent's --status-token-file");
         }
         let act = match &shared.sync_token {
             Some(expected) if !sync_token.is_empty() => {
-                if !same(sync_token, expected) {
+                if !token_matches(sync_token, expected) {
                     return Err(
                         "wrong sync token: give the content of the agent's --sync-token-file, or leave it empty to only look",
                     );
@@ -149,7 +148,7 @@ impl Sessions {
             return Err(Refusal::ActionsOff);
         }
         match self.grant(headers) {
-            Some((grant, expected)) if grant.act && same(csrf, &expected) => Ok(()),
+            Some((grant, expected)) if grant.act && token_matches(csrf, &expected) => Ok(()),
             Some((grant, _)) if grant.act => Err(Refusal::StaleForm),
             _ => Err(Refusal::NotLoggedIn),
         }
@@ -214,11 +213,6 @@ fn cookie(headers: &HeaderMap) -> Option<&str> {
         .filter_map(|c| c.trim().split_once('='))
         .find(|(k, _)| *k == COOKIE)
         .map(|(_, v)| v)
-}
-
-/// Compared in constant time; an empty value never matches.
-fn same(given: &str, expected: &str) -> bool {
-    !given.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
 
 /// 32 random bytes, hex.
