@@ -33,13 +33,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use bollard::models::{ContainerInspectResponse, EventMessage, EventMessageTypeEnum, ImageConfig};
+use bollard::models::{
+    ContainerInspectResponse, ContainerSummary, EventMessage, EventMessageTypeEnum, ImageConfig,
+    ImageSummary, Network, Volume,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{ENGINE_CACHE, StateDir};
 
 /// The cache's format; another one is ignored (full inspect).
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// The cache file's content.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -59,6 +62,19 @@ pub struct EngineCache {
     pub images: BTreeMap<String, ImageConfig>,
     /// Image reference -> image ID, as last resolved.
     pub references: BTreeMap<String, String>,
+    /// The engine's lists as the run that wrote the cache read them.
+    pub lists: Option<Lists>,
+}
+
+/// The engine's lists, as it returns them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Lists {
+    /// Every container (`GET /containers/json?all=true`), newest first.
+    pub containers: Vec<ContainerSummary>,
+    pub networks: Vec<Network>,
+    pub volumes: Vec<Volume>,
+    /// The images plimsoll built (they carry `io.plimsoll.build`).
+    pub built: Vec<ImageSummary>,
 }
 
 /// One event, identified well enough to be found again in the engine's log.
@@ -97,9 +113,18 @@ impl Mark {
 /// What the engine's log says changed since the watermark.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
-    /// Containers an event named.
+    /// Containers an event named: inspected again.
     pub containers: BTreeSet<String>,
-    /// Whether an image event happened (references may name other images).
+    /// Containers whose list entry an event may have changed (every event
+    /// naming a container but an exec's, which changes neither its state
+    /// nor its networks): listed again.
+    pub listed: BTreeSet<String>,
+    /// Whether a network event happened (the network list is read again).
+    pub networks: bool,
+    /// Whether a volume event happened (the volume list is read again).
+    pub volumes: bool,
+    /// Whether an image event happened (references may name other images;
+    /// the built images are listed again).
     pub images: bool,
 }
 
@@ -123,16 +148,28 @@ pub fn changes(watermark: &Mark, events: &[EventMessage]) -> Option<Changes> {
         }
         let actor = e.actor.as_ref();
         let attributes = actor.and_then(|a| a.attributes.as_ref());
-        if let Some(id) = attributes.and_then(|a| a.get("container")) {
+        let action = e.action.as_deref().unwrap_or_default();
+        let mut named = |id: &String, listed: bool| {
             out.containers.insert(id.clone());
+            if listed {
+                out.listed.insert(id.clone());
+            }
+        };
+        if let Some(id) = attributes.and_then(|a| a.get("container")) {
+            named(id, true);
         }
         match e.typ {
             Some(EventMessageTypeEnum::CONTAINER) => {
-                if let Some(id) = actor.and_then(|a| a.id.clone()) {
-                    out.containers.insert(id);
+                if let Some(id) = actor.and_then(|a| a.id.as_ref()) {
+                    named(id, !action.starts_with("exec_"));
                 }
             }
+            Some(EventMessageTypeEnum::NETWORK) => out.networks = true,
+            Some(EventMessageTypeEnum::VOLUME) => out.volumes = true,
             Some(EventMessageTypeEnum::IMAGE) => out.images = true,
+            // The daemon's own events (a configuration reload): nothing of
+            // the cache is trusted, as for a gap.
+            Some(EventMessageTypeEnum::DAEMON) => return None,
             _ => {}
         }
     }
