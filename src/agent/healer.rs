@@ -3,7 +3,7 @@
 //! A keyed queue: one task per drifted service (`stack/service`), at most one
 //! heal of a service in flight; an event for a service already being healed is
 //! coalesced into one more check after it. A heal observes only its service
-//! (the engine event names it: [`reconcile::observe_service`] inspects that
+//! (the engine event names it: [`reconcile::observe_scoped`] inspects that
 //! service's containers instead of the whole host), applies through the same
 //! plan/apply path as every change, then watches the result (running, healthy,
 //! staying up) without holding anything, and records the verdict in
@@ -340,7 +340,7 @@ impl Healer {
         let desired = &applied.target.desired;
         let observed = {
             let _permit = self.0.observes.acquire().await;
-            self.observe(&applied, stack, service).await
+            self.observe(&applied, stack, Some(service)).await
         };
         let observed = match observed {
             Ok(o) => o,
@@ -434,12 +434,12 @@ impl Healer {
         &self,
         applied: &'d Applied,
         stack: &str,
-        service: &str,
+        service: Option<&str>,
     ) -> Result<Observed<'d>, Error> {
         let state = |source| Error::State { source };
         // What restarted containers were restarted with (`on_mount_change: restart`).
         let mounts = self.0.state.applied_mounts().map_err(state)?;
-        let mut observed = reconcile::observe_service(
+        let mut observed = reconcile::observe_scoped(
             self.0.engine.clone(),
             &applied.target.desired,
             &applied.host,
