@@ -86,6 +86,15 @@ pub enum Held {
 #[derive(Clone)]
 pub struct Healer(Arc<Inner>);
 
+/// A [`Healer`] that does not keep it alive ([`Shared`] holds one: the healer holds it).
+pub struct WeakHealer(std::sync::Weak<Inner>);
+
+impl WeakHealer {
+    pub fn upgrade(&self) -> Option<Healer> {
+        self.0.upgrade().map(Healer)
+    }
+}
+
 struct Inner {
     engine: Engine,
     state: StateDir,
@@ -146,6 +155,28 @@ impl Healer {
             reported: Mutex::new(BTreeMap::new()),
             triggers,
         }))
+    }
+
+    pub fn downgrade(&self) -> WeakHealer {
+        WeakHealer(Arc::downgrade(&self.0))
+    }
+
+    /// The state directory.
+    pub(super) fn state(&self) -> &StateDir {
+        &self.0.state
+    }
+
+    /// Observes `stack` (its `service`, or all of it) of the applied revision
+    /// as a heal does, sharing the heals' bound on observations at once;
+    /// without the lock (looking changes nothing).
+    pub(super) async fn look<'d>(
+        &self,
+        applied: &'d Applied,
+        stack: &str,
+        service: Option<&str>,
+    ) -> Result<Observed<'d>, Error> {
+        let _permit = self.0.observes.acquire().await;
+        self.observe(applied, stack, service).await
     }
 
     /// The revision heals converge to (`None`: none is applied yet, events wait for the loop).
@@ -692,6 +723,15 @@ impl Healer {
             Some(service),
             message,
         );
+    }
+
+    /// Forgets that the drift of `keys` (`stack/service`) was reported, so
+    /// that the next check reports it again (a silence over it expired).
+    pub fn forget_reported(&self, keys: &[String]) {
+        let mut reported = self.0.reported.lock().unwrap_or_else(|e| e.into_inner());
+        for key in keys {
+            reported.remove(key);
+        }
     }
 
     /// The drift a full check found, handed to the heals (each service its own).
