@@ -9,7 +9,7 @@
 //!   directory's path under the root stripped as a suffix ([`live_root`]).
 //!   Before a desired container is compared with its live one (fields and
 //!   spec hash), [`reroot`] moves every bind-mount source under the desired
-//!   root, and Compose's two path labels, onto the live root
+//!   root, Compose's two path labels and `io.plimsoll.repository`, onto the live root
 //!   ([`live_mapping`]; where the label does not end so, the stack
 //!   directory onto the label: a stack directory applied on its own). The same
 //!   repository checked out elsewhere then compares equal, and so does a
@@ -198,8 +198,9 @@ fn moved(path: &str, from: &Path, to: &Path) -> Option<String> {
 }
 
 /// Moves what `config` says about the repository from root `from` to root
-/// `to`: bind-mount sources under `from` and Compose's path labels. Sources
-/// elsewhere (host paths) stay as they are.
+/// `to`: bind-mount sources under `from`, Compose's path labels and the
+/// repository plimsoll labels its objects with. Sources elsewhere (host
+/// paths) stay as they are.
 pub fn reroot(config: &mut ContainerConfig, from: &Path, to: &Path) {
     if from == to {
         return;
@@ -209,7 +210,11 @@ pub fn reroot(config: &mut ContainerConfig, from: &Path, to: &Path) {
             m.source = Some(s);
         }
     }
-    for key in [labels::COMPOSE_WORKING_DIR, labels::COMPOSE_CONFIG_FILES] {
+    for key in [
+        labels::COMPOSE_WORKING_DIR,
+        labels::COMPOSE_CONFIG_FILES,
+        labels::REPOSITORY,
+    ] {
         if let Some(v) = config.labels.get_mut(key) {
             *v = v
                 .split(',')
@@ -606,6 +611,7 @@ mod tests {
             "/a/repo/stacks/shop/compose.yaml,/a/repo/stacks/shop/compose.override.yaml".into(),
         );
         c.labels.insert("other".into(), "/a/repo/x".into());
+        c.labels.insert(labels::REPOSITORY.into(), "/a/repo".into());
         reroot(
             &mut c,
             Path::new("/a/repo"),
@@ -632,6 +638,11 @@ mod tests {
             "/var/lib/plimsoll/git/worktree/stacks/shop/compose.yaml,/var/lib/plimsoll/git/worktree/stacks/shop/compose.override.yaml"
         );
         assert_eq!(c.labels["other"], "/a/repo/x");
+        assert_eq!(
+            c.labels[labels::REPOSITORY],
+            "/var/lib/plimsoll/git/worktree",
+            "the repository the containers were applied from"
+        );
     }
 
     fn stack_at(root: &str, dir: &str) -> Stack {

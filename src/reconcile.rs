@@ -13,6 +13,11 @@ use crate::plan::{self, ActionKind, Plan};
 use crate::spec::Desired;
 use crate::spec::model::{PullPolicy, Stack};
 
+mod applied;
+
+use applied::{overlay_applied_mounts, record_restarted_mounts};
+pub use applied::{restarted_mounts, with_applied_mounts};
+
 /// What the engine looks like for this host's stacks, and the plan.
 pub struct Observed<'a> {
     pub engine: Engine,
@@ -209,54 +214,69 @@ pub async fn observe_on<'a>(
     })
 }
 
-/// [`observe_on`] narrowed to one service of one stack (the agent's heal of
-/// the service an engine event named): only that service's containers and
-/// image are inspected, instead of every managed container on the host. The
-/// plan holds that service's actions, the pull of its image and the creation
-/// of its stack's missing networks and volumes; nothing else. A stack that
-/// does not run on `host` (or a service it does not declare) gives an empty plan.
-pub async fn observe_service<'a>(
+/// [`observe_on`] narrowed to one service of one stack (`Some`: the agent's
+/// heal of the service an engine event named), or to one stack (`None`):
+/// only those containers and images are inspected, instead of every managed
+/// container on the host. The plan holds their actions, the pulls of their
+/// images and the creation of the stack's missing networks and volumes;
+/// nothing else (nothing is pruned). A stack that does not run on `host`
+/// (or a service it does not declare) gives an empty plan.
+pub async fn observe_scoped<'a>(
     engine: Engine,
     desired: &'a Desired,
     host: &str,
     stack: &str,
-    service: &str,
+    service: Option<&str>,
     applied: &crate::state::AppliedMounts,
 ) -> Result<Observed<'a>, EngineError> {
     let config = &desired.config;
+    let chosen = |name: &str| service.is_none_or(|s| s == name);
     let found = desired
         .stacks
         .iter()
         .find(|s| s.name == stack && config.runs_on(&s.name, host))
-        .filter(|s| s.services.contains_key(service));
+        .filter(|s| service.is_none_or(|svc| s.services.contains_key(svc)));
     let stacks: Vec<&Stack> = found.into_iter().collect();
-    let image = found.map(|s| s.services[service].image_ref(stack, service));
-    let images: BTreeSet<String> = image.iter().filter(|i| !i.is_empty()).cloned().collect();
+    let images: BTreeSet<String> = found
+        .iter()
+        .flat_map(|s| {
+            s.services
+                .iter()
+                .filter(|(n, _)| chosen(n))
+                .map(|(n, svc)| svc.image_ref(stack, n))
+        })
+        .filter(|i| !i.is_empty())
+        .collect();
     let names: BTreeSet<String> = stacks.iter().map(|s| s.name.clone()).collect();
     let mut live = if stacks.is_empty() {
         Live::default()
     } else {
         engine
-            .snapshot_of(&names, None, &images, Some((stack, service)))
+            .snapshot_of(&names, None, &images, service.map(|s| (stack, s)))
             .await?
     };
     let builds = match found {
-        Some(s) if s.services[service].builds() => build_hashes(&stacks).await,
+        Some(s) if s.services.iter().any(|(n, svc)| chosen(n) && svc.builds()) => {
+            build_hashes(&stacks).await
+        }
         _ => plan::Builds::default(),
     };
-    overlay_applied_mounts(&mut live, applied);
-    let mounts = mount_hashes_of(&stacks, Some(service)).await;
+    let mounts = mount_hashes_of(&stacks, service).await;
+    overlay_applied_mounts(&mut live, applied, &stacks, &mounts);
     let mut plan = plan::plan(&stacks, &live, &builds, &mounts, &desired.masker);
     plan.actions
         .retain(|a| match (a.service.as_deref(), a.action) {
-            (Some(s), _) => s == service,
-            (None, ActionKind::PullImage) => image.as_deref() == Some(a.target.as_str()),
+            (Some(s), _) => chosen(s),
+            (None, ActionKind::PullImage) => images.contains(&a.target),
             (None, ActionKind::CreateNetwork | ActionKind::CreateVolume) => true,
             (None, _) => false,
         });
     plan.conflicts
-        .retain(|c| c.service.as_deref() == Some(service));
-    plan.in_sync.retain(|k| *k == format!("{stack}/{service}"));
+        .retain(|c| service.is_none() || c.service.as_deref() == service);
+    plan.in_sync.retain(|k| {
+        k.split_once('/')
+            .is_some_and(|(st, sv)| st == stack && chosen(sv))
+    });
     plan.would_prune.clear();
     let paused = names
         .iter()
@@ -274,135 +294,6 @@ pub async fn observe_service<'a>(
         builds,
         mounts,
     })
-}
-
-/// Lays the content hashes containers were last restarted with (see
-/// [`crate::state::AppliedMounts`]) over their labels and plans again when
-/// any applies. Only the same container (by ID) takes them.
-pub fn with_applied_mounts(
-    observed: &mut Observed<'_>,
-    applied: &crate::state::AppliedMounts,
-    masker: &crate::spec::secrets::Masker,
-) {
-    if overlay_applied_mounts(&mut observed.live, applied) {
-        observed.plan = plan::plan(
-            &observed.stacks,
-            &observed.live,
-            &observed.builds,
-            &observed.mounts,
-            masker,
-        );
-    }
-}
-
-/// Lays the hashes of `applied` over the labels of the same containers;
-/// whether any label changed.
-fn overlay_applied_mounts(live: &mut Live, applied: &crate::state::AppliedMounts) -> bool {
-    let mut changed = false;
-    for c in &mut live.containers {
-        // A drift accepted into git: the container stands for the config with it.
-        if let Some(a) = applied.accepted.get(&c.id)
-            && c.labels.get(crate::names::labels::SPEC_HASH) == Some(&a.label)
-            && a.label != a.hash
-        {
-            for label in [
-                crate::names::labels::SPEC_HASH,
-                crate::names::labels::COMPOSE_CONFIG_HASH,
-            ] {
-                c.labels.insert(label.into(), a.hash.clone());
-                c.config.labels.insert(label.into(), a.hash.clone());
-            }
-            changed = true;
-        }
-        let Some(hashes) = applied.containers.get(&c.id) else {
-            continue;
-        };
-        for (target, hash) in hashes {
-            let label = crate::mounts::label(target);
-            if c.labels.get(&label) == Some(hash) {
-                continue;
-            }
-            c.labels.insert(label.clone(), hash.clone());
-            c.config.labels.insert(label, hash.clone());
-            changed = true;
-        }
-    }
-    changed
-}
-
-/// What an apply's restarts brought into the containers: `applied` with
-/// the hashes of every container restarted successfully, and without the
-/// containers the apply replaced or removed.
-pub fn restarted_mounts(
-    observed: &Observed<'_>,
-    outcomes: &[crate::apply::ActionOutcome],
-    mut applied: crate::state::AppliedMounts,
-) -> crate::state::AppliedMounts {
-    let replaced: BTreeSet<&str> = outcomes
-        .iter()
-        .filter(|o| matches!(o.action.action, ActionKind::Recreate | ActionKind::Remove))
-        .map(|o| o.action.target.as_str())
-        .collect();
-    let id_of = |name: &str| {
-        observed
-            .live
-            .containers
-            .iter()
-            .find(|c| c.name == name && !replaced.contains(name))
-            .map(|c| c.id.clone())
-    };
-    // A heal observes one service: containers not seen are not gone.
-    let gone: BTreeSet<&str> = observed
-        .live
-        .containers
-        .iter()
-        .filter(|c| replaced.contains(c.name.as_str()))
-        .map(|c| c.id.as_str())
-        .collect();
-    applied
-        .containers
-        .retain(|id, _| !gone.contains(id.as_str()));
-    applied.accepted.retain(|id, _| !gone.contains(id.as_str()));
-    for o in outcomes
-        .iter()
-        .filter(|o| o.action.action == ActionKind::Restart && o.result.is_ok())
-    {
-        let service = o.action.service.clone().unwrap_or_default();
-        let Some(Ok(hashes)) = observed.mounts.get(&(o.action.stack.clone(), service)) else {
-            continue;
-        };
-        if let Some(id) = id_of(&o.action.target).filter(|_| !hashes.is_empty()) {
-            applied.containers.insert(
-                id,
-                hashes
-                    .iter()
-                    .map(|(t, m)| (t.clone(), m.hash.clone()))
-                    .collect(),
-            );
-        }
-    }
-    applied
-}
-
-/// Records in the state directory the hashes of the files restarted
-/// containers now see (one read-modify-write at a time: heals run
-/// concurrently). A failure is logged: the container may be restarted again.
-fn record_restarted_mounts(
-    observed: &Observed<'_>,
-    outcomes: &[crate::apply::ActionOutcome],
-    state: &crate::state::StateDir,
-) {
-    static WRITES: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = WRITES.lock().unwrap_or_else(|e| e.into_inner());
-    let applied = state.applied_mounts().unwrap_or_default();
-    let after = restarted_mounts(observed, outcomes, applied.clone());
-    if after != applied
-        && let Err(e) = state.set_applied_mounts(&after)
-    {
-        tracing::error!(
-            "the apply ran, but recording the files restarted containers mount failed: {e}; they may be restarted again"
-        );
-    }
 }
 
 /// The content hashes of the repository files and directories services

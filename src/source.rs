@@ -495,6 +495,27 @@ impl GitTree {
         })
     }
 
+    /// The tree of commit `sha` of the repository (or bare clone) at `repo`,
+    /// read as if checked out at `root` (a work tree of it: the agent's
+    /// clone reads the revision it runs even while a newer one is checked out).
+    pub fn at_commit(repo: &Path, sha: &str, root: &Path) -> Result<GitTree, SourceError> {
+        let git = |source: git2::Error| SourceError::Git {
+            path: repo.to_path_buf(),
+            message: source.message().to_string(),
+        };
+        let opened = git2::Repository::open(repo).map_err(git)?;
+        let tree = {
+            let oid = git2::Oid::from_str(sha).map_err(git)?;
+            opened.find_commit(oid).map_err(git)?.tree_id()
+        };
+        let root = fs::canonicalize(root).map_err(io_err(root))?;
+        Ok(GitTree {
+            repo: Mutex::new(opened),
+            tree,
+            root,
+        })
+    }
+
     /// The repository-relative form of `path` (absolute under the root, or
     /// relative to it), symlinks of the commit followed; refused when it
     /// resolves outside the repository.
@@ -601,7 +622,13 @@ impl Files for GitTree {
     }
 
     fn absolute(&self, path: &Path) -> io::Result<PathBuf> {
-        Ok(self.root.join(self.relative(path)?))
+        let rel = self.relative(path)?;
+        // `root.join("")` would end with a slash: the root is named as is.
+        Ok(if rel.as_os_str().is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        })
     }
 
     fn link(&self, path: &Path) -> io::Result<Option<PathBuf>> {
@@ -878,6 +905,15 @@ pub(crate) mod tests {
         assert_eq!(
             read(Path::new("/etc/passwd")),
             Err(io::ErrorKind::PermissionDenied)
+        );
+        // The root is named as the file system names it (no trailing slash):
+        // it is the repository plimsoll labels objects with.
+        assert_eq!(files.absolute(Path::new("")).unwrap(), abs);
+        assert_eq!(files.absolute(&abs).unwrap(), abs);
+        let at = GitTree::at_commit(root, &rev.commit, root).unwrap();
+        assert_eq!(
+            at.read(&abs.join("stacks/a/compose.yaml")).unwrap(),
+            Some(b"services: {}".to_vec())
         );
         // A PATH that no longer exists on disk is still found in the commit.
         let rev = GitTree::resolve(&root.join("stacks/a"), "HEAD").unwrap();

@@ -598,6 +598,24 @@ impl StateDir {
         applied_mounts_at(&self.root)
     }
 
+    /// Changes [`AppliedMounts`] with `f` (read, change, write: one at a
+    /// time in this process, as heals run concurrently); whether it changed.
+    pub fn update_applied_mounts(
+        &self,
+        f: impl FnOnce(&mut AppliedMounts),
+    ) -> Result<bool, StateError> {
+        static WRITES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = WRITES.lock().unwrap_or_else(|e| e.into_inner());
+        let before = self.applied_mounts()?;
+        let mut after = before.clone();
+        f(&mut after);
+        if after == before {
+            return Ok(false);
+        }
+        self.set_applied_mounts(&after)?;
+        Ok(true)
+    }
+
     /// Replaces [`AppliedMounts`] (atomically, 0600).
     pub fn set_applied_mounts(&self, m: &AppliedMounts) -> Result<(), StateError> {
         let m = AppliedMounts {

@@ -177,6 +177,11 @@ pub(super) struct Schedule {
     pub resync_at: Instant,
     /// A check sooner than the resync (a retry).
     pub check_at: Option<Instant>,
+    /// The end of the next silence to expire (`plimsoll drift --silence`,
+    /// the dashboard): its drift is reported and healed again from then.
+    pub silence_at: Option<Instant>,
+    /// Silences that ended up to this time are dealt with.
+    pub silences_seen: jiff::Timestamp,
 }
 
 /// The work one cycle does, coalesced from triggers.
@@ -213,6 +218,12 @@ impl Work {
             Trigger::Publish(why) => {
                 self.publish = true;
                 self.reasons.insert(why);
+            }
+            Trigger::SilenceEnded(keys) => {
+                self.check = true;
+                for key in keys {
+                    self.reasons.insert(format!("silence of {key} expired"));
+                }
             }
         }
     }
@@ -268,6 +279,7 @@ impl Agent {
     ) {
         let _ = tx.send(Trigger::Fetch("start"));
         self.schedule.resync_at = Instant::now() + self.resync();
+        self.schedule.silence_at = self.next_silence_end();
         loop {
             let polling = matches!(self.opts.source, Source::Git { .. });
             let fetch_at = if polling {
@@ -280,10 +292,15 @@ impl Agent {
                 .schedule
                 .check_at
                 .map_or(resync_at, |c| c.min(resync_at));
+            let silence_at = self
+                .schedule
+                .silence_at
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
             let first = tokio::select! {
                 t = rx.recv() => match t { Some(t) => t, None => return },
                 _ = tokio::time::sleep_until(fetch_at.into()) => Trigger::Fetch("poll"),
                 _ = tokio::time::sleep_until(check_at.into()) => Trigger::Resync,
+                _ = tokio::time::sleep_until(silence_at.into()) => self.silences_ended(),
                 _ = shutdown.changed() => return,
             };
             if *shutdown.borrow() {
@@ -328,7 +345,50 @@ impl Agent {
             if *shutdown.borrow() || self.cancel.is_cancelled() {
                 return;
             }
+            // A cycle follows every silence added or lifted on the dashboard.
+            self.schedule.silence_at = self.next_silence_end();
         }
+    }
+
+    /// When the next silence ends (one that ended unseen: now).
+    fn next_silence_end(&self) -> Option<Instant> {
+        let silences = crate::drift::Silences::load(&self.state)
+            .inspect_err(|e| tracing::error!("{e}: silences are not followed"))
+            .ok()?;
+        let end = silences.next_end(self.schedule.silences_seen)?;
+        let wait = jiff::Timestamp::now().duration_until(end);
+        // A few milliseconds after: at the end itself it is still in force.
+        let wait = Duration::try_from(wait).unwrap_or_default() + Duration::from_millis(5);
+        Some(Instant::now() + wait)
+    }
+
+    /// A silence ended: audited, its drift to be reported again (it was
+    /// reported, if at all, before the silence) and healed as any, by a
+    /// check of the host; which also publishes the status.
+    fn silences_ended(&mut self) -> Trigger {
+        let now = jiff::Timestamp::now();
+        let silences = crate::drift::Silences::load(&self.state).unwrap_or_default();
+        let ended = silences.ended(self.schedule.silences_seen, now);
+        self.schedule.silences_seen = now;
+        self.schedule.silence_at = None;
+        let mut keys = Vec::new();
+        for s in ended {
+            let key = heal::key(&s.stack, &s.service);
+            tracing::info!(
+                "{key}: the silence of its drift expired ({}); it is reported and healed again",
+                s.reason
+            );
+            if let Err(e) = crate::drift::Silences::audit_expired(&self.state, s) {
+                tracing::error!("{key}: {e}");
+            }
+            keys.push(key);
+        }
+        if keys.is_empty() {
+            // Lifted before it ended; the status may still say silenced.
+            return Trigger::Publish("a silence ended".into());
+        }
+        self.healer.forget_reported(&keys);
+        Trigger::SilenceEnded(keys)
     }
 
     /// Schedules the next reconcile of `object` from `action`: the one place

@@ -3,7 +3,7 @@
 //! A keyed queue: one task per drifted service (`stack/service`), at most one
 //! heal of a service in flight; an event for a service already being healed is
 //! coalesced into one more check after it. A heal observes only its service
-//! (the engine event names it: [`reconcile::observe_service`] inspects that
+//! (the engine event names it: [`reconcile::observe_scoped`] inspects that
 //! service's containers instead of the whole host), applies through the same
 //! plan/apply path as every change, then watches the result (running, healthy,
 //! staying up) without holding anything, and records the verdict in
@@ -86,6 +86,15 @@ pub enum Held {
 #[derive(Clone)]
 pub struct Healer(Arc<Inner>);
 
+/// A [`Healer`] that does not keep it alive ([`Shared`] holds one: the healer holds it).
+pub struct WeakHealer(std::sync::Weak<Inner>);
+
+impl WeakHealer {
+    pub fn upgrade(&self) -> Option<Healer> {
+        self.0.upgrade().map(Healer)
+    }
+}
+
 struct Inner {
     engine: Engine,
     state: StateDir,
@@ -146,6 +155,28 @@ impl Healer {
             reported: Mutex::new(BTreeMap::new()),
             triggers,
         }))
+    }
+
+    pub fn downgrade(&self) -> WeakHealer {
+        WeakHealer(Arc::downgrade(&self.0))
+    }
+
+    /// The state directory.
+    pub(super) fn state(&self) -> &StateDir {
+        &self.0.state
+    }
+
+    /// Observes `stack` (its `service`, or all of it) of the applied revision
+    /// as a heal does, sharing the heals' bound on observations at once;
+    /// without the lock (looking changes nothing).
+    pub(super) async fn look<'d>(
+        &self,
+        applied: &'d Applied,
+        stack: &str,
+        service: Option<&str>,
+    ) -> Result<Observed<'d>, Error> {
+        let _permit = self.0.observes.acquire().await;
+        self.observe(applied, stack, service).await
     }
 
     /// The revision heals converge to (`None`: none is applied yet, events wait for the loop).
@@ -340,7 +371,7 @@ impl Healer {
         let desired = &applied.target.desired;
         let observed = {
             let _permit = self.0.observes.acquire().await;
-            self.observe(&applied, stack, service).await
+            self.observe(&applied, stack, Some(service)).await
         };
         let observed = match observed {
             Ok(o) => o,
@@ -434,12 +465,12 @@ impl Healer {
         &self,
         applied: &'d Applied,
         stack: &str,
-        service: &str,
+        service: Option<&str>,
     ) -> Result<Observed<'d>, Error> {
         let state = |source| Error::State { source };
         // What restarted containers were restarted with (`on_mount_change: restart`).
         let mounts = self.0.state.applied_mounts().map_err(state)?;
-        let mut observed = reconcile::observe_service(
+        let mut observed = reconcile::observe_scoped(
             self.0.engine.clone(),
             &applied.target.desired,
             &applied.host,
@@ -692,6 +723,15 @@ impl Healer {
             Some(service),
             message,
         );
+    }
+
+    /// Forgets that the drift of `keys` (`stack/service`) was reported, so
+    /// that the next check reports it again (a silence over it expired).
+    pub fn forget_reported(&self, keys: &[String]) {
+        let mut reported = self.0.reported.lock().unwrap_or_else(|e| e.into_inner());
+        for key in keys {
+            reported.remove(key);
+        }
     }
 
     /// The drift a full check found, handed to the heals (each service its own).

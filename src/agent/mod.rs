@@ -20,6 +20,7 @@
 //! out and loads it, and clears it after; a restart that finds the mark
 //! rejects X without loading it again instead of crash-looping on it.
 
+mod accept;
 mod choose;
 mod controller;
 mod converge;
@@ -81,6 +82,9 @@ pub enum Trigger {
     /// The status is stale (a heal ended or found drift, a container turned
     /// healthy): publish it again; the reason, in words.
     Publish(String),
+    /// The silences of these services (`stack/service`) expired: their
+    /// drift is reported and healed again as any (a check of the host).
+    SilenceEnded(Vec<String>),
 }
 
 /// Where the desired state comes from.
@@ -273,6 +277,9 @@ pub struct Shared {
     history: Mutex<HistoryCache>,
     /// Asks the heartbeat for a beat now (`POST /heartbeat`, a container started).
     pub heartbeat: Arc<tokio::sync::Notify>,
+    /// The heals, which observe services for the dashboard's patch too
+    /// (weak: the healer holds this).
+    healer: std::sync::OnceLock<healer::WeakHealer>,
 }
 
 /// The audit log as last read, and the size and time of the file then.
@@ -301,7 +308,13 @@ impl Shared {
             state,
             history: Mutex::new(HistoryCache::default()),
             heartbeat: Arc::new(tokio::sync::Notify::new()),
+            healer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The heals, once the agent runs them.
+    fn healer(&self) -> Option<Healer> {
+        self.healer.get().and_then(healer::WeakHealer::upgrade)
     }
 
     /// Changes the status and tells the dashboard's streams.
@@ -346,6 +359,8 @@ impl Drop for AliveGuard {
 struct Target {
     revision: String,
     desired: Desired,
+    /// Where it was read from, to read it again.
+    checkout: revision::Checkout,
 }
 
 /// Which stacks self-heal: service `x-plimsoll.self_heal`, else the stack's
@@ -466,6 +481,7 @@ pub async fn run(
         opts.parallel,
         tx.clone(),
     );
+    let _ = shared.healer.set(healer.downgrade());
     tokio::spawn(heartbeat::run(
         heartbeat::Heartbeat {
             engine: engine.clone(),
@@ -483,6 +499,7 @@ pub async fn run(
         shutdown.clone(),
     ));
     let mut agent = Agent {
+        loader: Arc::new(revision::Loader::new(&opts)),
         opts,
         state,
         engine,
@@ -500,6 +517,8 @@ pub async fn run(
             fetch_at: Instant::now(),
             resync_at: Instant::now(),
             check_at: None,
+            silence_at: None,
+            silences_seen: jiff::Timestamp::now(),
         },
         idle_at: None,
         fetch_failures: 0,
@@ -549,6 +568,8 @@ const NOTIFY_FLUSH: Duration = Duration::from_secs(5);
 
 struct Agent {
     opts: Options,
+    /// Loads revisions with the host's settings.
+    loader: Arc<revision::Loader>,
     state: StateDir,
     engine: Engine,
     shared: Arc<Shared>,

@@ -39,6 +39,151 @@ pub enum RevisionError {
     },
 }
 
+/// What loading a revision takes besides its files: the host's settings
+/// (`--pass-env`, `--stack`, `--allow-read`, profiles, age identities, the
+/// host policy). Each revision keeps it ([`Checkout`]), so that it can be
+/// loaded again through other files (the dashboard's patch, applied in memory).
+#[derive(Debug)]
+pub(super) struct Loader {
+    env: BTreeMap<String, String>,
+    stacks: Vec<String>,
+    allow_read: Vec<std::path::PathBuf>,
+    options: spec::LoadOptions,
+}
+
+/// Why a revision does not load.
+#[derive(Debug, Error)]
+pub enum LoadFailed {
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+    #[error(transparent)]
+    Spec(#[from] spec::LoadError),
+}
+
+impl Loader {
+    pub(super) fn new(opts: &Options) -> Loader {
+        Loader {
+            env: opts.compose_env.clone(),
+            stacks: opts.stacks.clone(),
+            allow_read: opts.allow_read.clone(),
+            options: spec::LoadOptions {
+                profiles: opts.profiles.clone(),
+                age: opts.age.clone(),
+                secret_env: opts.secret_env.clone(),
+                host_policy: opts.host_policy.clone(),
+            },
+        }
+    }
+
+    /// The file system under `top` (the clone's work tree or the watched
+    /// directory) and the host's `--allow-read` directories, nothing else.
+    pub(super) fn confined(
+        &self,
+        top: &std::path::Path,
+    ) -> Result<source::ConfinedFs, source::SourceError> {
+        Ok(source::ConfinedFs::new(source::Confine::new(
+            top,
+            &self.allow_read,
+        )?))
+    }
+
+    /// Loads the repository at `root` through `files`: the stacks `only`
+    /// names, else the host's `--stack`s (else all).
+    pub(super) fn load(
+        &self,
+        root: &std::path::Path,
+        files: &dyn source::Files,
+        only: &[String],
+    ) -> Result<Desired, LoadFailed> {
+        let layout = source::discover_in(files, root)?;
+        let stacks = if only.is_empty() { &self.stacks } else { only };
+        Ok(spec::load_with(
+            &layout,
+            files,
+            &self.env,
+            stacks,
+            &self.options,
+        )?)
+    }
+}
+
+/// Where a revision was read from, to read it again.
+#[derive(Debug, Clone)]
+pub(super) struct Checkout {
+    /// The repository's root (`--path` inside `top`).
+    pub root: std::path::PathBuf,
+    /// The clone's work tree, or the watched directory: reads are confined to it.
+    pub top: std::path::PathBuf,
+    /// The clone's object store (a git source): the revision is read from
+    /// its commit there, not from the work tree, where a newer revision may
+    /// be checked out by then.
+    pub store: Option<std::path::PathBuf>,
+    pub loader: Arc<Loader>,
+}
+
+impl Checkout {
+    /// The files of `revision` (a commit of the clone, or the watched directory as it is now).
+    pub(super) fn files(
+        &self,
+        revision: &str,
+    ) -> Result<Box<dyn source::Files>, source::SourceError> {
+        let outside = self.loader.confined(&self.top)?;
+        Ok(match &self.store {
+            Some(store) => Box::new(RevisionFiles {
+                tree: source::GitTree::at_commit(store, revision, &self.top)?,
+                top: outside.confine().root().to_path_buf(),
+                outside,
+            }),
+            None => Box::new(outside),
+        })
+    }
+}
+
+/// A revision's files: those of the repository from its commit, the others
+/// (in `--allow-read` directories) from the file system, confined.
+struct RevisionFiles {
+    tree: source::GitTree,
+    /// The work tree the commit's paths are named under (canonical).
+    top: std::path::PathBuf,
+    outside: source::ConfinedFs,
+}
+
+impl RevisionFiles {
+    fn pick(&self, path: &std::path::Path) -> &dyn source::Files {
+        if path.is_relative() || path.starts_with(&self.top) {
+            &self.tree
+        } else {
+            &self.outside
+        }
+    }
+}
+
+impl source::Files for RevisionFiles {
+    fn read(&self, path: &std::path::Path) -> std::io::Result<Option<Vec<u8>>> {
+        self.pick(path).read(path)
+    }
+
+    fn kind(&self, path: &std::path::Path) -> std::io::Result<Option<source::Kind>> {
+        self.pick(path).kind(path)
+    }
+
+    fn list(&self, dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+        self.pick(dir).list(dir)
+    }
+
+    fn absolute(&self, path: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+        self.pick(path).absolute(path)
+    }
+
+    fn link(&self, path: &std::path::Path) -> std::io::Result<Option<std::path::PathBuf>> {
+        self.pick(path).link(path)
+    }
+
+    fn root(&self) -> Option<std::path::PathBuf> {
+        self.tree.root()
+    }
+}
+
 impl Agent {
     /// The target is a revision not yet applied (and not rejected).
     pub(super) fn is_deploy(&self) -> bool {
@@ -65,7 +210,8 @@ impl Agent {
             return match self.load(&root, dir) {
                 Ok(desired) => {
                     let revision = local_revision(&desired);
-                    self.accept(revision, desired);
+                    let checkout = self.checkout(root, dir.clone(), None);
+                    self.accept(revision, desired, checkout);
                     Ok(())
                 }
                 Err(e) => {
@@ -242,7 +388,9 @@ impl Agent {
         };
         let root = self.opts.path.as_ref().map_or(dir.clone(), |p| dir.join(p));
         let desired = self.load(&root, &dir)?;
-        self.accept(sha.to_string(), desired);
+        let store = git.lock().unwrap_or_else(|e| e.into_inner()).store_path();
+        let checkout = self.checkout(root, dir, Some(store));
+        self.accept(sha.to_string(), desired, checkout);
         Ok(())
     }
 
@@ -262,23 +410,11 @@ impl Agent {
         fault_while_loading(root);
         // Reads stay inside the clone (or the watched directory): its root
         // is the repository, whatever PATH inside it names.
-        let confine = source::Confine::new(top, &self.opts.allow_read).map_err(|e| relative(&e))?;
-        let files = source::ConfinedFs::new(confine);
-        let layout = source::discover_in(&files, root).map_err(|e| relative(&e))?;
-        let options = spec::LoadOptions {
-            profiles: self.opts.profiles.clone(),
-            age: self.opts.age.clone(),
-            secret_env: self.opts.secret_env.clone(),
-            host_policy: self.opts.host_policy.clone(),
-        };
-        let mut desired = spec::load_with(
-            &layout,
-            &files,
-            &self.opts.compose_env,
-            &self.opts.stacks,
-            &options,
-        )
-        .map_err(|e| relative(&e))?;
+        let files = self.loader.confined(top).map_err(|e| relative(&e))?;
+        let mut desired = self
+            .loader
+            .load(root, &files, &[])
+            .map_err(|e| relative(&e))?;
         // `agent.stacks` in plimsoll.yaml, unless --stack says otherwise.
         let only = &desired.config.agent.stacks;
         if self.opts.stacks.is_empty() && !only.is_empty() {
@@ -294,7 +430,7 @@ impl Agent {
         Ok(desired)
     }
 
-    pub(super) fn accept(&mut self, revision: String, desired: Desired) {
+    pub(super) fn accept(&mut self, revision: String, desired: Desired, checkout: Checkout) {
         if self.target.as_ref().is_some_and(|t| t.revision == revision) {
             return;
         }
@@ -303,7 +439,26 @@ impl Agent {
         if let Some(note) = self.unsent.take() {
             self.notifier.send(note, &desired.masker);
         }
-        self.target = Some(Arc::new(Target { revision, desired }));
+        self.target = Some(Arc::new(Target {
+            revision,
+            desired,
+            checkout,
+        }));
+    }
+
+    /// Where a revision at `root` inside `top` was read from.
+    fn checkout(
+        &self,
+        root: std::path::PathBuf,
+        top: std::path::PathBuf,
+        store: Option<std::path::PathBuf>,
+    ) -> Checkout {
+        Checkout {
+            root,
+            top,
+            store,
+            loader: self.loader.clone(),
+        }
     }
 
     pub(super) fn reject(&mut self, revision: &str, reason: String) {

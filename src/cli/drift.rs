@@ -49,16 +49,28 @@ async fn look(a: &DriftArgs, desired: &Desired, global: &Global) -> Result<Exit>
     let drifted = selected(a, &observed.plan, &silences);
     let pending = drifted.iter().any(|d| d.silenced.is_none());
     if a.patch {
-        let services =
-            drift::service_drifts(&observed.stacks, &observed.live, &observed.mounts, &drifted);
         let files = global.loading.host.files(&a.path)?;
-        let patch = drift::patch(&services, masker, &files);
-        for u in &patch.unwritten {
+        let accept = drift::accept(
+            &observed.stacks,
+            &observed.live,
+            &observed.mounts,
+            &drifted,
+            masker,
+            &files,
+            |patched| load_patched(a, global, patched),
+        );
+        for u in &accept.patch.unwritten {
             eprintln!("not in the patch: {u}");
         }
-        print(&masker.mask(&patch.to_text()))?;
-        if !patch.edited.is_empty() {
-            record_accepted(a, global, &patch, &observed, &drifted)?;
+        print(&masker.mask(&accept.patch.to_text()))?;
+        if let Err(e) = &accept.accepted {
+            eprintln!("warning: the repository with this patch applied does not load:\n{e:#}");
+        }
+        // So that once the patch is in git the plan finds the containers
+        // in sync instead of replacing them (`docker update` does not
+        // change the label a container was created with).
+        if accept.accepted.as_ref().is_ok_and(|m| !m.is_empty()) {
+            accept.record(&StateDir::open(&global.state_dir)?)?;
         }
         return Ok(if drifted.is_empty() {
             Exit::Success
@@ -80,48 +92,23 @@ async fn look(a: &DriftArgs, desired: &Desired, global: &Global) -> Result<Exit>
     })
 }
 
-/// Records, for the containers of the patched services, the spec hash
-/// their services have with the patch applied, so that once it is in git
-/// the plan finds them in sync instead of replacing them (`docker update`
-/// does not change the label a container was created with).
-fn record_accepted(
+/// The repository at `a.path` loaded as this command loads it, through `files`
+/// (the patched ones).
+fn load_patched(
     a: &DriftArgs,
     global: &Global,
-    patch: &drift::Patch,
-    observed: &reconcile::Observed<'_>,
-    drifted: &[Drifted],
-) -> Result<()> {
+    files: &dyn crate::source::Files,
+) -> Result<Desired> {
     let loading = &global.loading;
-    let files = loading.host.files(&a.path)?;
-    let layout = crate::source::discover_in(&files, &a.path)?;
-    let patched_files = drift::Patched {
-        base: &files,
-        edited: &patch.edited,
-    };
+    let layout = crate::source::discover_in(files, &a.path)?;
     let env = loading.host.env();
-    let patched = match crate::spec::load_with(
+    Ok(crate::spec::load_with(
         &layout,
-        &patched_files,
+        files,
         &env,
         &a.stacks,
         &loading.options()?,
-    ) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("warning: the repository with this patch applied does not load:\n{e}");
-            return Ok(());
-        }
-    };
-    let stacks: Vec<&crate::spec::model::Stack> = patched.stacks.iter().collect();
-    let accepted = drift::accepted(&stacks, &observed.live, &observed.mounts, drifted);
-    if accepted.is_empty() {
-        return Ok(());
-    }
-    let state = StateDir::open(&global.state_dir)?;
-    let mut applied = state.applied_mounts()?;
-    applied.accepted.extend(accepted);
-    state.set_applied_mounts(&applied)?;
-    Ok(())
+    )?)
 }
 
 /// The review for people: per service its kind, silence, reasons and diff.

@@ -1,7 +1,7 @@
 //! Drift review: what drifted on this host and what to do about it — see it
 //! ([`review`]), silence it for a while ([`Silences`]), accept it into git
-//! ([`patch()`]) or revert it ([`revert_plan`], applied through the normal
-//! apply by the caller).
+//! ([`accept`]: the [`patch()`] and the hashes to record) or revert it
+//! ([`revert_plan`], applied through the normal apply by the caller).
 //!
 //! The drift is the plan's service actions (a plan *is* the difference
 //! between git and the host, its reasons already in words and masked); the
@@ -9,8 +9,8 @@
 //! (`plimsoll drift`) and the agent (its dashboard, its heal and
 //! notification choices in `agent::choose`) call these.
 //!
-//! Invariant: pure, except [`Silences`], which reads and writes the state
-//! directory through [`crate::state::StateDir`].
+//! Invariant: pure, except [`Silences`] and [`Accept::record`], which read
+//! and write the state directory through [`crate::state::StateDir`].
 
 mod patch;
 mod silence;
@@ -21,7 +21,10 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 pub use patch::{Patch, ServiceDrift, Unwritten, Why, patch};
-pub use silence::{FILE as SILENCES_FILE, Silence, SilenceError, Silences};
+pub use silence::{
+    BOUNDS as SILENCE_BOUNDS, FILE as SILENCES_FILE, InvalidDuration, Silence, SilenceError,
+    Silences, parse_duration as parse_silence_duration,
+};
 pub use text::TextError;
 
 use crate::live::Live;
@@ -277,6 +280,63 @@ impl crate::source::Files for Patched<'_> {
     }
 }
 
+/// Accepting drift into git: the patch, and what to record so that the
+/// plan finds the containers in sync once git has it ([`accepted`]).
+#[derive(Debug)]
+pub struct Accept<E> {
+    pub patch: Patch,
+    /// Container ID -> the hash it stands for with the patch in git; `Err`:
+    /// the repository does not load with the patch applied (nothing to record).
+    pub accepted: Result<std::collections::BTreeMap<String, crate::state::Accepted>, E>,
+}
+
+/// The patch for the `drifted` services of an observation (`stacks`,
+/// `live`, `mounts`), reading the repository through `files`; and, loading
+/// the repository with the patch applied through `load` (given the patched
+/// files, it loads as the caller does), the hashes to record. What
+/// `plimsoll drift --patch` and the dashboard's download both do.
+pub fn accept<E>(
+    stacks: &[&Stack],
+    live: &Live,
+    mounts: &Mounts,
+    drifted: &[Drifted],
+    masker: &crate::spec::secrets::Masker,
+    files: &dyn crate::source::Files,
+    load: impl FnOnce(&dyn crate::source::Files) -> Result<crate::spec::Desired, E>,
+) -> Accept<E> {
+    let services = service_drifts(stacks, live, mounts, drifted);
+    let patch = patch(&services, masker, files);
+    if patch.edited.is_empty() {
+        return Accept {
+            patch,
+            accepted: Ok(Default::default()),
+        };
+    }
+    let patched = Patched {
+        base: files,
+        edited: &patch.edited,
+    };
+    let accepted = load(&patched).map(|desired| {
+        let stacks: Vec<&Stack> = desired.stacks.iter().collect();
+        accepted(&stacks, live, mounts, drifted)
+    });
+    Accept { patch, accepted }
+}
+
+impl<E> Accept<E> {
+    /// Records the accepted hashes in the state directory (`mounts.json`);
+    /// whether there were any. Inert until git has the patch.
+    pub fn record(&self, state: &crate::state::StateDir) -> Result<bool, crate::state::StateError> {
+        let Ok(accepted) = &self.accepted else {
+            return Ok(false);
+        };
+        if accepted.is_empty() {
+            return Ok(false);
+        }
+        state.update_applied_mounts(|m| m.accepted.extend(accepted.clone()))
+    }
+}
+
 /// For each live container of the `drifted` services, the spec hash its
 /// service has in `patched` (the repository loaded with a patch applied),
 /// with the label it carries: what [`crate::state::AppliedMounts::accepted`]
@@ -301,7 +361,6 @@ pub fn accepted(
             Some(Ok(m)) => m.clone(),
             _ => Default::default(),
         };
-        let contents = crate::plan::hashed_contents(stack, &d.service);
         for c in live
             .containers
             .iter()
@@ -310,17 +369,17 @@ pub fn accepted(
             let Some(label) = c.labels.get(crate::names::labels::SPEC_HASH) else {
                 continue;
             };
-            let Ok(want) = crate::plan::desired_container(
-                stack, &d.service, c.number, live, &contents, &mounted, None,
-            ) else {
+            // As the plan will compare it: from the checkout the container was made from.
+            let Some(hash) = crate::plan::compared_hash(stack, &d.service, live, c, &mounted)
+            else {
                 continue;
             };
-            if &want.hash != label {
+            if &hash != label {
                 out.insert(
                     c.id.clone(),
                     crate::state::Accepted {
                         label: label.clone(),
-                        hash: want.hash,
+                        hash,
                     },
                 );
             }

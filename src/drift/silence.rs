@@ -50,6 +50,47 @@ impl Silence {
     }
 }
 
+/// The shortest and the longest silence the dashboard gives (a longer one
+/// hides drift for too long to be a review decision).
+pub const BOUNDS: (jiff::SignedDuration, jiff::SignedDuration) = (
+    jiff::SignedDuration::from_secs(1),
+    jiff::SignedDuration::from_hours(30 * 24),
+);
+
+/// A silence's duration that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidDuration {
+    #[error("`{0}` is not a duration: write e.g. 30m, 4h, 1h30m, 7d or `2 days`")]
+    Unreadable(String),
+    #[error("`{0}` is out of bounds: a silence lasts from 1 second to 30 days")]
+    OutOfBounds(String),
+}
+
+/// Reads a silence's duration as people write it (`30s`, `90m`, `4h`,
+/// `1h30m`, `7d`, `1 week`, `2 days 4 hours`; a day is 24 hours), within
+/// [`BOUNDS`].
+pub fn parse_duration(text: &str) -> Result<jiff::SignedDuration, InvalidDuration> {
+    let text = text.trim();
+    let unreadable = || InvalidDuration::Unreadable(text.chars().take(40).collect());
+    let span = match text.parse::<jiff::SignedDuration>() {
+        Ok(d) => d,
+        Err(_) => text
+            .parse::<jiff::Span>()
+            .ok()
+            .and_then(|s| {
+                s.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+                    .ok()
+            })
+            .ok_or_else(unreadable)?,
+    };
+    if span < BOUNDS.0 || span > BOUNDS.1 {
+        return Err(InvalidDuration::OutOfBounds(
+            text.chars().take(40).collect(),
+        ));
+    }
+    Ok(span)
+}
+
 /// Why silences cannot be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum SilenceError {
@@ -134,7 +175,32 @@ impl Silences {
     }
 }
 
-/// An audit record of a silence added or removed (read by `plimsoll history`).
+impl Silences {
+    /// The earliest end of a silence after `after`, if any.
+    pub fn next_end(&self, after: jiff::Timestamp) -> Option<jiff::Timestamp> {
+        self.silences
+            .iter()
+            .map(|s| s.until)
+            .filter(|u| *u > after)
+            .min()
+    }
+
+    /// The silences that ended in `(after, now]`.
+    pub fn ended(&self, after: jiff::Timestamp, now: jiff::Timestamp) -> Vec<&Silence> {
+        self.silences
+            .iter()
+            .filter(|s| s.until > after && s.until <= now)
+            .collect()
+    }
+
+    /// Records in the audit log that `silence` expired (it stays in the
+    /// file, inert, until the next silence is added).
+    pub fn audit_expired(state: &StateDir, silence: &Silence) -> Result<(), SilenceError> {
+        audit(state, "silence expired", silence)
+    }
+}
+
+/// An audit record of a silence added, removed or expired (read by `plimsoll history`).
 fn audit(state: &StateDir, outcome: &str, s: &Silence) -> Result<(), SilenceError> {
     let record = serde_json::json!({
         "time": crate::state::now(),
@@ -202,6 +268,52 @@ mod tests {
         assert_eq!(expiring.expire(at("2026-01-01T11:00:00Z")), vec![]);
         assert_eq!(expiring.expire(at("2026-01-01T12:00:01Z")).len(), 1);
         assert!(expiring.silences.is_empty());
+    }
+
+    #[test]
+    fn durations_as_people_write_them_within_bounds() {
+        let secs = |t: &str| parse_duration(t).map(|d| d.as_secs());
+        assert_eq!(secs("3s"), Ok(3));
+        assert_eq!(secs("90m"), Ok(5400));
+        assert_eq!(secs("1h30m"), Ok(5400));
+        assert_eq!(secs(" 4h "), Ok(4 * 3600));
+        assert_eq!(secs("24h"), Ok(86400));
+        assert_eq!(secs("7d"), Ok(7 * 86400));
+        assert_eq!(secs("2 days 4 hours"), Ok(52 * 3600));
+        assert_eq!(secs("1 week"), Ok(7 * 86400));
+        assert_eq!(secs("30 days"), Ok(30 * 86400));
+        for bad in [
+            "", "soon", "-1h", "1x", "0s", "500ms", "31d", "1 year", "2 months",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} was taken");
+        }
+        assert!(matches!(
+            parse_duration("31d"),
+            Err(InvalidDuration::OutOfBounds(_))
+        ));
+    }
+
+    #[test]
+    fn ended_silences_are_found_once_and_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let mut early = silence(&[]);
+        early.until = at("2026-01-01T11:00:00Z");
+        let late = silence(&["memory limit"]);
+        let all = Silences {
+            silences: vec![late.clone(), early.clone()],
+        };
+        let start = at("2026-01-01T10:30:00Z");
+        assert_eq!(all.next_end(start), Some(early.until));
+        assert_eq!(all.next_end(early.until), Some(late.until));
+        assert_eq!(all.next_end(late.until), None);
+        let now = at("2026-01-01T11:00:01Z");
+        assert_eq!(all.ended(start, now), vec![&early]);
+        assert!(all.ended(now, now).is_empty());
+        Silences::audit_expired(&state, &early).unwrap();
+        let records = state.audit_records().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0]["outcome"], "silence expired");
     }
 
     #[test]

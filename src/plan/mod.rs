@@ -33,7 +33,7 @@ use crate::names::BuildHash;
 use crate::spec::model::Stack;
 use crate::spec::secrets::Masker;
 
-pub use pairing::{DesiredContainer, desired_container, hashed_contents};
+pub use pairing::{DesiredContainer, compared_hash, desired_container, hashed_contents};
 pub use prune::{PruneOptions, is_prune, with_prune};
 pub use render::{Format, summary_line, to_markdown, to_text};
 pub(crate) use render::{html_escape, md_code, md_escape, md_fence, paint, push_diff};

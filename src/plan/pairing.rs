@@ -91,6 +91,34 @@ pub(super) fn unmappable(stack: &Stack, live: &Live) -> Option<Conflict> {
     })
 }
 
+/// The spec hash the plan compares the label of `current` (a container of
+/// `service`) with: its replica's desired container moved to the checkout
+/// `current` was created from, as the plan's comparison does. `None` when
+/// it cannot be made (a path the engine does not see).
+pub fn compared_hash(
+    stack: &Stack,
+    service: &str,
+    live: &Live,
+    current: &LiveContainer,
+    mounted: &ServiceMounts,
+) -> Option<String> {
+    let contents = hashed_contents(stack, service);
+    let working_dir = current.labels.get(labels::COMPOSE_WORKING_DIR);
+    let mapping = mounts::live_mapping(stack, working_dir.map(String::as_str), &live.paths);
+    let reroot = mapping.as_ref().map(|(f, t)| (f.as_path(), t.as_path()));
+    desired_container(
+        stack,
+        service,
+        current.number,
+        live,
+        &contents,
+        mounted,
+        reroot,
+    )
+    .ok()
+    .map(|d| d.hash)
+}
+
 /// Contents the spec hash must see for a service: secrets and configs that
 /// are copied in rather than bind-mounted.
 pub fn hashed_contents(stack: &Stack, service: &str) -> Vec<String> {

@@ -519,6 +519,17 @@ impl GitRepo {
     pub(crate) fn url(&self) -> String {
         format!("file://{}", self.dir.display())
     }
+
+    /// The work tree.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `git apply PATCH` in the work tree (what a user does with a patch
+    /// from `plimsoll drift --patch` or the dashboard).
+    pub(crate) fn apply(&self, patch: &Path) {
+        self.git(&["apply", patch.to_str().expect("a UTF-8 path")]);
+    }
 }
 
 fn write_file(root: &Path, file: &str, text: &str) {

@@ -2,7 +2,7 @@
 //! protocol on a pipe (`--remote-debugging-pipe`: JSON messages ended by a
 //! NUL byte, commands on fd 3, replies and events on fd 4), as Puppeteer
 //! does; no WebDriver and no crate. Used by the dashboard tests: open a
-//! page, read it, click, take screenshots.
+//! page, read it, click, download, take screenshots.
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -155,6 +155,16 @@ impl Browser {
             reply["error"]
         );
         reply["result"].clone()
+    }
+
+    /// Saves what the browser downloads (a link with `Content-Disposition:
+    /// attachment`) into `dir`, under the name the server suggests.
+    pub(crate) fn download_into(&self, dir: &Path) {
+        self.call(
+            None,
+            "Browser.setDownloadBehavior",
+            json!({"behavior": "allow", "downloadPath": dir.display().to_string()}),
+        );
     }
 
     /// A new tab showing `url`, loaded (tabs share the browser's cookies).

@@ -9,13 +9,28 @@
   var page = document.body.getAttribute("data-page");
   var source = new EventSource("/ui/events?page=" + encodeURIComponent(page));
   source.addEventListener("page", function (e) {
-    // Keep an open <details> open across the update.
+    // Keep an open <details> open across the update, and what is being
+    // typed into a form (and where) too.
     var open = Array.prototype.map.call(
       main.querySelectorAll("details[open] summary"), function (s) { return s.textContent; });
+    var typed = {};
+    Array.prototype.forEach.call(main.querySelectorAll("input[id]"), function (i) {
+      if (i.value !== i.defaultValue) typed[i.id] = i.value;
+    });
+    var focused = document.activeElement && main.contains(document.activeElement)
+      ? document.activeElement.id : null;
     main.innerHTML = e.data;
     Array.prototype.forEach.call(main.querySelectorAll("details summary"), function (s) {
       if (open.indexOf(s.textContent) >= 0) s.parentNode.open = true;
     });
+    Object.keys(typed).forEach(function (id) {
+      var i = document.getElementById(id);
+      if (i && main.contains(i)) i.value = typed[id];
+    });
+    if (focused) {
+      var f = document.getElementById(focused);
+      if (f && main.contains(f)) f.focus();
+    }
     live.textContent = "Live · updated " + new Date().toLocaleTimeString();
   });
   source.addEventListener("open", function () { live.textContent = "Live"; });

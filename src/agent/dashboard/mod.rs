@@ -1,16 +1,19 @@
 //! The dashboard: `GET /ui` (overview and drift review), `GET /ui/history`,
 //! `GET /ui/events` (Server-Sent Events: the page's new `<main>` whenever the
-//! status changes), `GET|POST /ui/login`, `POST /ui/logout` and the review
-//! action `POST /ui/revert`. Served on the listener of `/status`, behind
-//! the same token; every figure comes from the status `/status` serves and
-//! the audit log `plimsoll history` reads.
+//! status changes), `GET|POST /ui/login`, `POST /ui/logout`, the review
+//! actions `POST /ui/revert`, `/ui/silence` and `/ui/unsilence`, and the
+//! accept-into-git download `GET /ui/patch`. Served on the listener of
+//! `/status`, behind the same token; every figure comes from the status
+//! `/status` serves and the audit log `plimsoll history` reads.
 //!
 //! Access: without `--status-token-file` the pages are open (the listener
 //! is loopback by default); with it, a browser logs in once with that token
 //! (a session cookie: `HttpOnly`, `SameSite=Strict`), scripts send it as a
 //! bearer token. Actions need the sync token (`--sync-token-file`), given
 //! at login, and every form carries the session's anti-CSRF token; a POST
-//! from another origin is refused whatever it carries.
+//! from another origin is refused whatever it carries. The patch download
+//! is a plain link for whoever may see the page: it changes nothing on the
+//! host (what it records counts only once git has the patch).
 
 mod page;
 mod session;
@@ -45,6 +48,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/ui/revert", post(revert))
         .route("/ui/silence", post(silence))
         .route("/ui/unsilence", post(unsilence))
+        .route("/ui/patch", get(patch))
 }
 
 #[derive(Deserialize)]
@@ -290,7 +294,8 @@ async fn revert(
 struct SilenceForm {
     #[serde(flatten)]
     target: ServiceForm,
-    /// One of [`page::SILENCE_FOR`].
+    /// How long: `30m`, `4h`, `7d` (the page suggests [`page::SILENCE_FOR`]),
+    /// within [`crate::drift::SILENCE_BOUNDS`].
     #[serde(rename = "for")]
     duration: String,
     reason: String,
@@ -310,12 +315,9 @@ async fn silence(
     if let Err(rejected) = f.check(&shared, &headers, true) {
         return rejected.into_response();
     }
-    let Some(&(_, _, hours)) = page::SILENCE_FOR.iter().find(|(v, _, _)| *v == duration) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            format!("silence for {duration:?}: choose one of the durations the page offers\n"),
-        )
-            .into_response();
+    let span = match crate::drift::parse_silence_duration(&duration) {
+        Ok(span) => span,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("silence for {e}\n")).into_response(),
     };
     let reason = reason.trim();
     if reason.is_empty() || reason.len() > 500 {
@@ -330,7 +332,7 @@ async fn silence(
         stack: f.stack.clone(),
         service: f.service.clone(),
         fields: Vec::new(),
-        until: now + jiff::SignedDuration::from_hours(hours),
+        until: now + span,
         reason: reason.to_string(),
         by: "dashboard".into(),
         created: now,
@@ -347,7 +349,7 @@ async fn silence(
             .into_response();
     }
     tracing::info!(
-        "{}/{}: drift silenced on the dashboard for {duration}",
+        "{}/{}: drift silenced on the dashboard for {span:#}",
         f.stack,
         f.service
     );
@@ -384,6 +386,10 @@ async fn unsilence(
         )
             .into_response();
     }
+    // Its drift is reported again, as when a silence expires.
+    if let Some(healer) = shared.healer() {
+        healer.forget_reported(&[crate::agent::heal::key(&f.stack, &f.service)]);
+    }
     let _ = shared.triggers.send(Trigger::Event {
         stack: f.stack.clone(),
         service: Some(f.service.clone()),
@@ -394,6 +400,53 @@ async fn unsilence(
         f.stack, f.service
     )));
     back_to_review()
+}
+
+#[derive(Deserialize)]
+struct PatchQuery {
+    stack: String,
+    /// Empty or absent: every drifted service of the stack.
+    #[serde(default)]
+    service: Option<String>,
+}
+
+/// `GET /ui/patch?stack=S[&service=V]`: the patch accepting the drift into
+/// git (`plimsoll drift --patch`), as a `text/x-diff` download.
+async fn patch(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<PatchQuery>,
+) -> Response {
+    if let Err(refused) = shared.sessions.access(&shared, &headers) {
+        return refused.into_response();
+    }
+    let Some(healer) = shared.healer() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is starting: try again in a moment\n",
+        )
+            .into_response();
+    };
+    let service = q.service.as_deref().filter(|s| !s.is_empty());
+    match super::accept::download(&healer, &q.stack, service).await {
+        Ok(d) => {
+            let disposition = format!("attachment; filename=\"{}\"", d.filename);
+            let mut r = no_store(d.text.into_response());
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/x-diff; charset=utf-8"),
+            );
+            if let Ok(v) = header::HeaderValue::from_str(&disposition) {
+                h.insert(header::CONTENT_DISPOSITION, v);
+            }
+            r
+        }
+        Err(e) => {
+            tracing::warn!("patch download: {e}");
+            no_store((e.status(), format!("{e}\n")).into_response())
+        }
+    }
 }
 
 fn back_to_review() -> Response {

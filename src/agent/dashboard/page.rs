@@ -246,6 +246,7 @@ fn review(v: &View<'_>) -> Markup {
                                 ul.reasons { @for r in &s.drift { li { (r) } } }
                             }
                             (heal_line(s))
+                            p.accept { (patch_link(&st.name, Some(&s.service))) }
                             @if let Some(x) = &s.silenced {
                                 p.silenced {
                                     "Silenced until " time { (x.until) } " by " (x.by) ": " (x.reason)
@@ -255,6 +256,11 @@ fn review(v: &View<'_>) -> Markup {
                             (actions(v, &st.name, s))
                         }
                     }
+                }
+            }
+            @if v.actions.is_some() && !queue.is_empty() {
+                datalist id="silence-durations" {
+                    @for (value, words) in SILENCE_FOR { option value=(value) { (words) } }
                 }
             }
             @if v.actions.is_none() {
@@ -270,14 +276,38 @@ fn review(v: &View<'_>) -> Markup {
     }
 }
 
-/// How long the page can silence a drift for: the form's value, in words,
-/// in hours.
-pub const SILENCE_FOR: [(&str, &str, i64); 4] = [
-    ("1h", "1 hour", 1),
-    ("4h", "4 hours", 4),
-    ("24h", "1 day", 24),
-    ("7d", "7 days", 7 * 24),
+/// The durations the page suggests for a silence (the form takes any
+/// within [`crate::drift::SILENCE_BOUNDS`]): the value, in words.
+pub const SILENCE_FOR: [(&str, &str); 4] = [
+    ("1h", "1 hour"),
+    ("4h", "4 hours"),
+    ("24h", "1 day"),
+    ("7d", "7 days"),
 ];
+
+/// The link to the patch accepting the drift of `stack` (its `service`, or
+/// all of it) into git: a download, without JavaScript.
+fn patch_link(stack: &str, service: Option<&str>) -> Markup {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("stack", stack);
+    if let Some(s) = service {
+        query.append_pair("service", s);
+    }
+    let href = format!("/ui/patch?{}", query.finish());
+    let (text, label) = match service {
+        Some(s) => (
+            "Download patch",
+            format!("Download the patch that accepts the drift of {stack}/{s} into git"),
+        ),
+        None => (
+            "Download the stack's patch",
+            format!("Download the patch that accepts the drift of stack {stack} into git"),
+        ),
+    };
+    html! {
+        a.patch href=(href) download aria-label=(label) { (text) }
+    }
+}
 
 /// The review actions of one drifted service: revert, and silence it (or
 /// lift its silence).
@@ -307,9 +337,10 @@ fn actions(v: &View<'_>, stack: &str, s: &ServiceStatus) -> Markup {
                 form.silence method="post" action="/ui/silence" {
                     (hidden)
                     label for=(format!("for-{id}")) { "Silence for" }
-                    select id=(format!("for-{id}")) name="for" {
-                        @for (value, words, _) in SILENCE_FOR { option value=(value) { (words) } }
-                    }
+                    input id=(format!("for-{id}")) name="for" type="text" required
+                        value=(SILENCE_FOR[0].0) list="silence-durations" size="6"
+                        autocomplete="off" aria-describedby=(format!("for-hint-{id}"));
+                    span.hint id=(format!("for-hint-{id}")) { "e.g. 30m, 4h, 7d" }
                     label for=(format!("reason-{id}")) { "Reason" }
                     input id=(format!("reason-{id}")) name="reason" type="text" required maxlength="500";
                     button type="submit" { "Silence" }
@@ -347,6 +378,9 @@ fn stacks(s: &AgentStatus) -> Markup {
                             (st.name)
                             @if st.paused { " " span.badge.paused { "paused" } }
                             @if !st.self_heal { " " span.badge { "self-heal off" } }
+                            @if st.services.iter().any(|x| !x.state.in_sync()) {
+                                " · " (patch_link(&st.name, None))
+                            }
                         }
                         thead { tr {
                             th scope="col" { "Service" }
@@ -359,7 +393,12 @@ fn stacks(s: &AgentStatus) -> Markup {
                             @for svc in &st.services {
                                 tr {
                                     th scope="row" { (svc.service) }
-                                    td { (state_badge(svc)) }
+                                    td {
+                                        (state_badge(svc))
+                                        @if !svc.state.in_sync() {
+                                            " " (patch_link(&st.name, Some(&svc.service)))
+                                        }
+                                    }
                                     td { (health(svc)) }
                                     td { code { (svc.container) } }
                                     td { code { (svc.image.as_deref().unwrap_or("-")) } }
@@ -416,7 +455,7 @@ fn record(r: &serde_json::Value) -> Markup {
             p {
                 span class=(format!("badge {}", match outcome.as_str() {
                     "applied" => "ok",
-                    "silenced" | "unsilenced" => "paused",
+                    "silenced" | "unsilenced" | "silence expired" => "paused",
                     _ => "failed",
                 })) { (outcome) }
                 @if r["rollback"] == true { " " span.badge { "rollback" } }

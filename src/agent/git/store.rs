@@ -103,6 +103,11 @@ impl GitSource {
         Ok(Some(trust.verify(sha, &commit).map_err(Box::new)?))
     }
 
+    /// The clone's object store (bare): every commit fetched can be read from it.
+    pub fn store_path(&self) -> PathBuf {
+        self.repo_path()
+    }
+
     pub(super) fn repo_path(&self) -> PathBuf {
         self.dir.join("repo")
     }
