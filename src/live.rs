@@ -28,6 +28,9 @@ use crate::state::StateDir;
 
 pub mod cache;
 pub mod heartbeat;
+mod jobs;
+
+pub use jobs::LiveJobRun;
 
 use crate::diff::network::NetworkConfig;
 use crate::diff::{ContainerConfig, ImageDefaults};
@@ -371,6 +374,9 @@ impl LiveObject {
 pub struct Live {
     /// Managed containers of the stacks asked about.
     pub containers: Vec<LiveContainer>,
+    /// The runs of the jobs of the stacks asked about, oldest first per job
+    /// (never among [`Live::containers`]: no service's).
+    pub jobs: Vec<LiveJobRun>,
     /// Every other container on the engine (never touched).
     pub foreign: Vec<ForeignContainer>,
     pub networks: BTreeMap<String, LiveNetwork>,
@@ -484,6 +490,9 @@ impl Engine {
         }
         live.containers
             .sort_by(|a, b| (&a.stack, &a.service, &a.name).cmp(&(&b.stack, &b.service, &b.name)));
+        live.jobs.sort_by(|a, b| {
+            (&a.stack, &a.job, a.created, &a.name).cmp(&(&b.stack, &b.job, b.created, &b.name))
+        });
         Ok(live)
     }
 
@@ -853,6 +862,13 @@ impl Listed {
                 })
             };
             let state = self.states.get(&id).cloned().unwrap_or_default();
+            // A job's run: plimsoll's, and no service's.
+            if labels.contains_key(labels::JOB) {
+                let name = self.names.get(&id).cloned().unwrap_or_default();
+                live.jobs
+                    .extend(LiveJobRun::listed(s, name, &state, stacks));
+                continue;
+            }
             match labels.get(labels::STACK) {
                 Some(stack) if stacks.contains(stack) => {
                     if wanted(stack) {
