@@ -272,6 +272,8 @@ pub enum JobError {
     DependencyFailed { dependency: String },
     #[error("could not run: {0}")]
     CouldNotRun(#[source] Box<StepError>),
+    #[error("its container {container} was removed while it ran")]
+    Gone { container: String },
     #[error("interrupted; the run was killed")]
     Interrupted,
 }

@@ -54,6 +54,9 @@ pub struct JobOutcome {
     /// Its last log lines, masked.
     pub logs: Vec<String>,
     pub seconds: f64,
+    /// Stopped by an interrupt (SIGTERM, Ctrl-C), not failed by itself.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 impl JobOutcome {
@@ -74,6 +77,10 @@ impl Ctx<'_> {
         masker: &Masker,
         report: &mut Report,
     ) -> Result<(), (String, JobError)> {
+        // Interrupted (SIGTERM, Ctrl-C): no alert starts now.
+        if when == JobKind::OnFailure && self.cancel.is_cancelled() {
+            return Ok(());
+        }
         let mut failed: BTreeSet<String> = BTreeSet::new();
         let mut first: Option<(String, JobError)> = None;
         for planned in plan.jobs_of(&stack.name, when) {
@@ -88,6 +95,7 @@ impl Ctx<'_> {
                 error: None,
                 logs: Vec::new(),
                 seconds: 0.0,
+                interrupted: false,
             };
             let run = match self.job_dependencies(stack, job, when, &failed).await {
                 Ok(()) => self.run_job(stack, job, when, masker, &mut outcome).await,
@@ -103,6 +111,7 @@ impl Ctx<'_> {
                     Outcome::Failed,
                 );
                 outcome.error = Some(Failed(text));
+                outcome.interrupted = matches!(e, JobError::Interrupted);
                 failed.insert(job.to_string());
                 report.jobs.push(outcome);
                 if when == JobKind::OnFailure {
@@ -239,6 +248,29 @@ impl Ctx<'_> {
         outcome: &mut JobOutcome,
     ) -> Result<(), JobError> {
         let subject = Self::subject(stack, job);
+        let timeout = stack.jobs[job]
+            .plimsoll
+            .timeout
+            .map_or(JobKind::DEFAULT_TIMEOUT, |t| t.0);
+        // A run an interrupted plimsoll left running finishes first (killed
+        // at the timeout): two runs of one job never overlap.
+        for r in self
+            .live
+            .jobs
+            .iter()
+            .filter(|r| r.stack == stack.name && r.job == job && r.running)
+        {
+            self.progress.step(
+                &subject,
+                &format!("waiting for the earlier run {} to end", r.name),
+                Outcome::Working,
+            );
+            match self.wait_job(&subject, &r.name, timeout).await {
+                Ok(_) | Err(Ended::TimedOut) | Err(Ended::Gone) => {}
+                Err(Ended::Interrupted) => return Err(JobError::Interrupted),
+                Err(Ended::Engine(e)) => return Err(JobError::CouldNotRun(Box::new(e))),
+            }
+        }
         self.progress
             .step(&subject, &format!("running {when} job"), Outcome::Working);
         let name = self
@@ -246,10 +278,6 @@ impl Ctx<'_> {
             .await
             .map_err(|e| JobError::CouldNotRun(Box::new(e)))?;
         outcome.container = name.clone();
-        let timeout = stack.jobs[job]
-            .plimsoll
-            .timeout
-            .map_or(JobKind::DEFAULT_TIMEOUT, |t| t.0);
         let waited = self.wait_job(&subject, &name, timeout).await;
         let logs = self.job_logs(&name, masker).await;
         let last = last_lines("log", &logs.join("\n"));
@@ -271,6 +299,7 @@ impl Ctx<'_> {
                 Err(JobError::TimedOut { timeout, last })
             }
             Err(Ended::Interrupted) => Err(JobError::Interrupted),
+            Err(Ended::Gone) => Err(JobError::Gone { container: name }),
             Err(Ended::Engine(e)) => Err(JobError::CouldNotRun(Box::new(e))),
         }
     }
@@ -332,12 +361,7 @@ impl Ctx<'_> {
                     | crate::live::EngineError::Unreachable { source, .. } => source,
                 },
             })),
-            Err(WaitError::Gone { .. }) | Err(WaitError::Failed { .. }) => {
-                Err(Ended::Engine(StepError::NotDeclared {
-                    kind: "container",
-                    name: format!("{name} (removed while it ran)"),
-                }))
-            }
+            Err(WaitError::Gone { .. }) | Err(WaitError::Failed { .. }) => Err(Ended::Gone),
         }
     }
 
@@ -480,6 +504,8 @@ impl Ctx<'_> {
 enum Ended {
     TimedOut,
     Interrupted,
+    /// Removed while it ran (by hand).
+    Gone,
     Engine(StepError),
 }
 

@@ -309,6 +309,17 @@ impl Ctx<'_> {
             if failed(failures, stack) {
                 continue;
             }
+            // Interrupted: the tests do not start, and the apply is not a success
+            // (nor a failed test: the stack does not go back).
+            if self.cancel.is_cancelled()
+                && let Some(first) = plan.jobs_of(&stack.name, JobKind::Post).next()
+            {
+                failures.push(format!(
+                    "{}/{}: post job not run: interrupted",
+                    stack.name, first.job
+                ));
+                continue;
+            }
             if let Err((job, e)) = self
                 .run_jobs(stack, plan, JobKind::Post, masker, report)
                 .await

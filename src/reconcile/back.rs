@@ -29,7 +29,8 @@ pub(super) fn failed_post(report: &Report) -> Vec<String> {
     let mut out: Vec<String> = report
         .jobs
         .iter()
-        .filter(|j| j.when == crate::spec::model::JobKind::Post && !j.ok())
+        // An interrupted test is no verdict on the revision.
+        .filter(|j| j.when == crate::spec::model::JobKind::Post && !j.ok() && !j.interrupted)
         .map(|j| j.stack.clone())
         .collect();
     out.dedup();
