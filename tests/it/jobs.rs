@@ -3,7 +3,7 @@
 //! exists, then the change applies); a failing `pre` job that leaves every
 //! container as it was, runs the `on-failure` job once and shows its last
 //! log lines with a secret canary masked in the error and the history; a
-//! job killed at its timeout; runs kept per job; the agent sending a stack
+//! job killed at its timeout; runs kept per job; `reconcile` and the agent sending a stack
 //! whose `post` test fails back to its last good revision (data kept), the
 //! revision rejected with the job's masked log lines in `/status`, the
 //! notification and the audit log, and a later good commit applied.
@@ -356,6 +356,63 @@ fn jobs_failing_pre_job_changes_nothing_and_on_failure_runs_once() {
     );
 }
 
+/// `plimsoll reconcile` runs jobs as the agent does: a failed `post` job
+/// sends the stack back to the revision applied before (recorded as a
+/// rollback in the history) and the run exits 1 saying so.
+#[test]
+fn jobs_reconcile_goes_back_after_a_failed_post_job() {
+    let s = JobStack::new("jobs-post-cli");
+    let stack = |version: &str, test: &str| {
+        format!(
+            "services:
+  web:
+    image: {BUSYBOX_IMAGE}
+    init: true
+    command: [sleep, '3600']
+    environment: {{VERSION: '{version}'}}
+  test:
+    image: {BUSYBOX_IMAGE}
+    command: [sh, -c, '{test}']
+    x-plimsoll: {{job: post}}
+"
+        )
+    };
+    s.compose(&stack("1", "echo fine"));
+    s.reconcile().expect(0);
+    let web = s.container("web");
+    s.compose(&stack("2", "echo broken; exit 1"));
+    let run = s.reconcile();
+    run.expect(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "{}/test: post job failed: exited with code 1",
+            s.name
+        )),
+        "{run}"
+    );
+    assert!(run.stderr.contains("broken"), "{run}");
+    assert!(
+        run.stderr
+            .contains(&format!("{}: went back to revision local:", s.name)),
+        "{run}"
+    );
+    assert!(
+        inspect(&web, "{{json .Config.Env}}").contains("VERSION=1"),
+        "back on 1"
+    );
+    assert_eq!(inspect(&web, "{{.State.Running}}"), "true");
+    let history = s.history();
+    let last = history.last().unwrap();
+    assert_eq!(last["rollback"], true, "{last:#}");
+    assert_eq!(last["outcome"], "applied", "{last:#}");
+    assert!(last["jobs"].is_null(), "going back runs no job: {last:#}");
+    // Git still says 2: the change is pending, and applies once the test passes.
+    s.dry_run().expect(2);
+    s.compose(&stack("2", "echo fine again"));
+    s.reconcile().expect(0);
+    assert!(inspect(&web, "{{json .Config.Env}}").contains("VERSION=2"));
+}
+
 /// `stacks/<stack>/compose.yaml` of a web page that says `greeting`, with a
 /// named volume, a `post` test that wants the page to say "good" (and
 /// prints the canary), and an `on-failure` job.
@@ -437,6 +494,12 @@ fn jobs_agent_failed_post_job_goes_back_and_rejects_the_revision() {
     assert!(
         message.contains("testing with ********") && message.contains("page says bad-2"),
         "{note:#}"
+    );
+    // The dashboard's rejected revision says why, with the same lines.
+    let page = agent.get("/ui").body;
+    assert!(
+        page.contains("page says bad-2") && page.contains("testing with ********"),
+        "{page}"
     );
     let rejected = audited_rejection(state, &bad);
     assert!(rejected.contains("page says bad-2"), "{rejected}");
