@@ -260,6 +260,7 @@ mod tests {
             secrets: Default::default(),
             configs: Default::default(),
             extensions: Default::default(),
+            jobs: Default::default(),
             source: Default::default(),
         }
     }

@@ -22,7 +22,10 @@ use crate::state::StateDir;
 
 pub mod cache;
 pub mod heartbeat;
+mod jobs;
 mod snapshot;
+
+pub use jobs::LiveJobRun;
 
 use crate::diff::network::NetworkConfig;
 use crate::diff::{ContainerConfig, ImageDefaults};
@@ -366,6 +369,9 @@ impl LiveObject {
 pub struct Live {
     /// Managed containers of the stacks asked about.
     pub containers: Vec<LiveContainer>,
+    /// The runs of the jobs of the stacks asked about, oldest first per job
+    /// (never among [`Live::containers`]: no service's).
+    pub jobs: Vec<LiveJobRun>,
     /// Every other container on the engine (never touched).
     pub foreign: Vec<ForeignContainer>,
     pub networks: BTreeMap<String, LiveNetwork>,

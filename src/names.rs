@@ -48,6 +48,11 @@ pub mod labels {
     /// or directory bind-mounted at `<target>` when the container was created
     /// (see `crate::mounts`); not in the spec hash.
     pub const MOUNT_PREFIX: &str = "io.plimsoll.mount.";
+    /// On the one-off container of a job's run: when the job runs (`pre`,
+    /// `post`, `on-failure`). Such a container is plimsoll's (never an
+    /// unknown container) and no service's: never paired, healed or pruned
+    /// as one (see `crate::spec::jobs`).
+    pub const JOB: &str = "io.plimsoll.job";
 
     /// Labels whose change is reported through the spec hash (or, for
     /// hooks, by [`crate::diff::hook_changes`], for mounted content by
@@ -66,6 +71,12 @@ pub fn network_name(stack: &Stack, key: &str) -> String {
         .networks
         .get(key)
         .map_or_else(|| format!("{}_{key}", stack.name), |n| n.name.clone())
+}
+
+/// The container of one run of a job: `<stack>-<job>-run-<id>`, as Compose
+/// names the containers of `docker compose run`.
+pub fn job_run_name(stack: &str, job: &str, id: &str) -> String {
+    format!("{stack}-{job}-run-{id}")
 }
 
 /// The container name of a service (of its first replica): `container_name`,

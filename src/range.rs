@@ -459,6 +459,8 @@ fn relative(dir: &Path, path: &Path) -> String {
 
 /// A whole stack added or removed on a host: each service as added or removed.
 fn whole(stack: &Stack, change: ChangeKind, names: (&str, &str), masker: &Masker) -> StackDiff {
+    // Jobs are compared as the services they are written as.
+    let stack = &*stack.whole();
     let services = stack
         .services
         .iter()
@@ -563,6 +565,8 @@ fn stack_changes(
     names: (&str, &str),
     masker: &Masker,
 ) -> Option<StackDiff> {
+    // Jobs are compared as the services they are written as.
+    let (old, new) = (&*old.whole(), &*new.whole());
     let mut services = Vec::new();
     let keys: BTreeSet<&String> = old.services.keys().chain(new.services.keys()).collect();
     for name in keys {

@@ -4,6 +4,10 @@
 //! The CLI and (later) the agent call this; the reason a reconcile runs is
 //! not its business, so it always converges from whatever is there.
 
+mod applied;
+mod back;
+mod record;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
@@ -13,10 +17,9 @@ use crate::plan::{self, ActionKind, Plan};
 use crate::spec::Desired;
 use crate::spec::model::{PullPolicy, Stack};
 
-mod applied;
-
 use applied::{overlay_applied_mounts, record_restarted_mounts};
 pub use applied::{restarted_mounts, with_applied_mounts};
+pub use record::{Origin, apply_recorded, note_in_sync, rollback_target};
 
 /// What the engine looks like for this host's stacks, and the plan.
 pub struct Observed<'a> {
@@ -69,6 +72,13 @@ impl Observed<'_> {
                 .cloned()
                 .collect(),
             would_prune: self.plan.would_prune.clone(),
+            jobs: self
+                .plan
+                .jobs
+                .iter()
+                .filter(|j| keep(&j.stack))
+                .cloned()
+                .collect(),
         }
     }
 }
@@ -190,16 +200,24 @@ pub async fn observe_on<'a>(
         .map(|s| s.name.clone())
         .filter(|s| !names.contains(s))
         .collect();
+    // The images of jobs too: whether a job must run again depends on its image.
     let images: BTreeSet<String> = stacks
         .iter()
-        .flat_map(|s| s.services.iter().map(|(n, svc)| svc.image_ref(&s.name, n)))
+        .flat_map(|s| {
+            s.services
+                .iter()
+                .chain(&s.jobs)
+                .map(|(n, svc)| svc.image_ref(&s.name, n))
+        })
         .filter(|i| !i.is_empty())
         .collect();
     let live = engine
         .snapshot(&names, desired.complete.as_deref(), &images)
         .await?;
     let builds = build_hashes(&stacks).await;
-    let mounts = mount_hashes(&stacks).await;
+    // What jobs mount too (a changed migration runs again).
+    let wholes: Vec<std::borrow::Cow<'_, Stack>> = stacks.iter().map(|s| s.whole()).collect();
+    let mounts = mount_hashes(&wholes.iter().map(|s| &**s).collect::<Vec<_>>()).await;
     let plan = plan::plan(&stacks, &live, &builds, &mounts, &desired.masker);
     Ok(Observed {
         engine,
@@ -273,6 +291,8 @@ pub async fn observe_scoped<'a>(
         });
     plan.conflicts
         .retain(|c| service.is_none() || c.service.as_deref() == service);
+    // A heal runs no job: jobs run with a revision's changes only.
+    plan.jobs.clear();
     plan.in_sync.retain(|k| {
         k.split_once('/')
             .is_some_and(|(st, sv)| st == stack && chosen(sv))
@@ -642,260 +662,9 @@ pub fn status_text(s: &Status) -> String {
     out
 }
 
-/// Where an apply's desired state came from, for the records.
-pub struct Origin {
-    /// A commit SHA; empty for a directory, whose revision becomes `local:<content hash>`.
-    pub revision: String,
-    /// The path or URL it was loaded from.
-    pub source: String,
-    /// Set when re-applying a stored revision.
-    pub rollback: bool,
-    /// How the audit log rotates (`audit:` in plimsoll.yaml).
-    pub audit: crate::spec::config::AuditConfig,
-    /// Which old images stay (`images:` in plimsoll.yaml).
-    pub images: crate::spec::config::ImagesConfig,
-}
-
-/// Applies the plan and records it: one audit record (plan, outcome, per
-/// action timings, rollbacks; masked) and, per stack, the stored revision
-/// with its outcome, so `plimsoll rollback` can re-apply a good one.
-#[allow(clippy::too_many_arguments)]
-pub async fn apply_recorded(
-    observed: &Observed<'_>,
-    plan: &Plan,
-    masker: &crate::spec::secrets::Masker,
-    state: &crate::state::StateDir,
-    origin: &Origin,
-    progress: &dyn crate::events::Progress,
-    cancel: &crate::apply::Cancel,
-    parallel: crate::apply::Parallel,
-) -> Result<crate::apply::Report, crate::apply::ApplyError> {
-    let started = std::time::Instant::now();
-    let stacks = observed.changeable();
-    let result = crate::apply::apply(
-        &observed.engine,
-        &stacks,
-        plan,
-        crate::apply::Observed {
-            live: &observed.live,
-            mounts: &observed.mounts,
-        },
-        masker,
-        progress,
-        cancel,
-        parallel,
-    )
-    .await;
-    let (outcomes, error) = match &result {
-        Ok(r) => (r.outcomes.clone(), None),
-        Err(e @ crate::apply::ApplyError::Services { report, .. }) => {
-            (report.outcomes.clone(), Some(e.to_string()))
-        }
-        Err(e) => (Vec::new(), Some(e.to_string())),
-    };
-    let failed_stacks: BTreeSet<String> = match &result {
-        Err(crate::apply::ApplyError::Services {
-            failures: lines, ..
-        }) => lines
-            .iter()
-            .filter_map(|l| l.split('/').next())
-            .map(str::to_string)
-            .collect(),
-        Err(_) => stacks.iter().map(|s| s.name.clone()).collect(),
-        Ok(_) => BTreeSet::new(),
-    };
-    let actions: Vec<serde_json::Value> = outcomes
-        .iter()
-        .map(|o| {
-            serde_json::json!({
-                "action": o.action.action,
-                "stack": o.action.stack,
-                "service": o.action.service,
-                "target": o.action.target,
-                "ok": o.result.is_ok(),
-                "error": o.result.as_ref().err(),
-                "seconds": o.duration.as_secs_f64(),
-                "rolled_back": o.rolled_back,
-            })
-        })
-        .collect();
-    let engine = engine_identity(observed).await;
-    let mut record = serde_json::json!({
-        "time": crate::state::now(),
-        "revision": origin.revision,
-        "source": origin.source,
-        "rollback": origin.rollback,
-        "user": crate::state::invoking_user(),
-        "host": crate::state::hostname(),
-        "engine": engine.name,
-        "engine_id": engine.id,
-        "outcome": if result.is_ok() { "applied" } else { "failed" },
-        "error": error,
-        "seconds": started.elapsed().as_secs_f64(),
-        "plan": plan,
-        "actions": actions,
-    });
-    masker.mask_json(&mut record);
-    let mut write = || -> Result<(), crate::state::StateError> {
-        let stored: Vec<(&Stack, String)> = stacks
-            .iter()
-            .map(|s| {
-                Ok((
-                    *s,
-                    state.store_revision(&crate::spec::render::to_stored_built(
-                        s,
-                        masker,
-                        &stack_builds(&observed.builds, &s.name),
-                    ))?,
-                ))
-            })
-            .collect::<Result<_, crate::state::StateError>>()?;
-        // A directory has no commit: its revision is the hash of what was applied.
-        let local = |hash: &str| format!("local:{}", &hash[..12]);
-        let all: String = stored.iter().map(|(_, h)| h.as_str()).collect();
-        let revision = if origin.revision.is_empty() {
-            local(&crate::state::content_hash(all.as_bytes()))
-        } else {
-            origin.revision.clone()
-        };
-        record["revision"] = serde_json::json!(revision);
-        // At least the minimums, whatever the repository says (`AuditConfig`).
-        state.audit(&record, origin.audit.max_bytes(), origin.audit.keep())?;
-        for (stack, hash) in stored {
-            let outcome = if failed_stacks.contains(&stack.name) {
-                "failed"
-            } else {
-                "applied"
-            };
-            state.record_revision(&crate::state::RevisionRecord {
-                time: crate::state::now(),
-                stack: stack.name.clone(),
-                // The revision `plimsoll history` shows, so `rollback --to` takes it
-                // (like a commit SHA, it names the whole apply; `hash` is this stack's).
-                revision: revision.clone(),
-                hash,
-                outcome: outcome.into(),
-            })?;
-        }
-        Ok(())
-    };
-    if let Err(e) = write() {
-        tracing::error!("the apply ran, but recording it in the state directory failed: {e}");
-    }
-    record_restarted_mounts(observed, &outcomes, state);
-    // Old images go only after everything succeeded. Starting or restarting
-    // containers (most heals) changes no image: nothing to record or remove.
-    let images_may_change = plan
-        .actions
-        .iter()
-        .any(|a| !matches!(a.action, ActionKind::Start | ActionKind::Restart));
-    if result.is_ok()
-        && images_may_change
-        && let Err(e) = crate::images::after_apply(
-            &observed.engine,
-            state,
-            &stacks,
-            plan,
-            origin.images,
-            progress,
-        )
-        .await
-    {
-        tracing::warn!("the apply succeeded, but removing old images failed: {e}");
-    }
-    result
-}
-
-/// Which engine an apply ran on, for the audit log.
-struct EngineIdentity {
-    name: String,
-    id: String,
-}
-
-/// The engine's name and id from its `/info` (the host name plimsoll.yaml
-/// knows it by when `/info` fails).
-async fn engine_identity(observed: &Observed<'_>) -> EngineIdentity {
-    match observed.engine.docker.info().await {
-        Ok(info) => EngineIdentity {
-            name: info.name.unwrap_or_else(|| observed.host.clone()),
-            id: info.id.unwrap_or_default(),
-        },
-        Err(e) => {
-            tracing::warn!("reading the engine's name and id for the audit log: {e}");
-            EngineIdentity {
-                name: observed.host.clone(),
-                id: String::new(),
-            }
-        }
-    }
-}
-
-/// The revision `plimsoll rollback` re-applies for `stack`: the one named by
-/// `to` (a revision or a hash prefix), else the newest applied revision that
-/// differs from the newest attempt.
-pub fn rollback_target<'a>(
-    records: &'a [crate::state::RevisionRecord],
-    stack: &str,
-    to: Option<&str>,
-) -> Option<&'a crate::state::RevisionRecord> {
-    let mine: Vec<&crate::state::RevisionRecord> =
-        records.iter().filter(|r| r.stack == stack).collect();
-    if let Some(to) = to {
-        return mine
-            .iter()
-            .rev()
-            .find(|r| r.revision == to || r.hash.starts_with(to) || r.revision.ends_with(to))
-            .copied();
-    }
-    let latest = mine.last()?;
-    mine.iter()
-        .rev()
-        .find(|r| r.outcome == "applied" && r.hash != latest.hash)
-        .copied()
-}
-
-/// Records, for stacks already in sync, the revision the host is at (when it
-/// is not the last one recorded), so `rollback` knows where it stands.
-pub fn note_in_sync(
-    observed: &Observed<'_>,
-    masker: &crate::spec::secrets::Masker,
-    state: &crate::state::StateDir,
-) -> Result<(), crate::state::StateError> {
-    let records = state.revisions()?;
-    for stack in observed.changeable() {
-        let hash = state.store_revision(&crate::spec::render::to_stored_built(
-            stack,
-            masker,
-            &stack_builds(&observed.builds, &stack.name),
-        ))?;
-        let last = records.iter().rev().find(|r| r.stack == stack.name);
-        if last.is_none_or(|r| r.hash != hash) {
-            state.record_revision(&crate::state::RevisionRecord {
-                time: crate::state::now(),
-                stack: stack.name.clone(),
-                revision: format!("local:{}", &hash[..12]),
-                hash,
-                outcome: "applied".into(),
-            })?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::RevisionRecord;
-
-    fn rec(stack: &str, hash: &str, outcome: &str) -> RevisionRecord {
-        RevisionRecord {
-            time: String::new(),
-            stack: stack.into(),
-            revision: format!("local:{hash}"),
-            hash: hash.into(),
-            outcome: outcome.into(),
-        }
-    }
 
     #[test]
     fn a_refresh_is_due_once_the_copy_is_as_old_as_the_period() {
@@ -905,20 +674,5 @@ mod tests {
         assert!(refresh_due(at(1_000_000), at(1_000_000 + 3600), hour));
         // A clock behind the image's time is never "due".
         assert!(!refresh_due(at(1_000_000), at(999_000), hour));
-    }
-
-    #[test]
-    fn rollback_picks_the_last_good_other_revision() {
-        let r = vec![
-            rec("s", "aaa", "applied"),
-            rec("s", "bbb", "applied"),
-            rec("t", "zzz", "applied"),
-            rec("s", "ccc", "failed"),
-        ];
-        assert_eq!(rollback_target(&r, "s", None).unwrap().hash, "bbb");
-        let r2 = vec![rec("s", "aaa", "applied"), rec("s", "bbb", "applied")];
-        assert_eq!(rollback_target(&r2, "s", None).unwrap().hash, "aaa");
-        assert_eq!(rollback_target(&r, "s", Some("aa")).unwrap().hash, "aaa");
-        assert!(rollback_target(&r, "nope", None).is_none());
     }
 }

@@ -80,6 +80,10 @@ pub async fn engine_events(
                     let Some(stack) = attrs.get(crate::names::labels::STACK) else {
                         continue;
                     };
+                    // A job's run starts and ends by design: never drift.
+                    if attrs.contains_key(crate::names::labels::JOB) {
+                        continue;
+                    }
                     if action == "start" {
                         heartbeat.notify_one();
                     }

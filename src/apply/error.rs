@@ -38,6 +38,27 @@ pub enum ApplyError {
         #[source]
         source: Box<StepError>,
     },
+    /// A `pre` job failed: no container of any stack was changed (images
+    /// pulled, networks and volumes created for the jobs stay). `message`
+    /// is the job's error with its last log lines, masked.
+    #[error("pre job {stack}/{job} failed: {message}\n    no container was changed")]
+    PreJob {
+        stack: String,
+        job: String,
+        message: String,
+        /// What ran before and after (the jobs, `on-failure` ones included).
+        report: Report,
+        #[source]
+        source: Box<JobError>,
+    },
+    /// The apply failed (`failure`), and the stacks whose `post` jobs
+    /// failed went back to their last good revision (`reconcile` does
+    /// this): one line each, masked.
+    #[error("{failure}\n{}", back.join("\n"))]
+    WentBack {
+        failure: Box<ApplyError>,
+        back: Vec<String>,
+    },
     /// Services failed (conflicts included), one masked line each as
     /// `stack/service: why`; the others were applied.
     #[error("{}", failure_text(failures))]
@@ -46,6 +67,17 @@ pub enum ApplyError {
         /// What was done before and despite the failures.
         report: Report,
     },
+}
+
+impl ApplyError {
+    /// What was done before the apply stopped, when it got that far.
+    pub fn report(&self) -> Option<&Report> {
+        match self {
+            ApplyError::Services { report, .. } | ApplyError::PreJob { report, .. } => Some(report),
+            ApplyError::WentBack { failure, .. } => failure.report(),
+            _ => None,
+        }
+    }
 }
 
 fn failure_text(failures: &[String]) -> String {
@@ -213,6 +245,37 @@ pub enum HookError {
         "the {hook} did not finish within {seconds}s (x-plimsoll.health_timeout sets the bound)"
     )]
     TimedOut { hook: String, seconds: u64 },
+}
+
+/// Why a job's run failed (or did not run). The texts carry the run's last
+/// log lines, masked by the apply.
+#[derive(Debug, Error)]
+pub enum JobError {
+    /// `last` holds its last log lines (or nothing).
+    #[error("exited with code {code}{last}")]
+    Exited { code: i64, last: String },
+    #[error(
+        "did not finish within {}s and was killed (x-plimsoll.timeout sets the bound){last}",
+        timeout.as_secs()
+    )]
+    TimedOut {
+        timeout: std::time::Duration,
+        last: String,
+    },
+    #[error("not run: dependency {dependency}: {why}")]
+    DependencyGate {
+        dependency: String,
+        #[source]
+        why: Box<GateError>,
+    },
+    #[error("not run: job {dependency} failed")]
+    DependencyFailed { dependency: String },
+    #[error("could not run: {0}")]
+    CouldNotRun(#[source] Box<StepError>),
+    #[error("its container {container} was removed while it ran")]
+    Gone { container: String },
+    #[error("interrupted; the run was killed")]
+    Interrupted,
 }
 
 /// Why one service of a wave failed.

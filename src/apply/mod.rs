@@ -24,6 +24,7 @@ mod body;
 mod error;
 mod gates;
 mod hooks;
+mod jobs;
 mod recover;
 mod remove;
 mod replace;
@@ -37,12 +38,13 @@ use crate::events::Progress;
 use crate::live::{Engine, Live};
 use crate::mounts::Mounts;
 use crate::plan::{Action, ActionKind, Plan};
-use crate::spec::model::Stack;
+use crate::spec::model::{JobKind, Stack};
 use crate::spec::secrets::Masker;
 
 pub use body::create_body;
-pub use error::{ApplyError, GateError, HookError, ServiceError, StepError};
+pub use error::{ApplyError, GateError, HookError, JobError, ServiceError, StepError};
 pub use gates::{Polling, WaitError, gate_timeout, wait_until};
+pub use jobs::{JobOutcome, KEEP_RUNS};
 pub use recover::recover;
 pub use setup::{pull, pull_for};
 pub use waves::{BadParallel, DEFAULT_PARALLEL, Parallel};
@@ -75,6 +77,8 @@ impl std::fmt::Display for Failed {
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub outcomes: Vec<ActionOutcome>,
+    /// The jobs that ran (or failed to), in the order they ran.
+    pub jobs: Vec<JobOutcome>,
 }
 
 struct Ctx<'a> {
@@ -181,7 +185,6 @@ pub async fn apply(
                 Ok(())
             }
             (ActionKind::CreateNetwork, Some(s)) => cx.create_network(s, &a.target).await,
-            (ActionKind::RecreateNetwork, Some(s)) => cx.recreate_network(s, &a.target).await,
             (ActionKind::CreateVolume, Some(s)) => cx.create_volume(s, &a.target).await,
             (ActionKind::PullImage, _) => {
                 // The platform a service of this stack asks for, if any.
@@ -207,7 +210,7 @@ pub async fn apply(
     if failures.len() > conflicts {
         return Err(ApplyError::Services { failures, report });
     }
-    // Containers are created from what the images built just now supply.
+    // Containers (and jobs) are created from what the images built just now supply.
     let refreshed;
     let cx = if built.is_empty() {
         cx
@@ -225,10 +228,48 @@ pub async fn apply(
         }
     };
 
+    // Pre jobs, before any container changes: one that fails stops the apply.
+    for stack in stacks {
+        if let Err((job, e)) = cx
+            .run_jobs(stack, plan, JobKind::Pre, masker, &mut report)
+            .await
+        {
+            let _ = cx
+                .run_jobs(stack, plan, JobKind::OnFailure, masker, &mut report)
+                .await;
+            cx.prune_all_runs(stacks, plan).await;
+            return Err(ApplyError::PreJob {
+                stack: stack.name.clone(),
+                job,
+                message: masker.mask(&e.to_string()).into_owned(),
+                report,
+                source: Box::new(e),
+            });
+        }
+    }
+    // Networks recreated (their containers disconnected) after the pre jobs.
+    for a in plan
+        .actions
+        .iter()
+        .filter(|a| a.action == ActionKind::RecreateNetwork)
+    {
+        let Some(s) = stacks.iter().find(|s| s.name == a.stack) else {
+            continue;
+        };
+        let started = Instant::now();
+        let result = cx.recreate_network(s, &a.target).await;
+        record(&mut report, &mut failures, a, result, started);
+    }
+    if failures.len() > conflicts {
+        return Err(ApplyError::Services { failures, report });
+    }
+
     for stack in stacks {
         cx.run_waves(stack, plan, masker, parallel, &mut report, &mut failures)
             .await;
     }
+    cx.after_waves(stacks, plan, masker, &mut report, &mut failures)
+        .await;
     // Prune runs last, and only when everything before it succeeded.
     if failures.is_empty() {
         for a in plan
@@ -245,6 +286,72 @@ pub async fn apply(
         Ok(report)
     } else {
         Err(ApplyError::Services { failures, report })
+    }
+}
+
+impl Ctx<'_> {
+    /// After the waves: the post jobs of each stack whose apply succeeded
+    /// (a failure is the stack's), then the on-failure jobs of each stack
+    /// that failed, then old runs removed.
+    async fn after_waves(
+        &self,
+        stacks: &[&Stack],
+        plan: &Plan,
+        masker: &Masker,
+        report: &mut Report,
+        failures: &mut Vec<String>,
+    ) {
+        let failed = |failures: &[String], stack: &Stack| {
+            let prefix = format!("{}/", stack.name);
+            failures.iter().any(|f| f.starts_with(&prefix))
+        };
+        for stack in stacks {
+            if failed(failures, stack) {
+                continue;
+            }
+            // Interrupted: the tests do not start, and the apply is not a success
+            // (nor a failed test: the stack does not go back).
+            if self.cancel.is_cancelled()
+                && let Some(first) = plan.jobs_of(&stack.name, JobKind::Post).next()
+            {
+                failures.push(format!(
+                    "{}/{}: post job not run: interrupted",
+                    stack.name, first.job
+                ));
+                continue;
+            }
+            if let Err((job, e)) = self
+                .run_jobs(stack, plan, JobKind::Post, masker, report)
+                .await
+            {
+                failures.push(format!(
+                    "{}/{job}: post job failed: {}",
+                    stack.name,
+                    masker.mask(&e.to_string())
+                ));
+            }
+        }
+        for stack in stacks.iter().filter(|s| failed(failures, s)) {
+            let _ = self
+                .run_jobs(stack, plan, JobKind::OnFailure, masker, report)
+                .await;
+        }
+        self.prune_all_runs(stacks, plan).await;
+    }
+
+    /// Old runs of the jobs of every stack whose jobs the plan runs, and
+    /// the runs of jobs a stack no longer declares.
+    async fn prune_all_runs(&self, stacks: &[&Stack], plan: &Plan) {
+        for stack in stacks {
+            let undeclared = self
+                .live
+                .jobs
+                .iter()
+                .any(|r| r.stack == stack.name && !stack.jobs.contains_key(&r.job));
+            if undeclared || plan.jobs.iter().any(|j| j.stack == stack.name) {
+                self.prune_runs(stack).await;
+            }
+        }
     }
 }
 

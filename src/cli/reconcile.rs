@@ -292,8 +292,13 @@ pub(super) async fn apply_and_report(
     .await;
     match result {
         Ok(report) => {
+            let jobs = match report.jobs.len() {
+                0 => String::new(),
+                1 => ", ran 1 job".into(),
+                n => format!(", ran {n} jobs"),
+            };
             eprintln!(
-                "applied {} action{}",
+                "applied {} action{}{jobs}",
                 report.outcomes.len(),
                 if report.outcomes.len() == 1 { "" } else { "s" }
             );

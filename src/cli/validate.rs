@@ -25,6 +25,17 @@ pub(super) fn validate(path: &Path, global: &Global) -> Result<Exit> {
     for s in &desired.stacks {
         let names: Vec<&str> = s.services.keys().map(String::as_str).collect();
         out.push_str(&format!("  {}: {}\n", s.name, names.join(", ")));
+        if !s.jobs.is_empty() {
+            let jobs: Vec<String> = s
+                .jobs
+                .iter()
+                .map(|(n, j)| match j.plimsoll.job {
+                    Some(kind) => format!("{n} ({kind})"),
+                    None => n.clone(),
+                })
+                .collect();
+            out.push_str(&format!("    jobs: {}\n", jobs.join(", ")));
+        }
     }
     if desired.config.assigns_hosts() {
         let names: Vec<&str> = desired.stacks.iter().map(|s| s.name.as_str()).collect();
@@ -87,7 +98,8 @@ pub(super) fn graph(
     let graphs: Vec<StackGraph> = desired
         .stacks
         .iter()
-        .map(|s| StackGraph::build(s).expect("validation rejected cycles"))
+        // Jobs are drawn with the services they depend on.
+        .map(|s| StackGraph::build(&s.whole()).expect("validation rejected cycles"))
         .collect();
     let names: Vec<&str> = desired.stacks.iter().map(|s| s.name.as_str()).collect();
     let assignment = desired.config.assignment(&names);

@@ -427,6 +427,8 @@ pub fn revert_plan(plan: &Plan, stacks: &[&Stack], services: &BTreeSet<(String, 
             .cloned()
             .collect(),
         would_prune: Vec::new(),
+        // A revert puts services back: it runs no job.
+        jobs: Vec::new(),
     }
 }
 

@@ -322,11 +322,24 @@ mod tests {
             event(12, EventMessageTypeEnum::NETWORK, "create", "net2"),
         ];
         let c = changes(&mark, &events).unwrap();
+        let set = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(c.containers, set(&["b", "c"]));
+        assert_eq!(c.listed, set(&["b", "c"]));
+        assert!(c.networks && !c.volumes && !c.images);
+        // An exec (a health probe) is inspected again, not listed again.
+        let exec = event(11, EventMessageTypeEnum::CONTAINER, "exec_start: true", "d");
+        let mount = event(12, EventMessageTypeEnum::VOLUME, "create", "v");
+        let c = changes(&mark, &[w.clone(), exec, mount]).unwrap();
+        assert_eq!(c.containers, set(&["d"]));
+        assert!(c.listed.is_empty() && !c.networks && c.volumes);
+        // Nothing since the watermark: nothing to read again.
         assert_eq!(
-            c.containers,
-            ["b", "c"].iter().map(|s| s.to_string()).collect()
+            changes(&mark, std::slice::from_ref(&w)),
+            Some(Changes::default())
         );
-        assert!(!c.images);
+        // A daemon event (a configuration reload) trusts nothing cached.
+        let reload = event(11, EventMessageTypeEnum::DAEMON, "reload", "daemon");
+        assert_eq!(changes(&mark, &[w.clone(), reload]), None);
         // The watermark event is rotated out (or the engine restarted): a gap.
         assert_eq!(changes(&mark, &events[1..]), None);
         // Another event at the same nanosecond is not the watermark.
@@ -362,6 +375,7 @@ mod tests {
         let changes = Changes {
             containers: ["b".to_string()].into(),
             images: true,
+            ..Changes::default()
         };
         let mut kept = cache.reusable(Some(&changes));
         assert_eq!(kept.containers.keys().collect::<Vec<_>>(), ["a"]);

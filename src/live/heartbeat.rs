@@ -210,10 +210,11 @@ impl Engine {
         let ids: Vec<String> = containers
             .into_iter()
             .filter(|c| {
-                c.labels
-                    .as_ref()
-                    .and_then(|l| l.get(labels::STACK))
-                    .is_some_and(|s| stacks.contains(s))
+                c.labels.as_ref().is_some_and(|l| {
+                    // A job's run ends by design: not a container that is down.
+                    !l.contains_key(labels::JOB)
+                        && l.get(labels::STACK).is_some_and(|s| stacks.contains(s))
+                })
             })
             .filter_map(|c| c.id)
             .collect();

@@ -22,8 +22,8 @@ use futures_util::future::join_all;
 
 use super::{
     BuiltImage, CONCURRENCY, EVENTS_TIMEOUT, Engine, EngineError, ForeignContainer, Live,
-    LiveNetwork, LiveObject, cache, container_refs_to_names, defaults_of, network_config,
-    normalize,
+    LiveJobRun, LiveNetwork, LiveObject, cache, container_refs_to_names, defaults_of,
+    network_config, normalize,
 };
 use crate::names::labels;
 
@@ -126,6 +126,9 @@ impl Engine {
         }
         live.containers
             .sort_by(|a, b| (&a.stack, &a.service, &a.name).cmp(&(&b.stack, &b.service, &b.name)));
+        live.jobs.sort_by(|a, b| {
+            (&a.stack, &a.job, a.created, &a.name).cmp(&(&b.stack, &b.job, b.created, &b.name))
+        });
         Ok(live)
     }
 
@@ -489,6 +492,13 @@ impl Listed<'_> {
                 })
             };
             let state = self.states.get(&id).cloned().unwrap_or_default();
+            // A job's run: plimsoll's, and no service's.
+            if labels.contains_key(labels::JOB) {
+                let name = self.names.get(&id).cloned().unwrap_or_default();
+                live.jobs
+                    .extend(LiveJobRun::listed(s, name, &state, stacks));
+                continue;
+            }
             match labels.get(labels::STACK) {
                 Some(stack) if stacks.contains(stack) => {
                     if wanted(stack) {

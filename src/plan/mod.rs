@@ -15,6 +15,7 @@
 //! longer declares, [`render`] prints a plan for people.
 
 mod actions;
+mod jobs;
 mod pairing;
 mod prune;
 mod render;
@@ -30,9 +31,10 @@ use crate::graph::StackGraph;
 use crate::live::Live;
 use crate::mounts::Mounts;
 use crate::names::BuildHash;
-use crate::spec::model::Stack;
+use crate::spec::model::{JobKind, Stack};
 use crate::spec::secrets::Masker;
 
+pub use jobs::{desired_job, in_order};
 pub use pairing::{DesiredContainer, compared_hash, desired_container, hashed_contents};
 pub use prune::{PruneOptions, is_prune, with_prune};
 pub use render::{Format, summary_line, to_markdown, to_text};
@@ -147,6 +149,23 @@ impl std::fmt::Display for OrphanKind {
     }
 }
 
+/// A job the apply runs (`x-plimsoll.job`): a one-off container run to
+/// completion before (`pre`) or after (`post`) the stack's changes, or once
+/// if its apply fails (`on-failure`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PlannedJob {
+    /// `pre`, `post` or `on-failure`.
+    pub when: JobKind,
+    pub stack: String,
+    /// The job: its service name in the Compose file.
+    pub job: String,
+    /// The image it runs.
+    pub image: String,
+    /// Why it runs: "the stack changes", "it has not run yet", "it changed
+    /// since its last run"; for `on-failure`, "only if the apply of the stack fails".
+    pub reasons: Vec<String>,
+}
+
 /// The plan for one host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Plan {
@@ -161,12 +180,27 @@ pub struct Plan {
     /// Objects no longer declared in git; removed only with `--prune`.
     #[serde(default)]
     pub would_prune: Vec<Orphan>,
+    /// The jobs the apply runs, per stack: `pre` jobs in dependency order,
+    /// then `post`, then `on-failure` (run only if the apply fails).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<PlannedJob>,
 }
 
 impl Plan {
-    /// Whether applying this plan would change nothing.
+    /// Whether applying this plan would change nothing (and run no job).
     pub fn is_noop(&self) -> bool {
-        self.actions.is_empty()
+        self.actions.is_empty() && !self.jobs.iter().any(|j| j.when != JobKind::OnFailure)
+    }
+
+    /// The planned `when` jobs of `stack`, in the order they run.
+    pub fn jobs_of<'p>(
+        &'p self,
+        stack: &'p str,
+        when: JobKind,
+    ) -> impl Iterator<Item = &'p PlannedJob> + 'p {
+        self.jobs
+            .iter()
+            .filter(move |j| j.stack == stack && j.when == when)
     }
 
     /// Counts of actions per kind, in kind order.
@@ -234,8 +268,11 @@ pub fn plan(
                 services.service(service, &mut p.conflicts, &mut p.in_sync);
             }
         }
+        let pulled: std::collections::BTreeSet<String> =
+            services.images_to_pull.keys().cloned().collect();
         actions::pulls(stack, services.images_to_pull, &mut p);
         p.actions.extend(services.actions);
+        jobs::plan_jobs(stack, live, mounts, masker, &pulled, &mut p);
         prune::stack_orphans(stack, live, &mut p.would_prune);
     }
     prune::undeclared_orphans(stacks, live, &mut p.would_prune);

@@ -3,7 +3,8 @@
 //! [`md_escape`], [`md_code`], [`md_fence`], [`html_escape`]) and the
 //! one-line summary. The JSON form is the plan's own `Serialize`. Pure.
 
-use super::{Action, ActionKind, OrphanKind, Plan};
+use super::{Action, ActionKind, OrphanKind, Plan, PlannedJob};
+use crate::spec::model::JobKind;
 
 /// Output formats of a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -37,6 +38,15 @@ fn symbol(kind: ActionKind) -> (&'static str, &'static str) {
     }
 }
 
+/// What a planned job line says: `run pre job`, `run post job`, `on failure`.
+fn job_verb(j: &PlannedJob) -> &'static str {
+    match j.when {
+        JobKind::Pre => "run pre job",
+        JobKind::Post => "run post job",
+        JobKind::OnFailure => "on failure",
+    }
+}
+
 /// `stack/service`, `stack/service.N` for a replica, `stack/target` for the rest.
 fn subject(a: &Action) -> String {
     match (&a.service, a.replica) {
@@ -53,6 +63,17 @@ pub fn summary_line(plan: &Plan) -> String {
         .into_iter()
         .map(|(k, n)| format!("{n} to {}", k.as_str()))
         .collect();
+    let jobs = plan
+        .jobs
+        .iter()
+        .filter(|j| j.when != JobKind::OnFailure)
+        .count();
+    if jobs > 0 {
+        parts.push(format!(
+            "{jobs} job{} to run",
+            if jobs == 1 { "" } else { "s" }
+        ));
+    }
     if parts.is_empty() {
         parts.push("no changes".into());
     }
@@ -105,6 +126,21 @@ pub fn to_text(plan: &Plan, color: bool) -> String {
         if let Some(d) = &a.diff {
             push_diff(&mut out, d, "      ", color);
         }
+    }
+    for j in &plan.jobs {
+        let code = if j.when == JobKind::OnFailure {
+            "2"
+        } else {
+            "34"
+        };
+        out.push_str(&format!(
+            "{} {:<16} {:<24} {} ({})\n",
+            paint(color, code, "»"),
+            paint(color, code, job_verb(j)),
+            format!("{}/{}", j.stack, j.job),
+            j.reasons.join("; "),
+            j.image
+        ));
     }
     for c in &plan.conflicts {
         let who = c.service.as_ref().map_or_else(
@@ -230,7 +266,7 @@ pub(crate) fn md_fence(lang: &str, text: &str) -> String {
 /// The plan as a pull-request comment: a table, and each diff in a collapsible section.
 pub fn to_markdown(plan: &Plan) -> String {
     let mut out = String::from("### plimsoll plan\n\n");
-    if plan.actions.is_empty() && plan.conflicts.is_empty() {
+    if plan.is_noop() && plan.conflicts.is_empty() {
         out.push_str("No changes: the host matches git.\n\n");
     } else {
         out.push_str(
@@ -245,6 +281,16 @@ pub fn to_markdown(plan: &Plan) -> String {
                 md_escape(a.service.as_deref().unwrap_or("")),
                 md_code(&a.target),
                 md_escape(&a.reasons.join("; "))
+            ));
+        }
+        for j in &plan.jobs {
+            out.push_str(&format!(
+                "| » | {} | {} | {} | {} | {} |\n",
+                job_verb(j),
+                md_escape(&j.stack),
+                md_escape(&j.job),
+                md_code(&j.image),
+                md_escape(&j.reasons.join("; "))
             ));
         }
         for c in &plan.conflicts {

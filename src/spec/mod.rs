@@ -14,6 +14,7 @@ pub mod dotenv;
 pub mod extends;
 pub mod include;
 pub mod interpolate;
+pub mod jobs;
 pub mod merge;
 pub mod model;
 pub mod policy;
@@ -211,6 +212,7 @@ pub fn load_with(
                 continue;
             }
             checks.check(layout, files, &mut stack, &mut stack_diags);
+            jobs::split(&mut stack, &mut stack_diags);
             stacks.push(stack);
         }
         // A place in another file (override, include) is marked with its index: name that file.
@@ -632,7 +634,7 @@ pub fn check_host_policy(
         &host.policy,
         host.immutable_tag().as_ref(),
         &host.rules(),
-        stack,
+        &stack.whole(),
         files,
         &mut diags,
     );
@@ -719,6 +721,11 @@ pub fn load_stored(bytes: &[u8], files: &dyn Files) -> Result<(Stack, Masker), L
                     .iter()
                     .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
                     .collect();
+            }
+            let mut diags = Vec::new();
+            jobs::split(&mut l.stack, &mut diags);
+            if diags.iter().any(Diag::is_error) {
+                return Err(LoadError { diags });
             }
             Ok((l.stack, l.masker))
         }

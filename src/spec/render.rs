@@ -7,8 +7,9 @@
 use super::model::Stack;
 use super::secrets::Masker;
 
-/// The stack as Compose's canonical JSON value.
+/// The stack as Compose's canonical JSON value (its jobs among its services).
 pub fn to_value(stack: &Stack, masker: &Masker, show_secrets: bool) -> serde_json::Value {
+    let stack = &*stack.whole();
     let mut value = serde_json::to_value(stack).expect("the model serializes to JSON");
     if !show_secrets {
         masker.mask_json(&mut value);
@@ -67,7 +68,7 @@ pub fn to_stored_built(
     builds: &std::collections::BTreeMap<String, String>,
 ) -> Vec<u8> {
     let mut value = to_value(stack, masker, true);
-    inline_seccomp_profiles(stack, &mut value);
+    inline_seccomp_profiles(&stack.whole(), &mut value);
     escape_dollars(&mut value);
     let mut stored = serde_json::json!({
         "stack": value,

@@ -38,6 +38,11 @@
 //! - `hosts`: one repository, two real engines (a second `dockerd` in its own network
 //!   namespace), one agent per host: each engine runs exactly its stacks; a moved stack moves.
 //! - `images`: the offline test images (busybox, PostgreSQL) really work on the engine.
+//! - `jobs`: `x-plimsoll.job` on the real engine: a pre job dumps a PostgreSQL database before a
+//!   change; a failing pre job (or one past its timeout) changes no container and runs the
+//!   on-failure job once; runs kept per job; the agent sends a stack whose post test fails back
+//!   to its last good revision and rejects the revision, the job's masked log lines in
+//!   `/status`, the notification and the audit log.
 //! - `keys`: the remaining Compose service keys (namespaces, devices, sysctls, DNS, legacy
 //!   limits, links, volumes_from, ipam) applied, held, kept in sync and repaired on the engine;
 //!   lifecycle hooks (`post_start`, `pre_stop`) run, roll back and converge.
@@ -84,6 +89,7 @@ mod heal;
 mod heartbeat;
 mod hosts;
 mod images;
+mod jobs;
 mod keys;
 mod malformed;
 mod mounts;

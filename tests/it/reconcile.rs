@@ -1010,6 +1010,7 @@ fn representative_plan() -> Plan {
                 target: "shop_old".into(),
             },
         ],
+        jobs: Vec::new(),
     }
 }
 

@@ -488,6 +488,38 @@ fn record(r: &serde_json::Value) -> Markup {
                     }
                 }
             }
+            (jobs(r))
+        }
+    }
+}
+
+/// The jobs an apply ran (record `r`): each with its exit code, its error
+/// and its last log lines (masked when recorded).
+fn jobs(r: &serde_json::Value) -> Markup {
+    let jobs = r["jobs"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let failed = jobs.iter().filter(|j| !j["error"].is_null()).count();
+    html! {
+        @if !jobs.is_empty() {
+            details {
+                summary {
+                    (jobs.len()) " job" @if jobs.len() != 1 { "s" }
+                    @if failed > 0 { ", " span.error { (failed) " failed" } }
+                }
+                ul.actions {
+                    @for j in jobs {
+                        li {
+                            code { (j["when"].as_str().unwrap_or("")) }
+                            " " (j["stack"].as_str().unwrap_or("")) "/" (j["job"].as_str().unwrap_or(""))
+                            @if let Some(code) = j["exit_code"].as_i64() { " · exit " (code) }
+                            " · " (format!("{:.1} s", j["seconds"].as_f64().unwrap_or(0.0)))
+                            @if let Some(e) = j["error"].as_str() { " · " span.error { "failed: " (e) } }
+                            @if let Some(lines) = j["logs"].as_array().filter(|l| !l.is_empty()) {
+                                pre.logs { @for l in lines { (l.as_str().unwrap_or("")) "\n" } }
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -46,9 +46,41 @@ pub struct Stack {
     #[serde(flatten)]
     #[schemars(with = "BTreeMap<String, serde_json::Value>")]
     pub extensions: BTreeMap<String, serde_json::Value>,
+    /// The services marked as jobs (`x-plimsoll.job`), taken out of
+    /// `services` once the stack is checked (`spec::jobs::split`): they run
+    /// to completion around an apply, and nothing that keeps services
+    /// running (plan, heals, status, drift, prune) sees them. Rendered with
+    /// the services ([`Stack::whole`]), as Compose has them.
+    #[serde(skip)]
+    pub jobs: BTreeMap<String, Service>,
     /// Where this stack came from; not part of the rendered form.
     #[serde(skip)]
     pub source: StackSource,
+}
+
+impl Stack {
+    /// The stack as written: its jobs back among its services (for
+    /// `render`, stored revisions, `diff` and `graph`). Borrowed when it has none.
+    pub fn whole(&self) -> std::borrow::Cow<'_, Stack> {
+        if self.jobs.is_empty() {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut all = self.clone();
+        all.services.extend(std::mem::take(&mut all.jobs));
+        std::borrow::Cow::Owned(all)
+    }
+
+    /// A stack whose only service is job `job` (with the stack's networks,
+    /// volumes, secrets and configs): what the engine mapping, which reads
+    /// a service of a stack, builds the job's container from.
+    pub fn job_view(&self, job: &str) -> Option<Stack> {
+        let svc = self.jobs.get(job)?.clone();
+        Some(Stack {
+            services: BTreeMap::from([(job.to_string(), svc)]),
+            jobs: BTreeMap::new(),
+            ..self.clone()
+        })
+    }
 }
 
 /// Where a stack was loaded from.
@@ -874,6 +906,62 @@ pub struct PlimsollService {
     /// `restart` it, when nothing else changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_mount_change: Option<OnMountChange>,
+    /// Makes the service a job: a one-off container run to completion
+    /// `pre` (before any container of the stack changes), `post` (after its
+    /// services pass their gates: a failure sends the stack back to its last
+    /// good revision) or `on-failure` (once, after a failed apply). See the
+    /// README, "Jobs".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobKind>,
+    /// How long a job may run before it is killed and counts as failed
+    /// (default 10m). Jobs only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<GoDuration>,
+}
+
+/// `x-plimsoll.job`: when a job runs.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    serde::Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobKind {
+    /// Before any container of the stack changes (a backup, a migration);
+    /// a failure stops the apply with nothing else changed.
+    Pre,
+    /// After the stack's services pass their gates (smoke and end-to-end
+    /// tests); a failure fails the revision and sends the stack back.
+    Post,
+    /// Once, after the stack's apply failed (alerting, cleanup).
+    OnFailure,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Pre => "pre",
+            JobKind::Post => "post",
+            JobKind::OnFailure => "on-failure",
+        }
+    }
+
+    /// The default bound on how long a job runs.
+    pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `x-plimsoll.on_mount_change`: how a changed mounted file reaches a container.
