@@ -515,12 +515,12 @@ pub fn network_config(n: bollard::models::Network) -> NetworkConfig {
 /// `docker inspect` output to the compared model, image defaults stripped
 /// (the mapping is [`crate::keys::read`]'s). Namespaces that name a
 /// container keep `container:<id>`; [`container_refs_to_names`] names them.
-pub fn normalize(c: ContainerInspectResponse, image: &ImageDefaults) -> LiveContainer {
-    let mut config = crate::keys::read(&c);
+pub fn normalize(c: &ContainerInspectResponse, image: &ImageDefaults) -> LiveContainer {
+    let mut config = crate::keys::read(c);
     config.strip_defaults(image);
-    let anonymous_volumes = crate::keys::mounts::anonymous_volumes(&c);
-    let id = c.id.unwrap_or_default();
-    let st = c.state.unwrap_or_default();
+    let anonymous_volumes = crate::keys::mounts::anonymous_volumes(c);
+    let id = c.id.clone().unwrap_or_default();
+    let st = c.state.clone().unwrap_or_default();
     let state = run_state(st);
     let labels = config_labels(&c.config);
     LiveContainer {
@@ -574,7 +574,7 @@ mod tests {
             "State": {"Status": "running"},
         }))
         .expect("an inspect response");
-        normalize(c, &ImageDefaults::default()).config
+        normalize(&c, &ImageDefaults::default()).config
     }
 
     #[test]

@@ -92,7 +92,7 @@ impl Ctx<'_> {
             return Ok(None);
         }
         let c = self.engine.docker.inspect_container(&f.id, None).await?;
-        Ok(Some(crate::live::normalize(c, &Default::default())))
+        Ok(Some(crate::live::normalize(&c, &Default::default())))
     }
 
     /// Creates replica `number` of the service under its name and starts it.

@@ -281,8 +281,8 @@ fn saved_inspects_read_back_the_same() {
                 .cloned()
                 .map(crate::keys::image_defaults)
                 .unwrap();
-            let bare = crate::live::normalize(c.clone(), &Default::default());
-            let stripped = crate::live::normalize(c, &image);
+            let bare = crate::live::normalize(&c, &Default::default());
+            let stripped = crate::live::normalize(&c, &image);
             out.push_str(&format!(
                 "{:#?}\n{:#?}\n{:#?}\n{:#?}\n{:#?}\n",
                 bare.config, bare.state, bare.anonymous_volumes, stripped.config, image

@@ -217,7 +217,7 @@ fn check(group: &str) {
         );
 
         // Reading back: normalized, the live config is the desired one.
-        let mut live = crate::live::normalize(inspect.clone(), &image).config;
+        let mut live = crate::live::normalize(inspect, &image).config;
         crate::keys::namespaces::refs_to_names(&mut live, &names);
         live.align_to(&want);
         assert_eq!(

@@ -31,7 +31,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bollard::models::{
     ContainerInspectResponse, ContainerSummary, EventMessage, EventMessageTypeEnum, ImageConfig,
@@ -56,8 +56,9 @@ pub struct EngineCache {
     pub api_version: Option<String>,
     /// The newest event the engine had logged before the inspects were read.
     pub watermark: Option<Mark>,
-    /// Raw inspects of the containers, by ID.
-    pub containers: BTreeMap<String, ContainerInspectResponse>,
+    /// Raw inspects of the containers, by ID (shared with the snapshot
+    /// that read or reused them: never copied).
+    pub containers: BTreeMap<String, Arc<ContainerInspectResponse>>,
     /// Image configs by image ID.
     pub images: BTreeMap<String, ImageConfig>,
     /// Image reference -> image ID, as last resolved.
@@ -261,6 +262,12 @@ impl Slot {
         Some((major.parse().ok()?, minor.parse().ok()?))
     }
 
+    /// Keeps `cache`, unchanged, for the next snapshot of this connection
+    /// (nothing is written).
+    pub fn keep(&self, cache: EngineCache) {
+        *self.loaded.lock().unwrap_or_else(|e| e.into_inner()) = Some(cache);
+    }
+
     /// Stores `cache` (when writable); a failure is a warning.
     pub fn store(&self, cache: EngineCache) {
         if let Some(state) = &self.state {
@@ -272,7 +279,7 @@ impl Slot {
                 );
             }
         }
-        *self.loaded.lock().unwrap_or_else(|e| e.into_inner()) = Some(cache);
+        self.keep(cache);
     }
 }
 
@@ -356,10 +363,10 @@ mod tests {
         for id in ["a", "b"] {
             cache.containers.insert(
                 id.into(),
-                ContainerInspectResponse {
+                Arc::new(ContainerInspectResponse {
                     image: Some(format!("sha256:{id}")),
                     ..Default::default()
-                },
+                }),
             );
             cache
                 .images

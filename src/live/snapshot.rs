@@ -10,6 +10,7 @@
 //! is then one request (`/events`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use bollard::Docker;
 use bollard::models::{ContainerInspectResponse, ContainerSummary};
@@ -51,8 +52,9 @@ impl Engine {
     /// images are listed as usual (one call each).
     ///
     /// With an engine cache (and no `only`), the engine's event log since
-    /// the cache was written is read first, and only the containers it (or
-    /// the list) says may have changed are inspected ([`cache`]).
+    /// the cache was written is read first; only the lists it says may have
+    /// changed are read again, and only the containers it (or the list)
+    /// says may have changed are inspected ([`cache`]).
     pub async fn snapshot_of(
         &self,
         stacks: &BTreeSet<String>,
@@ -60,8 +62,9 @@ impl Engine {
         images: &BTreeSet<String>,
         only: Option<(&str, &str)>,
     ) -> Result<Live, EngineError> {
-        // Before the lists and inspects: the watermark precedes what they read.
-        // Where this process's paths are on the engine's host: concurrently.
+        // The log before the lists and inspects (the watermark precedes
+        // what they read); where this process's paths are on the engine's
+        // host, concurrently.
         let (logged, paths) = tokio::join!(
             async {
                 match self.cache.as_deref().filter(|_| only.is_none()) {
@@ -106,8 +109,17 @@ impl Engine {
             }
         }
         if let (Some(slot), Some(logged)) = (self.cache.as_deref(), logged) {
-            let next = logged.next(&self.docker, &states, &inspected, fresh_images, lists);
-            if next != logged.old {
+            // Nothing logged, read or resolved since the cache: it stands as it is.
+            let unchanged = logged.changes == Some(cache::Changes::default())
+                && logged.old.api_version.is_some()
+                && logged.old.lists.is_some()
+                && inspected.iter().all(|(_, now)| !now)
+                && fresh_images.images.is_empty()
+                && fresh_images.references.is_empty();
+            if unchanged {
+                slot.keep(logged.old);
+            } else {
+                let next = logged.next(&self.docker, &states, &inspected, fresh_images, lists);
                 slot.store(next);
             }
         }
@@ -120,7 +132,7 @@ impl Engine {
                 .cloned()
                 .flatten()
                 .unwrap_or_default();
-            let mut container = normalize(c, &defaults);
+            let mut container = normalize(&c, &defaults);
             container_refs_to_names(&mut container.config, &names);
             live.containers.push(container);
         }
@@ -320,7 +332,7 @@ impl Engine {
         &self,
         managed: &[(String, String)],
         reuse: Option<&cache::EngineCache>,
-    ) -> Result<Vec<(ContainerInspectResponse, bool)>, EngineError> {
+    ) -> Result<Vec<(Arc<ContainerInspectResponse>, bool)>, EngineError> {
         let mut out = Vec::with_capacity(managed.len());
         let mut todo = Vec::new();
         for (id, state) in managed {
@@ -335,7 +347,7 @@ impl Engine {
                 .map(|id| self.docker.inspect_container(id, None));
             for (id, r) in chunk.iter().zip(join_all(calls).await) {
                 match r {
-                    Ok(c) => out.push((c, true)),
+                    Ok(c) => out.push((Arc::new(c), true)),
                     // Removed between the list and the inspect: it is simply gone.
                     Err(bollard::errors::Error::DockerResponseServerError {
                         status_code: 404,
@@ -560,7 +572,7 @@ impl Logged {
         &self,
         docker: &Docker,
         states: &BTreeMap<String, String>,
-        inspected: &[(ContainerInspectResponse, bool)],
+        inspected: &[(Arc<ContainerInspectResponse>, bool)],
         fresh: cache::EngineCache,
         lists: cache::Lists,
     ) -> cache::EngineCache {

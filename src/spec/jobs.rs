@@ -98,15 +98,7 @@ fn check_job(stack: &Stack, name: &str, svc: &Service, kind: JobKind, diags: &mu
             "remove restart (or set it to \"no\")",
         ));
     }
-    for dep in svc.depends_on.keys() {
-        let Some(other) = stack
-            .services
-            .get(dep)
-            .and_then(|d| d.plimsoll.job)
-            .filter(|k| *k != kind)
-        else {
-            continue;
-        };
+    for (dep, other) in job_dependencies(stack, svc, kind) {
         diags.push(error(
             stack,
             name,
@@ -132,15 +124,7 @@ fn check_service(stack: &Stack, name: &str, svc: &Service, diags: &mut Vec<Diag>
             "timeout bounds a job's run: add `job: pre|post|on-failure`, or use health_timeout for a service's gate",
         ));
     }
-    for dep in svc.depends_on.keys() {
-        let Some(kind) = stack
-            .services
-            .get(dep)
-            .and_then(|d| d.plimsoll.job)
-            .filter(|k| *k != JobKind::Pre)
-        else {
-            continue;
-        };
+    for (dep, kind) in job_dependencies(stack, svc, JobKind::Pre) {
         diags.push(error(
             stack,
             name,
@@ -149,6 +133,23 @@ fn check_service(stack: &Stack, name: &str, svc: &Service, diags: &mut Vec<Diag>
             "a service may depend on a pre job (it runs before any service changes); remove this dependency",
         ));
     }
+}
+
+/// The jobs `svc` depends on that are not of kind `but`, with their kinds.
+fn job_dependencies<'a>(
+    stack: &'a Stack,
+    svc: &'a Service,
+    but: JobKind,
+) -> impl Iterator<Item = (&'a String, JobKind)> + 'a {
+    svc.depends_on.keys().filter_map(move |dep| {
+        let kind = stack
+            .services
+            .get(dep)?
+            .plimsoll
+            .job
+            .filter(|k| *k != but)?;
+        Some((dep, kind))
+    })
 }
 
 #[cfg(test)]

@@ -1301,6 +1301,7 @@ fn apply_with_warm_cache(s: &TempStack) {
         "no watermark: {:?}",
         cache.watermark
     );
+    assert!(cache.lists.is_some(), "the engine's lists are not cached");
     let mode = fs::metadata(s.state.path().join(plimsoll::state::ENGINE_CACHE))
         .expect("engine cache")
         .permissions();
@@ -1315,7 +1316,7 @@ fn cached_inspect(s: &TempStack, name: &str) -> bollard::models::ContainerInspec
     engine_cache(s)
         .containers
         .get(&container_id(name))
-        .cloned()
+        .map(|c| (**c).clone())
         .unwrap_or_else(|| panic!("{name} is not in the engine cache"))
 }
 
@@ -1377,6 +1378,29 @@ fn reconcile_engine_cache_sees_a_restart() {
     // Stopped by hand: the list's state differs from the cache's.
     docker(&["stop", "-t", "0", &worker]);
     drift_is_named_and_repaired(&s, "worker", "start", "stopped by hand");
+}
+
+#[test]
+fn reconcile_engine_cache_sees_a_container_removed_by_hand() {
+    let s = stack("cache-rm", &web_and_worker());
+    apply_with_warm_cache(&s);
+    let worker = s.container("worker");
+    let id = container_id(&worker);
+    // One `destroy` event: the cached list is kept but for that container,
+    // which the engine no longer lists.
+    docker(&["rm", "-f", &worker]);
+    let reason = format!("container {worker} does not exist");
+    drift_is_named_and_repaired(&s, "worker", "create", &reason);
+    let cache = engine_cache(&s);
+    let listed = cache.lists.expect("the lists are cached");
+    assert!(
+        !listed
+            .containers
+            .iter()
+            .any(|c| c.id.as_deref() == Some(&id)),
+        "the removed container is still in the cached list"
+    );
+    assert!(!cache.containers.contains_key(&id));
 }
 
 /// Sends `POST <path>` to the engine's API over its unix socket, without a
