@@ -21,12 +21,13 @@
 #       within 2x of compose). Once per tool, each on its own (the other's
 #       containers removed first): it is slow.
 #
-# Usage: bench/reconcile.sh [--quick] [--runs N] [--slow-runs N] [--wave N] [--only-wave]
+# Usage: bench/reconcile.sh [--quick] [--runs N] [--slow-runs N] [--wave N] [--only-wave] [--only-plain]
 #   --quick         skip 500 services in (d) (and its goal)
 #   --runs N        runs per no-op median (default 15)
 #   --slow-runs N   runs per median in (b) and (c) (default 5)
 #   --wave N        services in (e) (default 500; 0 skips it)
 #   --only-wave     run (e) only
+#   --only-plain    run the plain no-op of (a) only (and its goal)
 # Environment also: PLIMSOLL_PARALLEL (plimsoll's --parallel in (e); default 64).
 # Environment: PLIMSOLL_BIN (default: cargo build --release), PLIMSOLL_COMPOSE_BIN.
 #
@@ -44,6 +45,7 @@ runs=15
 slow_runs=5
 wave=500
 only_wave=false
+only_plain=false
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=true ;;
@@ -51,6 +53,7 @@ while [ $# -gt 0 ]; do
     --slow-runs) slow_runs=$2; shift ;;
     --wave) wave=$2; shift ;;
     --only-wave) only_wave=true ;;
+    --only-plain) only_plain=true; wave=0 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 1 ;;
   esac
@@ -198,6 +201,7 @@ plain_p=$(printf '%s\n' "${pa[@]}" | median)
 plain_c=$(printf '%s\n' "${ca[@]}" | median)
 echo "(a) plain: plimsoll $plain_p ms, compose $plain_c ms" >&2
 remove_project "$PP"; remove_project "$CP"
+if ! $only_plain; then
 
 # ---- (a) no-op, 50 services of the realistic stack ----------------------------
 P=$id-p50 C=$id-c50
@@ -300,6 +304,7 @@ for n in "${sizes[@]}"; do
 done
 
 fi
+fi
 
 # ---- (e) every service of a big wave changed ---------------------------------
 # gen_wave NAME N VERSION: N services without dependencies (one wave) and
@@ -348,7 +353,13 @@ missed=()
 goal() {
   if [ "$2" = true ]; then echo "goal $1: met"; else echo "goal $1: NOT met"; missed+=("$1"); fi
 }
-if ! $only_wave; then
+if $only_plain; then
+echo
+printf '%-52s %10s %10s %10s\n' "" plimsoll compose "compose/p"
+printf '%-52s %10s %10s %9sx\n' "(a) no-op, 50 plain services ($runs runs)" "$plain_p" "$plain_c" "$(ratio "$plain_c" "$plain_p")"
+goal "(a) no-op of 50 plain services: compose/plimsoll >= 4x ($(ratio "$plain_c" "$plain_p")x)" \
+  "$(awk -v r="$(ratio "$plain_c" "$plain_p")" 'BEGIN { print (r >= 4) ? "true" : "false" }')"
+elif ! $only_wave; then
 echo
 echo "plimsoll reconcile vs docker compose $("$compose" version --short), medians (ms)"
 printf '%-52s %10s %10s %10s\n' "" plimsoll compose "compose/p"
