@@ -183,11 +183,8 @@ pub async fn observe_on<'a>(
             .name
             .unwrap_or_default(),
     };
-    let stacks: Vec<&Stack> = desired
-        .stacks
-        .iter()
-        .filter(|s| desired.config.runs_on(&s.name, &host))
-        .collect();
+    // Each as this host runs it: its environment's variant (plimsoll.yaml `environments:`).
+    let stacks: Vec<&Stack> = desired.stacks_on(&host);
     let paused = stacks
         .iter()
         .filter(|s| desired.config.is_paused(&s.name, &host))
@@ -253,6 +250,7 @@ pub async fn observe_scoped<'a>(
         .stacks
         .iter()
         .find(|s| s.name == stack && config.runs_on(&s.name, host))
+        .map(|s| desired.stack_on(s, host))
         .filter(|s| service.is_none_or(|svc| s.services.contains_key(svc)));
     let stacks: Vec<&Stack> = found.into_iter().collect();
     let images: BTreeSet<String> = found
