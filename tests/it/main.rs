@@ -24,6 +24,8 @@
 //!   into git (`--patch`, `git apply`, then in sync), a stopped container listed and reverted,
 //!   a silence that hides a drift until it expires (and that the agent neither heals nor
 //!   notifies, `/status` saying `silenced`), a secret canary in no output or patch.
+//! - `environments`: one stack, two environments (`environments:` in plimsoll.yaml): validate,
+//!   render --host, graph --hosts and diff --from --to show each host its environment's values.
 //! - `git`, `gitserve`: the agent's git source against real servers on loopback (file://,
 //!   sshd with its own host key, lighttpd + `git http-backend` over TLS with a test CA).
 //! - `container`: the agent's image built offline, run as a container against a git
@@ -83,6 +85,7 @@ mod container;
 mod dashboard;
 mod diff;
 mod drift;
+mod environments;
 mod git;
 mod gitserve;
 mod heal;
