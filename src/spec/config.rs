@@ -213,7 +213,7 @@ pub struct HostConfig {
 }
 
 /// An environment: the hosts whose labels include all of `labels`, and the hosts named in `hosts`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentConfig {
     /// Labels (under `hosts:`) a host must all carry to be in this environment.
@@ -222,6 +222,10 @@ pub struct EnvironmentConfig {
     /// Hosts in this environment by name.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Rules the stacks on this environment's hosts must pass besides the
+    /// repository's `policy:` (e.g. `pinned_images` in prod only).
+    #[serde(default)]
+    pub policy: Option<Policy>,
 }
 
 impl EnvironmentConfig {

@@ -67,6 +67,43 @@ pub(super) fn read_variant(
     Some(variant)
 }
 
+/// Checks `stack` (as the environment's hosts run it) against the
+/// environment's `policy:`, when it has one and the stack runs on one of its hosts.
+pub(super) fn check_policy(
+    config: &Config,
+    env: &str,
+    (node, config_path): (Option<&Node>, &Path),
+    stack: &Stack,
+    files: &dyn Files,
+    diags: &mut Vec<Diag>,
+) {
+    let Some(policy) = config.environments.get(env).and_then(|e| e.policy.as_ref()) else {
+        return;
+    };
+    let runs_here = config
+        .host_names()
+        .iter()
+        .any(|h| config.environment_of(h) == Some(env) && config.runs_on(&stack.name, h));
+    if !runs_here {
+        return;
+    }
+    let root = ["environments", env, "policy"];
+    let rules = super::policy::RuleSource {
+        file: config_path,
+        node,
+        root: &root,
+    };
+    let immutable = super::policy::check_rules(policy, &rules, diags);
+    super::policy::check_stack(
+        policy,
+        immutable.as_ref(),
+        &rules,
+        &stack.whole(),
+        files,
+        diags,
+    );
+}
+
 /// `environments:`: names a file can carry (`compose.<env>.yaml`), a way to
 /// choose hosts, and no host in two environments.
 pub(super) fn check_config(

@@ -230,6 +230,24 @@ pub fn load_with(
             variant_diags.retain(|d| !diags.contains(d));
             diags.extend(variant_diags);
         }
+        for name in config.environments.keys() {
+            let chosen = variants
+                .get(name)
+                .and_then(|v| v.iter().find(|s| s.name == stack.name))
+                .unwrap_or(&stack);
+            let mut variant_diags = Vec::new();
+            environments::check_policy(
+                &config,
+                name,
+                (config_node.as_ref(), &config_path),
+                chosen,
+                files,
+                &mut variant_diags,
+            );
+            // The base's problems are reported once, with the base.
+            variant_diags.retain(|d| !diags.contains(d));
+            diags.extend(variant_diags);
+        }
         stacks.push(stack);
     }
     environments::check_config(&config, config_node.as_ref(), &config_path, &mut diags);

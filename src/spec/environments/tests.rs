@@ -86,3 +86,30 @@ fn a_host_in_two_environments_is_an_error_at_its_key() {
         "{e}"
     );
 }
+
+#[test]
+fn an_environments_policy_applies_to_its_hosts_only() {
+    let pinned = CONFIG.replace(
+        "prod: {labels: {env: prod}}",
+        "prod: {labels: {env: prod}, policy: {pinned_images: {}}}",
+    );
+    // prod's variant runs web:1.2.3: not pinned, refused for prod.
+    let dir = repo(&pinned);
+    let layout = crate::source::discover(dir.path()).unwrap();
+    let e = load(&layout, &crate::source::LocalFs, &BTreeMap::new(), &[]).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("image `web:1.2.3` is not pinned"), "{text}");
+    assert!(!text.contains("web:latest"), "stage is not checked: {text}");
+    // Pinned in prod's file: it loads; stage still follows its tag.
+    let digest = "sha256:".to_string() + &"a".repeat(64);
+    fs::write(
+        dir.path().join("stacks/shop/compose.prod.yaml"),
+        format!("services:\n  web:\n    image: web@{digest}\n"),
+    )
+    .unwrap();
+    let d = load_path(dir.path());
+    assert_eq!(
+        d.stacks_on("p-1")[0].services["web"].image.as_deref(),
+        Some(format!("web@{digest}").as_str())
+    );
+}
