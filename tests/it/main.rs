@@ -38,7 +38,8 @@
 //!   low data-root threshold, a crash loop, a container down past a threshold, the canary
 //!   printed in a container's logs), each notified once when it starts and once when it resolves.
 //! - `hosts`: one repository, two real engines (a second `dockerd` in its own network
-//!   namespace), one agent per host: each engine runs exactly its stacks; a moved stack moves.
+//!   namespace), one agent per host: each engine runs exactly its stacks; a moved stack moves; one stack with two
+//!   environments runs each engine's environment's values.
 //! - `images`: the offline test images (busybox, PostgreSQL) really work on the engine.
 //! - `jobs`: `x-plimsoll.job` on the real engine: a pre job dumps a PostgreSQL database before a
 //!   change; a failing pre job (or one past its timeout) changes no container and runs the
