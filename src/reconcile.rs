@@ -98,7 +98,12 @@ pub async fn pull_first(
 ) -> Result<Vec<String>, String> {
     let now = jiff::Timestamp::now();
     let mut due: BTreeMap<&str, &PullPolicy> = BTreeMap::new();
-    let services = desired.stacks.iter().flat_map(|s| s.services.values());
+    // The environments' variants too (like the stacks, whichever host runs them).
+    let services = desired
+        .stacks
+        .iter()
+        .chain(desired.environments.values().flatten())
+        .flat_map(|s| s.services.values());
     for svc in services.filter(|s| !s.builds()) {
         let (Some(image), Some(policy)) = (svc.image.as_deref(), &svc.pull_policy) else {
             continue;
