@@ -629,11 +629,12 @@ impl Config {
         })
     }
 
-    /// The hosts this file names: the keys of `hosts:` and every stack's `hosts` list.
+    /// The hosts this file names: the keys of `hosts:`, every stack's and every environment's `hosts` list.
     pub fn host_names(&self) -> BTreeSet<String> {
         self.hosts
             .keys()
             .chain(self.stacks.values().flat_map(|s| &s.hosts))
+            .chain(self.environments.values().flat_map(|e| &e.hosts))
             .cloned()
             .collect()
     }

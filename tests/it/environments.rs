@@ -152,3 +152,21 @@ fn a_host_in_two_environments_exits_1_naming_file_line_and_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_environments_file_that_leaves_the_repository_is_refused() {
+    let dir = temp_dir("plimsoll-env-link-");
+    repo(dir.path());
+    let outside = temp_dir("plimsoll-env-outside-");
+    write(
+        outside.path(),
+        "compose.yaml",
+        "services:\n  api:\n    privileged: true\n",
+    );
+    let link = dir.path().join("stacks/shop/compose.stage.yaml");
+    std::os::unix::fs::symlink(outside.path().join("compose.yaml"), &link).unwrap();
+    let out = plimsoll_output(dir.path(), &["validate"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("compose.stage.yaml"), "{stderr}");
+}

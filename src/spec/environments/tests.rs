@@ -78,6 +78,17 @@ fn a_host_in_two_environments_is_an_error_at_its_key() {
         text.contains("more than one environment: all, prod"),
         "{text}"
     );
+    // Two environments that name the same host.
+    let dir = repo(&format!(
+        "{CONFIG}  a: {{hosts: [x]}}\n  b: {{hosts: [x]}}\n"
+    ));
+    let layout = crate::source::discover(dir.path()).unwrap();
+    let e = load(&layout, &crate::source::LocalFs, &BTreeMap::new(), &[]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("host `x` is in more than one environment: a, b"),
+        "{e}"
+    );
     let dir = repo(&format!("{CONFIG}  age: {{hosts: [x]}}\n"));
     let layout = crate::source::discover(dir.path()).unwrap();
     let e = load(&layout, &crate::source::LocalFs, &BTreeMap::new(), &[]).unwrap_err();
