@@ -140,34 +140,56 @@ pub struct HostsView<'a> {
     pub assignment: &'a Assignment<'a>,
     pub config: &'a Config,
     pub graphs: &'a [StackGraph],
+    /// Per environment, the graphs of the stacks that differ there (their variants).
+    pub variants: &'a std::collections::BTreeMap<String, Vec<StackGraph>>,
 }
 
 impl HostsView<'_> {
-    fn graphs_of<'g>(&'g self, stacks: &'g [&str]) -> impl Iterator<Item = &'g StackGraph> {
+    /// The graphs of `stacks` as `host` runs them (its environment's variants).
+    fn graphs_of<'g>(
+        &'g self,
+        host: Option<&'g str>,
+        stacks: &'g [&str],
+    ) -> impl Iterator<Item = &'g StackGraph> {
+        let variants = host
+            .and_then(|h| self.config.environment_of(h))
+            .and_then(|e| self.variants.get(e));
         self.graphs
             .iter()
             .filter(move |g| stacks.contains(&g.stack.as_str()))
+            .map(move |g| {
+                variants
+                    .and_then(|v| v.iter().find(|x| x.stack == g.stack))
+                    .unwrap_or(g)
+            })
     }
 
-    /// Sections: (title, stacks); a host list, or "every host" alone when no host is known.
-    fn sections(&self) -> Vec<(String, &[&str])> {
+    /// Sections: (title, host, stacks); a host list, or "every host" alone when no host is known.
+    fn sections(&self) -> Vec<(String, Option<&str>, &[&str])> {
         let a = self.assignment;
-        let mut out: Vec<(String, &[&str])> = a
+        let mut out: Vec<(String, Option<&str>, &[&str])> = a
             .hosts
             .iter()
             .map(|(h, stacks)| {
+                let env = self
+                    .config
+                    .environment_of(h)
+                    .map(|e| format!(", environment {e}"))
+                    .unwrap_or_default();
                 (
-                    format!("host {}", self.config.host_title(h)),
+                    format!("host {}{env}", self.config.host_title(h)),
+                    Some(h.as_str()),
                     stacks.as_slice(),
                 )
             })
             .collect();
         if a.hosts.is_empty() && !a.everywhere.is_empty() {
-            out.push(("every host".into(), a.everywhere.as_slice()));
+            out.push(("every host".into(), None, a.everywhere.as_slice()));
         }
         if !a.nowhere.is_empty() {
             out.push((
                 "no host (placement matches none)".into(),
+                None,
                 a.nowhere.as_slice(),
             ));
         }
@@ -176,9 +198,9 @@ impl HostsView<'_> {
 
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        for (title, stacks) in self.sections() {
+        for (title, host, stacks) in self.sections() {
             let _ = writeln!(out, "{title}");
-            let graphs: Vec<StackGraph> = self.graphs_of(stacks).cloned().collect();
+            let graphs: Vec<StackGraph> = self.graphs_of(host, stacks).cloned().collect();
             if graphs.is_empty() {
                 out.push_str("  (no stacks)\n");
             }
@@ -198,14 +220,14 @@ impl HostsView<'_> {
 
     pub fn to_dot(&self) -> String {
         let mut out = String::from("digraph plimsoll {\n  rankdir=LR;\n");
-        for (i, (title, stacks)) in self.sections().into_iter().enumerate() {
+        for (i, (title, host, stacks)) in self.sections().into_iter().enumerate() {
             let _ = writeln!(
                 out,
                 "  subgraph {} {{\n    label={};",
                 quote(&format!("cluster_host{i}")),
                 quote(&title)
             );
-            for g in self.graphs_of(stacks) {
+            for g in self.graphs_of(host, stacks) {
                 dot_stack(&mut out, g, &format!("{title}/"), "    ");
             }
             out.push_str("  }\n");
@@ -216,10 +238,10 @@ impl HostsView<'_> {
 
     pub fn to_mermaid(&self) -> String {
         let mut out = String::from("flowchart LR\n");
-        for (i, (title, stacks)) in self.sections().into_iter().enumerate() {
+        for (i, (title, name, stacks)) in self.sections().into_iter().enumerate() {
             let host = format!("host{i}");
             let _ = writeln!(out, "  subgraph {host}[\"{title}\"]");
-            for g in self.graphs_of(stacks) {
+            for g in self.graphs_of(name, stacks) {
                 mermaid_stack(&mut out, g, &host, "    ");
             }
             out.push_str("  end\n");

@@ -272,6 +272,14 @@ impl RangeDiff {
     }
 }
 
+/// The variant of stack `name` that `host` runs (its environment's), if it has one.
+fn variant<'d>(d: &'d Desired, name: &str, host: &str) -> Option<&'d Stack> {
+    d.config
+        .environment_of(host)
+        .and_then(|e| d.environments.get(e))
+        .and_then(|v| v.iter().find(|s| s.name == name))
+}
+
 /// Compares two revisions. `from` is `None` when it did not load: every
 /// stack is new. `host` keeps one host's view.
 pub fn compare(
@@ -316,15 +324,23 @@ pub fn compare(
     for g in group_hosts {
         let mut entries = Vec::new();
         for &name in &all {
-            let (o, n) = (old.get(name), new.get(name));
+            let (mut o, mut n) = (old.get(name), new.get(name));
             let unassigned = (o.is_none() || everywhere_old(name))
                 && (n.is_none() || new_config.runs_everywhere(name));
+            // On a named host, the stack as that host runs it: its environment's variant.
+            let (mut vo, mut vn) = (None, None);
+            if let Some(h) = &g {
+                vo = o.and(from.and_then(|f| variant(f.desired, name, h)));
+                vn = n.and(variant(to.desired, name, h));
+                (o, n) = (vo.or(o), vn.or(n));
+            }
             let (was, is) = match (&g, host) {
                 // The "every host" group: stacks without assignment on both sides.
                 (None, _) if unassigned => (o.is_some(), n.is_some()),
                 (None, _) => continue,
-                // A named host of the full view: assigned stacks only.
-                (Some(_), None) if unassigned => continue,
+                // A named host of the full view: assigned stacks only, and
+                // the variants of unassigned ones (its environment's).
+                (Some(_), None) if unassigned && vo.is_none() && vn.is_none() => continue,
                 (Some(h), _) => (
                     o.is_some() && runs_old(name, h),
                     n.is_some() && new_config.runs_on(name, h),

@@ -98,7 +98,12 @@ pub async fn pull_first(
 ) -> Result<Vec<String>, String> {
     let now = jiff::Timestamp::now();
     let mut due: BTreeMap<&str, &PullPolicy> = BTreeMap::new();
-    let services = desired.stacks.iter().flat_map(|s| s.services.values());
+    // The environments' variants too (like the stacks, whichever host runs them).
+    let services = desired
+        .stacks
+        .iter()
+        .chain(desired.environments.values().flatten())
+        .flat_map(|s| s.services.values());
     for svc in services.filter(|s| !s.builds()) {
         let (Some(image), Some(policy)) = (svc.image.as_deref(), &svc.pull_policy) else {
             continue;
@@ -183,11 +188,8 @@ pub async fn observe_on<'a>(
             .name
             .unwrap_or_default(),
     };
-    let stacks: Vec<&Stack> = desired
-        .stacks
-        .iter()
-        .filter(|s| desired.config.runs_on(&s.name, &host))
-        .collect();
+    // Each as this host runs it: its environment's variant (plimsoll.yaml `environments:`).
+    let stacks: Vec<&Stack> = desired.stacks_on(&host);
     let paused = stacks
         .iter()
         .filter(|s| desired.config.is_paused(&s.name, &host))
@@ -253,6 +255,7 @@ pub async fn observe_scoped<'a>(
         .stacks
         .iter()
         .find(|s| s.name == stack && config.runs_on(&s.name, host))
+        .map(|s| desired.stack_on(s, host))
         .filter(|s| service.is_none_or(|svc| s.services.contains_key(svc)));
     let stacks: Vec<&Stack> = found.into_iter().collect();
     let images: BTreeSet<String> = found

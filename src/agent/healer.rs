@@ -320,7 +320,10 @@ impl Healer {
         let dependencies: Vec<String> = self
             .applied()
             .and_then(|a| {
-                let s = a.target.desired.stacks.iter().find(|s| s.name == stack)?;
+                let desired = &a.target.desired;
+                // As this host runs it (its environment's variant).
+                let s = desired.stacks.iter().find(|s| s.name == stack)?;
+                let s = desired.stack_on(s, &a.host);
                 let graph = crate::graph::StackGraph::build(s).ok()?;
                 Some(
                     graph

@@ -152,6 +152,10 @@ pub enum Command {
         /// Print secret values instead of masking them.
         #[arg(long)]
         show_secrets: bool,
+        /// The stacks as this host runs them: only those plimsoll.yaml assigns
+        /// to it, each with its environment's files (`environments:`).
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
     },
     /// Print the dependency graph (text, Graphviz dot or Mermaid).
     ///

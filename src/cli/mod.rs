@@ -186,7 +186,8 @@ fn run(cli: Cli) -> Result<Exit> {
             stacks,
             format,
             show_secrets,
-        } => validate::render(&path, &stacks, format, show_secrets, g),
+            host,
+        } => validate::render(&path, &stacks, format, (show_secrets, host.as_deref()), g),
         Command::Graph {
             path,
             format,

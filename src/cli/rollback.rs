@@ -79,6 +79,7 @@ pub(super) async fn rollback_cmd(
             config: Default::default(),
             config_file: None,
             stacks: vec![stack],
+            environments: Default::default(),
             masker: masker.clone(),
             warnings: Vec::new(),
             complete: None,

@@ -9,6 +9,7 @@ use super::args::{GraphFormat, RenderFormat};
 use super::load::load;
 use super::{Exit, Global, print};
 use crate::graph::{self, StackGraph};
+use crate::spec::model::Stack;
 use crate::spec::render;
 
 /// `plimsoll validate`: the stacks and services that load, and where they run.
@@ -37,6 +38,37 @@ pub(super) fn validate(path: &Path, global: &Global) -> Result<Exit> {
             out.push_str(&format!("    jobs: {}\n", jobs.join(", ")));
         }
     }
+    if !desired.config.environments.is_empty() {
+        out.push_str("environments:\n");
+        for name in desired.config.environments.keys() {
+            let hosts: Vec<String> = desired
+                .config
+                .host_names()
+                .into_iter()
+                .filter(|h| desired.config.environment_of(h) == Some(name.as_str()))
+                .collect();
+            let variants: Vec<&str> = desired
+                .environments
+                .get(name)
+                .into_iter()
+                .flatten()
+                .map(|s| s.name.as_str())
+                .collect();
+            out.push_str(&format!(
+                "  {name} ({}): {}\n",
+                if hosts.is_empty() {
+                    "no host".into()
+                } else {
+                    hosts.join(", ")
+                },
+                if variants.is_empty() {
+                    "no stack differs".into()
+                } else {
+                    variants.join(", ")
+                }
+            ));
+        }
+    }
     if desired.config.assigns_hosts() {
         let names: Vec<&str> = desired.stacks.iter().map(|s| s.name.as_str()).collect();
         let assignment = desired.config.assignment(&names);
@@ -57,20 +89,22 @@ pub(super) fn render(
     path: &Path,
     stacks: &[String],
     format: RenderFormat,
-    show_secrets: bool,
+    (show_secrets, host): (bool, Option<&str>),
     global: &Global,
 ) -> Result<Exit> {
     let desired = load(path, stacks, &global.loading)?;
-    let values: Vec<serde_json::Value> = desired
-        .stacks
+    let chosen: Vec<&Stack> = match host {
+        Some(h) => desired.stacks_on(h),
+        None => desired.stacks.iter().collect(),
+    };
+    let values: Vec<serde_json::Value> = chosen
         .iter()
         .map(|s| render::to_value(s, &desired.masker, show_secrets))
         .collect();
     let out = match (format, values.as_slice()) {
         (RenderFormat::Json, [one]) => serde_json::to_string_pretty(one)? + "\n",
         (RenderFormat::Json, many) => {
-            let by_name: serde_json::Map<String, serde_json::Value> = desired
-                .stacks
+            let by_name: serde_json::Map<String, serde_json::Value> = chosen
                 .iter()
                 .zip(many)
                 .map(|(s, v)| (s.name.clone(), v.clone()))
@@ -103,10 +137,22 @@ pub(super) fn graph(
         .collect();
     let names: Vec<&str> = desired.stacks.iter().map(|s| s.name.as_str()).collect();
     let assignment = desired.config.assignment(&names);
+    let variants = desired
+        .environments
+        .iter()
+        .map(|(e, stacks)| {
+            let g = stacks
+                .iter()
+                .map(|s| StackGraph::build(&s.whole()).expect("validation rejected cycles"))
+                .collect();
+            (e.clone(), g)
+        })
+        .collect();
     let view = graph::HostsView {
         assignment: &assignment,
         config: &desired.config,
         graphs: &graphs,
+        variants: &variants,
     };
     let out = match (format, hosts) {
         (GraphFormat::Text, false) => graph::to_text(&graphs),

@@ -102,6 +102,7 @@ async fn back_to(b: &Back<'_>, good: &RevisionRecord) -> Result<(), BackError> {
         config: Default::default(),
         config_file: None,
         stacks: vec![stack],
+        environments: Default::default(),
         masker: masker.clone(),
         warnings: Vec::new(),
         complete: None,

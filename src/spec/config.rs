@@ -21,6 +21,10 @@ pub struct Config {
     /// Hosts by name, with labels that stack placements select on.
     #[serde(default)]
     pub hosts: BTreeMap<String, HostConfig>,
+    /// Environments (`stage`, `prod`, …), each chosen by host labels or names:
+    /// a stack directory's `compose.<env>.yaml` and `.env.<env>` apply on its hosts.
+    #[serde(default)]
+    pub environments: BTreeMap<String, EnvironmentConfig>,
     /// Rules every revision must pass before anything changes.
     #[serde(default)]
     pub policy: Policy,
@@ -206,6 +210,31 @@ pub struct HostConfig {
     /// Freeze changes on this whole host.
     #[serde(default)]
     pub paused: bool,
+}
+
+/// An environment: the hosts whose labels include all of `labels`, and the hosts named in `hosts`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentConfig {
+    /// Labels (under `hosts:`) a host must all carry to be in this environment.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Hosts in this environment by name.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Rules the stacks on this environment's hosts must pass besides the
+    /// repository's `policy:` (e.g. `pinned_images` in prod only).
+    #[serde(default)]
+    pub policy: Option<Policy>,
+}
+
+impl EnvironmentConfig {
+    /// Whether `host` (with `labels` from `hosts:`) is in this environment.
+    pub fn contains(&self, host: &str, labels: Option<&BTreeMap<String, String>>) -> bool {
+        self.hosts.iter().any(|h| h == host)
+            || (!self.labels.is_empty()
+                && labels.is_some_and(|l| self.labels.iter().all(|(k, v)| l.get(k) == Some(v))))
+    }
 }
 
 /// The policy: organisational rules turned into checks.
@@ -600,11 +629,12 @@ impl Config {
         })
     }
 
-    /// The hosts this file names: the keys of `hosts:` and every stack's `hosts` list.
+    /// The hosts this file names: the keys of `hosts:`, every stack's and every environment's `hosts` list.
     pub fn host_names(&self) -> BTreeSet<String> {
         self.hosts
             .keys()
             .chain(self.stacks.values().flat_map(|s| &s.hosts))
+            .chain(self.environments.values().flat_map(|e| &e.hosts))
             .cloned()
             .collect()
     }
@@ -667,6 +697,21 @@ impl Config {
         }
     }
 
+    /// The environments `host` is in (more than one is an error of `validate`).
+    pub fn environments_of(&self, host: &str) -> Vec<&str> {
+        let labels = self.hosts.get(host).map(|h| &h.labels);
+        self.environments
+            .iter()
+            .filter(|(_, e)| e.contains(host, labels))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    /// The environment of `host`: the first it is in (see [`Config::environments_of`]).
+    pub fn environment_of(&self, host: &str) -> Option<&str> {
+        self.environments_of(host).into_iter().next()
+    }
+
     /// Whether changes to `stack` on `host` are frozen (`paused:` on the stack or the host).
     pub fn is_paused(&self, stack: &str, host: &str) -> bool {
         self.stacks.get(stack).is_some_and(|s| s.paused)
@@ -719,6 +764,18 @@ mod tests {
         assert_eq!(a.nowhere, ["lost"]);
         assert_eq!(a.hosts["x-1"], ["named"]);
         assert!(!config("stacks:\n  s: {prune: true}\n").assigns_hosts());
+    }
+
+    #[test]
+    fn environments_by_label_and_name() {
+        let c = config(
+            "hosts:\n  a: {labels: {env: prod}}\n  b: {labels: {env: stage}}\n  c: {}\n\
+             environments:\n  prod: {labels: {env: prod}}\n  stage: {labels: {env: stage}, hosts: [c]}\n",
+        );
+        assert_eq!(c.environment_of("a"), Some("prod"));
+        assert_eq!(c.environment_of("b"), Some("stage"));
+        assert_eq!(c.environment_of("c"), Some("stage"));
+        assert_eq!(c.environment_of("unlisted"), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod deps;
 pub mod diag;
 pub mod dotenv;
+mod environments;
 pub mod extends;
 pub mod include;
 pub mod interpolate;
@@ -42,6 +43,10 @@ pub struct Desired {
     pub config: Config,
     pub config_file: Option<PathBuf>,
     pub stacks: Vec<Stack>,
+    /// Per environment (plimsoll.yaml `environments:`), the stacks that differ
+    /// there: loaded with the stack directory's `compose.<env>.yaml` and
+    /// `.env.<env>`. A host in the environment runs these instead of `stacks`'.
+    pub environments: BTreeMap<String, Vec<Stack>>,
     /// Every secret value seen while loading.
     pub masker: Masker,
     pub warnings: Vec<Diag>,
@@ -197,35 +202,55 @@ pub fn load_with(
         options,
     };
     let mut stacks = Vec::new();
+    let mut variants: BTreeMap<String, Vec<Stack>> = BTreeMap::new();
     for sf in &layout.stacks {
         let Some(read) = read_stack(sf, files, env, options, &mut diags) else {
             continue;
         };
-        let input = read.input(env, files, &names, options);
-        let mut stack_diags = Vec::new();
-        let mut sources = Vec::new();
-        if let Some(loaded) = compose::load_stack(&input, &mut stack_diags) {
-            masker.extend(&loaded.masker);
-            sources = loaded.sources.clone();
-            let mut stack = loaded.stack;
-            if !stack_filter.is_empty() && !stack_filter.contains(&stack.name) {
+        let cx = StackLoad {
+            layout,
+            files,
+            env,
+            names: &names,
+            checks: &checks,
+            stack_filter,
+        };
+        let Some(stack) = cx.load(&read, &mut masker, &mut diags) else {
+            continue;
+        };
+        for name in config.environments.keys() {
+            let Some(variant) = environments::read_variant(&read, name, files, &mut diags) else {
                 continue;
+            };
+            let mut variant_diags = Vec::new();
+            if let Some(v) = cx.load(&variant, &mut masker, &mut variant_diags) {
+                variants.entry(name.clone()).or_default().push(v);
             }
-            checks.check(layout, files, &mut stack, &mut stack_diags);
-            jobs::split(&mut stack, &mut stack_diags);
-            stacks.push(stack);
+            // The base's problems are reported once, with the base.
+            variant_diags.retain(|d| !diags.contains(d));
+            diags.extend(variant_diags);
         }
-        // A place in another file (override, include) is marked with its index: name that file.
-        for d in &mut stack_diags {
-            if d.mark.file > 0
-                && d.file == read.sf.compose
-                && let Some(path) = sources.get(d.mark.file as usize)
-            {
-                d.file = path.clone();
-            }
+        for name in config.environments.keys() {
+            let chosen = variants
+                .get(name)
+                .and_then(|v| v.iter().find(|s| s.name == stack.name))
+                .unwrap_or(&stack);
+            let mut variant_diags = Vec::new();
+            environments::check_policy(
+                &config,
+                name,
+                (config_node.as_ref(), &config_path),
+                chosen,
+                files,
+                &mut variant_diags,
+            );
+            // The base's problems are reported once, with the base.
+            variant_diags.retain(|d| !diags.contains(d));
+            diags.extend(variant_diags);
         }
-        diags.extend(stack_diags);
+        stacks.push(stack);
     }
+    environments::check_config(&config, config_node.as_ref(), &config_path, &mut diags);
     validate::check_across(&stacks, &mut diags);
     check_stack_names(
         layout,
@@ -251,6 +276,7 @@ pub fn load_with(
         config,
         config_file: layout.config.clone(),
         stacks,
+        environments: variants,
         masker,
         warnings,
         complete: (layout.repository && stack_filter.is_empty()).then(|| {
@@ -332,6 +358,7 @@ fn check_age_recipients(
 /// The files of one stack, read: its Compose file (the first of
 /// `COMPOSE_FILE` when its `.env` sets one), `.env`, `.env.age` decrypted,
 /// and the override files.
+#[derive(Clone)]
 struct StackText {
     /// The stack's files, with the Compose and override files `COMPOSE_FILE` names.
     sf: crate::source::StackFiles,
@@ -340,6 +367,8 @@ struct StackText {
     secret_dotenv_path: PathBuf,
     secret_dotenv: Option<String>,
     overrides: Vec<(PathBuf, String)>,
+    /// The environment's env file and its text (`.env.prod`), when loading a variant.
+    env_dotenv: Option<(PathBuf, String)>,
 }
 
 impl StackText {
@@ -446,6 +475,10 @@ impl StackText {
                 .secret_dotenv
                 .as_deref()
                 .map(|t| (self.secret_dotenv_path.as_path(), t)),
+            env_dotenv: self
+                .env_dotenv
+                .as_ref()
+                .map(|(p, t)| (p.as_path(), t.as_str())),
             age: options.age.as_deref(),
             stored: false,
             secret_env: &options.secret_env,
@@ -520,10 +553,54 @@ fn read_stack(
         secret_dotenv_path,
         secret_dotenv,
         overrides: Vec::new(),
+        env_dotenv: None,
     };
     let compose_file_at = read.compose_file(files, env, diags)?;
     read.read_overrides(files, compose_file_at, diags);
     Some(read)
+}
+
+/// What loading one stack's files needs.
+struct StackLoad<'a> {
+    layout: &'a Layout,
+    files: &'a dyn Files,
+    env: &'a BTreeMap<String, String>,
+    names: &'a SecretNames,
+    checks: &'a Checks<'a>,
+    stack_filter: &'a [String],
+}
+
+impl StackLoad<'_> {
+    /// Loads and checks one stack (`None`: it did not load, or the filter leaves it out).
+    fn load(&self, read: &StackText, masker: &mut Masker, diags: &mut Vec<Diag>) -> Option<Stack> {
+        let input = read.input(self.env, self.files, self.names, self.checks.options);
+        let mut stack_diags = Vec::new();
+        let mut sources = Vec::new();
+        let mut out = None;
+        if let Some(loaded) = compose::load_stack(&input, &mut stack_diags) {
+            masker.extend(&loaded.masker);
+            sources = loaded.sources.clone();
+            let mut stack = loaded.stack;
+            if !self.stack_filter.is_empty() && !self.stack_filter.contains(&stack.name) {
+                return None;
+            }
+            self.checks
+                .check(self.layout, self.files, &mut stack, &mut stack_diags);
+            jobs::split(&mut stack, &mut stack_diags);
+            out = Some(stack);
+        }
+        // A place in another file (override, include) is marked with its index: name that file.
+        for d in &mut stack_diags {
+            if d.mark.file > 0
+                && d.file == read.sf.compose
+                && let Some(path) = sources.get(d.mark.file as usize)
+            {
+                d.file = path.clone();
+            }
+        }
+        diags.extend(stack_diags);
+        out
+    }
 }
 
 /// What checking each loaded stack needs: the repository's policy and the host's.
@@ -671,6 +748,7 @@ pub fn load_stored(bytes: &[u8], files: &dyn Files) -> Result<(Stack, Masker), L
         secret_names: &names,
         overrides: &[],
         secret_dotenv: None,
+        env_dotenv: None,
         age: None,
         stored: true,
         secret_env: &Default::default(),

@@ -6,7 +6,9 @@
 //! stacks `plimsoll.yaml` assigns to its host (by name, by labels, and
 //! "every host"), and moving a stack in git moves it: the new host creates
 //! it, the old host removes it (its `prune: true`), in whatever order the
-//! two agents poll.
+//! two agents poll. One stack with two environments (`environments:`,
+//! `.env.<env>`, `compose.prod.yaml`) runs each engine's environment's
+//! values, and a change to `compose.prod.yaml` changes production only.
 //!
 //! The second engine needs root, `ip netns` (iproute2), `nsenter`
 //! (util-linux) and `dockerd`; where the machine cannot start one, the test
@@ -308,6 +310,107 @@ fn hosts_each_engine_runs_exactly_its_stacks_and_a_moved_stack_moves() {
         removed.contains("assigned to another host in plimsoll.yaml"),
         "{removed}"
     );
+    drop(agent_a);
+    drop(agent_b);
+    drop(engine);
+}
+
+/// `MODE` in the environment of the running containers of `stack` on an engine.
+fn modes(host: Option<&str>, stack: &str) -> Vec<String> {
+    running(host, stack)
+        .iter()
+        .map(|name| {
+            let mut cmd = Command::new("docker");
+            cmd.args([
+                "inspect",
+                "--format",
+                "{{range .Config.Env}}{{println .}}{{end}}",
+                name,
+            ]);
+            if let Some(h) = host {
+                cmd.env("DOCKER_HOST", h);
+            }
+            let out = cmd.output().expect("run docker inspect");
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("MODE=").map(str::to_string))
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[test]
+fn hosts_each_engine_runs_its_environments_values() {
+    ensure_busybox();
+    let engine = match SecondEngine::start() {
+        Ok(e) => e,
+        Err(why) => {
+            missing_precondition(&format!(
+                "this machine cannot start a second Docker engine: {why}"
+            ));
+            return;
+        }
+    };
+    let mut cleanup = Cleanup::new();
+    let shop = cleanup.stack("envshop");
+    let work = temp_dir("plimsoll-it-envs-");
+    let repo = GitRepo::init(work.path().join("repo"));
+    repo.write(
+        "plimsoll.yaml",
+        "hosts:\n  alpha: {labels: {env: stage}}\n  beta: {labels: {env: prod}}\n\
+         environments:\n  stage: {labels: {env: stage}}\n  prod: {labels: {env: prod}}\n",
+    );
+    repo.write(
+        &format!("stacks/{shop}/compose.yaml"),
+        &format!(
+            "name: {shop}\nservices:\n  app:\n    image: {BUSYBOX_IMAGE}\n    init: true\n    \
+             command: [\"sleep\", \"3600\"]\n    environment: {{MODE: \"${{MODE}}\"}}\n"
+        ),
+    );
+    repo.write(&format!("stacks/{shop}/.env"), "MODE=base\n");
+    repo.write(&format!("stacks/{shop}/.env.stage"), "MODE=staging\n");
+    repo.write(&format!("stacks/{shop}/.env.prod"), "MODE=production\n");
+    repo.write(
+        &format!("stacks/{shop}/compose.prod.yaml"),
+        "services:\n  app:\n    scale: 2\n",
+    );
+    let first = repo.commit("one stack, two environments");
+
+    let state_a = temp_dir("plimsoll-it-state-");
+    let state_b = temp_dir("plimsoll-it-state-");
+    let args = ["--interval", "1s"];
+    let agent_a = Agent::start(
+        state_a.path(),
+        &repo.url(),
+        &[&args[..], &["--host", "alpha"]].concat(),
+        &[],
+    );
+    let agent_b = Agent::start(
+        state_b.path(),
+        &repo.url(),
+        &[&args[..], &["--host", "beta"]].concat(),
+        &[("DOCKER_HOST", engine.host().as_str())],
+    );
+    let timeout = Duration::from_secs(60);
+    agent_a.wait_revision(&first, timeout);
+    agent_b.wait_revision(&first, timeout);
+    let b = engine.host();
+    wait_until("each engine runs its environment's values", timeout, || {
+        modes(None, &shop) == ["staging"] && modes(Some(&b), &shop) == ["production", "production"]
+    });
+
+    // A change to compose.prod.yaml changes production only.
+    repo.write(
+        &format!("stacks/{shop}/compose.prod.yaml"),
+        "services:\n  app:\n    scale: 1\n",
+    );
+    let second = repo.commit("production: one replica");
+    agent_a.wait_revision(&second, timeout);
+    agent_b.wait_revision(&second, timeout);
+    wait_until("production runs one replica", timeout, || {
+        modes(Some(&b), &shop) == ["production"]
+    });
+    assert_eq!(modes(None, &shop), ["staging"]);
     drop(agent_a);
     drop(agent_b);
     drop(engine);

@@ -24,6 +24,8 @@
 //!   into git (`--patch`, `git apply`, then in sync), a stopped container listed and reverted,
 //!   a silence that hides a drift until it expires (and that the agent neither heals nor
 //!   notifies, `/status` saying `silenced`), a secret canary in no output or patch.
+//! - `environments`: one stack, two environments (`environments:` in plimsoll.yaml): validate,
+//!   render --host, graph --hosts and diff --from --to show each host its environment's values.
 //! - `git`, `gitserve`: the agent's git source against real servers on loopback (file://,
 //!   sshd with its own host key, lighttpd + `git http-backend` over TLS with a test CA).
 //! - `container`: the agent's image built offline, run as a container against a git
@@ -36,7 +38,8 @@
 //!   low data-root threshold, a crash loop, a container down past a threshold, the canary
 //!   printed in a container's logs), each notified once when it starts and once when it resolves.
 //! - `hosts`: one repository, two real engines (a second `dockerd` in its own network
-//!   namespace), one agent per host: each engine runs exactly its stacks; a moved stack moves.
+//!   namespace), one agent per host: each engine runs exactly its stacks; a moved stack moves; one stack with two
+//!   environments runs each engine's environment's values.
 //! - `images`: the offline test images (busybox, PostgreSQL) really work on the engine.
 //! - `jobs`: `x-plimsoll.job` on the real engine: a pre job dumps a PostgreSQL database before a
 //!   change; a failing pre job (or one past its timeout) changes no container and runs the
@@ -83,6 +86,7 @@ mod container;
 mod dashboard;
 mod diff;
 mod drift;
+mod environments;
 mod git;
 mod gitserve;
 mod heal;

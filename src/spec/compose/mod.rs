@@ -102,6 +102,8 @@ pub struct StackInput<'a> {
     /// `.env.age` of the stack directory, decrypted: read after `.env`, every
     /// variable in it secret.
     pub secret_dotenv: Option<(&'a Path, &'a str)>,
+    /// The environment's env file (`.env.prod`): read after `.env`, before `.env.age`.
+    pub env_dotenv: Option<(&'a Path, &'a str)>,
     /// The host's age identities, for `*.age` env files, secrets and configs.
     pub age: Option<&'a super::age::Identities>,
     /// A stored revision (`load_stored`): a secret may hold its content inline
@@ -206,6 +208,24 @@ fn project_vars(
                 diags.push(
                     Diag::error(path, Mark::new(e.line, 1), "", e.message.clone())
                         .hint("fix this line of the .env file (KEY=value)"),
+                );
+                return None;
+            }
+        }
+    }
+    if let Some((path, text)) = input.env_dotenv {
+        let lookup = |k: &str| input.env.get(k).or_else(|| vars.get(k)).cloned();
+        match dotenv::parse(text, &lookup) {
+            Ok(map) => {
+                for (k, v) in map {
+                    masker.observe(&k, &v);
+                    vars.insert(k, v);
+                }
+            }
+            Err(e) => {
+                diags.push(
+                    Diag::error(path, Mark::new(e.line, 1), "", e.message.clone())
+                        .hint("fix this line of the environment's .env file (KEY=value)"),
                 );
                 return None;
             }

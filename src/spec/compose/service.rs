@@ -283,6 +283,7 @@ mod tests {
             secret_names: &names,
             overrides: &[],
             secret_dotenv: None,
+            env_dotenv: None,
             age: None,
             stored: false,
         };

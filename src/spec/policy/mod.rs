@@ -181,7 +181,11 @@ pub fn check_config(
 }
 
 /// Compiles the policy's patterns; an invalid one is an error.
-fn check_rules(policy: &Policy, rules: &RuleSource<'_>, diags: &mut Vec<Diag>) -> Option<Regex> {
+pub(crate) fn check_rules(
+    policy: &Policy,
+    rules: &RuleSource<'_>,
+    diags: &mut Vec<Diag>,
+) -> Option<Regex> {
     let pattern = policy.pinned_images.as_ref()?.immutable_tag.as_ref()?;
     match Regex::new(pattern) {
         Ok(r) => Some(r),
