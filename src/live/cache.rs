@@ -78,6 +78,50 @@ pub struct Lists {
     pub built: Vec<ImageSummary>,
 }
 
+/// An inspect without what plimsoll never reads (the storage driver's
+/// paths, exec IDs, log and resolver file paths, health probes but the
+/// last): a smaller cache to read on every run.
+pub fn slim_inspect(mut c: ContainerInspectResponse) -> ContainerInspectResponse {
+    c.graph_driver = None;
+    c.exec_ids = None;
+    c.log_path = None;
+    c.resolv_conf_path = None;
+    c.hosts_path = None;
+    c.hostname_path = None;
+    if let Some(log) = c
+        .state
+        .as_mut()
+        .and_then(|s| s.health.as_mut())
+        .and_then(|h| h.log.as_mut())
+    {
+        let keep = log.len().saturating_sub(1);
+        log.drain(..keep);
+    }
+    c
+}
+
+/// The lists without what a snapshot never reads from them (a container's
+/// mounts, ports, command, host config and sizes, its endpoints' settings:
+/// only the names of its networks are read).
+pub fn slim_lists(mut lists: Lists) -> Lists {
+    for s in &mut lists.containers {
+        s.mounts = None;
+        s.ports = None;
+        s.command = None;
+        s.host_config = None;
+        s.size_rw = None;
+        s.size_root_fs = None;
+        if let Some(nets) = s
+            .network_settings
+            .as_mut()
+            .and_then(|n| n.networks.as_mut())
+        {
+            nets.values_mut().for_each(|e| *e = Default::default());
+        }
+    }
+    lists
+}
+
 /// One event, identified well enough to be found again in the engine's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mark {

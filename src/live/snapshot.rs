@@ -347,7 +347,7 @@ impl Engine {
                 .map(|id| self.docker.inspect_container(id, None));
             for (id, r) in chunk.iter().zip(join_all(calls).await) {
                 match r {
-                    Ok(c) => out.push((Arc::new(c), true)),
+                    Ok(c) => out.push((Arc::new(cache::slim_inspect(c)), true)),
                     // Removed between the list and the inspect: it is simply gone.
                     Err(bollard::errors::Error::DockerResponseServerError {
                         status_code: 404,
@@ -577,7 +577,7 @@ impl Logged {
         lists: cache::Lists,
     ) -> cache::EngineCache {
         let mut next = cache::EngineCache::new(&self.old.host);
-        next.lists = Some(lists);
+        next.lists = Some(cache::slim_lists(lists));
         next.containers = self
             .reuse
             .containers

@@ -609,7 +609,13 @@ impl<'a> Services<'a> {
         };
         let mut seen = current.config.clone();
         seen.align_to(&want.config);
-        let mut changes = diff::compare(&seen.fields(), &want.config.fields());
+        // In sync (the common case): no field lines to build, compare or show.
+        let same = seen == want.config;
+        let mut changes = if same {
+            Vec::new()
+        } else {
+            diff::compare(&seen.fields(), &want.config.fields())
+        };
         let image_changed = changes
             .iter()
             .any(|c| matches!(c, Change::Changed { key, .. } if key == "image"));
@@ -624,7 +630,12 @@ impl<'a> Services<'a> {
             stack: &stack.name,
             service: cx.name,
         };
-        let (mut reasons, unified) = shown_changes(&shown, &changes, &seen, &want.config);
+        // Equal configurations show equal lines: no reason, no unified diff.
+        let (mut reasons, unified) = if same {
+            (Vec::new(), None)
+        } else {
+            shown_changes(&shown, &changes, &seen, &want.config)
+        };
         reasons.extend(diff::hook_changes(&current.labels, &want.config.labels));
         if &current.name != name {
             reasons.insert(0, format!("renamed by hand: {name} → {}", current.name));
