@@ -74,16 +74,7 @@ pub(super) async fn rollback_cmd(
             "{name}: rolling back to {} (applied {})",
             target.revision, target.time
         );
-        let desired = Desired {
-            root: run.state_dir.clone(),
-            config: Default::default(),
-            config_file: None,
-            stacks: vec![stack],
-            environments: Default::default(),
-            masker: masker.clone(),
-            warnings: Vec::new(),
-            complete: None,
-        };
+        let desired = Desired::stored(run.state_dir.clone(), stack, masker.clone());
         let mut observed = reconcile::observe(&desired, None).await?;
         let applied = crate::state::applied_mounts_at(&run.state_dir)?;
         reconcile::with_applied_mounts(&mut observed, &applied, &masker);

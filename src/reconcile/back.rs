@@ -97,16 +97,7 @@ async fn back_to(b: &Back<'_>, good: &RevisionRecord) -> Result<(), BackError> {
     let bytes = b.state.load_revision(&good.hash)?;
     let (stack, mut masker) = spec::load_stored(&bytes, &crate::source::LocalFs)?;
     masker.extend(b.masker);
-    let desired = Desired {
-        root: b.state.path().to_path_buf(),
-        config: Default::default(),
-        config_file: None,
-        stacks: vec![stack],
-        environments: Default::default(),
-        masker: masker.clone(),
-        warnings: Vec::new(),
-        complete: None,
-    };
+    let desired = Desired::stored(b.state.path().to_path_buf(), stack, masker.clone());
     let engine = b.observed.engine.clone();
     let mut back = observe_on(engine, &desired, Some(&b.observed.host)).await?;
     with_applied_mounts(&mut back, &b.state.applied_mounts()?, &masker);

@@ -56,6 +56,23 @@ pub struct Desired {
     pub complete: Option<String>,
 }
 
+impl Desired {
+    /// One stored stack (a revision read back from the state directory at
+    /// `root`) as the whole desired state: no configuration, no environments.
+    pub fn stored(root: PathBuf, stack: Stack, masker: Masker) -> Desired {
+        Desired {
+            root,
+            config: Default::default(),
+            config_file: None,
+            stacks: vec![stack],
+            environments: Default::default(),
+            masker,
+            warnings: Vec::new(),
+            complete: None,
+        }
+    }
+}
+
 /// Loading failed: every problem found, masked.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct LoadError {

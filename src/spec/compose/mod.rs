@@ -186,6 +186,36 @@ pub fn load_stack(input: &StackInput<'_>, diags: &mut Vec<Diag>) -> Option<Loade
     })
 }
 
+/// A plain (not encrypted) dotenv file's variables; a line that does not
+/// parse is an error at that line with `hint`.
+fn plain_dotenv(
+    path: &Path,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    hint: &str,
+    diags: &mut Vec<Diag>,
+) -> Option<impl IntoIterator<Item = (String, String)> + use<>> {
+    match dotenv::parse(text, lookup) {
+        Ok(map) => Some(map),
+        Err(e) => {
+            diags.push(Diag::error(path, Mark::new(e.line, 1), "", e.message.clone()).hint(hint));
+            None
+        }
+    }
+}
+
+/// Adds a dotenv file's variables to `vars`, each value observed by `masker`.
+fn add_vars(
+    map: impl IntoIterator<Item = (String, String)>,
+    masker: &mut Masker,
+    vars: &mut BTreeMap<String, String>,
+) {
+    for (k, v) in map {
+        masker.observe(&k, &v);
+        vars.insert(k, v);
+    }
+}
+
 /// The project environment: `.env`, then `.env.age` (every variable of it
 /// secret), then the passed process environment over them; each value
 /// observed by `masker`. `None` when a dotenv file does not parse.
@@ -197,39 +227,16 @@ fn project_vars(
     // The project environment: `.env`, then the process environment over it.
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     if let Some((path, text)) = input.dotenv {
-        match dotenv::parse(text, &|k| input.env.get(k).cloned()) {
-            Ok(map) => {
-                for (k, v) in map {
-                    masker.observe(&k, &v);
-                    vars.insert(k, v);
-                }
-            }
-            Err(e) => {
-                diags.push(
-                    Diag::error(path, Mark::new(e.line, 1), "", e.message.clone())
-                        .hint("fix this line of the .env file (KEY=value)"),
-                );
-                return None;
-            }
-        }
+        let lookup = |k: &str| input.env.get(k).cloned();
+        let hint = "fix this line of the .env file (KEY=value)";
+        let map = plain_dotenv(path, text, &lookup, hint, diags)?;
+        add_vars(map, masker, &mut vars);
     }
     if let Some((path, text)) = input.env_dotenv {
         let lookup = |k: &str| input.env.get(k).or_else(|| vars.get(k)).cloned();
-        match dotenv::parse(text, &lookup) {
-            Ok(map) => {
-                for (k, v) in map {
-                    masker.observe(&k, &v);
-                    vars.insert(k, v);
-                }
-            }
-            Err(e) => {
-                diags.push(
-                    Diag::error(path, Mark::new(e.line, 1), "", e.message.clone())
-                        .hint("fix this line of the environment's .env file (KEY=value)"),
-                );
-                return None;
-            }
-        }
+        let hint = "fix this line of the environment's .env file (KEY=value)";
+        let map = plain_dotenv(path, text, &lookup, hint, diags)?;
+        add_vars(map, masker, &mut vars);
     }
     if let Some((path, text)) = input.secret_dotenv {
         let lookup = |k: &str| input.env.get(k).or_else(|| vars.get(k)).cloned();
