@@ -229,24 +229,7 @@ pub async fn apply(
     };
 
     // Pre jobs, before any container changes: one that fails stops the apply.
-    for stack in stacks {
-        if let Err((job, e)) = cx
-            .run_jobs(stack, plan, JobKind::Pre, masker, &mut report)
-            .await
-        {
-            let _ = cx
-                .run_jobs(stack, plan, JobKind::OnFailure, masker, &mut report)
-                .await;
-            cx.prune_all_runs(stacks, plan).await;
-            return Err(ApplyError::PreJob {
-                stack: stack.name.clone(),
-                job,
-                message: masker.mask(&e.to_string()).into_owned(),
-                report,
-                source: Box::new(e),
-            });
-        }
-    }
+    cx.pre_jobs(stacks, plan, masker, &mut report).await?;
     // Networks recreated (their containers disconnected) after the pre jobs.
     for a in plan
         .actions
@@ -290,6 +273,36 @@ pub async fn apply(
 }
 
 impl Ctx<'_> {
+    /// Runs the `pre` jobs of `stacks`; the first that fails runs its
+    /// stack's `on-failure` jobs and stops the apply (the report so far in
+    /// the error).
+    async fn pre_jobs(
+        &self,
+        stacks: &[&Stack],
+        plan: &Plan,
+        masker: &Masker,
+        report: &mut Report,
+    ) -> Result<(), ApplyError> {
+        for stack in stacks {
+            if let Err((job, e)) = self
+                .run_jobs(stack, plan, JobKind::Pre, masker, report)
+                .await
+            {
+                let _ = self
+                    .run_jobs(stack, plan, JobKind::OnFailure, masker, report)
+                    .await;
+                self.prune_all_runs(stacks, plan).await;
+                return Err(ApplyError::PreJob {
+                    stack: stack.name.clone(),
+                    job,
+                    message: masker.mask(&e.to_string()).into_owned(),
+                    report: std::mem::take(report),
+                    source: Box::new(e),
+                });
+            }
+        }
+        Ok(())
+    }
     /// After the waves: the post jobs of each stack whose apply succeeded
     /// (a failure is the stack's), then the on-failure jobs of each stack
     /// that failed, then old runs removed.
