@@ -13,7 +13,8 @@ use crate::spec::secrets::Masker;
 use crate::spec::{self, Desired};
 use crate::state::{RevisionRecord, StateDir};
 
-/// Where [`go_back`] works: the apply that failed and how it ran.
+/// How an apply runs and is recorded ([`super::record::record_apply`]), and
+/// where [`go_back`] works after one failed.
 pub(super) struct Back<'a> {
     pub observed: &'a Observed<'a>,
     pub masker: &'a Masker,
@@ -37,19 +38,31 @@ pub(super) fn failed_post(report: &Report) -> Vec<String> {
     out
 }
 
+/// Why a stack has no revision to go back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum NoGoodRevision {
+    #[error("nothing recorded for it")]
+    NothingRecorded,
+    #[error("its last good revision is the one that failed")]
+    IsTheAttempt,
+    #[error("no earlier good revision")]
+    NoneEarlier,
+}
+
 /// The revision `stack` goes back to: the newest applied before the last
 /// record (this attempt), unless it is the attempt's own.
-fn last_good<'r>(records: &'r [RevisionRecord], stack: &str) -> Result<&'r RevisionRecord, String> {
+fn last_good<'r>(
+    records: &'r [RevisionRecord],
+    stack: &str,
+) -> Result<&'r RevisionRecord, NoGoodRevision> {
     let mine: Vec<&RevisionRecord> = records.iter().filter(|r| r.stack == stack).collect();
     let Some((attempt, before)) = mine.split_last() else {
-        return Err("nothing recorded for it".into());
+        return Err(NoGoodRevision::NothingRecorded);
     };
     match before.iter().rev().find(|r| r.outcome == "applied") {
-        Some(good) if good.hash == attempt.hash => {
-            Err("its last good revision is the one that failed".into())
-        }
+        Some(good) if good.hash == attempt.hash => Err(NoGoodRevision::IsTheAttempt),
         Some(good) => Ok(good),
-        None => Err("no earlier good revision".into()),
+        None => Err(NoGoodRevision::NoneEarlier),
     }
 }
 
@@ -117,10 +130,13 @@ async fn back_to(b: &Back<'_>, good: &RevisionRecord) -> Result<(), BackError> {
         audit: b.origin.audit,
         images: b.origin.images,
     };
-    super::record::record_apply(
-        &back, &plan, &masker, b.state, &origin, b.progress, b.cancel, b.parallel,
-    )
-    .await?;
+    let b = Back {
+        observed: &back,
+        masker: &masker,
+        origin: &origin,
+        ..*b
+    };
+    super::record::record_apply(&b, &plan).await?;
     Ok(())
 }
 
@@ -144,9 +160,12 @@ mod tests {
         assert_eq!(last_good(&r, "s").unwrap().hash, "a");
         // The attempt re-applied the last good revision itself: nowhere to go.
         let r = [rec("a", "applied"), rec("a", "failed")];
-        assert!(last_good(&r, "s").is_err());
+        assert_eq!(last_good(&r, "s").err(), Some(NoGoodRevision::IsTheAttempt));
         let r = [rec("a", "failed")];
-        assert!(last_good(&r, "s").is_err());
-        assert!(last_good(&[], "s").is_err());
+        assert_eq!(last_good(&r, "s").err(), Some(NoGoodRevision::NoneEarlier));
+        assert_eq!(
+            last_good(&[], "s").err(),
+            Some(NoGoodRevision::NothingRecorded)
+        );
     }
 }

@@ -39,48 +39,45 @@ pub async fn apply_recorded(
     cancel: &crate::apply::Cancel,
     parallel: crate::apply::Parallel,
 ) -> Result<crate::apply::Report, crate::apply::ApplyError> {
-    let result = record_apply(
-        observed, plan, masker, state, origin, progress, cancel, parallel,
-    )
-    .await;
+    let b = back::Back {
+        observed,
+        masker,
+        state,
+        origin,
+        progress,
+        cancel,
+        parallel,
+    };
+    let result = record_apply(&b, plan).await;
     // A failed post job fails the revision: its stacks go back to their last good one.
     let failed_post = match &result {
         Err(crate::apply::ApplyError::Services { report, .. }) => back::failed_post(report),
         _ => Vec::new(),
     };
     match result {
-        Err(failure) if !failed_post.is_empty() => {
-            let b = back::Back {
-                observed,
-                masker,
-                state,
-                origin,
-                progress,
-                cancel,
-                parallel,
-            };
-            Err(crate::apply::ApplyError::WentBack {
-                failure: Box::new(failure),
-                back: back::go_back(&b, &failed_post).await,
-            })
-        }
+        Err(failure) if !failed_post.is_empty() => Err(crate::apply::ApplyError::WentBack {
+            failure: Box::new(failure),
+            back: back::go_back(&b, &failed_post).await,
+        }),
         other => other,
     }
 }
 
 /// [`apply_recorded`] without going back after a failed `post` job (what
 /// going back itself applies: a plan without jobs).
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn record_apply(
-    observed: &Observed<'_>,
+    b: &back::Back<'_>,
     plan: &Plan,
-    masker: &crate::spec::secrets::Masker,
-    state: &crate::state::StateDir,
-    origin: &Origin,
-    progress: &dyn crate::events::Progress,
-    cancel: &crate::apply::Cancel,
-    parallel: crate::apply::Parallel,
 ) -> Result<crate::apply::Report, crate::apply::ApplyError> {
+    let back::Back {
+        observed,
+        masker,
+        state,
+        origin,
+        progress,
+        cancel,
+        parallel,
+    } = *b;
     let started = std::time::Instant::now();
     let stacks = observed.changeable();
     // A rollback re-applies a revision whose jobs ran when it was applied.
