@@ -61,20 +61,7 @@ fn dashboard_shows_drift_live_and_reverts_it_from_the_page() {
     drop(tab);
 
     // Log in with the sync token: the page may now act.
-    let tab = browser.open(&format!("{base}/ui/login"));
-    tab.screenshot("login");
-    tab.type_into("#sync_token", SYNC_TOKEN);
-    tab.click("button[type=submit]");
-    tab.wait_for(
-        "the overview after login",
-        Duration::from_secs(10),
-        "location.pathname === '/ui'",
-    );
-    tab.wait_for(
-        "the live stream open",
-        Duration::from_secs(10),
-        "document.getElementById('live').textContent.startsWith('Live')",
-    );
+    let tab = login(&browser, &base);
 
     // Drift made by hand shows up without a reload.
     let before = Instant::now();
@@ -167,9 +154,11 @@ fn dashboard_shows_drift_live_and_reverts_it_from_the_page() {
     assert!(!history.body.contains(CANARY));
 }
 
-/// Logs in with the sync token; the overview, its live stream open.
+/// Logs in with the sync token (the login page's screenshot kept); the
+/// overview, its live stream open.
 fn login<'b>(browser: &'b Browser, base: &str) -> Tab<'b> {
     let tab = browser.open(&format!("{base}/ui/login"));
+    tab.screenshot("login");
     tab.type_into("#sync_token", SYNC_TOKEN);
     tab.click("button[type=submit]");
     tab.wait_for(
