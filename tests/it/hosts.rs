@@ -266,24 +266,9 @@ fn hosts_each_engine_runs_exactly_its_stacks_and_a_moved_stack_moves() {
     );
 
     // Both engines call themselves by the machine's name: --host tells them apart.
-    let state_a = temp_dir("plimsoll-it-state-");
-    let state_b = temp_dir("plimsoll-it-state-");
-    let args = ["--interval", "1s"];
-    let agent_a = Agent::start(
-        state_a.path(),
-        &repo.url(),
-        &[&args[..], &["--host", "alpha"]].concat(),
-        &[],
-    );
-    let agent_b = Agent::start(
-        state_b.path(),
-        &repo.url(),
-        &[&args[..], &["--host", "beta"]].concat(),
-        &[("DOCKER_HOST", engine.host().as_str())],
-    );
     let timeout = Duration::from_secs(60);
-    agent_a.wait_revision(&first, timeout);
-    agent_b.wait_revision(&first, timeout);
+    let agents = TwoAgents::start(&repo, &engine, &first, timeout);
+    let (agent_a, agent_b) = (&agents.a, &agents.b);
     let b = engine.host();
     let on = |host: Option<&str>, stack: &str| running(host, stack).len();
     wait_until("each engine runs its stacks", timeout, || {
@@ -310,9 +295,43 @@ fn hosts_each_engine_runs_exactly_its_stacks_and_a_moved_stack_moves() {
         removed.contains("assigned to another host in plimsoll.yaml"),
         "{removed}"
     );
-    drop(agent_a);
-    drop(agent_b);
+    drop(agents);
     drop(engine);
+}
+
+/// An agent per engine, each with its own state directory: `a` is host
+/// `alpha` on the main engine, `b` host `beta` on the second one.
+struct TwoAgents {
+    // Fields drop in order: the agents stop before their state directories go.
+    a: Agent,
+    b: Agent,
+    _states: [tempfile::TempDir; 2],
+}
+
+impl TwoAgents {
+    /// Starts both agents on `repo` (1 s interval) and waits until each
+    /// applied `revision`.
+    fn start(repo: &GitRepo, engine: &SecondEngine, revision: &str, timeout: Duration) -> Self {
+        let states = [
+            temp_dir("plimsoll-it-state-"),
+            temp_dir("plimsoll-it-state-"),
+        ];
+        let args = |host| ["--interval", "1s", "--host", host];
+        let a = Agent::start(states[0].path(), &repo.url(), &args("alpha"), &[]);
+        let b = Agent::start(
+            states[1].path(),
+            &repo.url(),
+            &args("beta"),
+            &[("DOCKER_HOST", engine.host().as_str())],
+        );
+        a.wait_revision(revision, timeout);
+        b.wait_revision(revision, timeout);
+        TwoAgents {
+            a,
+            b,
+            _states: states,
+        }
+    }
 }
 
 /// `MODE` in the environment of the running containers of `stack` on an engine.
@@ -376,24 +395,9 @@ fn hosts_each_engine_runs_its_environments_values() {
     );
     let first = repo.commit("one stack, two environments");
 
-    let state_a = temp_dir("plimsoll-it-state-");
-    let state_b = temp_dir("plimsoll-it-state-");
-    let args = ["--interval", "1s"];
-    let agent_a = Agent::start(
-        state_a.path(),
-        &repo.url(),
-        &[&args[..], &["--host", "alpha"]].concat(),
-        &[],
-    );
-    let agent_b = Agent::start(
-        state_b.path(),
-        &repo.url(),
-        &[&args[..], &["--host", "beta"]].concat(),
-        &[("DOCKER_HOST", engine.host().as_str())],
-    );
     let timeout = Duration::from_secs(60);
-    agent_a.wait_revision(&first, timeout);
-    agent_b.wait_revision(&first, timeout);
+    let agents = TwoAgents::start(&repo, &engine, &first, timeout);
+    let (agent_a, agent_b) = (&agents.a, &agents.b);
     let b = engine.host();
     wait_until("each engine runs its environment's values", timeout, || {
         modes(None, &shop) == ["staging"] && modes(Some(&b), &shop) == ["production", "production"]
@@ -411,7 +415,6 @@ fn hosts_each_engine_runs_its_environments_values() {
         modes(Some(&b), &shop) == ["production"]
     });
     assert_eq!(modes(None, &shop), ["staging"]);
-    drop(agent_a);
-    drop(agent_b);
+    drop(agents);
     drop(engine);
 }
