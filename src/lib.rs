@@ -21,6 +21,7 @@ pub mod live;
 pub mod mounts;
 pub mod names;
 pub mod plan;
+pub mod promote;
 pub mod range;
 pub mod reconcile;
 pub mod registry;

@@ -175,6 +175,21 @@ impl Engine {
             .cloned()
     }
 
+    /// The digest `image` (`repo:tag`) resolves to in its registry now,
+    /// asked through the engine (its registry settings and the docker CLI's
+    /// credentials, as a pull would): `sha256:…`, the manifest list's
+    /// digest for a multi-platform image; `None` when the answer has none.
+    pub async fn registry_digest(&self, image: &str) -> Result<Option<String>, EngineError> {
+        let answer = self
+            .docker
+            .inspect_registry_image(image, crate::registry::credentials_for(image))
+            .await
+            .map_err(EngineError::call(format!(
+                "cannot resolve {image} in its registry (is it pushed, and may this host pull it? `docker login` first)"
+            )))?;
+        Ok(answer.descriptor.digest)
+    }
+
     async fn find_own_container(&self) -> Result<PathMap, EngineError> {
         for candidate in hostpath::own_container_candidates() {
             let (Candidate::Id(key) | Candidate::Hostname(key)) = &candidate;

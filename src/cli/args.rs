@@ -397,6 +397,35 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = plan::Format::Text)]
         format: plan::Format,
     },
+    /// Pin the digests one environment runs in another (a patch).
+    ///
+    /// For each stack that hosts of both environments run (plimsoll.yaml `environments:`), asks
+    /// the registry, through the engine and with the docker CLI's credentials, which digest each
+    /// image of the --from environment's variant resolves to, and prints a patch for `git apply`
+    /// that pins those digests in the --to environment's override file (`compose.<to>.yaml`,
+    /// created when the stack has none). Committed, the patch is the promotion a reviewer sees in
+    /// a pull request; the --to hosts then run exactly what the --from hosts run. Images built on
+    /// the host are not promoted. Exit 0 when --to already pins them all, 2 with a patch (or an
+    /// edit it names for a person), 1 on an error (an image its registry does not have, an
+    /// environment plimsoll.yaml does not name).
+    #[command(after_long_help = examples!(
+        "Promote what staging runs to production, as a patch to commit" => "plimsoll promote --from stage --to prod > promote.patch",
+        "Only the stack shop, of the config repository in ./config" => "plimsoll promote ./config --from stage --to prod --stack shop",
+    ))]
+    Promote {
+        /// The config repository root (or a directory inside it).
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// The environment whose images are promoted (it follows tags).
+        #[arg(long, value_name = "ENV")]
+        from: String,
+        /// The environment that pins them (its override file is edited).
+        #[arg(long, value_name = "ENV")]
+        to: String,
+        /// Only this stack (repeatable).
+        #[arg(long = "stack", value_name = "STACK")]
+        stacks: Vec<String>,
+    },
     /// Print a JSON Schema generated from plimsoll's types.
     ///
     /// `plimsoll` describes plimsoll.yaml, `stack` a stack as plimsoll loads it, `plan` the plan of

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context as _, Result, bail};
 
 use super::args::{DriftArgs, StatusFormat};
-use super::load::load;
+use super::load::{load, load_from};
 use super::reconcile::{Run, apply_and_report, observe_to_apply, render_plan, take_lock};
 use super::{Exit, Global, print, runtime};
 use crate::drift::{self, Drifted, Silence, Silences};
@@ -57,7 +57,7 @@ async fn look(a: &DriftArgs, desired: &Desired, global: &Global) -> Result<Exit>
             &drifted,
             masker,
             &files,
-            |patched| load_patched(a, global, patched),
+            |patched| load_from(patched, &a.path, &a.stacks, &global.loading),
         );
         for u in &accept.patch.unwritten {
             eprintln!("not in the patch: {u}");
@@ -90,25 +90,6 @@ async fn look(a: &DriftArgs, desired: &Desired, global: &Global) -> Result<Exit>
     } else {
         Exit::Success
     })
-}
-
-/// The repository at `a.path` loaded as this command loads it, through `files`
-/// (the patched ones).
-fn load_patched(
-    a: &DriftArgs,
-    global: &Global,
-    files: &dyn crate::source::Files,
-) -> Result<Desired> {
-    let loading = &global.loading;
-    let layout = crate::source::discover_in(files, &a.path)?;
-    let env = loading.host.env();
-    Ok(crate::spec::load_with(
-        &layout,
-        files,
-        &env,
-        &a.stacks,
-        &loading.options()?,
-    )?)
 }
 
 /// The review for people: per service its kind, silence, reasons and diff.

@@ -95,11 +95,28 @@ pub(super) fn load(
     loading: &Loading,
 ) -> Result<Desired> {
     let files = loading.host.files(path)?;
-    let layout = source::discover_in(&files, path).context("cannot find the desired state")?;
-    let options = loading.options()?;
-    let desired = spec::load_with(&layout, &files, &loading.host.env(), stacks, &options)?;
+    let desired = load_from(&files, path, stacks, loading)?;
     for w in &desired.warnings {
         eprintln!("{w}");
     }
     Ok(desired)
+}
+
+/// Loads the desired state at `path` as [`load`] does, through `files` (a
+/// patch's, to see the repository as it will be); warnings are not printed.
+pub(super) fn load_from(
+    files: &dyn source::Files,
+    path: &std::path::Path,
+    stacks: &[String],
+    loading: &Loading,
+) -> Result<Desired> {
+    let layout = source::discover_in(files, path).context("cannot find the desired state")?;
+    let options = loading.options()?;
+    Ok(spec::load_with(
+        &layout,
+        files,
+        &loading.host.env(),
+        stacks,
+        &options,
+    )?)
 }

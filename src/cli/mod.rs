@@ -8,7 +8,7 @@
 //! Two stages, as ripgrep has them: [`args`] holds the raw flags (clap),
 //! [`Global`] and each command's settings are what they mean, checked and
 //! built; [`run`] matches on the command and calls one function per
-//! command, in a file per command or family (`validate`, `diff`,
+//! command, in a file per command or family (`validate`, `diff`, `promote`,
 //! `reconcile`, `rollback`, `status`, `history`, `agent`, `secret`). Errors
 //! are `anyhow` here (the edge), typed below.
 
@@ -35,6 +35,7 @@ pub mod docs;
 mod drift;
 mod history;
 mod load;
+mod promote;
 mod reconcile;
 mod rollback;
 mod secret;
@@ -209,6 +210,12 @@ fn run(cli: Cli) -> Result<Exit> {
             host,
             format,
         } => diff::run(&path, (&from, &to), host.as_deref(), format, g),
+        Command::Promote {
+            path,
+            from,
+            to,
+            stacks,
+        } => promote::run(&path, (&from, &to), &stacks, g),
         Command::Agent(args) => agent::run(*args, g),
         Command::Drift(args) => drift::run(*args, g),
         Command::Pause { stack } => history::pause(stack.as_deref(), true, g),

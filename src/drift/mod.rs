@@ -25,6 +25,7 @@ pub use silence::{
     BOUNDS as SILENCE_BOUNDS, FILE as SILENCES_FILE, InvalidDuration, Silence, SilenceError,
     Silences, parse_duration as parse_silence_duration,
 };
+pub(crate) use text::Text;
 pub use text::TextError;
 
 use crate::live::Live;

@@ -90,9 +90,18 @@ pub struct Patch {
 impl Patch {
     /// The patch as `git apply` reads it: a comment header, then the diff.
     pub fn to_text(&self) -> String {
-        let mut out = String::from("# plimsoll drift --patch: makes git say what this host runs\n");
+        self.to_text_as(
+            "drift --patch: makes git say what this host runs",
+            "accepts",
+        )
+    }
+
+    /// The patch as `git apply` reads it, under `# plimsoll <title>`, each
+    /// written change as `# <verb> stack/service: …`.
+    pub fn to_text_as(&self, title: &str, verb: &str) -> String {
+        let mut out = format!("# plimsoll {title}\n");
         for w in &self.written {
-            out.push_str(&format!("# accepts {w}\n"));
+            out.push_str(&format!("# {verb} {w}\n"));
         }
         for u in &self.unwritten {
             out.push_str(&format!("# {u}\n"));
@@ -140,31 +149,56 @@ pub fn patch(services: &[ServiceDrift<'_>], masker: &Masker, files: &dyn Files) 
         }
     }
     for (path, e) in &edited {
-        let after = e.text.render();
-        if after == e.before {
-            continue;
+        p.add_file(path, Some(&e.before), &e.text.render(), &e.shown, masker);
+    }
+    p
+}
+
+impl Patch {
+    /// Adds the edit of one file (`before`: its text, `None` for a new
+    /// file) to the diff, masked, and to [`Patch::edited`]; nothing when
+    /// the text is unchanged. `shown` is its path in the diff.
+    pub(crate) fn add_file(
+        &mut self,
+        path: &Path,
+        before: Option<&str>,
+        after: &str,
+        shown: &Path,
+        masker: &Masker,
+    ) {
+        if before == Some(after) {
+            return;
         }
-        p.edited.insert(path.clone(), after.clone());
-        let name = e.shown.display().to_string();
+        self.edited.insert(path.to_path_buf(), after.to_string());
+        let name = shown.display().to_string();
+        let old = if before.is_some() {
+            format!("a/{name}")
+        } else {
+            "/dev/null".to_string()
+        };
         let diff = |radius| {
-            similar::TextDiff::from_lines(&e.before, &after)
+            let text = similar::TextDiff::from_lines(before.unwrap_or(""), after)
                 .unified_diff()
                 .context_radius(radius)
-                .header(&format!("a/{name}"), &format!("b/{name}"))
-                .to_string()
+                .header(&old, &format!("b/{name}"))
+                .to_string();
+            match before {
+                Some(_) => text,
+                None => format!("diff --git a/{name} b/{name}\nnew file mode 100644\n{text}"),
+            }
         };
         let mut text = diff(3);
         // Lines around an edit (an `.env` line beside a password) may hold
         // a secret: then the diff of that file goes without context.
         if masker.mask(&text) != text {
             text = diff(0);
-            p.notes.push(format!(
+            self.notes.push(format!(
                 "the lines around the edits of {name} hold secret values, left out: apply with `git apply --unidiff-zero`"
             ));
         }
         let masked = masker.mask(&text).into_owned();
         if masked != text {
-            p.unwritten.push(Unwritten {
+            self.unwritten.push(Unwritten {
                 stack: String::new(),
                 service: String::new(),
                 field: name.clone(),
@@ -173,9 +207,8 @@ pub fn patch(services: &[ServiceDrift<'_>], masker: &Masker, files: &dyn Files) 
                 },
             });
         }
-        p.diff.push_str(&masked);
+        self.diff.push_str(&masked);
     }
-    p
 }
 
 /// Building the patch of one service.

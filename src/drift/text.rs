@@ -238,6 +238,35 @@ impl Text {
         Ok(())
     }
 
+    /// Sets the scalar `services.<service>.<key>`, writing the service (and
+    /// `services:`) at the end when the file has none (an override file
+    /// that did not change the service yet).
+    pub fn set_service_scalar(
+        &mut self,
+        service: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), TextError> {
+        if let Ok(svc) = self.service(service) {
+            if self.key_line(svc).is_some_and(|k| !k.value.is_empty()) {
+                return Err(TextError::NotBlock(format!("services.{service}")));
+            }
+            return self.set_scalar(svc, &[key], value);
+        }
+        let services = match self.find_child(None, "services") {
+            Some(at) if self.key_line(at).is_some_and(|k| !k.value.is_empty()) => {
+                return Err(TextError::NotBlock("services".into()));
+            }
+            Some(at) => at,
+            None => {
+                self.lines.push("services:".into());
+                self.lines.len() - 1
+            }
+        };
+        self.insert_path(services, &[service, key], &scalar_like(value, ""));
+        Ok(())
+    }
+
     /// Removes the key at `path` (and its block); nothing when it is not there.
     pub fn unset(&mut self, svc: usize, path: &[&str]) {
         if let Some(at) = self.find_path(svc, path) {

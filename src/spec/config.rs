@@ -707,6 +707,13 @@ impl Config {
             .collect()
     }
 
+    /// Whether a host of environment `env` runs the stack named `stack`.
+    pub fn runs_in(&self, stack: &str, env: &str) -> bool {
+        self.host_names()
+            .iter()
+            .any(|h| self.environment_of(h) == Some(env) && self.runs_on(stack, h))
+    }
+
     /// The environment of `host`: the first it is in (see [`Config::environments_of`]).
     pub fn environment_of(&self, host: &str) -> Option<&str> {
         self.environments_of(host).into_iter().next()

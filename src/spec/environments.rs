@@ -18,9 +18,17 @@ impl Desired {
     /// The stack `stack` as `host` runs it: its environment's variant when
     /// the host is in an environment for which the stack has files, else the base.
     pub fn stack_on<'a>(&'a self, stack: &'a Stack, host: &str) -> &'a Stack {
-        self.config
-            .environment_of(host)
-            .and_then(|e| self.environments.get(e))
+        match self.config.environment_of(host) {
+            Some(env) => self.stack_in(stack, env),
+            None => stack,
+        }
+    }
+
+    /// The stack `stack` as the hosts of environment `env` run it: its
+    /// variant when the stack has files for `env`, else the base.
+    pub fn stack_in<'a>(&'a self, stack: &'a Stack, env: &str) -> &'a Stack {
+        self.environments
+            .get(env)
             .and_then(|v| v.iter().find(|s| s.name == stack.name))
             .unwrap_or(stack)
     }
@@ -67,6 +75,55 @@ pub(super) fn read_variant(
     Some(variant)
 }
 
+/// Warns about a stack's `compose.<x>.yaml` (or `.yml`) for an environment
+/// `x` that plimsoll.yaml does not name, when it names some: no host reads
+/// that file (a typo, or an environment not declared yet). Compose's own
+/// `compose.override.yaml` and files the stack reads anyway (`COMPOSE_FILE`)
+/// are not variants.
+pub(super) fn check_unknown_variants(
+    read: &StackText,
+    config: &Config,
+    files: &dyn Files,
+    diags: &mut Vec<Diag>,
+) {
+    if config.environments.is_empty() {
+        return;
+    }
+    let dir = &read.sf.dir;
+    let Ok(names) = files.list(dir) else {
+        return;
+    };
+    let used: Vec<&std::ffi::OsStr> = std::iter::once(read.sf.compose.as_path())
+        .chain(read.overrides.iter().map(|(p, _)| p.as_path()))
+        .filter_map(Path::file_name)
+        .collect();
+    for name in names {
+        let Some(env) = name
+            .strip_prefix("compose.")
+            .and_then(|n| n.strip_suffix(".yaml").or_else(|| n.strip_suffix(".yml")))
+        else {
+            continue;
+        };
+        let known = config.environments.contains_key(env);
+        if known || env == "override" || used.contains(&std::ffi::OsStr::new(&name)) {
+            continue;
+        }
+        let names: Vec<&str> = config.environments.keys().map(String::as_str).collect();
+        diags.push(
+            Diag::warning(
+                &dir.join(&name),
+                Default::default(),
+                "",
+                format!("no environment `{env}` in plimsoll.yaml: no host reads this file"),
+            )
+            .hint(format!(
+                "name it after an environment ({}), or add `{env}` to `environments:` in plimsoll.yaml",
+                names.join(", ")
+            )),
+        );
+    }
+}
+
 /// Checks `stack` (as the environment's hosts run it) against the
 /// environment's `policy:`, when it has one and the stack runs on one of its hosts.
 pub(super) fn check_policy(
@@ -80,11 +137,7 @@ pub(super) fn check_policy(
     let Some(policy) = config.environments.get(env).and_then(|e| e.policy.as_ref()) else {
         return;
     };
-    let runs_here = config
-        .host_names()
-        .iter()
-        .any(|h| config.environment_of(h) == Some(env) && config.runs_on(&stack.name, h));
-    if !runs_here {
+    if !config.runs_in(&stack.name, env) {
         return;
     }
     let root = ["environments", env, "policy"];

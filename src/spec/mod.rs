@@ -235,6 +235,7 @@ pub fn load_with(
         let Some(stack) = cx.load(&read, &mut masker, &mut diags) else {
             continue;
         };
+        environments::check_unknown_variants(&read, &config, files, &mut diags);
         for name in config.environments.keys() {
             let Some(variant) = environments::read_variant(&read, name, files, &mut diags) else {
                 continue;

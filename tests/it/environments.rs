@@ -170,3 +170,23 @@ fn an_environments_file_that_leaves_the_repository_is_refused() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("compose.stage.yaml"), "{stderr}");
 }
+
+#[test]
+fn promote_names_an_unknown_environment_and_prints_nothing() {
+    let dir = temp_dir("plimsoll-it-envs-");
+    repo(dir.path());
+    let out = plimsoll_output(
+        dir.path(),
+        &["promote", "--from", "staging", "--to", "prod"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains(
+            "environment `staging` is not in plimsoll.yaml's `environments:` (it has prod, stage)"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}

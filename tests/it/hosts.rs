@@ -8,21 +8,30 @@
 //! it, the old host removes it (its `prune: true`), in whatever order the
 //! two agents poll. One stack with two environments (`environments:`,
 //! `.env.<env>`, `compose.prod.yaml`) runs each engine's environment's
-//! values, and a change to `compose.prod.yaml` changes production only.
+//! values, a change to `compose.prod.yaml` changes production only, and
+//! `plimsoll promote --from stage --to prod` (staging follows a tag of a
+//! registry on loopback, forwarded into the second engine's namespace)
+//! writes the patch that, committed, makes production run staging's image.
 //!
 //! The second engine needs root, `ip netns` (iproute2), `nsenter`
 //! (util-linux) and `dockerd`; where the machine cannot start one, the test
 //! says why and passes, except under `CI=true`, where it fails
 //! (`scripts/test.sh` installs the packages; CI runs as root).
 
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::agent::{Agent, GitRepo};
+use crate::registry::Registry;
 use crate::support::{
-    BUSYBOX_IMAGE, Cleanup, ensure_busybox, missing_precondition, temp_dir, unique_name,
+    BUSYBOX_IMAGE, Cleanup, ensure_busybox, missing_precondition, plimsoll_output, temp_dir,
+    unique_name,
 };
 
 /// A second Docker engine in its own network namespace, stopped and removed on drop.
@@ -138,6 +147,101 @@ impl SecondEngine {
             .env("DOCKER_HOST", self.host())
             .output()
             .expect("run docker")
+    }
+}
+
+impl SecondEngine {
+    /// Forwards 127.0.0.1:`port` inside the engine's network namespace to
+    /// 127.0.0.1:`port` here, so that the engine reaches a registry on this
+    /// machine's loopback at the same address as this machine's engine
+    /// (one image reference for both). Stops listening on drop.
+    fn forward(&self, port: u16) -> Forward {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (accepted, inbound) = mpsc::channel::<TcpStream>();
+        let (ready, listening) = mpsc::channel::<Result<(), String>>();
+        let netns = format!("/var/run/netns/{}", self.netns);
+        let stopped = stop.clone();
+        // setns moves the calling thread only: this one listens in the
+        // engine's namespace; the connections out are made from another.
+        thread::spawn(move || {
+            let listener = std::fs::File::open(&netns)
+                .map_err(|e| format!("open {netns}: {e}"))
+                .and_then(|ns| {
+                    // SAFETY: setns on a valid namespace descriptor changes this thread's namespace only.
+                    match unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } {
+                        0 => Ok(()),
+                        _ => Err(format!("setns: {}", std::io::Error::last_os_error())),
+                    }
+                })
+                .and_then(|()| {
+                    TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("listen: {e}"))
+                })
+                .and_then(|l| {
+                    l.set_nonblocking(true)
+                        .map(|()| l)
+                        .map_err(|e| e.to_string())
+                });
+            let listener = match listener {
+                Ok(l) => {
+                    let _ = ready.send(Ok(()));
+                    l
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        if accepted.send(stream).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        listening
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the forwarder answers")
+            .expect("a forwarder in the engine's namespace");
+        thread::spawn(move || {
+            for from in inbound {
+                if let Ok(to) = TcpStream::connect(("127.0.0.1", port)) {
+                    pump(from, to);
+                }
+            }
+        });
+        Forward { stop }
+    }
+}
+
+/// Copies bytes both ways between two connections until each side closes.
+fn pump(a: TcpStream, b: TcpStream) {
+    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
+    for (mut from, mut to) in [(a, b2), (b, a2)] {
+        thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        });
+    }
+}
+
+/// A port forwarded into an engine's namespace ([`SecondEngine::forward`]).
+struct Forward {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -334,6 +438,22 @@ impl TwoAgents {
     }
 }
 
+/// The image IDs of the running containers of `stack` on an engine.
+fn images_run(host: Option<&str>, stack: &str) -> Vec<String> {
+    running(host, stack)
+        .iter()
+        .map(|name| {
+            let mut cmd = Command::new("docker");
+            cmd.args(["inspect", "--format", "{{.Image}}", name]);
+            if let Some(h) = host {
+                cmd.env("DOCKER_HOST", h);
+            }
+            let out = cmd.output().expect("run docker inspect");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        })
+        .collect()
+}
+
 /// `MODE` in the environment of the running containers of `stack` on an engine.
 fn modes(host: Option<&str>, stack: &str) -> Vec<String> {
     running(host, stack)
@@ -359,7 +479,7 @@ fn modes(host: Option<&str>, stack: &str) -> Vec<String> {
 }
 
 #[test]
-fn hosts_each_engine_runs_its_environments_values() {
+fn hosts_each_engine_runs_its_environments_values_and_promote_pins_what_stage_runs() {
     ensure_busybox();
     let engine = match SecondEngine::start() {
         Ok(e) => e,
@@ -370,6 +490,22 @@ fn hosts_each_engine_runs_its_environments_values() {
             return;
         }
     };
+    let Some(mut registry) = Registry::start(None) else {
+        return;
+    };
+    let port: u16 = registry
+        .host
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the registry's port");
+    let _forward = engine.forward(port);
+    // Production pins release v1 by digest; staging follows the tag `main`.
+    let v1 = registry.variant(BUSYBOX_IMAGE);
+    let release = registry.digest_of(&registry.push(&v1, "app:v1"));
+    let v2 = registry.variant(BUSYBOX_IMAGE);
+    let main = registry.push(&v2, "app:main");
+
     let mut cleanup = Cleanup::new();
     let shop = cleanup.stack("envshop");
     let work = temp_dir("plimsoll-it-envs-");
@@ -377,21 +513,28 @@ fn hosts_each_engine_runs_its_environments_values() {
     repo.write(
         "plimsoll.yaml",
         "hosts:\n  alpha: {labels: {env: stage}}\n  beta: {labels: {env: prod}}\n\
-         environments:\n  stage: {labels: {env: stage}}\n  prod: {labels: {env: prod}}\n",
+         environments:\n  stage: {labels: {env: stage}}\n  \
+         prod: {labels: {env: prod}, policy: {pinned_images: {}}}\n",
     );
     repo.write(
         &format!("stacks/{shop}/compose.yaml"),
         &format!(
-            "name: {shop}\nservices:\n  app:\n    image: {BUSYBOX_IMAGE}\n    init: true\n    \
-             command: [\"sleep\", \"3600\"]\n    environment: {{MODE: \"${{MODE}}\"}}\n"
+            "name: {shop}\nservices:\n  app:\n    image: {}\n    init: true\n    \
+             command: [\"sleep\", \"3600\"]\n    environment: {{MODE: \"${{MODE}}\"}}\n",
+            registry.image("app:v1")
         ),
     );
     repo.write(&format!("stacks/{shop}/.env"), "MODE=base\n");
     repo.write(&format!("stacks/{shop}/.env.stage"), "MODE=staging\n");
     repo.write(&format!("stacks/{shop}/.env.prod"), "MODE=production\n");
     repo.write(
-        &format!("stacks/{shop}/compose.prod.yaml"),
-        "services:\n  app:\n    scale: 2\n",
+        &format!("stacks/{shop}/compose.stage.yaml"),
+        &format!("services:\n  app:\n    image: {main}\n"),
+    );
+    let prod_file = format!("stacks/{shop}/compose.prod.yaml");
+    repo.write(
+        &prod_file,
+        &format!("services:\n  app:\n    image: {release}  # the release\n    scale: 2\n"),
     );
     let first = repo.commit("one stack, two environments");
 
@@ -402,11 +545,13 @@ fn hosts_each_engine_runs_its_environments_values() {
     wait_until("each engine runs its environment's values", timeout, || {
         modes(None, &shop) == ["staging"] && modes(Some(&b), &shop) == ["production", "production"]
     });
+    assert_eq!(images_run(None, &shop), [v2.as_str()]);
+    assert_eq!(images_run(Some(&b), &shop), [v1.as_str(), v1.as_str()]);
 
     // A change to compose.prod.yaml changes production only.
     repo.write(
-        &format!("stacks/{shop}/compose.prod.yaml"),
-        "services:\n  app:\n    scale: 1\n",
+        &prod_file,
+        &format!("services:\n  app:\n    image: {release}  # the release\n    scale: 1\n"),
     );
     let second = repo.commit("production: one replica");
     agent_a.wait_revision(&second, timeout);
@@ -415,6 +560,46 @@ fn hosts_each_engine_runs_its_environments_values() {
         modes(Some(&b), &shop) == ["production"]
     });
     assert_eq!(modes(None, &shop), ["staging"]);
+
+    // Promotion: the digest `main` resolves to in the registry, pinned in
+    // compose.prod.yaml by a patch; committed, production runs what
+    // staging runs.
+    let promote = |expect: i32| {
+        let out = plimsoll_output(
+            repo.dir(),
+            &["promote", "--from", "stage", "--to", "prod"],
+            &[],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(
+            out.status.code(),
+            Some(expect),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let patch = promote(2);
+    let pinned = format!(
+        "{main}@{}",
+        registry.digest_of(&main).rsplit('@').next().unwrap()
+    );
+    assert!(
+        patch.contains(&format!("# pins {shop}/app: image {pinned}\n"))
+            && patch.contains(&format!("+    image: {pinned}  # the release\n")),
+        "{patch}"
+    );
+    let patch_file = work.path().join("promote.patch");
+    std::fs::write(&patch_file, &patch).expect("write the patch");
+    repo.apply(&patch_file);
+    let third = repo.commit("promote stage to prod");
+    agent_b.wait_revision(&third, timeout);
+    wait_until("production runs the image staging runs", timeout, || {
+        images_run(Some(&b), &shop) == [v2.as_str()]
+    });
+    assert_eq!(modes(Some(&b), &shop), ["production"]);
+    assert_eq!(images_run(None, &shop), [v2.as_str()]);
+    assert!(promote(0).contains("# nothing to write\n"));
     drop(agents);
     drop(engine);
 }

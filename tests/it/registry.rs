@@ -801,3 +801,42 @@ fn pull_policy_every_pulls_again_only_once_the_copy_is_older_than_its_period() {
     assert_eq!((kept, runs), (after, b));
     assert!(running);
 }
+
+/// `promote` asks the registry for the staging tag's digest; a tag the
+/// registry does not have is an error naming it, and no patch is printed.
+#[test]
+fn promote_of_an_image_the_registry_does_not_have_exits_1_and_prints_nothing() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let dir = crate::support::temp_dir("plimsoll-it-promote-");
+    let root = dir.path();
+    let write = |path: &str, text: &str| {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write(
+        "plimsoll.yaml",
+        "hosts:\n  s-1: {labels: {env: stage}}\n  p-1: {labels: {env: prod}}\n\
+         environments:\n  stage: {labels: {env: stage}}\n  prod: {labels: {env: prod}}\n",
+    );
+    let missing = reg.image("never-pushed:main");
+    write(
+        "stacks/shop/compose.yaml",
+        &format!("services:\n  web:\n    image: {missing}\n"),
+    );
+    let out = crate::support::plimsoll_output(
+        root,
+        &["promote", "--from", "stage", "--to", "prod"],
+        &[("DOCKER_CONFIG", reg.docker_config.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(out.stdout.is_empty(), "printed: {}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot resolve {missing} in its registry")),
+        "{stderr}"
+    );
+    assert!(!root.join("stacks/shop/compose.prod.yaml").exists());
+}

@@ -10,15 +10,19 @@
   var source = new EventSource("/ui/events?page=" + encodeURIComponent(page));
   source.addEventListener("page", function (e) {
     // Keep an open <details> open across the update, and what is being
-    // typed into a form (and where) too.
+    // typed into a form (where, and what is selected in it) too.
     var open = Array.prototype.map.call(
       main.querySelectorAll("details[open] summary"), function (s) { return s.textContent; });
     var typed = {};
     Array.prototype.forEach.call(main.querySelectorAll("input[id]"), function (i) {
       if (i.value !== i.defaultValue) typed[i.id] = i.value;
     });
-    var focused = document.activeElement && main.contains(document.activeElement)
-      ? document.activeElement.id : null;
+    var active = document.activeElement;
+    var focused = active && main.contains(active) ? active.id : null;
+    // An input's selection (or caret) goes with its focus: a user who
+    // selected the suggested value to replace it still replaces it.
+    var selection = focused && typeof active.selectionStart === "number"
+      ? [active.selectionStart, active.selectionEnd, active.selectionDirection] : null;
     main.innerHTML = e.data;
     Array.prototype.forEach.call(main.querySelectorAll("details summary"), function (s) {
       if (open.indexOf(s.textContent) >= 0) s.parentNode.open = true;
@@ -29,7 +33,12 @@
     });
     if (focused) {
       var f = document.getElementById(focused);
-      if (f && main.contains(f)) f.focus();
+      if (f && main.contains(f)) {
+        f.focus();
+        if (selection && typeof f.setSelectionRange === "function") {
+          f.setSelectionRange(selection[0], selection[1], selection[2]);
+        }
+      }
     }
     live.textContent = "Live · updated " + new Date().toLocaleTimeString();
   });

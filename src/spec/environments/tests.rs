@@ -124,3 +124,25 @@ fn an_environments_policy_applies_to_its_hosts_only() {
         Some(format!("web@{digest}").as_str())
     );
 }
+
+#[test]
+fn a_compose_file_for_an_environment_plimsoll_yaml_does_not_name_is_a_warning() {
+    let dir = repo(CONFIG);
+    let shop = dir.path().join("stacks/shop");
+    fs::write(shop.join("compose.production.yaml"), "services: {}\n").unwrap();
+    fs::write(shop.join("compose.override.yaml"), "services: {}\n").unwrap();
+    fs::write(shop.join(".env.example"), "MODE=x\n").unwrap();
+    let d = load_path(dir.path());
+    let shown: Vec<String> = d.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert!(
+        shown[0].contains("compose.production.yaml")
+            && shown[0]
+                .contains("no environment `production` in plimsoll.yaml: no host reads this file")
+            && shown[0].contains("(prod, stage)"),
+        "{shown:?}"
+    );
+    // Without `environments:` the files are the repository's own business.
+    fs::write(dir.path().join("plimsoll.yaml"), "hosts:\n  a: {}\n").unwrap();
+    assert!(load_path(dir.path()).warnings.is_empty());
+}
