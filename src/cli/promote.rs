@@ -23,6 +23,11 @@ pub(super) fn run(
 ) -> Result<Exit> {
     let desired = load(path, stacks, &global.loading)?;
     let images = promote::images(&desired, from, to, stacks)?;
+    if images.is_empty() {
+        eprintln!(
+            "warning: no stack runs on hosts of both {from} and {to} with a registry image: nothing to promote"
+        );
+    }
     let digests = runtime()?.block_on(resolve(&images))?;
     let files = global.loading.host.files(path)?;
     let promotion = promote::patch(&desired, to, &images, &digests, &files);

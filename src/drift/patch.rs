@@ -119,42 +119,7 @@ impl Patch {
     pub fn is_empty(&self) -> bool {
         self.diff.is_empty()
     }
-}
 
-/// A file being edited: its text as read and as edited.
-struct Edited {
-    before: String,
-    text: Text,
-    shown: PathBuf,
-}
-
-/// The patch for `services`, reading their files through `files`.
-pub fn patch(services: &[ServiceDrift<'_>], masker: &Masker, files: &dyn Files) -> Patch {
-    let mut p = Patch::default();
-    let mut edited: BTreeMap<PathBuf, Edited> = BTreeMap::new();
-    for s in services {
-        let mut cx = Cx {
-            s,
-            masker,
-            files,
-            edited: &mut edited,
-            unwritten: &mut p.unwritten,
-            written: Vec::new(),
-        };
-        cx.service();
-        if !cx.written.is_empty() {
-            let w = cx.written.join(", ");
-            p.written
-                .push(format!("{}/{}: {w}", s.stack.name, s.service));
-        }
-    }
-    for (path, e) in &edited {
-        p.add_file(path, Some(&e.before), &e.text.render(), &e.shown, masker);
-    }
-    p
-}
-
-impl Patch {
     /// Adds the edit of one file (`before`: its text, `None` for a new
     /// file) to the diff, masked, and to [`Patch::edited`]; nothing when
     /// the text is unchanged. `shown` is its path in the diff.
@@ -209,6 +174,39 @@ impl Patch {
         }
         self.diff.push_str(&masked);
     }
+}
+
+/// A file being edited: its text as read and as edited.
+struct Edited {
+    before: String,
+    text: Text,
+    shown: PathBuf,
+}
+
+/// The patch for `services`, reading their files through `files`.
+pub fn patch(services: &[ServiceDrift<'_>], masker: &Masker, files: &dyn Files) -> Patch {
+    let mut p = Patch::default();
+    let mut edited: BTreeMap<PathBuf, Edited> = BTreeMap::new();
+    for s in services {
+        let mut cx = Cx {
+            s,
+            masker,
+            files,
+            edited: &mut edited,
+            unwritten: &mut p.unwritten,
+            written: Vec::new(),
+        };
+        cx.service();
+        if !cx.written.is_empty() {
+            let w = cx.written.join(", ");
+            p.written
+                .push(format!("{}/{}: {w}", s.stack.name, s.service));
+        }
+    }
+    for (path, e) in &edited {
+        p.add_file(path, Some(&e.before), &e.text.render(), &e.shown, masker);
+    }
+    p
 }
 
 /// Building the patch of one service.
