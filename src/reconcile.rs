@@ -83,6 +83,39 @@ impl Observed<'_> {
     }
 }
 
+/// Why [`pull_first`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PullFirstError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("pulling {image} (pull_policy: always) failed: {source}")]
+    Always {
+        image: String,
+        #[source]
+        source: crate::apply::StepError,
+    },
+}
+
+/// The services and jobs with an image from a registry and a
+/// `pull_policy`, of every stack and environment variant (whichever host
+/// runs them).
+fn pulled_by_policy(desired: &Desired) -> impl Iterator<Item = (&str, &PullPolicy)> {
+    desired
+        .stacks
+        .iter()
+        .chain(desired.environments.values().flatten())
+        .flat_map(|s| s.services.values().chain(s.jobs.values()))
+        .filter(|s| !s.builds())
+        .filter_map(|s| Some((s.image.as_deref()?, s.pull_policy.as_ref()?)))
+}
+
+/// Whether [`pull_first`] has anything to look at: an image whose
+/// `pull_policy` is `always` or a refresh policy.
+pub fn pulls_first(desired: &Desired) -> bool {
+    pulled_by_policy(desired)
+        .any(|(_, p)| matches!(p, PullPolicy::Always | PullPolicy::Refresh { .. }))
+}
+
 /// Pulls what `pull_policy` wants pulled before planning, so that a tag
 /// moved in the registry is followed: `always` images (when `always` is
 /// set: for a new revision), and `daily`/`weekly`/`every_<duration>` images
@@ -95,26 +128,14 @@ pub async fn pull_first(
     desired: &Desired,
     always: bool,
     progress: &dyn crate::events::Progress,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, PullFirstError> {
     let now = jiff::Timestamp::now();
     let mut due: BTreeMap<&str, &PullPolicy> = BTreeMap::new();
-    // The environments' variants too (like the stacks, whichever host runs them).
-    let services = desired
-        .stacks
-        .iter()
-        .chain(desired.environments.values().flatten())
-        .flat_map(|s| s.services.values());
-    for svc in services.filter(|s| !s.builds()) {
-        let (Some(image), Some(policy)) = (svc.image.as_deref(), &svc.pull_policy) else {
-            continue;
-        };
+    for (image, policy) in pulled_by_policy(desired) {
         let pull = match policy {
             PullPolicy::Always => always,
             PullPolicy::Refresh { period, .. } if !due.contains_key(image) => {
-                let pulled = engine
-                    .image_pulled_at(image)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let pulled = engine.image_pulled_at(image).await?;
                 pulled.is_some_and(|at| refresh_due(at, now, *period))
             }
             _ => false,
@@ -127,8 +148,11 @@ pub async fn pull_first(
     for (image, policy) in due {
         match crate::apply::pull(engine, image, progress).await {
             Ok(()) => pulled.push(image.to_string()),
-            Err(e) if *policy == PullPolicy::Always => {
-                return Err(format!("pulling {image} (pull_policy: always) failed: {e}"));
+            Err(source) if *policy == PullPolicy::Always => {
+                return Err(PullFirstError::Always {
+                    image: image.to_string(),
+                    source,
+                });
             }
             Err(e) => progress.step(
                 image,

@@ -14,7 +14,6 @@ use crate::events::{LogProgress, Progress, TerminalProgress};
 use crate::plan;
 use crate::reconcile;
 use crate::spec::Desired;
-use crate::spec::model::PullPolicy;
 use crate::state::StateDir;
 
 /// The flags of `plimsoll reconcile`.
@@ -175,17 +174,7 @@ pub(super) async fn reconcile_cmd(
     // Plan under the lock, so two applies never plan from the same live state.
     let (state, _lock) = take_lock(run)?;
     // `pull_policy: always` and the refresh policies: pull before planning, so a moved tag is followed.
-    if desired
-        .stacks
-        .iter()
-        .flat_map(|s| s.services.values())
-        .any(|s| {
-            matches!(
-                s.pull_policy,
-                Some(PullPolicy::Always | PullPolicy::Refresh { .. })
-            )
-        })
-    {
+    if reconcile::pulls_first(desired) {
         let engine = crate::live::Engine::connect().await?;
         let progress = progress_for(run.log_format, masker);
         reconcile::pull_first(&engine, desired, true, progress.as_ref())

@@ -9,11 +9,12 @@
 //! changes on a wrong password or a missing image, noticing a re-pointed tag
 //! once the local tag moves, and pulling a digest-pinned reference.
 //!
-//! plimsoll pulls only images that are missing on the host: a tag re-pointed
-//! in the registry is not noticed until the host's tag moves (`docker pull`);
-//! then the plan says "image re-pointed" and the apply recreates the service.
-//! (`pull_policy: always`, which would pull before planning, is not
-//! implemented yet: it is parsed and treated like `missing`.)
+//! By default plimsoll pulls only images that are missing on the host: a tag
+//! re-pointed in the registry is not noticed until the host's tag moves
+//! (`docker pull`); then the plan says "image re-pointed" and the apply
+//! recreates the service. `pull_policy: always` pulls before planning and
+//! follows a re-pointed tag itself; `plimsoll promote` asks the registry
+//! which digest a tag names.
 //!
 //! Without `docker-registry` (or `htpasswd`, for the auth test) on PATH the
 //! tests print `skipped: ...` and pass, except under `CI=true`, where they
@@ -722,9 +723,13 @@ fn pull_policy_always_follows_a_re_pointed_tag() {
     ensure_busybox();
     let a = image_id(BUSYBOX_IMAGE).unwrap();
     let image = reg.push(BUSYBOX_IMAGE, "always:v1");
+    // A job's image follows its `pull_policy` too.
+    let job_image = reg.push(BUSYBOX_IMAGE, "always-job:v1");
     let stack = Stack::new("reg-always");
     stack.write(&format!(
-        "services:\n  web:\n    image: {image}\n    pull_policy: always\n    command: {HTTPD}\n"
+        "services:\n  web:\n    image: {image}\n    pull_policy: always\n    command: {HTTPD}\n  \
+         migrate:\n    image: {job_image}\n    pull_policy: always\n    command: [\"true\"]\n    \
+         x-plimsoll: {{job: pre}}\n"
     ));
     let out = stack.reconcile(&reg.docker_config, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", both(&out));
@@ -734,13 +739,20 @@ fn pull_policy_always_follows_a_re_pointed_tag() {
     // The tag moves in the registry only; the apply pulls it and follows.
     let b = reg.variant(BUSYBOX_IMAGE);
     reg.push(&b, "always:v1");
+    reg.push(&b, "always-job:v1");
     docker(&["tag", BUSYBOX_IMAGE, &image]);
+    docker(&["tag", BUSYBOX_IMAGE, &job_image]);
     let out = stack.reconcile(&reg.docker_config, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", both(&out));
     let (after, runs, running) = container_info(&stack.container("web")).unwrap();
     assert_ne!(before, after, "web was not recreated");
     assert_eq!(runs, b, "web does not run the re-pointed image");
     assert!(running);
+    assert_eq!(
+        image_id(&job_image),
+        Some(b),
+        "the job's image was not pulled"
+    );
 }
 
 #[test]
