@@ -276,6 +276,10 @@ impl Group for Networking {
                 }
             }
         });
+        // The addresses the engine gave are read for `mac_address` only (no
+        // field line of their own): once read, they are not a difference, so
+        // an in-sync container compares equal as a whole (the plan's fast path).
+        live.endpoint_macs.clone_from(&desired.endpoint_macs);
     }
 }
 
