@@ -287,9 +287,16 @@ impl PathMap {
 /// `/etc/resolv.conf` bind mount (`.../containers/<id>/hostname`), the ID in
 /// `/proc/self/cgroup` (cgroup v1, or the systemd driver's
 /// `docker-<id>.scope`), and the host name, which is the container's short
-/// ID by default (only in a container: `/.dockerenv` or
-/// `/run/.containerenv`). The caller asks the engine about each in turn.
+/// ID by default. None outside a container (no `/.dockerenv`, which the
+/// engine puts in every container, nor Podman's `/run/.containerenv`): on a
+/// host, nothing is read (the mount table of a busy host is long). The
+/// caller asks the engine about each in turn.
 pub fn own_container_candidates() -> Vec<Candidate> {
+    let in_container =
+        Path::new("/.dockerenv").exists() || Path::new("/run/.containerenv").exists();
+    if !in_container {
+        return Vec::new();
+    }
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let mut out = Vec::new();
     let mut add = |c: Candidate| {
@@ -303,10 +310,8 @@ pub fn own_container_candidates() -> Vec<Candidate> {
     if let Some(id) = id_from_cgroup(&read("/proc/self/cgroup")) {
         add(Candidate::Id(id));
     }
-    let in_container =
-        Path::new("/.dockerenv").exists() || Path::new("/run/.containerenv").exists();
     let hostname = read("/etc/hostname").trim().to_string();
-    if in_container && !hostname.is_empty() {
+    if !hostname.is_empty() {
         add(Candidate::Hostname(hostname));
     }
     out
