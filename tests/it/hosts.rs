@@ -132,6 +132,20 @@ impl SecondEngine {
         Ok(engine)
     }
 
+    /// [`SecondEngine::start`], or, when this machine cannot, a missing
+    /// precondition reported (a failure under `CI=true`) and `None`.
+    fn start_or_report() -> Option<SecondEngine> {
+        match SecondEngine::start() {
+            Ok(e) => Some(e),
+            Err(why) => {
+                missing_precondition(&format!(
+                    "this machine cannot start a second Docker engine: {why}"
+                ));
+                None
+            }
+        }
+    }
+
     fn socket(&self) -> PathBuf {
         self.dir.path().join("sock")
     }
@@ -158,30 +172,23 @@ impl SecondEngine {
     fn forward(&self, port: u16) -> Forward {
         let stop = Arc::new(AtomicBool::new(false));
         let (accepted, inbound) = mpsc::channel::<TcpStream>();
-        let (ready, listening) = mpsc::channel::<Result<(), String>>();
+        let (ready, listening) = mpsc::channel::<std::io::Result<()>>();
         let netns = format!("/var/run/netns/{}", self.netns);
         let stopped = stop.clone();
         // setns moves the calling thread only: this one listens in the
         // engine's namespace; the connections out are made from another.
         thread::spawn(move || {
-            let listener = std::fs::File::open(&netns)
-                .map_err(|e| format!("open {netns}: {e}"))
-                .and_then(|ns| {
-                    // SAFETY: setns on a valid namespace descriptor changes this thread's namespace only.
-                    match unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } {
-                        0 => Ok(()),
-                        _ => Err(format!("setns: {}", std::io::Error::last_os_error())),
-                    }
-                })
-                .and_then(|()| {
-                    TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("listen: {e}"))
-                })
-                .and_then(|l| {
-                    l.set_nonblocking(true)
-                        .map(|()| l)
-                        .map_err(|e| e.to_string())
-                });
-            let listener = match listener {
+            let listen = || {
+                let ns = std::fs::File::open(&netns)?;
+                // SAFETY: setns on a valid namespace descriptor changes this thread's namespace only.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let listener = TcpListener::bind(("127.0.0.1", port))?;
+                listener.set_nonblocking(true)?;
+                Ok(listener)
+            };
+            let listener = match listen() {
                 Ok(l) => {
                     let _ = ready.send(Ok(()));
                     l
@@ -209,7 +216,9 @@ impl SecondEngine {
         listening
             .recv_timeout(Duration::from_secs(10))
             .expect("the forwarder answers")
-            .expect("a forwarder in the engine's namespace");
+            .unwrap_or_else(|e| {
+                panic!("a forwarder on 127.0.0.1:{port} in the engine's namespace (open, setns, listen): {e}")
+            });
         thread::spawn(move || {
             for from in inbound {
                 if let Ok(to) = TcpStream::connect(("127.0.0.1", port)) {
@@ -331,14 +340,8 @@ fn write_repo(repo: &GitRepo, stacks: &[&str], cfg: &str) {
 fn hosts_each_engine_runs_exactly_its_stacks_and_a_moved_stack_moves() {
     // The image is copied into the second engine as it starts.
     ensure_busybox();
-    let engine = match SecondEngine::start() {
-        Ok(e) => e,
-        Err(why) => {
-            missing_precondition(&format!(
-                "this machine cannot start a second Docker engine: {why}"
-            ));
-            return;
-        }
+    let Some(engine) = SecondEngine::start_or_report() else {
+        return;
     };
     let mut cleanup = Cleanup::new();
     let (front, jobs, probe) = (
@@ -481,14 +484,8 @@ fn modes(host: Option<&str>, stack: &str) -> Vec<String> {
 #[test]
 fn hosts_each_engine_runs_its_environments_values_and_promote_pins_what_stage_runs() {
     ensure_busybox();
-    let engine = match SecondEngine::start() {
-        Ok(e) => e,
-        Err(why) => {
-            missing_precondition(&format!(
-                "this machine cannot start a second Docker engine: {why}"
-            ));
-            return;
-        }
+    let Some(engine) = SecondEngine::start_or_report() else {
+        return;
     };
     let Some(mut registry) = Registry::start(None) else {
         return;
