@@ -236,7 +236,7 @@ fn override_file(stack: &Stack, env: &str, files: &dyn Files) -> PathBuf {
     let dir = &stack.source.abs_dir;
     let yml = dir.join(format!("compose.{env}.yml"));
     let yaml = dir.join(format!("compose.{env}.yaml"));
-    let exists = |p: &Path| files.read(p).ok().flatten().is_some();
+    let exists = |p: &Path| files.kind(p).ok().flatten().is_some();
     if !exists(&yaml) && exists(&yml) {
         yml
     } else {
